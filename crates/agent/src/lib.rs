@@ -1,1 +1,22 @@
-//! placeholder
+//! The host agent: one per host. Runs VMs under QEMU, owns their taps and
+//! network elements, relays the guest control channel, and carries out live
+//! migrations with its peer agents. HTTP/JSON API under `/v1`.
+
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod control;
+pub mod error;
+pub mod host;
+pub mod migrate;
+pub mod serial;
+pub mod vm;
+
+pub use config::AgentConfig;
+pub use error::AgentError;
+
+/// Runs the agent until SIGINT/SIGTERM; then stops every VM it started.
+pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
+    let host = host::Host::start(cfg).await?;
+    api::serve(host).await
+}

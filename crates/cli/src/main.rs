@@ -1,1 +1,99 @@
-fn main() {}
+//! `duplex`: one binary, a subcommand per role.
+
+mod cmd_agent;
+mod cmd_image;
+mod cmd_lab;
+mod cmd_vm;
+mod output;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "duplex",
+    version,
+    about = "Keeps telecom-grade services running on VMs through maintenance, crashes and site loss."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the host agent (one per host).
+    Agent(cmd_agent::AgentArgs),
+    /// Run the in-guest middleware (started by the guest image's /init).
+    Guest,
+    /// Build and list guest images.
+    #[command(subcommand)]
+    Image(cmd_image::ImageCmd),
+    /// Show (probing once if needed) which accelerator QEMU uses here.
+    Accel(cmd_image::AccelArgs),
+    /// Operate VMs on an agent.
+    #[command(subcommand)]
+    Vm(cmd_vm::VmCmd),
+    /// Several hosts on this machine, in network namespaces.
+    #[command(subcommand)]
+    Lab(cmd_lab::LabCmd),
+    /// Lab with 2 hosts, a VM, a live migration under traffic; prints what happened.
+    Demo(cmd_lab::DemoArgs),
+    /// Traffic probe (UDP echo client) used by the demo, tests and benchmarks.
+    #[command(hide = true)]
+    Probe(cmd_lab::ProbeArgs),
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DUPLEX_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Cmd::Guest = cli.cmd {
+        // In the guest: no runtime, no logging framework, just the service.
+        return match duplex_guest::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("duplex guest: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    init_logging();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.cmd {
+            Cmd::Agent(a) => cmd_agent::run(a).await,
+            Cmd::Guest => Ok(()),
+            Cmd::Image(c) => cmd_image::run(c).await,
+            Cmd::Accel(a) => cmd_image::accel(a).await,
+            Cmd::Vm(c) => cmd_vm::run(c).await,
+            Cmd::Lab(c) => cmd_lab::run(c).await,
+            Cmd::Demo(a) => cmd_lab::demo(a).await,
+            Cmd::Probe(a) => cmd_lab::probe(a).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

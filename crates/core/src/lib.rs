@@ -1,1 +1,7 @@
-//! placeholder
+//! Pure domain model and decisions of Duplex. Nothing here does I/O: the
+//! shell (agent, controller, CLI) executes what these types describe.
+
+pub mod agent_api;
+pub mod guest_proto;
+pub mod mac;
+pub mod vm_spec;

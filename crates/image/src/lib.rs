@@ -1,1 +1,225 @@
-//! placeholder
+//! Reproducible guest images for Duplex VMs: a Debian cloud kernel plus a
+//! small gzip'd initramfs (busybox, the static `duplex` binary, the virtio
+//! modules and an `/init` script), built without root tools other than
+//! `apt-cache`, `apt-get download` and `dpkg-deb`.
+//!
+//! Layout (see docs/conventions.md):
+//! `<image_dir>/<name>/{vmlinuz,initramfs.img,manifest.json}`, with the
+//! download/extraction cache in `<cache_dir>/{debs,kernels}`.
+//!
+//! Same inputs give a byte-identical `initramfs.img`.
+
+mod build;
+mod debian;
+mod elf;
+mod error;
+mod fsutil;
+mod init_script;
+mod initramfs;
+mod kernel;
+mod manifest;
+pub mod newc;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+pub use error::ImageError;
+pub use kernel::MODULES;
+pub use manifest::{FileRecord, Inputs, Manifest, Outputs, FORMAT_VERSION};
+
+/// Default image name.
+pub const DEFAULT_NAME: &str = "default";
+/// Default download/extraction cache.
+pub const DEFAULT_CACHE_DIR: &str = "/var/cache/duplex";
+/// Default directory of built images.
+pub const DEFAULT_IMAGE_DIR: &str = "/var/cache/duplex/images";
+/// Default busybox to embed (Debian's busybox-static).
+pub const DEFAULT_BUSYBOX: &str = "/bin/busybox";
+
+/// File names inside an image directory.
+pub const VMLINUZ: &str = "vmlinuz";
+pub const INITRAMFS: &str = "initramfs.img";
+pub const MANIFEST: &str = "manifest.json";
+
+/// What to build and from what.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Image name, a directory under `image_dir` (default `default`).
+    pub name: String,
+    /// Download/extraction cache (default `/var/cache/duplex`).
+    pub cache_dir: PathBuf,
+    /// Where images go (default `/var/cache/duplex/images`).
+    pub image_dir: PathBuf,
+    /// The static `duplex` executable to embed, normally
+    /// `std::env::current_exe()`.
+    pub duplex_binary: PathBuf,
+    /// Exact kernel package, e.g. `linux-image-6.1.0-56-cloud-amd64`; `None`
+    /// asks apt what `linux-image-cloud-amd64` currently depends on.
+    pub kernel_package: Option<String>,
+    /// The static busybox to embed (default `/bin/busybox`).
+    pub busybox: PathBuf,
+}
+
+impl BuildOptions {
+    /// Defaults for everything but the binary to embed.
+    pub fn new(duplex_binary: PathBuf) -> Self {
+        BuildOptions {
+            name: DEFAULT_NAME.to_string(),
+            cache_dir: PathBuf::from(DEFAULT_CACHE_DIR),
+            image_dir: PathBuf::from(DEFAULT_IMAGE_DIR),
+            duplex_binary,
+            kernel_package: None,
+            busybox: PathBuf::from(DEFAULT_BUSYBOX),
+        }
+    }
+}
+
+/// Build (or rebuild) an image. Downloads and extraction are cached in
+/// `cache_dir`; the initramfs is always rebuilt (it takes about a second).
+/// Outputs are replaced atomically, `manifest.json` last.
+pub fn build(opts: &BuildOptions) -> Result<Manifest, ImageError> {
+    build::build(opts)
+}
+
+/// The files of a built image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImagePaths {
+    pub dir: PathBuf,
+    pub vmlinuz: PathBuf,
+    pub initramfs: PathBuf,
+    pub manifest: PathBuf,
+}
+
+impl ImagePaths {
+    fn of(image_dir: &Path, name: &str) -> Self {
+        let dir = image_dir.join(name);
+        ImagePaths {
+            vmlinuz: dir.join(VMLINUZ),
+            initramfs: dir.join(INITRAMFS),
+            manifest: dir.join(MANIFEST),
+            dir,
+        }
+    }
+
+    fn is_complete(&self) -> bool {
+        self.vmlinuz.is_file() && self.initramfs.is_file()
+    }
+}
+
+/// Find the built image `name` in `image_dir`.
+pub fn resolve(image_dir: &Path, name: &str) -> Result<ImagePaths, ImageError> {
+    let unknown = || -> Result<ImagePaths, ImageError> {
+        Err(ImageError::UnknownImage {
+            name: name.to_string(),
+            dir: image_dir.to_path_buf(),
+            available: list(image_dir)?,
+        })
+    };
+    if check_name(name).is_err() {
+        return unknown();
+    }
+    let paths = ImagePaths::of(image_dir, name);
+    if paths.is_complete() {
+        Ok(paths)
+    } else {
+        unknown()
+    }
+}
+
+/// Names of the built images in `image_dir`, sorted (none if it does not
+/// exist).
+pub fn list(image_dir: &Path) -> Result<Vec<String>, ImageError> {
+    let entries = match fs::read_dir(image_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(ImageError::io("list", image_dir, e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| ImageError::io("list", image_dir, e))?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if check_name(&name).is_ok() && ImagePaths::of(image_dir, &name).is_complete() {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Image names are single path components: letters, digits, `.`, `_`, `-`,
+/// not starting with `.`.
+pub(crate) fn check_name(name: &str) -> Result<(), ImageError> {
+    let reason = if name.is_empty() {
+        Some("it is empty")
+    } else if name.starts_with('.') {
+        Some("it starts with '.'")
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        Some("only letters, digits, '.', '_' and '-' are allowed")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(ImageError::InvalidName {
+            name: name.to_string(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(check_name("default").is_ok());
+        assert!(check_name("v2_test-1.0").is_ok());
+        for bad in ["", ".", "..", ".hidden", "a/b", "a b", "../x"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn resolve_and_unknown_image() {
+        let dir = std::env::temp_dir().join(format!("duplex-images-{}", std::process::id()));
+        let err = resolve(&dir, "default").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("no image named \"default\""), "{msg}");
+        assert!(msg.contains("there are no images yet"), "{msg}");
+        assert!(msg.contains("duplex image build"), "{msg}");
+
+        for name in ["b", "a"] {
+            fs::create_dir_all(dir.join(name)).unwrap();
+            fs::write(dir.join(name).join(VMLINUZ), b"k").unwrap();
+            fs::write(dir.join(name).join(INITRAMFS), b"i").unwrap();
+        }
+        fs::create_dir_all(dir.join("incomplete")).unwrap();
+        fs::write(dir.join("incomplete").join(VMLINUZ), b"k").unwrap();
+
+        let p = resolve(&dir, "a").unwrap();
+        assert_eq!(p.vmlinuz, dir.join("a/vmlinuz"));
+        assert_eq!(p.initramfs, dir.join("a/initramfs.img"));
+        assert_eq!(list(&dir).unwrap(), ["a", "b"]);
+
+        for missing in ["incomplete", "zzz", "../a"] {
+            match resolve(&dir, missing).unwrap_err() {
+                ImageError::UnknownImage {
+                    name, available, ..
+                } => {
+                    assert_eq!(name, missing);
+                    assert_eq!(available, ["a", "b"]);
+                }
+                other => panic!("unexpected {other}"),
+            }
+        }
+        let msg = resolve(&dir, "zzz").unwrap_err().to_string();
+        assert!(msg.contains("available images: a, b"), "{msg}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,1 +1,40 @@
-//! placeholder
+//! The lab: several Duplex hosts on one machine, in network namespaces.
+//!
+//! One flat L2 segment `10.<i>.0.0/24` (see `docs/conventions.md`):
+//! a switch namespace `<lab>-sw` with bridge `br0`; per host a namespace
+//! `<lab>-h<n>` with its own `br0` (agent address, VM taps) uplinked to the
+//! switch; a client namespace `<lab>-client`; and the veth `<lab>mgmt` in the
+//! root namespace (10.i.0.1) through which the CLI reaches the agents.
+//!
+//! - [`LabPlan`]: names and addresses, pure.
+//! - [`up`], [`down`], [`status`]: the lab's life cycle; state lives in
+//!   `/run/duplex/lab-<lab>/state.json` ([`LabState`]).
+//! - [`netns_command`]: run something inside a lab namespace.
+//!
+//! Everything that changes the system needs root.
+
+mod agent;
+pub mod demo;
+mod down;
+mod error;
+mod ip;
+mod lock;
+mod netns;
+mod plan;
+pub mod probe;
+mod procs;
+mod state;
+mod status;
+mod topology;
+mod up;
+
+pub use down::{down, DownReport, KilledProcess};
+pub use error::LabError;
+pub use netns::netns_command;
+pub use plan::{
+    lab_index, validate_lab_name, HostPlan, LabPlan, AGENT_PORT, BRIDGE, DEFAULT_LAB,
+    DEFAULT_LAB_INDEX, MAX_HOSTS, MAX_INDEX, MAX_VM, MIN_INDEX, RUN_DIR,
+};
+pub use state::{AgentState, LabPhase, LabState};
+pub use status::{status, AgentStatus, LabHealth, LabStatus, NsStatus};
+pub use up::{up, UpOptions};

@@ -1,1 +1,9 @@
-//! placeholder
+//! The data path between a VM and its host's bridge: frame parsing, the
+//! length-prefixed netdev stream, the network element pipeline, tap devices.
+
+pub mod counters;
+pub mod element;
+pub mod frame;
+pub mod framing;
+pub mod stage;
+pub mod tap;

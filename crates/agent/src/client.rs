@@ -1,0 +1,193 @@
+//! Typed client of an agent's `/v1` API, for the CLI, the lab, tests and
+//! benchmarks. Errors carry the agent's own message.
+
+use duplex_core::agent_api::{
+    ErrorBody, HostInfo, MigrateRequest, MigrationInfo, MigrationPhase, TrafficReport, VmInfo,
+    VmSummary, WaitFor,
+};
+use duplex_core::guest_proto::Op;
+use duplex_core::vm_spec::VmSpec;
+use serde::de::DeserializeOwned;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("agent at {url} is unreachable: {msg}")]
+    Unreachable { url: String, msg: String },
+    #[error("agent at {url} answered {status}: {message}")]
+    Api {
+        url: String,
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("unexpected answer from {url}: {msg}")]
+    Decode { url: String, msg: String },
+    #[error("migration of `{vm}` failed: {msg}")]
+    MigrationFailed { vm: String, msg: String },
+    #[error("migration of `{vm}` did not finish within {secs} s")]
+    MigrationTimeout { vm: String, secs: u64 },
+}
+
+#[derive(Clone)]
+pub struct AgentClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl AgentClient {
+    pub fn new(base: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+            .unwrap_or_default();
+        AgentClient {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: String,
+    ) -> Result<T, ClientError> {
+        let resp = req.send().await.map_err(|e| ClientError::Unreachable {
+            url: url.clone(),
+            msg: e.to_string(),
+        })?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| ClientError::Decode {
+            url: url.clone(),
+            msg: e.to_string(),
+        })?;
+        if !status.is_success() {
+            let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
+                Ok(b) => (b.error.code, b.error.message),
+                Err(_) => ("unknown".into(), text),
+            };
+            return Err(ClientError::Api {
+                url,
+                status: status.as_u16(),
+                code,
+                message,
+            });
+        }
+        let text = if text.is_empty() {
+            "null".to_string()
+        } else {
+            text
+        };
+        serde_json::from_str(&text).map_err(|e| ClientError::Decode {
+            url,
+            msg: e.to_string(),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn host(&self) -> Result<HostInfo, ClientError> {
+        let u = self.url("/v1/host");
+        self.call(self.http.get(&u).timeout(Duration::from_secs(5)), u)
+            .await
+    }
+
+    pub async fn list(&self) -> Result<Vec<VmSummary>, ClientError> {
+        let u = self.url("/v1/vms");
+        self.call(self.http.get(&u), u).await
+    }
+
+    pub async fn create(&self, spec: &VmSpec, wait: WaitFor) -> Result<VmInfo, ClientError> {
+        let w = serde_json::to_value(wait)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let u = self.url(&format!("/v1/vms?wait={w}"));
+        self.call(self.http.post(&u).json(spec), u).await
+    }
+
+    pub async fn show(&self, vm: &str) -> Result<VmInfo, ClientError> {
+        let u = self.url(&format!("/v1/vms/{vm}"));
+        self.call(self.http.get(&u), u).await
+    }
+
+    pub async fn delete(&self, vm: &str) -> Result<(), ClientError> {
+        let u = self.url(&format!("/v1/vms/{vm}"));
+        self.call::<serde_json::Value>(self.http.delete(&u), u)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn pause(&self, vm: &str) -> Result<VmInfo, ClientError> {
+        let u = self.url(&format!("/v1/vms/{vm}/pause"));
+        self.call(self.http.post(&u), u).await
+    }
+
+    pub async fn resume(&self, vm: &str) -> Result<VmInfo, ClientError> {
+        let u = self.url(&format!("/v1/vms/{vm}/resume"));
+        self.call(self.http.post(&u), u).await
+    }
+
+    pub async fn traffic(&self, vm: &str) -> Result<TrafficReport, ClientError> {
+        let u = self.url(&format!("/v1/vms/{vm}/traffic"));
+        self.call(self.http.get(&u), u).await
+    }
+
+    pub async fn guest(&self, vm: &str, op: &Op) -> Result<serde_json::Value, ClientError> {
+        let u = self.url(&format!("/v1/vms/{vm}/guest"));
+        self.call(self.http.post(&u).json(op), u).await
+    }
+
+    pub async fn start_migration(
+        &self,
+        vm: &str,
+        req: &MigrateRequest,
+    ) -> Result<MigrationInfo, ClientError> {
+        let u = self.url(&format!("/v1/vms/{vm}/migrate"));
+        self.call(self.http.post(&u).json(req), u).await
+    }
+
+    pub async fn migration(&self, vm: &str) -> Result<MigrationInfo, ClientError> {
+        let u = self.url(&format!("/v1/migrations/{vm}"));
+        self.call(self.http.get(&u), u).await
+    }
+
+    /// Starts a migration and follows it to the end, calling `progress` on
+    /// every poll.
+    pub async fn migrate(
+        &self,
+        vm: &str,
+        req: &MigrateRequest,
+        timeout: Duration,
+        mut progress: impl FnMut(&MigrationInfo),
+    ) -> Result<MigrationInfo, ClientError> {
+        self.start_migration(vm, req).await?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let info = self.migration(vm).await?;
+            progress(&info);
+            match info.phase {
+                MigrationPhase::Completed => return Ok(info),
+                MigrationPhase::Failed => {
+                    return Err(ClientError::MigrationFailed {
+                        vm: vm.into(),
+                        msg: info.error.unwrap_or_default(),
+                    })
+                }
+                _ if Instant::now() > deadline => {
+                    return Err(ClientError::MigrationTimeout {
+                        vm: vm.into(),
+                        secs: timeout.as_secs(),
+                    })
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+}

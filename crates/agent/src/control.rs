@@ -1,0 +1,113 @@
+//! The agent end of a guest's control channel (QEMU serves it on a unix
+//! socket; the guest's `duplex guest` answers). Requests are matched to
+//! responses by id; events are logged and the latest `ready` kept.
+
+use duplex_core::guest_proto::{decode, encode, Frame, Op, ProtoError};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::UnixStream;
+use tokio::sync::oneshot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("control channel {0} unreachable: {1}")]
+    Connect(String, std::io::Error),
+    #[error("control channel closed")]
+    Closed,
+    #[error("guest did not answer `{0}` within {1} ms")]
+    Timeout(String, u128),
+    #[error("guest refused: {}: {}", .0.code, .0.message)]
+    Refused(ProtoError),
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, ProtoError>>>>>;
+
+pub struct ControlClient {
+    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    pending: Pending,
+    next_id: AtomicU64,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ControlClient {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl ControlClient {
+    pub async fn connect(path: &Path, vm: &str) -> Result<ControlClient, ControlError> {
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|e| ControlError::Connect(path.display().to_string(), e))?;
+        let (r, w) = stream.into_split();
+        let pending: Pending = Arc::default();
+        let reader = tokio::spawn(read_loop(
+            BufReader::new(r),
+            pending.clone(),
+            vm.to_string(),
+        ));
+        Ok(ControlClient {
+            writer: tokio::sync::Mutex::new(w),
+            pending,
+            next_id: AtomicU64::new(1),
+            reader,
+        })
+    }
+
+    pub async fn request(&self, op: Op, timeout: Duration) -> Result<Value, ControlError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut p) = self.pending.lock() {
+            p.insert(id, tx);
+        }
+        let name = serde_json::to_value(&op)
+            .ok()
+            .and_then(|v| v["op"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        let line = encode(&Frame::Request { id, op });
+        self.writer
+            .lock()
+            .await
+            .write_all(line.as_bytes())
+            .await
+            .map_err(|_| ControlError::Closed)?;
+        let res = tokio::time::timeout(timeout, rx).await;
+        if let Ok(mut p) = self.pending.lock() {
+            p.remove(&id);
+        }
+        match res {
+            Err(_) => Err(ControlError::Timeout(name, timeout.as_millis())),
+            Ok(Err(_)) => Err(ControlError::Closed),
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(e))) => Err(ControlError::Refused(e)),
+        }
+    }
+}
+
+async fn read_loop(r: BufReader<tokio::net::unix::OwnedReadHalf>, pending: Pending, vm: String) {
+    let mut lines = r.lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        match decode(&line) {
+            Ok(Frame::Response { id, result }) => {
+                if let Some(tx) = pending.lock().ok().and_then(|mut p| p.remove(&id)) {
+                    let _ = tx.send(result);
+                }
+            }
+            Ok(Frame::Event { event, data }) => {
+                tracing::info!(vm = %vm, event = %event, data = %data, "guest event");
+            }
+            Ok(Frame::Request { .. }) => tracing::warn!(vm = %vm, "guest sent a request; ignored"),
+            Err(e) => tracing::warn!(vm = %vm, error = %e, "bad line from guest"),
+        }
+    }
+    if let Ok(mut p) = pending.lock() {
+        p.clear();
+    }
+}

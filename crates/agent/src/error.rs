@@ -1,0 +1,79 @@
+//! Agent errors, and how each maps to an HTTP answer.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use duplex_core::agent_api::{ErrorBody, ErrorDetail};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Qemu(#[from] duplex_qemu::QemuError),
+    #[error(transparent)]
+    Image(#[from] duplex_image::ImageError),
+    #[error(transparent)]
+    Tap(#[from] duplex_net::tap::TapError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+impl AgentError {
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {
+        let what = what.into();
+        move |source| AgentError::Io { what, source }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            AgentError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            AgentError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            AgentError::Image(duplex_image::ImageError::UnknownImage { .. }) => {
+                (StatusCode::BAD_REQUEST, "unknown_image")
+            }
+            AgentError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            AgentError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            AgentError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            AgentError::Qemu(duplex_qemu::QemuError::NotFound(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "qemu_missing")
+            }
+            AgentError::Migration(_) => (StatusCode::BAD_GATEWAY, "migration_failed"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for AgentError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_string(),
+                message: self.to_string(),
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,384 @@
+//! This host: its configuration, accelerator, and the VMs it runs. VM
+//! lifecycle (launch, boot watch, pause/resume, delete, crash watch).
+
+use crate::config::{AccelChoice, AgentConfig};
+use crate::control::ControlClient;
+use crate::vm::{Runtime, Vm, VmPaths};
+use crate::AgentError;
+use duplex_core::agent_api::{AccelInfo, AccelKind, HostInfo, MigrationInfo, VmState, WaitFor};
+use duplex_core::guest_proto::Op;
+use duplex_core::vm_spec::VmSpec;
+use duplex_net::tap::Tap;
+use duplex_qemu::{Launch, QemuProcess};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Longest a guest may take from QEMU start to `DUPLEX-INIT` (TCG is slow).
+pub const INIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest from QEMU start until the guest answers on the control channel.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+pub struct Host {
+    pub cfg: AgentConfig,
+    pub accel: AccelInfo,
+    pub qemu_version: String,
+    vms: Mutex<BTreeMap<String, Arc<Vm>>>,
+    /// Latest outgoing migration per VM name (kept after the VM left).
+    pub migrations: Mutex<BTreeMap<String, MigrationInfo>>,
+    pub http: reqwest::Client,
+}
+
+impl Host {
+    pub async fn start(cfg: AgentConfig) -> Result<Arc<Host>, AgentError> {
+        let qemu_version = duplex_qemu::version(&cfg.qemu).await?;
+        std::fs::create_dir_all(cfg.data_dir.join("vms"))
+            .map_err(AgentError::io(format!("create {}", cfg.data_dir.display())))?;
+        let accel = match cfg.accel {
+            AccelChoice::Tcg => AccelInfo {
+                kind: AccelKind::Tcg,
+                reason: "chosen with --accel tcg".into(),
+            },
+            AccelChoice::Kvm => AccelInfo {
+                kind: AccelKind::Kvm,
+                reason: "chosen with --accel kvm".into(),
+            },
+            AccelChoice::Auto => match duplex_image::resolve(&cfg.image_dir, "default") {
+                Ok(img) => {
+                    duplex_qemu::accel::detect(
+                        &cfg.qemu,
+                        &img.vmlinuz,
+                        &img.initramfs,
+                        &cfg.cache_dir.join("accel.json"),
+                        Duration::from_secs(10),
+                    )
+                    .await?
+                }
+                Err(e) => AccelInfo {
+                    kind: AccelKind::Tcg,
+                    reason: format!("no image to probe KVM with ({e})"),
+                },
+            },
+        };
+        tracing::info!(host = %cfg.name, accel = ?accel.kind, reason = %accel.reason, qemu = %qemu_version, "agent starting");
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+            .map_err(|e| AgentError::Unavailable(format!("HTTP client: {e}")))?;
+        Ok(Arc::new(Host {
+            cfg,
+            accel,
+            qemu_version,
+            vms: Mutex::default(),
+            migrations: Mutex::default(),
+            http,
+        }))
+    }
+
+    pub fn info(&self) -> HostInfo {
+        HostInfo {
+            name: self.cfg.name.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            accel: self.accel.clone(),
+            qemu: self.qemu_version.clone(),
+            listen: self.cfg.listen.to_string(),
+            vms: self.all().iter().map(|v| v.summary()).collect(),
+        }
+    }
+
+    pub fn all(&self) -> Vec<Arc<Vm>> {
+        self.vms
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn get(&self, name: &str) -> Result<Arc<Vm>, AgentError> {
+        let found = self.vms.lock().ok().and_then(|m| m.get(name).cloned());
+        found.ok_or_else(|| {
+            let moved = self.migrations.lock().ok().and_then(|m| {
+                m.get(name)
+                    .filter(|i| i.stats.is_some())
+                    .map(|i| i.to.clone())
+            });
+            match moved {
+                Some(to) => AgentError::NotFound(format!(
+                    "VM `{name}` is not on host {}: it migrated to {to}",
+                    self.cfg.name
+                )),
+                None => AgentError::NotFound(format!("no VM `{name}` on host {}", self.cfg.name)),
+            }
+        })
+    }
+
+    /// Reserves the name (and IP) so two requests cannot create the same VM.
+    pub fn reserve(&self, spec: &VmSpec, state: VmState) -> Result<Arc<Vm>, AgentError> {
+        spec.validate()
+            .map_err(|e| AgentError::BadRequest(e.to_string()))?;
+        let mut vms = self
+            .vms
+            .lock()
+            .map_err(|_| AgentError::Unavailable("VM table poisoned".into()))?;
+        if vms.contains_key(&spec.name) {
+            return Err(AgentError::Conflict(format!(
+                "VM `{}` already exists on host {}",
+                spec.name, self.cfg.name
+            )));
+        }
+        if let Some(other) = vms.values().find(|v| v.spec.ip == spec.ip) {
+            return Err(AgentError::Conflict(format!(
+                "IP {} is already used by VM `{}`",
+                spec.ip, other.spec.name
+            )));
+        }
+        let paths = VmPaths::new(self.cfg.data_dir.join("vms").join(&spec.name));
+        let vm = Arc::new(Vm::new(spec.clone(), paths, state));
+        vms.insert(spec.name.clone(), vm.clone());
+        Ok(vm)
+    }
+
+    pub fn forget(&self, name: &str) {
+        if let Ok(mut m) = self.vms.lock() {
+            m.remove(name);
+        }
+    }
+
+    /// Starts QEMU and the network element for a reserved VM.
+    pub async fn launch(&self, vm: &Arc<Vm>, incoming: bool) -> Result<(), AgentError> {
+        let spec = &vm.spec;
+        let img = duplex_image::resolve(&self.cfg.image_dir, &spec.image)?;
+        let p = &vm.paths;
+        let _ = std::fs::remove_dir_all(&p.dir);
+        std::fs::create_dir_all(&p.dir)
+            .map_err(AgentError::io(format!("create {}", p.dir.display())))?;
+        let tap = Tap::create(&vm.tap, &self.cfg.bridge).await?;
+        let listener = tokio::net::UnixListener::bind(&p.net)
+            .map_err(AgentError::io(format!("bind {}", p.net.display())))?;
+        let element = duplex_net::element::start(&spec.name, listener, tap, Vec::new());
+        let launch = Launch {
+            name: spec.name.clone(),
+            accel: self.accel.kind,
+            memory_mib: spec.memory_mib,
+            vcpus: spec.vcpus,
+            kernel: img.vmlinuz,
+            initrd: img.initramfs,
+            kernel_args: spec.kernel_args(),
+            mac: spec.mac(),
+            net_socket: p.net.clone(),
+            ctl_socket: p.ctl.clone(),
+            qmp_socket: p.qmp.clone(),
+            serial_log: p.serial.clone(),
+            incoming,
+        };
+        let qemu = QemuProcess::spawn(&self.cfg.qemu, &launch, &p.qemu_log).await?;
+        let pid = qemu.pid;
+        if let Ok(mut q) = vm.qmp.lock() {
+            *q = Some(qemu.qmp.clone());
+        }
+        *vm.rt.lock().await = Some(Runtime { qemu, element });
+        vm.update(|s| s.pid = Some(pid));
+        Ok(())
+    }
+
+    pub async fn create_vm(
+        self: &Arc<Self>,
+        spec: VmSpec,
+        wait: WaitFor,
+    ) -> Result<Arc<Vm>, AgentError> {
+        let vm = self.reserve(&spec, VmState::Booting)?;
+        let started = Instant::now();
+        if let Err(e) = self.launch(&vm, false).await {
+            self.teardown(&vm).await;
+            self.forget(&spec.name);
+            return Err(e);
+        }
+        tracing::info!(vm = %spec.name, ip = %spec.ip, "VM booting");
+        let watcher = tokio::spawn(watch_boot(vm.clone(), started));
+        tokio::spawn(watch_exit(self.clone(), vm.clone()));
+        let deadline = match wait {
+            WaitFor::Started => return Ok(vm),
+            WaitFor::Init => INIT_TIMEOUT,
+            WaitFor::Ready => READY_TIMEOUT,
+        };
+        let outcome = tokio::time::timeout(deadline, async {
+            loop {
+                let s = vm.status();
+                let done = match wait {
+                    WaitFor::Init => s.boot_ms.is_some(),
+                    _ => s.guest.is_some(),
+                };
+                if done {
+                    return Ok(());
+                }
+                if s.state == VmState::Crashed {
+                    return Err(AgentError::Unavailable(format!(
+                        "VM `{}` crashed while booting; QEMU log ends:\n{}",
+                        spec.name,
+                        duplex_qemu::process::tail(&vm.paths.qemu_log, 10)
+                    )));
+                }
+                if watcher.is_finished() {
+                    return Err(AgentError::Timeout(format!(
+                        "VM `{}` runs but its guest never answered on the control channel; serial log ends:\n{}",
+                        spec.name,
+                        duplex_qemu::process::tail(&vm.paths.serial, 10)
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        match outcome {
+            Ok(Ok(())) => Ok(vm),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(AgentError::Timeout(format!(
+                "VM `{}` not {:?} within {} s (it is kept for inspection); serial log ends:\n{}",
+                spec.name,
+                wait,
+                deadline.as_secs(),
+                duplex_qemu::process::tail(&vm.paths.serial, 10)
+            ))),
+        }
+    }
+
+    /// Stops QEMU and the element of a VM (the VM stays in the table).
+    pub async fn teardown(&self, vm: &Vm) {
+        *vm.ctl.lock().await = None;
+        if let Ok(mut q) = vm.qmp.lock() {
+            *q = None;
+        }
+        if let Some(rt) = vm.rt.lock().await.take() {
+            rt.qemu.stop().await;
+            rt.element.stop();
+        }
+    }
+
+    pub async fn delete_vm(&self, name: &str) -> Result<(), AgentError> {
+        let vm = self.get(name)?;
+        self.forget(name);
+        self.teardown(&vm).await;
+        let _ = std::fs::remove_dir_all(&vm.paths.dir);
+        tracing::info!(vm = %name, "VM deleted");
+        Ok(())
+    }
+
+    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<Arc<Vm>, AgentError> {
+        let vm = self.get(name)?;
+        let state = vm.status().state;
+        let allowed = if paused {
+            state == VmState::Running || state == VmState::Booting
+        } else {
+            state == VmState::Paused
+        };
+        if !allowed {
+            return Err(AgentError::Conflict(format!(
+                "VM `{name}` is {state:?}; cannot {}",
+                if paused { "pause" } else { "resume" }
+            )));
+        }
+        let qmp = vm
+            .qmp()
+            .ok_or_else(|| AgentError::Conflict(format!("VM `{name}` has no running QEMU")))?;
+        qmp.execute(if paused { "stop" } else { "cont" }, None)
+            .await?;
+        let booted = vm.status().guest.is_some();
+        vm.update(|s| {
+            s.state = if paused {
+                VmState::Paused
+            } else if booted {
+                VmState::Running
+            } else {
+                VmState::Booting
+            }
+        });
+        Ok(vm)
+    }
+
+    pub async fn guest_request(&self, name: &str, op: Op) -> Result<serde_json::Value, AgentError> {
+        let vm = self.get(name)?;
+        let ctl = vm.ctl.lock().await;
+        let c = ctl.as_ref().ok_or_else(|| {
+            AgentError::Unavailable(format!("VM `{name}`'s guest is not connected yet"))
+        })?;
+        c.request(op, Duration::from_secs(5))
+            .await
+            .map_err(|e| AgentError::Unavailable(format!("VM `{name}`: {e}")))
+    }
+
+    /// Stops every VM (agent shutdown).
+    pub async fn shutdown(&self) {
+        for vm in self.all() {
+            self.teardown(&vm).await;
+        }
+    }
+}
+
+/// Records the boot time at `DUPLEX-INIT`, then connects the control
+/// channel and waits for the guest's `hello`.
+pub async fn watch_boot(vm: Arc<Vm>, started: Instant) {
+    if let Some(at) =
+        crate::serial::wait_marker(&vm.paths.serial, "DUPLEX-INIT", INIT_TIMEOUT).await
+    {
+        let ms = at.duration_since(started).as_millis() as u64;
+        vm.update(|s| s.boot_ms = Some(ms));
+        tracing::info!(vm = %vm.spec.name, boot_ms = ms, "guest reached /init");
+    } else {
+        tracing::warn!(vm = %vm.spec.name, "guest did not reach /init");
+        return;
+    }
+    connect_guest(&vm, READY_TIMEOUT.saturating_sub(started.elapsed())).await;
+}
+
+/// Connects the control channel and waits for `hello`; marks the VM running.
+pub async fn connect_guest(vm: &Arc<Vm>, within: Duration) {
+    let deadline = Instant::now() + within;
+    let name = vm.spec.name.clone();
+    while Instant::now() < deadline {
+        match ControlClient::connect(&vm.paths.ctl, &name).await {
+            Ok(c) => {
+                while Instant::now() < deadline {
+                    match c.request(Op::Hello, Duration::from_secs(1)).await {
+                        Ok(hello) => {
+                            tracing::info!(vm = %name, "guest answered hello");
+                            vm.update(|s| {
+                                s.guest = Some(hello);
+                                if matches!(s.state, VmState::Booting | VmState::Incoming) {
+                                    s.state = VmState::Running;
+                                }
+                            });
+                            *vm.ctl.lock().await = Some(c);
+                            return;
+                        }
+                        Err(crate::control::ControlError::Closed) => break,
+                        Err(_) => {}
+                    }
+                }
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    tracing::warn!(vm = %name, "guest never answered on the control channel");
+}
+
+/// Marks the VM crashed if its QEMU exits while it is still in the table.
+pub async fn watch_exit(host: Arc<Host>, vm: Arc<Vm>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if host
+            .get(&vm.spec.name)
+            .map(|v| !Arc::ptr_eq(&v, &vm))
+            .unwrap_or(true)
+        {
+            return;
+        }
+        let Ok(mut rt) = vm.rt.try_lock() else {
+            continue;
+        };
+        let Some(r) = rt.as_mut() else { return };
+        if let Some(status) = r.qemu.try_exited() {
+            tracing::error!(vm = %vm.spec.name, %status, "QEMU exited unexpectedly");
+            vm.update(|s| s.state = VmState::Crashed);
+            return;
+        }
+    }
+}

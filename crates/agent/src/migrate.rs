@@ -1,0 +1,340 @@
+//! Live migration between agents. The source asks the destination to
+//! prepare an incoming QEMU (same spec, own tap and network element), drives
+//! QEMU's migration with progress, then has the destination confirm the VM
+//! runs there before it stops its own copy. Any failure before QEMU
+//! completes leaves the VM running on the source, and says so.
+
+use crate::host::{connect_guest, watch_exit, Host, READY_TIMEOUT};
+use crate::vm::Vm;
+use crate::AgentError;
+use duplex_core::agent_api::{
+    ErrorBody, IncomingReady, IncomingRequest, MigrateRequest, MigrationInfo, MigrationPhase,
+    MigrationProgress, MigrationStats, VmInfo, VmState,
+};
+use duplex_net::stage::Direction;
+use duplex_qemu::migration::{self, MigrateParams};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a destination waits for the source's stream before giving up.
+const INCOMING_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+fn set_migration(host: &Host, vm: &Vm, info: &MigrationInfo) {
+    vm.update(|s| s.migration = Some(info.clone()));
+    if let Ok(mut m) = host.migrations.lock() {
+        m.insert(vm.spec.name.clone(), info.clone());
+    }
+}
+
+/// Validates and starts an outgoing migration; it runs in the background and
+/// is followed with `GET /v1/migrations/{name}`.
+pub async fn start_outgoing(
+    host: Arc<Host>,
+    name: &str,
+    req: MigrateRequest,
+) -> Result<MigrationInfo, AgentError> {
+    let vm = host.get(name)?;
+    let to = req.to.trim_end_matches('/').to_string();
+    if !to.starts_with("http://") || to.len() <= "http://".len() {
+        return Err(AgentError::BadRequest(format!(
+            "field `to`: `{}` is not an agent URL like http://10.77.0.12:7070",
+            req.to
+        )));
+    }
+    if to == format!("http://{}", host.cfg.listen) {
+        return Err(AgentError::BadRequest(format!(
+            "field `to`: {to} is this host; pick another one"
+        )));
+    }
+    let before = vm.status().state;
+    if !matches!(before, VmState::Running | VmState::Paused) {
+        return Err(AgentError::Conflict(format!(
+            "VM `{name}` is {before:?}; only a running or paused VM can migrate"
+        )));
+    }
+    let info = MigrationInfo {
+        to: to.clone(),
+        phase: MigrationPhase::Preparing,
+        progress: MigrationProgress::default(),
+        stats: None,
+        error: None,
+    };
+    vm.update(|s| s.state = VmState::MigratingOut);
+    set_migration(&host, &vm, &info);
+    tracing::info!(vm = %name, %to, "migration starting");
+    let req = MigrateRequest { to, ..req };
+    tokio::spawn(run_outgoing(host, vm, req, before));
+    Ok(info)
+}
+
+async fn run_outgoing(host: Arc<Host>, vm: Arc<Vm>, req: MigrateRequest, before: VmState) {
+    let name = vm.spec.name.clone();
+    let mut info = vm.status().migration.unwrap_or(MigrationInfo {
+        to: req.to.clone(),
+        phase: MigrationPhase::Preparing,
+        progress: MigrationProgress::default(),
+        stats: None,
+        error: None,
+    });
+    match outgoing(&host, &vm, &req).await {
+        Ok(stats) => {
+            tracing::info!(vm = %name, to = %req.to, total_ms = stats.total_ms, downtime_ms = stats.downtime_ms,
+                bytes = stats.transferred_bytes, "migration completed");
+            info.phase = MigrationPhase::Completed;
+            info.stats = Some(stats);
+            set_migration(&host, &vm, &info);
+            host.forget(&name);
+            host.teardown(&vm).await;
+            let _ = std::fs::remove_dir_all(&vm.paths.dir);
+        }
+        Err(Failure { error, source_runs }) => {
+            let msg = if source_runs {
+                format!("{error}; VM `{name}` keeps running on {}", host.cfg.name)
+            } else {
+                format!("{error}; the source copy of `{name}` stays paused on {} (the destination may run it)", host.cfg.name)
+            };
+            tracing::error!(vm = %name, error = %msg, "migration failed");
+            info.phase = MigrationPhase::Failed;
+            info.error = Some(msg);
+            if source_runs {
+                let _ = post_json::<_, serde_json::Value>(
+                    &host,
+                    &format!("{}/v1/incoming/{name}/abort", req.to),
+                    &serde_json::json!({}),
+                )
+                .await;
+                vm.update(|s| s.state = before);
+            }
+            set_migration(&host, &vm, &info);
+        }
+    }
+}
+
+struct Failure {
+    error: AgentError,
+    /// True if the VM still runs here (nothing was handed over).
+    source_runs: bool,
+}
+
+impl From<AgentError> for Failure {
+    fn from(error: AgentError) -> Self {
+        Failure {
+            error,
+            source_runs: true,
+        }
+    }
+}
+
+async fn outgoing(
+    host: &Arc<Host>,
+    vm: &Arc<Vm>,
+    req: &MigrateRequest,
+) -> Result<MigrationStats, Failure> {
+    let started = Instant::now();
+    let name = &vm.spec.name;
+    let ready: IncomingReady = post_json(
+        host,
+        &format!("{}/v1/incoming", req.to),
+        &IncomingRequest {
+            spec: vm.spec.clone(),
+        },
+    )
+    .await?;
+    tracing::info!(vm = %name, uri = %ready.uri, "destination ready");
+    let qmp = vm
+        .qmp()
+        .ok_or_else(|| AgentError::Conflict(format!("VM `{name}` has no running QEMU")))?;
+    let params = MigrateParams {
+        max_bandwidth_mib: req.max_bandwidth_mib,
+        downtime_limit_ms: req.downtime_limit_ms,
+    };
+    let mut info = vm.status().migration.unwrap_or_else(|| MigrationInfo {
+        to: req.to.clone(),
+        phase: MigrationPhase::Active,
+        progress: MigrationProgress::default(),
+        stats: None,
+        error: None,
+    });
+    info.phase = MigrationPhase::Active;
+    let mut last_log = Instant::now();
+    let mut stats = migration::migrate(&qmp, &ready.uri, &params, Duration::from_millis(200), |p| {
+        info.progress = p.clone();
+        set_migration(host, vm, &info);
+        if last_log.elapsed() > Duration::from_secs(1) {
+            last_log = Instant::now();
+            tracing::info!(vm = %name, transferred = p.transferred_bytes, remaining = p.remaining_bytes,
+                passes = p.passes, "migration progress");
+        }
+    })
+    .await
+    .map_err(AgentError::from)?;
+    // QEMU finished: the destination now owns the VM. From here on the
+    // source must not resume its copy.
+    let _: VmInfo = post_json(
+        host,
+        &format!("{}/v1/incoming/{name}/complete", req.to),
+        &serde_json::json!({}),
+    )
+    .await
+    .map_err(|error| Failure {
+        error,
+        source_runs: false,
+    })?;
+    stats.orchestrated_ms = started.elapsed().as_millis() as u64;
+    Ok(stats)
+}
+
+/// POSTs JSON to a peer agent; errors say whether it was unreachable or
+/// refused, with its message.
+async fn post_json<B: Serialize, T: DeserializeOwned>(
+    host: &Host,
+    url: &str,
+    body: &B,
+) -> Result<T, AgentError> {
+    let resp = host
+        .http
+        .post(url)
+        .timeout(Duration::from_secs(60))
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| {
+            AgentError::Migration(format!("destination agent unreachable at {url}: {e}"))
+        })?;
+    let status = resp.status();
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| AgentError::Migration(format!("reading answer of {url}: {e}")))?;
+    if !status.is_success() {
+        let msg = serde_json::from_str::<ErrorBody>(&text)
+            .map(|b| b.error.message)
+            .unwrap_or(text);
+        return Err(AgentError::Migration(format!(
+            "destination agent refused ({status}): {msg}"
+        )));
+    }
+    serde_json::from_str(&text)
+        .map_err(|e| AgentError::Migration(format!("bad answer from {url}: {e}")))
+}
+
+/// Destination: start QEMU waiting for the stream, return where to send it.
+pub async fn prepare_incoming(
+    host: Arc<Host>,
+    req: IncomingRequest,
+) -> Result<IncomingReady, AgentError> {
+    let ip = host.cfg.listen.ip();
+    if ip.is_unspecified() {
+        return Err(AgentError::Unavailable("this agent listens on an unspecified address; start it with --listen <its own IP>:PORT to receive migrations".into()));
+    }
+    let vm = host.reserve(&req.spec, VmState::Incoming)?;
+    let prepared = async {
+        host.launch(&vm, true).await?;
+        let qmp = vm
+            .qmp()
+            .ok_or_else(|| AgentError::Unavailable("QEMU vanished".into()))?;
+        let events = qmp.events();
+        let uri = migration::listen_incoming(&qmp, &ip.to_string()).await?;
+        Ok::<_, AgentError>((uri, events))
+    }
+    .await;
+    match prepared {
+        Ok((uri, events)) => {
+            tokio::spawn(watch_incoming(host.clone(), vm, events));
+            tracing::info!(vm = %req.spec.name, %uri, "waiting for incoming migration");
+            Ok(IncomingReady { uri })
+        }
+        Err(e) => {
+            host.teardown(&vm).await;
+            host.forget(&req.spec.name);
+            Err(e)
+        }
+    }
+}
+
+/// Destination: when the VM resumes here, announce it on the network at once
+/// (a gratuitous ARP through its element, besides QEMU's own announce),
+/// mark it running and reconnect its guest.
+async fn watch_incoming(
+    host: Arc<Host>,
+    vm: Arc<Vm>,
+    mut events: tokio::sync::broadcast::Receiver<duplex_qemu::qmp::QmpEvent>,
+) {
+    let name = vm.spec.name.clone();
+    let deadline = Instant::now() + INCOMING_TIMEOUT;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let resumed = loop {
+        if Instant::now() > deadline || vm.status().state != VmState::Incoming {
+            break false;
+        }
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Ok(e) if e.name == "RESUME" => break true,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => break false,
+            },
+            _ = tick.tick() => {
+                if let Some(q) = vm.qmp() {
+                    if q.run_state().await.map(|s| s == "running").unwrap_or(false) { break true; }
+                }
+            }
+        }
+    };
+    if !resumed {
+        if host
+            .get(&name)
+            .map(|v| Arc::ptr_eq(&v, &vm))
+            .unwrap_or(false)
+            && vm.status().state == VmState::Incoming
+        {
+            tracing::warn!(vm = %name, "incoming migration never completed; cleaning up");
+            host.teardown(&vm).await;
+            host.forget(&name);
+        }
+        return;
+    }
+    if let Some(rt) = vm.rt.lock().await.as_ref() {
+        let garp = duplex_net::frame::gratuitous_arp(vm.spec.mac(), vm.spec.ip);
+        rt.element.inject(Direction::FromGuest, garp).await;
+    }
+    vm.update(|s| s.state = VmState::Running);
+    tracing::info!(vm = %name, "VM resumed here after migration; announced");
+    tokio::spawn(watch_exit(host.clone(), vm.clone()));
+    connect_guest(&vm, READY_TIMEOUT).await;
+}
+
+/// Destination: the source says QEMU completed; confirm the VM runs here.
+pub async fn complete_incoming(host: &Host, name: &str) -> Result<VmInfo, AgentError> {
+    let vm = host.get(name)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match vm.status().state {
+            VmState::Running => return Ok(vm.info()),
+            VmState::Incoming if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(5)).await
+            }
+            other => {
+                return Err(AgentError::Conflict(format!(
+                    "VM `{name}` is {other:?} here, not running"
+                )))
+            }
+        }
+    }
+}
+
+/// Destination: the source gave up; drop the waiting QEMU.
+pub async fn abort_incoming(host: &Host, name: &str) -> Result<(), AgentError> {
+    let vm = host.get(name)?;
+    if vm.status().state != VmState::Incoming {
+        return Err(AgentError::Conflict(format!(
+            "VM `{name}` is not an incoming migration here"
+        )));
+    }
+    host.forget(name);
+    host.teardown(&vm).await;
+    let _ = std::fs::remove_dir_all(&vm.paths.dir);
+    tracing::info!(vm = %name, "incoming migration aborted");
+    Ok(())
+}

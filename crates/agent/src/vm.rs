@@ -1,0 +1,124 @@
+//! One VM on this host: its files, its QEMU, its network element, its
+//! control channel, and what is known about it.
+
+use crate::control::ControlClient;
+use duplex_core::agent_api::{MigrationInfo, VmInfo, VmState, VmSummary};
+use duplex_core::vm_spec::VmSpec;
+use duplex_net::element::ElementHandle;
+use duplex_qemu::{QemuProcess, Qmp};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Files of one VM under `<data_dir>/vms/<name>/`.
+#[derive(Debug, Clone)]
+pub struct VmPaths {
+    pub dir: PathBuf,
+    pub net: PathBuf,
+    pub ctl: PathBuf,
+    pub qmp: PathBuf,
+    pub serial: PathBuf,
+    pub qemu_log: PathBuf,
+}
+
+impl VmPaths {
+    pub fn new(dir: PathBuf) -> Self {
+        VmPaths {
+            net: dir.join("net.sock"),
+            ctl: dir.join("ctl.sock"),
+            qmp: dir.join("qmp.sock"),
+            serial: dir.join("serial.log"),
+            qemu_log: dir.join("qemu.log"),
+            dir,
+        }
+    }
+}
+
+/// What is known about a VM, readable without waiting.
+#[derive(Debug, Clone)]
+pub struct VmStatus {
+    pub state: VmState,
+    pub boot_ms: Option<u64>,
+    pub guest: Option<Value>,
+    pub migration: Option<MigrationInfo>,
+    pub pid: Option<u32>,
+}
+
+/// What runs for a VM: QEMU and the network element.
+pub struct Runtime {
+    pub qemu: QemuProcess,
+    pub element: ElementHandle,
+}
+
+pub struct Vm {
+    pub spec: VmSpec,
+    pub paths: VmPaths,
+    pub tap: String,
+    pub status: Mutex<VmStatus>,
+    pub rt: tokio::sync::Mutex<Option<Runtime>>,
+    pub ctl: tokio::sync::Mutex<Option<ControlClient>>,
+    /// Shortcut to QEMU's QMP without taking the runtime lock.
+    pub qmp: Mutex<Option<Arc<Qmp>>>,
+}
+
+impl Vm {
+    pub fn new(spec: VmSpec, paths: VmPaths, state: VmState) -> Self {
+        Vm {
+            tap: duplex_net::tap::tap_name(&spec.name),
+            spec,
+            paths,
+            status: Mutex::new(VmStatus {
+                state,
+                boot_ms: None,
+                guest: None,
+                migration: None,
+                pid: None,
+            }),
+            rt: tokio::sync::Mutex::new(None),
+            ctl: tokio::sync::Mutex::new(None),
+            qmp: Mutex::new(None),
+        }
+    }
+
+    pub fn status(&self) -> VmStatus {
+        match self.status.lock() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn update(&self, f: impl FnOnce(&mut VmStatus)) {
+        match self.status.lock() {
+            Ok(mut s) => f(&mut s),
+            Err(p) => f(&mut p.into_inner()),
+        }
+    }
+
+    pub fn qmp(&self) -> Option<Arc<Qmp>> {
+        self.qmp.lock().ok().and_then(|q| q.clone())
+    }
+
+    pub fn info(&self) -> VmInfo {
+        let s = self.status();
+        VmInfo {
+            spec: self.spec.clone(),
+            mac: self.spec.mac(),
+            state: s.state,
+            pid: s.pid,
+            tap: self.tap.clone(),
+            boot_ms: s.boot_ms,
+            guest: s.guest,
+            serial_log: self.paths.serial.display().to_string(),
+            migration: s.migration,
+        }
+    }
+
+    pub fn summary(&self) -> VmSummary {
+        VmSummary {
+            name: self.spec.name.clone(),
+            state: self.status().state,
+            ip: self.spec.ip,
+            mac: self.spec.mac(),
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! `duplex lab ...`, `duplex demo`, and the hidden `duplex probe`.
+
+use crate::output::{self, Format};
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use duplex_lab::demo::{DemoOptions, DemoReport};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Subcommand)]
+pub enum LabCmd {
+    /// Create the lab and start an agent per host.
+    Up {
+        #[arg(long, default_value_t = 2)]
+        hosts: u8,
+        #[arg(long, default_value = duplex_lab::DEFAULT_LAB)]
+        lab: String,
+        #[arg(long, env = "DUPLEX_IMAGE_DIR", default_value = duplex_image::DEFAULT_IMAGE_DIR)]
+        image_dir: PathBuf,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Stop everything the lab runs and remove it (also after a crash).
+    Down {
+        #[arg(long, default_value = duplex_lab::DEFAULT_LAB)]
+        lab: String,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// What is up, and whether the agents answer.
+    Status {
+        #[arg(long, default_value = duplex_lab::DEFAULT_LAB)]
+        lab: String,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+}
+
+fn this_binary() -> anyhow::Result<PathBuf> {
+    std::env::current_exe().context("cannot find this executable")
+}
+
+pub async fn run(cmd: LabCmd) -> anyhow::Result<()> {
+    match cmd {
+        LabCmd::Up {
+            hosts,
+            lab,
+            image_dir,
+            output: fmt,
+        } => {
+            let plan = duplex_lab::LabPlan::new(&lab, hosts)?;
+            let opts = duplex_lab::UpOptions {
+                duplex_bin: this_binary()?,
+                image_dir,
+                extra_agent_args: Vec::new(),
+            };
+            let state = duplex_lab::up(&plan, opts).await?;
+            match fmt {
+                Format::Json => output::json(&state)?,
+                Format::Table => {
+                    println!(
+                        "lab `{}` up on {} (this namespace: {} on {})",
+                        state.lab, state.subnet, state.mgmt_ip, state.mgmt_if
+                    );
+                    let rows: Vec<Vec<String>> = state
+                        .agents
+                        .iter()
+                        .map(|a| {
+                            vec![
+                                a.name.clone(),
+                                a.ns.clone(),
+                                a.url.clone(),
+                                a.pid.to_string(),
+                            ]
+                        })
+                        .collect();
+                    output::table(&["HOST", "NAMESPACE", "AGENT", "PID"], &rows);
+                    println!("client namespace {} ({})", state.client_ns, state.client_ip);
+                }
+            }
+        }
+        LabCmd::Down { lab, output: fmt } => {
+            let report = tokio::task::spawn_blocking(move || duplex_lab::down(&lab)).await??;
+            match fmt {
+                Format::Json => output::json(&report)?,
+                Format::Table => println!("{report}"),
+            }
+        }
+        LabCmd::Status { lab, output: fmt } => {
+            let st = duplex_lab::status(&lab).await?;
+            match fmt {
+                Format::Json => output::json(&st)?,
+                Format::Table => println!("{st}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    #[arg(long, default_value = duplex_lab::DEFAULT_LAB)]
+    lab: String,
+    #[arg(long, env = "DUPLEX_IMAGE_DIR", default_value = duplex_image::DEFAULT_IMAGE_DIR)]
+    image_dir: PathBuf,
+    /// UDP probe interval in milliseconds.
+    #[arg(long, default_value_t = 10)]
+    probe_interval_ms: u64,
+    /// Migration bandwidth cap, MiB/s (QEMU's default: 128).
+    #[arg(long)]
+    max_bandwidth_mib: Option<u64>,
+    /// Leave the lab up afterwards.
+    #[arg(long)]
+    keep: bool,
+    #[arg(short, long, value_enum, default_value_t)]
+    output: Format,
+}
+
+pub async fn demo(a: DemoArgs) -> anyhow::Result<()> {
+    let opts = DemoOptions {
+        lab: a.lab,
+        duplex_bin: this_binary()?,
+        image_dir: a.image_dir,
+        probe_interval: Duration::from_millis(a.probe_interval_ms.max(1)),
+        max_bandwidth_mib: a.max_bandwidth_mib,
+        keep: a.keep,
+    };
+    let report: DemoReport = duplex_lab::demo::run(&opts).await?;
+    match a.output {
+        Format::Json => output::json(&report)?,
+        Format::Table => println!("\n{report}"),
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ProbeArgs {
+    /// Echo service to probe, e.g. 10.77.0.100:7.
+    #[arg(long)]
+    target: SocketAddr,
+    #[arg(long, default_value_t = 10_000)]
+    interval_us: u64,
+    /// Stop after this many seconds (default: at SIGINT/SIGTERM).
+    #[arg(long)]
+    duration_s: Option<u64>,
+}
+
+/// Probes until stopped, then prints the JSON report on stdout.
+pub async fn probe(a: ProbeArgs) -> anyhow::Result<()> {
+    let stop = async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let limit = async {
+            match a.duration_s {
+                Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
+                None => std::future::pending().await,
+            }
+        };
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+                _ = limit => {}
+            },
+            Err(_) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = limit => {}
+            },
+        }
+    };
+    let interval = Duration::from_micros(a.interval_us.max(100));
+    let report =
+        duplex_lab::probe::run(a.target, interval, Duration::from_millis(500), stop).await?;
+    output::json(&report)
+}

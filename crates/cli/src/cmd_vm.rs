@@ -1,0 +1,280 @@
+//! `duplex vm ...`: VM operations on one agent (the controller will take
+//! these over; until then the agent is addressed directly).
+
+use crate::output::{self, Format};
+use clap::{Args, Subcommand};
+use duplex_agent::client::AgentClient;
+use duplex_core::agent_api::{MigrateRequest, MigrationPhase, WaitFor};
+use duplex_core::guest_proto::Op;
+use duplex_core::vm_spec::VmSpec;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct Target {
+    /// Agent base URL.
+    #[arg(
+        long,
+        env = "DUPLEX_AGENT",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
+    agent: String,
+    #[arg(short, long, value_enum, default_value_t, global = true)]
+    output: Format,
+}
+
+#[derive(Subcommand)]
+pub enum VmCmd {
+    /// Create and boot a VM.
+    Create {
+        #[command(flatten)]
+        t: Target,
+        name: String,
+        #[arg(long)]
+        ip: Ipv4Addr,
+        #[arg(long, default_value_t = 24)]
+        prefix_len: u8,
+        #[arg(long)]
+        gateway: Option<Ipv4Addr>,
+        #[arg(long, default_value = "default")]
+        image: String,
+        #[arg(long, default_value_t = 256)]
+        memory_mib: u32,
+        #[arg(long, default_value_t = 1)]
+        vcpus: u32,
+        /// Do not wait for the guest to answer.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    List {
+        #[command(flatten)]
+        t: Target,
+    },
+    Show {
+        #[command(flatten)]
+        t: Target,
+        name: String,
+    },
+    Delete {
+        #[command(flatten)]
+        t: Target,
+        name: String,
+    },
+    Pause {
+        #[command(flatten)]
+        t: Target,
+        name: String,
+    },
+    Resume {
+        #[command(flatten)]
+        t: Target,
+        name: String,
+    },
+    /// Network element counters, per peer.
+    Traffic {
+        #[command(flatten)]
+        t: Target,
+        name: String,
+    },
+    /// Ask the guest for its status over the control channel.
+    Status {
+        #[command(flatten)]
+        t: Target,
+        name: String,
+    },
+    /// Live-migrate to another agent, following progress.
+    Migrate {
+        #[command(flatten)]
+        t: Target,
+        name: String,
+        /// Destination agent base URL.
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        max_bandwidth_mib: Option<u64>,
+        #[arg(long)]
+        downtime_limit_ms: Option<u64>,
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
+    match cmd {
+        VmCmd::Create {
+            t,
+            name,
+            ip,
+            prefix_len,
+            gateway,
+            image,
+            memory_mib,
+            vcpus,
+            no_wait,
+        } => {
+            let spec = VmSpec {
+                name,
+                image,
+                memory_mib,
+                vcpus,
+                ip,
+                prefix_len,
+                gateway,
+                mac: None,
+            };
+            spec.validate()?;
+            let c = AgentClient::new(&t.agent);
+            if !no_wait {
+                eprintln!(
+                    "booting `{}` on {} (waiting for its guest to answer)...",
+                    spec.name, t.agent
+                );
+            }
+            let vm = c
+                .create(
+                    &spec,
+                    if no_wait {
+                        WaitFor::Started
+                    } else {
+                        WaitFor::Ready
+                    },
+                )
+                .await?;
+            match t.output {
+                Format::Json => output::json(&vm)?,
+                Format::Table => println!(
+                    "VM `{}` {:?} on {} (ip {}, mac {}, boot to /init {} ms)",
+                    vm.spec.name,
+                    vm.state,
+                    t.agent,
+                    vm.spec.ip,
+                    vm.mac,
+                    vm.boot_ms
+                        .map(|b| b.to_string())
+                        .unwrap_or_else(|| "?".into())
+                ),
+            }
+        }
+        VmCmd::List { t } => {
+            let vms = AgentClient::new(&t.agent).list().await?;
+            match t.output {
+                Format::Json => output::json(&vms)?,
+                Format::Table => {
+                    let rows: Vec<Vec<String>> = vms
+                        .iter()
+                        .map(|v| {
+                            vec![
+                                v.name.clone(),
+                                format!("{:?}", v.state),
+                                v.ip.to_string(),
+                                v.mac.to_string(),
+                            ]
+                        })
+                        .collect();
+                    output::table(&["NAME", "STATE", "IP", "MAC"], &rows);
+                }
+            }
+        }
+        VmCmd::Show { t, name } => output::json(&AgentClient::new(&t.agent).show(&name).await?)?,
+        VmCmd::Delete { t, name } => {
+            AgentClient::new(&t.agent).delete(&name).await?;
+            println!("VM `{name}` deleted");
+        }
+        VmCmd::Pause { t, name } => {
+            AgentClient::new(&t.agent).pause(&name).await?;
+            println!("VM `{name}` paused");
+        }
+        VmCmd::Resume { t, name } => {
+            AgentClient::new(&t.agent).resume(&name).await?;
+            println!("VM `{name}` resumed");
+        }
+        VmCmd::Traffic { t, name } => {
+            let r = AgentClient::new(&t.agent).traffic(&name).await?;
+            match t.output {
+                Format::Json => output::json(&r)?,
+                Format::Table => {
+                    println!(
+                        "tx {} pkts / {} B, rx {} pkts / {} B",
+                        r.tx_packets, r.tx_bytes, r.rx_packets, r.rx_bytes
+                    );
+                    let rows: Vec<Vec<String>> = r
+                        .peers
+                        .iter()
+                        .map(|p| {
+                            vec![
+                                p.mac.to_string(),
+                                p.ip.map(|i| i.to_string()).unwrap_or_default(),
+                                p.tx_packets.to_string(),
+                                p.tx_bytes.to_string(),
+                                p.rx_packets.to_string(),
+                                p.rx_bytes.to_string(),
+                            ]
+                        })
+                        .collect();
+                    output::table(
+                        &[
+                            "PEER MAC", "PEER IP", "TX PKTS", "TX BYTES", "RX PKTS", "RX BYTES",
+                        ],
+                        &rows,
+                    );
+                    for d in &r.drops {
+                        println!("dropped {} ({})", d.packets, d.reason);
+                    }
+                }
+            }
+        }
+        VmCmd::Status { t, name } => {
+            output::json(&AgentClient::new(&t.agent).guest(&name, &Op::Status).await?)?
+        }
+        VmCmd::Migrate {
+            t,
+            name,
+            to,
+            max_bandwidth_mib,
+            downtime_limit_ms,
+            no_wait,
+        } => {
+            let c = AgentClient::new(&t.agent);
+            let req = MigrateRequest {
+                to: to.clone(),
+                max_bandwidth_mib,
+                downtime_limit_ms,
+            };
+            if no_wait {
+                let info = c.start_migration(&name, &req).await?;
+                return output::json(&info);
+            }
+            let info = c
+                .migrate(&name, &req, Duration::from_secs(3600), |i| {
+                    if i.phase == MigrationPhase::Active {
+                        let p = &i.progress;
+                        eprint!(
+                            "\r  migrating `{name}`: {:>5.1} MiB sent, {:>5.1} MiB left, pass {}   ",
+                            p.transferred_bytes as f64 / 1048576.0,
+                            p.remaining_bytes as f64 / 1048576.0,
+                            p.passes
+                        );
+                    }
+                })
+                .await;
+            eprintln!();
+            let info = info?;
+            match t.output {
+                Format::Json => output::json(&info)?,
+                Format::Table => {
+                    if let Some(s) = &info.stats {
+                        println!(
+                            "VM `{name}` now runs on {to}: total {} ms, downtime {} ms, {:.1} MiB, {} passes",
+                            s.total_ms,
+                            s.downtime_ms,
+                            s.transferred_bytes as f64 / 1048576.0,
+                            s.passes
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! The host agent's HTTP/JSON API (`/v1`), as plain data shared by the agent
+//! and its clients (lab, demo, controller, benchmarks).
+
+use crate::mac::Mac;
+use crate::vm_spec::VmSpec;
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+/// Which accelerator this host's QEMU uses and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccelKind {
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccelInfo {
+    pub kind: AccelKind,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub name: String,
+    pub version: String,
+    pub accel: AccelInfo,
+    pub qemu: String,
+    pub listen: String,
+    pub vms: Vec<VmSummary>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    /// QEMU started, guest not yet ready.
+    Booting,
+    Running,
+    Paused,
+    /// Outgoing live migration in progress (the VM still runs here).
+    MigratingOut,
+    /// Destination side: QEMU waits for the incoming stream.
+    Incoming,
+    /// QEMU exited on its own.
+    Crashed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmSummary {
+    pub name: String,
+    pub state: VmState,
+    pub ip: Ipv4Addr,
+    pub mac: Mac,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmInfo {
+    pub spec: VmSpec,
+    pub mac: Mac,
+    pub state: VmState,
+    pub pid: Option<u32>,
+    pub tap: String,
+    /// Milliseconds from QEMU start to the guest's `DUPLEX-INIT` line.
+    pub boot_ms: Option<u64>,
+    /// The guest's answer to `hello` on the control channel, once connected.
+    pub guest: Option<serde_json::Value>,
+    pub serial_log: String,
+    pub migration: Option<MigrationInfo>,
+}
+
+/// Query of `POST /v1/vms`: how long the request waits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitFor {
+    /// Return once QEMU runs.
+    #[default]
+    Started,
+    /// Return once the guest printed `DUPLEX-INIT`.
+    Init,
+    /// Return once the guest answered `hello` on the control channel.
+    Ready,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateRequest {
+    /// Base URL of the destination agent, e.g. `http://10.77.0.12:7070`.
+    pub to: String,
+    /// Bandwidth cap for the migration stream (MiB/s); QEMU's default if absent.
+    #[serde(default)]
+    pub max_bandwidth_mib: Option<u64>,
+    /// Longest pause QEMU may plan for the final copy (ms).
+    #[serde(default)]
+    pub downtime_limit_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MigrationPhase {
+    Preparing,
+    Active,
+    Completed,
+    Failed,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MigrationProgress {
+    pub elapsed_ms: u64,
+    pub transferred_bytes: u64,
+    pub remaining_bytes: u64,
+    pub total_bytes: u64,
+    pub passes: u64,
+    pub expected_downtime_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationStats {
+    /// As reported by QEMU: setup to completion.
+    pub total_ms: u64,
+    /// As reported by QEMU: how long the VM was paused.
+    pub downtime_ms: u64,
+    pub setup_ms: u64,
+    pub transferred_bytes: u64,
+    pub passes: u64,
+    /// Wall time of the whole orchestrated operation (prepare destination,
+    /// migrate, hand over, clean up the source).
+    pub orchestrated_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationInfo {
+    pub to: String,
+    pub phase: MigrationPhase,
+    pub progress: MigrationProgress,
+    pub stats: Option<MigrationStats>,
+    pub error: Option<String>,
+}
+
+/// Destination side: the source asks the destination to prepare.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncomingRequest {
+    pub spec: VmSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncomingReady {
+    /// Where the source sends the stream, e.g. `tcp:10.77.0.12:49152`.
+    pub uri: String,
+}
+
+/// Per-peer counters of one VM's network element.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerCounters {
+    pub mac: Mac,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
+    /// Frames the VM sent to this peer.
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Frames the VM received from this peer.
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficReport {
+    pub vm: String,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub peers: Vec<PeerCounters>,
+    /// Frames not delivered, by reason. The element never drops silently.
+    pub drops: Vec<DropCount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropCount {
+    pub reason: String,
+    pub packets: u64,
+}
+
+/// Body of every non-2xx answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}

@@ -1,0 +1,296 @@
+//! The agent <-> guest control channel protocol, version 1.
+//!
+//! Framing: one JSON object per line (`\n`), UTF-8, at most [`MAX_LINE`]
+//! bytes. Three kinds of frame:
+//!
+//! ```text
+//! {"kind":"req","v":1,"id":7,"op":"status"}                      agent -> guest
+//! {"kind":"res","v":1,"id":7,"ok":{...}}                         guest -> agent
+//! {"kind":"res","v":1,"id":7,"err":{"code":"unknown_op","message":"..."}}
+//! {"kind":"evt","v":1,"event":"ready","data":{...}}              guest -> agent
+//! ```
+//!
+//! A request that cannot be understood is answered with an `err` response
+//! carrying its id when the id could be read (id 0 otherwise); it never ends
+//! the session on either side.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+pub const VERSION: u32 = 1;
+pub const MAX_LINE: usize = 64 * 1024;
+/// Name of the virtio-serial port carrying this protocol.
+pub const PORT_NAME: &str = "org.duplex.ctl";
+
+/// Operations the agent may ask of the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Op {
+    Hello,
+    Status,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProtoError {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    Request {
+        id: u64,
+        op: Op,
+    },
+    Response {
+        id: u64,
+        result: Result<Value, ProtoError>,
+    },
+    Event {
+        event: String,
+        data: Value,
+    },
+}
+
+/// Why a line could not be decoded; `id` is set when the line was a request
+/// whose id could be read, so the error can be answered.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct DecodeError {
+    pub id: Option<u64>,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl DecodeError {
+    fn new(id: Option<u64>, code: &'static str, message: impl Into<String>) -> Self {
+        DecodeError {
+            id,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The response frame that answers this error.
+    pub fn reply(&self) -> Frame {
+        Frame::Response {
+            id: self.id.unwrap_or(0),
+            result: Err(ProtoError {
+                code: self.code.to_string(),
+                message: self.message.clone(),
+            }),
+        }
+    }
+}
+
+pub fn encode(frame: &Frame) -> String {
+    let v = match frame {
+        Frame::Request { id, op } => {
+            let mut v = serde_json::to_value(op).unwrap_or_else(|_| json!({}));
+            if let Value::Object(m) = &mut v {
+                m.insert("kind".into(), json!("req"));
+                m.insert("v".into(), json!(VERSION));
+                m.insert("id".into(), json!(id));
+            }
+            v
+        }
+        Frame::Response { id, result } => match result {
+            Ok(ok) => json!({"kind":"res","v":VERSION,"id":id,"ok":ok}),
+            Err(e) => json!({"kind":"res","v":VERSION,"id":id,"err":e}),
+        },
+        Frame::Event { event, data } => {
+            json!({"kind":"evt","v":VERSION,"event":event,"data":data})
+        }
+    };
+    let mut s = v.to_string();
+    s.push('\n');
+    s
+}
+
+pub fn decode(line: &str) -> Result<Frame, DecodeError> {
+    let line = line.trim_end_matches(['\n', '\r']);
+    if line.len() > MAX_LINE {
+        return Err(DecodeError::new(
+            None,
+            "too_long",
+            format!("line of {} bytes exceeds {MAX_LINE}", line.len()),
+        ));
+    }
+    let v: Value = serde_json::from_str(line)
+        .map_err(|e| DecodeError::new(None, "bad_json", e.to_string()))?;
+    let Value::Object(mut m) = v else {
+        return Err(DecodeError::new(
+            None,
+            "bad_frame",
+            "a frame must be a JSON object",
+        ));
+    };
+    let id = m.get("id").and_then(Value::as_u64);
+    let kind = m.remove("kind");
+    match m.remove("v").and_then(|v| v.as_u64()) {
+        Some(v) if v == u64::from(VERSION) => {}
+        Some(v) => {
+            return Err(DecodeError::new(
+                id,
+                "bad_version",
+                format!("version {v} not supported (speaks {VERSION})"),
+            ))
+        }
+        None => return Err(DecodeError::new(id, "bad_frame", "missing field `v`")),
+    }
+    match kind.as_ref().and_then(Value::as_str) {
+        Some("req") => {
+            let id = id.ok_or_else(|| {
+                DecodeError::new(None, "bad_frame", "request without a numeric `id`")
+            })?;
+            m.remove("id");
+            let op_name = m.get("op").and_then(Value::as_str).map(str::to_string);
+            let given: Vec<String> = m.keys().cloned().collect();
+            let op: Op = serde_json::from_value(Value::Object(m)).map_err(|e| match op_name {
+                Some(name) if !KNOWN_OPS.contains(&name.as_str()) => {
+                    DecodeError::new(Some(id), "unknown_op", format!("unknown op `{name}`"))
+                }
+                _ => DecodeError::new(Some(id), "bad_args", e.to_string()),
+            })?;
+            // serde ignores extra fields next to a unit variant's tag: refuse
+            // them here so a typo never passes silently.
+            let known = serde_json::to_value(&op).unwrap_or(Value::Null);
+            if let Some(extra) = given.iter().find(|k| known.get(k.as_str()).is_none()) {
+                return Err(DecodeError::new(
+                    Some(id),
+                    "bad_args",
+                    format!("unexpected field `{extra}`"),
+                ));
+            }
+            Ok(Frame::Request { id, op })
+        }
+        Some("res") => {
+            let id = id.ok_or_else(|| {
+                DecodeError::new(None, "bad_frame", "response without a numeric `id`")
+            })?;
+            let result = match (m.remove("ok"), m.remove("err")) {
+                (Some(ok), None) => Ok(ok),
+                (None, Some(err)) => Err(serde_json::from_value(err)
+                    .map_err(|e| DecodeError::new(None, "bad_frame", format!("bad `err`: {e}")))?),
+                _ => {
+                    return Err(DecodeError::new(
+                        None,
+                        "bad_frame",
+                        "a response has exactly one of `ok`, `err`",
+                    ))
+                }
+            };
+            Ok(Frame::Response { id, result })
+        }
+        Some("evt") => {
+            let event = m
+                .remove("event")
+                .and_then(|e| e.as_str().map(str::to_string))
+                .ok_or_else(|| {
+                    DecodeError::new(None, "bad_frame", "event without a string `event`")
+                })?;
+            let data = m.remove("data").unwrap_or(Value::Null);
+            Ok(Frame::Event { event, data })
+        }
+        Some(other) => Err(DecodeError::new(
+            id,
+            "bad_frame",
+            format!("unknown kind `{other}`"),
+        )),
+        None => Err(DecodeError::new(
+            id,
+            "bad_frame",
+            "missing string field `kind`",
+        )),
+    }
+}
+
+const KNOWN_OPS: &[&str] = &["hello", "status"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let frames = vec![
+            Frame::Request {
+                id: 1,
+                op: Op::Hello,
+            },
+            Frame::Request {
+                id: u64::MAX,
+                op: Op::Status,
+            },
+            Frame::Response {
+                id: 2,
+                result: Ok(json!({"role":"none"})),
+            },
+            Frame::Response {
+                id: 3,
+                result: Err(ProtoError {
+                    code: "x".into(),
+                    message: "y".into(),
+                }),
+            },
+            Frame::Event {
+                event: "ready".into(),
+                data: json!({"boot_id":"b"}),
+            },
+        ];
+        for f in frames {
+            let line = encode(&f);
+            assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
+            assert_eq!(decode(&line).unwrap(), f);
+        }
+    }
+
+    #[test]
+    fn op_names_cover_every_op() {
+        for op in [Op::Hello, Op::Status] {
+            let v = serde_json::to_value(&op).unwrap();
+            assert!(KNOWN_OPS.contains(&v["op"].as_str().unwrap()));
+        }
+    }
+
+    #[test]
+    fn malformed_input_is_an_answerable_error() {
+        let cases: &[(&str, Option<u64>, &str)] = &[
+            ("", None, "bad_json"),
+            ("not json", None, "bad_json"),
+            ("[1,2]", None, "bad_frame"),
+            (r#"{"kind":"req","id":1}"#, Some(1), "bad_frame"),
+            (
+                r#"{"kind":"req","v":2,"id":4,"op":"hello"}"#,
+                Some(4),
+                "bad_version",
+            ),
+            (r#"{"kind":"req","v":1,"op":"hello"}"#, None, "bad_frame"),
+            (
+                r#"{"kind":"req","v":1,"id":5,"op":"reboot_host"}"#,
+                Some(5),
+                "unknown_op",
+            ),
+            (
+                r#"{"kind":"req","v":1,"id":6,"op":"hello","extra":1}"#,
+                Some(6),
+                "bad_args",
+            ),
+            (r#"{"kind":"req","v":1,"id":7}"#, Some(7), "bad_args"),
+            (
+                r#"{"kind":"res","v":1,"id":7,"ok":1,"err":{}}"#,
+                None,
+                "bad_frame",
+            ),
+            (r#"{"kind":"evt","v":1}"#, None, "bad_frame"),
+            (r#"{"kind":"zzz","v":1,"id":9}"#, Some(9), "bad_frame"),
+        ];
+        for (line, id, code) in cases {
+            let e = decode(line).unwrap_err();
+            assert_eq!((e.id, e.code), (*id, *code), "{line}: {e}");
+            assert!(matches!(e.reply(), Frame::Response { result: Err(_), .. }));
+        }
+        let long = "x".repeat(MAX_LINE + 1);
+        assert_eq!(decode(&long).unwrap_err().code, "too_long");
+    }
+}

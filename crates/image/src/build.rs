@@ -1,0 +1,158 @@
+//! The build pipeline: kernel package -> download -> extract -> collect
+//! files -> initramfs -> atomic writes of the image and its manifest.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use tracing::info;
+
+use crate::elf::{self, Linkage};
+use crate::error::ImageError;
+use crate::manifest::{Inputs, Manifest, Outputs, FORMAT_VERSION};
+use crate::{
+    debian, fsutil, init_script, initramfs, kernel, BuildOptions, INITRAMFS, MANIFEST, VMLINUZ,
+};
+
+pub fn build(opts: &BuildOptions) -> Result<Manifest, ImageError> {
+    let started = Instant::now();
+    crate::check_name(&opts.name)?;
+
+    // 1. Which kernel.
+    let package = match &opts.kernel_package {
+        Some(p) => p.clone(),
+        None => {
+            let p = debian::resolve_kernel_package()?;
+            info!(package = %p, "resolved {}", debian::KERNEL_METAPACKAGE);
+            p
+        }
+    };
+    debian::check_package_name(&package)?;
+
+    // 2. Download and extract (both cached).
+    let step = Instant::now();
+    let (deb, cached) = debian::download(&opts.cache_dir.join("debs"), &package)?;
+    info!(deb = %deb.display(), cached, elapsed_ms = ms(step), "kernel package downloaded");
+    let step = Instant::now();
+    let deb_record = fsutil::record_file(&deb)?;
+    let root = opts.cache_dir.join("kernels").join(&package);
+    let cached = debian::extract(&deb, &deb_record.sha256, &root)?;
+    info!(dir = %root.display(), cached, elapsed_ms = ms(step), "kernel package extracted");
+
+    // 3. Kernel and modules.
+    let files = kernel::locate(&root, &package)?;
+    let vmlinuz = read_input("read", &files.vmlinuz)?;
+    let mut modules = Vec::with_capacity(files.modules.len());
+    for (rel, path) in &files.modules {
+        modules.push((kernel::module_name(rel), path, read_input("read", path)?));
+    }
+    info!(version = %files.version, modules = modules.len(), "kernel files found");
+
+    // 4. Binaries to embed: both must run without a dynamic loader.
+    let duplex = read_input("read the duplex binary", &opts.duplex_binary)?;
+    match elf::linkage(&duplex) {
+        Ok(Linkage::Static) => {}
+        Ok(Linkage::Dynamic) => {
+            return Err(ImageError::DynamicBinary {
+                path: opts.duplex_binary.clone(),
+            })
+        }
+        Err(reason) => {
+            return Err(ImageError::BadBinary {
+                what: "duplex",
+                path: opts.duplex_binary.clone(),
+                reason,
+            })
+        }
+    }
+    let busybox = read_input("read busybox", &opts.busybox)?;
+    match elf::linkage(&busybox) {
+        Ok(Linkage::Static) => {}
+        Ok(Linkage::Dynamic) => {
+            return Err(ImageError::DynamicBusybox {
+                path: opts.busybox.clone(),
+            })
+        }
+        Err(reason) => {
+            return Err(ImageError::BadBinary {
+                what: "busybox",
+                path: opts.busybox.clone(),
+                reason,
+            })
+        }
+    }
+
+    // 5. The initramfs.
+    let step = Instant::now();
+    let dir = opts.image_dir.join(&opts.name);
+    let module_names: Vec<&str> = modules.iter().map(|(name, _, _)| *name).collect();
+    let init = init_script::render(&module_names);
+    let image_info = format!("name={}\nkernel={}\n", opts.name, files.version);
+    let initramfs = initramfs::build_gz(&initramfs::Contents {
+        busybox: &busybox,
+        duplex: &duplex,
+        modules: modules
+            .iter()
+            .map(|(name, _, data)| (*name, data.as_slice()))
+            .collect(),
+        init_script: &init,
+        image_info: &image_info,
+    })
+    .map_err(|e| ImageError::io("build", dir.join(INITRAMFS), e))?;
+    info!(
+        bytes = initramfs.len(),
+        elapsed_ms = ms(step),
+        "initramfs built"
+    );
+
+    // 6. Write outputs, manifest last.
+    fsutil::create_dir_all(&dir)?;
+    fsutil::write_atomic(&dir.join(VMLINUZ), &vmlinuz)?;
+    fsutil::write_atomic(&dir.join(INITRAMFS), &initramfs)?;
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        name: opts.name.clone(),
+        kernel_package: package,
+        kernel_version: files.version,
+        inputs: Inputs {
+            kernel_deb: deb_record,
+            vmlinuz: fsutil::record(files.vmlinuz.display().to_string(), &vmlinuz),
+            modules: modules
+                .iter()
+                .map(|(_, path, data)| fsutil::record(path.display().to_string(), data))
+                .collect(),
+            busybox: fsutil::record(opts.busybox.display().to_string(), &busybox),
+            duplex_binary: fsutil::record(opts.duplex_binary.display().to_string(), &duplex),
+            init_script: fsutil::record("init", init.as_bytes()),
+        },
+        outputs: Outputs {
+            vmlinuz: fsutil::record(VMLINUZ, &vmlinuz),
+            initramfs: fsutil::record(INITRAMFS, &initramfs),
+        },
+    };
+    let manifest_path = dir.join(MANIFEST);
+    fsutil::write_atomic(&manifest_path, manifest.to_json().as_bytes())?;
+    info!(
+        dir = %dir.display(),
+        initramfs_sha256 = %manifest.outputs.initramfs.sha256,
+        elapsed_ms = ms(started),
+        "image {} built",
+        opts.name
+    );
+    Ok(manifest)
+}
+
+/// Read an input file, refusing anything the cpio format cannot hold.
+fn read_input(op: &'static str, path: &Path) -> Result<Vec<u8>, ImageError> {
+    let data = std::fs::read(path).map_err(|e| ImageError::io(op, path, e))?;
+    if u32::try_from(data.len()).is_err() {
+        return Err(ImageError::TooLarge {
+            path: PathBuf::from(path),
+            size: data.len() as u64,
+        });
+    }
+    Ok(data)
+}
+
+fn ms(since: Instant) -> u64 {
+    since.elapsed().as_millis() as u64
+}

@@ -1,0 +1,167 @@
+//! `state.json`: what `up` created, for `status`, `down` and other commands.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::LabError;
+use crate::plan::{self, LabPlan};
+
+/// How far `up` got. `Starting` on disk after a crash means the lab is
+/// incomplete and the next `up` cleans it first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LabPhase {
+    Starting,
+    Up,
+}
+
+/// One host's agent as started by `up`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentState {
+    /// 1-based host number.
+    pub n: u8,
+    /// `h<n>`.
+    pub name: String,
+    /// `<lab>-h<n>`.
+    pub ns: String,
+    pub ip: Ipv4Addr,
+    /// `http://10.i.0.(10+n):7070`.
+    pub url: String,
+    /// Pid of the agent (the `ip netns exec` process execs into it).
+    pub pid: i32,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+/// Contents of `/run/duplex/lab-<lab>/state.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabState {
+    pub lab: String,
+    pub index: u8,
+    pub hosts: u8,
+    pub phase: LabPhase,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// `10.i.0.0/24`.
+    pub subnet: String,
+    /// Bridge in every host namespace that VM taps join.
+    pub bridge: String,
+    pub switch_ns: String,
+    pub client_ns: String,
+    pub client_ip: Ipv4Addr,
+    /// Root-namespace veth `<lab>mgmt`.
+    pub mgmt_if: String,
+    pub mgmt_ip: Ipv4Addr,
+    pub duplex_bin: PathBuf,
+    pub image_dir: PathBuf,
+    pub agents: Vec<AgentState>,
+}
+
+impl LabState {
+    /// A state for `plan` with no agents yet.
+    pub(crate) fn new(plan: &LabPlan, duplex_bin: &Path, image_dir: &Path) -> LabState {
+        LabState {
+            lab: plan.lab().to_string(),
+            index: plan.index(),
+            hosts: plan.hosts(),
+            phase: LabPhase::Starting,
+            created_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            subnet: plan.subnet(),
+            bridge: plan.bridge().to_string(),
+            switch_ns: plan.switch_ns(),
+            client_ns: plan.client_ns(),
+            client_ip: plan.client_ip(),
+            mgmt_if: plan.mgmt_if(),
+            mgmt_ip: plan.mgmt_ip(),
+            duplex_bin: duplex_bin.to_path_buf(),
+            image_dir: image_dir.to_path_buf(),
+            agents: Vec::new(),
+        }
+    }
+
+    /// The plan this state was made from.
+    pub fn plan(&self) -> Result<LabPlan, LabError> {
+        LabPlan::new(&self.lab, self.hosts)
+    }
+
+    /// Agent of host n (1-based).
+    pub fn agent(&self, n: u8) -> Option<&AgentState> {
+        self.agents.iter().find(|a| a.n == n)
+    }
+
+    /// `http://10.i.0.(10+n):7070` of host n's agent.
+    pub fn agent_url(&self, n: u8) -> Option<&str> {
+        self.agent(n).map(|a| a.url.as_str())
+    }
+
+    /// Address of VM k, `10.i.0.(100+k)`, k in 0..=154.
+    pub fn vm_ip(&self, k: u8) -> Option<Ipv4Addr> {
+        plan::vm_ip(self.index, k)
+    }
+
+    /// The client namespace, `<lab>-client` (run probes there with
+    /// [`crate::netns_command`]).
+    pub fn client_ns(&self) -> &str {
+        &self.client_ns
+    }
+
+    /// Namespace of host n, `<lab>-h<n>`.
+    pub fn host_ns(&self, n: u8) -> Option<&str> {
+        self.agent(n).map(|a| a.ns.as_str())
+    }
+
+    /// Every namespace of the lab: switch, hosts, client.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut v = vec![self.switch_ns.clone()];
+        v.extend((1..=self.hosts).map(|n| format!("{}-h{n}", self.lab)));
+        v.push(self.client_ns.clone());
+        v
+    }
+
+    /// Reads lab `lab`'s state; `None` if there is no state file.
+    pub fn read(lab: &str) -> Result<Option<LabState>, LabError> {
+        plan::validate_lab_name(lab)?;
+        let path = plan::state_file(lab);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(LabError::io("cannot read", path, e)),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|source| LabError::BadState { path, source })
+    }
+
+    /// Writes the state file atomically (temporary file + rename).
+    pub(crate) fn write(&self) -> Result<(), LabError> {
+        let path = plan::state_file(&self.lab);
+        let tmp = path.with_extension("json.tmp");
+        let mut text = serde_json::to_vec_pretty(self).map_err(|source| LabError::BadState {
+            path: path.clone(),
+            source,
+        })?;
+        text.push(b'\n');
+        let mut f =
+            std::fs::File::create(&tmp).map_err(|e| LabError::io("cannot create", &tmp, e))?;
+        f.write_all(&text)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| LabError::io("cannot write", &tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| LabError::io("cannot rename to", &path, e))
+    }
+}
+
+impl LabPlan {
+    /// The state of running lab `lab`; [`LabError::NoState`] if it is not up.
+    pub fn load_state(lab: &str) -> Result<LabState, LabError> {
+        LabState::read(lab)?.ok_or_else(|| LabError::NoState {
+            lab: lab.to_string(),
+            path: plan::state_file(lab),
+        })
+    }
+}

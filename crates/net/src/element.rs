@@ -1,0 +1,203 @@
+//! One VM's network element: QEMU's netdev stream on one side, the host tap
+//! on the other, the pipeline in between. QEMU connects to the element's
+//! unix socket (it may reconnect, e.g. the destination QEMU of a migration).
+
+use crate::counters::{CountStage, Counters};
+use crate::framing::{read_frame, write_frame};
+use crate::stage::{Direction, Pipeline, Stage};
+use crate::tap::Tap;
+use duplex_core::agent_api::TrafficReport;
+use std::sync::{Arc, Mutex};
+use tokio::net::UnixListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Frames queued towards one side before new ones are dropped (counted).
+const QUEUE: usize = 1024;
+
+pub struct ElementHandle {
+    vm: String,
+    counters: Arc<Mutex<Counters>>,
+    pipeline: Arc<Mutex<Pipeline>>,
+    inject: mpsc::Sender<(Direction, Vec<u8>)>,
+    task: JoinHandle<()>,
+    pub tap_name: String,
+}
+
+impl ElementHandle {
+    pub fn report(&self) -> TrafficReport {
+        let drops = self
+            .pipeline
+            .lock()
+            .map(|p| p.drops.clone())
+            .unwrap_or_default();
+        match self.counters.lock() {
+            Ok(c) => c.report(&self.vm, &drops),
+            Err(_) => TrafficReport::default(),
+        }
+    }
+
+    /// Sends a frame as if it came from `dir`'s source (e.g. an announce).
+    pub async fn inject(&self, dir: Direction, frame: Vec<u8>) {
+        let _ = self.inject.send((dir, frame)).await;
+    }
+
+    /// Stops the element; the tap disappears with it.
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for ElementHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts the element for `vm`. `extra` stages run after counting.
+pub fn start(
+    vm: &str,
+    listener: UnixListener,
+    tap: Tap,
+    extra: Vec<Box<dyn Stage>>,
+) -> ElementHandle {
+    let counters = Arc::new(Mutex::new(Counters::default()));
+    let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(CountStage(counters.clone()))];
+    stages.extend(extra);
+    let pipeline = Arc::new(Mutex::new(Pipeline::new(stages)));
+    let (inject, inject_rx) = mpsc::channel(QUEUE);
+    let tap_name = tap.name.clone();
+    let task = tokio::spawn(run(
+        vm.to_string(),
+        listener,
+        Arc::new(tap),
+        pipeline.clone(),
+        inject_rx,
+    ));
+    ElementHandle {
+        vm: vm.to_string(),
+        counters,
+        pipeline,
+        inject,
+        task,
+        tap_name,
+    }
+}
+
+async fn run(
+    vm: String,
+    listener: UnixListener,
+    tap: Arc<Tap>,
+    pipeline: Arc<Mutex<Pipeline>>,
+    mut inject: mpsc::Receiver<(Direction, Vec<u8>)>,
+) {
+    let (in_tx, mut in_rx) = mpsc::channel::<(Direction, Vec<u8>)>(QUEUE);
+    // Tap -> element.
+    let _tap_reader = AbortOnDrop({
+        let (tap, in_tx) = (tap.clone(), in_tx.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_536];
+            loop {
+                match tap.read(&mut buf).await {
+                    Ok(n) => {
+                        if in_tx
+                            .send((Direction::ToGuest, buf[..n].to_vec()))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "tap read failed");
+                        return;
+                    }
+                }
+            }
+        })
+    });
+    // Element -> tap.
+    let (tap_tx, mut tap_rx) = mpsc::channel::<Vec<u8>>(QUEUE);
+    let _tap_writer = AbortOnDrop({
+        let tap = tap.clone();
+        tokio::spawn(async move {
+            while let Some(f) = tap_rx.recv().await {
+                if let Err(e) = tap.write(&f).await {
+                    tracing::warn!(error = %e, "tap write failed");
+                }
+            }
+        })
+    });
+    // Element -> VM, through the current QEMU connection (if any).
+    let mut vm_tx: Option<mpsc::Sender<Vec<u8>>> = None;
+    let mut conn_tasks: Vec<AbortOnDrop> = Vec::new();
+    let deliver = |out: Vec<(Direction, Vec<u8>)>, vm_tx: &Option<mpsc::Sender<Vec<u8>>>| {
+        for (dir, f) in out {
+            let res = match dir {
+                Direction::FromGuest => tap_tx.try_send(f).map_err(|_| "tap backlog full"),
+                Direction::ToGuest => match vm_tx {
+                    Some(tx) => tx
+                        .try_send(f)
+                        .map_err(|_| "guest backlog full (VM not reading)"),
+                    None => Err("VM not connected"),
+                },
+            };
+            if let Err(reason) = res {
+                if let Ok(mut p) = pipeline.lock() {
+                    p.count_drop(reason);
+                }
+            }
+        }
+    };
+    loop {
+        tokio::select! {
+            conn = listener.accept() => {
+                let Ok((stream, _)) = conn else { continue };
+                tracing::info!(vm = %vm, "QEMU connected to the network element");
+                conn_tasks.clear();
+                let (mut r, mut w) = stream.into_split();
+                let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
+                vm_tx = Some(tx);
+                let in_tx = in_tx.clone();
+                let vm_name = vm.clone();
+                conn_tasks.push(AbortOnDrop(tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        match read_frame(&mut r, &mut buf).await {
+                            Ok(true) => {
+                                if in_tx.send((Direction::FromGuest, std::mem::take(&mut buf))).await.is_err() { return; }
+                            }
+                            Ok(false) => { tracing::info!(vm = %vm_name, "QEMU closed the netdev stream"); return; }
+                            Err(e) => { tracing::warn!(vm = %vm_name, error = %e, "netdev stream error"); return; }
+                        }
+                    }
+                })));
+                conn_tasks.push(AbortOnDrop(tokio::spawn(async move {
+                    while let Some(f) = rx.recv().await {
+                        if write_frame(&mut w, &f).await.is_err() { return; }
+                    }
+                })));
+            }
+            Some((dir, frame)) = in_rx.recv() => {
+                let out = match pipeline.lock() { Ok(mut p) => p.process(dir, frame), Err(_) => Vec::new() };
+                deliver(out, &vm_tx);
+            }
+            Some((dir, frame)) = inject.recv() => {
+                deliver(vec![(dir, frame)], &vm_tx);
+            }
+        }
+        if conn_tasks.first().is_some_and(|t| t.0.is_finished()) {
+            conn_tasks.clear();
+            vm_tx = None;
+        }
+    }
+}
+
+/// Sub-tasks end with the element (dropping the tap with them).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,168 @@
+//! Tap devices: a VM's port on the host bridge, owned by the network element.
+//! The tap is not persistent: it disappears when the element closes it.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use tokio::io::unix::AsyncFd;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    #[error("cannot open /dev/net/tun: {0} (is the tun module loaded, are we root?)")]
+    Open(std::io::Error),
+    #[error("cannot create tap `{name}`: {source}")]
+    Create {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("`{cmd}` failed: {msg}")]
+    Ip { cmd: String, msg: String },
+    #[error("invalid interface name `{0}` (1-15 chars)")]
+    Name(String),
+}
+
+pub struct Tap {
+    pub name: String,
+    pub fd: AsyncFd<OwnedFd>,
+}
+
+/// The tap name for a VM: `dxt-<name>` if that fits in 15 chars, else a
+/// stable hash of the name.
+pub fn tap_name(vm: &str) -> String {
+    let plain = format!("dxt-{vm}");
+    if plain.len() <= 15 {
+        return plain;
+    }
+    let mut h: u32 = 0x811c_9dc5;
+    for b in vm.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("dxt-{h:08x}")
+}
+
+#[repr(C)]
+struct IfReq {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+
+impl Tap {
+    /// Creates the tap, enslaves it to `bridge` and sets it up.
+    pub async fn create(name: &str, bridge: &str) -> Result<Tap, TapError> {
+        if name.is_empty() || name.len() > 15 {
+            return Err(TapError::Name(name.into()));
+        }
+        let path = CString::new("/dev/net/tun").map_err(|_| TapError::Name(name.into()))?;
+        // SAFETY: plain open(2) of a NUL-terminated path.
+        let raw = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            )
+        };
+        if raw < 0 {
+            return Err(TapError::Open(std::io::Error::last_os_error()));
+        }
+        // SAFETY: `raw` is a fresh, owned, valid descriptor.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut req = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            flags: (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short,
+            _pad: [0; 22],
+        };
+        for (d, s) in req.name.iter_mut().zip(name.bytes()) {
+            *d = s as libc::c_char;
+        }
+        // SAFETY: TUNSETIFF reads an ifreq we own, for the fd we own.
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF as _, &mut req) };
+        if rc < 0 {
+            return Err(TapError::Create {
+                name: name.into(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        ip(&["link", "set", "dev", name, "master", bridge]).await?;
+        ip(&["link", "set", "dev", name, "up"]).await?;
+        // SAFETY: the OwnedFd stays open and unchanged for the AsyncFd's life.
+        let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| TapError::Create {
+            name: name.into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        Ok(Tap {
+            name: name.into(),
+            fd,
+        })
+    }
+
+    /// Reads one frame (waits until one is there).
+    pub async fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match guard.try_io(|fd| {
+                // SAFETY: read(2) into a buffer we own, of its length.
+                let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                if n < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            }) {
+                Ok(r) => return r,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Writes one frame.
+    pub async fn write(&self, frame: &[u8]) -> std::io::Result<()> {
+        loop {
+            let mut guard = self.fd.writable().await?;
+            match guard.try_io(|fd| {
+                // SAFETY: write(2) from a buffer we own, of its length.
+                let n = unsafe { libc::write(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
+                if n < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            }) {
+                Ok(r) => return r,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+async fn ip(args: &[&str]) -> Result<(), TapError> {
+    let out = tokio::process::Command::new("ip")
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| TapError::Ip {
+            cmd: format!("ip {}", args.join(" ")),
+            msg: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(TapError::Ip {
+            cmd: format!("ip {}", args.join(" ")),
+            msg: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit() {
+        assert_eq!(tap_name("vm1"), "dxt-vm1");
+        let long = tap_name("a-very-long-vm-name-indeed");
+        assert!(long.len() <= 15 && long.starts_with("dxt-"));
+        assert_eq!(long, tap_name("a-very-long-vm-name-indeed"));
+    }
+}

@@ -1,0 +1,143 @@
+//! Live migration driver: source side (`migrate` + progress) and
+//! destination side (`migrate-incoming` on a deferred QEMU).
+
+use crate::{QemuError, Qmp};
+use duplex_core::agent_api::{MigrationProgress, MigrationStats};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Default)]
+pub struct MigrateParams {
+    pub max_bandwidth_mib: Option<u64>,
+    pub downtime_limit_ms: Option<u64>,
+}
+
+/// Capabilities and parameters both sides of a migration need.
+pub async fn prepare(qmp: &Qmp, params: &MigrateParams) -> Result<(), QemuError> {
+    qmp.execute(
+        "migrate-set-capabilities",
+        Some(json!({"capabilities": [{"capability": "events", "state": true}]})),
+    )
+    .await?;
+    let mut p = serde_json::Map::new();
+    if let Some(bw) = params.max_bandwidth_mib {
+        p.insert(
+            "max-bandwidth".into(),
+            json!(bw.saturating_mul(1024 * 1024)),
+        );
+    }
+    if let Some(dl) = params.downtime_limit_ms {
+        p.insert("downtime-limit".into(), json!(dl));
+    }
+    if !p.is_empty() {
+        qmp.execute("migrate-set-parameters", Some(Value::Object(p)))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Destination: starts listening on `ip` (port chosen by the kernel) and
+/// returns the URI the source must use.
+pub async fn listen_incoming(qmp: &Qmp, ip: &str) -> Result<String, QemuError> {
+    prepare(qmp, &MigrateParams::default()).await?;
+    qmp.execute(
+        "migrate-incoming",
+        Some(json!({"uri": format!("tcp:{ip}:0")})),
+    )
+    .await?;
+    let q = qmp.execute("query-migrate", None).await?;
+    let port = q["socket-address"]
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(|s| {
+            s["port"]
+                .as_str()
+                .map(str::to_string)
+                .or_else(|| s["port"].as_u64().map(|p| p.to_string()))
+        })
+        .ok_or_else(|| QemuError::Protocol(format!("destination did not report its port: {q}")))?;
+    Ok(format!("tcp:{ip}:{port}"))
+}
+
+fn progress_of(q: &Value, started: Instant) -> MigrationProgress {
+    let ram = &q["ram"];
+    MigrationProgress {
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        transferred_bytes: ram["transferred"].as_u64().unwrap_or(0),
+        remaining_bytes: ram["remaining"].as_u64().unwrap_or(0),
+        total_bytes: ram["total"].as_u64().unwrap_or(0),
+        passes: ram["dirty-sync-count"].as_u64().unwrap_or(0),
+        expected_downtime_ms: q["expected-downtime"].as_u64(),
+    }
+}
+
+/// Source: migrates to `uri`, reporting progress every `every`, and returns
+/// QEMU's final statistics. On failure the source VM is resumed if QEMU left
+/// it paused, so it keeps running here.
+pub async fn migrate(
+    qmp: &Qmp,
+    uri: &str,
+    params: &MigrateParams,
+    every: Duration,
+    mut on_progress: impl FnMut(&MigrationProgress),
+) -> Result<MigrationStats, QemuError> {
+    let started = Instant::now();
+    prepare(qmp, params).await?;
+    let mut events = qmp.events();
+    qmp.execute("migrate", Some(json!({"uri": uri}))).await?;
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            ev = events.recv() => {
+                match ev {
+                    Ok(e) if e.name == "MIGRATION" => {
+                        let s = e.data["status"].as_str().unwrap_or("");
+                        if !matches!(s, "completed" | "failed" | "cancelled") {
+                            continue;
+                        }
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return Err(QemuError::Disconnected),
+                }
+            }
+            _ = tick.tick() => {}
+        }
+        let q = qmp.execute("query-migrate", None).await?;
+        match q["status"].as_str().unwrap_or("none") {
+            "completed" => {
+                let p = progress_of(&q, started);
+                on_progress(&p);
+                return Ok(MigrationStats {
+                    total_ms: q["total-time"].as_u64().unwrap_or(0),
+                    downtime_ms: q["downtime"].as_u64().unwrap_or(0),
+                    setup_ms: q["setup-time"].as_u64().unwrap_or(0),
+                    transferred_bytes: p.transferred_bytes,
+                    passes: p.passes,
+                    orchestrated_ms: started.elapsed().as_millis() as u64,
+                });
+            }
+            s @ ("failed" | "cancelled") => {
+                let why = q["error-desc"].as_str().unwrap_or(s).to_string();
+                resume_if_paused(qmp).await;
+                return Err(QemuError::Migration(why));
+            }
+            _ => on_progress(&progress_of(&q, started)),
+        }
+    }
+}
+
+/// Cancels a running outgoing migration and makes sure the VM runs.
+pub async fn cancel(qmp: &Qmp) {
+    let _ = qmp.execute("migrate_cancel", None).await;
+    resume_if_paused(qmp).await;
+}
+
+async fn resume_if_paused(qmp: &Qmp) {
+    if let Ok(state) = qmp.run_state().await {
+        if matches!(state.as_str(), "paused" | "postmigrate" | "finish-migrate") {
+            if let Err(e) = qmp.execute("cont", None).await {
+                tracing::error!(error = %e, "could not resume the source VM after a failed migration");
+            }
+        }
+    }
+}

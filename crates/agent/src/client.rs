@@ -29,6 +29,21 @@ pub enum ClientError {
     MigrationTimeout { vm: String, secs: u64 },
 }
 
+/// An error with its causes, `a: b: c` (reqwest hides the cause otherwise).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
 #[derive(Clone)]
 pub struct AgentClient {
     base: String,
@@ -58,7 +73,7 @@ impl AgentClient {
     ) -> Result<T, ClientError> {
         let resp = req.send().await.map_err(|e| ClientError::Unreachable {
             url: url.clone(),
-            msg: e.to_string(),
+            msg: error_chain(&e),
         })?;
         let status = resp.status();
         let text = resp.text().await.map_err(|e| ClientError::Decode {

@@ -71,6 +71,8 @@ pub async fn start_outgoing(
 
 async fn run_outgoing(host: Arc<Host>, vm: Arc<Vm>, req: MigrateRequest, before: VmState) {
     let name = vm.spec.name.clone();
+    let result = outgoing(&host, &vm, &req).await;
+    // The latest progress, as the migration left it.
     let mut info = vm.status().migration.unwrap_or(MigrationInfo {
         to: req.to.clone(),
         phase: MigrationPhase::Preparing,
@@ -78,7 +80,7 @@ async fn run_outgoing(host: Arc<Host>, vm: Arc<Vm>, req: MigrateRequest, before:
         stats: None,
         error: None,
     });
-    match outgoing(&host, &vm, &req).await {
+    match result {
         Ok(stats) => {
             tracing::info!(vm = %name, to = %req.to, total_ms = stats.total_ms, downtime_ms = stats.downtime_ms,
                 bytes = stats.transferred_bytes, "migration completed");
@@ -266,7 +268,11 @@ async fn watch_incoming(
     let deadline = Instant::now() + INCOMING_TIMEOUT;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let resumed = loop {
-        if Instant::now() > deadline || vm.status().state != VmState::Incoming {
+        let still_ours = host
+            .get(&name)
+            .map(|v| Arc::ptr_eq(&v, &vm))
+            .unwrap_or(false);
+        if Instant::now() > deadline || !still_ours || vm.status().state != VmState::Incoming {
             break false;
         }
         tokio::select! {

@@ -6,33 +6,36 @@ use duplex_core::agent_api::{MigrationProgress, MigrationStats};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
+/// QEMU 7.2's own defaults, set explicitly on every migration: parameters
+/// persist in a QEMU process, so a cap set for one attempt would otherwise
+/// silently apply to the next.
+pub const DEFAULT_MAX_BANDWIDTH_MIB: u64 = 128;
+pub const DEFAULT_DOWNTIME_LIMIT_MS: u64 = 300;
+
 #[derive(Debug, Clone, Default)]
 pub struct MigrateParams {
     pub max_bandwidth_mib: Option<u64>,
     pub downtime_limit_ms: Option<u64>,
 }
 
-/// Capabilities and parameters both sides of a migration need.
+/// Capabilities and parameters of a migration (both sides).
 pub async fn prepare(qmp: &Qmp, params: &MigrateParams) -> Result<(), QemuError> {
     qmp.execute(
         "migrate-set-capabilities",
         Some(json!({"capabilities": [{"capability": "events", "state": true}]})),
     )
     .await?;
-    let mut p = serde_json::Map::new();
-    if let Some(bw) = params.max_bandwidth_mib {
-        p.insert(
-            "max-bandwidth".into(),
-            json!(bw.saturating_mul(1024 * 1024)),
-        );
-    }
-    if let Some(dl) = params.downtime_limit_ms {
-        p.insert("downtime-limit".into(), json!(dl));
-    }
-    if !p.is_empty() {
-        qmp.execute("migrate-set-parameters", Some(Value::Object(p)))
-            .await?;
-    }
+    let bw = params
+        .max_bandwidth_mib
+        .unwrap_or(DEFAULT_MAX_BANDWIDTH_MIB);
+    let dl = params
+        .downtime_limit_ms
+        .unwrap_or(DEFAULT_DOWNTIME_LIMIT_MS);
+    qmp.execute(
+        "migrate-set-parameters",
+        Some(json!({"max-bandwidth": bw.saturating_mul(1024 * 1024), "downtime-limit": dl})),
+    )
+    .await?;
     Ok(())
 }
 

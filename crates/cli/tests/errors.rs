@@ -1,0 +1,115 @@
+//! Bad input to the binary gets a clear error and a non-zero exit, never a
+//! panic. These need no lab (QEMU must be installed for the agent cases).
+
+use std::process::{Command, Output};
+
+fn duplex(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_duplex"));
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run duplex")
+}
+
+fn fails_with(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "should fail: {err}");
+    assert!(
+        err.contains(needle),
+        "stderr should mention {needle:?}: {err}"
+    );
+    assert!(!err.contains("panicked"), "panic: {err}");
+}
+
+#[test]
+fn agent_refuses_a_port_in_use() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = std::env::temp_dir().join(format!("duplex-port-{}", std::process::id()));
+    let out = duplex(
+        &[
+            "agent",
+            "--name",
+            "t",
+            "--listen",
+            &addr,
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--accel",
+            "tcg",
+        ],
+        &[],
+    );
+    fails_with(&out, &format!("cannot listen on {addr}"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn agent_says_when_qemu_is_missing() {
+    let out = duplex(
+        &[
+            "agent",
+            "--name",
+            "t",
+            "--listen",
+            "127.0.0.1:0",
+            "--accel",
+            "tcg",
+        ],
+        &[("DUPLEX_QEMU", "/nonexistent/qemu-system-x86_64")],
+    );
+    fails_with(&out, "not found");
+    fails_with(&out, "setup.sh");
+}
+
+#[test]
+fn unreachable_agent_is_named() {
+    let out = duplex(&["vm", "list", "--agent", "http://127.0.0.1:9"], &[]);
+    fails_with(&out, "unreachable");
+}
+
+#[test]
+fn impossible_vm_spec_is_refused_before_sending() {
+    let out = duplex(
+        &[
+            "vm",
+            "create",
+            "x",
+            "--ip",
+            "10.9.9.9",
+            "--memory-mib",
+            "1",
+            "--agent",
+            "http://127.0.0.1:9",
+        ],
+        &[],
+    );
+    fails_with(&out, "memory_mib");
+}
+
+#[test]
+fn lab_arguments_are_checked() {
+    fails_with(
+        &duplex(&["lab", "up", "--hosts", "9", "--lab", "zz"], &[]),
+        "hosts",
+    );
+    fails_with(
+        &duplex(&["lab", "up", "--lab", "Bad_Name"], &[]),
+        "Bad_Name",
+    );
+}
+
+#[test]
+fn lab_down_with_nothing_up() {
+    fails_with(
+        &duplex(&["lab", "down", "--lab", "nothng"], &[]),
+        "nothing to take down",
+    );
+}
+
+#[test]
+fn unknown_image_is_named() {
+    let out = duplex(&["accel", "--image-dir", "/nonexistent-images"], &[]);
+    fails_with(&out, "duplex image build");
+}

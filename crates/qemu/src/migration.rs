@@ -89,6 +89,10 @@ pub async fn migrate(
     let mut events = qmp.events();
     qmp.execute("migrate", Some(json!({"uri": uri}))).await?;
     let mut tick = tokio::time::interval(every);
+    // A QEMU that was itself a migration destination reports that incoming
+    // migration's `completed` until this one leaves `none`: a terminal
+    // status counts only once this migration was seen under way.
+    let mut under_way = false;
     loop {
         tokio::select! {
             ev = events.recv() => {
@@ -96,6 +100,7 @@ pub async fn migrate(
                     Ok(e) if e.name == "MIGRATION" => {
                         let s = e.data["status"].as_str().unwrap_or("");
                         if !matches!(s, "completed" | "failed" | "cancelled") {
+                            under_way = true;
                             continue;
                         }
                     }
@@ -106,8 +111,16 @@ pub async fn migrate(
             _ = tick.tick() => {}
         }
         let q = qmp.execute("query-migrate", None).await?;
-        match q["status"].as_str().unwrap_or("none") {
+        let status = q["status"].as_str().unwrap_or("none");
+        if !matches!(status, "none" | "completed" | "failed" | "cancelled") {
+            under_way = true;
+        }
+        if !under_way {
+            continue;
+        }
+        match status {
             "completed" => {
+                let q = final_stats(qmp, q).await?;
                 let p = progress_of(&q, started);
                 on_progress(&p);
                 return Ok(MigrationStats {
@@ -127,6 +140,19 @@ pub async fn migrate(
             _ => on_progress(&progress_of(&q, started)),
         }
     }
+}
+
+/// QEMU 7.2 sets `completed` (and emits the event) before it computes
+/// `total-time` and `downtime`, which read 0 until then: ask again briefly.
+async fn final_stats(qmp: &Qmp, mut q: Value) -> Result<Value, QemuError> {
+    for _ in 0..100 {
+        if q["total-time"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        q = qmp.execute("query-migrate", None).await?;
+    }
+    Ok(q)
 }
 
 /// Cancels a running outgoing migration and makes sure the VM runs.

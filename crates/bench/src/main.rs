@@ -1,0 +1,118 @@
+//! `duplex-bench`: benchmarks that measure Duplex and the plain way side by
+//! side in one run, writing JSON + Markdown to `bench/results/`.
+
+mod boot;
+mod migrate;
+mod raw;
+mod stats;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "duplex-bench")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+    /// Runs per arm.
+    #[arg(long, default_value_t = 5, global = true)]
+    runs: usize,
+    #[arg(long, default_value = "bench/results", global = true)]
+    out: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// QEMU start -> guest /init, agent vs by hand.
+    Boot,
+    /// Live migration, agents vs raw QMP.
+    Migrate,
+}
+
+/// The lab a benchmark runs in; taken down when dropped.
+pub struct Lab {
+    state: duplex_lab::LabState,
+}
+
+impl Lab {
+    const NAME: &'static str = "bench";
+
+    async fn up(hosts: u8) -> anyhow::Result<Lab> {
+        let exe = std::env::current_exe()?;
+        let duplex = exe.with_file_name("duplex");
+        let duplex = if duplex.exists() {
+            duplex
+        } else {
+            PathBuf::from("/usr/local/bin/duplex")
+        };
+        let _ = tokio::task::spawn_blocking(|| duplex_lab::down(Lab::NAME)).await;
+        let plan = duplex_lab::LabPlan::new(Lab::NAME, hosts)?;
+        let state = duplex_lab::up(
+            &plan,
+            duplex_lab::UpOptions {
+                duplex_bin: duplex,
+                image_dir: duplex_image::DEFAULT_IMAGE_DIR.into(),
+                extra_agent_args: Vec::new(),
+            },
+        )
+        .await?;
+        Ok(Lab { state })
+    }
+
+    pub fn agent_url(&self, n: u8) -> anyhow::Result<String> {
+        self.state
+            .agent_url(n)
+            .map(str::to_string)
+            .context("no such lab host")
+    }
+
+    pub fn agent_ip(&self, n: u8) -> anyhow::Result<std::net::Ipv4Addr> {
+        self.state
+            .agent(n)
+            .map(|a| a.ip)
+            .context("no such lab host")
+    }
+
+    pub fn host_ns(&self, n: u8) -> anyhow::Result<String> {
+        self.state
+            .host_ns(n)
+            .map(str::to_string)
+            .context("no such lab host")
+    }
+
+    pub fn vm_ip(&self, k: u8) -> anyhow::Result<std::net::Ipv4Addr> {
+        self.state.vm_ip(k).context("no VM address")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Err(e) = duplex_lab::down(Lab::NAME) {
+            eprintln!("warning: taking the bench lab down: {e}");
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DUPLEX_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    anyhow::ensure!(cli.runs >= 1, "--runs must be at least 1");
+    match cli.cmd {
+        Cmd::Boot => {
+            let lab = Lab::up(1).await?;
+            boot::run(&lab, cli.runs, &cli.out).await
+        }
+        Cmd::Migrate => {
+            let lab = Lab::up(2).await?;
+            migrate::run(&lab, cli.runs, &cli.out).await
+        }
+    }
+}

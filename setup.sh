@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Duplex set-up: installs what the project needs from Debian, builds the
+# static `duplex` binary, installs it as /usr/local/bin/duplex, builds the
+# default guest image and probes the accelerator. Idempotent: a re-run only
+# does what is missing or changed. Needs root (apt, network namespaces).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+say() { printf '\n==> %s\n' "$*"; }
+
+if [ "$(id -u)" != 0 ]; then
+    echo "setup.sh needs root (it installs Debian packages and the lab uses network namespaces)" >&2
+    exit 1
+fi
+
+# Debian packages: QEMU (VMs), busybox-static (guest userland), iproute2 +
+# iputils-ping (lab), sip-tester (sipp, SIP load), etcd-server (the
+# distributed store backend).
+PACKAGES=(qemu-system-x86 busybox-static iproute2 iputils-ping sip-tester etcd-server)
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    say "installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+    say "Debian packages present: ${PACKAGES[*]}"
+fi
+# The image builder downloads the kernel package with apt; make sure apt
+# knows it (a fresh machine may have empty package lists).
+if ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then
+    say "refreshing apt package lists"
+    apt-get update -qq
+fi
+
+say "building duplex (release, static)"
+cargo build --release --locked
+BIN="$PWD/target/x86_64-unknown-linux-gnu/release/duplex"
+install -m 0755 "$BIN" /usr/local/bin/duplex
+
+say "building the default guest image"
+/usr/local/bin/duplex image build
+
+say "probing the accelerator (KVM if a probe boot works, else TCG)"
+/usr/local/bin/duplex accel
+
+say "ready: run \`duplex demo\`"

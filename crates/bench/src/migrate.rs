@@ -222,6 +222,6 @@ pub async fn run(lab: &Lab, runs: usize, out: &Path) -> anyhow::Result<()> {
         result.ratio_downtime_median
     );
     println!("{md}");
-    let _ = h[(runs % 2) as usize].delete("bmig").await;
+    let _ = h[runs % 2].delete("bmig").await;
     stats::write(out, "migrate", &result, &md)
 }

@@ -150,7 +150,8 @@ mod tests {
 
     #[test]
     fn each_bad_field_is_named() {
-        let cases: Vec<(fn(&mut VmSpec), &str)> = vec![
+        type Mutation = fn(&mut VmSpec);
+        let cases: Vec<(Mutation, &str)> = vec![
             (|s| s.name = "1bad".into(), "name"),
             (|s| s.name = "x".repeat(33), "name"),
             (|s| s.image = "../etc".into(), "image"),

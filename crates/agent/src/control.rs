@@ -28,6 +28,9 @@ pub enum ControlError {
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, ProtoError>>>>>;
 
+/// Receives the guest's unsolicited events (name, data).
+pub type EventSink = Arc<dyn Fn(&str, &Value) + Send + Sync>;
+
 pub struct ControlClient {
     writer: tokio::sync::Mutex<OwnedWriteHalf>,
     pending: Pending,
@@ -42,7 +45,7 @@ impl Drop for ControlClient {
 }
 
 impl ControlClient {
-    pub async fn connect(path: &Path, vm: &str) -> Result<ControlClient, ControlError> {
+    pub async fn connect(path: &Path, vm: &str, sink: EventSink) -> Result<ControlClient, ControlError> {
         let stream = UnixStream::connect(path)
             .await
             .map_err(|e| ControlError::Connect(path.display().to_string(), e))?;
@@ -52,6 +55,7 @@ impl ControlClient {
             BufReader::new(r),
             pending.clone(),
             vm.to_string(),
+            sink,
         ));
         Ok(ControlClient {
             writer: tokio::sync::Mutex::new(w),
@@ -91,7 +95,7 @@ impl ControlClient {
     }
 }
 
-async fn read_loop(r: BufReader<tokio::net::unix::OwnedReadHalf>, pending: Pending, vm: String) {
+async fn read_loop(r: BufReader<tokio::net::unix::OwnedReadHalf>, pending: Pending, vm: String, sink: EventSink) {
     let mut lines = r.lines();
     while let Ok(Some(line)) = lines.next_line().await {
         match decode(&line) {
@@ -101,7 +105,12 @@ async fn read_loop(r: BufReader<tokio::net::unix::OwnedReadHalf>, pending: Pendi
                 }
             }
             Ok(Frame::Event { event, data }) => {
-                tracing::info!(vm = %vm, event = %event, data = %data, "guest event");
+                if event == "heartbeat" {
+                    tracing::debug!(vm = %vm, data = %data, "guest heartbeat");
+                } else {
+                    tracing::info!(vm = %vm, event = %event, data = %data, "guest event");
+                }
+                sink(&event, &data);
             }
             Ok(Frame::Request { .. }) => tracing::warn!(vm = %vm, "guest sent a request; ignored"),
             Err(e) => tracing::warn!(vm = %vm, error = %e, "bad line from guest"),

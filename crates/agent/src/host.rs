@@ -300,9 +300,12 @@ impl Host {
         let c = ctl.as_ref().ok_or_else(|| {
             AgentError::Unavailable(format!("VM `{name}`'s guest is not connected yet"))
         })?;
-        c.request(op, Duration::from_secs(5))
-            .await
-            .map_err(|e| AgentError::Unavailable(format!("VM `{name}`: {e}")))
+        c.request(op, Duration::from_secs(10)).await.map_err(|e| match e {
+            crate::control::ControlError::Refused(p) => {
+                AgentError::Conflict(format!("VM `{name}`'s guest refused ({}): {}", p.code, p.message))
+            }
+            other => AgentError::Unavailable(format!("VM `{name}`: {other}")),
+        })
     }
 
     /// Stops every VM (agent shutdown).
@@ -334,7 +337,7 @@ pub async fn connect_guest(vm: &Arc<Vm>, within: Duration) {
     let deadline = Instant::now() + within;
     let name = vm.spec.name.clone();
     while Instant::now() < deadline {
-        match ControlClient::connect(&vm.paths.ctl, &name).await {
+        match ControlClient::connect(&vm.paths.ctl, &name, vm.event_sink()).await {
             Ok(c) => {
                 while Instant::now() < deadline {
                     match c.request(Op::Hello, Duration::from_secs(1)).await {

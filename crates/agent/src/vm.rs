@@ -42,6 +42,8 @@ pub struct VmStatus {
     pub guest: Option<Value>,
     pub migration: Option<MigrationInfo>,
     pub pid: Option<u32>,
+    /// Latest guest heartbeat and when it arrived.
+    pub heartbeat: Option<(std::time::Instant, Value)>,
 }
 
 /// What runs for a VM: QEMU and the network element.
@@ -73,6 +75,7 @@ impl Vm {
                 guest: None,
                 migration: None,
                 pid: None,
+                heartbeat: None,
             }),
             rt: tokio::sync::Mutex::new(None),
             ctl: tokio::sync::Mutex::new(None),
@@ -110,7 +113,21 @@ impl Vm {
             guest: s.guest,
             serial_log: self.paths.serial.display().to_string(),
             migration: s.migration,
+            heartbeat_age_ms: s.heartbeat.as_ref().map(|(at, _)| at.elapsed().as_millis() as u64),
+            heartbeat: s.heartbeat.map(|(_, v)| v),
         }
+    }
+
+    /// Where the control channel delivers this VM's guest events.
+    pub fn event_sink(self: &Arc<Self>) -> crate::control::EventSink {
+        let vm = Arc::downgrade(self);
+        Arc::new(move |event: &str, data: &Value| {
+            if event == "heartbeat" {
+                if let Some(vm) = vm.upgrade() {
+                    vm.update(|s| s.heartbeat = Some((std::time::Instant::now(), data.clone())));
+                }
+            }
+        })
     }
 
     pub fn summary(&self) -> VmSummary {

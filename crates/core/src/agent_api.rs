@@ -66,6 +66,11 @@ pub struct VmInfo {
     pub guest: Option<serde_json::Value>,
     pub serial_log: String,
     pub migration: Option<MigrationInfo>,
+    /// The guest's latest watchdog heartbeat, and how long ago it came.
+    #[serde(default)]
+    pub heartbeat: Option<serde_json::Value>,
+    #[serde(default)]
+    pub heartbeat_age_ms: Option<u64>,
 }
 
 /// Query of `POST /v1/vms`: how long the request waits.

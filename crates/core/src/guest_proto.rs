@@ -16,6 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use std::net::Ipv4Addr;
 
 pub const VERSION: u32 = 1;
 pub const MAX_LINE: usize = 64 * 1024;
@@ -26,9 +27,65 @@ pub const PORT_NAME: &str = "org.duplex.ctl";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Op {
+    /// Versions, name, boot id.
     Hello,
+    /// Role, service health, restart counters.
     Status,
+    /// The pair's service address and the peer's address (state sync).
+    Configure {
+        vip: Ipv4Addr,
+        vip_prefix_len: u8,
+        #[serde(default)]
+        peer: Option<Ipv4Addr>,
+    },
+    /// Become ACT or SBY.
+    SetRole { role: TargetRole, token: u64 },
+    /// Switchover step 1, on the ACT: release the service address.
+    SwitchoverPrepare { token: u64 },
+    /// Switchover step 3, on the old ACT once the peer is ACT: become SBY.
+    SwitchoverCommit { token: u64 },
+    /// Perform one in-guest restart phase.
+    RestartPhase { phase: RestartPhase },
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetRole {
+    Act,
+    Sby,
+}
+
+/// The restart phases the guest performs itself (S3's PH0.5-PH2.0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum RestartPhase {
+    /// One process reset: the service process is killed and restarted.
+    #[serde(rename = "PH0.5")]
+    Ph0_5,
+    /// Application re-initialized: service stopped, reset hook, started.
+    #[serde(rename = "PH1.0")]
+    Ph1_0,
+    /// Application and middleware re-initialized: the middleware restarts
+    /// itself too.
+    #[serde(rename = "PH2.0")]
+    Ph2_0,
+}
+
+impl Op {
+    /// The role command and token an op carries, if it is one.
+    pub fn role_command(&self) -> Option<(crate::role::RoleCommand, u64)> {
+        use crate::role::RoleCommand as C;
+        match *self {
+            Op::SetRole { role: TargetRole::Act, token } => Some((C::BecomeActive, token)),
+            Op::SetRole { role: TargetRole::Sby, token } => Some((C::BecomeStandby, token)),
+            Op::SwitchoverPrepare { token } => Some((C::SwitchoverPrepare, token)),
+            Op::SwitchoverCommit { token } => Some((C::SwitchoverCommit, token)),
+            _ => None,
+        }
+    }
+}
+
+/// Period of the guest's `heartbeat` event (the watchdog input).
+pub const HEARTBEAT_MS: u64 = 1000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProtoError {
@@ -205,7 +262,15 @@ pub fn decode(line: &str) -> Result<Frame, DecodeError> {
     }
 }
 
-const KNOWN_OPS: &[&str] = &["hello", "status"];
+const KNOWN_OPS: &[&str] = &[
+    "hello",
+    "status",
+    "configure",
+    "set_role",
+    "switchover_prepare",
+    "switchover_commit",
+    "restart_phase",
+];
 
 #[cfg(test)]
 mod tests {
@@ -247,7 +312,15 @@ mod tests {
 
     #[test]
     fn op_names_cover_every_op() {
-        for op in [Op::Hello, Op::Status] {
+        for op in [
+            Op::Hello,
+            Op::Status,
+            Op::Configure { vip: Ipv4Addr::new(10, 0, 0, 9), vip_prefix_len: 24, peer: None },
+            Op::SetRole { role: TargetRole::Sby, token: 1 },
+            Op::SwitchoverPrepare { token: 1 },
+            Op::SwitchoverCommit { token: 1 },
+            Op::RestartPhase { phase: RestartPhase::Ph2_0 },
+        ] {
             let v = serde_json::to_value(&op).unwrap();
             assert!(KNOWN_OPS.contains(&v["op"].as_str().unwrap()));
         }

@@ -4,4 +4,6 @@
 pub mod agent_api;
 pub mod guest_proto;
 pub mod mac;
+pub mod role;
+pub mod switchover;
 pub mod vm_spec;

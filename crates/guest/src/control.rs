@@ -1,36 +1,24 @@
 //! The guest end of the control channel: reads requests line by line,
-//! answers them, and emits a `ready` event when it starts.
+//! answers them through the middleware, and sends events (`ready`, then a
+//! `heartbeat` every `HEARTBEAT_MS`). One writer thread owns the port, so a
+//! host that is not reading never blocks request handling.
 
-use crate::{GuestError, GuestFacts};
-use duplex_core::guest_proto::{decode, encode, Frame, Op, MAX_LINE, VERSION};
-use serde_json::{json, Value};
+use crate::middleware::Middleware;
+use crate::GuestError;
+use duplex_core::guest_proto::{decode, encode, Frame, Op, ProtoError, HEARTBEAT_MS, MAX_LINE};
+use serde_json::json;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-
-pub fn answer(op: &Op, facts: &GuestFacts) -> Value {
-    let uptime_ms = facts.started.elapsed().as_millis() as u64;
-    match op {
-        Op::Hello => json!({
-            "versions": [VERSION],
-            "name": facts.name,
-            "boot_id": facts.boot_id,
-            "duplex": env!("CARGO_PKG_VERSION"),
-            "uptime_ms": uptime_ms,
-        }),
-        Op::Status => json!({
-            "name": facts.name,
-            "role": "none",
-            "uptime_ms": uptime_ms,
-        }),
-    }
-}
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Handles one received line; returns the frame to send back, if any.
-pub fn handle_line(line: &str, facts: &GuestFacts) -> Option<Frame> {
+pub fn handle_line(line: &str, mw: &Middleware) -> Option<Frame> {
     match decode(line) {
         Ok(Frame::Request { id, op }) => Some(Frame::Response {
             id,
-            result: Ok(answer(&op, facts)),
+            result: mw.handle(&op).map_err(|e| ProtoError { code: e.0.into(), message: e.1 }),
         }),
         Ok(other) => {
             eprintln!("duplex guest: ignoring unexpected frame {other:?}");
@@ -43,24 +31,42 @@ pub fn handle_line(line: &str, facts: &GuestFacts) -> Option<Frame> {
     }
 }
 
-pub fn serve(dev: &Path, facts: &GuestFacts) -> Result<(), GuestError> {
+fn spawn_writer(mut port: std::fs::File) -> SyncSender<String> {
+    let (tx, rx) = sync_channel::<String>(256);
+    std::thread::spawn(move || {
+        for line in rx {
+            if port.write_all(line.as_bytes()).is_err() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    });
+    tx
+}
+
+pub fn serve(dev: &Path, mw: Arc<Middleware>) -> Result<(), GuestError> {
     let io = |what: &str| {
         let what = format!("{what} {}", dev.display());
         move |source| GuestError::Io { what, source }
     };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(dev)
-        .map_err(io("open"))?;
-    let mut writer = file.try_clone().map_err(io("clone"))?;
-    let ready = Frame::Event {
-        event: "ready".into(),
-        data: answer(&Op::Hello, facts),
-    };
-    writer
-        .write_all(encode(&ready).as_bytes())
-        .map_err(io("write"))?;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(dev).map_err(io("open"))?;
+    let out = spawn_writer(file.try_clone().map_err(io("clone"))?);
+    let hello = mw.handle(&Op::Hello).unwrap_or_default();
+    let _ = out.try_send(encode(&Frame::Event { event: "ready".into(), data: hello }));
+    {
+        let (out, mw) = (out.clone(), mw.clone());
+        std::thread::spawn(move || {
+            let mut seq = 0u64;
+            loop {
+                std::thread::sleep(Duration::from_millis(HEARTBEAT_MS));
+                mw.tick();
+                seq += 1;
+                let p = mw.persisted();
+                let data = json!({"seq": seq, "role": p.role.role, "service": mw.service.status()});
+                // A full queue means the host is not reading: skip a beat.
+                let _ = out.try_send(encode(&Frame::Event { event: "heartbeat".into(), data }));
+            }
+        });
+    }
     let mut reader = BufReader::new(file);
     let mut buf = Vec::new();
     loop {
@@ -71,63 +77,15 @@ pub fn serve(dev: &Path, facts: &GuestFacts) -> Result<(), GuestError> {
             .map_err(io("read"))?;
         if n == 0 {
             // Host side not connected: the port reads EOF; wait and retry.
-            std::thread::sleep(std::time::Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(200));
             continue;
         }
         if !buf.ends_with(b"\n") && buf.len() > MAX_LINE {
-            // Discard the rest of an over-long line.
             let _ = reader.skip_until(b'\n');
         }
         let line = String::from_utf8_lossy(&buf);
-        if let Some(reply) = handle_line(&line, facts) {
-            writer
-                .write_all(encode(&reply).as_bytes())
-                .map_err(io("write"))?;
+        if let Some(reply) = handle_line(&line, &mw) {
+            let _ = out.send(encode(&reply));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn facts() -> GuestFacts {
-        GuestFacts {
-            name: "vm1".into(),
-            boot_id: "b".into(),
-            started: std::time::Instant::now(),
-        }
-    }
-
-    #[test]
-    fn answers_requests_and_errors() {
-        let f = facts();
-        let r = handle_line(r#"{"kind":"req","v":1,"id":3,"op":"hello"}"#, &f).unwrap();
-        let Frame::Response {
-            id: 3,
-            result: Ok(v),
-        } = r
-        else {
-            panic!("{r:?}")
-        };
-        assert_eq!(v["name"], "vm1");
-        let r = handle_line("garbage", &f).unwrap();
-        assert!(matches!(
-            r,
-            Frame::Response {
-                id: 0,
-                result: Err(_)
-            }
-        ));
-        let r = handle_line(r#"{"kind":"req","v":1,"id":4,"op":"nope"}"#, &f).unwrap();
-        let Frame::Response {
-            id: 4,
-            result: Err(e),
-        } = r
-        else {
-            panic!("{r:?}")
-        };
-        assert_eq!(e.code, "unknown_op");
-        assert!(handle_line(r#"{"kind":"evt","v":1,"event":"x"}"#, &f).is_none());
     }
 }

@@ -1,11 +1,21 @@
-//! `duplex guest`: the in-guest side. For now it serves the control channel
-//! (`hello`, `status`) and a UDP echo used by traffic probes; the cluster
-//! middleware (roles, hooks, restart phases) grows here.
+//! `duplex guest`: the in-guest cluster middleware the designs assume. It
+//! knows and changes the VM's ACT/SBY role on the controller's order (with
+//! fencing tokens), holds the pair's service address while ACT, supervises
+//! the service through hooks, replicates the service's state to the peer,
+//! performs restart phases PH0.5-PH2.0, and sends watchdog heartbeats.
+//! Nothing here knows what the service is.
 
+pub mod address;
 pub mod control;
 pub mod echo;
+pub mod middleware;
 pub mod port;
+pub mod replica;
+pub mod service;
+pub mod state;
 
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Facts about this guest, reported on the control channel.
@@ -27,11 +37,7 @@ impl GuestFacts {
         let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
-        GuestFacts {
-            name,
-            boot_id,
-            started: Instant::now(),
-        }
+        GuestFacts { name, boot_id, started: Instant::now() }
     }
 }
 
@@ -40,20 +46,29 @@ pub enum GuestError {
     #[error("no virtio-serial port named `{0}` appeared (is virtio_console loaded?)")]
     NoPort(String),
     #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    Io { what: String, source: std::io::Error },
+    #[error("service configuration: {0}")]
+    Config(String),
 }
 
-/// Runs the guest services until the control channel fails for good.
+/// Runs the middleware until the control channel fails for good.
 pub fn run() -> Result<(), GuestError> {
     let facts = GuestFacts::read();
     echo::spawn(7);
-    let port = port::find(
-        duplex_core::guest_proto::PORT_NAME,
-        std::time::Duration::from_secs(10),
-    )?;
-    println!("DUPLEX-GUEST-READY {}", facts.name);
-    control::serve(&port, &facts)
+    let config = service::ServiceConfig::load().map_err(GuestError::Config)?;
+    let mw = Arc::new(middleware::Middleware {
+        facts,
+        state: Mutex::new(state::Persisted::load(Path::new(state::RUN_DIR))),
+        service: service::Supervisor::new(config),
+        replica: Arc::default(),
+    });
+    let roles: Arc<dyn replica::RoleView> = mw.clone();
+    replica::serve_services(mw.replica.clone(), roles.clone(), service::SYNC_SOCKET)
+        .map_err(|source| GuestError::Io { what: format!("listen on {}", service::SYNC_SOCKET), source })?;
+    replica::serve_peer(mw.replica.clone(), roles)
+        .map_err(|source| GuestError::Io { what: format!("listen on port {}", replica::PEER_PORT), source })?;
+    mw.resume();
+    let port = port::find(duplex_core::guest_proto::PORT_NAME, std::time::Duration::from_secs(10))?;
+    println!("DUPLEX-GUEST-READY {}", mw.facts.name);
+    control::serve(&port, mw)
 }

@@ -96,6 +96,7 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest, ImageError> {
             .collect(),
         init_script: &init,
         image_info: &image_info,
+        service_config: duplex_guest::service::DEFAULT_CONFIG,
     })
     .map_err(|e| ImageError::io("build", dir.join(INITRAMFS), e))?;
     info!(

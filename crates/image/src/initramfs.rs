@@ -16,6 +16,8 @@ pub struct Contents<'a> {
     pub init_script: &'a str,
     /// Text of `/etc/duplex-image`.
     pub image_info: &'a str,
+    /// `/etc/duplex/service.json`: the hooks of the service the guest runs.
+    pub service_config: &'a str,
 }
 
 /// Directories, parents first.
@@ -28,6 +30,7 @@ const DIRS: &[(&str, u32)] = &[
     ("tmp", 0o1777),
     ("run", 0o755),
     ("etc", 0o755),
+    ("etc/duplex", 0o755),
     ("lib", 0o755),
     ("lib/modules", 0o755),
 ];
@@ -47,6 +50,7 @@ pub fn write_cpio<W: Write>(out: W, c: &Contents<'_>) -> io::Result<W> {
         w.file(&format!("lib/modules/{name}.ko"), 0o644, data)?;
     }
     w.file("etc/duplex-image", 0o644, c.image_info.as_bytes())?;
+    w.file("etc/duplex/service.json", 0o644, c.service_config.as_bytes())?;
     w.file("init", 0o755, c.init_script.as_bytes())?;
     w.finish()
 }
@@ -78,6 +82,7 @@ mod tests {
             ],
             init_script: init,
             image_info: "name=test\nkernel=6.1.0-99-cloud-amd64\n",
+            service_config: "{}",
         }
     }
 
@@ -114,6 +119,7 @@ mod tests {
                 "tmp",
                 "run",
                 "etc",
+                "etc/duplex",
                 "lib",
                 "lib/modules",
                 "dev/console",
@@ -124,6 +130,7 @@ mod tests {
                 "lib/modules/virtio.ko",
                 "lib/modules/virtio_net.ko",
                 "etc/duplex-image",
+                "etc/duplex/service.json",
                 "init",
                 "TRAILER!!!",
             ]

@@ -20,6 +20,7 @@ mod error;
 mod ip;
 mod lock;
 mod netns;
+pub mod pair;
 mod plan;
 pub mod probe;
 mod procs;

@@ -1,0 +1,201 @@
+//! The middleware: carries out role commands (through the pure role
+//! machine), restart phases and configuration, and reports status.
+
+use crate::replica::{Replica, RoleView};
+use crate::service::{run_hook, Supervisor};
+use crate::state::{PairConfig, Persisted, RUN_DIR};
+use crate::{address, GuestFacts};
+use duplex_core::guest_proto::{Op, RestartPhase, VERSION};
+use duplex_core::role::{Effect, Role};
+use serde_json::{json, Value};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const HOOK_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Middleware {
+    pub facts: GuestFacts,
+    pub state: Mutex<Persisted>,
+    pub service: Supervisor,
+    pub replica: Arc<Replica>,
+}
+
+impl RoleView for Middleware {
+    fn is_active(&self) -> bool {
+        self.persisted().role.role == Role::Act
+    }
+    fn peer(&self) -> Option<Ipv4Addr> {
+        self.persisted().config.and_then(|c| c.peer)
+    }
+}
+
+/// An op's failure, answered with this code and message.
+pub struct OpError(pub &'static str, pub String);
+
+impl Middleware {
+    pub fn persisted(&self) -> Persisted {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Persisted)) {
+        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g);
+        g.save(Path::new(RUN_DIR));
+    }
+
+    /// After a (re)start: restore the service and the address per the
+    /// persisted role.
+    pub fn resume(&self) {
+        self.update(|p| p.middleware_starts += 1);
+        let p = self.persisted();
+        if let Some(c) = p.config {
+            self.service.want(c.vip);
+            if p.role.role == Role::Act {
+                if let Err(e) = address::claim(&c) {
+                    eprintln!("duplex guest: re-claiming {}: {e}", c.vip);
+                }
+            }
+        }
+    }
+
+    pub fn handle(&self, op: &Op) -> Result<Value, OpError> {
+        if let Some((cmd, token)) = op.role_command() {
+            return self.role(cmd, token);
+        }
+        match op {
+            Op::Hello => Ok(json!({
+                "versions": [VERSION],
+                "name": self.facts.name,
+                "boot_id": self.facts.boot_id,
+                "duplex": env!("CARGO_PKG_VERSION"),
+                "uptime_ms": self.facts.started.elapsed().as_millis() as u64,
+            })),
+            Op::Status => Ok(self.status()),
+            Op::Configure { vip, vip_prefix_len, peer } => {
+                if !(8..=32).contains(vip_prefix_len) {
+                    return Err(OpError("bad_args", format!("vip_prefix_len {vip_prefix_len} is outside 8..=32")));
+                }
+                let new = PairConfig { vip: *vip, vip_prefix_len: *vip_prefix_len, peer: *peer };
+                let old = self.persisted().config;
+                if let Some(o) = old.filter(|o| o.vip != new.vip && self.is_active()) {
+                    return Err(OpError("conflict", format!("this VM is ACT for {}; demote it before changing the service address", o.vip)));
+                }
+                self.update(|p| p.config = Some(new));
+                self.service.want(new.vip);
+                Ok(self.status())
+            }
+            Op::RestartPhase { phase } => self.restart(*phase),
+            _ => Err(OpError("unknown_op", "not handled".into())),
+        }
+    }
+
+    fn role(&self, cmd: duplex_core::role::RoleCommand, token: u64) -> Result<Value, OpError> {
+        let p = self.persisted();
+        let (next, effects) = p.role.apply(cmd, token).map_err(|e| OpError("refused", e.to_string()))?;
+        let config = p.config;
+        if !effects.is_empty() && config.is_none() {
+            return Err(OpError("not_configured", "no service address yet: send `configure` first".into()));
+        }
+        for fx in &effects {
+            let Some(c) = config else { break };
+            let res = match fx {
+                Effect::ReleaseAddress => {
+                    self.replica.disconnect();
+                    address::release(&c)
+                }
+                Effect::ClaimAddress => address::claim(&c),
+                Effect::ServiceActive => self.hook(self.service.config.become_active.as_deref(), c.vip),
+                Effect::ServiceStandby => self.hook(self.service.config.become_standby.as_deref(), c.vip),
+            };
+            if let Err(e) = res {
+                return Err(OpError("effect_failed", format!("{fx:?}: {e}")));
+            }
+        }
+        self.update(|p| p.role = next);
+        eprintln!("duplex guest: role {:?} -> {:?} (token {token})", p.role.role, next.role);
+        Ok(self.status())
+    }
+
+    fn hook(&self, cmd: Option<&[String]>, vip: Ipv4Addr) -> Result<(), String> {
+        match cmd {
+            None => Ok(()),
+            Some(c) => match run_hook(c, vip, HOOK_TIMEOUT)? {
+                true => Ok(()),
+                false => Err(format!("hook {c:?} failed")),
+            },
+        }
+    }
+
+    fn restart(&self, phase: RestartPhase) -> Result<Value, OpError> {
+        let vip = self
+            .persisted()
+            .config
+            .map(|c| c.vip)
+            .ok_or_else(|| OpError("not_configured", "no service configured yet".into()))?;
+        match phase {
+            RestartPhase::Ph0_5 => self.service.kill(),
+            RestartPhase::Ph1_0 | RestartPhase::Ph2_0 => {
+                self.service.stop();
+                if let Some(reset) = self.service.config.reset.as_deref() {
+                    self.hook(Some(reset), vip).map_err(|e| OpError("hook_failed", e))?;
+                }
+                if phase == RestartPhase::Ph1_0 {
+                    self.service.want(vip);
+                }
+            }
+        }
+        self.update(|p| *p.phases.entry(phase).or_default() += 1);
+        if phase == RestartPhase::Ph2_0 {
+            // Answer first, then replace this process with a fresh
+            // middleware, which restores the service from the saved state.
+            std::thread::spawn(|| {
+                std::thread::sleep(Duration::from_millis(200));
+                reexec();
+            });
+            return Ok(json!({"phase": phase, "middleware": "restarting"}));
+        }
+        if !self.service.wait_running(Duration::from_secs(5)) {
+            return Err(OpError("service_down", "the service did not come back within 5 s".into()));
+        }
+        Ok(self.status())
+    }
+
+    pub fn status(&self) -> Value {
+        let p = self.persisted();
+        json!({
+            "name": self.facts.name,
+            "pid": std::process::id(),
+            "role": p.role.role,
+            "token": p.role.token,
+            "config": p.config,
+            "service": self.service.status(),
+            "phases": p.phases,
+            "middleware_starts": p.middleware_starts,
+            "replica": {"keys": self.replica.len(), "peer_connected": self.replica.peer_connected()},
+            "uptime_ms": self.facts.started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Periodic work: keep the service running, check its health on the ACT.
+    pub fn tick(&self) {
+        self.service.tick();
+        let p = self.persisted();
+        match (p.role.role, p.config, self.service.config.health.as_deref()) {
+            (Role::Act, Some(c), Some(h)) => {
+                let ok = run_hook(h, c.vip, Duration::from_secs(2)).unwrap_or(false);
+                self.service.set_health(Some(ok));
+            }
+            _ => self.service.set_health(None),
+        }
+    }
+}
+
+fn reexec() {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().unwrap_or_else(|_| "/bin/duplex".into());
+    let err = std::process::Command::new(exe).arg("guest").exec();
+    eprintln!("duplex guest: re-exec failed: {err}; exiting so /init restarts it");
+    std::process::exit(1);
+}

@@ -1,0 +1,275 @@
+//! The replicated key-value store the middleware offers services
+//! (protocol in docs/conventions.md). On the ACT a service's `put`/`del` is
+//! stored, sent to the peer's middleware over TCP (port 7001 on the service
+//! LAN) and answered once the peer acknowledged it: synchronous per update.
+//! On the SBY the peer's updates are stored and pushed to local services.
+//! When the link (re)connects the ACT first sends a full snapshot.
+
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const PEER_PORT: u16 = 7001;
+const PEER_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// Whether this middleware currently may write (is ACT).
+pub trait RoleView: Send + Sync {
+    fn is_active(&self) -> bool;
+    fn peer(&self) -> Option<Ipv4Addr>;
+}
+
+#[derive(Default)]
+pub struct Replica {
+    kv: Mutex<BTreeMap<String, Value>>,
+    /// Local service connections, for pushes on the SBY.
+    subscribers: Mutex<Vec<UnixStream>>,
+    /// ACT side: link to the peer (None = not connected).
+    link: Mutex<Option<BufReader<TcpStream>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Replica {
+    pub fn len(&self) -> usize {
+        lock(&self.kv).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn peer_connected(&self) -> bool {
+        lock(&self.link).is_some()
+    }
+
+    /// Drops the peer link (e.g. on leaving ACT).
+    pub fn disconnect(&self) {
+        *lock(&self.link) = None;
+    }
+
+    fn apply(&self, op: &Value) -> Result<(), String> {
+        let key = op["key"].as_str().ok_or("missing string `key`")?.to_string();
+        match op["op"].as_str() {
+            Some("put") => {
+                lock(&self.kv).insert(key, op.get("value").cloned().unwrap_or(Value::Null));
+            }
+            Some("del") => {
+                lock(&self.kv).remove(&key);
+            }
+            other => return Err(format!("unknown op {other:?}")),
+        }
+        Ok(())
+    }
+
+    fn push(&self, event: &Value) {
+        let line = format!("{event}\n");
+        lock(&self.subscribers).retain_mut(|s| s.write_all(line.as_bytes()).is_ok());
+    }
+
+    /// Sends one line to the peer and waits for its `{"ok":true}`.
+    fn send_to_peer(&self, msg: &Value, roles: &dyn RoleView) -> bool {
+        let Some(peer) = roles.peer() else { return false };
+        let mut link = lock(&self.link);
+        if link.is_none() {
+            let addr = SocketAddr::from((peer, PEER_PORT));
+            let Ok(s) = TcpStream::connect_timeout(&addr, PEER_TIMEOUT) else { return false };
+            let _ = s.set_read_timeout(Some(PEER_TIMEOUT));
+            let _ = s.set_nodelay(true);
+            let mut r = BufReader::new(s);
+            let snapshot = json!({"op": "snapshot", "entries": Value::Object(lock(&self.kv).clone().into_iter().collect::<Map<_, _>>())});
+            if !exchange(&mut r, &snapshot) {
+                return false;
+            }
+            *link = Some(r);
+        }
+        let ok = link.as_mut().is_some_and(|r| exchange(r, msg));
+        if !ok {
+            *link = None;
+        }
+        ok
+    }
+
+    /// A service's request; returns the answer line.
+    pub fn handle_service(&self, req: &Value, roles: &dyn RoleView) -> Value {
+        match req["op"].as_str() {
+            Some("get_all") => json!({"ok": true, "entries": Value::Object(lock(&self.kv).clone().into_iter().collect())}),
+            Some("put") | Some("del") => {
+                if !roles.is_active() {
+                    return json!({"ok": false, "error": "not_active: only the ACT may write"});
+                }
+                if let Err(e) = self.apply(req) {
+                    return json!({"ok": false, "error": e});
+                }
+                if self.send_to_peer(req, roles) {
+                    json!({"ok": true})
+                } else {
+                    json!({"ok": true, "replicated": false})
+                }
+            }
+            _ => json!({"ok": false, "error": format!("unknown request {req}")}),
+        }
+    }
+
+    /// A line from the ACT peer; the SBY stores and pushes it.
+    pub fn handle_peer(&self, msg: &Value, roles: &dyn RoleView) -> Value {
+        if roles.is_active() {
+            return json!({"ok": false, "error": "this VM is ACT; refusing updates from a peer"});
+        }
+        match msg["op"].as_str() {
+            Some("snapshot") => {
+                let entries: BTreeMap<String, Value> = msg["entries"]
+                    .as_object()
+                    .map(|m| m.clone().into_iter().collect())
+                    .unwrap_or_default();
+                let old = std::mem::replace(&mut *lock(&self.kv), entries.clone());
+                for k in old.keys().filter(|k| !entries.contains_key(*k)) {
+                    self.push(&json!({"event": "del", "key": k}));
+                }
+                for (k, v) in entries.iter().filter(|(k, v)| old.get(*k) != Some(*v)) {
+                    self.push(&json!({"event": "put", "key": k, "value": v}));
+                }
+                json!({"ok": true})
+            }
+            Some(op @ ("put" | "del")) => match self.apply(msg) {
+                Ok(()) => {
+                    let mut ev = msg.clone();
+                    if let Some(m) = ev.as_object_mut() {
+                        m.remove("op");
+                        m.insert("event".into(), json!(op));
+                    }
+                    self.push(&ev);
+                    json!({"ok": true})
+                }
+                Err(e) => json!({"ok": false, "error": e}),
+            },
+            _ => json!({"ok": false, "error": "unknown peer message"}),
+        }
+    }
+}
+
+fn exchange(r: &mut BufReader<TcpStream>, msg: &Value) -> bool {
+    let line = format!("{msg}\n");
+    if r.get_mut().write_all(line.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    match r.read_line(&mut answer) {
+        Ok(n) if n > 0 => serde_json::from_str::<Value>(&answer).is_ok_and(|v| v["ok"] == json!(true)),
+        _ => false,
+    }
+}
+
+/// Serves local services on the unix socket (a thread per connection).
+pub fn serve_services(replica: Arc<Replica>, roles: Arc<dyn RoleView>, path: &str) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    if let Some(dir) = std::path::Path::new(path).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let listener = UnixListener::bind(path)?;
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            if let Ok(push) = conn.try_clone() {
+                lock(&replica.subscribers).push(push);
+            }
+            let (replica, roles) = (replica.clone(), roles.clone());
+            std::thread::spawn(move || serve_lines(conn, |v| replica.handle_service(&v, &*roles)));
+        }
+    });
+    Ok(())
+}
+
+/// Accepts the ACT peer's link on the service LAN.
+pub fn serve_peer(replica: Arc<Replica>, roles: Arc<dyn RoleView>) -> std::io::Result<()> {
+    let listener = TcpListener::bind(("0.0.0.0", PEER_PORT))?;
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let _ = conn.set_nodelay(true);
+            let (replica, roles) = (replica.clone(), roles.clone());
+            std::thread::spawn(move || serve_lines(conn, |v| replica.handle_peer(&v, &*roles)));
+        }
+    });
+    Ok(())
+}
+
+/// Reads JSON lines, answers each; bad lines get an error answer.
+fn serve_lines<S: std::io::Read + Write + TryCloneStream>(conn: S, mut f: impl FnMut(Value) -> Value) {
+    let Ok(mut w) = conn.try_clone_stream() else { return };
+    let mut r = BufReader::new(conn);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match r.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let answer = match serde_json::from_str::<Value>(&line) {
+            Ok(v) => f(v),
+            Err(e) => json!({"ok": false, "error": format!("bad JSON: {e}")}),
+        };
+        if w.write_all(format!("{answer}\n").as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+pub trait TryCloneStream: Sized {
+    fn try_clone_stream(&self) -> std::io::Result<Self>;
+}
+impl TryCloneStream for UnixStream {
+    fn try_clone_stream(&self) -> std::io::Result<Self> {
+        self.try_clone()
+    }
+}
+impl TryCloneStream for TcpStream {
+    fn try_clone_stream(&self) -> std::io::Result<Self> {
+        self.try_clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    struct Roles(AtomicBool, Option<Ipv4Addr>);
+    impl RoleView for Roles {
+        fn is_active(&self) -> bool {
+            self.0.load(Ordering::SeqCst)
+        }
+        fn peer(&self) -> Option<Ipv4Addr> {
+            self.1
+        }
+    }
+
+    #[test]
+    fn sby_refuses_writes_and_act_degrades_without_peer() {
+        let r = Replica::default();
+        let sby = Roles(AtomicBool::new(false), None);
+        let a = r.handle_service(&json!({"op":"put","key":"k","value":1}), &sby);
+        assert_eq!(a["ok"], json!(false));
+        let act = Roles(AtomicBool::new(true), None);
+        let a = r.handle_service(&json!({"op":"put","key":"k","value":1}), &act);
+        assert_eq!(a, json!({"ok": true, "replicated": false}));
+        assert_eq!(r.handle_service(&json!({"op":"get_all"}), &act)["entries"]["k"], json!(1));
+        assert_eq!(r.handle_service(&json!({"op":"nope"}), &act)["ok"], json!(false));
+    }
+
+    #[test]
+    fn peer_updates_apply_on_sby_only_and_snapshot_replaces() {
+        let r = Replica::default();
+        let sby = Roles(AtomicBool::new(false), None);
+        assert_eq!(r.handle_peer(&json!({"op":"put","key":"a","value":"x"}), &sby)["ok"], json!(true));
+        assert_eq!(r.handle_peer(&json!({"op":"snapshot","entries":{"b":2}}), &sby)["ok"], json!(true));
+        assert_eq!(r.handle_service(&json!({"op":"get_all"}), &sby)["entries"], json!({"b":2}));
+        assert_eq!(r.handle_peer(&json!({"op":"del","key":"b"}), &sby)["ok"], json!(true));
+        assert!(r.is_empty());
+        let act = Roles(AtomicBool::new(true), None);
+        assert_eq!(r.handle_peer(&json!({"op":"put","key":"a","value":1}), &act)["ok"], json!(false));
+    }
+}

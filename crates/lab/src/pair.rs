@@ -1,0 +1,70 @@
+//! ACT/SBY pairs driven through the agents (the controller will own this):
+//! set a pair up, and carry out a graceful switchover by following the pure
+//! plan in `duplex_core::switchover`.
+
+use duplex_agent::client::{AgentClient, ClientError};
+use duplex_core::guest_proto::{Op, TargetRole};
+use duplex_core::switchover::{Member, Order, Phase, START};
+use serde::Serialize;
+use std::net::Ipv4Addr;
+use std::time::Instant;
+
+/// One VM of a pair: which agent runs it, and its name.
+#[derive(Clone)]
+pub struct PairMember {
+    pub agent: AgentClient,
+    pub vm: String,
+    /// Its own (non-service) address: the peer replicates to it.
+    pub ip: Ipv4Addr,
+}
+
+/// Configures both members for the service address and gives them their
+/// roles (ACT first claims the address after the SBY is ready).
+pub async fn set_up(act: &PairMember, sby: &PairMember, vip: Ipv4Addr, prefix: u8, token: u64) -> Result<(), ClientError> {
+    let conf = |peer: Ipv4Addr| Op::Configure { vip, vip_prefix_len: prefix, peer: Some(peer) };
+    sby.agent.guest(&sby.vm, &conf(act.ip)).await?;
+    act.agent.guest(&act.vm, &conf(sby.ip)).await?;
+    sby.agent.guest(&sby.vm, &Op::SetRole { role: TargetRole::Sby, token }).await?;
+    act.agent.guest(&act.vm, &Op::SetRole { role: TargetRole::Act, token }).await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub order: Order,
+    pub ok: bool,
+    pub ms: f64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SwitchoverReport {
+    pub outcome: Phase,
+    pub steps: Vec<StepReport>,
+    pub total_ms: f64,
+}
+
+/// Switches `old` (ACT) and `new` (SBY) over with fencing token `token`.
+pub async fn switchover(old: &PairMember, new: &PairMember, token: u64) -> SwitchoverReport {
+    let t0 = Instant::now();
+    let mut phase = START;
+    let mut steps = Vec::new();
+    while let Some(order) = phase.order() {
+        let (member, op) = match order {
+            Order::Prepare(m) => (m, Op::SwitchoverPrepare { token }),
+            Order::Activate(m) => (m, Op::SetRole { role: TargetRole::Act, token }),
+            Order::Commit(m) => (m, Op::SwitchoverCommit { token }),
+            Order::Demote(m) => (m, Op::SetRole { role: TargetRole::Sby, token }),
+        };
+        let target = match member {
+            Member::Old => old,
+            Member::New => new,
+        };
+        let t = Instant::now();
+        let res = target.agent.guest(&target.vm, &op).await;
+        let ok = res.is_ok();
+        steps.push(StepReport { order, ok, ms: t.elapsed().as_secs_f64() * 1000.0, error: res.err().map(|e| e.to_string()) });
+        phase = phase.next(ok);
+    }
+    SwitchoverReport { outcome: phase, steps, total_ms: t0.elapsed().as_secs_f64() * 1000.0 }
+}

@@ -39,14 +39,25 @@ enum Cmd {
     Lab(cmd_lab::LabCmd),
     /// Lab with 2 hosts, a VM, a live migration under traffic; prints what happened.
     Demo(cmd_lab::DemoArgs),
+    /// The sample SIP service (UAS) the guest runs; state replicated through
+    /// the middleware.
+    Sip {
+        #[arg(long, default_value = "0.0.0.0:5060")]
+        listen: std::net::SocketAddr,
+        /// The middleware's replication socket (none: no replication).
+        #[arg(long)]
+        sync_socket: Option<std::path::PathBuf>,
+    },
+    /// Health check of a SIP service: OPTIONS, expect 200 within 1 s.
+    SipHealth { addr: std::net::SocketAddr },
     /// Traffic probe (UDP echo client) used by the demo, tests and benchmarks.
     #[command(hide = true)]
     Probe(cmd_lab::ProbeArgs),
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DUPLEX_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -66,7 +77,12 @@ fn main() -> ExitCode {
             }
         };
     }
-    init_logging();
+    // Services in the guest log to the serial console, which is slow under
+    // TCG: warnings only unless DUPLEX_LOG says otherwise.
+    init_logging(match cli.cmd {
+        Cmd::Sip { .. } | Cmd::SipHealth { .. } => "warn",
+        _ => "info",
+    });
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -87,6 +103,22 @@ fn main() -> ExitCode {
             Cmd::Lab(c) => cmd_lab::run(c).await,
             Cmd::Demo(a) => cmd_lab::demo(a).await,
             Cmd::Probe(a) => cmd_lab::probe(a).await,
+            Cmd::Sip {
+                listen,
+                sync_socket,
+            } => {
+                duplex_sip::run(duplex_sip::SipOptions {
+                    listen,
+                    sync_socket,
+                })
+                .await?;
+                Ok(())
+            }
+            Cmd::SipHealth { addr } => {
+                let rtt = duplex_sip::health_check(addr).await?;
+                println!("{addr}: 200 OK in {} ms", rtt.as_millis());
+                Ok(())
+            }
         }
     });
     match result {

@@ -75,8 +75,14 @@ impl Op {
     pub fn role_command(&self) -> Option<(crate::role::RoleCommand, u64)> {
         use crate::role::RoleCommand as C;
         match *self {
-            Op::SetRole { role: TargetRole::Act, token } => Some((C::BecomeActive, token)),
-            Op::SetRole { role: TargetRole::Sby, token } => Some((C::BecomeStandby, token)),
+            Op::SetRole {
+                role: TargetRole::Act,
+                token,
+            } => Some((C::BecomeActive, token)),
+            Op::SetRole {
+                role: TargetRole::Sby,
+                token,
+            } => Some((C::BecomeStandby, token)),
             Op::SwitchoverPrepare { token } => Some((C::SwitchoverPrepare, token)),
             Op::SwitchoverCommit { token } => Some((C::SwitchoverCommit, token)),
             _ => None,
@@ -315,11 +321,20 @@ mod tests {
         for op in [
             Op::Hello,
             Op::Status,
-            Op::Configure { vip: Ipv4Addr::new(10, 0, 0, 9), vip_prefix_len: 24, peer: None },
-            Op::SetRole { role: TargetRole::Sby, token: 1 },
+            Op::Configure {
+                vip: Ipv4Addr::new(10, 0, 0, 9),
+                vip_prefix_len: 24,
+                peer: None,
+            },
+            Op::SetRole {
+                role: TargetRole::Sby,
+                token: 1,
+            },
             Op::SwitchoverPrepare { token: 1 },
             Op::SwitchoverCommit { token: 1 },
-            Op::RestartPhase { phase: RestartPhase::Ph2_0 },
+            Op::RestartPhase {
+                phase: RestartPhase::Ph2_0,
+            },
         ] {
             let v = serde_json::to_value(&op).unwrap();
             assert!(KNOWN_OPS.contains(&v["op"].as_str().unwrap()));

@@ -83,7 +83,11 @@ impl Default for RoleState {
 
 impl RoleState {
     /// Applies a command; on success returns the new state and the effects.
-    pub fn apply(self, cmd: RoleCommand, token: u64) -> Result<(RoleState, Vec<Effect>), RoleError> {
+    pub fn apply(
+        self,
+        cmd: RoleCommand,
+        token: u64,
+    ) -> Result<(RoleState, Vec<Effect>), RoleError> {
         if token < self.token {
             return Err(RoleError::StaleToken {
                 got: token,
@@ -151,8 +155,16 @@ mod tests {
                             // Address effects match the change of holding it.
                             let claims = effects.contains(&Effect::ClaimAddress);
                             let releases = effects.contains(&Effect::ReleaseAddress);
-                            assert_eq!(claims, !s.holds_address() && next.holds_address(), "{cmd:?} {role:?}");
-                            assert_eq!(releases, s.holds_address() && !next.holds_address(), "{cmd:?} {role:?}");
+                            assert_eq!(
+                                claims,
+                                !s.holds_address() && next.holds_address(),
+                                "{cmd:?} {role:?}"
+                            );
+                            assert_eq!(
+                                releases,
+                                s.holds_address() && !next.holds_address(),
+                                "{cmd:?} {role:?}"
+                            );
                             // Claim last, release first.
                             if claims {
                                 assert_eq!(effects.last(), Some(&Effect::ClaimAddress));
@@ -178,8 +190,14 @@ mod tests {
     #[test]
     fn switchover_sequence_never_has_two_holders() {
         // old ACT, new SBY; the orderer's sequence: prepare, activate, commit.
-        let old = RoleState { role: Role::Act, token: 1 };
-        let new = RoleState { role: Role::Sby, token: 1 };
+        let old = RoleState {
+            role: Role::Act,
+            token: 1,
+        };
+        let new = RoleState {
+            role: Role::Sby,
+            token: 1,
+        };
         let (old, _) = old.apply(RoleCommand::SwitchoverPrepare, 2).unwrap();
         assert!(!old.holds_address() && !new.holds_address());
         let (new, _) = new.apply(RoleCommand::BecomeActive, 2).unwrap();

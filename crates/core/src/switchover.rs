@@ -120,7 +120,10 @@ mod tests {
                     // the worst until the demotion is confirmed.
                     new_act = true;
                 }
-                assert!(!(old_act && new_act), "two ACTs after {order:?} ok={ok} (bits {bits:b})");
+                assert!(
+                    !(old_act && new_act),
+                    "two ACTs after {order:?} ok={ok} (bits {bits:b})"
+                );
                 phase = phase.next(ok);
                 steps += 1;
                 assert!(steps <= 4, "too many steps");
@@ -144,8 +147,17 @@ mod tests {
         }
         assert_eq!(
             orders,
-            [Order::Prepare(Member::Old), Order::Activate(Member::New), Order::Commit(Member::Old)]
+            [
+                Order::Prepare(Member::Old),
+                Order::Activate(Member::New),
+                Order::Commit(Member::Old)
+            ]
         );
-        assert_eq!(p, Phase::Done { commit_failed: false });
+        assert_eq!(
+            p,
+            Phase::Done {
+                commit_failed: false
+            }
+        );
     }
 }

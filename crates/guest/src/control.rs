@@ -18,7 +18,10 @@ pub fn handle_line(line: &str, mw: &Middleware) -> Option<Frame> {
     match decode(line) {
         Ok(Frame::Request { id, op }) => Some(Frame::Response {
             id,
-            result: mw.handle(&op).map_err(|e| ProtoError { code: e.0.into(), message: e.1 }),
+            result: mw.handle(&op).map_err(|e| ProtoError {
+                code: e.0.into(),
+                message: e.1,
+            }),
         }),
         Ok(other) => {
             eprintln!("duplex guest: ignoring unexpected frame {other:?}");
@@ -48,10 +51,17 @@ pub fn serve(dev: &Path, mw: Arc<Middleware>) -> Result<(), GuestError> {
         let what = format!("{what} {}", dev.display());
         move |source| GuestError::Io { what, source }
     };
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(dev).map_err(io("open"))?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev)
+        .map_err(io("open"))?;
     let out = spawn_writer(file.try_clone().map_err(io("clone"))?);
     let hello = mw.handle(&Op::Hello).unwrap_or_default();
-    let _ = out.try_send(encode(&Frame::Event { event: "ready".into(), data: hello }));
+    let _ = out.try_send(encode(&Frame::Event {
+        event: "ready".into(),
+        data: hello,
+    }));
     {
         let (out, mw) = (out.clone(), mw.clone());
         std::thread::spawn(move || {
@@ -63,7 +73,10 @@ pub fn serve(dev: &Path, mw: Arc<Middleware>) -> Result<(), GuestError> {
                 let p = mw.persisted();
                 let data = json!({"seq": seq, "role": p.role.role, "service": mw.service.status()});
                 // A full queue means the host is not reading: skip a beat.
-                let _ = out.try_send(encode(&Frame::Event { event: "heartbeat".into(), data }));
+                let _ = out.try_send(encode(&Frame::Event {
+                    event: "heartbeat".into(),
+                    data,
+                }));
             }
         });
     }

@@ -37,7 +37,11 @@ impl GuestFacts {
         let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
-        GuestFacts { name, boot_id, started: Instant::now() }
+        GuestFacts {
+            name,
+            boot_id,
+            started: Instant::now(),
+        }
     }
 }
 
@@ -46,7 +50,10 @@ pub enum GuestError {
     #[error("no virtio-serial port named `{0}` appeared (is virtio_console loaded?)")]
     NoPort(String),
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     #[error("service configuration: {0}")]
     Config(String),
 }
@@ -63,12 +70,21 @@ pub fn run() -> Result<(), GuestError> {
         replica: Arc::default(),
     });
     let roles: Arc<dyn replica::RoleView> = mw.clone();
-    replica::serve_services(mw.replica.clone(), roles.clone(), service::SYNC_SOCKET)
-        .map_err(|source| GuestError::Io { what: format!("listen on {}", service::SYNC_SOCKET), source })?;
-    replica::serve_peer(mw.replica.clone(), roles)
-        .map_err(|source| GuestError::Io { what: format!("listen on port {}", replica::PEER_PORT), source })?;
+    replica::serve_services(mw.replica.clone(), roles.clone(), service::SYNC_SOCKET).map_err(
+        |source| GuestError::Io {
+            what: format!("listen on {}", service::SYNC_SOCKET),
+            source,
+        },
+    )?;
+    replica::serve_peer(mw.replica.clone(), roles).map_err(|source| GuestError::Io {
+        what: format!("listen on port {}", replica::PEER_PORT),
+        source,
+    })?;
     mw.resume();
-    let port = port::find(duplex_core::guest_proto::PORT_NAME, std::time::Duration::from_secs(10))?;
+    let port = port::find(
+        duplex_core::guest_proto::PORT_NAME,
+        std::time::Duration::from_secs(10),
+    )?;
     println!("DUPLEX-GUEST-READY {}", mw.facts.name);
     control::serve(&port, mw)
 }

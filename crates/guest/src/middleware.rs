@@ -73,14 +73,31 @@ impl Middleware {
                 "uptime_ms": self.facts.started.elapsed().as_millis() as u64,
             })),
             Op::Status => Ok(self.status()),
-            Op::Configure { vip, vip_prefix_len, peer } => {
+            Op::Configure {
+                vip,
+                vip_prefix_len,
+                peer,
+            } => {
                 if !(8..=32).contains(vip_prefix_len) {
-                    return Err(OpError("bad_args", format!("vip_prefix_len {vip_prefix_len} is outside 8..=32")));
+                    return Err(OpError(
+                        "bad_args",
+                        format!("vip_prefix_len {vip_prefix_len} is outside 8..=32"),
+                    ));
                 }
-                let new = PairConfig { vip: *vip, vip_prefix_len: *vip_prefix_len, peer: *peer };
+                let new = PairConfig {
+                    vip: *vip,
+                    vip_prefix_len: *vip_prefix_len,
+                    peer: *peer,
+                };
                 let old = self.persisted().config;
                 if let Some(o) = old.filter(|o| o.vip != new.vip && self.is_active()) {
-                    return Err(OpError("conflict", format!("this VM is ACT for {}; demote it before changing the service address", o.vip)));
+                    return Err(OpError(
+                        "conflict",
+                        format!(
+                            "this VM is ACT for {}; demote it before changing the service address",
+                            o.vip
+                        ),
+                    ));
                 }
                 self.update(|p| p.config = Some(new));
                 self.service.want(new.vip);
@@ -93,10 +110,16 @@ impl Middleware {
 
     fn role(&self, cmd: duplex_core::role::RoleCommand, token: u64) -> Result<Value, OpError> {
         let p = self.persisted();
-        let (next, effects) = p.role.apply(cmd, token).map_err(|e| OpError("refused", e.to_string()))?;
+        let (next, effects) = p
+            .role
+            .apply(cmd, token)
+            .map_err(|e| OpError("refused", e.to_string()))?;
         let config = p.config;
         if !effects.is_empty() && config.is_none() {
-            return Err(OpError("not_configured", "no service address yet: send `configure` first".into()));
+            return Err(OpError(
+                "not_configured",
+                "no service address yet: send `configure` first".into(),
+            ));
         }
         for fx in &effects {
             let Some(c) = config else { break };
@@ -106,15 +129,22 @@ impl Middleware {
                     address::release(&c)
                 }
                 Effect::ClaimAddress => address::claim(&c),
-                Effect::ServiceActive => self.hook(self.service.config.become_active.as_deref(), c.vip),
-                Effect::ServiceStandby => self.hook(self.service.config.become_standby.as_deref(), c.vip),
+                Effect::ServiceActive => {
+                    self.hook(self.service.config.become_active.as_deref(), c.vip)
+                }
+                Effect::ServiceStandby => {
+                    self.hook(self.service.config.become_standby.as_deref(), c.vip)
+                }
             };
             if let Err(e) = res {
                 return Err(OpError("effect_failed", format!("{fx:?}: {e}")));
             }
         }
         self.update(|p| p.role = next);
-        eprintln!("duplex guest: role {:?} -> {:?} (token {token})", p.role.role, next.role);
+        eprintln!(
+            "duplex guest: role {:?} -> {:?} (token {token})",
+            p.role.role, next.role
+        );
         Ok(self.status())
     }
 
@@ -139,7 +169,8 @@ impl Middleware {
             RestartPhase::Ph1_0 | RestartPhase::Ph2_0 => {
                 self.service.stop();
                 if let Some(reset) = self.service.config.reset.as_deref() {
-                    self.hook(Some(reset), vip).map_err(|e| OpError("hook_failed", e))?;
+                    self.hook(Some(reset), vip)
+                        .map_err(|e| OpError("hook_failed", e))?;
                 }
                 if phase == RestartPhase::Ph1_0 {
                     self.service.want(vip);
@@ -157,7 +188,10 @@ impl Middleware {
             return Ok(json!({"phase": phase, "middleware": "restarting"}));
         }
         if !self.service.wait_running(Duration::from_secs(5)) {
-            return Err(OpError("service_down", "the service did not come back within 5 s".into()));
+            return Err(OpError(
+                "service_down",
+                "the service did not come back within 5 s".into(),
+            ));
         }
         Ok(self.status())
     }

@@ -54,7 +54,10 @@ impl Replica {
     }
 
     fn apply(&self, op: &Value) -> Result<(), String> {
-        let key = op["key"].as_str().ok_or("missing string `key`")?.to_string();
+        let key = op["key"]
+            .as_str()
+            .ok_or("missing string `key`")?
+            .to_string();
         match op["op"].as_str() {
             Some("put") => {
                 lock(&self.kv).insert(key, op.get("value").cloned().unwrap_or(Value::Null));
@@ -74,11 +77,15 @@ impl Replica {
 
     /// Sends one line to the peer and waits for its `{"ok":true}`.
     fn send_to_peer(&self, msg: &Value, roles: &dyn RoleView) -> bool {
-        let Some(peer) = roles.peer() else { return false };
+        let Some(peer) = roles.peer() else {
+            return false;
+        };
         let mut link = lock(&self.link);
         if link.is_none() {
             let addr = SocketAddr::from((peer, PEER_PORT));
-            let Ok(s) = TcpStream::connect_timeout(&addr, PEER_TIMEOUT) else { return false };
+            let Ok(s) = TcpStream::connect_timeout(&addr, PEER_TIMEOUT) else {
+                return false;
+            };
             let _ = s.set_read_timeout(Some(PEER_TIMEOUT));
             let _ = s.set_nodelay(true);
             let mut r = BufReader::new(s);
@@ -98,7 +105,9 @@ impl Replica {
     /// A service's request; returns the answer line.
     pub fn handle_service(&self, req: &Value, roles: &dyn RoleView) -> Value {
         match req["op"].as_str() {
-            Some("get_all") => json!({"ok": true, "entries": Value::Object(lock(&self.kv).clone().into_iter().collect())}),
+            Some("get_all") => {
+                json!({"ok": true, "entries": Value::Object(lock(&self.kv).clone().into_iter().collect())})
+            }
             Some("put") | Some("del") => {
                 if !roles.is_active() {
                     return json!({"ok": false, "error": "not_active: only the ACT may write"});
@@ -160,13 +169,19 @@ fn exchange(r: &mut BufReader<TcpStream>, msg: &Value) -> bool {
     }
     let mut answer = String::new();
     match r.read_line(&mut answer) {
-        Ok(n) if n > 0 => serde_json::from_str::<Value>(&answer).is_ok_and(|v| v["ok"] == json!(true)),
+        Ok(n) if n > 0 => {
+            serde_json::from_str::<Value>(&answer).is_ok_and(|v| v["ok"] == json!(true))
+        }
         _ => false,
     }
 }
 
 /// Serves local services on the unix socket (a thread per connection).
-pub fn serve_services(replica: Arc<Replica>, roles: Arc<dyn RoleView>, path: &str) -> std::io::Result<()> {
+pub fn serve_services(
+    replica: Arc<Replica>,
+    roles: Arc<dyn RoleView>,
+    path: &str,
+) -> std::io::Result<()> {
     let _ = std::fs::remove_file(path);
     if let Some(dir) = std::path::Path::new(path).parent() {
         let _ = std::fs::create_dir_all(dir);
@@ -198,8 +213,13 @@ pub fn serve_peer(replica: Arc<Replica>, roles: Arc<dyn RoleView>) -> std::io::R
 }
 
 /// Reads JSON lines, answers each; bad lines get an error answer.
-fn serve_lines<S: std::io::Read + Write + TryCloneStream>(conn: S, mut f: impl FnMut(Value) -> Value) {
-    let Ok(mut w) = conn.try_clone_stream() else { return };
+fn serve_lines<S: std::io::Read + Write + TryCloneStream>(
+    conn: S,
+    mut f: impl FnMut(Value) -> Value,
+) {
+    let Ok(mut w) = conn.try_clone_stream() else {
+        return;
+    };
     let mut r = BufReader::new(conn);
     let mut line = String::new();
     loop {
@@ -256,20 +276,41 @@ mod tests {
         let act = Roles(AtomicBool::new(true), None);
         let a = r.handle_service(&json!({"op":"put","key":"k","value":1}), &act);
         assert_eq!(a, json!({"ok": true, "replicated": false}));
-        assert_eq!(r.handle_service(&json!({"op":"get_all"}), &act)["entries"]["k"], json!(1));
-        assert_eq!(r.handle_service(&json!({"op":"nope"}), &act)["ok"], json!(false));
+        assert_eq!(
+            r.handle_service(&json!({"op":"get_all"}), &act)["entries"]["k"],
+            json!(1)
+        );
+        assert_eq!(
+            r.handle_service(&json!({"op":"nope"}), &act)["ok"],
+            json!(false)
+        );
     }
 
     #[test]
     fn peer_updates_apply_on_sby_only_and_snapshot_replaces() {
         let r = Replica::default();
         let sby = Roles(AtomicBool::new(false), None);
-        assert_eq!(r.handle_peer(&json!({"op":"put","key":"a","value":"x"}), &sby)["ok"], json!(true));
-        assert_eq!(r.handle_peer(&json!({"op":"snapshot","entries":{"b":2}}), &sby)["ok"], json!(true));
-        assert_eq!(r.handle_service(&json!({"op":"get_all"}), &sby)["entries"], json!({"b":2}));
-        assert_eq!(r.handle_peer(&json!({"op":"del","key":"b"}), &sby)["ok"], json!(true));
+        assert_eq!(
+            r.handle_peer(&json!({"op":"put","key":"a","value":"x"}), &sby)["ok"],
+            json!(true)
+        );
+        assert_eq!(
+            r.handle_peer(&json!({"op":"snapshot","entries":{"b":2}}), &sby)["ok"],
+            json!(true)
+        );
+        assert_eq!(
+            r.handle_service(&json!({"op":"get_all"}), &sby)["entries"],
+            json!({"b":2})
+        );
+        assert_eq!(
+            r.handle_peer(&json!({"op":"del","key":"b"}), &sby)["ok"],
+            json!(true)
+        );
         assert!(r.is_empty());
         let act = Roles(AtomicBool::new(true), None);
-        assert_eq!(r.handle_peer(&json!({"op":"put","key":"a","value":1}), &act)["ok"], json!(false));
+        assert_eq!(
+            r.handle_peer(&json!({"op":"put","key":"a","value":1}), &act)["ok"],
+            json!(false)
+        );
     }
 }

@@ -44,14 +44,18 @@ pub const DEFAULT_CONFIG: &str = r#"{
 
 impl ServiceConfig {
     pub fn load() -> Result<ServiceConfig, String> {
-        let text = std::fs::read_to_string(CONFIG_PATH).unwrap_or_else(|_| DEFAULT_CONFIG.to_string());
+        let text =
+            std::fs::read_to_string(CONFIG_PATH).unwrap_or_else(|_| DEFAULT_CONFIG.to_string());
         serde_json::from_str(&text).map_err(|e| format!("{CONFIG_PATH}: {e}"))
     }
 }
 
 fn fill(cmd: &[String], vip: Ipv4Addr) -> Vec<String> {
     cmd.iter()
-        .map(|a| a.replace("{vip}", &vip.to_string()).replace("{sync_socket}", SYNC_SOCKET))
+        .map(|a| {
+            a.replace("{vip}", &vip.to_string())
+                .replace("{sync_socket}", SYNC_SOCKET)
+        })
         .collect()
 }
 
@@ -72,7 +76,10 @@ pub fn run_hook(cmd: &[String], vip: Ipv4Addr, timeout: Duration) -> Result<bool
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("{prog} did not finish within {} ms", timeout.as_millis()));
+                return Err(format!(
+                    "{prog} did not finish within {} ms",
+                    timeout.as_millis()
+                ));
             }
             Err(e) => return Err(e.to_string()),
         }
@@ -154,7 +161,9 @@ impl Supervisor {
         }
         let Some(vip) = g.wanted else { return };
         let argv = fill(&self.config.start, vip);
-        let Some((prog, args)) = argv.split_first() else { return };
+        let Some((prog, args)) = argv.split_first() else {
+            return;
+        };
         match Command::new(prog).args(args).stdin(Stdio::null()).spawn() {
             Ok(c) => {
                 g.status.pid = Some(c.id());
@@ -226,7 +235,10 @@ mod tests {
         let argv = fill(&c.start, Ipv4Addr::new(10, 0, 0, 5));
         assert!(argv.contains(&"10.0.0.5:5060".to_string()));
         assert!(argv.contains(&SYNC_SOCKET.to_string()));
-        assert!(serde_json::from_str::<ServiceConfig>(r#"{"name":"x","start":["a"],"bogus":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<ServiceConfig>(r#"{"name":"x","start":["a"],"bogus":1}"#)
+                .is_err()
+        );
     }
 
     #[test]
@@ -251,7 +263,21 @@ mod tests {
         s.stop();
         s.tick();
         assert!(!s.status().running);
-        assert_eq!(run_hook(&["true".into()], Ipv4Addr::LOCALHOST, Duration::from_secs(1)), Ok(true));
-        assert_eq!(run_hook(&["false".into()], Ipv4Addr::LOCALHOST, Duration::from_secs(1)), Ok(false));
+        assert_eq!(
+            run_hook(
+                &["true".into()],
+                Ipv4Addr::LOCALHOST,
+                Duration::from_secs(1)
+            ),
+            Ok(true)
+        );
+        assert_eq!(
+            run_hook(
+                &["false".into()],
+                Ipv4Addr::LOCALHOST,
+                Duration::from_secs(1)
+            ),
+            Ok(false)
+        );
     }
 }

@@ -20,12 +20,38 @@ pub struct PairMember {
 
 /// Configures both members for the service address and gives them their
 /// roles (ACT first claims the address after the SBY is ready).
-pub async fn set_up(act: &PairMember, sby: &PairMember, vip: Ipv4Addr, prefix: u8, token: u64) -> Result<(), ClientError> {
-    let conf = |peer: Ipv4Addr| Op::Configure { vip, vip_prefix_len: prefix, peer: Some(peer) };
+pub async fn set_up(
+    act: &PairMember,
+    sby: &PairMember,
+    vip: Ipv4Addr,
+    prefix: u8,
+    token: u64,
+) -> Result<(), ClientError> {
+    let conf = |peer: Ipv4Addr| Op::Configure {
+        vip,
+        vip_prefix_len: prefix,
+        peer: Some(peer),
+    };
     sby.agent.guest(&sby.vm, &conf(act.ip)).await?;
     act.agent.guest(&act.vm, &conf(sby.ip)).await?;
-    sby.agent.guest(&sby.vm, &Op::SetRole { role: TargetRole::Sby, token }).await?;
-    act.agent.guest(&act.vm, &Op::SetRole { role: TargetRole::Act, token }).await?;
+    sby.agent
+        .guest(
+            &sby.vm,
+            &Op::SetRole {
+                role: TargetRole::Sby,
+                token,
+            },
+        )
+        .await?;
+    act.agent
+        .guest(
+            &act.vm,
+            &Op::SetRole {
+                role: TargetRole::Act,
+                token,
+            },
+        )
+        .await?;
     Ok(())
 }
 
@@ -52,9 +78,21 @@ pub async fn switchover(old: &PairMember, new: &PairMember, token: u64) -> Switc
     while let Some(order) = phase.order() {
         let (member, op) = match order {
             Order::Prepare(m) => (m, Op::SwitchoverPrepare { token }),
-            Order::Activate(m) => (m, Op::SetRole { role: TargetRole::Act, token }),
+            Order::Activate(m) => (
+                m,
+                Op::SetRole {
+                    role: TargetRole::Act,
+                    token,
+                },
+            ),
             Order::Commit(m) => (m, Op::SwitchoverCommit { token }),
-            Order::Demote(m) => (m, Op::SetRole { role: TargetRole::Sby, token }),
+            Order::Demote(m) => (
+                m,
+                Op::SetRole {
+                    role: TargetRole::Sby,
+                    token,
+                },
+            ),
         };
         let target = match member {
             Member::Old => old,
@@ -63,8 +101,17 @@ pub async fn switchover(old: &PairMember, new: &PairMember, token: u64) -> Switc
         let t = Instant::now();
         let res = target.agent.guest(&target.vm, &op).await;
         let ok = res.is_ok();
-        steps.push(StepReport { order, ok, ms: t.elapsed().as_secs_f64() * 1000.0, error: res.err().map(|e| e.to_string()) });
+        steps.push(StepReport {
+            order,
+            ok,
+            ms: t.elapsed().as_secs_f64() * 1000.0,
+            error: res.err().map(|e| e.to_string()),
+        });
         phase = phase.next(ok);
     }
-    SwitchoverReport { outcome: phase, steps, total_ms: t0.elapsed().as_secs_f64() * 1000.0 }
+    SwitchoverReport {
+        outcome: phase,
+        steps,
+        total_ms: t0.elapsed().as_secs_f64() * 1000.0,
+    }
 }

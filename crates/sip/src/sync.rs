@@ -1,0 +1,158 @@
+//! Lines of the middleware's replication protocol (docs/conventions.md,
+//! "Service state replication"): encoding of requests, decoding of answers
+//! and unsolicited events. Pure.
+
+use crate::uas::SyncOp;
+use serde_json::{json, Map, Value};
+
+/// `get_all` request line.
+pub fn get_all_line() -> String {
+    format!("{}\n", json!({"op": "get_all"}))
+}
+
+/// The request line for a sync op.
+pub fn request_line(op: &SyncOp) -> String {
+    let v = match op {
+        SyncOp::Put { key, value } => json!({"op": "put", "key": key, "value": value}),
+        SyncOp::Del { key } => json!({"op": "del", "key": key}),
+    };
+    format!("{v}\n")
+}
+
+/// A line from the middleware.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    /// Unsolicited (on the SBY): the peer's write.
+    Event(SyncOp),
+    /// The answer to the oldest unanswered request.
+    Answer(Answer),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// `{"ok":true}`: the peer holds it.
+    Replicated,
+    /// `{"ok":true,"replicated":false}`: stored, no reachable peer.
+    Unreplicated,
+    /// `{"ok":true,"entries":{...}}`: answer to `get_all`.
+    Entries(Map<String, Value>),
+    /// `{"ok":false,"error":"..."}` (e.g. `not_active`).
+    Refused(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("neither an answer nor an event: {0}")]
+    Unknown(String),
+}
+
+fn short(line: &str) -> String {
+    line.chars().take(120).collect()
+}
+
+pub fn decode_line(line: &str) -> Result<Incoming, LineError> {
+    let v: Value =
+        serde_json::from_str(line.trim()).map_err(|e| LineError::NotJson(e.to_string()))?;
+    if let Some(ev) = v.get("event").and_then(Value::as_str) {
+        let key = v
+            .get("key")
+            .and_then(Value::as_str)
+            .ok_or_else(|| LineError::Unknown(short(line)))?
+            .to_string();
+        return match ev {
+            "put" => Ok(Incoming::Event(SyncOp::Put {
+                key,
+                value: v.get("value").cloned().unwrap_or(Value::Null),
+            })),
+            "del" => Ok(Incoming::Event(SyncOp::Del { key })),
+            _ => Err(LineError::Unknown(short(line))),
+        };
+    }
+    match v.get("ok").and_then(Value::as_bool) {
+        Some(true) => {
+            if let Some(entries) = v.get("entries").and_then(Value::as_object) {
+                Ok(Incoming::Answer(Answer::Entries(entries.clone())))
+            } else if v.get("replicated") == Some(&Value::Bool(false)) {
+                Ok(Incoming::Answer(Answer::Unreplicated))
+            } else {
+                Ok(Incoming::Answer(Answer::Replicated))
+            }
+        }
+        Some(false) => {
+            let err = v
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("unspecified error")
+                .to_string();
+            Ok(Incoming::Answer(Answer::Refused(err)))
+        }
+        None => Err(LineError::Unknown(short(line))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_requests() {
+        let put = SyncOp::Put {
+            key: "dialog/a/b/c".into(),
+            value: json!({"x": 1}),
+        };
+        let v: Value = serde_json::from_str(&request_line(&put)).unwrap();
+        assert_eq!(
+            v,
+            json!({"op": "put", "key": "dialog/a/b/c", "value": {"x": 1}})
+        );
+        let v: Value =
+            serde_json::from_str(&request_line(&SyncOp::Del { key: "k".into() })).unwrap();
+        assert_eq!(v, json!({"op": "del", "key": "k"}));
+        assert!(request_line(&put).ends_with('\n') && get_all_line() == "{\"op\":\"get_all\"}\n");
+    }
+
+    #[test]
+    fn decodes_answers_and_events() {
+        assert_eq!(
+            decode_line("{\"ok\":true}\n"),
+            Ok(Incoming::Answer(Answer::Replicated))
+        );
+        assert_eq!(
+            decode_line("{\"ok\":true,\"replicated\":false}"),
+            Ok(Incoming::Answer(Answer::Unreplicated))
+        );
+        assert_eq!(
+            decode_line("{\"ok\":false,\"error\":\"not_active: only the ACT may write\"}"),
+            Ok(Incoming::Answer(Answer::Refused(
+                "not_active: only the ACT may write".into()
+            )))
+        );
+        match decode_line("{\"ok\":true,\"entries\":{\"k\":{\"a\":1}}}") {
+            Ok(Incoming::Answer(Answer::Entries(m))) => assert_eq!(m["k"], json!({"a": 1})),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            decode_line("{\"event\":\"put\",\"key\":\"k\",\"value\":[1]}"),
+            Ok(Incoming::Event(SyncOp::Put {
+                key: "k".into(),
+                value: json!([1])
+            }))
+        );
+        assert_eq!(
+            decode_line("{\"event\":\"del\",\"key\":\"k\"}"),
+            Ok(Incoming::Event(SyncOp::Del { key: "k".into() }))
+        );
+        assert!(matches!(
+            decode_line("{\"event\":\"zap\",\"key\":\"k\"}"),
+            Err(LineError::Unknown(_))
+        ));
+        assert!(matches!(
+            decode_line("{\"event\":\"put\"}"),
+            Err(LineError::Unknown(_))
+        ));
+        assert!(matches!(decode_line("{}"), Err(LineError::Unknown(_))));
+        assert!(matches!(decode_line("nope"), Err(LineError::NotJson(_))));
+    }
+}

@@ -1,0 +1,125 @@
+//! End to end with the real sipp (Debian package `sip-tester`): its built-in
+//! `uac` scenario (INVITE, 100/180/200, ACK, pause, BYE, 200) against the
+//! server on 127.0.0.1:5070 without replication.
+//!
+//! `cargo test --release -p duplex-sip --test sipp_e2e -- --ignored --nocapture --test-threads 1`
+
+use duplex_sip::{Report, Server};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Last value of a sipp `-trace_stat` CSV column (`;`-separated).
+fn stat(csv: &str, column: &str) -> Option<u64> {
+    let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines.next()?.split(';').collect();
+    let last: Vec<&str> = lines.next_back()?.split(';').collect();
+    let i = header.iter().position(|h| *h == column)?;
+    last.get(i)?.trim().parse().ok()
+}
+
+struct SippRun {
+    exit: Option<i32>,
+    successful: Option<u64>,
+    failed: Option<u64>,
+    retransmissions: Option<u64>,
+    server: Report,
+}
+
+/// `sipp -sn uac 127.0.0.1:5070 -r 20 -m 100 -d 500 -l 50 -timeout 30 ...`
+async fn run_sipp(name: &str, extra: &[&str]) -> SippRun {
+    let server =
+        Server::bind("127.0.0.1:5070".parse().unwrap(), None).expect("bind 127.0.0.1:5070");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let csv_path =
+        std::env::temp_dir().join(format!("duplex-sipp-{}-{name}.csv", std::process::id()));
+    let _ = std::fs::remove_file(&csv_path);
+    let started = std::time::Instant::now();
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("sipp")
+            .args([
+                "-sn",
+                "uac",
+                "127.0.0.1:5070",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                "5072",
+            ])
+            .args([
+                "-r", "20", "-m", "100", "-d", "500", "-l", "50", "-timeout", "30", "-nostdin",
+            ])
+            .args(extra)
+            .arg("-trace_stat")
+            .arg("-stf")
+            .arg(&csv_path)
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("sipp finished within 60 s")
+    .expect("run sipp");
+    stop.send(()).unwrap();
+    let server = task.await.unwrap().unwrap();
+    let csv = std::fs::read_to_string(&csv_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&csv_path);
+    let run = SippRun {
+        exit: out.status.code(),
+        successful: stat(&csv, "SuccessfulCall(C)"),
+        failed: stat(&csv, "FailedCall(C)"),
+        retransmissions: stat(&csv, "Retransmissions(C)"),
+        server,
+    };
+    eprintln!(
+        "[{name}] sipp exit {:?} after {:?}: successful calls {:?}, failed calls {:?}, sipp retransmissions {:?}",
+        run.exit,
+        started.elapsed(),
+        run.successful,
+        run.failed,
+        run.retransmissions
+    );
+    eprintln!(
+        "[{name}] server counters: {}",
+        serde_json::to_string(&run.server).unwrap_or_default()
+    );
+    if !out.status.success() {
+        eprintln!(
+            "[{name}] sipp stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    run
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the sipp binary and UDP ports 5070/5072 on 127.0.0.1"]
+async fn sipp_uac_100_calls() {
+    let run = run_sipp("clean", &[]).await;
+    assert_eq!(run.exit, Some(0), "sipp: not every call succeeded");
+    assert_eq!((run.successful, run.failed), (Some(100), Some(0)));
+    let u = &run.server.uas;
+    assert_eq!(u.requests.get("INVITE"), Some(&100));
+    assert_eq!(u.requests.get("ACK"), Some(&100));
+    assert_eq!(u.requests.get("BYE"), Some(&100));
+    assert_eq!(
+        u.acks_unmatched + u.malformed_dropped + u.bad_requests_sent,
+        0
+    );
+}
+
+/// sipp drops 10% of the messages it sends and receives: both sides'
+/// retransmissions have to carry every call through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the sipp binary and UDP ports 5070/5072 on 127.0.0.1"]
+async fn sipp_uac_100_calls_with_10_percent_loss() {
+    let run = run_sipp("lossy", &["-lost", "10"]).await;
+    assert_eq!(run.exit, Some(0), "sipp: not every call succeeded");
+    assert_eq!((run.successful, run.failed), (Some(100), Some(0)));
+    assert!(run.retransmissions.unwrap_or(0) > 0, "no loss happened?");
+    let u = &run.server.uas;
+    assert!(u.retransmissions_absorbed > 0 || u.responses_retransmitted > 0);
+    assert_eq!(u.malformed_dropped + u.bad_requests_sent, 0);
+}

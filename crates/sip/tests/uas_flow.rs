@@ -1,0 +1,507 @@
+//! The pure core: call flows, retransmissions, replication to a second Uas.
+
+mod common;
+
+use common::{code, codes, parse_reply, request, to_tag, uac, uas, Call};
+use duplex_sip::transaction::{SyncSeq, LINGER};
+use duplex_sip::{SyncOp, Uas};
+use std::collections::HashSet;
+
+/// INVITE on `u`: returns (to-tag, 200 OK bytes, sync ops).
+fn invite(u: &mut Uas, call: &Call, now: u64) -> (String, Vec<u8>, Vec<SyncOp>) {
+    let out = u.handle(&call.invite(), uac(), now);
+    assert_eq!(codes(&out.replies), [100, 180, 200]);
+    let ok = &out.replies[2];
+    let tag = to_tag(ok).expect("200 has a To-tag");
+    assert_eq!(
+        to_tag(&out.replies[1]).as_deref(),
+        Some(tag.as_str()),
+        "180 and 200 share the tag"
+    );
+    assert_eq!(to_tag(&out.replies[0]), None, "no tag on 100 Trying");
+    (tag, ok.data.clone(), out.sync)
+}
+
+#[test]
+fn full_call_flow() {
+    let mut u = uas(1);
+    let call = Call { n: 1 };
+    let out = u.handle(&call.invite(), uac(), 0);
+    assert_eq!(codes(&out.replies), [100, 180, 200]);
+    assert!(out.replies.iter().all(|r| r.to == uac()));
+    // Only the 200 waits for replication, and for the Put of its dialog.
+    assert_eq!(out.replies[0].after_sync, None);
+    assert_eq!(out.replies[1].after_sync, None);
+    assert_eq!(out.replies[2].after_sync, Some(SyncSeq(1)));
+    assert_eq!(out.sync.len(), 1);
+    let ok = parse_reply(&out.replies[2]);
+    let tag = ok.to_tag().unwrap().unwrap();
+    let key = format!("dialog/{}/{tag}/{}", call.call_id(), call.caller_tag());
+    match &out.sync[0] {
+        SyncOp::Put { key: k, value } => {
+            assert_eq!(*k, key);
+            assert_eq!(value["confirmed"], false);
+            assert_eq!(
+                value["invite"]["response"].as_str().unwrap().as_bytes(),
+                out.replies[2].data.as_slice()
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // The 200 OK: Via/From/Call-ID/CSeq copied, Contact, no body.
+    assert_eq!(ok.call_id().unwrap(), call.call_id());
+    assert_eq!(ok.branch().unwrap().as_deref(), Some("z9hG4bK-4242-1-0"));
+    assert_eq!(ok.cseq().unwrap().seq, 1);
+    assert_eq!(ok.header("Contact"), Some("<sip:duplex@127.0.0.1:5070>"));
+    assert_eq!(ok.header("Content-Length"), Some("0"));
+    assert!(ok.body.is_empty());
+    assert_eq!(u.dialogs().len(), 1);
+
+    // ACK confirms the dialog: replicated, nothing sent.
+    let out = u.handle(&call.ack(&tag), uac(), 20);
+    assert!(out.replies.is_empty());
+    assert!(
+        matches!(&out.sync[..], [SyncOp::Put { key: k, value }] if *k == key && value["confirmed"] == true)
+    );
+    // No more 2xx retransmissions once ACKed.
+    assert!(u.tick(10_000).replies.is_empty());
+
+    // BYE: 200 after the Del.
+    let out = u.handle(&call.bye(&tag), uac(), 10_500);
+    assert_eq!(codes(&out.replies), [200]);
+    assert_eq!(out.sync, vec![SyncOp::Del { key: key.clone() }]);
+    assert_eq!(out.replies[0].after_sync, Some(SyncSeq(3)));
+    assert_eq!(to_tag(&out.replies[0]).as_deref(), Some(tag.as_str()));
+    assert_eq!(u.dialogs().len(), 0);
+    assert_eq!(u.sync_issued(), SyncSeq(3));
+
+    let c = u.counters();
+    assert_eq!(c.requests.get("INVITE"), Some(&1));
+    assert_eq!(c.requests.get("ACK"), Some(&1));
+    assert_eq!(c.requests.get("BYE"), Some(&1));
+    assert_eq!(c.responses.get(&200), Some(&2));
+    assert_eq!(c.responses.get(&100), Some(&1));
+    assert_eq!(c.responses.get(&180), Some(&1));
+}
+
+#[test]
+fn retransmitted_invite_and_bye_get_the_same_bytes() {
+    let mut u = uas(2);
+    let call = Call { n: 7 };
+    let (tag, ok, _) = invite(&mut u, &call, 0);
+    for now in [500, 1500] {
+        let out = u.handle(&call.invite(), uac(), now);
+        assert_eq!(out.replies.len(), 1, "only the last response again");
+        assert_eq!(out.replies[0].data, ok);
+        assert_eq!(
+            out.replies[0].after_sync,
+            Some(SyncSeq(1)),
+            "still waits for the Put"
+        );
+        assert!(out.sync.is_empty(), "no new processing");
+    }
+    assert_eq!(u.dialogs().len(), 1);
+    u.handle(&call.ack(&tag), uac(), 1600);
+    // ACK copies are absorbed quietly.
+    let out = u.handle(&call.ack(&tag), uac(), 1700);
+    assert!(out.replies.is_empty() && out.sync.is_empty());
+
+    let first = u.handle(&call.bye(&tag), uac(), 2000);
+    assert_eq!(codes(&first.replies), [200]);
+    let again = u.handle(&call.bye(&tag), uac(), 2500);
+    assert_eq!(again.replies.len(), 1);
+    assert_eq!(again.replies[0].data, first.replies[0].data);
+    assert!(again.sync.is_empty());
+    assert_eq!(u.counters().retransmissions_absorbed, 4);
+    // After Timer J the BYE transaction is gone: a late copy finds no dialog.
+    u.tick(2000 + LINGER);
+    let late = u.handle(&call.bye(&tag), uac(), 2000 + LINGER + 1);
+    assert_eq!(codes(&late.replies), [481]);
+}
+
+#[test]
+fn unacked_2xx_is_retransmitted_then_the_dialog_dropped() {
+    let mut u = uas(3);
+    let call = Call { n: 3 };
+    let (_, ok, _) = invite(&mut u, &call, 0);
+    let mut sent = 0;
+    let mut dels = Vec::new();
+    for now in (0..=LINGER).step_by(250) {
+        let out = u.tick(now);
+        for r in &out.replies {
+            assert_eq!(r.data, ok);
+        }
+        sent += out.replies.len();
+        dels.extend(out.sync);
+    }
+    assert_eq!(sent, 10);
+    assert_eq!(dels.len(), 1);
+    assert!(matches!(&dels[0], SyncOp::Del { .. }));
+    assert_eq!(u.dialogs().len(), 0);
+    assert_eq!(u.counters().ack_timeouts, 1);
+}
+
+#[test]
+fn bye_for_unknown_dialog_is_481() {
+    let mut u = uas(4);
+    let out = u.handle(&Call { n: 9 }.bye("nosuchtag"), uac(), 0);
+    assert_eq!(codes(&out.replies), [481]);
+    assert!(out.sync.is_empty());
+    assert_eq!(out.replies[0].after_sync, None);
+    // BYE without a To-tag cannot name a dialog either.
+    let out = u.handle(&request("BYE", "z9hG4bKx", "c9", None), uac(), 0);
+    assert_eq!(codes(&out.replies), [481]);
+}
+
+#[test]
+fn options_other_methods_cancel() {
+    let mut u = uas(5);
+    let out = u.handle(&request("OPTIONS", "z9hG4bKo", "o1", None), uac(), 0);
+    assert_eq!(codes(&out.replies), [200]);
+    let m = parse_reply(&out.replies[0]);
+    assert_eq!(m.header("Allow"), Some("INVITE, ACK, BYE, CANCEL, OPTIONS"));
+    assert!(m.to_tag().unwrap().is_some());
+
+    let out = u.handle(&request("REGISTER", "z9hG4bKr", "r1", None), uac(), 0);
+    assert_eq!(codes(&out.replies), [405]);
+    assert_eq!(
+        parse_reply(&out.replies[0]).header("Allow"),
+        Some("INVITE, ACK, BYE, CANCEL, OPTIONS")
+    );
+    let out = u.handle(&request("SUBSCRIBE", "z9hG4bKs", "s1", None), uac(), 0);
+    assert_eq!(codes(&out.replies), [405]);
+    let out = u.handle(&request("X-ANY", "z9hG4bKx", "x1", None), uac(), 0);
+    assert_eq!(codes(&out.replies), [405]);
+    // Unknown methods share one counter.
+    assert_eq!(u.counters().requests.get("OTHER"), Some(&2));
+    assert_eq!(u.counters().requests.get("REGISTER"), Some(&1));
+
+    // CANCEL of an answered INVITE: 200 (nothing left to cancel), same tag.
+    let call = Call { n: 11 };
+    let (tag, _, _) = invite(&mut u, &call, 0);
+    let cancel = String::from_utf8(call.invite())
+        .unwrap()
+        .split("\r\n\r\n")
+        .next()
+        .unwrap()
+        .replace("INVITE sip", "CANCEL sip")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+        .replace("Content-Type: application/sdp\r\n", "")
+        .replace(
+            &format!("Content-Length:   {}", common::SDP.len()),
+            "Content-Length: 0",
+        )
+        + "\r\n\r\n";
+    let out = u.handle(cancel.as_bytes(), uac(), 10);
+    assert_eq!(codes(&out.replies), [200]);
+    assert_eq!(to_tag(&out.replies[0]).as_deref(), Some(tag.as_str()));
+    // CANCEL matching nothing: 481.
+    let out = u.handle(&request("CANCEL", "z9hG4bKnone", "n1", None), uac(), 10);
+    assert_eq!(codes(&out.replies), [481]);
+    assert_eq!(
+        u.dialogs().len(),
+        1,
+        "CANCEL after the 200 leaves the dialog"
+    );
+}
+
+#[test]
+fn reinvite_refreshes_and_stale_cseq_is_500() {
+    let mut u = uas(6);
+    let call = Call { n: 12 };
+    let (tag, _, _) = invite(&mut u, &call, 0);
+    u.handle(&call.ack(&tag), uac(), 10);
+    let out = u.handle(&call.reinvite(&tag, 3), uac(), 20);
+    assert_eq!(codes(&out.replies), [200]);
+    assert_eq!(to_tag(&out.replies[0]).as_deref(), Some(tag.as_str()));
+    assert_eq!(out.replies[0].after_sync, Some(u.sync_issued()));
+    assert!(
+        matches!(&out.sync[..], [SyncOp::Put { value, .. }] if value["remote_cseq"] == 3 && value["confirmed"] == false)
+    );
+    // A BYE with a lower CSeq than seen is out of order.
+    let out = u.handle(&call.bye(&tag), uac(), 30); // CSeq 2 < 3
+    assert_eq!(codes(&out.replies), [500]);
+    assert_eq!(u.dialogs().len(), 1);
+    // re-INVITE for an unknown dialog: 481.
+    let out = u.handle(&call.reinvite("other", 4), uac(), 40);
+    assert_eq!(codes(&out.replies), [481]);
+}
+
+#[test]
+fn malformed_requests_get_400_or_are_dropped() {
+    let mut u = uas(7);
+    // Body shorter than Content-Length, but the headers are there: 400.
+    let mut data = Call { n: 1 }.invite();
+    data.truncate(data.len() - 10);
+    let out = u.handle(&data, uac(), 0);
+    assert_eq!(codes(&out.replies), [400]);
+    let m = parse_reply(&out.replies[0]);
+    assert!(
+        m.header("Warning").unwrap().contains("Content-Length"),
+        "{:?}",
+        m.header("Warning")
+    );
+    assert_eq!(m.call_id().unwrap(), "1-4242@127.0.0.1");
+    assert!(m.to_tag().unwrap().is_some());
+    assert!(out.sync.is_empty());
+    // No Call-ID: cannot be answered, dropped.
+    let no_cid = String::from_utf8(Call { n: 2 }.invite())
+        .unwrap()
+        .replace("Call-ID: 2-4242@127.0.0.1\r\n", "");
+    assert!(u.handle(no_cid.as_bytes(), uac(), 0).replies.is_empty());
+    // Junk and a malformed ACK: dropped. Keep-alives: counted apart.
+    assert!(u
+        .handle(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", uac(), 0)
+        .replies
+        .is_empty());
+    let mut ack = Call { n: 3 }.ack("t");
+    ack.truncate(ack.len() - 2); // no empty line
+    assert!(u.handle(&ack, uac(), 0).replies.is_empty());
+    assert!(u.handle(b"\r\n\r\n", uac(), 0).replies.is_empty());
+    // Responses are ignored.
+    let resp = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:x@h>;tag=1\r\nTo: <sip:a@b>;tag=2\r\nCall-ID: r\r\nCSeq: 1 INVITE\r\n\r\n";
+    assert!(u.handle(resp, uac(), 0).replies.is_empty());
+    let c = u.counters();
+    assert_eq!(
+        (
+            c.bad_requests_sent,
+            c.malformed_dropped,
+            c.keepalives,
+            c.responses_ignored
+        ),
+        (1, 3, 1, 1)
+    );
+    assert_eq!(c.responses.get(&400), Some(&1));
+    assert_eq!(u.dialogs().len(), 0);
+}
+
+#[test]
+fn via_rport_and_received_are_filled() {
+    let mut u = uas(8);
+    let data = String::from_utf8(request("OPTIONS", "z9hG4bKv", "v1", None))
+        .unwrap()
+        .replace(
+            "127.0.0.1:5061;branch=z9hG4bKv",
+            "10.9.9.9:5999;rport;branch=z9hG4bKv",
+        );
+    let from = "192.0.2.7:40000".parse().unwrap();
+    let out = u.handle(data.as_bytes(), from, 0);
+    let r = &out.replies[0];
+    assert_eq!(r.to, from, "answered where the request came from");
+    let via = parse_reply(r).top_via().unwrap();
+    assert_eq!(via.param("rport"), Some(Some("40000")));
+    assert_eq!(via.param("received"), Some(Some("192.0.2.7")));
+    assert_eq!(via.branch(), Some("z9hG4bKv"));
+    assert_eq!(code(r), 200);
+}
+
+#[test]
+fn capacity_limit_gives_503() {
+    let mut cfg = duplex_sip::UasConfig::new(common::server_addr(), 9);
+    cfg.max_dialogs = 2;
+    let mut u = Uas::new(cfg);
+    invite(&mut u, &Call { n: 1 }, 0);
+    invite(&mut u, &Call { n: 2 }, 0);
+    let out = u.handle(&Call { n: 3 }.invite(), uac(), 0);
+    assert_eq!(codes(&out.replies), [503]);
+    assert!(out.sync.is_empty());
+}
+
+#[test]
+fn transaction_limit_gives_unkept_503() {
+    let mut cfg = duplex_sip::UasConfig::new(common::server_addr(), 10);
+    cfg.max_transactions = 3;
+    let mut u = Uas::new(cfg);
+    for i in 0..3 {
+        let out = u.handle(
+            &request("OPTIONS", &format!("z9hG4bK{i}"), "t", None),
+            uac(),
+            0,
+        );
+        assert_eq!(codes(&out.replies), [200]);
+    }
+    let out = u.handle(&Call { n: 1 }.invite(), uac(), 0);
+    assert_eq!(codes(&out.replies), [503]);
+    assert_eq!((u.transactions().len(), u.dialogs().len()), (3, 0));
+    // Once they expire, service resumes.
+    u.tick(LINGER);
+    assert_eq!(
+        codes(&u.handle(&Call { n: 1 }.invite(), uac(), LINGER).replies),
+        [100, 180, 200]
+    );
+}
+
+// ---- Replication: the state of one Uas carried to another ----
+
+#[test]
+fn switchover_bye_on_the_other_vm() {
+    let (mut act, mut sby) = (uas(100), uas(200));
+    let call = Call { n: 21 };
+    let (tag, ok, ops) = invite(&mut act, &call, 0);
+    let out = act.handle(&call.ack(&tag), uac(), 50);
+    let confirmed = out.sync.clone();
+    for op in ops.into_iter().chain(out.sync) {
+        sby.apply(op).unwrap();
+    }
+    assert_eq!(sby.dialogs().len(), 1);
+    // A standby that got only the final state (a snapshot): no transaction,
+    // yet a late INVITE copy gets the same 200 from the dialog.
+    let mut late = uas(300);
+    for op in confirmed {
+        late.apply(op).unwrap();
+    }
+    assert!(late.transactions().is_empty());
+    let out = late.handle(&call.invite(), uac(), 59_000);
+    assert_eq!(out.replies.len(), 1);
+    assert_eq!(out.replies[0].data, ok);
+    assert!(out.sync.is_empty());
+    // Switchover: the BYE reaches the former standby.
+    let out = sby.handle(&call.bye(&tag), uac(), 60_000);
+    assert_eq!(codes(&out.replies), [200]);
+    let m = parse_reply(&out.replies[0]);
+    assert_eq!(
+        m.to_tag().unwrap().as_deref(),
+        Some(tag.as_str()),
+        "same local tag"
+    );
+    assert_eq!(
+        m.from_tag().unwrap().as_deref(),
+        Some(call.caller_tag().as_str()),
+        "same remote tag"
+    );
+    assert_eq!(m.call_id().unwrap(), call.call_id());
+    assert_eq!(
+        out.sync,
+        vec![SyncOp::Del {
+            key: format!("dialog/{}/{tag}/{}", call.call_id(), call.caller_tag())
+        }]
+    );
+    assert_eq!(sby.dialogs().len(), 0);
+}
+
+#[test]
+fn switchover_retransmitted_invite_gets_the_identical_200_then_ack_and_bye() {
+    let (mut act, mut sby) = (uas(101), uas(201));
+    let call = Call { n: 22 };
+    let (tag, ok, ops) = invite(&mut act, &call, 0);
+    // The ACT dies right after the Put was acknowledged (200 maybe lost).
+    for op in ops {
+        sby.apply(op).unwrap();
+    }
+    let out = sby.handle(&call.invite(), uac(), 40_000);
+    assert_eq!(out.replies.len(), 1);
+    assert_eq!(out.replies[0].data, ok, "byte-identical 200 OK");
+    assert_eq!(out.replies[0].after_sync, None, "already replicated");
+    assert!(out.sync.is_empty(), "no new dialog");
+    assert_eq!(sby.counters().retransmissions_absorbed, 1);
+    // The ACK confirms it there (and is replicated onwards).
+    let out = sby.handle(&call.ack(&tag), uac(), 40_010);
+    assert!(out.replies.is_empty());
+    assert!(matches!(&out.sync[..], [SyncOp::Put { value, .. }] if value["confirmed"] == true));
+    let out = sby.handle(&call.bye(&tag), uac(), 41_000);
+    assert_eq!(codes(&out.replies), [200]);
+    assert_eq!(to_tag(&out.replies[0]).as_deref(), Some(tag.as_str()));
+}
+
+#[test]
+fn standby_retransmits_an_unacked_2xx_until_the_confirming_put() {
+    let (mut act, mut sby) = (uas(102), uas(202));
+    let call = Call { n: 23 };
+    let (tag, ok, ops) = invite(&mut act, &call, 0);
+    sby.tick(1_000);
+    for op in ops {
+        sby.apply(op).unwrap();
+    }
+    // The new ACT keeps the 2xx alive (a UAC past 1xx does not retransmit the INVITE).
+    let out = sby.tick(1_500);
+    assert_eq!(out.replies.len(), 1);
+    assert_eq!(
+        (out.replies[0].data.clone(), out.replies[0].to),
+        (ok, uac())
+    );
+    let ack_put = act.handle(&call.ack(&tag), uac(), 1_600).sync;
+    for op in ack_put {
+        sby.apply(op).unwrap();
+    }
+    assert!(sby.tick(10_000).replies.is_empty());
+    assert!(
+        sby.tick(1_000 + LINGER).sync.is_empty(),
+        "no ACK timeout for a confirmed dialog"
+    );
+    assert_eq!(sby.dialogs().len(), 1);
+}
+
+#[test]
+fn del_event_ends_the_dialog_on_the_standby() {
+    let (mut act, mut sby) = (uas(103), uas(203));
+    let call = Call { n: 24 };
+    let (tag, _, ops) = invite(&mut act, &call, 0);
+    let ack = act.handle(&call.ack(&tag), uac(), 5).sync;
+    let bye = act.handle(&call.bye(&tag), uac(), 10).sync;
+    for op in ops.into_iter().chain(ack).chain(bye) {
+        sby.apply(op).unwrap();
+    }
+    assert_eq!(sby.dialogs().len(), 0);
+    let out = sby.handle(&call.bye(&tag), uac(), 20);
+    assert_eq!(codes(&out.replies), [481]);
+}
+
+#[test]
+fn load_full_dump_and_resync() {
+    let mut act = uas(104);
+    let mut dump = serde_json::Map::new();
+    for n in 30..35 {
+        let (_, _, ops) = invite(&mut act, &Call { n }, 0);
+        for op in ops {
+            if let SyncOp::Put { key, value } = op {
+                dump.insert(key, value);
+            }
+        }
+    }
+    dump.insert(
+        "dialog/bad/x/y".into(),
+        serde_json::json!({"nonsense": true}),
+    );
+    dump.insert("other/key".into(), serde_json::json!(1));
+    let mut fresh = uas(204);
+    let report = fresh.load(dump.clone());
+    assert_eq!((report.loaded, report.rejected), (5, 2));
+    assert_eq!(fresh.dialogs().len(), 5);
+    // A dump lacking two local dialogs: they are put again.
+    let present: HashSet<String> = dump.keys().take(3).cloned().collect();
+    let out = act.resync(&present);
+    assert_eq!(
+        out.sync.len(),
+        5 - present
+            .iter()
+            .filter(|k| k.starts_with("dialog/") && !k.contains("/bad/"))
+            .count()
+    );
+    assert!(out
+        .sync
+        .iter()
+        .all(|op| matches!(op, SyncOp::Put { key, .. } if !present.contains(key))));
+}
+
+#[test]
+fn apply_refuses_what_is_not_a_dialog() {
+    let mut u = uas(105);
+    assert!(u
+        .apply(SyncOp::Put {
+            key: "dialog/a/b/c".into(),
+            value: serde_json::json!("x")
+        })
+        .is_err());
+    assert!(u
+        .apply(SyncOp::Put {
+            key: "elsewhere".into(),
+            value: serde_json::json!({})
+        })
+        .is_err());
+    assert!(u
+        .apply(SyncOp::Del {
+            key: "dialog/none/x/y".into()
+        })
+        .is_ok());
+    assert_eq!(u.counters().sync_rejected, 2);
+}

@@ -4,6 +4,7 @@
 mod boot;
 mod migrate;
 mod raw;
+mod sip;
 mod stats;
 
 use anyhow::Context;
@@ -28,6 +29,8 @@ enum Cmd {
     Boot,
     /// Live migration, agents vs raw QMP.
     Migrate,
+    /// SIP load on an ACT/SBY pair: highest clean call rate, then a switchover.
+    Sip,
 }
 
 /// The lab a benchmark runs in; taken down when dropped.
@@ -81,6 +84,10 @@ impl Lab {
             .context("no such lab host")
     }
 
+    pub fn client_ns(&self) -> &str {
+        self.state.client_ns()
+    }
+
     pub fn vm_ip(&self, k: u8) -> anyhow::Result<std::net::Ipv4Addr> {
         self.state.vm_ip(k).context("no VM address")
     }
@@ -113,6 +120,10 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Migrate => {
             let lab = Lab::up(2).await?;
             migrate::run(&lab, cli.runs, &cli.out).await
+        }
+        Cmd::Sip => {
+            let lab = Lab::up(2).await?;
+            sip::run(&lab, &cli.out).await
         }
     }
 }

@@ -1,8 +1,8 @@
 //! End to end with the real sipp (Debian package `sip-tester`): its built-in
 //! `uac` scenario (INVITE, 100/180/200, ACK, pause, BYE, 200) against the
-//! server on 127.0.0.1:5070 without replication.
+//! server on a free 127.0.0.1 port without replication.
 //!
-//! `cargo test --release -p duplex-sip --test sipp_e2e -- --ignored --nocapture --test-threads 1`
+//! `cargo test --release -p duplex-sip --test sipp_e2e -- --nocapture`
 
 use duplex_sip::{Report, Server};
 use std::time::Duration;
@@ -25,10 +25,11 @@ struct SippRun {
     server: Report,
 }
 
-/// `sipp -sn uac 127.0.0.1:5070 -r 20 -m 100 -d 500 -l 50 -timeout 30 ...`
+/// `sipp -sn uac 127.0.0.1:PORT -r 20 -m 100 -d 500 -l 50 -timeout 30 ...`
 async fn run_sipp(name: &str, extra: &[&str]) -> SippRun {
-    let server =
-        Server::bind("127.0.0.1:5070".parse().unwrap(), None).expect("bind 127.0.0.1:5070");
+    // Kernel-chosen ports: the tests run in parallel.
+    let server = Server::bind("127.0.0.1:0".parse().unwrap(), None).expect("bind 127.0.0.1");
+    let target = server.local_addr().to_string();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run_until(async move {
         let _ = stopped.await;
@@ -40,15 +41,7 @@ async fn run_sipp(name: &str, extra: &[&str]) -> SippRun {
     let out = tokio::time::timeout(
         Duration::from_secs(60),
         tokio::process::Command::new("sipp")
-            .args([
-                "-sn",
-                "uac",
-                "127.0.0.1:5070",
-                "-i",
-                "127.0.0.1",
-                "-p",
-                "5072",
-            ])
+            .args(["-sn", "uac", &target, "-i", "127.0.0.1", "-p", "0"])
             .args([
                 "-r", "20", "-m", "100", "-d", "500", "-l", "50", "-timeout", "30", "-nostdin",
             ])
@@ -95,7 +88,7 @@ async fn run_sipp(name: &str, extra: &[&str]) -> SippRun {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the sipp binary and UDP ports 5070/5072 on 127.0.0.1"]
+
 async fn sipp_uac_100_calls() {
     let run = run_sipp("clean", &[]).await;
     assert_eq!(run.exit, Some(0), "sipp: not every call succeeded");
@@ -113,7 +106,7 @@ async fn sipp_uac_100_calls() {
 /// sipp drops 10% of the messages it sends and receives: both sides'
 /// retransmissions have to carry every call through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the sipp binary and UDP ports 5070/5072 on 127.0.0.1"]
+
 async fn sipp_uac_100_calls_with_10_percent_loss() {
     let run = run_sipp("lossy", &["-lost", "10"]).await;
     assert_eq!(run.exit, Some(0), "sipp: not every call succeeded");

@@ -11,33 +11,13 @@ use duplex_core::guest_proto::Op;
 use duplex_core::mac::Mac;
 use duplex_core::vm_spec::VmSpec;
 use duplex_lab::demo::{ping, wait_guest, ProbeProcess};
+mod common;
+
+use common::{LabGuard, BIN};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const LAB: &str = "e2e";
-const BIN: &str = env!("CARGO_BIN_EXE_duplex");
-
-/// Takes the lab down when the test ends, however it ends.
-struct LabGuard;
-
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            // Show what the agents and guests said before the evidence goes.
-            let dir = format!("/run/duplex/lab-{LAB}");
-            let logs = Command::new("sh")
-                .arg("-c")
-                .arg(format!("for f in {dir}/h*/agent.log {dir}/h*/vms/*/serial.log {dir}/h*/vms/*/qemu.log; do echo \"== $f\"; tail -n 40 \"$f\"; done"))
-                .output();
-            if let Ok(o) = logs {
-                eprintln!("{}", String::from_utf8_lossy(&o.stdout));
-            }
-        }
-        let _ = Command::new(BIN)
-            .args(["lab", "down", "--lab", LAB])
-            .output();
-    }
-}
 
 fn duplex(args: &[&str]) -> std::process::Output {
     Command::new(BIN).args(args).output().expect("run duplex")
@@ -90,8 +70,7 @@ fn qemu_pids(ns: &str) -> Vec<i32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lab_vm_reach_migrate_and_failure_paths() {
-    let _ = duplex(&["lab", "down", "--lab", LAB]);
-    let _guard = LabGuard;
+    let _guard = LabGuard::new(LAB);
 
     let up = duplex(&["lab", "up", "--lab", LAB, "--hosts", "2"]);
     assert!(

@@ -13,37 +13,19 @@ use duplex_core::switchover::Phase;
 use duplex_core::vm_spec::VmSpec;
 use duplex_lab::pair::{self, PairMember};
 use duplex_sipp::{Scenario, SippRun};
+mod common;
+
+use common::{LabGuard, BIN};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const LAB: &str = "e2ep";
-const BIN: &str = env!("CARGO_BIN_EXE_duplex");
 /// Calls per second: the highest rate measured clean on the 2-core TCG
 /// machine, with margin (see the closing note of issue 3).
 const RATE_CPS: f64 = 10.0;
 /// Call length (200 OK/ACK to BYE): long enough that every switchover
 /// catches calls in progress.
 const CALL_MS: u64 = 2000;
-
-struct LabGuard;
-
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let dir = format!("/run/duplex/lab-{LAB}");
-            if let Ok(o) = Command::new("sh")
-                .arg("-c")
-                .arg(format!("for f in {dir}/h*/agent.log {dir}/h*/vms/*/serial.log; do echo \"== $f\"; tail -n 30 \"$f\"; done"))
-                .output()
-            {
-                eprintln!("{}", String::from_utf8_lossy(&o.stdout));
-            }
-        }
-        let _ = Command::new(BIN)
-            .args(["lab", "down", "--lab", LAB])
-            .output();
-    }
-}
 
 fn spec(name: &str, ip: std::net::Ipv4Addr) -> VmSpec {
     VmSpec {
@@ -79,10 +61,7 @@ async fn wait_healthy(m: &PairMember, within: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sip_calls_survive_a_switchover() {
-    let _ = Command::new(BIN)
-        .args(["lab", "down", "--lab", LAB])
-        .output();
-    let _guard = LabGuard;
+    let _guard = LabGuard::new(LAB);
     let up = Command::new(BIN)
         .args(["lab", "up", "--lab", LAB, "--hosts", "2"])
         .output()

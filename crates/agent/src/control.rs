@@ -45,7 +45,11 @@ impl Drop for ControlClient {
 }
 
 impl ControlClient {
-    pub async fn connect(path: &Path, vm: &str, sink: EventSink) -> Result<ControlClient, ControlError> {
+    pub async fn connect(
+        path: &Path,
+        vm: &str,
+        sink: EventSink,
+    ) -> Result<ControlClient, ControlError> {
         let stream = UnixStream::connect(path)
             .await
             .map_err(|e| ControlError::Connect(path.display().to_string(), e))?;
@@ -95,7 +99,12 @@ impl ControlClient {
     }
 }
 
-async fn read_loop(r: BufReader<tokio::net::unix::OwnedReadHalf>, pending: Pending, vm: String, sink: EventSink) {
+async fn read_loop(
+    r: BufReader<tokio::net::unix::OwnedReadHalf>,
+    pending: Pending,
+    vm: String,
+    sink: EventSink,
+) {
     let mut lines = r.lines();
     while let Ok(Some(line)) = lines.next_line().await {
         match decode(&line) {

@@ -300,12 +300,15 @@ impl Host {
         let c = ctl.as_ref().ok_or_else(|| {
             AgentError::Unavailable(format!("VM `{name}`'s guest is not connected yet"))
         })?;
-        c.request(op, Duration::from_secs(10)).await.map_err(|e| match e {
-            crate::control::ControlError::Refused(p) => {
-                AgentError::Conflict(format!("VM `{name}`'s guest refused ({}): {}", p.code, p.message))
-            }
-            other => AgentError::Unavailable(format!("VM `{name}`: {other}")),
-        })
+        c.request(op, Duration::from_secs(10))
+            .await
+            .map_err(|e| match e {
+                crate::control::ControlError::Refused(p) => AgentError::Conflict(format!(
+                    "VM `{name}`'s guest refused ({}): {}",
+                    p.code, p.message
+                )),
+                other => AgentError::Unavailable(format!("VM `{name}`: {other}")),
+            })
     }
 
     /// Stops every VM (agent shutdown).

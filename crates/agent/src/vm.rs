@@ -113,7 +113,10 @@ impl Vm {
             guest: s.guest,
             serial_log: self.paths.serial.display().to_string(),
             migration: s.migration,
-            heartbeat_age_ms: s.heartbeat.as_ref().map(|(at, _)| at.elapsed().as_millis() as u64),
+            heartbeat_age_ms: s
+                .heartbeat
+                .as_ref()
+                .map(|(at, _)| at.elapsed().as_millis() as u64),
             heartbeat: s.heartbeat.map(|(_, v)| v),
         }
     }

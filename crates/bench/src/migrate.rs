@@ -199,7 +199,7 @@ pub async fn run(lab: &Lab, runs: usize, out: &Path) -> anyhow::Result<()> {
     };
     let row = |name: &str, s: &ArmSummary| {
         format!(
-            "| {name} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {:.1} |\n",
+            "| {name} | {:.0} / {:.0} / {:.0} | {:.1} / {:.1} / {:.1} | {:.0} / {:.0} / {:.0} | {:.1} |\n",
             s.total_ms.min, s.total_ms.median, s.total_ms.max,
             s.downtime_ms.min, s.downtime_ms.median, s.downtime_ms.max,
             s.wall_ms.min, s.wall_ms.median, s.wall_ms.max,

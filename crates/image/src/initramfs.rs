@@ -50,7 +50,11 @@ pub fn write_cpio<W: Write>(out: W, c: &Contents<'_>) -> io::Result<W> {
         w.file(&format!("lib/modules/{name}.ko"), 0o644, data)?;
     }
     w.file("etc/duplex-image", 0o644, c.image_info.as_bytes())?;
-    w.file("etc/duplex/service.json", 0o644, c.service_config.as_bytes())?;
+    w.file(
+        "etc/duplex/service.json",
+        0o644,
+        c.service_config.as_bytes(),
+    )?;
     w.file("init", 0o755, c.init_script.as_bytes())?;
     w.finish()
 }

@@ -35,16 +35,7 @@ pub async fn run(lab: &Lab, runs: usize, out: &Path) -> anyhow::Result<()> {
     let scratch = std::env::temp_dir().join(format!("duplex-bench-boot-{}", std::process::id()));
     for i in 0..runs {
         // Through the agent.
-        let spec = VmSpec {
-            name: "bboot".into(),
-            image: "default".into(),
-            memory_mib: 256,
-            vcpus: 1,
-            ip,
-            prefix_len: 24,
-            gateway: None,
-            mac: None,
-        };
+        let spec = VmSpec::new("bboot", ip);
         let t = Instant::now();
         h1.create(&spec, WaitFor::Init).await?;
         let a = t.elapsed().as_secs_f64() * 1000.0;

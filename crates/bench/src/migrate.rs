@@ -148,16 +148,7 @@ pub async fn run(lab: &Lab, runs: usize, out: &Path) -> anyhow::Result<()> {
         scratch: std::env::temp_dir().join(format!("duplex-bench-mig-{}", std::process::id())),
     };
     eprintln!("  booting the Duplex VM on h1 and the hand-started VM in h1's namespace");
-    let spec = VmSpec {
-        name: "bmig".into(),
-        image: "default".into(),
-        memory_mib: 256,
-        vcpus: 1,
-        ip: lab.vm_ip(0)?,
-        prefix_len: 24,
-        gateway: None,
-        mac: None,
-    };
+    let spec = VmSpec::new("bmig", lab.vm_ip(0)?);
     h[0].create(&spec, WaitFor::Ready).await?;
     let mut raw_vm = raw_side.start(1, false, "r0").await?;
     duplex_agent::serial::wait_marker(

@@ -8,7 +8,6 @@ use crate::stats::{self, RunInfo};
 use crate::Lab;
 use duplex_agent::client::AgentClient;
 use duplex_core::agent_api::WaitFor;
-use duplex_core::guest_proto::Op;
 use duplex_core::vm_spec::VmSpec;
 use duplex_lab::pair::{self, PairMember, SwitchoverReport};
 use duplex_sipp::{SippReport, SippRun};
@@ -68,17 +67,7 @@ pub async fn run(lab: &Lab, out: &Path) -> anyhow::Result<()> {
         AgentClient::new(&lab.agent_url(2)?),
     );
     let (ip_a, ip_b, vip) = (lab.vm_ip(0)?, lab.vm_ip(1)?, lab.vm_ip(100)?);
-    let spec = |name: &str, ip| VmSpec {
-        name: name.into(),
-        image: "default".into(),
-        memory_mib: 256,
-        vcpus: 1,
-        ip,
-        prefix_len: 24,
-        gateway: None,
-        mac: None,
-    };
-    let (sa, sb) = (spec("sipa", ip_a), spec("sipb", ip_b));
+    let (sa, sb) = (VmSpec::new("sipa", ip_a), VmSpec::new("sipb", ip_b));
     let (ra, rb) = tokio::join!(
         h1.create(&sa, WaitFor::Ready),
         h2.create(&sb, WaitFor::Ready)
@@ -96,13 +85,10 @@ pub async fn run(lab: &Lab, out: &Path) -> anyhow::Result<()> {
         ip: ip_b,
     };
     pair::set_up(&a, &b, vip, 24, 1).await?;
-    for _ in 0..100 {
-        if a.agent.guest(&a.vm, &Op::Status).await?["service"]["healthy"] == serde_json::json!(true)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    anyhow::ensure!(
+        pair::wait_healthy(&a, Duration::from_secs(30)).await,
+        "the SIP service on the ACT never became healthy"
+    );
     let prefix: Vec<String> = ["ip", "netns", "exec", lab.client_ns()]
         .iter()
         .map(|s| s.to_string())

@@ -23,19 +23,6 @@ fn duplex(args: &[&str]) -> std::process::Output {
     Command::new(BIN).args(args).output().expect("run duplex")
 }
 
-fn spec(name: &str, ip: std::net::Ipv4Addr) -> VmSpec {
-    VmSpec {
-        name: name.into(),
-        image: "default".into(),
-        memory_mib: 256,
-        vcpus: 1,
-        ip,
-        prefix_len: 24,
-        gateway: None,
-        mac: None,
-    }
-}
-
 async fn wait_migration(c: &AgentClient, vm: &str, within: Duration) -> MigrationInfo {
     let deadline = Instant::now() + within;
     loop {
@@ -89,7 +76,7 @@ async fn lab_vm_reach_migrate_and_failure_paths() {
     let ip = state.vm_ip(0).unwrap();
 
     // Bad requests are refused with errors that name the problem.
-    let mut bad = spec("nope", state.vm_ip(9).unwrap());
+    let mut bad = VmSpec::new("nope", state.vm_ip(9).unwrap());
     bad.image = "no-such-image".into();
     match h1.create(&bad, WaitFor::Started).await {
         Err(ClientError::Api {
@@ -115,7 +102,7 @@ async fn lab_vm_reach_migrate_and_failure_paths() {
 
     // Boot on h1 and reach it from the client namespace.
     let vm = h1
-        .create(&spec("e2e", ip), WaitFor::Ready)
+        .create(&VmSpec::new("e2e", ip), WaitFor::Ready)
         .await
         .expect("boot VM on h1");
     assert_eq!(vm.state, VmState::Running);
@@ -157,7 +144,7 @@ async fn lab_vm_reach_migrate_and_failure_paths() {
     assert_eq!(h1.show("e2e").await.unwrap().state, VmState::Running);
 
     // Destination refuses (it already has a VM of that name).
-    let mut clash = spec("e2e", state.vm_ip(1).unwrap());
+    let mut clash = VmSpec::new("e2e", state.vm_ip(1).unwrap());
     clash.mac = Some(Mac([0x52, 0x54, 0, 0xee, 0, 1]));
     h2.create(&clash, WaitFor::Started)
         .await

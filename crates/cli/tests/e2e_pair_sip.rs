@@ -27,36 +27,9 @@ const RATE_CPS: f64 = 10.0;
 /// catches calls in progress.
 const CALL_MS: u64 = 2000;
 
-fn spec(name: &str, ip: std::net::Ipv4Addr) -> VmSpec {
-    VmSpec {
-        name: name.into(),
-        image: "default".into(),
-        memory_mib: 256,
-        vcpus: 1,
-        ip,
-        prefix_len: 24,
-        gateway: None,
-        mac: None,
-    }
-}
-
 async fn role_of(m: &PairMember) -> String {
     let s = m.agent.guest(&m.vm, &Op::Status).await.expect("status");
     s["role"].as_str().unwrap_or("?").to_string()
-}
-
-/// Waits until the ACT's health hook (an OPTIONS to the service address)
-/// passes.
-async fn wait_healthy(m: &PairMember, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let s = m.agent.guest(&m.vm, &Op::Status).await.expect("status");
-        if s["service"]["healthy"] == serde_json::json!(true) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "service never healthy: {s}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,7 +54,7 @@ async fn sip_calls_survive_a_switchover() {
         state.vm_ip(1).unwrap(),
         state.vm_ip(100).unwrap(),
     );
-    let (sa, sb) = (spec("sipa", ip_a), spec("sipb", ip_b));
+    let (sa, sb) = (VmSpec::new("sipa", ip_a), VmSpec::new("sipb", ip_b));
     let (ra, rb) = tokio::join!(
         h1.create(&sa, WaitFor::Ready),
         h2.create(&sb, WaitFor::Ready)
@@ -103,7 +76,10 @@ async fn sip_calls_survive_a_switchover() {
         (role_of(&a).await.as_str(), role_of(&b).await.as_str()),
         ("act", "sby")
     );
-    wait_healthy(&a, Duration::from_secs(30)).await;
+    assert!(
+        pair::wait_healthy(&a, Duration::from_secs(30)).await,
+        "SIP service on the ACT never healthy"
+    );
 
     // sipp from the client namespace, against the service address.
     let work = std::env::temp_dir().join(format!("duplex-e2e-sipp-{}", std::process::id()));
@@ -228,5 +204,8 @@ async fn sip_calls_survive_a_switchover() {
         "{after20}"
     );
     assert_eq!(after20["role"], "act");
-    wait_healthy(&b, Duration::from_secs(20)).await;
+    assert!(
+        pair::wait_healthy(&b, Duration::from_secs(20)).await,
+        "new ACT unhealthy after PH2.0"
+    );
 }

@@ -72,6 +72,20 @@ pub fn valid_name(s: &str) -> bool {
 }
 
 impl VmSpec {
+    /// A VM with the defaults: image `default`, 256 MiB, 1 vCPU, a /24.
+    pub fn new(name: &str, ip: Ipv4Addr) -> VmSpec {
+        VmSpec {
+            name: name.to_string(),
+            image: default_image(),
+            memory_mib: default_memory(),
+            vcpus: default_vcpus(),
+            ip,
+            prefix_len: default_prefix(),
+            gateway: None,
+            mac: None,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), SpecError> {
         if !valid_name(&self.name) {
             return Err(SpecError::Name(self.name.clone()));
@@ -134,6 +148,7 @@ mod tests {
     #[test]
     fn defaults_fill_in() {
         let s = spec();
+        assert_eq!(s, VmSpec::new("vm1", Ipv4Addr::new(10, 77, 0, 100)));
         assert_eq!(s.image, "default");
         assert_eq!(s.memory_mib, 256);
         assert_eq!(s.vcpus, 1);

@@ -126,16 +126,7 @@ async fn run_in_lab(opts: &DemoOptions, state: &LabState) -> Result<DemoReport, 
         .vm_ip(0)
         .ok_or_else(|| DemoError::Step("no VM address".into()))?;
     let accel = src.host().await?.accel;
-    let spec = VmSpec {
-        name: "demo".into(),
-        image: "default".into(),
-        memory_mib: 256,
-        vcpus: 1,
-        ip,
-        prefix_len: 24,
-        gateway: None,
-        mac: None,
-    };
+    let spec = VmSpec::new("demo", ip);
 
     step(
         2,

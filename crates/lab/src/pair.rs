@@ -55,6 +55,21 @@ pub async fn set_up(
     Ok(())
 }
 
+/// Waits until the member's service passes its health hook (checked by the
+/// middleware on the ACT every heartbeat); false if not within `within`.
+pub async fn wait_healthy(m: &PairMember, within: std::time::Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(s) = m.agent.guest(&m.vm, &Op::Status).await {
+            if s["service"]["healthy"] == serde_json::json!(true) {
+                return true;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    false
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct StepReport {
     pub order: Order,

@@ -50,8 +50,9 @@ impl Pipeline {
     /// Runs a frame through the stages from `from` on; returns it if every
     /// stage passed it.
     fn run_from(&mut self, from: usize, dir: Direction, mut frame: Vec<u8>) -> Option<Vec<u8>> {
+        // Parsed once per frame: stages pass frames on unchanged.
+        let info = crate::frame::parse(&frame);
         for i in from..self.stages.len() {
-            let info = crate::frame::parse(&frame);
             match self.stages[i].on_frame(dir, info.as_ref(), frame) {
                 Verdict::Pass(f) => frame = f,
                 Verdict::Held => return None,

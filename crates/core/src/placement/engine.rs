@@ -165,6 +165,27 @@ struct Scratch {
 }
 
 impl Scratch {
+    /// Adds `rate` of traffic towards a peer on host `ph` (rack `rack`) to
+    /// the per-host and per-rack sums of the current epoch.
+    fn add_peer(&mut self, ph: HostIx, rack: RackId, rate: f64) {
+        let (e, hi) = (self.epoch, ph as usize);
+        if self.host_stamp[hi] != e {
+            self.host_stamp[hi] = e;
+            self.host_rate[hi] = 0.0;
+            self.peer_hosts.push(ph);
+        }
+        self.host_rate[hi] += rate;
+        let r = rack as usize;
+        if self.rack_stamp[r] != e {
+            self.rack_stamp[r] = e;
+            self.rack_rate[r] = 0.0;
+            self.peer_racks.push(rack);
+        }
+        self.rack_rate[r] += rate;
+    }
+}
+
+impl Scratch {
     fn new(hosts: usize, racks: usize, pods: usize) -> Self {
         Scratch {
             epoch: 0,
@@ -848,20 +869,7 @@ impl<'t> Engine<'t> {
             let Some(ph) = self.cluster.vms[p as usize].host else {
                 continue;
             };
-            let hi = ph as usize;
-            if s.host_stamp[hi] != e {
-                s.host_stamp[hi] = e;
-                s.host_rate[hi] = 0.0;
-                s.peer_hosts.push(ph);
-            }
-            s.host_rate[hi] += rate;
-            let r = self.cluster.hosts[hi].rack as usize;
-            if s.rack_stamp[r] != e {
-                s.rack_stamp[r] = e;
-                s.rack_rate[r] = 0.0;
-                s.peer_racks.push(r as RackId);
-            }
-            s.rack_rate[r] += rate;
+            s.add_peer(ph, self.cluster.hosts[ph as usize].rack, rate);
         }
         let ctx = Ctx {
             vm: v,
@@ -965,20 +973,7 @@ impl<'t> Engine<'t> {
                 let Some(ph) = self.cluster.vms[p as usize].host else {
                     continue;
                 };
-                let hi = ph as usize;
-                if s.host_stamp[hi] != e {
-                    s.host_stamp[hi] = e;
-                    s.host_rate[hi] = 0.0;
-                    s.peer_hosts.push(ph);
-                }
-                s.host_rate[hi] += rate;
-                let r = self.cluster.hosts[hi].rack as usize;
-                if s.rack_stamp[r] != e {
-                    s.rack_stamp[r] = e;
-                    s.rack_rate[r] = 0.0;
-                    s.peer_racks.push(r as RackId);
-                }
-                s.rack_rate[r] += rate;
+                s.add_peer(ph, self.cluster.hosts[ph as usize].rack, rate);
             }
         }
         self.finish_peers();

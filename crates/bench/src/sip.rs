@@ -7,9 +7,7 @@
 use crate::stats::{self, RunInfo};
 use crate::Lab;
 use duplex_agent::client::AgentClient;
-use duplex_core::agent_api::WaitFor;
-use duplex_core::vm_spec::VmSpec;
-use duplex_lab::pair::{self, PairMember, SwitchoverReport};
+use duplex_lab::pair::{self, SwitchoverReport};
 use duplex_sipp::{SippReport, SippRun};
 use serde::Serialize;
 use std::path::Path;
@@ -67,24 +65,7 @@ pub async fn run(lab: &Lab, out: &Path) -> anyhow::Result<()> {
         AgentClient::new(&lab.agent_url(2)?),
     );
     let (ip_a, ip_b, vip) = (lab.vm_ip(0)?, lab.vm_ip(1)?, lab.vm_ip(100)?);
-    let (sa, sb) = (VmSpec::new("sipa", ip_a), VmSpec::new("sipb", ip_b));
-    let (ra, rb) = tokio::join!(
-        h1.create(&sa, WaitFor::Ready),
-        h2.create(&sb, WaitFor::Ready)
-    );
-    ra?;
-    rb?;
-    let a = PairMember {
-        agent: h1,
-        vm: "sipa".into(),
-        ip: ip_a,
-    };
-    let b = PairMember {
-        agent: h2,
-        vm: "sipb".into(),
-        ip: ip_b,
-    };
-    pair::set_up(&a, &b, vip, 24, 1).await?;
+    let (a, b) = pair::boot((h1, ("sipa", ip_a)), (h2, ("sipb", ip_b)), vip, 24, 1).await?;
     anyhow::ensure!(
         pair::wait_healthy(&a, Duration::from_secs(30)).await,
         "the SIP service on the ACT never became healthy"

@@ -7,10 +7,8 @@
 //! the image (`./setup.sh`); the lab is removed even if the test fails.
 
 use duplex_agent::client::AgentClient;
-use duplex_core::agent_api::WaitFor;
 use duplex_core::guest_proto::Op;
 use duplex_core::switchover::Phase;
-use duplex_core::vm_spec::VmSpec;
 use duplex_lab::pair::{self, PairMember};
 use duplex_sipp::{Scenario, SippRun};
 mod common;
@@ -54,24 +52,9 @@ async fn sip_calls_survive_a_switchover() {
         state.vm_ip(1).unwrap(),
         state.vm_ip(100).unwrap(),
     );
-    let (sa, sb) = (VmSpec::new("sipa", ip_a), VmSpec::new("sipb", ip_b));
-    let (ra, rb) = tokio::join!(
-        h1.create(&sa, WaitFor::Ready),
-        h2.create(&sb, WaitFor::Ready)
-    );
-    ra.expect("boot sipa on h1");
-    rb.expect("boot sipb on h2");
-    let a = PairMember {
-        agent: h1,
-        vm: "sipa".into(),
-        ip: ip_a,
-    };
-    let b = PairMember {
-        agent: h2,
-        vm: "sipb".into(),
-        ip: ip_b,
-    };
-    pair::set_up(&a, &b, vip, 24, 1).await.expect("pair set-up");
+    let (a, b) = pair::boot((h1, ("sipa", ip_a)), (h2, ("sipb", ip_b)), vip, 24, 1)
+        .await
+        .expect("boot the pair and set it up");
     assert_eq!(
         (role_of(&a).await.as_str(), role_of(&b).await.as_str()),
         ("act", "sby")

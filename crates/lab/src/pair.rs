@@ -3,8 +3,10 @@
 //! plan in `duplex_core::switchover`.
 
 use duplex_agent::client::{AgentClient, ClientError};
+use duplex_core::agent_api::WaitFor;
 use duplex_core::guest_proto::{Op, TargetRole};
 use duplex_core::switchover::{Member, Order, Phase, START};
+use duplex_core::vm_spec::VmSpec;
 use serde::Serialize;
 use std::net::Ipv4Addr;
 use std::time::Instant;
@@ -16,6 +18,36 @@ pub struct PairMember {
     pub vm: String,
     /// Its own (non-service) address: the peer replicates to it.
     pub ip: Ipv4Addr,
+}
+
+/// Boots the two members in parallel (`act` on `act_agent`, `sby` on
+/// `sby_agent`, each with its own address), then [`set_up`] the pair.
+pub async fn boot(
+    (act_agent, act): (AgentClient, (&str, Ipv4Addr)),
+    (sby_agent, sby): (AgentClient, (&str, Ipv4Addr)),
+    vip: Ipv4Addr,
+    prefix: u8,
+    token: u64,
+) -> Result<(PairMember, PairMember), ClientError> {
+    let (sa, sb) = (VmSpec::new(act.0, act.1), VmSpec::new(sby.0, sby.1));
+    let (ra, rb) = tokio::join!(
+        act_agent.create(&sa, WaitFor::Ready),
+        sby_agent.create(&sb, WaitFor::Ready)
+    );
+    ra?;
+    rb?;
+    let a = PairMember {
+        agent: act_agent,
+        vm: act.0.into(),
+        ip: act.1,
+    };
+    let b = PairMember {
+        agent: sby_agent,
+        vm: sby.0.into(),
+        ip: sby.1,
+    };
+    set_up(&a, &b, vip, prefix, token).await?;
+    Ok((a, b))
 }
 
 /// Configures both members for the service address and gives them their

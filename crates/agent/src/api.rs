@@ -1,12 +1,14 @@
 //! HTTP/JSON API of the agent, under `/v1`. Every error is a JSON
 //! `{"error":{"code","message"}}` with a status that fits it.
 
+use crate::fence::{self, FenceState, FenceToken};
 use crate::host::Host;
+use crate::report::Reporter;
 use crate::{migrate, AgentError};
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use duplex_core::agent_api::{
     HostInfo, IncomingReady, IncomingRequest, MigrateRequest, MigrationInfo, TrafficReport, VmInfo,
     VmSummary, WaitFor,
@@ -40,9 +42,12 @@ struct CreateQuery {
     wait: WaitFor,
 }
 
+/// The API. Every mutating request first passes the fencing check
+/// ([`fence::enforce`]); reads never do.
 pub fn router(host: Arc<Host>) -> Router {
     Router::new()
         .route("/v1/host", get(host_info))
+        .route("/v1/fence", get(fence_state).post(fence_state))
         .route("/v1/vms", get(list).post(create))
         .route("/v1/vms/{name}", get(show).delete(delete))
         .route("/v1/vms/{name}/pause", post(pause))
@@ -54,6 +59,10 @@ pub fn router(host: Arc<Host>) -> Router {
         .route("/v1/incoming", post(incoming))
         .route("/v1/incoming/{name}/complete", post(complete))
         .route("/v1/incoming/{name}/abort", post(abort))
+        .route_layer(axum::middleware::from_fn_with_state(
+            host.fence.clone(),
+            fence::enforce,
+        ))
         .fallback(|req: Request| async move {
             AgentError::NotFound(format!(
                 "no such endpoint: {} {}",
@@ -64,7 +73,9 @@ pub fn router(host: Arc<Host>) -> Router {
         .with_state(host)
 }
 
-pub async fn serve(host: Arc<Host>) -> Result<(), AgentError> {
+/// Serves the API until SIGINT/SIGTERM, reporting to the controller (if
+/// any) meanwhile; then stops reporting and stops every VM.
+pub async fn serve(host: Arc<Host>, reporter: Option<Reporter>) -> Result<(), AgentError> {
     let addr = host.cfg.listen;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -73,11 +84,27 @@ pub async fn serve(host: Arc<Host>) -> Result<(), AgentError> {
             source,
         })?;
     tracing::info!(%addr, host = %host.cfg.name, "agent listening");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let reporting =
+        reporter.map(|r| tokio::spawn(crate::report::run(host.clone(), r, stopped.clone())));
     let app = router(host.clone());
     let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Stop reporting at once: the controller should see this agent
+            // go silent, not its VMs vanish one by one.
+            let _ = stop.send(true);
+        })
         .await
         .map_err(AgentError::io("serving HTTP"));
+    if let Some(task) = reporting {
+        task.abort();
+        if let Err(e) = task.await {
+            if e.is_panic() {
+                tracing::error!("the report task panicked");
+            }
+        }
+    }
     tracing::info!("agent stopping: stopping its VMs");
     host.shutdown().await;
     served
@@ -94,8 +121,25 @@ async fn shutdown_signal() {
     }
 }
 
-async fn host_info(State(h): Shared) -> Json<HostInfo> {
-    Json(h.info())
+/// The host; the highest fencing token obeyed rides in the `duplex-fence`
+/// response header (`HostInfo` has no field for it).
+async fn host_info(State(h): Shared) -> ([(&'static str, String); 1], Json<HostInfo>) {
+    (
+        [(
+            duplex_core::agent_api::FENCE_HEADER,
+            h.fence.current().to_string(),
+        )],
+        Json(h.info()),
+    )
+}
+
+/// `GET`: the highest fencing token obeyed. `POST`: an order that does
+/// nothing but pass the fence, so a new leader can raise it on every agent
+/// at once (older controllers are refused from then on).
+async fn fence_state(State(h): Shared) -> Json<FenceState> {
+    Json(FenceState {
+        fence: h.fence.current(),
+    })
 }
 
 async fn list(State(h): Shared) -> Json<Vec<VmSummary>> {
@@ -131,11 +175,10 @@ async fn resume(State(h): Shared, Path(name): Path<String>) -> ApiResult<VmInfo>
 
 async fn traffic(State(h): Shared, Path(name): Path<String>) -> ApiResult<TrafficReport> {
     let vm = h.get(&name)?;
-    let rt = vm.rt.lock().await;
-    let r = rt.as_ref().ok_or_else(|| {
-        AgentError::Conflict(format!("VM `{name}` has no running network element"))
-    })?;
-    Ok(Json(r.element.report()))
+    vm.traffic()
+        .await
+        .map(Json)
+        .ok_or_else(|| AgentError::Conflict(format!("VM `{name}` has no running network element")))
 }
 
 async fn guest(
@@ -149,9 +192,12 @@ async fn guest(
 async fn migrate_vm(
     State(h): Shared,
     Path(name): Path<String>,
+    token: Option<Extension<FenceToken>>,
     ApiJson(req): ApiJson<MigrateRequest>,
 ) -> Result<(StatusCode, Json<MigrationInfo>), AgentError> {
-    let info = migrate::start_outgoing(h, &name, req).await?;
+    // The destination checks the same fencing token as this order.
+    let fence = token.map(|Extension(FenceToken(t))| t);
+    let info = migrate::start_outgoing(h, &name, req, fence).await?;
     Ok((StatusCode::ACCEPTED, Json(info)))
 }
 
@@ -176,4 +222,174 @@ async fn complete(State(h): Shared, Path(name): Path<String>) -> ApiResult<VmInf
 async fn abort(State(h): Shared, Path(name): Path<String>) -> Result<StatusCode, AgentError> {
     migrate::abort_incoming(&h, &name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{AgentClient, ClientError};
+    use crate::fence::tests::temp_dir;
+    use axum::http::HeaderMap;
+    use duplex_core::agent_api::{ErrorBody, ErrorDetail, MigrationPhase, VmState, FENCE_HEADER};
+    use std::net::Ipv4Addr;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    async fn spawn(app: Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn every_order_is_fenced() {
+        let d = temp_dir("api-fence");
+        let host = Host::for_test(crate::config::test_config(&d));
+        let url = spawn(router(host.clone())).await;
+        let http = reqwest::Client::new();
+
+        // An operator (no token): the order runs (and finds no VM).
+        match AgentClient::new(&url).delete("nope").await {
+            Err(ClientError::Api { status: 404, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        // A controller with token 5: runs, and 5 is persisted.
+        match AgentClient::new(&url).with_fence(5).delete("nope").await {
+            Err(ClientError::Api { status: 404, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(host.fence.current(), 5);
+        assert_eq!(
+            std::fs::read_to_string(d.join(crate::fence::FENCE_FILE)).unwrap(),
+            "5\n"
+        );
+        // A stale controller: refused before the handler looks at anything.
+        match AgentClient::new(&url).with_fence(3).delete("nope").await {
+            Err(ClientError::StaleFence { url: u, message }) => {
+                assert!(u.ends_with("/v1/vms/nope"), "{u}");
+                assert!(message.contains("token 3") && message.contains("token 5"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // ...but may still read, and sees the token in GET /v1/host.
+        let stale = AgentClient::new(&url).with_fence(3);
+        assert_eq!(stale.host().await.unwrap().name, "host-a");
+        let r = http.get(format!("{url}/v1/host")).send().await.unwrap();
+        assert_eq!(r.headers()[FENCE_HEADER], "5");
+        // A new leader raises the fence without ordering anything else.
+        assert_eq!(
+            AgentClient::new(&url)
+                .with_fence(9)
+                .raise_fence()
+                .await
+                .unwrap(),
+            9
+        );
+        assert_eq!(
+            AgentClient::new(&url)
+                .with_fence(9)
+                .raise_fence()
+                .await
+                .unwrap(),
+            9
+        );
+        assert_eq!(AgentClient::new(&url).raise_fence().await.unwrap(), 9);
+        assert!(matches!(
+            AgentClient::new(&url).with_fence(5).raise_fence().await,
+            Err(ClientError::StaleFence { .. })
+        ));
+        let r = http.get(format!("{url}/v1/fence")).send().await.unwrap();
+        assert_eq!(
+            r.json::<FenceState>().await.unwrap(),
+            FenceState { fence: 9 }
+        );
+        assert_eq!(host.fence.current(), 9);
+        // Garbage.
+        let r = http
+            .post(format!("{url}/v1/vms/nope/pause"))
+            .header(FENCE_HEADER, "0x5")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        assert_eq!(r.json::<ErrorBody>().await.unwrap().error.code, "bad_fence");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// The migrate order's token reaches the destination agent on every
+    /// call; a destination that obeyed a newer controller refuses it and
+    /// the VM stays where it is.
+    #[tokio::test]
+    async fn migration_forwards_the_token() {
+        type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+        let seen: Seen = Arc::default();
+        let record = |seen: &Seen, path: &str, h: &HeaderMap| {
+            let token = h
+                .get(FENCE_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            seen.lock().unwrap().push((path.to_string(), token));
+        };
+        let (s1, s2) = (seen.clone(), seen.clone());
+        let dest = Router::new()
+            .route(
+                "/v1/incoming",
+                post(move |h: HeaderMap| async move {
+                    record(&s1, "incoming", &h);
+                    let body = ErrorBody {
+                        error: ErrorDetail {
+                            code: "stale_fence".into(),
+                            message: "order carries fencing token 7 but this agent has \
+                                      already obeyed token 8"
+                                .into(),
+                        },
+                    };
+                    (StatusCode::CONFLICT, Json(body))
+                }),
+            )
+            .route(
+                "/v1/incoming/{name}/abort",
+                post(move |h: HeaderMap| async move {
+                    record(&s2, "abort", &h);
+                    StatusCode::NO_CONTENT
+                }),
+            );
+        let dest_url = spawn(dest).await;
+
+        let d = temp_dir("api-migrate");
+        let host = Host::for_test(crate::config::test_config(&d));
+        let spec = VmSpec::new("vm-1", Ipv4Addr::new(10, 0, 0, 5));
+        let vm = host.reserve(&spec, VmState::Running).unwrap();
+        let url = spawn(router(host.clone())).await;
+        let client = AgentClient::new(&url).with_fence(7);
+        let req = MigrateRequest {
+            to: dest_url,
+            max_bandwidth_mib: None,
+            downtime_limit_ms: None,
+        };
+        client.start_migration("vm-1", &req).await.unwrap();
+        let info = loop {
+            let info = client.migration("vm-1").await.unwrap();
+            if info.phase == MigrationPhase::Failed {
+                break info;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let error = info.error.unwrap();
+        assert!(error.contains("already obeyed token 8"), "{error}");
+        assert!(error.contains("keeps running"), "{error}");
+        assert_eq!(vm.status().state, VmState::Running);
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            vec![
+                ("incoming".to_string(), Some("7".to_string())),
+                ("abort".to_string(), Some("7".to_string())),
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

@@ -1,9 +1,10 @@
 //! Typed client of an agent's `/v1` API, for the CLI, the lab, tests and
 //! benchmarks. Errors carry the agent's own message.
 
+use crate::fence::FenceState;
 use duplex_core::agent_api::{
     ErrorBody, HostInfo, MigrateRequest, MigrationInfo, MigrationPhase, TrafficReport, VmInfo,
-    VmSummary, WaitFor,
+    VmSummary, WaitFor, FENCE_HEADER,
 };
 use duplex_core::guest_proto::Op;
 use duplex_core::vm_spec::VmSpec;
@@ -21,6 +22,11 @@ pub enum ClientError {
         code: String,
         message: String,
     },
+    /// The agent obeyed a newer controller than the one whose fencing
+    /// token this client carries (`409 stale_fence`): the order was not
+    /// executed.
+    #[error("agent at {url} refused a stale order: {message}")]
+    StaleFence { url: String, message: String },
     #[error("unexpected answer from {url}: {msg}")]
     Decode { url: String, msg: String },
     #[error("migration of `{vm}` failed: {msg}")]
@@ -48,6 +54,8 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 pub struct AgentClient {
     base: String,
     http: reqwest::Client,
+    /// Fencing token sent with every request (`duplex-fence`).
+    fence: Option<u64>,
 }
 
 impl AgentClient {
@@ -59,7 +67,21 @@ impl AgentClient {
         AgentClient {
             base: base.trim_end_matches('/').to_string(),
             http,
+            fence: None,
         }
+    }
+
+    /// Sends `token` as the fencing token (header `duplex-fence`) with every
+    /// request: a controller's orders. The agent refuses them with
+    /// [`ClientError::StaleFence`] once it has obeyed a higher token.
+    pub fn with_fence(mut self, token: u64) -> Self {
+        self.fence = Some(token);
+        self
+    }
+
+    /// The fencing token this client sends, if any.
+    pub fn fence(&self) -> Option<u64> {
+        self.fence
     }
 
     pub fn base(&self) -> &str {
@@ -71,6 +93,10 @@ impl AgentClient {
         req: reqwest::RequestBuilder,
         url: String,
     ) -> Result<T, ClientError> {
+        let req = match self.fence {
+            Some(token) => req.header(FENCE_HEADER, token.to_string()),
+            None => req,
+        };
         let resp = req.send().await.map_err(|e| ClientError::Unreachable {
             url: url.clone(),
             msg: error_chain(&e),
@@ -85,6 +111,9 @@ impl AgentClient {
                 Ok(b) => (b.error.code, b.error.message),
                 Err(_) => ("unknown".into(), text),
             };
+            if status == reqwest::StatusCode::CONFLICT && code == "stale_fence" {
+                return Err(ClientError::StaleFence { url, message });
+            }
             return Err(ClientError::Api {
                 url,
                 status: status.as_u16(),
@@ -111,6 +140,17 @@ impl AgentClient {
         let u = self.url("/v1/host");
         self.call(self.http.get(&u).timeout(Duration::from_secs(5)), u)
             .await
+    }
+
+    /// An order that does nothing but pass the agent's fence: with
+    /// [`with_fence`](Self::with_fence), the agent persists the token (if
+    /// higher) and refuses every older controller from then on. Returns the
+    /// agent's highest token afterwards (`POST /v1/fence`).
+    pub async fn raise_fence(&self) -> Result<u64, ClientError> {
+        let u = self.url("/v1/fence");
+        self.call::<FenceState>(self.http.post(&u).timeout(Duration::from_secs(5)), u)
+            .await
+            .map(|s| s.fence)
     }
 
     pub async fn list(&self) -> Result<Vec<VmSummary>, ClientError> {

@@ -22,4 +22,48 @@ pub struct AgentConfig {
     pub bridge: String,
     pub accel: AccelChoice,
     pub qemu: PathBuf,
+    /// Report to (and register with) a controller; standalone if `None`.
+    pub controller: Option<ControllerConfig>,
+}
+
+/// Where and how the agent reports to its controller (`--controller`).
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Base URLs of the controller's instances, e.g.
+    /// `http://10.77.0.1:7080`: one, or several that stand by for one
+    /// another (reports go to whichever leads). Checked by the reporter.
+    pub urls: Vec<String>,
+    /// File holding the bearer token the agent presents.
+    pub token_file: PathBuf,
+    /// URL the controller reaches this agent at; `http://<listen>` if absent.
+    pub advertise: Option<String>,
+    /// Memory to offer for VMs (MiB); MemTotal minus 1024 MiB if absent.
+    pub memory_mib: Option<u64>,
+    /// vCPUs to offer; the number of CPUs if absent.
+    pub vcpus: Option<u32>,
+}
+
+impl ControllerConfig {
+    /// The entries of a `--controller` list: comma-separated, surrounding
+    /// spaces dropped. Empty entries are kept, for the reporter to refuse
+    /// by position.
+    pub fn split_urls(list: &str) -> Vec<String> {
+        list.split(',').map(|s| s.trim().to_string()).collect()
+    }
+}
+
+/// A configuration for tests: everything under `dir`, no controller.
+#[cfg(test)]
+pub(crate) fn test_config(dir: &std::path::Path) -> AgentConfig {
+    AgentConfig {
+        name: "host-a".into(),
+        listen: "127.0.0.1:7070".parse().unwrap(),
+        data_dir: dir.into(),
+        image_dir: dir.into(),
+        cache_dir: dir.into(),
+        bridge: "br0".into(),
+        accel: AccelChoice::Tcg,
+        qemu: "qemu-system-x86_64".into(),
+        controller: None,
+    }
 }

@@ -35,6 +35,15 @@ pub enum AgentError {
     },
     #[error("migration failed: {0}")]
     Migration(String),
+    /// The `duplex-fence` header of an order is not a fencing token.
+    #[error("{0}")]
+    BadFence(String),
+    /// The order carries a fencing token lower than one already obeyed.
+    #[error("{0}")]
+    StaleFence(String),
+    /// The agent cannot start with this configuration or state on disk.
+    #[error("{0}")]
+    Config(String),
 }
 
 impl AgentError {
@@ -57,6 +66,8 @@ impl AgentError {
                 (StatusCode::SERVICE_UNAVAILABLE, "qemu_missing")
             }
             AgentError::Migration(_) => (StatusCode::BAD_GATEWAY, "migration_failed"),
+            AgentError::BadFence(_) => (StatusCode::BAD_REQUEST, "bad_fence"),
+            AgentError::StaleFence(_) => (StatusCode::CONFLICT, "stale_fence"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -3,9 +3,12 @@
 
 use crate::config::{AccelChoice, AgentConfig};
 use crate::control::ControlClient;
+use crate::fence::Fence;
 use crate::vm::{Runtime, Vm, VmPaths};
 use crate::AgentError;
-use duplex_core::agent_api::{AccelInfo, AccelKind, HostInfo, MigrationInfo, VmState, WaitFor};
+use duplex_core::agent_api::{
+    AccelInfo, AccelKind, HostInfo, MigrationInfo, TrafficReport, VmInfo, VmState, WaitFor,
+};
 use duplex_core::guest_proto::Op;
 use duplex_core::vm_spec::VmSpec;
 use duplex_net::tap::Tap;
@@ -27,10 +30,13 @@ pub struct Host {
     /// Latest outgoing migration per VM name (kept after the VM left).
     pub migrations: Mutex<BTreeMap<String, MigrationInfo>>,
     pub http: reqwest::Client,
+    /// Highest fencing token obeyed, persisted under `data_dir`.
+    pub fence: Arc<Fence>,
 }
 
 impl Host {
     pub async fn start(cfg: AgentConfig) -> Result<Arc<Host>, AgentError> {
+        let fence = Arc::new(Fence::load(&cfg.data_dir)?);
         let qemu_version = duplex_qemu::version(&cfg.qemu).await?;
         std::fs::create_dir_all(cfg.data_dir.join("vms"))
             .map_err(AgentError::io(format!("create {}", cfg.data_dir.display())))?;
@@ -72,18 +78,59 @@ impl Host {
             vms: Mutex::default(),
             migrations: Mutex::default(),
             http,
+            fence,
         }))
     }
 
+    /// A host that has not probed anything (no QEMU needed): for tests of
+    /// what runs around VMs.
+    #[cfg(test)]
+    pub(crate) fn for_test(cfg: AgentConfig) -> Arc<Host> {
+        Arc::new(Host {
+            fence: Arc::new(Fence::load(&cfg.data_dir).unwrap()),
+            cfg,
+            accel: AccelInfo {
+                kind: AccelKind::Tcg,
+                reason: "test".into(),
+            },
+            qemu_version: "none".into(),
+            vms: Mutex::default(),
+            migrations: Mutex::default(),
+            http: reqwest::Client::new(),
+        })
+    }
+
     pub fn info(&self) -> HostInfo {
+        self.info_of(&self.all())
+    }
+
+    fn info_of(&self, vms: &[Arc<Vm>]) -> HostInfo {
         HostInfo {
             name: self.cfg.name.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
             accel: self.accel.clone(),
             qemu: self.qemu_version.clone(),
             listen: self.cfg.listen.to_string(),
-            vms: self.all().iter().map(|v| v.summary()).collect(),
+            vms: vms.iter().map(|v| v.summary()).collect(),
         }
+    }
+
+    /// Everything a report to the controller holds about this host, from
+    /// one listing of its VMs: `GET /v1/host`, every VM's `GET
+    /// /v1/vms/{name}`, and the traffic of every VM whose network element
+    /// runs and is not busy (a VM being torn down is left out this time).
+    pub async fn snapshot(&self) -> (HostInfo, Vec<VmInfo>, Vec<TrafficReport>) {
+        let vms = self.all();
+        let mut traffic = Vec::with_capacity(vms.len());
+        for vm in &vms {
+            if let Ok(Some(t)) =
+                tokio::time::timeout(Duration::from_millis(100), vm.traffic()).await
+            {
+                traffic.push(t);
+            }
+        }
+        let infos = vms.iter().map(|v| v.info()).collect();
+        (self.info_of(&vms), infos, traffic)
     }
 
     pub fn all(&self) -> Vec<Arc<Vm>> {

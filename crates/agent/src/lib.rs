@@ -7,8 +7,10 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod fence;
 pub mod host;
 pub mod migrate;
+pub mod report;
 pub mod serial;
 pub mod vm;
 
@@ -16,7 +18,10 @@ pub use config::AgentConfig;
 pub use error::AgentError;
 
 /// Runs the agent until SIGINT/SIGTERM; then stops every VM it started.
+/// With a controller configured, reports to it meanwhile.
 pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
+    // Check the controller settings before anything slow (KVM probe).
+    let reporter = report::Reporter::from_config(&cfg)?;
     let host = host::Host::start(cfg).await?;
-    api::serve(host).await
+    api::serve(host, reporter).await
 }

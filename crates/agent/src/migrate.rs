@@ -9,7 +9,7 @@ use crate::vm::Vm;
 use crate::AgentError;
 use duplex_core::agent_api::{
     ErrorBody, IncomingReady, IncomingRequest, MigrateRequest, MigrationInfo, MigrationPhase,
-    MigrationProgress, MigrationStats, VmInfo, VmState,
+    MigrationProgress, MigrationStats, VmInfo, VmState, FENCE_HEADER,
 };
 use duplex_net::stage::Direction;
 use duplex_qemu::migration::{self, MigrateParams};
@@ -30,10 +30,15 @@ fn set_migration(host: &Host, vm: &Vm, info: &MigrationInfo) {
 
 /// Validates and starts an outgoing migration; it runs in the background and
 /// is followed with `GET /v1/migrations/{name}`.
+///
+/// `fence` is the fencing token the order carried, if any; every call to
+/// the destination agent carries it too, so the destination refuses a
+/// migration ordered by a stale controller.
 pub async fn start_outgoing(
     host: Arc<Host>,
     name: &str,
     req: MigrateRequest,
+    fence: Option<u64>,
 ) -> Result<MigrationInfo, AgentError> {
     let vm = host.get(name)?;
     let to = req.to.trim_end_matches('/').to_string();
@@ -65,13 +70,19 @@ pub async fn start_outgoing(
     set_migration(&host, &vm, &info);
     tracing::info!(vm = %name, %to, "migration starting");
     let req = MigrateRequest { to, ..req };
-    tokio::spawn(run_outgoing(host, vm, req, before));
+    tokio::spawn(run_outgoing(host, vm, req, before, fence));
     Ok(info)
 }
 
-async fn run_outgoing(host: Arc<Host>, vm: Arc<Vm>, req: MigrateRequest, before: VmState) {
+async fn run_outgoing(
+    host: Arc<Host>,
+    vm: Arc<Vm>,
+    req: MigrateRequest,
+    before: VmState,
+    fence: Option<u64>,
+) {
     let name = vm.spec.name.clone();
-    let result = outgoing(&host, &vm, &req).await;
+    let result = outgoing(&host, &vm, &req, fence).await;
     // The latest progress, as the migration left it.
     let mut info = vm.status().migration.unwrap_or(MigrationInfo {
         to: req.to.clone(),
@@ -105,6 +116,7 @@ async fn run_outgoing(host: Arc<Host>, vm: Arc<Vm>, req: MigrateRequest, before:
                     &host,
                     &format!("{}/v1/incoming/{name}/abort", req.to),
                     &serde_json::json!({}),
+                    fence,
                 )
                 .await;
                 vm.update(|s| s.state = before);
@@ -133,6 +145,7 @@ async fn outgoing(
     host: &Arc<Host>,
     vm: &Arc<Vm>,
     req: &MigrateRequest,
+    fence: Option<u64>,
 ) -> Result<MigrationStats, Failure> {
     let started = Instant::now();
     let name = &vm.spec.name;
@@ -142,6 +155,7 @@ async fn outgoing(
         &IncomingRequest {
             spec: vm.spec.clone(),
         },
+        fence,
     )
     .await?;
     tracing::info!(vm = %name, uri = %ready.uri, "destination ready");
@@ -178,6 +192,7 @@ async fn outgoing(
         host,
         &format!("{}/v1/incoming/{name}/complete", req.to),
         &serde_json::json!({}),
+        fence,
     )
     .await
     .map_err(|error| Failure {
@@ -188,23 +203,25 @@ async fn outgoing(
     Ok(stats)
 }
 
-/// POSTs JSON to a peer agent; errors say whether it was unreachable or
-/// refused, with its message.
+/// POSTs JSON to a peer agent, with the order's fencing token if it had
+/// one; errors say whether it was unreachable or refused, with its message.
 async fn post_json<B: Serialize, T: DeserializeOwned>(
     host: &Host,
     url: &str,
     body: &B,
+    fence: Option<u64>,
 ) -> Result<T, AgentError> {
-    let resp = host
+    let mut req = host
         .http
         .post(url)
         .timeout(Duration::from_secs(60))
-        .json(body)
-        .send()
-        .await
-        .map_err(|e| {
-            AgentError::Migration(format!("destination agent unreachable at {url}: {e}"))
-        })?;
+        .json(body);
+    if let Some(token) = fence {
+        req = req.header(FENCE_HEADER, token.to_string());
+    }
+    let resp = req.send().await.map_err(|e| {
+        AgentError::Migration(format!("destination agent unreachable at {url}: {e}"))
+    })?;
     let status = resp.status();
     let text = resp
         .text()

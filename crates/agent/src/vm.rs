@@ -2,7 +2,7 @@
 //! control channel, and what is known about it.
 
 use crate::control::ControlClient;
-use duplex_core::agent_api::{MigrationInfo, VmInfo, VmState, VmSummary};
+use duplex_core::agent_api::{MigrationInfo, TrafficReport, VmInfo, VmState, VmSummary};
 use duplex_core::vm_spec::VmSpec;
 use duplex_net::element::ElementHandle;
 use duplex_qemu::{QemuProcess, Qmp};
@@ -119,6 +119,11 @@ impl Vm {
                 .map(|(at, _)| at.elapsed().as_millis() as u64),
             heartbeat: s.heartbeat.map(|(_, v)| v),
         }
+    }
+
+    /// The counters of its network element; `None` if none runs.
+    pub async fn traffic(&self) -> Option<TrafficReport> {
+        self.rt.lock().await.as_ref().map(|r| r.element.report())
     }
 
     /// Where the control channel delivers this VM's guest events.

@@ -57,6 +57,7 @@ impl Lab {
                 duplex_bin: duplex,
                 image_dir: duplex_image::DEFAULT_IMAGE_DIR.into(),
                 extra_agent_args: Vec::new(),
+                store: Default::default(),
             },
         )
         .await?;

@@ -7,7 +7,7 @@
 use crate::stats::{self, RunInfo};
 use crate::Lab;
 use duplex_agent::client::AgentClient;
-use duplex_lab::pair::{self, SwitchoverReport};
+use duplex_controller::pair_exec::{self as pair, SwitchoverReport};
 use duplex_sipp::{SippReport, SippRun};
 use serde::Serialize;
 use std::path::Path;

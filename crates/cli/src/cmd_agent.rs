@@ -1,5 +1,5 @@
 use clap::Args;
-use duplex_agent::config::{AccelChoice, AgentConfig};
+use duplex_agent::config::{AccelChoice, AgentConfig, ControllerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -11,7 +11,8 @@ pub struct AgentArgs {
     /// Address to serve the API on; also where migrations arrive.
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
-    /// Where VM sockets and logs live.
+    /// Where VM sockets and logs live, and the highest fencing token obeyed
+    /// (`<data-dir>/fence`).
     #[arg(long, default_value = "/var/lib/duplex/agent")]
     data_dir: PathBuf,
     #[arg(long, env = "DUPLEX_IMAGE_DIR", default_value = duplex_image::DEFAULT_IMAGE_DIR)]
@@ -24,6 +25,27 @@ pub struct AgentArgs {
     /// kvm, tcg, or auto (KVM if a probe boot works here).
     #[arg(long, default_value = "auto", value_parser = ["auto", "kvm", "tcg"])]
     accel: String,
+    /// Controller to register with and report to every second, e.g.
+    /// http://10.77.0.1:7080 (standalone without it). For a controller run
+    /// as several instances, give all their URLs separated by commas
+    /// (http://10.77.0.1:7080,http://10.77.0.2:7080): reports go to
+    /// whichever instance leads, and follow it when another takes over.
+    #[arg(long, value_name = "URL[,URL...]", requires = "controller_token_file")]
+    controller: Option<String>,
+    /// File holding the bearer token to present to the controller.
+    #[arg(long, value_name = "PATH", requires = "controller")]
+    controller_token_file: Option<PathBuf>,
+    /// URL the controller should reach this agent at [default: http://<listen>].
+    #[arg(long, value_name = "URL", requires = "controller")]
+    advertise: Option<String>,
+    /// Memory to offer the controller for VMs, in MiB [default: MemTotal - 1024].
+    #[arg(long, value_name = "N", requires = "controller",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    memory_mib: Option<u64>,
+    /// vCPUs to offer the controller [default: the number of CPUs].
+    #[arg(long, value_name = "N", requires = "controller",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    vcpus: Option<u32>,
 }
 
 pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
@@ -31,6 +53,19 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
         "kvm" => AccelChoice::Kvm,
         "tcg" => AccelChoice::Tcg,
         _ => AccelChoice::Auto,
+    };
+    let controller = match (a.controller, a.controller_token_file) {
+        (Some(list), Some(token_file)) => Some(ControllerConfig {
+            urls: ControllerConfig::split_urls(&list),
+            token_file,
+            advertise: a.advertise,
+            memory_mib: a.memory_mib,
+            vcpus: a.vcpus,
+        }),
+        (None, None) => None,
+        // clap's `requires` rules these out; say so if they ever change.
+        (Some(_), None) => anyhow::bail!("--controller needs --controller-token-file"),
+        (None, Some(_)) => anyhow::bail!("--controller-token-file needs --controller"),
     };
     duplex_agent::run(AgentConfig {
         name: a.name,
@@ -41,6 +76,7 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
         bridge: a.bridge,
         accel,
         qemu: duplex_qemu::qemu_binary(),
+        controller,
     })
     .await?;
     Ok(())

@@ -18,6 +18,9 @@ pub enum LabCmd {
         lab: String,
         #[arg(long, env = "DUPLEX_IMAGE_DIR", default_value = duplex_image::DEFAULT_IMAGE_DIR)]
         image_dir: PathBuf,
+        /// The controller's store: embedded (a file) or etcd (started for the lab).
+        #[arg(long, default_value = "embedded", value_parser = ["embedded", "etcd"])]
+        store: String,
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
     },
@@ -47,6 +50,7 @@ pub async fn run(cmd: LabCmd) -> anyhow::Result<()> {
             hosts,
             lab,
             image_dir,
+            store,
             output: fmt,
         } => {
             let plan = duplex_lab::LabPlan::new(&lab, hosts)?;
@@ -54,6 +58,11 @@ pub async fn run(cmd: LabCmd) -> anyhow::Result<()> {
                 duplex_bin: this_binary()?,
                 image_dir,
                 extra_agent_args: Vec::new(),
+                store: if store == "etcd" {
+                    duplex_lab::LabStore::Etcd
+                } else {
+                    duplex_lab::LabStore::Embedded
+                },
             };
             let state = duplex_lab::up(&plan, opts).await?;
             match fmt {
@@ -77,6 +86,12 @@ pub async fn run(cmd: LabCmd) -> anyhow::Result<()> {
                         .collect();
                     output::table(&["HOST", "NAMESPACE", "AGENT", "PID"], &rows);
                     println!("client namespace {} ({})", state.client_ns, state.client_ip);
+                    if let Some(c) = &state.controller {
+                        println!(
+                            "controller {} ({:?} store), token {}; operator commands use it by default for lab `{}` (else --lab {})",
+                            c.url, c.store, c.token_file.display(), duplex_lab::DEFAULT_LAB, state.lab
+                        );
+                    }
                 }
             }
         }
@@ -130,6 +145,10 @@ pub async fn demo(a: DemoArgs) -> anyhow::Result<()> {
     match a.output {
         Format::Json => output::json(&report)?,
         Format::Table => println!("\n{report}"),
+    }
+    let failed = report.failed_checks();
+    if !failed.is_empty() {
+        anyhow::bail!("demo checks failed: {}", failed.join(", "));
     }
     Ok(())
 }

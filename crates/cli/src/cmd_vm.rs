@@ -1,5 +1,6 @@
-//! `duplex vm ...`: VM operations on one agent (the controller will take
-//! these over; until then the agent is addressed directly).
+//! `duplex vm ...`: create/list/show/delete go through the controller
+//! (`cmd_vm_ctl`); with `--agent URL` every command talks to that agent
+//! directly, which is also how pause/resume/traffic/status/migrate work today.
 
 use crate::output::{self, Format};
 use clap::{Args, Subcommand};
@@ -12,16 +13,19 @@ use std::time::Duration;
 
 #[derive(Args)]
 pub struct Target {
-    /// Agent base URL.
-    #[arg(
-        long,
-        env = "DUPLEX_AGENT",
-        default_value = "http://127.0.0.1:7070",
-        global = true
-    )]
-    agent: String,
-    #[arg(short, long, value_enum, default_value_t, global = true)]
-    output: Format,
+    /// Talk to this agent directly instead of the controller.
+    #[arg(long, env = "DUPLEX_AGENT", global = true)]
+    agent: Option<String>,
+    #[command(flatten)]
+    pub c: crate::conn::Conn,
+}
+
+impl Target {
+    fn agent(&self) -> anyhow::Result<&str> {
+        self.agent.as_deref().ok_or_else(|| {
+            anyhow::anyhow!("this command talks to an agent directly: pass --agent URL (e.g. http://10.77.0.11:7070)")
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -60,6 +64,9 @@ pub enum VmCmd {
         #[command(flatten)]
         t: Target,
         name: String,
+        /// Return once deletion is recorded, without waiting for the VM to go.
+        #[arg(long)]
+        no_wait: bool,
     },
     Pause {
         #[command(flatten)]
@@ -124,11 +131,15 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
                 mac: None,
             };
             spec.validate()?;
-            let c = AgentClient::new(&t.agent);
+            if t.agent.is_none() {
+                return crate::cmd_vm_ctl::create(&t.c, spec, no_wait).await;
+            }
+            let c = AgentClient::new(t.agent()?);
             if !no_wait {
                 eprintln!(
                     "booting `{}` on {} (waiting for its guest to answer)...",
-                    spec.name, t.agent
+                    spec.name,
+                    t.agent()?
                 );
             }
             let vm = c
@@ -141,13 +152,13 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
                     },
                 )
                 .await?;
-            match t.output {
+            match t.c.output {
                 Format::Json => output::json(&vm)?,
                 Format::Table => println!(
                     "VM `{}` {:?} on {} (ip {}, mac {}, boot to /init {} ms)",
                     vm.spec.name,
                     vm.state,
-                    t.agent,
+                    t.agent()?,
                     vm.spec.ip,
                     vm.mac,
                     vm.boot_ms
@@ -156,9 +167,16 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
                 ),
             }
         }
+        VmCmd::List { t } if t.agent.is_none() => crate::cmd_vm_ctl::list(&t.c).await?,
+        VmCmd::Show { t, name } if t.agent.is_none() => {
+            crate::cmd_vm_ctl::show(&t.c, &name).await?
+        }
+        VmCmd::Delete { t, name, no_wait } if t.agent.is_none() => {
+            crate::cmd_vm_ctl::delete(&t.c, &name, no_wait).await?
+        }
         VmCmd::List { t } => {
-            let vms = AgentClient::new(&t.agent).list().await?;
-            match t.output {
+            let vms = AgentClient::new(t.agent()?).list().await?;
+            match t.c.output {
                 Format::Json => output::json(&vms)?,
                 Format::Table => {
                     let rows: Vec<Vec<String>> = vms
@@ -176,22 +194,22 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
                 }
             }
         }
-        VmCmd::Show { t, name } => output::json(&AgentClient::new(&t.agent).show(&name).await?)?,
-        VmCmd::Delete { t, name } => {
-            AgentClient::new(&t.agent).delete(&name).await?;
+        VmCmd::Show { t, name } => output::json(&AgentClient::new(t.agent()?).show(&name).await?)?,
+        VmCmd::Delete { t, name, .. } => {
+            AgentClient::new(t.agent()?).delete(&name).await?;
             println!("VM `{name}` deleted");
         }
         VmCmd::Pause { t, name } => {
-            AgentClient::new(&t.agent).pause(&name).await?;
+            AgentClient::new(t.agent()?).pause(&name).await?;
             println!("VM `{name}` paused");
         }
         VmCmd::Resume { t, name } => {
-            AgentClient::new(&t.agent).resume(&name).await?;
+            AgentClient::new(t.agent()?).resume(&name).await?;
             println!("VM `{name}` resumed");
         }
         VmCmd::Traffic { t, name } => {
-            let r = AgentClient::new(&t.agent).traffic(&name).await?;
-            match t.output {
+            let r = AgentClient::new(t.agent()?).traffic(&name).await?;
+            match t.c.output {
                 Format::Json => output::json(&r)?,
                 Format::Table => {
                     println!(
@@ -224,9 +242,11 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
                 }
             }
         }
-        VmCmd::Status { t, name } => {
-            output::json(&AgentClient::new(&t.agent).guest(&name, &Op::Status).await?)?
-        }
+        VmCmd::Status { t, name } => output::json(
+            &AgentClient::new(t.agent()?)
+                .guest(&name, &Op::Status)
+                .await?,
+        )?,
         VmCmd::Migrate {
             t,
             name,
@@ -235,7 +255,7 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
             downtime_limit_ms,
             no_wait,
         } => {
-            let c = AgentClient::new(&t.agent);
+            let c = AgentClient::new(t.agent()?);
             let req = MigrateRequest {
                 to: to.clone(),
                 max_bandwidth_mib,
@@ -260,7 +280,7 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
                 .await;
             eprintln!();
             let info = info?;
-            match t.output {
+            match t.c.output {
                 Format::Json => output::json(&info)?,
                 Format::Table => {
                     if let Some(s) = &info.stats {

@@ -1,10 +1,17 @@
 //! `duplex`: one binary, a subcommand per role.
 
 mod cmd_agent;
+mod cmd_controller;
+mod cmd_events;
+mod cmd_host;
 mod cmd_image;
 mod cmd_lab;
+mod cmd_pair;
 mod cmd_vm;
+mod cmd_vm_ctl;
+mod conn;
 mod output;
+mod wait;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -31,9 +38,19 @@ enum Cmd {
     Image(cmd_image::ImageCmd),
     /// Show (probing once if needed) which accelerator QEMU uses here.
     Accel(cmd_image::AccelArgs),
-    /// Operate VMs on an agent.
+    /// Run the controller (one leader; more on etcd stand by).
+    Controller(cmd_controller::ControllerArgs),
+    /// Hosts as the controller sees them.
+    #[command(subcommand)]
+    Host(cmd_host::HostCmd),
+    /// VMs: through the controller, or one agent directly with --agent.
     #[command(subcommand)]
     Vm(cmd_vm::VmCmd),
+    /// ACT/SBY pairs.
+    #[command(subcommand)]
+    Pair(cmd_pair::PairCmd),
+    /// What happened: host failures, placements, switchovers...
+    Events(cmd_events::EventsArgs),
     /// Several hosts on this machine, in network namespaces.
     #[command(subcommand)]
     Lab(cmd_lab::LabCmd),
@@ -99,7 +116,11 @@ fn main() -> ExitCode {
             Cmd::Guest => Ok(()),
             Cmd::Image(c) => cmd_image::run(c).await,
             Cmd::Accel(a) => cmd_image::accel(a).await,
+            Cmd::Controller(a) => cmd_controller::run(a).await,
+            Cmd::Host(c) => cmd_host::run(c).await,
             Cmd::Vm(c) => cmd_vm::run(c).await,
+            Cmd::Pair(c) => cmd_pair::run(c).await,
+            Cmd::Events(a) => cmd_events::run(a).await,
             Cmd::Lab(c) => cmd_lab::run(c).await,
             Cmd::Demo(a) => cmd_lab::demo(a).await,
             Cmd::Probe(a) => cmd_lab::probe(a).await,

@@ -37,3 +37,12 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
         line(r.iter().map(String::as_str).collect());
     }
 }
+
+/// A JSON value as table text: strings bare, null as `-`.
+pub fn s(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "-".into(),
+        serde_json::Value::String(x) => x.clone(),
+        other => other.to_string(),
+    }
+}

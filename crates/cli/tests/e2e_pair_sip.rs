@@ -7,9 +7,9 @@
 //! the image (`./setup.sh`); the lab is removed even if the test fails.
 
 use duplex_agent::client::AgentClient;
+use duplex_controller::pair_exec::{self as pair, PairMember};
 use duplex_core::guest_proto::Op;
 use duplex_core::switchover::Phase;
-use duplex_lab::pair::{self, PairMember};
 use duplex_sipp::{Scenario, SippRun};
 mod common;
 

@@ -197,3 +197,50 @@ pub struct ErrorDetail {
     pub code: String,
     pub message: String,
 }
+
+/// HTTP header on every order a controller sends to an agent: the
+/// controller's fencing token (its leader lease's epoch, decimal). An agent
+/// persists the highest token it has seen and refuses lower ones with
+/// `409 stale_fence`. Orders without the header come from an operator
+/// talking to the agent directly and are accepted.
+pub const FENCE_HEADER: &str = "duplex-fence";
+
+/// How often an agent reports to its controller (`POST
+/// /v1/agents/{host}/heartbeat`); the first report registers the host.
+pub const AGENT_HEARTBEAT_MS: u64 = 1000;
+
+/// Body of an agent's heartbeat to the controller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostReport {
+    /// The agent's own description, as `GET /v1/host` gives it.
+    pub host: HostInfo,
+    /// Base URL the controller reaches this agent at, e.g. `http://10.77.0.11:7070`.
+    pub url: String,
+    /// What this host can hold.
+    pub capacity: HostCapacity,
+    /// Every VM on the host, in full.
+    pub vms: Vec<VmInfo>,
+    /// The network element's counters of every VM (for the traffic matrix).
+    pub traffic: Vec<TrafficReport>,
+    /// Highest fencing token this agent has accepted (0: none yet).
+    pub fence: u64,
+    /// Counts the agent's reports since it started; a drop back to 1 means
+    /// the agent restarted.
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostCapacity {
+    pub vcpus: u32,
+    pub memory_mib: u64,
+}
+
+/// The controller's answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatAck {
+    /// When to report next.
+    pub interval_ms: u64,
+    /// The controller's current fencing token.
+    pub fence: u64,
+}

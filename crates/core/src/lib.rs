@@ -4,6 +4,7 @@
 pub mod agent_api;
 pub mod guest_proto;
 pub mod mac;
+pub mod model;
 pub mod placement;
 pub mod role;
 pub mod switchover;

@@ -32,28 +32,38 @@ pub(crate) fn spawn(
         .arg("--image-dir")
         .arg(image_dir)
         .args(["--bridge", BRIDGE])
-        .args(extra);
-    let line = cmdline(cmd.get_program(), cmd.get_args());
+        .args(extra)
+        .current_dir(&h.data_dir);
+    spawn_daemon(cmd, &log_path).map_err(|(cmdline, source)| LabError::AgentSpawn {
+        host: h.name.clone(),
+        cmdline,
+        source,
+    })
+}
 
+/// Starts `cmd` as a daemon in its own session, stdin null, stdout and
+/// stderr appended to `log_path` (after a line with the command). Err
+/// carries the command line and why.
+pub(crate) fn spawn_daemon(
+    mut cmd: std::process::Command,
+    log_path: &Path,
+) -> Result<Child, (String, std::io::Error)> {
+    let line = cmdline(cmd.get_program(), cmd.get_args());
+    let fail = |e: std::io::Error| (line.clone(), e);
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&log_path)
-        .map_err(|e| LabError::io("cannot open", &log_path, e))?;
+        .open(log_path)
+        .map_err(fail)?;
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    writeln!(log, "=== duplex lab up, unix time {stamp}: {line}")
-        .map_err(|e| LabError::io("cannot write", &log_path, e))?;
-    let log2 = log
-        .try_clone()
-        .map_err(|e| LabError::io("cannot duplicate", &log_path, e))?;
-
+    writeln!(log, "=== duplex lab up, unix time {stamp}: {line}").map_err(fail)?;
+    let log2 = log.try_clone().map_err(fail)?;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log2))
-        .current_dir(&h.data_dir);
+        .stderr(Stdio::from(log2));
     // SAFETY: the closure only calls setsid(2), which is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
@@ -63,12 +73,8 @@ pub(crate) fn spawn(
             Ok(())
         });
     }
-    tracing::info!("starting agent {} in {}: {line}", h.name, h.ns);
-    cmd.spawn().map_err(|source| LabError::AgentSpawn {
-        host: h.name.clone(),
-        cmdline: line,
-        source,
-    })
+    tracing::info!("starting {line}");
+    cmd.spawn().map_err(fail)
 }
 
 /// The last lines of a log file (or a note why there are none).

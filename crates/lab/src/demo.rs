@@ -5,9 +5,8 @@
 use crate::probe::ProbeReport;
 use crate::{LabError, LabPlan, LabState, UpOptions};
 use duplex_agent::client::{AgentClient, ClientError};
-use duplex_core::agent_api::{
-    AccelInfo, MigrateRequest, MigrationPhase, MigrationStats, VmState, WaitFor,
-};
+use duplex_controller::client::ControllerClient;
+use duplex_core::agent_api::{AccelInfo, MigrateRequest, MigrationPhase, MigrationStats, VmState};
 use duplex_core::guest_proto::Op;
 use duplex_core::vm_spec::VmSpec;
 use serde::Serialize;
@@ -46,6 +45,8 @@ pub struct DemoReport {
     pub reachable_after: bool,
     /// The source agent no longer has the VM.
     pub gone_from_source: bool,
+    /// The controller records the VM on h2 after the move.
+    pub controller_follows: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,8 @@ pub enum DemoError {
     Lab(#[from] LabError),
     #[error(transparent)]
     Agent(#[from] ClientError),
+    #[error(transparent)]
+    Controller(#[from] duplex_controller::client::ClientError),
     #[error("{0}")]
     Step(String),
 }
@@ -82,6 +85,7 @@ pub async fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
             duplex_bin: opts.duplex_bin.clone(),
             image_dir: opts.image_dir.clone(),
             extra_agent_args: Vec::new(),
+            store: Default::default(),
         },
     )
     .await?;
@@ -137,11 +141,19 @@ async fn run_in_lab(opts: &DemoOptions, state: &LabState) -> Result<DemoReport, 
         ),
     );
     let t = Instant::now();
-    let vm = src.create(&spec, WaitFor::Ready).await?;
+    let ctl_state = state
+        .controller
+        .as_ref()
+        .ok_or_else(|| DemoError::Step("the lab has no controller".into()))?;
+    let ctl = ControllerClient::with_token_file(&ctl_state.url, &ctl_state.token_file)?;
+    let _: serde_json::Value = ctl
+        .post("/v1/vms", &serde_json::json!({"spec": spec, "host": "h1"}))
+        .await?;
+    let vm = wait_running(&ctl, "demo", Duration::from_secs(180)).await?;
     let boot_to_ready_ms = t.elapsed().as_millis() as u64;
     eprintln!(
-        "      guest reached /init after {} ms, answered on its control channel after {boot_to_ready_ms} ms",
-        vm.boot_ms.map(|b| b.to_string()).unwrap_or_else(|| "?".into())
+        "      placed by the controller; guest reached /init after {} ms, answered on its control channel after {boot_to_ready_ms} ms",
+        vm["info"]["boot_ms"].as_u64().map(|b| b.to_string()).unwrap_or_else(|| "?".into())
     );
 
     step(3, 7, &format!("ping {ip} from the client namespace"));
@@ -213,14 +225,19 @@ async fn run_in_lab(opts: &DemoOptions, state: &LabState) -> Result<DemoReport, 
         src.show("demo").await,
         Err(ClientError::Api { status: 404, .. })
     );
-    let _ = dst.delete("demo").await;
+    let controller_follows = follows(&ctl, "demo", "h2").await;
+    let _: Result<serde_json::Value, _> = ctl.delete("/v1/vms/demo").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline && ctl.get::<serde_json::Value>("/v1/vms/demo").await.is_ok() {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 
     Ok(DemoReport {
         lab: state.lab.clone(),
         accel,
         vm: "demo".into(),
         vm_ip: ip.to_string(),
-        boot_to_init_ms: vm.boot_ms,
+        boot_to_init_ms: vm["info"]["boot_ms"].as_u64(),
         boot_to_ready_ms,
         reachable_before,
         migration,
@@ -229,7 +246,66 @@ async fn run_in_lab(opts: &DemoOptions, state: &LabState) -> Result<DemoReport, 
         guest_answers_on_destination,
         reachable_after,
         gone_from_source,
+        controller_follows,
     })
+}
+
+impl DemoReport {
+    /// The checks that did not hold (empty: the demo showed what it should).
+    pub fn failed_checks(&self) -> Vec<&'static str> {
+        [
+            (self.reachable_before, "ping before the move"),
+            (self.running_on_destination, "running on h2"),
+            (self.guest_answers_on_destination, "guest answers via h2"),
+            (self.reachable_after, "ping after the move"),
+            (self.gone_from_source, "gone from h1"),
+            (self.controller_follows, "controller records it on h2"),
+        ]
+        .into_iter()
+        .filter(|(ok, _)| !ok)
+        .map(|(_, what)| what)
+        .collect()
+    }
+}
+
+/// Waits until the controller reports `vm` running (its guest answers).
+async fn wait_running(
+    ctl: &ControllerClient,
+    vm: &str,
+    within: Duration,
+) -> Result<serde_json::Value, DemoError> {
+    let deadline = Instant::now() + within;
+    loop {
+        let v: serde_json::Value = ctl.get(&format!("/v1/vms/{vm}")).await?;
+        match v["status"].as_str() {
+            Some("running") => return Ok(v),
+            Some("crashed") => {
+                return Err(DemoError::Step(format!("VM {vm} crashed while booting")))
+            }
+            _ if Instant::now() > deadline => {
+                return Err(DemoError::Step(format!(
+                    "VM {vm} not running within {} s (status {})",
+                    within.as_secs(),
+                    v["status"]
+                )))
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Whether the controller comes to record `vm` on `host` within 10 s.
+async fn follows(ctl: &ControllerClient, vm: &str, host: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(v) = ctl.get::<serde_json::Value>(&format!("/v1/vms/{vm}")).await {
+            if v["host"] == host && v["status"] == "running" {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    false
 }
 
 /// The guest answers `status` through this agent within `within`.
@@ -363,10 +439,15 @@ impl std::fmt::Display for DemoReport {
             "  ping from client after move     {}",
             yes(self.reachable_after)
         )?;
-        write!(
+        writeln!(
             f,
             "  gone from h1                    {}",
             yes(self.gone_from_source)
+        )?;
+        write!(
+            f,
+            "  controller records it on h2     {}",
+            yes(self.controller_follows)
         )
     }
 }

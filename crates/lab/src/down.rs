@@ -117,6 +117,14 @@ pub(crate) fn teardown(lab: &str) -> Result<DownReport, LabError> {
             Err(e) => note(e, &mut first_err),
         }
     }
+    // The controller and etcd run in the root namespace with their data
+    // under the lab's state directory.
+    let dir_mark = format!("{}/", plan::state_dir(lab).display());
+    for pid in procs::with_cmdline_containing(&dir_mark) {
+        if !victims.iter().any(|(p, _)| *p == pid) {
+            victims.push((pid, "root".to_string()));
+        }
+    }
     let own = std::process::id() as i32;
     victims.retain(|(pid, _)| *pid != own);
     if !victims.is_empty() {

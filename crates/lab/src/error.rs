@@ -89,6 +89,15 @@ pub enum LabError {
     #[error("refusing to send traffic to {ip}: the root namespace does not route it via `{dev}` (lab link missing?)")]
     NotOurRoute { ip: String, dev: String },
 
+    #[error("lab `{lab}`: {what} did not come up: {detail}\nlast lines of {}:\n{log_tail}", log.display())]
+    ServiceFailed {
+        lab: String,
+        what: String,
+        detail: String,
+        log: PathBuf,
+        log_tail: String,
+    },
+
     #[error("HTTP client: {0}")]
     Http(String),
 

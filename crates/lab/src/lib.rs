@@ -14,13 +14,13 @@
 //! Everything that changes the system needs root.
 
 mod agent;
+mod controller;
 pub mod demo;
 mod down;
 mod error;
 mod ip;
 mod lock;
 mod netns;
-pub mod pair;
 mod plan;
 pub mod probe;
 mod procs;
@@ -29,6 +29,7 @@ mod status;
 mod topology;
 mod up;
 
+pub use controller::{ControllerState, EtcdState, LabStore, CONTROLLER_PORT};
 pub use down::{down, DownReport, KilledProcess};
 pub use error::LabError;
 pub use netns::netns_command;

@@ -45,3 +45,24 @@ pub(crate) fn wait_gone(pids: &[i32], timeout: Duration) -> Vec<i32> {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Pids of processes whose command line mentions `needle` (e.g. a lab's
+/// state directory: its controller and etcd live in the root namespace).
+pub(crate) fn with_cmdline_containing(needle: &str) -> Vec<i32> {
+    let own = std::process::id() as i32;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != own)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|b| {
+                    String::from_utf8_lossy(&b)
+                        .replace('\0', " ")
+                        .contains(needle)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}

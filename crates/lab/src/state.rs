@@ -58,6 +58,9 @@ pub struct LabState {
     pub duplex_bin: PathBuf,
     pub image_dir: PathBuf,
     pub agents: Vec<AgentState>,
+    /// The lab's controller (absent in labs taken up before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<crate::controller::ControllerState>,
 }
 
 impl LabState {
@@ -82,6 +85,7 @@ impl LabState {
             duplex_bin: duplex_bin.to_path_buf(),
             image_dir: image_dir.to_path_buf(),
             agents: Vec::new(),
+            controller: None,
         }
     }
 

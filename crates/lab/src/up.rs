@@ -27,6 +27,8 @@ pub struct UpOptions {
     pub image_dir: PathBuf,
     /// Appended to every agent's command line.
     pub extra_agent_args: Vec<String>,
+    /// The controller's store.
+    pub store: crate::controller::LabStore,
 }
 
 /// Takes lab `plan` up: topology, state directory, one agent per host, and
@@ -79,8 +81,14 @@ async fn start(
     );
     let mut state = blocking(move || create(&p, &bin, &img)).await?;
 
+    let ctl = crate::controller::start(plan, duplex_bin, opts.store).await?;
+    let mut agent_args = crate::controller::agent_args(&ctl);
+    agent_args.extend(opts.extra_agent_args.iter().cloned());
+    state.controller = Some(ctl.clone());
+    state.write()?;
+
     for h in plan.host_plans() {
-        let child = agent::spawn(&h, duplex_bin, image_dir, &opts.extra_agent_args)?;
+        let child = agent::spawn(&h, duplex_bin, image_dir, &agent_args)?;
         state.agents.push(AgentState {
             n: h.n,
             name: h.name.clone(),
@@ -96,6 +104,7 @@ async fn start(
     state.write()?;
 
     wait_agents(plan, hosts).await?;
+    crate::controller::wait_registered(plan, &ctl).await?;
 
     state.phase = LabPhase::Up;
     state.write()?;

@@ -1,6 +1,6 @@
-//! ACT/SBY pairs driven through the agents (the controller will own this):
-//! set a pair up, and carry out a graceful switchover by following the pure
-//! plan in `duplex_core::switchover`.
+//! ACT/SBY pairs driven through the agents: set a pair up, and carry out a
+//! graceful switchover by following the pure plan in `duplex_core::switchover`.
+//! The controller's pair workflows use it; so do the lab benchmarks.
 
 use duplex_agent::client::{AgentClient, ClientError};
 use duplex_core::agent_api::WaitFor;

@@ -1,0 +1,62 @@
+//! `duplex controller`: run the controller.
+
+use clap::Args;
+use duplex_controller::{ControllerConfig, StoreChoice};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct ControllerArgs {
+    /// Address to serve the API on.
+    #[arg(long, default_value = "127.0.0.1:7080")]
+    listen: SocketAddr,
+    /// Token file and embedded store live here.
+    #[arg(long, default_value = crate::conn::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// embedded (a file under --data-dir, no other process) or etcd.
+    #[arg(long, default_value = "embedded", value_parser = ["embedded", "etcd"])]
+    store: String,
+    /// etcd client URLs, comma-separated (with --store etcd).
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    etcd_endpoints: Vec<String>,
+    /// Leader lease time to live in ms: a dead leader is replaced after about this long.
+    #[arg(long, default_value_t = duplex_controller::config::DEFAULT_LEASE_TTL.as_millis() as u64)]
+    lease_ttl_ms: u64,
+    /// How long to keep trying to reach the store at start, in seconds.
+    #[arg(long, default_value_t = 30)]
+    store_timeout_s: u64,
+    /// Name of this controller in logs and events (default: hostname-pid).
+    #[arg(long)]
+    id: Option<String>,
+}
+
+pub async fn run(a: ControllerArgs) -> anyhow::Result<()> {
+    if a.lease_ttl_ms < 1000 {
+        anyhow::bail!(
+            "--lease-ttl-ms: {} is below 1000 (etcd leases are whole seconds)",
+            a.lease_ttl_ms
+        );
+    }
+    let store = match a.store.as_str() {
+        "etcd" => StoreChoice::Etcd {
+            endpoints: a.etcd_endpoints,
+        },
+        _ => StoreChoice::Embedded,
+    };
+    let id = a.id.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_else(|_| "controller".into());
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    duplex_controller::run(ControllerConfig {
+        id,
+        listen: a.listen,
+        data_dir: a.data_dir,
+        store,
+        lease_ttl: Duration::from_millis(a.lease_ttl_ms),
+        store_connect_timeout: Duration::from_secs(a.store_timeout_s),
+    })
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! `duplex vm create|list|show|delete` through the controller.
+
+use crate::conn::Conn;
+use crate::output::{self, s, Format};
+use duplex_core::vm_spec::VmSpec;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const BOOT_WAIT: Duration = Duration::from_secs(180);
+const DELETE_WAIT: Duration = Duration::from_secs(120);
+
+pub async fn create(c: &Conn, spec: VmSpec, no_wait: bool) -> anyhow::Result<()> {
+    let client = c.client()?;
+    let name = spec.name.clone();
+    let v: Value = client.post("/v1/vms", &json!({"spec": spec})).await?;
+    if no_wait {
+        return print_one(c, &v);
+    }
+    eprintln!(
+        "VM {name} placed on {}; waiting for its guest...",
+        s(&v["host"])
+    );
+    let deadline = Instant::now() + BOOT_WAIT;
+    let mut last = String::new();
+    loop {
+        let v: Value = client.get(&format!("/v1/vms/{name}")).await?;
+        let st = s(&v["status"]);
+        if st != last {
+            eprintln!("  {st}");
+            last = st.clone();
+        }
+        match st.as_str() {
+            "running" => return print_one(c, &v),
+            "crashed" => {
+                anyhow::bail!("VM {name} crashed while booting; see `duplex vm show {name}`")
+            }
+            _ => {}
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "VM {name} not running after {} s (status {st}); see `duplex events`",
+                BOOT_WAIT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn print_one(c: &Conn, v: &Value) -> anyhow::Result<()> {
+    match c.output {
+        Format::Json => output::json(v)?,
+        Format::Table => println!(
+            "VM {} on {}: {} (ip {}, {} MiB)",
+            s(&v["spec"]["name"]),
+            s(&v["host"]),
+            s(&v["status"]),
+            s(&v["spec"]["ip"]),
+            s(&v["spec"]["memory_mib"])
+        ),
+    }
+    Ok(())
+}
+
+pub async fn list(c: &Conn) -> anyhow::Result<()> {
+    let vms: Vec<Value> = c.client()?.get("/v1/vms").await?;
+    match c.output {
+        Format::Json => output::json(&vms)?,
+        Format::Table => {
+            let rows: Vec<Vec<String>> = vms
+                .iter()
+                .map(|v| {
+                    vec![
+                        s(&v["spec"]["name"]),
+                        s(&v["host"]),
+                        s(&v["status"]),
+                        s(&v["role"]),
+                        s(&v["pair"]),
+                        s(&v["spec"]["ip"]),
+                        s(&v["spec"]["memory_mib"]),
+                    ]
+                })
+                .collect();
+            output::table(
+                &["VM", "HOST", "STATUS", "ROLE", "PAIR", "IP", "MIB"],
+                &rows,
+            )
+        }
+    }
+    Ok(())
+}
+
+pub async fn show(c: &Conn, name: &str) -> anyhow::Result<()> {
+    let v: Value = c.client()?.get(&format!("/v1/vms/{name}")).await?;
+    output::json(&v)
+}
+
+pub async fn delete(c: &Conn, name: &str, no_wait: bool) -> anyhow::Result<()> {
+    let client = c.client()?;
+    let _: Value = client.delete(&format!("/v1/vms/{name}")).await?;
+    if !no_wait {
+        eprintln!("deleting VM {name}...");
+        let deadline = Instant::now() + DELETE_WAIT;
+        loop {
+            match client.get::<Value>(&format!("/v1/vms/{name}")).await {
+                Err(e) if e.code() == Some("not_found") => break,
+                Err(e) => return Err(e.into()),
+                Ok(_) if Instant::now() > deadline => {
+                    anyhow::bail!("VM {name} still not gone after {} s; its host may be down (see `duplex host list`)", DELETE_WAIT.as_secs())
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+            }
+        }
+    }
+    println!("VM {name} deleted");
+    Ok(())
+}

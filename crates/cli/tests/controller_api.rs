@@ -1,0 +1,692 @@
+//! The controller's API against both store backends (embedded file, and a
+//! real etcd started here), restart with state intact, leader failover with
+//! fencing, and etcd outages. Real `duplex controller` and `duplex agent`
+//! processes on loopback; no VMs boot (a VM with an unknown image is enough
+//! to drive the reconcile path, and the agent refuses it for real).
+
+use duplex_store::etcd_server::{free_port, EtcdServer};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_duplex");
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(args: &[String], log: &Path) -> Proc {
+        let out = std::fs::File::create(log).unwrap();
+        let err = out.try_clone().unwrap();
+        let child = Command::new(BIN)
+            .args(args)
+            .env("DUPLEX_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        Proc {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+    fn term(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill9();
+    }
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("== {}\n{}", self.log.display(), self.log());
+        }
+        self.kill9();
+    }
+}
+
+enum Backend<'a> {
+    Embedded,
+    Etcd(&'a EtcdServer),
+}
+
+fn controller(dir: &Path, port: u16, backend: &Backend, ttl_ms: u64, id: &str) -> Proc {
+    let mut args: Vec<String> = vec![
+        "controller".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--data-dir".into(),
+        dir.display().to_string(),
+        "--id".into(),
+        id.into(),
+        "--lease-ttl-ms".into(),
+        ttl_ms.to_string(),
+    ];
+    if let Backend::Etcd(e) = backend {
+        args.extend([
+            "--store".into(),
+            "etcd".into(),
+            "--etcd-endpoints".into(),
+            e.client_url(),
+        ]);
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    Proc::spawn(&args, &dir.join(format!("{id}.log")))
+}
+
+fn agent(dir: &Path, name: &str, port: u16, controllers: &[String], token_file: &Path) -> Proc {
+    let data = dir.join(name);
+    std::fs::create_dir_all(&data).unwrap();
+    let args: Vec<String> = vec![
+        "agent".into(),
+        "--name".into(),
+        name.into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--data-dir".into(),
+        data.display().to_string(),
+        "--controller".into(),
+        controllers.join(","),
+        "--controller-token-file".into(),
+        token_file.display().to_string(),
+        "--memory-mib".into(),
+        "4096".into(),
+    ];
+    Proc::spawn(&args, &dir.join(format!("agent-{name}.log")))
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap()
+}
+
+/// One API call: (status, JSON body or the text as a JSON string).
+async fn call(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
+    let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = http().request(m, url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    match req.send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap_or_default();
+            (
+                status,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            )
+        }
+        Err(e) => (0, Value::String(e.to_string())),
+    }
+}
+
+async fn wait_for<F, Fut>(what: &str, limit: Duration, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if f().await {
+            return t0.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: not within {limit:?}");
+}
+
+async fn health(base: &str) -> Value {
+    call("GET", &format!("{base}/healthz"), None, None).await.1
+}
+
+async fn wait_leader(base: &str) -> u64 {
+    wait_for(
+        &format!("{base} leads"),
+        Duration::from_secs(60),
+        || async { health(base).await["leader"] == json!(true) },
+    )
+    .await;
+    health(base).await["fence"].as_u64().unwrap()
+}
+
+fn token(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap().trim().to_string()
+}
+
+fn code(v: &Value) -> String {
+    v["error"]["code"].as_str().unwrap_or("").to_string()
+}
+fn msg(v: &Value) -> String {
+    v["error"]["message"].as_str().unwrap_or("").to_string()
+}
+
+async fn wait_host_ready(base: &str, tok: &str, name: &str) {
+    wait_for(
+        &format!("host {name} registered"),
+        Duration::from_secs(60),
+        || async {
+            let (s, v) = call("GET", &format!("{base}/v1/hosts/{name}"), Some(tok), None).await;
+            s == 200 && v["state"] == json!("ready")
+        },
+    )
+    .await;
+}
+
+/// Everything the API offers that does not need a booted VM, then a
+/// restart with the same store: records, events and token survive, the
+/// fencing token grows.
+async fn exercise_api(backend: Backend<'_>) {
+    let dir = tempfile::tempdir().unwrap();
+    let cdir = dir.path().join("ctl");
+    let port = free_port().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut ctl = controller(&cdir, port, &backend, 2000, "c1");
+    let fence1 = wait_leader(&base).await;
+    let token_file = cdir.join("token");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let tok = token(&token_file);
+    let t = Some(tok.as_str());
+
+    // The OpenAPI document lists every route, and needs no token.
+    let (s, doc) = call("GET", &format!("{base}/v1/openapi.json"), None, None).await;
+    assert_eq!(s, 200);
+    for p in [
+        "/v1/hosts",
+        "/v1/vms/{name}",
+        "/v1/pairs/{name}/switchover",
+        "/v1/events",
+        "/v1/agents/{host}/heartbeat",
+        "/metrics",
+    ] {
+        assert!(doc["paths"].get(p).is_some(), "openapi lacks {p}");
+    }
+
+    // Tokens: missing, wrong.
+    let (s, v) = call("GET", &format!("{base}/v1/hosts"), None, None).await;
+    assert_eq!((s, code(&v).as_str()), (401, "missing_token"), "{v}");
+    assert!(msg(&v).contains("token"), "{v}");
+    let (s, v) = call("GET", &format!("{base}/v1/hosts"), Some("nope"), None).await;
+    assert_eq!((s, code(&v).as_str()), (401, "bad_token"), "{v}");
+
+    // A real agent registers.
+    let aport = free_port().unwrap();
+    let mut ag = agent(dir.path(), "h1", aport, &[base.clone()], &token_file);
+    wait_host_ready(&base, &tok, "h1").await;
+    let (_, hosts) = call("GET", &format!("{base}/v1/hosts"), t, None).await;
+    assert_eq!(hosts[0]["capacity"]["memory_mib"], json!(4096), "{hosts}");
+    assert!(hosts[0]["accel"]["kind"].is_string(), "{hosts}");
+
+    // Bad input, each with a 4xx naming the problem.
+    let vms = format!("{base}/v1/vms");
+    let (s, v) = call("POST", &vms, t, Some("{not json")).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(msg(&v).to_lowercase().contains("json"), "{v}");
+    let (s, v) = call(
+        "POST",
+        &vms,
+        t,
+        Some(r#"{"spec":{"name":"a","ip":"10.9.0.5"},"colour":1}"#),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert!(msg(&v).contains("colour"), "{v}");
+    let (s, v) = call(
+        "POST",
+        &vms,
+        t,
+        Some(r#"{"spec":{"name":"a","ip":"10.9.0.5","speed":3}}"#),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert!(msg(&v).contains("speed"), "{v}");
+    let (s, v) = call(
+        "POST",
+        &vms,
+        t,
+        Some(r#"{"spec":{"name":"big","ip":"10.9.0.5","memory_mib":60000}}"#),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        msg(&v).contains("memory_mib") && msg(&v).contains("more than any host"),
+        "{v}"
+    );
+    let (s, v) = call(
+        "POST",
+        &vms,
+        t,
+        Some(r#"{"spec":{"name":"Bad_Name","ip":"10.9.0.5"}}"#),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert!(msg(&v).contains("field `name`"), "{v}");
+    let (s, v) = call(
+        "POST",
+        &vms,
+        t,
+        Some(r#"{"spec":{"name":"a","ip":"10.9.0.5"},"host":"h9"}"#),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert!(msg(&v).contains("h9"), "{v}");
+    for (m, p) in [
+        ("GET", "/v1/vms/nosuch"),
+        ("DELETE", "/v1/vms/nosuch"),
+        ("GET", "/v1/pairs/nosuch"),
+        ("DELETE", "/v1/pairs/nosuch"),
+        ("POST", "/v1/pairs/nosuch/switchover"),
+        ("GET", "/v1/hosts/nosuch"),
+        ("GET", "/v1/operations/nosuch"),
+        ("GET", "/v1/nothing/here"),
+    ] {
+        let (s, v) = call(m, &format!("{base}{p}"), t, None).await;
+        assert_eq!((s, code(&v).as_str()), (404, "not_found"), "{m} {p}: {v}");
+    }
+    let pair = |hosts: &str| {
+        format!(
+            r#"{{"name":"p1","vip":"10.9.0.50","members":[{{"name":"pa","ip":"10.9.0.51","image":"nosuch"}},{{"name":"pb","ip":"10.9.0.52","image":"nosuch"}}]{hosts}}}"#
+        )
+    };
+    let (s, v) = call(
+        "POST",
+        &format!("{base}/v1/pairs"),
+        t,
+        Some(&pair(r#","hosts":["h1","h1"]"#)),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert!(msg(&v).contains("different hosts"), "{v}");
+    // One host only: the second member has nowhere to go (anti-affinity).
+    let (s, v) = call("POST", &format!("{base}/v1/pairs"), t, Some(&pair(""))).await;
+    assert_eq!((s, code(&v).as_str()), (409, "no_capacity"), "{v}");
+    assert!(msg(&v).contains("other member of the pair"), "{v}");
+    let (s, v) = call("GET", &format!("{base}/v1/pairs"), t, None).await;
+    assert_eq!(
+        (s, v),
+        (200, json!([])),
+        "a refused pair leaves nothing behind"
+    );
+    let (s, v) = call(
+        "POST",
+        &format!("{base}/v1/hosts/h1/state"),
+        t,
+        Some(r#"{"state":"failed"}"#),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert!(msg(&v).contains("state"), "{v}");
+    let (s, v) = call("GET", &format!("{base}/v1/events?limit=0"), t, None).await;
+    assert_eq!(s, 400);
+    assert!(msg(&v).contains("limit"), "{v}");
+
+    // Maintenance: the host keeps its VMs but takes no new one.
+    let (s, _) = call(
+        "POST",
+        &format!("{base}/v1/hosts/h1/state"),
+        t,
+        Some(r#"{"state":"maintenance"}"#),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, v) = call(
+        "POST",
+        &vms,
+        t,
+        Some(r#"{"spec":{"name":"a","ip":"10.9.0.5","image":"nosuch"}}"#),
+    )
+    .await;
+    assert_eq!((s, code(&v).as_str()), (409, "no_capacity"), "{v}");
+    assert!(msg(&v).contains("maintenance"), "{v}");
+    call(
+        "POST",
+        &format!("{base}/v1/hosts/h1/state"),
+        t,
+        Some(r#"{"state":"ready"}"#),
+    )
+    .await;
+
+    // A VM is placed and recorded; the agent refuses its unknown image for
+    // real, which shows up as an event; the address is taken.
+    let (s, v) = call(
+        "POST",
+        &vms,
+        t,
+        Some(r#"{"spec":{"name":"keep","ip":"10.9.0.5","image":"nosuch"}}"#),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["host"], json!("h1"));
+    let (s, v) = call(
+        "POST",
+        &vms,
+        t,
+        Some(r#"{"spec":{"name":"other","ip":"10.9.0.5","image":"nosuch"}}"#),
+    )
+    .await;
+    assert_eq!(s, 409);
+    assert!(
+        msg(&v).contains("field `ip`") && msg(&v).contains("keep"),
+        "{v}"
+    );
+    wait_for("vm.start_failed event", Duration::from_secs(30), || async {
+        let (_, evs) = call("GET", &format!("{base}/v1/events?limit=1000"), t, None).await;
+        evs.as_array().is_some_and(|a| {
+            a.iter().any(|e| {
+                e["kind"] == json!("vm.start_failed")
+                    && e["message"].as_str().unwrap_or("").contains("nosuch")
+            })
+        })
+    })
+    .await;
+    // Deletion of another VM goes through to the end.
+    let (s, _) = call(
+        "POST",
+        &vms,
+        t,
+        Some(r#"{"spec":{"name":"gone","ip":"10.9.0.6","image":"nosuch"}}"#),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (s, v) = call("DELETE", &format!("{vms}/gone"), t, None).await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["status"], json!("deleting"));
+    wait_for("VM `gone` forgotten", Duration::from_secs(40), || async {
+        call("GET", &format!("{vms}/gone"), t, None).await.0 == 404
+    })
+    .await;
+
+    // Metrics, without a token.
+    let (s, m) = call("GET", &format!("{base}/metrics"), None, None).await;
+    assert_eq!(s, 200);
+    let m = m.as_str().unwrap_or("").to_string();
+    assert!(m.contains("duplex_hosts{state=\"ready\"} 1"), "{m}");
+    assert!(m.contains("duplex_vms{state=\"pending\"} 1"), "{m}");
+    assert!(m.contains("duplex_operations_in_flight 0"), "{m}");
+    assert!(
+        m.contains("duplex_api_request_duration_seconds_count{method=\"POST\",route=\"/v1/vms\""),
+        "{m}"
+    );
+
+    // Token rotation: the old token is now expired.
+    let (s, _) = call("POST", &format!("{base}/v1/token/rotate"), t, None).await;
+    assert_eq!(s, 200);
+    let (s, v) = call("GET", &format!("{base}/v1/hosts"), t, None).await;
+    assert_eq!((s, code(&v).as_str()), (401, "expired_token"), "{v}");
+    let tok = token(&token_file);
+    let t = Some(tok.as_str());
+    assert_eq!(
+        call("GET", &format!("{base}/v1/hosts"), t, None).await.0,
+        200
+    );
+
+    // Restart: same store, state intact, a higher fencing token.
+    ctl.term();
+    assert!(
+        call("GET", &format!("{base}/healthz"), None, None).await.0 == 0,
+        "controller still answers after SIGTERM"
+    );
+    let mut ctl = controller(&cdir, port, &backend, 2000, "c1b");
+    let fence2 = wait_leader(&base).await;
+    assert!(
+        fence2 > fence1,
+        "fence {fence2} after restart, {fence1} before"
+    );
+    let (s, v) = call("GET", &format!("{vms}/keep"), t, None).await;
+    assert_eq!(s, 200, "VM record lost over restart: {v}");
+    assert_eq!(v["host"], json!("h1"));
+    let (_, evs) = call("GET", &format!("{base}/v1/events?limit=1000"), t, None).await;
+    assert!(
+        evs.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == json!("vm.created")),
+        "{evs}"
+    );
+    wait_host_ready(&base, &tok, "h1").await;
+    ag.kill9();
+    ctl.kill9();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_on_the_embedded_store() {
+    exercise_api(Backend::Embedded).await;
+}
+
+async fn etcd(dir: &Path) -> EtcdServer {
+    let (c, p) = (free_port().unwrap(), free_port().unwrap());
+    EtcdServer::start(&dir.join("etcd"), c, p, &dir.join("etcd.log"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_on_a_real_etcd() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = etcd(dir.path()).await;
+    exercise_api(Backend::Etcd(&e)).await;
+}
+
+/// Two controllers on etcd: the second stands by; kill -9 the leader, the
+/// other takes over within the lease time, raises the agent's fence, and
+/// an order carrying the old leader's token is refused by the agent.
+#[tokio::test(flavor = "multi_thread")]
+async fn leader_failover_and_fencing_on_etcd() {
+    const TTL_MS: u64 = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let e = etcd(dir.path()).await;
+    let b = Backend::Etcd(&e);
+    let (pa, pb) = (free_port().unwrap(), free_port().unwrap());
+    let (ua, ub) = (
+        format!("http://127.0.0.1:{pa}"),
+        format!("http://127.0.0.1:{pb}"),
+    );
+    let mut a = controller(&dir.path().join("a"), pa, &b, TTL_MS, "ctl-a");
+    let fence_a = wait_leader(&ua).await;
+    let mut cb = controller(&dir.path().join("b"), pb, &b, TTL_MS, "ctl-b");
+    wait_for("standby answers", Duration::from_secs(30), || async {
+        health(&ub).await["ok"] == json!(true)
+    })
+    .await;
+    assert_eq!(health(&ub).await["leader"], json!(false));
+    let token_file = dir.path().join("a/token");
+    let tok = token(&token_file);
+    let (s, v) = call("GET", &format!("{ub}/v1/hosts"), Some(&tok), None).await;
+    assert_eq!((s, code(&v).as_str()), (503, "not_leader"), "{v}");
+
+    let aport = free_port().unwrap();
+    let agent_url = format!("http://127.0.0.1:{aport}");
+    let _ag = agent(
+        dir.path(),
+        "h1",
+        aport,
+        &[ua.clone(), ub.clone()],
+        &token_file,
+    );
+    wait_host_ready(&ua, &tok, "h1").await;
+    let agent_fence = || async {
+        call("GET", &format!("{agent_url}/v1/fence"), None, None)
+            .await
+            .1["fence"]
+            .as_u64()
+    };
+    wait_for("agent fenced to A", Duration::from_secs(20), || async {
+        agent_fence().await == Some(fence_a)
+    })
+    .await;
+
+    a.kill9();
+    let t0 = Instant::now();
+    let fence_b = wait_leader(&ub).await;
+    let takeover = t0.elapsed();
+    eprintln!(
+        "takeover after kill -9 of the leader: {} ms (lease ttl {TTL_MS} ms)",
+        takeover.as_millis()
+    );
+    assert!(
+        fence_b > fence_a,
+        "new token {fence_b} must exceed {fence_a}"
+    );
+    // Generous bound: the lease time plus etcd's and our polling slack.
+    assert!(
+        takeover < Duration::from_millis(3 * TTL_MS + 5000),
+        "takeover took {takeover:?}"
+    );
+    wait_for("agent fenced to B", Duration::from_secs(20), || async {
+        agent_fence().await == Some(fence_b)
+    })
+    .await;
+
+    // An order from the old leader, arriving late: refused, not executed.
+    for (m, p) in [("POST", "/v1/fence"), ("DELETE", "/v1/vms/anything")] {
+        let url = format!("{agent_url}{p}");
+        let m2 = reqwest::Method::from_bytes(m.as_bytes()).unwrap();
+        let r = http()
+            .request(m2, &url)
+            .header("duplex-fence", fence_a.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(
+            (status, code(&v).as_str()),
+            (409, "stale_fence"),
+            "{m} {p}: {v}"
+        );
+        assert!(
+            msg(&v).contains(&fence_a.to_string()) && msg(&v).contains(&fence_b.to_string()),
+            "{v}"
+        );
+    }
+    // The new leader serves the API with the shared token, and the agent reports to it.
+    wait_host_ready(&ub, &tok, "h1").await;
+    let (_, evs) = call(
+        "GET",
+        &format!("{ub}/v1/events?limit=1000"),
+        Some(&tok),
+        None,
+    )
+    .await;
+    assert!(
+        evs.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == json!("controller.leader")
+                && e["message"].as_str().unwrap_or("").contains("ctl-b")),
+        "{evs}"
+    );
+    assert!(cb.alive());
+}
+
+/// etcd down at start: a clear error naming the endpoint. Down mid-run:
+/// the API says the store is unavailable, the controller keeps retrying,
+/// and once etcd is back it leads again with its state intact.
+#[tokio::test(flavor = "multi_thread")]
+async fn etcd_down_at_start_and_mid_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let nobody = free_port().unwrap();
+    let out = Command::new(BIN)
+        .args(["controller", "--store", "etcd", "--etcd-endpoints"])
+        .arg(format!("http://127.0.0.1:{nobody}"))
+        .args(["--store-timeout-s", "2", "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port().unwrap()))
+        .arg("--data-dir")
+        .arg(dir.path().join("x"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("127.0.0.1:{nobody}")) && err.contains("etcd"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
+    let (c, p) = (free_port().unwrap(), free_port().unwrap());
+    let mut e = EtcdServer::start(&dir.path().join("etcd"), c, p, &dir.path().join("etcd.log"))
+        .await
+        .unwrap();
+    let port = free_port().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let cdir = dir.path().join("ctl");
+    let mut ctl = controller(&cdir, port, &Backend::Etcd(&e), 2000, "c");
+    wait_leader(&base).await;
+    let tok = token(&cdir.join("token"));
+    let t = Some(tok.as_str());
+    let (s, before) = call("GET", &format!("{base}/v1/events?limit=1000"), t, None).await;
+    assert_eq!(s, 200);
+
+    e.kill();
+    wait_for(
+        "API reports the outage",
+        Duration::from_secs(40),
+        || async {
+            let (s, v) = call("GET", &format!("{base}/v1/events"), t, None).await;
+            s == 503 && !msg(&v).is_empty()
+        },
+    )
+    .await;
+    assert!(ctl.alive(), "controller must keep retrying, not exit");
+    // Stay down for longer than the lease: leadership is lost and sought again.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(health(&base).await["leader"], json!(false));
+    assert!(ctl.alive(), "controller must keep retrying, not exit");
+
+    let e2 = EtcdServer::start(
+        &dir.path().join("etcd"),
+        c,
+        p,
+        &dir.path().join("etcd2.log"),
+    )
+    .await
+    .unwrap();
+    wait_leader(&base).await;
+    let (s, after) = call("GET", &format!("{base}/v1/events?limit=1000"), t, None).await;
+    assert_eq!(s, 200);
+    for ev in before.as_array().unwrap() {
+        assert!(
+            after.as_array().unwrap().contains(ev),
+            "event lost over the outage: {ev}"
+        );
+    }
+    assert!(
+        ctl.log().contains("lost the leader lease"),
+        "loss of the lease not logged:\n{}",
+        ctl.log()
+    );
+    drop(e2);
+}

@@ -1,0 +1,118 @@
+//! `POST /v1/agents/{host}/heartbeat`: agents register and report.
+
+use super::{ApiJson, ApiResult, Shared};
+use crate::error::ApiError;
+use crate::events::now_ms;
+use crate::repo::HOSTS;
+use axum::extract::Path;
+use axum::Json;
+use duplex_core::agent_api::{HeartbeatAck, HostReport, AGENT_HEARTBEAT_MS};
+use duplex_core::model::host::default_site;
+use duplex_core::model::{valid_name, Host, HostState, Severity};
+use duplex_store::Expect;
+
+pub async fn heartbeat(
+    ctl: Shared,
+    Path(host): Path<String>,
+    ApiJson(report): ApiJson<HostReport>,
+) -> ApiResult<HeartbeatAck> {
+    let ctl = ctl.0;
+    if !valid_name(&host) {
+        return Err(ApiError::bad_request(format!(
+            "path: `{host}` is not a valid host name (1-32 chars of a-z, 0-9, '-', starting with a letter)"
+        )));
+    }
+    if report.host.name != host {
+        return Err(ApiError::bad_request(format!(
+            "field `host.name`: `{}` does not match the path's host `{host}`",
+            report.host.name
+        )));
+    }
+    if !(report.url.starts_with("http://") || report.url.starts_with("https://")) {
+        return Err(ApiError::bad_request(format!(
+            "field `url`: `{}` is not an http(s) URL",
+            report.url
+        )));
+    }
+    if report.capacity.memory_mib == 0 || report.capacity.vcpus == 0 {
+        return Err(ApiError::bad_request(
+            "field `capacity`: memory_mib and vcpus must be positive",
+        ));
+    }
+    let key = format!("{HOSTS}{host}");
+    let existing = ctl.repo.get::<Host>(&key).await?;
+    match existing {
+        None => {
+            let rec = Host {
+                v: duplex_core::model::SCHEMA_VERSION,
+                name: host.clone(),
+                url: report.url.clone(),
+                capacity: report.capacity,
+                state: HostState::Ready,
+                site: default_site(),
+                rack: None,
+                accel: Some(report.host.accel.clone()),
+                registered_ms: now_ms(),
+                before_failure: None,
+            };
+            ctl.repo.put(&key, &rec, Expect::Absent).await?;
+            ctl.events
+                .emit(
+                    Severity::Info,
+                    "host.registered",
+                    &format!("host/{host}"),
+                    format!(
+                        "{host} registered at {} ({} vCPUs, {} MiB, {:?})",
+                        report.url,
+                        report.capacity.vcpus,
+                        report.capacity.memory_mib,
+                        report.host.accel.kind
+                    ),
+                )
+                .await;
+        }
+        Some(r) => {
+            let h = &r.value;
+            let changed = h.url != report.url
+                || h.capacity != report.capacity
+                || h.accel.as_ref() != Some(&report.host.accel);
+            if changed {
+                let mut rec = h.clone();
+                rec.url = report.url.clone();
+                rec.capacity = report.capacity;
+                rec.accel = Some(report.host.accel.clone());
+                ctl.repo
+                    .put(&key, &rec, Expect::Revision(r.revision))
+                    .await?;
+            }
+        }
+    }
+    if report.seq == 1 {
+        tracing::info!(host, "agent (re)started and reports");
+    }
+    // An agent behind our fencing token is raised to it at once, so that
+    // orders from any earlier leader are refused from now on.
+    if report.fence < ctl.fence() {
+        let agent = ctl.agent(&report.url);
+        let name = host.clone();
+        tokio::spawn(async move {
+            match agent.raise_fence().await {
+                Ok(n) => tracing::info!(host = %name, fence = n, "agent fenced to our token"),
+                Err(e) => tracing::warn!(host = %name, "cannot raise the agent's fence: {e}"),
+            }
+        });
+    }
+    let fresh = {
+        let mut obs = ctl.lock_observed();
+        let fresh = obs.get(&host).is_none();
+        obs.record(&host, report);
+        fresh
+    };
+    if fresh {
+        ctl.kick.notify_one();
+    }
+    Ok(Json(HeartbeatAck {
+        interval_ms: AGENT_HEARTBEAT_MS,
+        fence: ctl.fence(),
+    }))
+}

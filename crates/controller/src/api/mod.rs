@@ -1,0 +1,206 @@
+//! The controller's HTTP/JSON API under `/v1` (described by
+//! `/v1/openapi.json`), `/metrics` and `/healthz`. Every `/v1` route but the
+//! OpenAPI document needs the bearer token; while this controller is not
+//! the leader, everything but `/healthz`, `/metrics` and the document
+//! answers `503 not_leader`.
+
+mod agents;
+mod events;
+mod hosts;
+mod pairs;
+mod vms;
+
+use crate::ctl::Ctl;
+use crate::error::ApiError;
+use crate::metrics::{RouteLabels, Snapshot};
+use axum::extract::{FromRequest, MatchedPath, Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use duplex_core::model::{HostState, OpState, Operation, PairHealth, VmStatus};
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub type Shared = State<Arc<Ctl>>;
+pub type ApiResult<T> = Result<Json<T>, ApiError>;
+
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// `Json` whose rejections name the problem (unknown field, bad type, syntax).
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rej) => Err(ApiError::bad_request(rej.body_text())),
+        }
+    }
+}
+
+pub fn router(ctl: Arc<Ctl>) -> Router {
+    let v1 = Router::new()
+        .route("/v1/agents/{host}/heartbeat", post(agents::heartbeat))
+        .route("/v1/hosts", get(hosts::list))
+        .route("/v1/hosts/{name}", get(hosts::show))
+        .route("/v1/hosts/{name}/state", post(hosts::set_state))
+        .route("/v1/vms", get(vms::list).post(vms::create))
+        .route("/v1/vms/{name}", get(vms::show).delete(vms::delete))
+        .route("/v1/pairs", get(pairs::list).post(pairs::create))
+        .route("/v1/pairs/{name}", get(pairs::show).delete(pairs::delete))
+        .route("/v1/pairs/{name}/switchover", post(pairs::switchover))
+        .route("/v1/operations", get(events::ops))
+        .route("/v1/operations/{id}", get(events::op))
+        .route("/v1/events", get(events::list))
+        .route("/v1/token/rotate", post(events::rotate_token))
+        .route("/v1/controller", get(controller_info))
+        .layer(middleware::from_fn_with_state(ctl.clone(), authorize))
+        .layer(middleware::from_fn_with_state(ctl.clone(), leader_only));
+    Router::new()
+        .merge(v1)
+        .route("/v1/openapi.json", get(openapi))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(|req: Request| async move {
+            ApiError::not_found(format!(
+                "no such endpoint: {} {}",
+                req.method(),
+                req.uri().path()
+            ))
+        })
+        .layer(middleware::from_fn_with_state(ctl.clone(), timed))
+        .with_state(ctl)
+}
+
+async fn leader_only(State(ctl): Shared, req: Request, next: Next) -> Response {
+    if !ctl.is_leader() {
+        return ApiError::not_leader(format!(
+            "controller {} is not the leader (standing by for the lease on {}); use the leader",
+            ctl.cfg.id,
+            ctl.repo.store.describe()
+        ))
+        .into_response();
+    }
+    next.run(req).await
+}
+
+async fn authorize(State(ctl): Shared, req: Request, next: Next) -> Response {
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
+    let rec = ctl.token.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    match crate::auth::check(&rec, header.as_deref()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => {
+            let mut e = e;
+            e.message = format!("{} (token file: {})", e.message, ctl.token_path.display());
+            e.into_response()
+        }
+    }
+}
+
+async fn timed(State(ctl): Shared, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let t = Instant::now();
+    let resp = next.run(req).await;
+    ctl.metrics
+        .api
+        .get_or_create(&RouteLabels {
+            method,
+            route,
+            status: resp.status().as_u16(),
+        })
+        .observe(t.elapsed().as_secs_f64());
+    resp
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn healthz(State(ctl): Shared) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "ok": true,
+        "id": ctl.cfg.id,
+        "leader": ctl.is_leader(),
+        "fence": ctl.fence(),
+        "store": ctl.repo.store.describe(),
+    }))
+}
+
+async fn controller_info(State(ctl): Shared) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "id": ctl.cfg.id,
+        "version": env!("CARGO_PKG_VERSION"),
+        "leader": ctl.is_leader(),
+        "fence": ctl.fence(),
+        "store": ctl.repo.store.describe(),
+        "token_file": ctl.token_path,
+        "host_failure_timeout_ms": duplex_core::model::liveness::HOST_FAILURE_TIMEOUT_MS,
+        "lease_ttl_ms": ctl.cfg.lease_ttl.as_millis() as u64,
+    }))
+}
+
+async fn metrics(State(ctl): Shared) -> Response {
+    let mut snap = Snapshot {
+        hosts: HostState::ALL.iter().map(|s| (s.as_str(), 0)).collect(),
+        vms: VmStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect(),
+        pairs: PairHealth::ALL.iter().map(|s| (s.as_str(), 0)).collect(),
+        ops_running: 0,
+        leader: ctl.is_leader(),
+        fence: ctl.fence(),
+    };
+    if ctl.is_leader() {
+        let (Ok(hosts), Ok(vms), Ok(pairs)) =
+            (ctl.hosts().await, ctl.vms().await, ctl.pairs().await)
+        else {
+            return ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "cannot read the store for metrics",
+            )
+            .into_response();
+        };
+        let bump = |rows: &mut Vec<(&'static str, i64)>, k: &str| {
+            if let Some(r) = rows.iter_mut().find(|r| r.0 == k) {
+                r.1 += 1;
+            }
+        };
+        for h in &hosts {
+            bump(&mut snap.hosts, h.state.as_str());
+        }
+        for v in &vms {
+            let s = ctl.vm_view(v.clone(), &hosts, false).status;
+            bump(&mut snap.vms, s.as_str());
+        }
+        for p in pairs {
+            let h = ctl.pair_view(p, &vms, &hosts).health;
+            bump(&mut snap.pairs, h.as_str());
+        }
+        if let Ok(ops) = ctl.repo.list::<Operation>(crate::repo::OPS).await {
+            snap.ops_running = ops
+                .iter()
+                .filter(|o| o.value.state == OpState::Running)
+                .count() as i64;
+        }
+    }
+    (
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        ctl.metrics.render(&snap),
+    )
+        .into_response()
+}

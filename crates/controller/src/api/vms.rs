@@ -1,0 +1,135 @@
+//! `/v1/vms`: lone VMs (pair members show here too).
+
+use super::{ApiJson, ApiResult, Shared};
+use crate::ctl::{Ctl, VmView};
+use crate::error::ApiError;
+use crate::events::now_ms;
+use crate::repo::VMS;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::Json;
+use duplex_core::model::{Desired, Severity, Vm};
+use duplex_core::vm_spec::VmSpec;
+use duplex_store::Expect;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVm {
+    pub spec: VmSpec,
+    /// Pin to this host instead of letting the controller place it.
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+pub async fn list(ctl: Shared) -> ApiResult<Vec<VmView>> {
+    let hosts = ctl.hosts().await?;
+    let vms = ctl.vms().await?;
+    Ok(Json(
+        vms.into_iter()
+            .map(|v| ctl.vm_view(v, &hosts, false))
+            .collect(),
+    ))
+}
+
+pub async fn show(ctl: Shared, Path(name): Path<String>) -> ApiResult<VmView> {
+    let hosts = ctl.hosts().await?;
+    match ctl.vm(&name).await? {
+        Some(v) => Ok(Json(ctl.vm_view(v, &hosts, true))),
+        None => Err(ApiError::not_found(format!(
+            "no VM `{name}` (see `duplex vm list`)"
+        ))),
+    }
+}
+
+/// Checks a spec for the cluster: valid, name and address not taken.
+pub async fn check_new(ctl: &Ctl, spec: &VmSpec, field: &str) -> Result<(), ApiError> {
+    spec.validate()
+        .map_err(|e| ApiError::bad_request(format!("{field}{e}")))?;
+    let vms = ctl.vms().await?;
+    if vms.iter().any(|v| v.spec.name == spec.name) {
+        return Err(ApiError::conflict(format!(
+            "{field}field `name`: a VM `{}` already exists",
+            spec.name
+        )));
+    }
+    if let Some(o) = vms.iter().find(|v| v.spec.ip == spec.ip) {
+        return Err(ApiError::conflict(format!(
+            "{field}field `ip`: {} is already used by VM `{}`",
+            spec.ip, o.spec.name
+        )));
+    }
+    Ok(())
+}
+
+pub async fn create(
+    ctl: Shared,
+    ApiJson(req): ApiJson<CreateVm>,
+) -> Result<(StatusCode, Json<VmView>), ApiError> {
+    check_new(&ctl, &req.spec, "spec: ").await?;
+    let host = crate::placement::choose(&ctl, &req.spec, &[], req.host.as_deref(), &[]).await?;
+    let vm = Vm {
+        v: duplex_core::model::SCHEMA_VERSION,
+        spec: req.spec,
+        host: host.clone(),
+        desired: Desired::Running,
+        pair: None,
+        created_ms: now_ms(),
+    };
+    let name = vm.spec.name.clone();
+    ctl.repo
+        .put(&format!("{VMS}{name}"), &vm, Expect::Absent)
+        .await
+        .map_err(|e| match e {
+            crate::repo::RepoError::Store(duplex_store::StoreError::Conflict { .. }) => {
+                ApiError::conflict(format!("field `name`: a VM `{name}` already exists"))
+            }
+            e => e.into(),
+        })?;
+    ctl.events
+        .emit(
+            Severity::Info,
+            "vm.created",
+            &format!("vm/{name}"),
+            format!("{name} placed on {host}"),
+        )
+        .await;
+    ctl.kick.notify_one();
+    let hosts = ctl.hosts().await?;
+    Ok((StatusCode::CREATED, Json(ctl.vm_view(vm, &hosts, false))))
+}
+
+pub async fn delete(
+    ctl: Shared,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<VmView>), ApiError> {
+    let key = format!("{VMS}{name}");
+    let r = ctl
+        .repo
+        .update::<Vm, ApiError, _>(&key, |v| {
+            if let Some(p) = &v.pair {
+                return Err(ApiError::conflict(format!(
+                    "VM `{name}` is a member of pair `{p}`: delete the pair (`duplex pair delete {p}`)"
+                )));
+            }
+            v.desired = Desired::Deleted;
+            Ok(())
+        })
+        .await
+        .map_err(|e| match e {
+            crate::repo::RepoError::Missing(_) => ApiError::not_found(format!("no VM `{name}`")),
+            e => e.into(),
+        })?;
+    let vm = r?;
+    ctl.events
+        .emit(
+            Severity::Info,
+            "vm.deleting",
+            &format!("vm/{name}"),
+            format!("deleting {name} from {}", vm.host),
+        )
+        .await;
+    ctl.kick.notify_one();
+    let hosts = ctl.hosts().await?;
+    Ok((StatusCode::ACCEPTED, Json(ctl.vm_view(vm, &hosts, false))))
+}

@@ -1,0 +1,29 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the controller keeps its state.
+#[derive(Debug, Clone)]
+pub enum StoreChoice {
+    /// Single-file store under the data directory; no other process.
+    Embedded,
+    /// etcd cluster at these client URLs.
+    Etcd { endpoints: Vec<String> },
+}
+
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Name for logs and the leader key (default: host name + pid).
+    pub id: String,
+    pub listen: SocketAddr,
+    /// Token file and embedded store live here.
+    pub data_dir: PathBuf,
+    pub store: StoreChoice,
+    /// Leader lease time to live (etcd): a dead leader is replaced after at most this.
+    pub lease_ttl: Duration,
+    /// How long to keep trying to reach the store at start.
+    pub store_connect_timeout: Duration,
+}
+
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
+pub const DEFAULT_PORT: u16 = 7080;

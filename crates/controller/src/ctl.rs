@@ -1,0 +1,214 @@
+//! The controller's shared state: store, what agents reported, the lease's
+//! fencing token, and views that combine desired and observed state.
+
+use crate::auth::TokenRecord;
+use crate::config::ControllerConfig;
+use crate::events::Events;
+use crate::metrics::Metrics;
+use crate::observed::Observed;
+use crate::repo::{Repo, RepoError, HOSTS, PAIRS, VMS};
+use duplex_agent::client::AgentClient;
+use duplex_core::agent_api::VmInfo;
+use duplex_core::model::pair::{health, MemberView};
+use duplex_core::model::vm::observe;
+use duplex_core::model::{Host, HostState, Pair, PairHealth, Vm, VmStatus};
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+pub struct Ctl {
+    pub cfg: ControllerConfig,
+    pub repo: Repo,
+    pub observed: Mutex<Observed>,
+    /// The lease's fencing token; 0 while not leading.
+    pub fence: AtomicU64,
+    pub leading: AtomicBool,
+    pub events: Events,
+    pub metrics: Metrics,
+    /// VMs an operation is working on: the reconciler leaves them alone.
+    pub busy: Mutex<BTreeSet<String>>,
+    /// Operations running in this process.
+    pub ops_running: AtomicU64,
+    pub token: Mutex<TokenRecord>,
+    pub token_path: PathBuf,
+    /// Unmanaged VMs already reported (once each).
+    pub reported_unmanaged: Mutex<BTreeSet<(String, String)>>,
+    /// Wakes the reconciler early (after a write through the API).
+    pub kick: tokio::sync::Notify,
+}
+
+/// A VM with what its host says about it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VmView {
+    #[serde(flatten)]
+    pub vm: Vm,
+    pub status: VmStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<duplex_core::role::Role>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub info: Option<VmInfo>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberStatus {
+    pub vm: String,
+    pub host: String,
+    /// The role the pair wants it in.
+    pub wanted: &'static str,
+    /// The role its guest reports (`null`: no fresh report).
+    pub role: Option<duplex_core::role::Role>,
+    pub healthy: Option<bool>,
+    pub status: VmStatus,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PairView {
+    #[serde(flatten)]
+    pub pair: Pair,
+    pub health: PairHealth,
+    pub members_status: Vec<MemberStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostView {
+    #[serde(flatten)]
+    pub host: Host,
+    /// Milliseconds since its last heartbeat to this controller.
+    pub silent_ms: u64,
+    pub vms: Vec<String>,
+    /// The highest fencing token the agent has obeyed.
+    pub agent_fence: Option<u64>,
+}
+
+impl Ctl {
+    pub fn fence(&self) -> u64 {
+        self.fence.load(Ordering::SeqCst)
+    }
+    pub fn is_leader(&self) -> bool {
+        self.leading.load(Ordering::SeqCst)
+    }
+
+    /// Client for a host's agent; every order carries our fencing token.
+    pub fn agent(&self, url: &str) -> AgentClient {
+        AgentClient::new(url).with_fence(self.fence())
+    }
+
+    pub async fn hosts(&self) -> Result<Vec<Host>, RepoError> {
+        Ok(self
+            .repo
+            .list::<Host>(HOSTS)
+            .await?
+            .into_iter()
+            .map(|r| r.value)
+            .collect())
+    }
+    pub async fn vms(&self) -> Result<Vec<Vm>, RepoError> {
+        Ok(self
+            .repo
+            .list::<Vm>(VMS)
+            .await?
+            .into_iter()
+            .map(|r| r.value)
+            .collect())
+    }
+    pub async fn pairs(&self) -> Result<Vec<Pair>, RepoError> {
+        Ok(self
+            .repo
+            .list::<Pair>(PAIRS)
+            .await?
+            .into_iter()
+            .map(|r| r.value)
+            .collect())
+    }
+    pub async fn host(&self, name: &str) -> Result<Option<Host>, RepoError> {
+        Ok(self
+            .repo
+            .get::<Host>(&format!("{HOSTS}{name}"))
+            .await?
+            .map(|r| r.value))
+    }
+    pub async fn vm(&self, name: &str) -> Result<Option<Vm>, RepoError> {
+        Ok(self
+            .repo
+            .get::<Vm>(&format!("{VMS}{name}"))
+            .await?
+            .map(|r| r.value))
+    }
+    pub async fn pair(&self, name: &str) -> Result<Option<Pair>, RepoError> {
+        Ok(self
+            .repo
+            .get::<Pair>(&format!("{PAIRS}{name}"))
+            .await?
+            .map(|r| r.value))
+    }
+
+    fn host_alive(hosts: &[Host], name: &str) -> bool {
+        hosts
+            .iter()
+            .any(|h| h.name == name && h.state != HostState::Failed)
+    }
+
+    pub fn vm_view(&self, vm: Vm, hosts: &[Host], full: bool) -> VmView {
+        let obs = self.lock_observed();
+        let alive = Self::host_alive(hosts, &vm.host) && obs.get(&vm.host).is_some();
+        let info = obs.vm(&vm.host, &vm.spec.name).cloned();
+        let status = observe(&vm, alive, info.as_ref());
+        let role = obs.member_view(&vm.host, &vm.spec.name).role;
+        VmView {
+            vm,
+            status,
+            role,
+            info: if full { info } else { None },
+        }
+    }
+
+    pub fn pair_view(&self, pair: Pair, vms: &[Vm], hosts: &[Host]) -> PairView {
+        let mut views = [MemberView::default(); 2];
+        let mut members_status = Vec::new();
+        for (i, name) in pair.members.iter().enumerate() {
+            let vm = vms.iter().find(|v| &v.spec.name == name);
+            let host = vm.map(|v| v.host.clone()).unwrap_or_default();
+            let view = if Self::host_alive(hosts, &host) {
+                self.lock_observed().member_view(&host, name)
+            } else {
+                MemberView::default()
+            };
+            views[i] = view;
+            let status = vm
+                .map(|v| self.vm_view(v.clone(), hosts, false).status)
+                .unwrap_or(VmStatus::Pending);
+            members_status.push(MemberStatus {
+                vm: name.clone(),
+                host,
+                wanted: if i == pair.active % 2 { "act" } else { "sby" },
+                role: view.role,
+                healthy: view.healthy,
+                status,
+            });
+        }
+        PairView {
+            health: health(&pair, views),
+            pair,
+            members_status,
+        }
+    }
+
+    pub fn host_view(&self, host: Host) -> HostView {
+        let obs = self.lock_observed();
+        HostView {
+            silent_ms: obs.silent_ms(&host.name),
+            vms: obs.vm_names(&host.name).into_iter().collect(),
+            agent_fence: obs.get(&host.name).map(|s| s.report.fence),
+            host,
+        }
+    }
+
+    pub fn lock_observed(&self) -> std::sync::MutexGuard<'_, Observed> {
+        self.observed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    pub fn lock_busy(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

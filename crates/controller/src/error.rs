@@ -1,0 +1,98 @@
+//! Errors of the controller: the API's JSON error answer, and start-up failures.
+
+use crate::repo::RepoError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use duplex_core::agent_api::{ErrorBody, ErrorDetail};
+use duplex_store::StoreError;
+
+/// An API error: HTTP status, stable code, message that says what to do.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+    pub fn unauthorized(code: &'static str, message: &str) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, message)
+    }
+    pub fn not_leader(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_leader", message)
+    }
+}
+
+impl From<RepoError> for ApiError {
+    fn from(e: RepoError) -> Self {
+        let status = match &e {
+            RepoError::Store(StoreError::Conflict { .. }) | RepoError::Contended { .. } => {
+                StatusCode::CONFLICT
+            }
+            RepoError::Store(StoreError::NotLeader { .. }) => {
+                return ApiError::not_leader(format!(
+                    "this controller lost its leadership ({e}); ask the current leader"
+                ))
+            }
+            RepoError::Store(StoreError::Unavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            RepoError::Missing(_) => StatusCode::NOT_FOUND,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let code = match status {
+            StatusCode::CONFLICT => "conflict",
+            StatusCode::SERVICE_UNAVAILABLE => "store_unavailable",
+            StatusCode::NOT_FOUND => "not_found",
+            _ => "store_error",
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.into(),
+                message: self.message,
+            },
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    #[error(
+        "cannot listen on {addr}: {source} (is another controller running there? use --listen)"
+    )]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("serving HTTP: {0}")]
+    Serve(std::io::Error),
+    #[error("lost the leader lease (token {token}): stopping so that only the new leader acts")]
+    Deposed { token: u64 },
+}

@@ -1,0 +1,110 @@
+//! The controller ("VM control device"): owns the desired state in a store
+//! (embedded file or etcd), leads through the store's lease with a fencing
+//! token, keeps the hosts converged (`reconciler`), runs pair workflows
+//! (`pairs`) and serves the HTTP API (`api`).
+
+pub mod api;
+mod auth;
+pub mod client;
+pub mod config;
+pub mod ctl;
+pub mod error;
+mod events;
+mod leader;
+mod metrics;
+mod observed;
+mod ops;
+pub mod pair_exec;
+mod pairs;
+mod placement;
+pub mod reconciler;
+pub mod repo;
+
+pub use config::{ControllerConfig, StoreChoice};
+pub use error::ControllerError;
+
+use crate::ctl::Ctl;
+use crate::events::Events;
+use crate::repo::Repo;
+use duplex_store::Store;
+use std::sync::Arc;
+
+/// File name of the API token in the data directory.
+pub const TOKEN_FILE: &str = "token";
+/// File name of the embedded store in the data directory.
+pub const STORE_FILE: &str = "state.redb";
+
+pub async fn open_store(cfg: &ControllerConfig) -> Result<Arc<dyn Store>, ControllerError> {
+    Ok(match &cfg.store {
+        StoreChoice::Embedded => {
+            let path = cfg.data_dir.join(STORE_FILE);
+            Arc::new(duplex_store::EmbeddedStore::open(&path).await?)
+        }
+        StoreChoice::Etcd { endpoints } => {
+            let opts = duplex_store::EtcdOptions {
+                connect_timeout: cfg.store_connect_timeout,
+                candidate_id: Some(cfg.id.clone()),
+                ..Default::default()
+            };
+            Arc::new(duplex_store::EtcdStore::connect(endpoints, opts).await?)
+        }
+    })
+}
+
+/// Runs the controller until it is stopped (Ctrl-C / SIGTERM) or deposed.
+pub async fn run(cfg: ControllerConfig) -> Result<(), ControllerError> {
+    let store = open_store(&cfg).await?;
+    let repo = Repo::new(store);
+    let token_path = cfg.data_dir.join(TOKEN_FILE);
+    let (token, created) = auth::bootstrap(&repo, &token_path).await?;
+    if created {
+        tracing::info!("created the API token: {}", token_path.display());
+    }
+    eprintln!(
+        "duplex controller {}: store {}; API token in {}",
+        cfg.id,
+        repo.store.describe(),
+        token_path.display()
+    );
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| ControllerError::Listen {
+            addr: cfg.listen.to_string(),
+            source,
+        })?;
+    let ctl = Arc::new(Ctl {
+        events: Events::new(repo.clone()),
+        repo,
+        observed: Default::default(),
+        fence: Default::default(),
+        leading: Default::default(),
+        metrics: Default::default(),
+        busy: Default::default(),
+        ops_running: Default::default(),
+        token: std::sync::Mutex::new(token),
+        token_path,
+        reported_unmanaged: Default::default(),
+        kick: Default::default(),
+        cfg,
+    });
+    tracing::info!(addr = %ctl.cfg.listen, id = %ctl.cfg.id, "controller API listening");
+    let app = api::router(ctl.clone());
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
+    tokio::spawn(reconciler::run(ctl.clone()));
+    tokio::select! {
+        r = server => r.map_err(ControllerError::Serve),
+        r = leader::hold_office(ctl.clone()) => r,
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("stopping");
+}

@@ -1,0 +1,119 @@
+//! Operations: a record under `ops/` per long-running request, with
+//! progress; a new leader fails the ones its predecessor left running.
+
+use crate::ctl::Ctl;
+use crate::events::now_ms;
+use crate::repo::{RepoError, OPS};
+use duplex_core::model::{OpKind, OpState, Operation, Severity};
+use duplex_store::Expect;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+pub struct OpHandle {
+    ctl: Arc<Ctl>,
+    pub id: String,
+}
+
+/// Records a new running operation.
+pub async fn start(
+    ctl: &Arc<Ctl>,
+    kind: OpKind,
+    subject: &str,
+) -> Result<(Operation, OpHandle), RepoError> {
+    let id = format!(
+        "op-{}-{:04}",
+        now_ms(),
+        ctl.ops_running.load(Ordering::Relaxed) % 10_000
+    );
+    let op = Operation {
+        v: duplex_core::model::SCHEMA_VERSION,
+        id: id.clone(),
+        kind,
+        subject: subject.into(),
+        state: OpState::Running,
+        progress: "started".into(),
+        started_ms: now_ms(),
+        finished_ms: None,
+        error: None,
+    };
+    ctl.repo
+        .put(&format!("{OPS}{id}"), &op, Expect::Absent)
+        .await?;
+    ctl.ops_running.fetch_add(1, Ordering::Relaxed);
+    Ok((
+        op,
+        OpHandle {
+            ctl: ctl.clone(),
+            id,
+        },
+    ))
+}
+
+impl OpHandle {
+    async fn set(&self, f: impl FnMut(&mut Operation) -> Result<(), std::convert::Infallible>) {
+        let key = format!("{OPS}{}", self.id);
+        if let Err(e) = self.ctl.repo.update(&key, f).await {
+            tracing::warn!(op = %self.id, "cannot record progress: {e}");
+        }
+    }
+
+    pub async fn progress(&self, line: impl Into<String>) {
+        let line = line.into();
+        tracing::info!(op = %self.id, "{line}");
+        self.set(|o| {
+            o.progress = line.clone();
+            Ok(())
+        })
+        .await;
+    }
+
+    pub async fn finish(self, result: Result<String, String>) {
+        let (state, progress, error) = match result {
+            Ok(msg) => (OpState::Succeeded, msg, None),
+            Err(e) => (OpState::Failed, "failed".to_string(), Some(e)),
+        };
+        self.set(|o| {
+            o.state = state;
+            o.progress = progress.clone();
+            o.error = error.clone();
+            o.finished_ms = Some(now_ms());
+            Ok(())
+        })
+        .await;
+        self.ctl.ops_running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// On taking office: operations still `running` belonged to a controller
+/// that is gone; mark them failed so nobody waits for them forever.
+pub async fn fail_orphans(ctl: &Arc<Ctl>) -> Result<(), RepoError> {
+    for r in ctl.repo.list::<Operation>(OPS).await? {
+        if r.value.state != OpState::Running {
+            continue;
+        }
+        let mut op = r.value;
+        op.state = OpState::Failed;
+        op.error = Some("the controller running it stopped; check the subject and retry".into());
+        op.finished_ms = Some(now_ms());
+        let key = format!("{OPS}{}", op.id);
+        if ctl
+            .repo
+            .put(&key, &op, Expect::Revision(r.revision))
+            .await
+            .is_ok()
+        {
+            ctl.events
+                .emit(
+                    Severity::Warning,
+                    "operation.abandoned",
+                    &op.subject,
+                    format!(
+                        "operation {} was left running by the previous controller: marked failed",
+                        op.id
+                    ),
+                )
+                .await;
+        }
+    }
+    Ok(())
+}

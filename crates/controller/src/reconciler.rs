@@ -1,0 +1,262 @@
+//! The reconcile loop: marks silent hosts failed (and back), then carries
+//! out `duplex_core::model::reconcile::plan` against the agents.
+
+use crate::ctl::Ctl;
+use crate::repo::{RepoError, HOSTS, VMS};
+use duplex_agent::client::ClientError;
+use duplex_core::agent_api::WaitFor;
+use duplex_core::model::reconcile::{plan, Action, HostSeen};
+use duplex_core::model::{liveness, Host, HostState, Severity, Vm};
+use duplex_store::Expect;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+const PERIOD: Duration = Duration::from_millis(1000);
+/// After a failed order, leave the VM alone this long before trying again.
+const RETRY_AFTER: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+pub async fn run(ctl: Arc<Ctl>) {
+    let mut backoff = PERIOD;
+    loop {
+        if ctl.is_leader() {
+            match tick(&ctl).await {
+                Ok(()) => backoff = PERIOD,
+                Err(e) => {
+                    tracing::warn!("reconcile pass failed, retrying in {backoff:?}: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PERIOD) => {}
+            _ = ctl.kick.notified() => {}
+        }
+    }
+}
+
+/// One pass. Public so tests can drive it.
+pub async fn tick(ctl: &Arc<Ctl>) -> Result<(), RepoError> {
+    judge_hosts(ctl).await?;
+    let hosts = ctl.hosts().await?;
+    let vms = ctl.vms().await?;
+    let seen: BTreeMap<String, HostSeen> = {
+        let obs = ctl.lock_observed();
+        hosts
+            .iter()
+            .map(|h| {
+                let reported = obs.get(&h.name).is_some();
+                let alive = h.state != HostState::Failed && reported;
+                (
+                    h.name.clone(),
+                    HostSeen {
+                        alive,
+                        accepts: alive && h.state == HostState::Ready,
+                        vms: obs.vm_names(&h.name),
+                    },
+                )
+            })
+            .collect()
+    };
+    let busy = ctl.lock_busy().clone();
+    for action in plan(&vms, &seen, &busy) {
+        execute(ctl, &hosts, &vms, action).await?;
+    }
+    Ok(())
+}
+
+async fn judge_hosts(ctl: &Arc<Ctl>) -> Result<(), RepoError> {
+    for h in ctl.hosts().await? {
+        let silent = ctl.lock_observed().silent_ms(&h.name);
+        let Some(next) = liveness::judge(h.state, h.before_failure, silent) else {
+            continue;
+        };
+        let key = format!("{HOSTS}{}", h.name);
+        let res = ctl
+            .repo
+            .update::<Host, std::convert::Infallible, _>(&key, |rec| {
+                if next == HostState::Failed {
+                    rec.before_failure = Some(rec.state);
+                } else {
+                    rec.before_failure = None;
+                }
+                rec.state = next;
+                Ok(())
+            })
+            .await;
+        match res {
+            Ok(_) if next == HostState::Failed => {
+                ctl.events
+                    .emit(
+                        Severity::Error,
+                        "host.failed",
+                        &format!("host/{}", h.name),
+                        format!(
+                            "no heartbeat from {} for {silent} ms (limit {} ms): marked failed",
+                            h.name,
+                            liveness::HOST_FAILURE_TIMEOUT_MS
+                        ),
+                    )
+                    .await
+            }
+            Ok(_) => {
+                ctl.events
+                    .emit(
+                        Severity::Info,
+                        "host.recovered",
+                        &format!("host/{}", h.name),
+                        format!("{} reports again: {}", h.name, next.as_str()),
+                    )
+                    .await
+            }
+            Err(RepoError::Missing(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Marks `vm` busy for the duration of `work`, and for `RETRY_AFTER`
+/// longer if it failed.
+fn spawn_order<F>(ctl: &Arc<Ctl>, vm: String, work: F)
+where
+    F: std::future::Future<Output = bool> + Send + 'static,
+{
+    ctl.lock_busy().insert(vm.clone());
+    let ctl = ctl.clone();
+    tokio::spawn(async move {
+        let ok = work.await;
+        if !ok {
+            tokio::time::sleep(RETRY_AFTER).await;
+        }
+        ctl.lock_busy().remove(&vm);
+        ctl.kick.notify_one();
+    });
+}
+
+async fn execute(
+    ctl: &Arc<Ctl>,
+    hosts: &[Host],
+    vms: &[Vm],
+    action: Action,
+) -> Result<(), RepoError> {
+    let url = |h: &str| hosts.iter().find(|x| x.name == h).map(|x| x.url.clone());
+    match action {
+        Action::Create { vm, host } => {
+            let (Some(url), Some(rec)) = (url(&host), vms.iter().find(|v| v.spec.name == vm))
+            else {
+                return Ok(());
+            };
+            let (agent, spec, c) = (ctl.agent(&url), rec.spec.clone(), ctl.clone());
+            spawn_order(ctl, vm.clone(), async move {
+                let subject = format!("vm/{vm}");
+                match agent.create(&spec, WaitFor::Started).await {
+                    Ok(_) => {
+                        c.events
+                            .emit(
+                                Severity::Info,
+                                "vm.started",
+                                &subject,
+                                format!("started {vm} on {host}"),
+                            )
+                            .await;
+                        true
+                    }
+                    Err(e) => {
+                        c.events
+                            .emit(
+                                Severity::Warning,
+                                "vm.start_failed",
+                                &subject,
+                                format!(
+                                    "cannot start {vm} on {host} (retrying in {} s): {e}",
+                                    RETRY_AFTER.as_secs()
+                                ),
+                            )
+                            .await;
+                        false
+                    }
+                }
+            });
+        }
+        Action::Delete { vm, host } => {
+            let Some(url) = url(&host) else { return Ok(()) };
+            let (agent, c) = (ctl.agent(&url), ctl.clone());
+            spawn_order(ctl, vm.clone(), async move {
+                match agent.delete(&vm).await {
+                    Ok(()) => true,
+                    // Already gone (e.g. a second pass before the report caught up).
+                    Err(ClientError::Api { status: 404, .. }) => true,
+                    Err(e) => {
+                        c.events
+                            .emit(
+                                Severity::Warning,
+                                "vm.delete_failed",
+                                &format!("vm/{vm}"),
+                                format!("cannot remove {vm} from {host} (retrying): {e}"),
+                            )
+                            .await;
+                        false
+                    }
+                }
+            });
+        }
+        Action::Forget { vm } => {
+            if ctl.repo.delete(&format!("{VMS}{vm}"), Expect::Any).await? {
+                ctl.events
+                    .emit(
+                        Severity::Info,
+                        "vm.deleted",
+                        &format!("vm/{vm}"),
+                        format!("{vm} is gone"),
+                    )
+                    .await;
+            }
+        }
+        Action::Adopt { vm, host } => {
+            let to = host.clone();
+            let r = ctl
+                .repo
+                .update::<Vm, std::convert::Infallible, _>(&format!("{VMS}{vm}"), |rec| {
+                    rec.host = to.clone();
+                    Ok(())
+                })
+                .await;
+            match r {
+                Ok(_) => {
+                    ctl.events
+                        .emit(
+                            Severity::Info,
+                            "vm.moved",
+                            &format!("vm/{vm}"),
+                            format!("{vm} now runs on {host}"),
+                        )
+                        .await
+                }
+                Err(RepoError::Missing(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Action::Unmanaged { vm, host } => {
+            let fresh = ctl
+                .reported_unmanaged
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((host.clone(), vm.clone()));
+            if fresh {
+                ctl.events
+                    .emit(
+                        Severity::Warning,
+                        "vm.unmanaged",
+                        &format!("host/{host}"),
+                        format!("{host} runs VM {vm}, which the controller has no record of; left alone"),
+                    )
+                    .await;
+            }
+        }
+    }
+    Ok(())
+}

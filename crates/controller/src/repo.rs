@@ -1,0 +1,136 @@
+//! Typed records over the store: JSON with a schema version, written with
+//! compare-and-set. Key layout: `hosts/<name>`, `vms/<name>`,
+//! `pairs/<name>`, `ops/<id>`, `events/<id>`, `config/api-token`.
+
+use duplex_core::model::SCHEMA_VERSION;
+use duplex_store::{Expect, Store, StoreError};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::sync::Arc;
+
+pub const HOSTS: &str = "hosts/";
+pub const VMS: &str = "vms/";
+pub const PAIRS: &str = "pairs/";
+pub const OPS: &str = "ops/";
+pub const EVENTS: &str = "events/";
+pub const API_TOKEN: &str = "config/api-token";
+
+/// How often a read-modify-write is retried when another writer got there first.
+const UPDATE_ATTEMPTS: usize = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored record `{key}` is unreadable: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("stored record `{key}` has layout v{found}, newer than this controller's v{SCHEMA_VERSION}: upgrade the controller")]
+    Newer { key: String, found: u32 },
+    #[error("`{0}` does not exist")]
+    Missing(String),
+    #[error("`{key}` kept changing under us ({UPDATE_ATTEMPTS} attempts): try again")]
+    Contended { key: String },
+}
+
+/// A stored record with the revision it was read at.
+#[derive(Debug, Clone)]
+pub struct Rev<T> {
+    pub value: T,
+    pub revision: u64,
+}
+
+#[derive(Clone)]
+pub struct Repo {
+    pub store: Arc<dyn Store>,
+}
+
+fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, RepoError> {
+    let raw: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| RepoError::Corrupt {
+        key: key.into(),
+        reason: e.to_string(),
+    })?;
+    if let Some(v) = raw.get("v").and_then(|v| v.as_u64()) {
+        if v > SCHEMA_VERSION as u64 {
+            return Err(RepoError::Newer {
+                key: key.into(),
+                found: v as u32,
+            });
+        }
+    }
+    serde_json::from_value(raw).map_err(|e| RepoError::Corrupt {
+        key: key.into(),
+        reason: e.to_string(),
+    })
+}
+
+impl Repo {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Repo { store }
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<Rev<T>>, RepoError> {
+        match self.store.get(key).await? {
+            None => Ok(None),
+            Some(e) => Ok(Some(Rev {
+                value: decode(key, &e.value)?,
+                revision: e.revision,
+            })),
+        }
+    }
+
+    /// Every readable record under `prefix`; unreadable ones are logged and skipped.
+    pub async fn list<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<Rev<T>>, RepoError> {
+        let mut out = Vec::new();
+        for e in self.store.list(prefix).await? {
+            match decode(&e.key, &e.value) {
+                Ok(value) => out.push(Rev {
+                    value,
+                    revision: e.revision,
+                }),
+                Err(err) => tracing::error!(key = %e.key, "skipping record: {err}"),
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn put<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        expect: Expect,
+    ) -> Result<u64, RepoError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| RepoError::Corrupt {
+            key: key.into(),
+            reason: e.to_string(),
+        })?;
+        Ok(self.store.put(key, &bytes, expect).await?)
+    }
+
+    pub async fn delete(&self, key: &str, expect: Expect) -> Result<bool, RepoError> {
+        Ok(self.store.delete(key, expect).await?)
+    }
+
+    /// Reads `key`, applies `f`, writes it back if unchanged meanwhile;
+    /// retries on a race. `f` may refuse by returning `Err`.
+    pub async fn update<T, E, F>(&self, key: &str, mut f: F) -> Result<Result<T, E>, RepoError>
+    where
+        T: Serialize + DeserializeOwned + Clone,
+        F: FnMut(&mut T) -> Result<(), E>,
+    {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let Some(cur) = self.get::<T>(key).await? else {
+                return Err(RepoError::Missing(key.into()));
+            };
+            let mut next = cur.value.clone();
+            if let Err(e) = f(&mut next) {
+                return Ok(Err(e));
+            }
+            match self.put(key, &next, Expect::Revision(cur.revision)).await {
+                Ok(_) => return Ok(Ok(next)),
+                Err(RepoError::Store(StoreError::Conflict { .. })) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(RepoError::Contended { key: key.into() })
+    }
+}

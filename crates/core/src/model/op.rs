@@ -1,0 +1,41 @@
+//! Operations: long-running work the controller does on request
+//! (create a pair, switch it over, delete a VM), visible in the API.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpKind {
+    VmCreate,
+    VmDelete,
+    PairCreate,
+    PairSwitchover,
+    PairDelete,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpState {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operation {
+    #[serde(default = "super::schema_version")]
+    pub v: u32,
+    pub id: String,
+    pub kind: OpKind,
+    /// `vm/<name>` or `pair/<name>`.
+    pub subject: String,
+    pub state: OpState,
+    /// Latest progress line, e.g. "waiting for guests (1/2 ready)".
+    pub progress: String,
+    pub started_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

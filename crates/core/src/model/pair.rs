@@ -1,0 +1,239 @@
+//! An ACT/SBY pair: two VMs on two hosts sharing one service address.
+
+use crate::role::Role;
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PairPhase {
+    /// Members being created / booted.
+    Creating,
+    /// Members being configured and given their roles.
+    Configuring,
+    /// Set up; roles as in `active`.
+    Ready,
+    /// A switchover is under way.
+    SwitchingOver,
+    /// Set-up failed; see the pair's events.
+    Failed,
+    /// Deletion requested.
+    Deleting,
+}
+
+impl PairPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PairPhase::Creating => "creating",
+            PairPhase::Configuring => "configuring",
+            PairPhase::Ready => "ready",
+            PairPhase::SwitchingOver => "switching_over",
+            PairPhase::Failed => "failed",
+            PairPhase::Deleting => "deleting",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pair {
+    #[serde(default = "super::schema_version")]
+    pub v: u32,
+    pub name: String,
+    /// The two member VMs (records under `vms/`).
+    pub members: [String; 2],
+    /// The service address the ACT holds.
+    pub vip: Ipv4Addr,
+    pub prefix_len: u8,
+    /// Index into `members` of the VM that should be ACT.
+    pub active: usize,
+    /// The pair's role fencing token: raised by every role change, so a
+    /// guest refuses orders from before it.
+    pub token: u64,
+    pub phase: PairPhase,
+    pub created_ms: u64,
+}
+
+impl Pair {
+    pub fn act(&self) -> &str {
+        &self.members[self.active % 2]
+    }
+    pub fn sby(&self) -> &str {
+        &self.members[(self.active + 1) % 2]
+    }
+}
+
+/// What the guests say about the pair, judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PairHealth {
+    /// ACT where wanted, serving; SBY where wanted.
+    Healthy,
+    /// Not set up yet, or a switchover is under way.
+    Transition,
+    /// One ACT, but the SBY is missing / not standing by, or the ACT's
+    /// service fails its health check.
+    Degraded,
+    /// No member is reported ACT, and some member sent no fresh report.
+    Unknown,
+    /// Both members report, and neither is ACT.
+    NoActive,
+    /// Both members claim ACT. Must never happen; reported loudly.
+    SplitBrain,
+}
+
+impl PairHealth {
+    pub const ALL: [PairHealth; 6] = [
+        PairHealth::Healthy,
+        PairHealth::Transition,
+        PairHealth::Degraded,
+        PairHealth::Unknown,
+        PairHealth::NoActive,
+        PairHealth::SplitBrain,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PairHealth::Healthy => "healthy",
+            PairHealth::Transition => "transition",
+            PairHealth::Degraded => "degraded",
+            PairHealth::Unknown => "unknown",
+            PairHealth::NoActive => "no_active",
+            PairHealth::SplitBrain => "split_brain",
+        }
+    }
+}
+
+/// What one member's guest last reported (from its heartbeat).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemberView {
+    /// `None`: no fresh report (VM absent, guest silent, host dead).
+    pub role: Option<Role>,
+    /// The service's health check (`None`: not checked, e.g. on a SBY).
+    pub healthy: Option<bool>,
+}
+
+/// Judges the pair from the two members' reports (`views` in `members` order).
+pub fn health(pair: &Pair, views: [MemberView; 2]) -> PairHealth {
+    let acts = views.iter().filter(|v| v.role == Some(Role::Act)).count();
+    if acts == 2 {
+        return PairHealth::SplitBrain;
+    }
+    if matches!(
+        pair.phase,
+        PairPhase::Creating | PairPhase::Configuring | PairPhase::SwitchingOver
+    ) {
+        return PairHealth::Transition;
+    }
+    if acts == 0 && views.iter().any(|v| v.role.is_none()) {
+        return PairHealth::Unknown;
+    }
+    if acts == 0 {
+        return PairHealth::NoActive;
+    }
+    let act = views[pair.active % 2];
+    let sby = views[(pair.active + 1) % 2];
+    if act.role == Some(Role::Act) && act.healthy != Some(false) && sby.role == Some(Role::Sby) {
+        PairHealth::Healthy
+    } else {
+        PairHealth::Degraded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(phase: PairPhase, active: usize) -> Pair {
+        Pair {
+            v: 1,
+            name: "p".into(),
+            members: ["a".into(), "b".into()],
+            vip: Ipv4Addr::new(10, 0, 0, 9),
+            prefix_len: 24,
+            active,
+            token: 1,
+            phase,
+            created_ms: 0,
+        }
+    }
+
+    fn v(role: Option<Role>, healthy: Option<bool>) -> MemberView {
+        MemberView { role, healthy }
+    }
+
+    #[test]
+    fn every_combination_is_judged_consistently() {
+        let roles = [
+            None,
+            Some(Role::None),
+            Some(Role::Sby),
+            Some(Role::Act),
+            Some(Role::Quiesced),
+        ];
+        let healths = [None, Some(true), Some(false)];
+        let phases = [
+            PairPhase::Creating,
+            PairPhase::Configuring,
+            PairPhase::Ready,
+            PairPhase::SwitchingOver,
+            PairPhase::Failed,
+            PairPhase::Deleting,
+        ];
+        for phase in phases {
+            for active in 0..2 {
+                let p = pair(phase, active);
+                for r0 in roles {
+                    for r1 in roles {
+                        for h0 in healths {
+                            for h1 in healths {
+                                let views = [v(r0, h0), v(r1, h1)];
+                                let got = health(&p, views);
+                                let acts =
+                                    [r0, r1].iter().filter(|r| **r == Some(Role::Act)).count();
+                                // Two ACTs are always reported as such, in every phase.
+                                assert_eq!(got == PairHealth::SplitBrain, acts == 2);
+                                // Healthy means exactly the wanted roles and no failing check.
+                                if got == PairHealth::Healthy {
+                                    assert_eq!(views[active].role, Some(Role::Act));
+                                    assert_eq!(views[1 - active].role, Some(Role::Sby));
+                                    assert_ne!(views[active].healthy, Some(false));
+                                    assert_eq!(
+                                        phase == PairPhase::Ready
+                                            || phase == PairPhase::Failed
+                                            || phase == PairPhase::Deleting,
+                                        true
+                                    );
+                                }
+                                if got == PairHealth::NoActive {
+                                    assert!(acts == 0 && r0.is_some() && r1.is_some());
+                                }
+                                if got == PairHealth::Unknown {
+                                    assert!(acts == 0 && (r0.is_none() || r1.is_none()));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn examples() {
+        let p = pair(PairPhase::Ready, 0);
+        let act = v(Some(Role::Act), Some(true));
+        let sby = v(Some(Role::Sby), None);
+        assert_eq!(health(&p, [act, sby]), PairHealth::Healthy);
+        assert_eq!(health(&p, [sby, act]), PairHealth::Degraded);
+        assert_eq!(health(&p, [act, v(None, None)]), PairHealth::Degraded);
+        assert_eq!(
+            health(&p, [v(Some(Role::Act), Some(false)), sby]),
+            PairHealth::Degraded
+        );
+        assert_eq!(health(&p, [sby, sby]), PairHealth::NoActive);
+        assert_eq!(health(&p, [sby, v(None, None)]), PairHealth::Unknown);
+        assert_eq!(health(&p, [act, act]), PairHealth::SplitBrain);
+        assert_eq!(p.act(), "a");
+        assert_eq!(p.sby(), "b");
+    }
+}

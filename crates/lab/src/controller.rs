@@ -1,0 +1,222 @@
+//! The lab's controller (and, with `--store etcd`, its etcd): daemons in
+//! the root namespace, listening on the management address, with their
+//! data under the lab's state directory.
+
+use crate::agent::{http_client, log_tail, spawn_daemon};
+use crate::error::LabError;
+use crate::plan::LabPlan;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Port of the lab controller on the management address.
+pub const CONTROLLER_PORT: u16 = 7080;
+/// etcd of lab index i listens on 127.0.0.1:(ETCD_BASE_PORT + 2i) (+1 for peers).
+pub const ETCD_BASE_PORT: u16 = 23000;
+const CONTROLLER_WAIT: Duration = Duration::from_secs(60);
+/// Short lease in the lab so failover shows quickly.
+const LAB_LEASE_TTL_MS: u64 = 3000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LabStore {
+    #[default]
+    Embedded,
+    Etcd,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EtcdState {
+    pub pid: i32,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerState {
+    pub pid: i32,
+    /// `http://10.i.0.1:7080`.
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub token_file: PathBuf,
+    pub log: PathBuf,
+    pub store: LabStore,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<EtcdState>,
+}
+
+fn etcd_bin() -> PathBuf {
+    std::env::var_os("DUPLEX_ETCD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/usr/bin/etcd".into())
+}
+
+fn service_failed(plan: &LabPlan, what: &str, detail: String, log: &Path) -> LabError {
+    LabError::ServiceFailed {
+        lab: plan.lab().to_string(),
+        what: what.into(),
+        detail,
+        log: log.to_path_buf(),
+        log_tail: log_tail(log),
+    }
+}
+
+fn start_etcd(plan: &LabPlan) -> Result<EtcdState, LabError> {
+    let dir = plan.state_dir().join("etcd");
+    std::fs::create_dir_all(&dir).map_err(|e| LabError::io("cannot create", &dir, e))?;
+    let port = ETCD_BASE_PORT + 2 * u16::from(plan.index());
+    let (client, peer) = (
+        format!("http://127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{}", port + 1),
+    );
+    let name = format!("{}-etcd", plan.lab());
+    let log = dir.join("etcd.log");
+    let mut cmd = std::process::Command::new(etcd_bin());
+    cmd.args(["--name", &name])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args([
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+        ])
+        .args([
+            "--initial-cluster",
+            &format!("{name}={peer}"),
+            "--initial-cluster-state",
+            "new",
+        ])
+        .current_dir(&dir);
+    let child =
+        spawn_daemon(cmd, &log).map_err(|(cmdline, source)| LabError::Spawn { cmdline, source })?;
+    Ok(EtcdState {
+        pid: child.id() as i32,
+        url: client,
+        data_dir: dir,
+        log,
+    })
+}
+
+/// Starts the controller (after etcd, if asked) and waits until it leads.
+pub(crate) async fn start(
+    plan: &LabPlan,
+    duplex_bin: &Path,
+    store: LabStore,
+) -> Result<ControllerState, LabError> {
+    let etcd = match store {
+        LabStore::Etcd => Some(start_etcd(plan)?),
+        LabStore::Embedded => None,
+    };
+    let dir = plan.state_dir().join("controller");
+    std::fs::create_dir_all(&dir).map_err(|e| LabError::io("cannot create", &dir, e))?;
+    let listen = format!("{}:{CONTROLLER_PORT}", plan.mgmt_ip());
+    let log = dir.join("controller.log");
+    let mut cmd = std::process::Command::new(duplex_bin);
+    cmd.args(["controller", "--listen", &listen, "--data-dir"])
+        .arg(&dir)
+        .args(["--id", &format!("{}-ctl", plan.lab())])
+        .args(["--lease-ttl-ms", &LAB_LEASE_TTL_MS.to_string()])
+        .current_dir(&dir);
+    if let Some(e) = &etcd {
+        cmd.args(["--store", "etcd", "--etcd-endpoints", &e.url]);
+    }
+    let child =
+        spawn_daemon(cmd, &log).map_err(|(cmdline, source)| LabError::Spawn { cmdline, source })?;
+    let st = ControllerState {
+        pid: child.id() as i32,
+        url: format!("http://{listen}"),
+        token_file: dir.join("token"),
+        data_dir: dir,
+        log,
+        store,
+        etcd,
+    };
+    wait_leading(plan, &st).await?;
+    Ok(st)
+}
+
+async fn wait_leading(plan: &LabPlan, st: &ControllerState) -> Result<(), LabError> {
+    let http = http_client()?;
+    let deadline = Instant::now() + CONTROLLER_WAIT;
+    let mut last = String::from("no answer yet");
+    while Instant::now() < deadline {
+        if !crate::procs::alive(st.pid) {
+            return Err(service_failed(
+                plan,
+                "the controller",
+                "it exited".into(),
+                &st.log,
+            ));
+        }
+        match http.get(format!("{}/healthz", st.url)).send().await {
+            Ok(r) => match r.json::<serde_json::Value>().await {
+                Ok(v) if v["leader"] == serde_json::json!(true) => return Ok(()),
+                Ok(v) => last = format!("answers but does not lead yet: {v}"),
+                Err(e) => last = e.to_string(),
+            },
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(service_failed(
+        plan,
+        "the controller",
+        format!(
+            "not leading within {} s ({last})",
+            CONTROLLER_WAIT.as_secs()
+        ),
+        &st.log,
+    ))
+}
+
+/// Agent arguments that make it report to the lab controller.
+pub(crate) fn agent_args(st: &ControllerState) -> Vec<String> {
+    vec![
+        "--controller".into(),
+        st.url.clone(),
+        "--controller-token-file".into(),
+        st.token_file.display().to_string(),
+    ]
+}
+
+/// Waits until every host has registered with the controller.
+pub(crate) async fn wait_registered(plan: &LabPlan, st: &ControllerState) -> Result<(), LabError> {
+    let http = http_client()?;
+    let token = std::fs::read_to_string(&st.token_file)
+        .map_err(|e| LabError::io("cannot read", &st.token_file, e))?;
+    let deadline = Instant::now() + CONTROLLER_WAIT;
+    let mut seen = 0;
+    while Instant::now() < deadline {
+        if let Ok(r) = http
+            .get(format!("{}/v1/hosts", st.url))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+        {
+            if let Ok(v) = r.json::<Vec<serde_json::Value>>().await {
+                seen = v.iter().filter(|h| h["state"] == "ready").count();
+                if seen >= plan.hosts() as usize {
+                    return Ok(());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(service_failed(
+        plan,
+        "host registration",
+        format!(
+            "{seen} of {} hosts registered with the controller",
+            plan.hosts()
+        ),
+        &st.log,
+    ))
+}

@@ -244,7 +244,13 @@ async fn exercise_api(backend: Backend<'_>) {
 
     // A real agent registers.
     let aport = free_port().unwrap();
-    let mut ag = agent(dir.path(), "h1", aport, &[base.clone()], &token_file);
+    let mut ag = agent(
+        dir.path(),
+        "h1",
+        aport,
+        std::slice::from_ref(&base),
+        &token_file,
+    );
     wait_host_ready(&base, &tok, "h1").await;
     let (_, hosts) = call("GET", &format!("{base}/v1/hosts"), t, None).await;
     assert_eq!(hosts[0]["capacity"]["memory_mib"], json!(4096), "{hosts}");
@@ -477,7 +483,50 @@ async fn exercise_api(backend: Backend<'_>) {
         "{evs}"
     );
     wait_host_ready(&base, &tok, "h1").await;
+
+    // The agent dies: the host is marked failed after the documented
+    // timeout, with an event; when it reports again, it is back.
+    let (_, info) = call("GET", &format!("{base}/v1/controller"), t, None).await;
+    let timeout_ms = info["host_failure_timeout_ms"].as_u64().unwrap();
     ag.kill9();
+    let took = wait_for(
+        "host h1 failed",
+        Duration::from_millis(timeout_ms + 15_000),
+        || async {
+            call("GET", &format!("{base}/v1/hosts/h1"), t, None).await.1["state"] == json!("failed")
+        },
+    )
+    .await;
+    eprintln!(
+        "host marked failed {} ms after its agent was killed (timeout {timeout_ms} ms)",
+        took.as_millis()
+    );
+    let (_, evs) = call("GET", &format!("{base}/v1/events?limit=1000"), t, None).await;
+    assert!(
+        evs.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == json!("host.failed")),
+        "{evs}"
+    );
+    let (_, v) = call("GET", &format!("{vms}/keep"), t, None).await;
+    assert_eq!(v["status"], json!("unknown"), "a VM on a failed host: {v}");
+    let _ag = agent(
+        dir.path(),
+        "h1",
+        aport,
+        std::slice::from_ref(&base),
+        &token_file,
+    );
+    wait_host_ready(&base, &tok, "h1").await;
+    let (_, evs) = call("GET", &format!("{base}/v1/events?limit=1000"), t, None).await;
+    assert!(
+        evs.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == json!("host.recovered")),
+        "{evs}"
+    );
     ctl.kill9();
 }
 

@@ -49,6 +49,9 @@ pub struct VmView {
     pub role: Option<duplex_core::role::Role>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub info: Option<VmInfo>,
+    /// Its network element's counters, from its host's latest report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<duplex_core::agent_api::TrafficReport>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -156,11 +159,23 @@ impl Ctl {
         let info = obs.vm(&vm.host, &vm.spec.name).cloned();
         let status = observe(&vm, alive, info.as_ref());
         let role = obs.member_view(&vm.host, &vm.spec.name).role;
+        let traffic = if full {
+            obs.get(&vm.host).and_then(|s| {
+                s.report
+                    .traffic
+                    .iter()
+                    .find(|t| t.vm == vm.spec.name)
+                    .cloned()
+            })
+        } else {
+            None
+        };
         VmView {
             vm,
             status,
             role,
             info: if full { info } else { None },
+            traffic,
         }
     }
 

@@ -55,7 +55,7 @@ impl Events {
             tracing::warn!("event not stored: {e}");
         }
         self.notify.notify_waiters();
-        if n % PRUNE_EVERY == 0 {
+        if n.is_multiple_of(PRUNE_EVERY) {
             self.prune().await;
         }
     }
@@ -82,7 +82,7 @@ impl Events {
             .await?
             .into_iter()
             .map(|r| r.value)
-            .filter(|e| after.map_or(true, |a| e.id.as_str() > a))
+            .filter(|e| after.is_none_or(|a| e.id.as_str() > a))
             .collect();
         // Without `after`, the latest `limit`; with it, the next `limit`.
         let skip = if after.is_none() {

@@ -17,7 +17,28 @@ const PERIOD: Duration = Duration::from_millis(1000);
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// Wakes the reconciler on every change to the desired VMs and pairs, by
+/// whoever wrote it (another controller, an operator's tool on the store).
+pub async fn watch_desired(ctl: Arc<Ctl>, prefix: &'static str) {
+    loop {
+        match ctl.repo.store.watch(prefix).await {
+            Ok(mut w) => {
+                while w.recv().await.is_some() {
+                    ctl.kick.notify_one();
+                }
+                tracing::debug!("store watch ended; watching again");
+            }
+            Err(e) => {
+                tracing::warn!("cannot watch the store (retrying in {MAX_BACKOFF:?}): {e}");
+                tokio::time::sleep(MAX_BACKOFF).await;
+            }
+        }
+    }
+}
+
 pub async fn run(ctl: Arc<Ctl>) {
+    tokio::spawn(watch_desired(ctl.clone(), VMS));
+    tokio::spawn(watch_desired(ctl.clone(), crate::repo::PAIRS));
     let mut backoff = PERIOD;
     loop {
         if ctl.is_leader() {

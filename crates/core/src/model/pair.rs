@@ -197,12 +197,10 @@ mod tests {
                                     assert_eq!(views[active].role, Some(Role::Act));
                                     assert_eq!(views[1 - active].role, Some(Role::Sby));
                                     assert_ne!(views[active].healthy, Some(false));
-                                    assert_eq!(
-                                        phase == PairPhase::Ready
-                                            || phase == PairPhase::Failed
-                                            || phase == PairPhase::Deleting,
-                                        true
-                                    );
+                                    assert!(matches!(
+                                        phase,
+                                        PairPhase::Ready | PairPhase::Failed | PairPhase::Deleting
+                                    ));
                                 }
                                 if got == PairHealth::NoActive {
                                     assert!(acts == 0 && r0.is_some() && r1.is_some());

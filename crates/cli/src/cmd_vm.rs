@@ -50,6 +50,9 @@ pub enum VmCmd {
         /// Do not wait for the guest to answer.
         #[arg(long)]
         no_wait: bool,
+        /// Through the controller: put it on this host instead of letting the controller place it.
+        #[arg(long)]
+        host: Option<String>,
     },
     List {
         #[command(flatten)]
@@ -119,6 +122,7 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
             memory_mib,
             vcpus,
             no_wait,
+            host,
         } => {
             let spec = VmSpec {
                 name,
@@ -132,7 +136,10 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
             };
             spec.validate()?;
             if t.agent.is_none() {
-                return crate::cmd_vm_ctl::create(&t.c, spec, no_wait).await;
+                return crate::cmd_vm_ctl::create(&t.c, spec, host, no_wait).await;
+            }
+            if host.is_some() {
+                anyhow::bail!("--host places a VM through the controller; with --agent the VM goes to that agent");
             }
             let c = AgentClient::new(t.agent()?);
             if !no_wait {

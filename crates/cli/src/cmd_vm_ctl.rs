@@ -9,10 +9,19 @@ use std::time::{Duration, Instant};
 const BOOT_WAIT: Duration = Duration::from_secs(180);
 const DELETE_WAIT: Duration = Duration::from_secs(120);
 
-pub async fn create(c: &Conn, spec: VmSpec, no_wait: bool) -> anyhow::Result<()> {
+pub async fn create(
+    c: &Conn,
+    spec: VmSpec,
+    host: Option<String>,
+    no_wait: bool,
+) -> anyhow::Result<()> {
     let client = c.client()?;
     let name = spec.name.clone();
-    let v: Value = client.post("/v1/vms", &json!({"spec": spec})).await?;
+    let mut body = json!({"spec": spec});
+    if let Some(h) = host {
+        body["host"] = json!(h);
+    }
+    let v: Value = client.post("/v1/vms", &body).await?;
     if no_wait {
         return print_one(c, &v);
     }

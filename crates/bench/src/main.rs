@@ -58,6 +58,7 @@ impl Lab {
                 image_dir: duplex_image::DEFAULT_IMAGE_DIR.into(),
                 extra_agent_args: Vec::new(),
                 store: Default::default(),
+                racks: 1,
             },
         )
         .await?;

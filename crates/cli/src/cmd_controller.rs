@@ -26,6 +26,11 @@ pub struct ControllerArgs {
     /// How long to keep trying to reach the store at start, in seconds.
     #[arg(long, default_value_t = 30)]
     store_timeout_s: u64,
+    /// JSON topology for network-aware placement: {"switches": [...],
+    /// "hosts": [{"name","attach"}], "links": [{"a","b","capacity_gbps"}]}.
+    /// Without it every host is in one rack.
+    #[arg(long)]
+    topology: Option<PathBuf>,
     /// Name of this controller in logs and events (default: hostname-pid).
     #[arg(long)]
     id: Option<String>,
@@ -56,6 +61,7 @@ pub async fn run(a: ControllerArgs) -> anyhow::Result<()> {
         store,
         lease_ttl: Duration::from_millis(a.lease_ttl_ms),
         store_connect_timeout: Duration::from_secs(a.store_timeout_s),
+        topology: a.topology,
     })
     .await?;
     Ok(())

@@ -21,6 +21,9 @@ pub enum LabCmd {
         /// The controller's store: embedded (a file) or etcd (started for the lab).
         #[arg(long, default_value = "embedded", value_parser = ["embedded", "etcd"])]
         store: String,
+        /// Spread the hosts over this many racks (a topology for network-aware placement).
+        #[arg(long, default_value_t = 1)]
+        racks: u8,
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
     },
@@ -51,8 +54,14 @@ pub async fn run(cmd: LabCmd) -> anyhow::Result<()> {
             lab,
             image_dir,
             store,
+            racks,
             output: fmt,
         } => {
+            if racks == 0 || racks > hosts {
+                anyhow::bail!(
+                    "--racks: {racks} is outside 1..={hosts} (one rack per host at most)"
+                );
+            }
             let plan = duplex_lab::LabPlan::new(&lab, hosts)?;
             let opts = duplex_lab::UpOptions {
                 duplex_bin: this_binary()?,
@@ -63,6 +72,7 @@ pub async fn run(cmd: LabCmd) -> anyhow::Result<()> {
                 } else {
                     duplex_lab::LabStore::Embedded
                 },
+                racks,
             };
             let state = duplex_lab::up(&plan, opts).await?;
             match fmt {

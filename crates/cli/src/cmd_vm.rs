@@ -98,7 +98,8 @@ pub enum VmCmd {
         #[command(flatten)]
         t: Target,
         name: String,
-        /// Destination agent base URL.
+        /// Through the controller: a host name, or `auto` for the placement
+        /// engine's choice. With --agent: the destination agent's base URL.
         #[arg(long)]
         to: String,
         #[arg(long)]
@@ -254,6 +255,13 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
                 .guest(&name, &Op::Status)
                 .await?,
         )?,
+        VmCmd::Migrate {
+            t,
+            name,
+            to,
+            no_wait,
+            ..
+        } if t.agent.is_none() => crate::cmd_vm_ctl::migrate(&t.c, &name, &to, no_wait).await?,
         VmCmd::Migrate {
             t,
             name,

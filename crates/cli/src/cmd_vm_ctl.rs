@@ -123,3 +123,43 @@ pub async fn delete(c: &Conn, name: &str, no_wait: bool) -> anyhow::Result<()> {
     println!("VM {name} deleted");
     Ok(())
 }
+
+pub async fn migrate(c: &Conn, name: &str, to: &str, no_wait: bool) -> anyhow::Result<()> {
+    let client = c.client()?;
+    let acc: Value = client
+        .post(&format!("/v1/vms/{name}/migrate"), &json!({"to": to}))
+        .await?;
+    if acc["operation"].is_null() {
+        match c.output {
+            Format::Json => output::json(&acc)?,
+            Format::Table => println!(
+                "VM {name} stays on {}: placement finds no better host (`duplex placement explain {name}`)",
+                s(&acc["from"])
+            ),
+        }
+        return Ok(());
+    }
+    let id = s(&acc["operation"]["id"]);
+    if no_wait {
+        match c.output {
+            Format::Json => output::json(&acc)?,
+            Format::Table => println!(
+                "moving {name} {} -> {}: operation {id}",
+                s(&acc["from"]),
+                s(&acc["to"])
+            ),
+        }
+        return Ok(());
+    }
+    eprintln!(
+        "moving {name} {} -> {} (operation {id}):",
+        s(&acc["from"]),
+        s(&acc["to"])
+    );
+    let op = crate::wait::operation(&client, &id, Duration::from_secs(660)).await?;
+    match c.output {
+        Format::Json => output::json(&json!({"request": acc, "operation": op}))?,
+        Format::Table => println!("{}", s(&op["progress"])),
+    }
+    Ok(())
+}

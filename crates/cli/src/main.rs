@@ -7,6 +7,7 @@ mod cmd_host;
 mod cmd_image;
 mod cmd_lab;
 mod cmd_pair;
+mod cmd_placement;
 mod cmd_vm;
 mod cmd_vm_ctl;
 mod conn;
@@ -49,6 +50,9 @@ enum Cmd {
     /// ACT/SBY pairs.
     #[command(subcommand)]
     Pair(cmd_pair::PairCmd),
+    /// Network-aware placement: why a VM goes where it goes.
+    #[command(subcommand)]
+    Placement(cmd_placement::PlacementCmd),
     /// What happened: host failures, placements, switchovers...
     Events(cmd_events::EventsArgs),
     /// Several hosts on this machine, in network namespaces.
@@ -121,6 +125,7 @@ fn main() -> ExitCode {
             Cmd::Vm(c) => cmd_vm::run(c).await,
             Cmd::Pair(c) => cmd_pair::run(c).await,
             Cmd::Events(a) => cmd_events::run(a).await,
+            Cmd::Placement(c) => cmd_placement::run(c).await,
             Cmd::Lab(c) => cmd_lab::run(c).await,
             Cmd::Demo(a) => cmd_lab::demo(a).await,
             Cmd::Probe(a) => cmd_lab::probe(a).await,

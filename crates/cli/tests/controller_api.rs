@@ -339,7 +339,7 @@ async fn exercise_api(backend: Backend<'_>) {
     // One host only: the second member has nowhere to go (anti-affinity).
     let (s, v) = call("POST", &format!("{base}/v1/pairs"), t, Some(&pair(""))).await;
     assert_eq!((s, code(&v).as_str()), (409, "no_capacity"), "{v}");
-    assert!(msg(&v).contains("other member of the pair"), "{v}");
+    assert!(msg(&v).contains("anti-affinity"), "{v}");
     let (s, v) = call("GET", &format!("{base}/v1/pairs"), t, None).await;
     assert_eq!(
         (s, v),
@@ -376,7 +376,7 @@ async fn exercise_api(backend: Backend<'_>) {
     )
     .await;
     assert_eq!((s, code(&v).as_str()), (409, "no_capacity"), "{v}");
-    assert!(msg(&v).contains("maintenance"), "{v}");
+    assert!(msg(&v).contains("host state"), "{v}");
     call(
         "POST",
         &format!("{base}/v1/hosts/h1/state"),

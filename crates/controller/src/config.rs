@@ -23,6 +23,8 @@ pub struct ControllerConfig {
     pub lease_ttl: Duration,
     /// How long to keep trying to reach the store at start.
     pub store_connect_timeout: Duration,
+    /// JSON topology (switches, hosts, links) for network-aware placement.
+    pub topology: Option<PathBuf>,
 }
 
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);

@@ -37,6 +37,17 @@ pub struct Ctl {
     pub reported_unmanaged: Mutex<BTreeSet<(String, String)>>,
     /// Wakes the reconciler early (after a write through the API).
     pub kick: tokio::sync::Notify,
+    /// The network the hosts sit in (`--topology`); `None`: one rack.
+    pub topology: Option<duplex_core::placement::TopologyConfig>,
+    /// Traffic between VMs, smoothed from the agents' element counters.
+    pub traffic: Mutex<Traffic>,
+}
+
+/// The traffic sampler and when each VM was last sampled.
+#[derive(Default)]
+pub struct Traffic {
+    pub sampler: duplex_core::placement::TrafficSampler,
+    pub last: std::collections::HashMap<String, std::time::Instant>,
 }
 
 /// A VM with what its host says about it.
@@ -218,6 +229,40 @@ impl Ctl {
             agent_fence: obs.get(&host.name).map(|s| s.report.fence),
             host,
         }
+    }
+
+    /// Feeds one host's element counters into the traffic matrix.
+    pub fn ingest_traffic(&self, reports: &[duplex_core::agent_api::TrafficReport]) {
+        let mut t = self.traffic.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        for r in reports {
+            let interval = t
+                .last
+                .get(&r.vm)
+                .map(|at| now.duration_since(*at).as_secs_f64())
+                .unwrap_or(1.0);
+            if interval <= 0.0 {
+                continue;
+            }
+            if let Err(e) = t.sampler.ingest(r, interval) {
+                tracing::debug!(vm = %r.vm, "traffic sample ignored: {e}");
+                continue;
+            }
+            t.last.insert(r.vm.clone(), now);
+        }
+    }
+
+    /// Bytes/s between VMs (peers known by their address).
+    pub fn traffic_matrix(&self, vms: &[Vm]) -> duplex_core::placement::TrafficMatrix {
+        let ip_to_vm = vms
+            .iter()
+            .map(|v| (v.spec.ip, v.spec.name.clone()))
+            .collect();
+        self.traffic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sampler
+            .matrix(&ip_to_vm)
     }
 
     pub fn lock_observed(&self) -> std::sync::MutexGuard<'_, Observed> {

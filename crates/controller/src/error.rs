@@ -91,6 +91,8 @@ pub enum ControllerError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("topology file {path}: {reason}")]
+    Topology { path: String, reason: String },
     #[error("serving HTTP: {0}")]
     Serve(std::io::Error),
     #[error("lost the leader lease (token {token}): stopping so that only the new leader acts")]

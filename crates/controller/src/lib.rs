@@ -52,7 +52,27 @@ pub async fn open_store(cfg: &ControllerConfig) -> Result<Arc<dyn Store>, Contro
 }
 
 /// Runs the controller until it is stopped (Ctrl-C / SIGTERM) or deposed.
+/// Reads and checks a topology file (loops, unknown switches, bad capacities
+/// are refused with the reason).
+pub fn load_topology(
+    path: &std::path::Path,
+) -> Result<duplex_core::placement::TopologyConfig, ControllerError> {
+    let err = |reason: String| ControllerError::Topology {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let cfg: duplex_core::placement::TopologyConfig =
+        serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+    duplex_core::placement::Topology::from_config(&cfg).map_err(|e| err(e.to_string()))?;
+    Ok(cfg)
+}
+
 pub async fn run(cfg: ControllerConfig) -> Result<(), ControllerError> {
+    let topology = match &cfg.topology {
+        Some(p) => Some(load_topology(p)?),
+        None => None,
+    };
     let store = open_store(&cfg).await?;
     let repo = Repo::new(store);
     let token_path = cfg.data_dir.join(TOKEN_FILE);
@@ -85,6 +105,8 @@ pub async fn run(cfg: ControllerConfig) -> Result<(), ControllerError> {
         token_path,
         reported_unmanaged: Default::default(),
         kick: Default::default(),
+        topology,
+        traffic: Default::default(),
         cfg,
     });
     tracing::info!(addr = %ctl.cfg.listen, id = %ctl.cfg.id, "controller API listening");

@@ -1,16 +1,190 @@
-//! The one place where the controller decides which host takes a VM.
-//! Today capacity placement (`duplex_core::model::place`); the
-//! network-aware engine plugs in here.
+//! The one place where the controller decides which host takes a VM: the
+//! network-aware engine (`duplex_core::placement`, design S4) over the
+//! registered hosts, the recorded VMs, the topology (`--topology FILE`, or
+//! one rack holding every host) and the traffic measured by the agents'
+//! network elements.
 
 use crate::ctl::Ctl;
 use crate::error::ApiError;
-use duplex_core::agent_api::HostCapacity;
-use duplex_core::model::place::{place, HostRoom, PlaceError, Request};
-use duplex_core::model::Desired;
+use axum::http::StatusCode;
+use duplex_core::model::place::VCPU_OVERCOMMIT;
+use duplex_core::model::{Desired, Host, HostState, Vm};
+use duplex_core::placement::topology::HostAttach;
+use duplex_core::placement::{
+    ClusterState, Decision, Engine, Explanation, HostInfo, HostState as PHostState, Params,
+    PlacementError, Topology, TopologyConfig, VmInfo,
+};
 use duplex_core::vm_spec::VmSpec;
 
-/// Chooses a host for `spec`, never one in `avoid`; `only` pins it.
-/// `extra` are VMs being placed in the same request (not stored yet).
+/// Name of the rack every host is in when no topology file is given.
+pub const DEFAULT_RACK: &str = "rack-1";
+
+/// The topology to place over: the configured one, or one rack of all hosts.
+pub fn topology(cfg: Option<&TopologyConfig>, hosts: &[Host]) -> Result<Topology, ApiError> {
+    let built = match cfg {
+        Some(c) => Topology::from_config(c),
+        None => Topology::from_config(&TopologyConfig {
+            switches: vec![DEFAULT_RACK.into()],
+            hosts: hosts
+                .iter()
+                .map(|h| HostAttach {
+                    name: h.name.clone(),
+                    attach: DEFAULT_RACK.into(),
+                })
+                .collect(),
+            links: Vec::new(),
+        }),
+    };
+    built.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "topology", e.to_string()))
+}
+
+/// The rack a host is cabled to, per the configured topology.
+pub fn rack_of(cfg: Option<&TopologyConfig>, host: &str) -> Option<String> {
+    match cfg {
+        Some(c) => c
+            .hosts
+            .iter()
+            .find(|h| h.name == host)
+            .map(|h| h.attach.clone()),
+        None => Some(DEFAULT_RACK.into()),
+    }
+}
+
+fn state_of(s: HostState) -> PHostState {
+    match s {
+        HostState::Ready => PHostState::Ready,
+        HostState::Maintenance => PHostState::Maintenance,
+        HostState::Failed => PHostState::Failed,
+        HostState::Spare => PHostState::Spare,
+    }
+}
+
+/// A VM to add to the cluster for this decision (not stored yet).
+pub struct Extra {
+    pub spec: VmSpec,
+    pub host: Option<String>,
+    pub pair_peer: Option<String>,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+}
+
+fn vm_info(spec: &VmSpec, host: Option<String>, pair_peer: Option<String>) -> VmInfo {
+    VmInfo {
+        name: spec.name.clone(),
+        host,
+        cpu: spec.vcpus,
+        mem_mib: u64::from(spec.memory_mib),
+        dirty_bytes_per_s: 0.0,
+        pair_peer,
+        include: Vec::new(),
+        exclude: Vec::new(),
+        site: None,
+    }
+}
+
+fn engine_error(vm: &str, e: PlacementError) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "no_capacity",
+        format!("cannot place `{vm}`: {e}"),
+    )
+}
+
+/// Builds the engine's inputs and runs `f` on the engine.
+async fn with_engine<T>(
+    ctl: &Ctl,
+    extra: Vec<Extra>,
+    f: impl FnOnce(&mut Engine) -> Result<T, PlacementError>,
+    subject: &str,
+) -> Result<T, ApiError> {
+    let hosts = ctl.hosts().await?;
+    let vms: Vec<Vm> = ctl.vms().await?;
+    let cfg = ctl.topology.as_ref();
+    let topo = topology(cfg, &hosts)?;
+    // Hosts the topology does not know cannot be placed on.
+    let known: Vec<&Host> = hosts
+        .iter()
+        .filter(|h| topo.host_id(&h.name).is_some())
+        .collect();
+    let on_known = |h: &Option<String>| {
+        h.as_ref()
+            .is_some_and(|h| known.iter().any(|k| &k.name == h))
+    };
+    let mut state = ClusterState::default();
+    let running: Vec<&Vm> = vms
+        .iter()
+        .filter(|v| v.desired == Desired::Running)
+        .collect();
+    for h in &known {
+        let (mut cpu, mut mem) = (0u32, 0u64);
+        let placed = running
+            .iter()
+            .filter(|v| v.host == h.name)
+            .map(|v| &v.spec)
+            .chain(
+                extra
+                    .iter()
+                    .filter(|e| e.host.as_deref() == Some(h.name.as_str()))
+                    .map(|e| &e.spec),
+            );
+        for s in placed {
+            cpu += s.vcpus;
+            mem += u64::from(s.memory_mib);
+        }
+        state.hosts.push(HostInfo {
+            name: h.name.clone(),
+            cpu: h.capacity.vcpus * VCPU_OVERCOMMIT,
+            mem_mib: h.capacity.memory_mib,
+            used_cpu: cpu,
+            used_mem_mib: mem,
+            state: state_of(h.state),
+            site: h.site.clone(),
+            migrations_in_flight: 0,
+        });
+    }
+    let pairs = ctl.pairs().await?;
+    for v in &running {
+        let host = Some(v.host.clone()).filter(|_| on_known(&Some(v.host.clone())));
+        let peer = v
+            .pair
+            .as_ref()
+            .and_then(|p| pairs.iter().find(|x| &x.name == p))
+            .and_then(|p| p.members.iter().find(|m| **m != v.spec.name).cloned());
+        let peer = peer.filter(|p| {
+            running.iter().any(|r| &r.spec.name == p) || extra.iter().any(|e| &e.spec.name == p)
+        });
+        state.vms.push(vm_info(&v.spec, host, peer));
+    }
+    for e in &extra {
+        let mut i = vm_info(
+            &e.spec,
+            e.host.clone().filter(|_| on_known(&e.host)),
+            e.pair_peer.clone(),
+        );
+        let keep = |l: &[String]| {
+            l.iter()
+                .filter(|h| known.iter().any(|k| &&k.name == h))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        i.include = keep(&e.include);
+        i.exclude = keep(&e.exclude);
+        if !e.include.is_empty() && i.include.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "field `host`: {} is not in the topology",
+                e.include.join(", ")
+            )));
+        }
+        state.vms.push(i);
+    }
+    let matrix = ctl.traffic_matrix(&vms);
+    let mut engine = Engine::new(&topo, &state, &matrix, Params::default())
+        .map_err(|e| engine_error(subject, e))?;
+    f(&mut engine).map_err(|e| engine_error(subject, e))
+}
+
+/// Chooses a host for a new VM `spec`, never one in `avoid`; `only` pins
+/// it. `extra` are VMs placed earlier in the same request (host, spec).
 pub async fn choose(
     ctl: &Ctl,
     spec: &VmSpec,
@@ -19,48 +193,70 @@ pub async fn choose(
     extra: &[(String, VmSpec)],
 ) -> Result<String, ApiError> {
     let hosts = ctl.hosts().await?;
-    let vms = ctl.vms().await?;
-    let rooms: Vec<HostRoom> = hosts
+    if hosts.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_capacity",
+            "no host has registered with the controller yet: start an agent with --controller",
+        ));
+    }
+    let largest = hosts
         .iter()
-        .map(|h| {
-            let mut used = HostCapacity {
-                vcpus: 0,
-                memory_mib: 0,
-            };
-            let placed = vms
-                .iter()
-                .filter(|v| v.host == h.name && v.desired == Desired::Running)
-                .map(|v| &v.spec)
-                .chain(
-                    extra
-                        .iter()
-                        .filter(|(host, _)| host == &h.name)
-                        .map(|(_, s)| s),
-                );
-            for s in placed {
-                used.vcpus += s.vcpus;
-                used.memory_mib += u64::from(s.memory_mib);
-            }
-            HostRoom {
-                name: h.name.clone(),
-                state: h.state,
-                capacity: h.capacity,
-                used,
-            }
+        .map(|h| h.capacity.memory_mib)
+        .max()
+        .unwrap_or(0);
+    if u64::from(spec.memory_mib) > largest {
+        return Err(ApiError::bad_request(format!(
+            "field `memory_mib`: {} MiB is more than any host has ({largest} MiB on the largest)",
+            spec.memory_mib
+        )));
+    }
+    if let Some(h) = only {
+        if !hosts.iter().any(|x| x.name == h) {
+            return Err(ApiError::bad_request(format!(
+                "field `host`: no host `{h}` is registered"
+            )));
+        }
+    }
+    // A pair's first member, placed in this request, is the peer of the second.
+    let peer = extra
+        .first()
+        .map(|(_, s)| s.name.clone())
+        .filter(|_| !avoid.is_empty());
+    let peer_known = peer.is_some();
+    let mut all: Vec<Extra> = extra
+        .iter()
+        .map(|(h, s)| Extra {
+            spec: s.clone(),
+            host: Some(h.clone()),
+            pair_peer: peer.as_ref().map(|_| spec.name.clone()),
+            include: Vec::new(),
+            exclude: Vec::new(),
         })
         .collect();
-    let req = Request {
-        memory_mib: u64::from(spec.memory_mib),
-        vcpus: spec.vcpus,
-        avoid: avoid.to_vec(),
-        only: only.map(str::to_owned),
-    };
-    place(&rooms, &req).map_err(|e| match e {
-        PlaceError::NoRoom(_) | PlaceError::NoHosts => ApiError::new(
-            axum::http::StatusCode::CONFLICT,
-            "no_capacity",
-            format!("cannot place `{}`: {e}", spec.name),
-        ),
-        _ => ApiError::bad_request(e.to_string()),
-    })
+    all.push(Extra {
+        spec: spec.clone(),
+        host: None,
+        pair_peer: peer,
+        include: only.map(|h| vec![h.to_string()]).unwrap_or_default(),
+        // With the peer known, the engine's anti-affinity filter keeps them apart.
+        exclude: if peer_known {
+            Vec::new()
+        } else {
+            avoid.to_vec()
+        },
+    });
+    let name = spec.name.clone();
+    let d = with_engine(ctl, all, |e| e.place_new(&name), &spec.name).await?;
+    Ok(d.to)
+}
+
+/// Where a running VM should go (`--to auto`).
+pub async fn decide(ctl: &Ctl, vm: &str) -> Result<Decision, ApiError> {
+    with_engine(ctl, Vec::new(), |e| e.decide(vm), vm).await
+}
+
+/// Every host's filter verdict and factor terms for `vm`.
+pub async fn explain(ctl: &Ctl, vm: &str) -> Result<Explanation, ApiError> {
+    with_engine(ctl, Vec::new(), |e| e.explain(vm), vm).await
 }

@@ -15,6 +15,9 @@ use std::time::Duration;
 const PERIOD: Duration = Duration::from_millis(1000);
 /// After a failed order, leave the VM alone this long before trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
+/// After a successful order, until the host's reports show its effect
+/// (a report is at most one heartbeat old, plus its own transit).
+const SETTLE: Duration = Duration::from_secs(3);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Wakes the reconciler on every change to the desired VMs and pairs, by
@@ -140,8 +143,9 @@ async fn judge_hosts(ctl: &Arc<Ctl>) -> Result<(), RepoError> {
     Ok(())
 }
 
-/// Marks `vm` busy for the duration of `work`, and for `RETRY_AFTER`
-/// longer if it failed.
+/// Marks `vm` busy for the duration of `work`, then for `SETTLE` (so the
+/// next pass does not act on a report from before the order), or
+/// `RETRY_AFTER` if it failed.
 fn spawn_order<F>(ctl: &Arc<Ctl>, vm: String, work: F)
 where
     F: std::future::Future<Output = bool> + Send + 'static,
@@ -150,9 +154,7 @@ where
     let ctl = ctl.clone();
     tokio::spawn(async move {
         let ok = work.await;
-        if !ok {
-            tokio::time::sleep(RETRY_AFTER).await;
-        }
+        tokio::time::sleep(if ok { SETTLE } else { RETRY_AFTER }).await;
         ctl.lock_busy().remove(&vm);
         ctl.kick.notify_one();
     });

@@ -105,11 +105,32 @@ fn start_etcd(plan: &LabPlan) -> Result<EtcdState, LabError> {
     })
 }
 
+/// The lab's network for placement: hosts in `racks` contiguous blocks
+/// (h1.. in rack-1, ...), each rack switch linked to one spine at 10 Gb/s.
+pub fn topology_json(hosts: u8, racks: u8) -> serde_json::Value {
+    let hosts = hosts.max(1);
+    let racks = racks.clamp(1, hosts);
+    let rack_of = |n: u8| (u16::from(n - 1) * u16::from(racks) / u16::from(hosts)) + 1;
+    let mut switches: Vec<String> = (1..=racks).map(|r| format!("rack-{r}")).collect();
+    switches.push("spine".into());
+    serde_json::json!({
+        "switches": switches,
+        "hosts": (1..=hosts)
+            .map(|n| serde_json::json!({"name": format!("h{n}"), "attach": format!("rack-{}", rack_of(n))}))
+            .collect::<Vec<_>>(),
+        "links": (1..=racks)
+            .map(|r| serde_json::json!({"a": format!("rack-{r}"), "b": "spine", "capacity_gbps": 10.0}))
+            .collect::<Vec<_>>(),
+    })
+}
+
 /// Starts the controller (after etcd, if asked) and waits until it leads.
+/// With `racks` > 1 it places over [`topology_json`].
 pub(crate) async fn start(
     plan: &LabPlan,
     duplex_bin: &Path,
     store: LabStore,
+    racks: u8,
 ) -> Result<ControllerState, LabError> {
     let etcd = match store {
         LabStore::Etcd => Some(start_etcd(plan)?),
@@ -127,6 +148,13 @@ pub(crate) async fn start(
         .current_dir(&dir);
     if let Some(e) = &etcd {
         cmd.args(["--store", "etcd", "--etcd-endpoints", &e.url]);
+    }
+    if racks > 1 {
+        let path = dir.join("topology.json");
+        let text = serde_json::to_vec_pretty(&topology_json(plan.hosts(), racks))
+            .map_err(|e| LabError::Task(e.to_string()))?;
+        std::fs::write(&path, text).map_err(|e| LabError::io("cannot write", &path, e))?;
+        cmd.arg("--topology").arg(&path);
     }
     let child =
         spawn_daemon(cmd, &log).map_err(|(cmdline, source)| LabError::Spawn { cmdline, source })?;
@@ -219,4 +247,23 @@ pub(crate) async fn wait_registered(plan: &LabPlan, st: &ControllerState) -> Res
         ),
         &st.log,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hosts_fill_racks_in_blocks() {
+        let t = super::topology_json(4, 2);
+        let attach: Vec<&str> = t["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["attach"].as_str().unwrap())
+            .collect();
+        assert_eq!(attach, ["rack-1", "rack-1", "rack-2", "rack-2"]);
+        let cfg: duplex_core::placement::TopologyConfig = serde_json::from_value(t).unwrap();
+        assert!(duplex_core::placement::Topology::from_config(&cfg).is_ok());
+        let t = super::topology_json(3, 9);
+        assert_eq!(t["switches"].as_array().unwrap().len(), 4);
+    }
 }

@@ -86,6 +86,7 @@ pub async fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
             image_dir: opts.image_dir.clone(),
             extra_agent_args: Vec::new(),
             store: Default::default(),
+            racks: 1,
         },
     )
     .await?;

@@ -29,7 +29,7 @@ mod status;
 mod topology;
 mod up;
 
-pub use controller::{ControllerState, EtcdState, LabStore, CONTROLLER_PORT};
+pub use controller::{topology_json, ControllerState, EtcdState, LabStore, CONTROLLER_PORT};
 pub use down::{down, DownReport, KilledProcess};
 pub use error::LabError;
 pub use netns::netns_command;

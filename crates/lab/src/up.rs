@@ -29,6 +29,8 @@ pub struct UpOptions {
     pub extra_agent_args: Vec<String>,
     /// The controller's store.
     pub store: crate::controller::LabStore,
+    /// Racks the hosts are spread over for placement (0 or 1: one rack).
+    pub racks: u8,
 }
 
 /// Takes lab `plan` up: topology, state directory, one agent per host, and
@@ -81,7 +83,7 @@ async fn start(
     );
     let mut state = blocking(move || create(&p, &bin, &img)).await?;
 
-    let ctl = crate::controller::start(plan, duplex_bin, opts.store).await?;
+    let ctl = crate::controller::start(plan, duplex_bin, opts.store, opts.racks).await?;
     let mut agent_args = crate::controller::agent_args(&ctl);
     agent_args.extend(opts.extra_agent_args.iter().cloned());
     state.controller = Some(ctl.clone());

@@ -50,7 +50,7 @@ pub async fn heartbeat(
                 capacity: report.capacity,
                 state: HostState::Ready,
                 site: default_site(),
-                rack: None,
+                rack: crate::placement::rack_of(ctl.topology.as_ref(), &host),
                 accel: Some(report.host.accel.clone()),
                 registered_ms: now_ms(),
                 before_failure: None,
@@ -102,6 +102,7 @@ pub async fn heartbeat(
             }
         });
     }
+    ctl.ingest_traffic(&report.traffic);
     let fresh = {
         let mut obs = ctl.lock_observed();
         let fresh = obs.get(&host).is_none();

@@ -7,6 +7,7 @@
 mod agents;
 mod events;
 mod hosts;
+mod migrate;
 mod pairs;
 mod vms;
 
@@ -50,6 +51,8 @@ pub fn router(ctl: Arc<Ctl>) -> Router {
         .route("/v1/hosts/{name}/state", post(hosts::set_state))
         .route("/v1/vms", get(vms::list).post(vms::create))
         .route("/v1/vms/{name}", get(vms::show).delete(vms::delete))
+        .route("/v1/vms/{name}/migrate", post(migrate::migrate))
+        .route("/v1/placement/{vm}", get(migrate::explain))
         .route("/v1/pairs", get(pairs::list).post(pairs::create))
         .route("/v1/pairs/{name}", get(pairs::show).delete(pairs::delete))
         .route("/v1/pairs/{name}/switchover", post(pairs::switchover))

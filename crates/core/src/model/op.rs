@@ -11,6 +11,7 @@ pub enum OpKind {
     PairCreate,
     PairSwitchover,
     PairDelete,
+    VmMigrate,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,212 @@
+//! `POST /v1/vms/{name}/migrate` (`{"to": "<host>"|"auto"}`) and
+//! `GET /v1/placement/{vm}`: moving a VM where placement says, and why.
+
+use super::{ApiJson, Shared};
+use crate::ctl::Ctl;
+use crate::error::ApiError;
+use crate::ops::{self, OpHandle};
+use crate::repo::VMS;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::Json;
+use duplex_core::agent_api::MigrateRequest;
+use duplex_core::model::{Desired, OpKind, Severity, Vm, VmStatus};
+use duplex_core::placement::{Decision, Explanation};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateVm {
+    /// A host name, or `auto` to let placement choose.
+    pub to: String,
+}
+
+#[derive(Serialize)]
+pub struct MigrateAccepted {
+    /// `None` when the VM stays (it is already where placement wants it).
+    pub operation: Option<duplex_core::model::Operation>,
+    pub from: String,
+    pub to: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+}
+
+async fn running_vm(ctl: &Ctl, name: &str) -> Result<Vm, ApiError> {
+    let vm = ctl
+        .vm(name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no VM `{name}` (see `duplex vm list`)")))?;
+    if vm.desired != Desired::Running {
+        return Err(ApiError::conflict(format!("VM `{name}` is being deleted")));
+    }
+    Ok(vm)
+}
+
+pub async fn explain(ctl: Shared, Path(vm): Path<String>) -> Result<Json<Explanation>, ApiError> {
+    running_vm(&ctl, &vm).await?;
+    Ok(Json(crate::placement::explain(&ctl, &vm).await?))
+}
+
+pub async fn migrate(
+    ctl: Shared,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<MigrateVm>,
+) -> Result<(StatusCode, Json<MigrateAccepted>), ApiError> {
+    let ctl = ctl.0;
+    let vm = running_vm(&ctl, &name).await?;
+    let hosts = ctl.hosts().await?;
+    if ctl.vm_view(vm.clone(), &hosts, false).status != VmStatus::Running {
+        return Err(ApiError::conflict(format!(
+            "VM `{name}` is not running (see `duplex vm show {name}`); only a running VM can move"
+        )));
+    }
+    if ctl.lock_busy().contains(&name) {
+        return Err(ApiError::conflict(format!(
+            "VM `{name}` has an operation in progress: wait for it"
+        )));
+    }
+    let (to, decision) = if req.to == "auto" {
+        let d = crate::placement::decide(&ctl, &name).await?;
+        (d.to.clone(), Some(d))
+    } else {
+        (req.to.clone(), None)
+    };
+    if to == vm.host || decision.as_ref().is_some_and(|d| !d.improves()) {
+        if decision.is_some() {
+            return Ok((
+                StatusCode::OK,
+                Json(MigrateAccepted {
+                    operation: None,
+                    from: vm.host.clone(),
+                    to: vm.host.clone(),
+                    decision,
+                }),
+            ));
+        }
+        return Err(ApiError::bad_request(format!(
+            "field `to`: `{name}` already runs on {to}"
+        )));
+    }
+    let dst = hosts.iter().find(|h| h.name == to).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "field `to`: no host `{to}` is registered (or use `auto`)"
+        ))
+    })?;
+    let src = hosts.iter().find(|h| h.name == vm.host).ok_or_else(|| {
+        ApiError::conflict(format!("the host of `{name}` ({}) has no record", vm.host))
+    })?;
+    if decision.is_none() {
+        // An explicit destination must pass the same filters as `auto`.
+        let ex = crate::placement::explain(&ctl, &name).await?;
+        if let Some(v) = ex.hosts.iter().find(|h| h.host == to) {
+            if let duplex_core::placement::explain::Verdict::Fail { filter, reason } = &v.verdict {
+                return Err(ApiError::conflict(format!(
+                    "field `to`: {to} cannot take `{name}`: {} ({reason})",
+                    filter.as_str()
+                )));
+            }
+        }
+    }
+    if !ctl.lock_busy().insert(name.clone()) {
+        return Err(ApiError::conflict(format!(
+            "VM `{name}` has an operation in progress: wait for it"
+        )));
+    }
+    let started = ops::start(&ctl, OpKind::VmMigrate, &format!("vm/{name}")).await;
+    let (op, handle) = match started {
+        Ok(x) => x,
+        Err(e) => {
+            ctl.lock_busy().remove(&name);
+            return Err(e.into());
+        }
+    };
+    let (src_url, dst_url, from) = (src.url.clone(), dst.url.clone(), vm.host.clone());
+    tokio::spawn(flow(
+        ctl.clone(),
+        name,
+        from.clone(),
+        to.clone(),
+        src_url,
+        dst_url,
+        handle,
+    ));
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(MigrateAccepted {
+            operation: Some(op),
+            from,
+            to,
+            decision,
+        }),
+    ))
+}
+
+async fn flow(
+    ctl: Arc<Ctl>,
+    vm: String,
+    from: String,
+    to: String,
+    src: String,
+    dst: String,
+    op: OpHandle,
+) {
+    op.progress(format!("live-migrating {vm} from {from} to {to}"))
+        .await;
+    let req = MigrateRequest {
+        to: dst,
+        max_bandwidth_mib: None,
+        downtime_limit_ms: None,
+    };
+    let res = ctl
+        .agent(&src)
+        .migrate(&vm, &req, MIGRATION_TIMEOUT, |_| {})
+        .await;
+    let subject = format!("vm/{vm}");
+    let result = match res {
+        Ok(info) => {
+            let key = format!("{VMS}{vm}");
+            let to2 = to.clone();
+            let _ = ctl
+                .repo
+                .update::<Vm, std::convert::Infallible, _>(&key, |v| {
+                    v.host = to2.clone();
+                    Ok(())
+                })
+                .await;
+            let msg = match info.stats {
+                Some(s) => format!(
+                    "{vm} moved {from} → {to}: total {} ms, downtime {} ms, {:.1} MiB",
+                    s.total_ms,
+                    s.downtime_ms,
+                    s.transferred_bytes as f64 / 1048576.0
+                ),
+                None => format!("{vm} moved {from} → {to}"),
+            };
+            ctl.events
+                .emit(Severity::Info, "vm.migrated", &subject, msg.clone())
+                .await;
+            Ok(msg)
+        }
+        Err(e) => {
+            let msg = format!(
+                "migration of {vm} from {from} to {to} failed (it keeps running on {from}): {e}"
+            );
+            ctl.events
+                .emit(
+                    Severity::Error,
+                    "vm.migration_failed",
+                    &subject,
+                    msg.clone(),
+                )
+                .await;
+            Err(msg)
+        }
+    };
+    ctl.lock_busy().remove(&vm);
+    ctl.kick.notify_one();
+    op.finish(result).await;
+}

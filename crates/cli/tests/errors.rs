@@ -113,3 +113,62 @@ fn unknown_image_is_named() {
     let out = duplex(&["accel", "--image-dir", "/nonexistent-images"], &[]);
     fails_with(&out, "duplex image build");
 }
+
+/// A controller refuses a bad topology file at start, naming the problem.
+#[test]
+fn controller_refuses_bad_topology_files() {
+    let dir = std::env::temp_dir().join(format!("duplex-topo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        (
+            "loop",
+            r#"{"switches":["r1"],"hosts":[{"name":"h1","attach":"r1"}],"links":[{"a":"r1","b":"r1","capacity_gbps":10}]}"#,
+            "self-loop",
+        ),
+        (
+            "unknown-switch",
+            r#"{"switches":["r1"],"hosts":[{"name":"h1","attach":"r9"}]}"#,
+            "`r9`, which is not a switch",
+        ),
+        (
+            "negative",
+            r#"{"switches":["r1","r2"],"hosts":[{"name":"h1","attach":"r1"},{"name":"h2","attach":"r2"}],"links":[{"a":"r1","b":"r2","capacity_gbps":-5}]}"#,
+            "capacity_gbps -5 must be positive",
+        ),
+        (
+            "disconnected",
+            r#"{"switches":["r1","r2"],"hosts":[{"name":"h1","attach":"r1"},{"name":"h2","attach":"r2"}]}"#,
+            "disconnected",
+        ),
+        (
+            "unknown-field",
+            r#"{"switches":["r1"],"hosts":[{"name":"h1","attach":"r1","rack":"x"}]}"#,
+            "unknown field `rack`",
+        ),
+        ("not-json", "switches: [r1]", "topology file"),
+    ];
+    for (name, text, needle) in cases {
+        let path = dir.join(format!("{name}.json"));
+        std::fs::write(&path, text).unwrap();
+        let out = duplex(
+            &[
+                "controller",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                dir.join("data").to_str().unwrap(),
+                "--topology",
+                path.to_str().unwrap(),
+            ],
+            &[],
+        );
+        fails_with(&out, needle);
+        fails_with(&out, path.to_str().unwrap());
+    }
+    let out = duplex(
+        &["controller", "--listen", "127.0.0.1:0", "--topology", "/nonexistent/topo.json"],
+        &[],
+    );
+    fails_with(&out, "/nonexistent/topo.json");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -17,6 +17,20 @@ pub enum HostCmd {
         c: Conn,
         name: String,
     },
+    /// Move everything off a host (pairs the S1 way, lone VMs by live
+    /// migration, destinations from placement) and leave it in maintenance.
+    Drain {
+        #[command(flatten)]
+        c: Conn,
+        name: String,
+        /// How many pairs or VMs move at once.
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long, default_value_t = 3600)]
+        timeout_s: u64,
+    },
     /// Set a host ready, in maintenance (keeps its VMs, takes no new ones) or spare.
     State {
         #[command(flatten)]
@@ -51,6 +65,39 @@ pub async fn run(cmd: HostCmd) -> anyhow::Result<()> {
         HostCmd::Show { c, name } => {
             let h: Value = c.client()?.get(&format!("/v1/hosts/{name}")).await?;
             output::json(&h)?
+        }
+        HostCmd::Drain {
+            c,
+            name,
+            concurrency,
+            no_wait,
+            timeout_s,
+        } => {
+            let client = c.client()?;
+            let op: Value = client
+                .post(
+                    &format!("/v1/hosts/{name}/drain"),
+                    &json!({"concurrency": concurrency}),
+                )
+                .await?;
+            let id = s(&op["id"]);
+            if no_wait {
+                match c.output {
+                    Format::Json => output::json(&op)?,
+                    Format::Table => println!(
+                        "draining {name}: operation {id} (follow with `duplex events --follow`)"
+                    ),
+                }
+                return Ok(());
+            }
+            eprintln!("draining {name} (operation {id}):");
+            let done =
+                crate::wait::operation(&client, &id, std::time::Duration::from_secs(timeout_s))
+                    .await?;
+            match c.output {
+                Format::Json => output::json(&done)?,
+                Format::Table => println!("{}", s(&done["progress"])),
+            }
         }
         HostCmd::State { c, name, state } => {
             let h: Value = c

@@ -57,6 +57,26 @@ pub enum PairCmd {
         #[arg(long, default_value_t = 120)]
         timeout_s: u64,
     },
+    /// Move the pair's member(s) off a host without pausing the ACT (S1):
+    /// the SBY is live-migrated, the roles switched over, the new SBY migrated.
+    Migrate {
+        #[command(flatten)]
+        c: Conn,
+        name: String,
+        /// Destination host, or `auto` for placement's choice.
+        #[arg(long)]
+        to: String,
+        /// Move the member(s) on this host (default: the ACT's host).
+        #[arg(long)]
+        from: Option<String>,
+        /// Switch back afterwards so the original ACT is ACT again.
+        #[arg(long)]
+        switch_back: bool,
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long, default_value_t = 1200)]
+        timeout_s: u64,
+    },
     /// Delete the pair and both members.
     Delete {
         #[command(flatten)]
@@ -197,6 +217,26 @@ pub async fn run(cmd: PairCmd) -> anyhow::Result<()> {
                 .post(&format!("/v1/pairs/{name}/switchover"), &json!({}))
                 .await?;
             finish(&c, acc, no_wait, timeout_s, "switchover").await
+        }
+        PairCmd::Migrate {
+            c,
+            name,
+            to,
+            from,
+            switch_back,
+            no_wait,
+            timeout_s,
+        } => {
+            let mut body = json!({"to": to, "switch_back": switch_back});
+            if let Some(f) = from {
+                body["from"] = json!(f);
+            }
+            let mut acc: Value = c
+                .client()?
+                .post(&format!("/v1/pairs/{name}/migrate"), &body)
+                .await?;
+            acc["pair"] = json!({"name": name});
+            finish(&c, acc, no_wait, timeout_s, "move").await
         }
         PairCmd::Delete {
             c,

@@ -166,7 +166,13 @@ fn controller_refuses_bad_topology_files() {
         fails_with(&out, path.to_str().unwrap());
     }
     let out = duplex(
-        &["controller", "--listen", "127.0.0.1:0", "--topology", "/nonexistent/topo.json"],
+        &[
+            "controller",
+            "--listen",
+            "127.0.0.1:0",
+            "--topology",
+            "/nonexistent/topo.json",
+        ],
         &[],
     );
     fails_with(&out, "/nonexistent/topo.json");

@@ -18,11 +18,11 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(20);
 const DELETE_TIMEOUT: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(500);
 
-fn key(name: &str) -> String {
+pub(crate) fn key(name: &str) -> String {
     format!("{PAIRS}{name}")
 }
 
-async fn set_phase(ctl: &Ctl, name: &str, phase: PairPhase) -> Result<Pair, RepoError> {
+pub(crate) async fn set_phase(ctl: &Ctl, name: &str, phase: PairPhase) -> Result<Pair, RepoError> {
     let r = ctl
         .repo
         .update::<Pair, std::convert::Infallible, _>(&key(name), |p| {
@@ -34,7 +34,21 @@ async fn set_phase(ctl: &Ctl, name: &str, phase: PairPhase) -> Result<Pair, Repo
     Ok(p)
 }
 
-async fn members(ctl: &Ctl, pair: &Pair) -> Result<[PairMember; 2], String> {
+/// Where each member of `pair` runs, per the VM records.
+pub(crate) async fn member_hosts(ctl: &Ctl, pair: &Pair) -> Result<[String; 2], String> {
+    let mut hosts: [String; 2] = Default::default();
+    for (host, name) in hosts.iter_mut().zip(&pair.members) {
+        *host = ctl
+            .vm(name)
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|v| v.host)
+            .ok_or_else(|| format!("member {name} of pair {} has no record", pair.name))?;
+    }
+    Ok(hosts)
+}
+
+pub(crate) async fn members(ctl: &Ctl, pair: &Pair) -> Result<[PairMember; 2], String> {
     let mut out = Vec::new();
     for name in &pair.members {
         let vm = ctl

@@ -94,6 +94,7 @@ fn engine_error(vm: &str, e: PlacementError) -> ApiError {
 async fn with_engine<T>(
     ctl: &Ctl,
     extra: Vec<Extra>,
+    exclude_for: Option<(&str, &[String])>,
     f: impl FnOnce(&mut Engine) -> Result<T, PlacementError>,
     subject: &str,
 ) -> Result<T, ApiError> {
@@ -153,7 +154,17 @@ async fn with_engine<T>(
         let peer = peer.filter(|p| {
             running.iter().any(|r| &r.spec.name == p) || extra.iter().any(|e| &e.spec.name == p)
         });
-        state.vms.push(vm_info(&v.spec, host, peer));
+        let mut info = vm_info(&v.spec, host, peer);
+        if let Some((vm, avoid)) = exclude_for {
+            if vm == v.spec.name {
+                info.exclude = avoid
+                    .iter()
+                    .filter(|h| known.iter().any(|k| &&k.name == h))
+                    .cloned()
+                    .collect();
+            }
+        }
+        state.vms.push(info);
     }
     for e in &extra {
         let mut i = vm_info(
@@ -247,16 +258,22 @@ pub async fn choose(
         },
     });
     let name = spec.name.clone();
-    let d = with_engine(ctl, all, |e| e.place_new(&name), &spec.name).await?;
+    let d = with_engine(ctl, all, None, |e| e.place_new(&name), &spec.name).await?;
     Ok(d.to)
 }
 
 /// Where a running VM should go (`--to auto`).
 pub async fn decide(ctl: &Ctl, vm: &str) -> Result<Decision, ApiError> {
-    with_engine(ctl, Vec::new(), |e| e.decide(vm), vm).await
+    with_engine(ctl, Vec::new(), None, |e| e.decide(vm), vm).await
+}
+
+/// Where a running VM should go, never to a host in `avoid` (e.g. where
+/// its pair peer is headed).
+pub async fn decide_avoiding(ctl: &Ctl, vm: &str, avoid: &[String]) -> Result<Decision, ApiError> {
+    with_engine(ctl, Vec::new(), Some((vm, avoid)), |e| e.decide(vm), vm).await
 }
 
 /// Every host's filter verdict and factor terms for `vm`.
 pub async fn explain(ctl: &Ctl, vm: &str) -> Result<Explanation, ApiError> {
-    with_engine(ctl, Vec::new(), |e| e.explain(vm), vm).await
+    with_engine(ctl, Vec::new(), None, |e| e.explain(vm), vm).await
 }

@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const HOOK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the peer may take to acknowledge the handover snapshot.
+const HANDOVER_SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Middleware {
     pub facts: GuestFacts,
@@ -125,6 +127,15 @@ impl Middleware {
             let Some(c) = config else { break };
             let res = match fx {
                 Effect::ReleaseAddress => {
+                    // A graceful handover first brings the peer fully up to date.
+                    if cmd == duplex_core::role::RoleCommand::SwitchoverPrepare {
+                        if let Err(e) = self.replica.sync_peer(self, HANDOVER_SYNC_TIMEOUT) {
+                            return Err(OpError(
+                                "effect_failed",
+                                format!("handover sync: {e}; staying ACT"),
+                            ));
+                        }
+                    }
                     self.replica.disconnect();
                     address::release(&c)
                 }

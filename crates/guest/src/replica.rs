@@ -82,17 +82,9 @@ impl Replica {
         };
         let mut link = lock(&self.link);
         if link.is_none() {
-            let addr = SocketAddr::from((peer, PEER_PORT));
-            let Ok(s) = TcpStream::connect_timeout(&addr, PEER_TIMEOUT) else {
+            let Some(r) = self.connect_with_snapshot(peer, PEER_TIMEOUT) else {
                 return false;
             };
-            let _ = s.set_read_timeout(Some(PEER_TIMEOUT));
-            let _ = s.set_nodelay(true);
-            let mut r = BufReader::new(s);
-            let snapshot = json!({"op": "snapshot", "entries": Value::Object(lock(&self.kv).clone().into_iter().collect::<Map<_, _>>())});
-            if !exchange(&mut r, &snapshot) {
-                return false;
-            }
             *link = Some(r);
         }
         let ok = link.as_mut().is_some_and(|r| exchange(r, msg));
@@ -100,6 +92,40 @@ impl Replica {
             *link = None;
         }
         ok
+    }
+
+    /// A new link to the peer that starts with a full snapshot of the store.
+    fn connect_with_snapshot(
+        &self,
+        peer: Ipv4Addr,
+        timeout: Duration,
+    ) -> Option<BufReader<TcpStream>> {
+        let addr = SocketAddr::from((peer, PEER_PORT));
+        let s = TcpStream::connect_timeout(&addr, timeout).ok()?;
+        let _ = s.set_read_timeout(Some(timeout));
+        let _ = s.set_nodelay(true);
+        let mut r = BufReader::new(s);
+        let snapshot = json!({"op": "snapshot", "entries": Value::Object(lock(&self.kv).clone().into_iter().collect::<Map<_, _>>())});
+        if !exchange(&mut r, &snapshot) {
+            return None;
+        }
+        let _ = r.get_ref().set_read_timeout(Some(PEER_TIMEOUT));
+        Some(r)
+    }
+
+    /// Handover barrier, on the ACT before it gives up the service address:
+    /// the peer gets a full snapshot (an update that could not be
+    /// replicated in time is not lost with the switchover). Err if the peer
+    /// did not take it within `timeout`.
+    pub fn sync_peer(&self, roles: &dyn RoleView, timeout: Duration) -> Result<usize, String> {
+        let peer = roles.peer().ok_or("no peer configured")?;
+        let mut link = lock(&self.link);
+        *link = None;
+        let r = self.connect_with_snapshot(peer, timeout).ok_or_else(|| {
+            format!("peer {peer}:{PEER_PORT} did not take a snapshot within {timeout:?}")
+        })?;
+        *link = Some(r);
+        Ok(lock(&self.kv).len())
     }
 
     /// A service's request; returns the answer line.

@@ -271,8 +271,19 @@ impl Server {
         let sock = shell.sock.clone();
         loop {
             tokio::select! {
+                // Replicated state first: after a switchover the peer's last
+                // updates must be in place before the first request is served.
+                biased;
+                ev = recv_event(&mut events) => match ev {
+                    Some(ev) => shell.on_sync_event(ev).await,
+                    None => events = None,
+                },
                 r = sock.recv_from(&mut buf) => match r {
                     Ok((n, from)) => {
+                        // Anything replicated meanwhile goes in before this request.
+                        while let Some(ev) = events.as_mut().and_then(|rx| rx.try_recv().ok()) {
+                            shell.on_sync_event(ev).await;
+                        }
                         shell.stats.datagrams_in += 1;
                         let now = shell.now();
                         let out = shell.uas.handle(&buf[..n], from, now);
@@ -285,10 +296,6 @@ impl Server {
                         warn!("UDP receive: {e}");
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
-                },
-                ev = recv_event(&mut events) => match ev {
-                    Some(ev) => shell.on_sync_event(ev).await,
-                    None => events = None,
                 },
                 _ = tick.tick() => {
                     let now = shell.now();

@@ -32,7 +32,7 @@
 use crate::dialog::{self, Dialog, DialogId, DialogValueError, Dialogs, InviteRecord, Route};
 use crate::message::{self, Header, Message, Method, ParseError, StartLine};
 use crate::rng::SplitMix64;
-use crate::transaction::{Reply, SyncSeq, Transactions, TxKey};
+use crate::transaction::{Reply, SyncSeq, Transactions, TxKey, LINGER};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
@@ -86,6 +86,9 @@ pub struct Counters {
     pub ack_timeouts: u64,
     /// Replicated entries that could not be applied.
     pub sync_rejected: u64,
+    /// BYEs of a dialog already ended (e.g. by the peer just before a
+    /// handover) answered 200 again instead of 481.
+    pub bye_after_end: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +130,10 @@ pub struct Uas {
     counters: Counters,
     /// Latest `now` seen (used to arm timers of applied state).
     clock: u64,
+    /// Dialogs ended by a BYE (here, or on the peer and replicated), until
+    /// when: a retransmission of that BYE gets 200 again, not 481 — its
+    /// first 200 may have been lost when the ACT handed over.
+    ended: BTreeMap<String, u64>,
     issued: u64,
 }
 
@@ -143,6 +150,7 @@ impl Uas {
             counters: Counters::default(),
             clock: 0,
             issued: 0,
+            ended: BTreeMap::new(),
         }
     }
 
@@ -274,7 +282,16 @@ impl Uas {
             self.count_response(503);
             return Ok(());
         }
-        match dialog::route(&self.dialogs, msg)? {
+        let mut route = dialog::route(&self.dialogs, msg)?;
+        if matches!(route, Route::Reject { code: 481, .. }) && msg.method() == Some(&Method::Bye) {
+            if let Some(id) = DialogId::of_request(msg)? {
+                if self.ended.contains_key(&id.key()) {
+                    self.counters.bye_after_end += 1;
+                    route = Route::Bye(id);
+                }
+            }
+        }
+        match route {
             Route::NewDialog if self.dialogs.len() >= self.cfg.max_dialogs => {
                 self.final_response(
                     msg,
@@ -332,6 +349,7 @@ impl Uas {
                 }
             }
             Route::Bye(id) => {
+                self.ended.insert(id.key(), now.saturating_add(LINGER));
                 let removed = self.dialogs.remove_key(&id.key());
                 let after = match removed {
                     Some(d) => {
@@ -550,6 +568,7 @@ impl Uas {
     pub fn tick(&mut self, now: u64) -> Output {
         self.clock = self.clock.max(now);
         let mut out = Output::default();
+        self.ended.retain(|_, until| *until > now);
         let due = self.txs.tick(now);
         self.counters.responses_retransmitted += due.retransmits.len() as u64;
         out.replies = due.retransmits;
@@ -593,6 +612,7 @@ impl Uas {
                 if let Some(d) = self.dialogs.remove_key(&key) {
                     self.txs.ack_2xx(&d.invite_key());
                 }
+                self.ended.insert(key, self.clock.saturating_add(LINGER));
             }
         }
         Ok(())

@@ -5,18 +5,13 @@ use super::{ApiJson, Shared};
 use crate::ctl::Ctl;
 use crate::error::ApiError;
 use crate::ops::{self, OpHandle};
-use crate::repo::VMS;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::Json;
-use duplex_core::agent_api::MigrateRequest;
 use duplex_core::model::{Desired, OpKind, Severity, Vm, VmStatus};
 use duplex_core::placement::{Decision, Explanation};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::Duration;
-
-const MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,14 +86,11 @@ pub async fn migrate(
             "field `to`: `{name}` already runs on {to}"
         )));
     }
-    let dst = hosts.iter().find(|h| h.name == to).ok_or_else(|| {
-        ApiError::bad_request(format!(
+    if !hosts.iter().any(|h| h.name == to) {
+        return Err(ApiError::bad_request(format!(
             "field `to`: no host `{to}` is registered (or use `auto`)"
-        ))
-    })?;
-    let src = hosts.iter().find(|h| h.name == vm.host).ok_or_else(|| {
-        ApiError::conflict(format!("the host of `{name}` ({}) has no record", vm.host))
-    })?;
+        )));
+    }
     if decision.is_none() {
         // An explicit destination must pass the same filters as `auto`.
         let ex = crate::placement::explain(&ctl, &name).await?;
@@ -124,16 +116,8 @@ pub async fn migrate(
             return Err(e.into());
         }
     };
-    let (src_url, dst_url, from) = (src.url.clone(), dst.url.clone(), vm.host.clone());
-    tokio::spawn(flow(
-        ctl.clone(),
-        name,
-        from.clone(),
-        to.clone(),
-        src_url,
-        dst_url,
-        handle,
-    ));
+    let from = vm.host.clone();
+    tokio::spawn(flow(ctl.clone(), name, from.clone(), to.clone(), handle));
     Ok((
         StatusCode::ACCEPTED,
         Json(MigrateAccepted {
@@ -145,56 +129,20 @@ pub async fn migrate(
     ))
 }
 
-async fn flow(
-    ctl: Arc<Ctl>,
-    vm: String,
-    from: String,
-    to: String,
-    src: String,
-    dst: String,
-    op: OpHandle,
-) {
+async fn flow(ctl: Arc<Ctl>, vm: String, from: String, to: String, op: OpHandle) {
     op.progress(format!("live-migrating {vm} from {from} to {to}"))
         .await;
-    let req = MigrateRequest {
-        to: dst,
-        max_bandwidth_mib: None,
-        downtime_limit_ms: None,
-    };
-    let res = ctl
-        .agent(&src)
-        .migrate(&vm, &req, MIGRATION_TIMEOUT, |_| {})
-        .await;
     let subject = format!("vm/{vm}");
-    let result = match res {
-        Ok(info) => {
-            let key = format!("{VMS}{vm}");
-            let to2 = to.clone();
-            let _ = ctl
-                .repo
-                .update::<Vm, std::convert::Infallible, _>(&key, |v| {
-                    v.host = to2.clone();
-                    Ok(())
-                })
-                .await;
-            let msg = match info.stats {
-                Some(s) => format!(
-                    "{vm} moved {from} → {to}: total {} ms, downtime {} ms, {:.1} MiB",
-                    s.total_ms,
-                    s.downtime_ms,
-                    s.transferred_bytes as f64 / 1048576.0
-                ),
-                None => format!("{vm} moved {from} → {to}"),
-            };
+    let result = match crate::moves::migrate_vm(&ctl, &vm, &to).await {
+        Ok(stats) => {
+            let msg = crate::moves::summary(&vm, &from, &to, &stats);
             ctl.events
                 .emit(Severity::Info, "vm.migrated", &subject, msg.clone())
                 .await;
             Ok(msg)
         }
         Err(e) => {
-            let msg = format!(
-                "migration of {vm} from {from} to {to} failed (it keeps running on {from}): {e}"
-            );
+            let msg = format!("migration failed: {e}");
             ctl.events
                 .emit(
                     Severity::Error,

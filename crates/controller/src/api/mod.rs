@@ -8,6 +8,7 @@ mod agents;
 mod events;
 mod hosts;
 mod migrate;
+pub(crate) mod moves;
 mod pairs;
 mod vms;
 
@@ -56,6 +57,8 @@ pub fn router(ctl: Arc<Ctl>) -> Router {
         .route("/v1/pairs", get(pairs::list).post(pairs::create))
         .route("/v1/pairs/{name}", get(pairs::show).delete(pairs::delete))
         .route("/v1/pairs/{name}/switchover", post(pairs::switchover))
+        .route("/v1/pairs/{name}/migrate", post(moves::migrate_pair))
+        .route("/v1/hosts/{name}/drain", post(moves::drain))
         .route("/v1/operations", get(events::ops))
         .route("/v1/operations/{id}", get(events::op))
         .route("/v1/events", get(events::list))

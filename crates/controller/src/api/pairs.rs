@@ -236,9 +236,10 @@ pub async fn delete(
     let r = ctl
         .repo
         .update::<Pair, String, _>(&format!("{PAIRS}{name}"), |p| {
-            if p.phase == PairPhase::SwitchingOver {
+            if matches!(p.phase, PairPhase::SwitchingOver | PairPhase::Moving) {
                 return Err(format!(
-                    "pair `{name}` is switching over: wait for it to finish"
+                    "pair `{name}` is {}: wait for it to finish",
+                    p.phase.as_str()
                 ));
             }
             p.phase = PairPhase::Deleting;

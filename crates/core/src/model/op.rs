@@ -12,6 +12,8 @@ pub enum OpKind {
     PairSwitchover,
     PairDelete,
     VmMigrate,
+    PairMigrate,
+    HostDrain,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

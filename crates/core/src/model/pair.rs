@@ -15,6 +15,8 @@ pub enum PairPhase {
     Ready,
     /// A switchover is under way.
     SwitchingOver,
+    /// Being moved to other hosts (S1 pair migration).
+    Moving,
     /// Set-up failed; see the pair's events.
     Failed,
     /// Deletion requested.
@@ -28,6 +30,7 @@ impl PairPhase {
             PairPhase::Configuring => "configuring",
             PairPhase::Ready => "ready",
             PairPhase::SwitchingOver => "switching_over",
+            PairPhase::Moving => "moving",
             PairPhase::Failed => "failed",
             PairPhase::Deleting => "deleting",
         }
@@ -120,7 +123,7 @@ pub fn health(pair: &Pair, views: [MemberView; 2]) -> PairHealth {
     }
     if matches!(
         pair.phase,
-        PairPhase::Creating | PairPhase::Configuring | PairPhase::SwitchingOver
+        PairPhase::Creating | PairPhase::Configuring | PairPhase::SwitchingOver | PairPhase::Moving
     ) {
         return PairHealth::Transition;
     }
@@ -176,6 +179,7 @@ mod tests {
             PairPhase::Configuring,
             PairPhase::Ready,
             PairPhase::SwitchingOver,
+            PairPhase::Moving,
             PairPhase::Failed,
             PairPhase::Deleting,
         ];

@@ -1,0 +1,236 @@
+//! S1 in the lab, under SIP load from `sipp`: `duplex pair migrate`
+//! without and with switch-back, `duplex host drain` of a host carrying a
+//! pair member and a lone VM, and a fault: the destination host's agent and
+//! QEMU killed in the middle of the SBY's migration — the operation fails,
+//! the pair stays healthy where it was. sipp's counts are printed.
+
+mod common;
+
+use common::{LabGuard, BIN};
+use duplex_sipp::{Scenario, SippRun};
+use serde_json::Value;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const LAB: &str = "e2em";
+
+fn duplex(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("DUPLEX_LAB", LAB)
+        .output()
+        .expect("run duplex");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json(args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.extend(["-o", "json"]);
+    let (ok, out, err) = duplex(&a);
+    assert!(ok, "duplex {args:?} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
+/// (ACT host, SBY host) as the guests report them, insisting on health.
+fn layout() -> (String, String) {
+    let p = json(&["pair", "show", "sig"]);
+    assert_eq!(p["health"], "healthy", "{p}");
+    let m = p["members_status"].as_array().unwrap();
+    let host_of = |role: &str| {
+        m.iter()
+            .find(|x| x["role"] == role)
+            .unwrap_or_else(|| panic!("no {role}: {p}"))["host"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    (host_of("act"), host_of("sby"))
+}
+
+fn wait_healthy() {
+    let t0 = Instant::now();
+    loop {
+        let p = json(&["pair", "show", "sig"]);
+        if p["health"] == "healthy" {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "pair not healthy: {p}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pair_migrate_drain_and_a_dead_destination_under_sip_load() {
+    let _guard = LabGuard::new(LAB);
+    let (ok, _, err) = duplex(&["lab", "up", "--lab", LAB, "--hosts", "3"]);
+    assert!(ok, "lab up: {err}");
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("/run/duplex/lab-{LAB}/state.json")).unwrap(),
+    )
+    .unwrap();
+    let i = state["index"].as_u64().unwrap();
+    let ip = |last: u8| format!("10.{i}.0.{last}");
+    let (ma, mb, vip) = (format!("pa={}", ip(101)), format!("pb={}", ip(102)), ip(50));
+    json(&[
+        "pair", "create", "sig", "--vip", &vip, "--member", &ma, "--member", &mb, "--hosts",
+        "h1,h2",
+    ]);
+    let solo_ip = ip(103);
+    json(&["vm", "create", "solo", "--ip", &solo_ip, "--host", "h1"]);
+    assert_eq!(layout(), ("h1".into(), "h2".into()));
+
+    let work = std::env::temp_dir().join(format!("duplex-e2e-s1-{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap();
+    let vip_addr: std::net::Ipv4Addr = vip.parse().unwrap();
+    let mut run = SippRun::new(std::net::SocketAddr::from((vip_addr, 5060)), work.clone());
+    run.rate_cps = 10.0;
+    run.call_length_ms = 2000;
+    run.calls = None;
+    run.duration = Some(Duration::from_secs(60));
+    run.scenario = Scenario::BuiltinUac;
+    // A call left open (its last request unanswered) would keep sipp from
+    // ending after `stop`: the harness ends it here and counts it abandoned.
+    run.timeout = Duration::from_secs(100);
+    let prefix: Vec<String> = ["ip", "netns", "exec", &format!("{LAB}-client")]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let sipp = duplex_sipp::spawn(&run, &prefix).expect("start sipp");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // 1. Off the ACT's host (h1) to h3, no switch-back: the SBY on h2 takes
+    //    over, the old ACT moves as SBY.
+    let p = json(&["pair", "migrate", "sig", "--to", "h3"]);
+    eprintln!("after move 1: {p}");
+    wait_healthy();
+    assert_eq!(layout(), ("h2".into(), "h3".into()));
+
+    // 2. Off the ACT's host (h2) to h1, with switch-back: the ACT ends on
+    //    the member that was ACT before.
+    json(&["pair", "migrate", "sig", "--to", "h1", "--switch-back"]);
+    wait_healthy();
+    assert_eq!(layout(), ("h1".into(), "h3".into()));
+
+    // 3. Drain h1: the pair's ACT member and the lone VM leave it.
+    let (ok, out, err) = duplex(&["host", "drain", "h1"]);
+    assert!(ok, "drain: {err}");
+    eprintln!("{err}{out}");
+    let h1 = json(&["host", "show", "h1"]);
+    assert_eq!(h1["state"], "maintenance", "{h1}");
+    let t0 = Instant::now();
+    while !json(&["host", "show", "h1"])["vms"]
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(t0.elapsed() < Duration::from_secs(10), "h1 not empty");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    wait_healthy();
+    let (act, sby) = layout();
+    assert!(act != "h1" && sby != "h1" && act != sby, "{act} {sby}");
+    let solo = json(&["vm", "show", "solo"]);
+    assert_ne!(solo["host"], "h1", "{solo}");
+    assert_eq!(solo["status"], "running", "{solo}");
+
+    // 4. Fault: h1 takes VMs again; the SBY is sent there and h1's agent
+    //    and QEMU are killed as soon as the incoming VM appears.
+    json(&["host", "state", "h1", "ready"]);
+    let (act_before, sby_before) = layout();
+    let acc = json(&[
+        "pair",
+        "migrate",
+        "sig",
+        "--from",
+        &sby_before,
+        "--to",
+        "h1",
+        "--no-wait",
+    ]);
+    let op = acc["operation"]["id"].as_str().unwrap().to_string();
+    let h1_url = format!("http://{}:7070", ip(11));
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let t0 = Instant::now();
+    loop {
+        if let Ok(r) = http.get(format!("{h1_url}/v1/vms")).send().await {
+            if let Ok(v) = r.json::<Value>().await {
+                if v.as_array().is_some_and(|a| !a.is_empty()) {
+                    break;
+                }
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no incoming VM on h1"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pids = Command::new("ip")
+        .args(["netns", "pids", &format!("{LAB}-h1")])
+        .output()
+        .unwrap();
+    for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+        let _ = Command::new("kill").args(["-9", pid]).status();
+    }
+    let t0 = Instant::now();
+    let opv = loop {
+        let c = Command::new(BIN)
+            .args(["pair", "show", "sig", "-o", "json"])
+            .env("DUPLEX_LAB", LAB)
+            .output()
+            .unwrap();
+        let p: Value = serde_json::from_slice(&c.stdout).unwrap_or(Value::Null);
+        if p["phase"] == "ready" {
+            break p;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "move {op} did not end: {p}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!("after the fault: {opv}");
+    let evs = json(&["events", "--last", "100"]);
+    assert!(
+        evs.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "pair.move_failed"),
+        "the failed move must be reported: {evs}"
+    );
+    wait_healthy();
+    assert_eq!(
+        layout(),
+        (act_before, sby_before),
+        "the pair must stay where it was"
+    );
+
+    sipp.stop();
+    let report = sipp.wait().await.expect("sipp");
+    eprintln!(
+        "sipp: {} calls, {} successful, {} failed, {} abandoned, {} retransmissions, {} unexpected",
+        report.total_calls,
+        report.successful,
+        report.failed,
+        report.abandoned,
+        report.retransmissions,
+        report.unexpected_messages
+    );
+    // Zero lost calls is S1's claim, to be measured side by side with plain
+    // live migration by bench/s1; not yet reached in every run (a call is
+    // sometimes left open), so not asserted here. This test checks what the
+    // controller does.
+    assert!(report.successful > 0, "{report:?}");
+    let _ = std::fs::remove_dir_all(&work);
+}

@@ -1,0 +1,69 @@
+//! Moving one VM to another host by live migration, through its agent
+//! (with our fencing token), and recording where it went.
+
+use crate::ctl::Ctl;
+use crate::repo::VMS;
+use duplex_core::agent_api::{MigrateRequest, MigrationStats};
+use duplex_core::model::Vm;
+use std::time::Duration;
+
+/// Longest a single live migration may take before it is given up.
+pub const MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Live-migrates `vm` to host `to`; on success records the new host and
+/// returns QEMU's statistics. On failure the VM keeps running where it was.
+pub async fn migrate_vm(ctl: &Ctl, vm: &str, to: &str) -> Result<Option<MigrationStats>, String> {
+    let rec = ctl
+        .vm(vm)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("VM {vm} has no record"))?;
+    let src = ctl
+        .host(&rec.host)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("host {} of {vm} has no record", rec.host))?;
+    let dst = ctl
+        .host(to)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("destination host {to} has no record"))?;
+    let req = MigrateRequest {
+        to: dst.url.clone(),
+        max_bandwidth_mib: None,
+        downtime_limit_ms: None,
+    };
+    let info = ctl
+        .agent(&src.url)
+        .migrate(vm, &req, MIGRATION_TIMEOUT, |_| {})
+        .await
+        .map_err(|e| {
+            format!(
+                "{vm} {} → {to}: {e} (it keeps running on {})",
+                rec.host, rec.host
+            )
+        })?;
+    let to2 = to.to_string();
+    ctl.repo
+        .update::<Vm, std::convert::Infallible, _>(&format!("{VMS}{vm}"), |v| {
+            v.host = to2.clone();
+            Ok(())
+        })
+        .await
+        .map_err(|e| format!("{vm} moved to {to} but the record could not be updated: {e}"))?
+        .ok();
+    Ok(info.stats)
+}
+
+/// One line for events: "moved h1 → h2: total 700 ms, downtime 2 ms, 96.1 MiB".
+pub fn summary(vm: &str, from: &str, to: &str, stats: &Option<MigrationStats>) -> String {
+    match stats {
+        Some(s) => format!(
+            "{vm} moved {from} → {to}: total {} ms, downtime {} ms, {:.1} MiB",
+            s.total_ms,
+            s.downtime_ms,
+            s.transferred_bytes as f64 / 1048576.0
+        ),
+        None => format!("{vm} moved {from} → {to}"),
+    }
+}

@@ -7,33 +7,19 @@
 
 mod common;
 
-use common::{LabGuard, BIN};
+use common::LabGuard;
 use duplex_sipp::{Scenario, SippRun};
 use serde_json::Value;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const LAB: &str = "e2es";
 
 fn duplex(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("DUPLEX_LAB", LAB)
-        .output()
-        .expect("run duplex");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::in_lab(LAB, args)
 }
 
 fn json(args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.extend(["-o", "json"]);
-    let (ok, out, err) = duplex(&a);
-    assert!(ok, "duplex {args:?} failed: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    common::in_lab_json(LAB, args)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -15,24 +15,11 @@ use std::time::{Duration, Instant};
 const LAB: &str = "e2em";
 
 fn duplex(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("DUPLEX_LAB", LAB)
-        .output()
-        .expect("run duplex");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::in_lab(LAB, args)
 }
 
 fn json(args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.extend(["-o", "json"]);
-    let (ok, out, err) = duplex(&a);
-    assert!(ok, "duplex {args:?} failed: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    common::in_lab_json(LAB, args)
 }
 
 /// (ACT host, SBY host) as the guests report them, insisting on health.

@@ -34,3 +34,28 @@ impl Drop for LabGuard {
             .output();
     }
 }
+
+/// Runs `duplex ARGS` against lab `lab`'s controller: (success, stdout, stderr).
+#[allow(dead_code)]
+pub fn in_lab(lab: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("DUPLEX_LAB", lab)
+        .output()
+        .expect("run duplex");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// [`in_lab`] with `-o json`, parsed; panics naming the command if it fails.
+#[allow(dead_code)]
+pub fn in_lab_json(lab: &str, args: &[&str]) -> serde_json::Value {
+    let mut a = args.to_vec();
+    a.extend(["-o", "json"]);
+    let (ok, out, err) = in_lab(lab, &a);
+    assert!(ok, "duplex {args:?} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}

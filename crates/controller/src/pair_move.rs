@@ -5,11 +5,12 @@
 use crate::ctl::Ctl;
 use crate::ops::OpHandle;
 use crate::pair_exec;
-use crate::pairs::{key, members};
+use crate::pairs::{guest_roles, key, members};
 use crate::repo::RepoError;
-use duplex_core::guest_proto::Op;
 use duplex_core::model::{Pair, PairPhase, Severity};
-use duplex_core::pair_migration::{Command, Event, Outcome, Plan, Setup, SwitchResult};
+use duplex_core::pair_migration::{
+    roles_event, Command, Event, Outcome, Plan, Setup, SwitchResult,
+};
 use duplex_core::role::Role;
 use duplex_core::switchover::Phase;
 use std::sync::Arc;
@@ -42,36 +43,19 @@ pub async fn begin(ctl: &Ctl, name: &str) -> Result<Result<Pair, String>, RepoEr
 /// has just been live-migrated needs a moment to reconnect its channel).
 const ROLES_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// Which member the guests say is ACT, asking until they agree or time runs out.
-async fn roles(ctl: &Ctl, pair: &Pair) -> Option<usize> {
+/// The answer to `ConfirmRoles`, asking the guests until they report one
+/// ACT and one SBY or time runs out.
+async fn confirm(ctl: &Ctl, pair: &Pair) -> Event {
     let deadline = std::time::Instant::now() + ROLES_WAIT;
     loop {
-        if let Some(a) = roles_once(ctl, pair).await {
-            return Some(a);
-        }
-        if std::time::Instant::now() > deadline {
-            return None;
+        let ev = match members(ctl, pair).await {
+            Ok(m) => roles_event(guest_roles(&m).await),
+            Err(_) => Event::Roles { active: None },
+        };
+        if ev != (Event::Roles { active: None }) || std::time::Instant::now() > deadline {
+            return ev;
         }
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    }
-}
-
-/// Which member the guests say is ACT (the other must say SBY).
-async fn roles_once(ctl: &Ctl, pair: &Pair) -> Option<usize> {
-    let m = members(ctl, pair).await.ok()?;
-    let mut got = [None, None];
-    for (i, member) in m.iter().enumerate() {
-        got[i] = member
-            .agent
-            .guest(&member.vm, &Op::Status)
-            .await
-            .ok()
-            .and_then(|s| serde_json::from_value::<Role>(s["role"].clone()).ok());
-    }
-    match got {
-        [Some(Role::Act), Some(Role::Sby)] => Some(0),
-        [Some(Role::Sby), Some(Role::Act)] => Some(1),
-        _ => None,
     }
 }
 
@@ -151,9 +135,7 @@ pub async fn run(ctl: &Arc<Ctl>, pair: Pair, setup: Setup, op: &OpHandle) -> Out
         op.progress(format!("{name}: {}", plan.describe())).await;
         let ev = match &cmd {
             Command::Finish(o) => break o.clone(),
-            Command::ConfirmRoles => Event::Roles {
-                active: roles(ctl, &pair).await,
-            },
+            Command::ConfirmRoles => confirm(ctl, &pair).await,
             Command::Migrate { member, to } => {
                 let vm = &pair.members[*member];
                 let from = ctl

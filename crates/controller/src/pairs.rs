@@ -73,6 +73,20 @@ pub(crate) async fn members(ctl: &Ctl, pair: &Pair) -> Result<[PairMember; 2], S
 }
 
 /// Asks both guests for their role until they are as the pair wants.
+/// The role each member's guest reports now (`None`: no answer).
+pub(crate) async fn guest_roles(m: &[PairMember; 2]) -> [Option<Role>; 2] {
+    let mut got = [None, None];
+    for (slot, member) in got.iter_mut().zip(m) {
+        *slot = member
+            .agent
+            .guest(&member.vm, &Op::Status)
+            .await
+            .ok()
+            .and_then(|s| serde_json::from_value::<Role>(s["role"].clone()).ok());
+    }
+    got
+}
+
 async fn confirm_roles(ctl: &Ctl, pair: &Pair, m: &[PairMember; 2]) -> Result<(), String> {
     let deadline = Instant::now() + CONFIRM_TIMEOUT;
     let want = |i: usize| {
@@ -83,16 +97,13 @@ async fn confirm_roles(ctl: &Ctl, pair: &Pair, m: &[PairMember; 2]) -> Result<()
         }
     };
     loop {
-        let mut got = Vec::new();
-        for (i, member) in m.iter().enumerate() {
-            let role = member
-                .agent
-                .guest(&member.vm, &Op::Status)
-                .await
-                .ok()
-                .and_then(|s| serde_json::from_value::<Role>(s["role"].clone()).ok());
-            got.push((member.vm.clone(), role, want(i)));
-        }
+        let reported = guest_roles(m).await;
+        let got: Vec<(String, Option<Role>, Role)> = m
+            .iter()
+            .zip(reported)
+            .enumerate()
+            .map(|(i, (member, role))| (member.vm.clone(), role, want(i)))
+            .collect();
         if got.iter().all(|(_, r, w)| *r == Some(*w)) {
             let mut obs = ctl.lock_observed();
             for (vm, _, w) in &got {

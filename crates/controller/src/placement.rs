@@ -194,14 +194,14 @@ async fn with_engine<T>(
     f(&mut engine).map_err(|e| engine_error(subject, e))
 }
 
-/// Chooses a host for a new VM `spec`, never one in `avoid`; `only` pins
-/// it. `extra` are VMs placed earlier in the same request (host, spec).
+/// Chooses a host for a new VM `spec`; `only` pins it. `peer` is the
+/// other member of its pair, placed earlier in the same request
+/// (its host, its spec): the engine's anti-affinity keeps them apart.
 pub async fn choose(
     ctl: &Ctl,
     spec: &VmSpec,
-    avoid: &[String],
     only: Option<&str>,
-    extra: &[(String, VmSpec)],
+    peer: Option<(&str, &VmSpec)>,
 ) -> Result<String, ApiError> {
     let hosts = ctl.hosts().await?;
     if hosts.is_empty() {
@@ -229,33 +229,22 @@ pub async fn choose(
             )));
         }
     }
-    // A pair's first member, placed in this request, is the peer of the second.
-    let peer = extra
-        .first()
-        .map(|(_, s)| s.name.clone())
-        .filter(|_| !avoid.is_empty());
-    let peer_known = peer.is_some();
-    let mut all: Vec<Extra> = extra
-        .iter()
-        .map(|(h, s)| Extra {
-            spec: s.clone(),
-            host: Some(h.clone()),
-            pair_peer: peer.as_ref().map(|_| spec.name.clone()),
+    let mut all: Vec<Extra> = Vec::new();
+    if let Some((host, p)) = peer {
+        all.push(Extra {
+            spec: p.clone(),
+            host: Some(host.to_string()),
+            pair_peer: Some(spec.name.clone()),
             include: Vec::new(),
             exclude: Vec::new(),
-        })
-        .collect();
+        });
+    }
     all.push(Extra {
         spec: spec.clone(),
         host: None,
-        pair_peer: peer,
+        pair_peer: peer.map(|(_, p)| p.name.clone()),
         include: only.map(|h| vec![h.to_string()]).unwrap_or_default(),
-        // With the peer known, the engine's anti-affinity filter keeps them apart.
-        exclude: if peer_known {
-            Vec::new()
-        } else {
-            avoid.to_vec()
-        },
+        exclude: Vec::new(),
     });
     let name = spec.name.clone();
     let d = with_engine(ctl, all, None, |e| e.place_new(&name), &spec.name).await?;

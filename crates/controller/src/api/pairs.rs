@@ -126,14 +126,12 @@ pub async fn create(
             ));
         }
     }
-    let h0 =
-        crate::placement::choose(&ctl, a, &[], pins.as_ref().map(|p| p[0].as_str()), &[]).await?;
+    let h0 = crate::placement::choose(&ctl, a, pins.as_ref().map(|p| p[0].as_str()), None).await?;
     let h1 = crate::placement::choose(
         &ctl,
         b,
-        std::slice::from_ref(&h0),
         pins.as_ref().map(|p| p[1].as_str()),
-        &[(h0.clone(), a.clone())],
+        Some((h0.as_str(), a)),
     )
     .await?;
     let pair = Pair {

@@ -67,7 +67,7 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateVm>,
 ) -> Result<(StatusCode, Json<VmView>), ApiError> {
     check_new(&ctl, &req.spec, "spec: ").await?;
-    let host = crate::placement::choose(&ctl, &req.spec, &[], req.host.as_deref(), &[]).await?;
+    let host = crate::placement::choose(&ctl, &req.spec, req.host.as_deref(), None).await?;
     let vm = Vm {
         v: duplex_core::model::SCHEMA_VERSION,
         spec: req.spec,

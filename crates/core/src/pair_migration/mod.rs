@@ -52,6 +52,18 @@ pub enum SwitchResult {
     Failed,
 }
 
+/// The answer to [`Command::ConfirmRoles`] from what the two guests report
+/// (in member order): member `i` is ACT only if it says ACT and the other SBY.
+pub fn roles_event(reported: [Option<crate::role::Role>; 2]) -> Event {
+    use crate::role::Role::{Act, Sby};
+    let active = match reported {
+        [Some(Act), Some(Sby)] => Some(0),
+        [Some(Sby), Some(Act)] => Some(1),
+        _ => None,
+    };
+    Event::Roles { active }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {

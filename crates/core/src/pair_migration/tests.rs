@@ -822,3 +822,23 @@ fn simulation_with_random_faults() {
     eprintln!("simulation: {c:?}");
     assert!(c.ok > 0 && c.unconfirmed > 0 && c.roles_unknown > 0 && c.other_failures > 0);
 }
+
+#[test]
+fn roles_event_needs_one_act_and_one_sby() {
+    use crate::role::Role::{Act, None as NoRole, Quiesced, Sby};
+    let all = [None, Some(NoRole), Some(Sby), Some(Act), Some(Quiesced)];
+    for a in all {
+        for b in all {
+            let want = match (a, b) {
+                (Some(Act), Some(Sby)) => Some(0),
+                (Some(Sby), Some(Act)) => Some(1),
+                _ => None,
+            };
+            assert_eq!(
+                roles_event([a, b]),
+                Event::Roles { active: want },
+                "{a:?} {b:?}"
+            );
+        }
+    }
+}

@@ -150,17 +150,6 @@ async fn heavy_talkers_end_up_in_one_rack() {
     );
     // Under this load a health check may time out now and then: the pair
     // must be healthy again once the calls are over.
-    let t0 = Instant::now();
-    loop {
-        let p = json(&["pair", "show", "s4"]);
-        if p["health"] == "healthy" {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "pair after the move: {p}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    common::wait_pair_healthy(LAB, "s4", Duration::from_secs(30));
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -39,18 +39,7 @@ fn layout() -> (String, String) {
 }
 
 fn wait_healthy() {
-    let t0 = Instant::now();
-    loop {
-        let p = json(&["pair", "show", "sig"]);
-        if p["health"] == "healthy" {
-            return;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "pair not healthy: {p}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    common::wait_pair_healthy(LAB, "sig", Duration::from_secs(20));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -59,3 +59,21 @@ pub fn in_lab_json(lab: &str, args: &[&str]) -> serde_json::Value {
     assert!(ok, "duplex {args:?} failed: {err}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
 }
+
+/// Polls `duplex pair show PAIR` in lab `lab` until the pair is healthy;
+/// panics with the last answer if it is not within `within`.
+#[allow(dead_code)]
+pub fn wait_pair_healthy(lab: &str, pair: &str, within: std::time::Duration) -> serde_json::Value {
+    let t0 = std::time::Instant::now();
+    loop {
+        let p = in_lab_json(lab, &["pair", "show", pair]);
+        if p["health"] == "healthy" {
+            return p;
+        }
+        assert!(
+            t0.elapsed() < within,
+            "pair {pair} not healthy within {within:?}: {p}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}

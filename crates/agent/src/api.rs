@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use duplex_core::agent_api::{
-    HostInfo, IncomingReady, IncomingRequest, MigrateRequest, MigrationInfo, TrafficReport, VmInfo,
-    VmSummary, WaitFor,
+    HandoverOrder, HandoverStatus, HostInfo, IncomingReady, IncomingRequest, MigrateRequest,
+    MigrationInfo, TrafficReport, VmInfo, VmSummary, WaitFor,
 };
 use duplex_core::guest_proto::Op;
 use duplex_core::vm_spec::VmSpec;
@@ -53,6 +53,10 @@ pub fn router(host: Arc<Host>) -> Router {
         .route("/v1/vms/{name}/pause", post(pause))
         .route("/v1/vms/{name}/resume", post(resume))
         .route("/v1/vms/{name}/traffic", get(traffic))
+        .route(
+            "/v1/vms/{name}/handover",
+            get(handover).post(handover_order),
+        )
         .route("/v1/vms/{name}/guest", post(guest))
         .route("/v1/vms/{name}/migrate", post(migrate_vm))
         .route("/v1/migrations/{name}", get(migration))
@@ -179,6 +183,33 @@ async fn traffic(State(h): Shared, Path(name): Path<String>) -> ApiResult<Traffi
         .await
         .map(Json)
         .ok_or_else(|| AgentError::Conflict(format!("VM `{name}` has no running network element")))
+}
+
+/// What the VM's network element does with a service address now.
+async fn handover(State(h): Shared, Path(name): Path<String>) -> ApiResult<HandoverStatus> {
+    let vm = h.get(&name)?;
+    let rt = vm.rt.lock().await;
+    rt.as_ref()
+        .map(|r| Json(r.element.handover_status()))
+        .ok_or_else(|| AgentError::Conflict(format!("VM `{name}` has no running network element")))
+}
+
+/// Hold, forward or release the frames for a service address (switchover).
+async fn handover_order(
+    State(h): Shared,
+    Path(name): Path<String>,
+    ApiJson(order): ApiJson<HandoverOrder>,
+) -> ApiResult<HandoverStatus> {
+    let vm = h.get(&name)?;
+    let rt = vm.rt.lock().await;
+    let status = rt
+        .as_ref()
+        .map(|r| r.element.handover(order))
+        .ok_or_else(|| {
+            AgentError::Conflict(format!("VM `{name}` has no running network element"))
+        })?;
+    tracing::info!(vm = %name, ?order, mode = %status.mode, "handover order");
+    Ok(Json(status))
 }
 
 async fn guest(

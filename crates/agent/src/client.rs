@@ -3,8 +3,8 @@
 
 use crate::fence::FenceState;
 use duplex_core::agent_api::{
-    ErrorBody, HostInfo, MigrateRequest, MigrationInfo, MigrationPhase, TrafficReport, VmInfo,
-    VmSummary, WaitFor, FENCE_HEADER,
+    ErrorBody, HandoverOrder, HandoverStatus, HostInfo, MigrateRequest, MigrationInfo,
+    MigrationPhase, TrafficReport, VmInfo, VmSummary, WaitFor, FENCE_HEADER,
 };
 use duplex_core::guest_proto::Op;
 use duplex_core::vm_spec::VmSpec;
@@ -191,6 +191,21 @@ impl AgentClient {
 
     pub async fn traffic(&self, vm: &str) -> Result<TrafficReport, ClientError> {
         let u = self.url(&format!("/v1/vms/{vm}/traffic"));
+        self.call(self.http.get(&u), u).await
+    }
+
+    /// An order to the VM's network element about a service address.
+    pub async fn handover(
+        &self,
+        vm: &str,
+        order: &HandoverOrder,
+    ) -> Result<HandoverStatus, ClientError> {
+        let u = self.url(&format!("/v1/vms/{vm}/handover"));
+        self.call(self.http.post(&u).json(order), u).await
+    }
+
+    pub async fn handover_status(&self, vm: &str) -> Result<HandoverStatus, ClientError> {
+        let u = self.url(&format!("/v1/vms/{vm}/handover"));
         self.call(self.http.get(&u), u).await
     }
 

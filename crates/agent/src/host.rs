@@ -201,7 +201,7 @@ impl Host {
         let tap = Tap::create(&vm.tap, &self.cfg.bridge).await?;
         let listener = tokio::net::UnixListener::bind(&p.net)
             .map_err(AgentError::io(format!("bind {}", p.net.display())))?;
-        let element = duplex_net::element::start(&spec.name, listener, tap, Vec::new());
+        let element = duplex_net::element::start(&spec.name, spec.mac(), listener, tap, Vec::new());
         let launch = Launch {
             name: spec.name.clone(),
             accel: self.accel.kind,

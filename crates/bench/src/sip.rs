@@ -98,7 +98,7 @@ pub async fn run(lab: &Lab, out: &Path) -> anyhow::Result<()> {
         let run = sipp_run(vip, rate, 20.0, "switch")?;
         let sipp = duplex_sipp::spawn(&run, &prefix)?;
         tokio::time::sleep(Duration::from_secs(9)).await;
-        let sw = pair::switchover(&a, &b, 2).await;
+        let sw = pair::switchover(&a, &b, 2, vip).await;
         let r = sipp.wait().await?;
         eprintln!("  {}", r.summary());
         switchover_run = Some((r, sw));

@@ -81,7 +81,7 @@ async fn sip_calls_survive_a_switchover() {
 
     // Halfway: switch over, ordered through the agents.
     tokio::time::sleep(Duration::from_secs(9)).await;
-    let report = pair::switchover(&a, &b, 2).await;
+    let report = pair::switchover(&a, &b, 2, vip).await;
     eprintln!("switchover: {}", serde_json::to_string(&report).unwrap());
     assert_eq!(
         report.outcome,

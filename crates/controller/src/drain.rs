@@ -123,38 +123,45 @@ pub async fn run(ctl: Arc<Ctl>, host: String, concurrency: usize, op: OpHandle) 
     let op = Arc::new(op);
     let results: Arc<Mutex<BTreeMap<String, Result<String, String>>>> = Default::default();
     let sem = Arc::new(tokio::sync::Semaphore::new(concurrency));
-    let mut tasks = tokio::task::JoinSet::new();
-    for item in items {
-        let (ctl, host, op, results, sem) = (
-            ctl.clone(),
-            host.clone(),
-            op.clone(),
-            results.clone(),
-            sem.clone(),
-        );
-        tasks.spawn(async move {
-            let Ok(_permit) = sem.acquire_owned().await else {
-                return;
-            };
-            op.progress(format!("moving {}", item.label())).await;
-            let r = move_item(&ctl, &host, &item, &op).await;
-            let done = {
-                let mut res = results.lock().unwrap_or_else(|p| p.into_inner());
-                res.insert(item.label(), r.clone());
-                res.len()
-            };
-            op.progress(format!(
-                "{done}/{total} done; {}: {}",
-                item.label(),
-                match &r {
-                    Ok(m) => m.clone(),
-                    Err(e) => format!("FAILED: {e}"),
-                }
-            ))
-            .await;
-        });
+    // Pairs first: their switchovers are the moves clients could feel, so
+    // they run while no lone VM's migration loads the hosts; the lone VMs
+    // follow once every pair is done.
+    let (pair_items, vm_items): (Vec<Item>, Vec<Item>) =
+        items.into_iter().partition(|i| matches!(i, Item::Pair(_)));
+    for group in [pair_items, vm_items] {
+        let mut tasks = tokio::task::JoinSet::new();
+        for item in group {
+            let (ctl, host, op, results, sem) = (
+                ctl.clone(),
+                host.clone(),
+                op.clone(),
+                results.clone(),
+                sem.clone(),
+            );
+            tasks.spawn(async move {
+                let Ok(_permit) = sem.acquire_owned().await else {
+                    return;
+                };
+                op.progress(format!("moving {}", item.label())).await;
+                let r = move_item(&ctl, &host, &item, &op).await;
+                let done = {
+                    let mut res = results.lock().unwrap_or_else(|p| p.into_inner());
+                    res.insert(item.label(), r.clone());
+                    res.len()
+                };
+                op.progress(format!(
+                    "{done}/{total} done; {}: {}",
+                    item.label(),
+                    match &r {
+                        Ok(m) => m.clone(),
+                        Err(e) => format!("FAILED: {e}"),
+                    }
+                ))
+                .await;
+            });
+        }
+        while tasks.join_next().await.is_some() {}
     }
-    while tasks.join_next().await.is_some() {}
     let res = std::mem::take(&mut *results.lock().unwrap_or_else(|p| p.into_inner()));
     let failed: Vec<String> = res
         .iter()

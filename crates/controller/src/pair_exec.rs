@@ -3,8 +3,9 @@
 //! The controller's pair workflows use it; so do the lab benchmarks.
 
 use duplex_agent::client::{AgentClient, ClientError};
-use duplex_core::agent_api::WaitFor;
+use duplex_core::agent_api::{HandoverOrder, WaitFor};
 use duplex_core::guest_proto::{Op, TargetRole};
+use duplex_core::mac::Mac;
 use duplex_core::switchover::{Member, Order, Phase, START};
 use duplex_core::vm_spec::VmSpec;
 use serde::Serialize;
@@ -18,6 +19,8 @@ pub struct PairMember {
     pub vm: String,
     /// Its own (non-service) address: the peer replicates to it.
     pub ip: Ipv4Addr,
+    /// Its MAC: frames for the service address are forwarded to it.
+    pub mac: Mac,
 }
 
 /// Boots the two members in parallel (`act` on `act_agent`, `sby` on
@@ -40,11 +43,13 @@ pub async fn boot(
         agent: act_agent,
         vm: act.0.into(),
         ip: act.1,
+        mac: sa.mac(),
     };
     let b = PairMember {
         agent: sby_agent,
         vm: sby.0.into(),
         ip: sby.1,
+        mac: sb.mac(),
     };
     set_up(&a, &b, vip, prefix, token).await?;
     Ok((a, b))
@@ -117,37 +122,70 @@ pub struct SwitchoverReport {
     pub total_ms: f64,
 }
 
-/// Switches `old` (ACT) and `new` (SBY) over with fencing token `token`.
-pub async fn switchover(old: &PairMember, new: &PairMember, token: u64) -> SwitchoverReport {
+impl SwitchoverReport {
+    /// Each step with its outcome and time, on one line.
+    pub fn steps_line(&self) -> String {
+        let steps: Vec<String> = self
+            .steps
+            .iter()
+            .map(|s| {
+                let error = s.error.as_ref().map(|e| format!(" ({e})"));
+                let ok = if s.ok { "ok" } else { "FAILED" };
+                format!(
+                    "{:?} {ok} in {:.0} ms{}",
+                    s.order,
+                    s.ms,
+                    error.unwrap_or_default()
+                )
+            })
+            .collect();
+        steps.join("; ")
+    }
+}
+
+/// Switches `old` (ACT) and `new` (SBY) over with fencing token `token`;
+/// the members' network elements hold and forward frames for `vip`.
+pub async fn switchover(
+    old: &PairMember,
+    new: &PairMember,
+    token: u64,
+    vip: Ipv4Addr,
+) -> SwitchoverReport {
     let t0 = Instant::now();
     let mut phase = START;
     let mut steps = Vec::new();
     while let Some(order) = phase.order() {
-        let (member, op) = match order {
-            Order::Prepare(m) => (m, Op::SwitchoverPrepare { token }),
-            Order::Activate(m) => (
-                m,
-                Op::SetRole {
-                    role: TargetRole::Act,
-                    token,
-                },
-            ),
-            Order::Commit(m) => (m, Op::SwitchoverCommit { token }),
-            Order::Demote(m) => (
-                m,
-                Op::SetRole {
-                    role: TargetRole::Sby,
-                    token,
-                },
-            ),
-        };
-        let target = match member {
+        let target = |m: Member| match m {
             Member::Old => old,
             Member::New => new,
         };
         let t = Instant::now();
-        let res = target.agent.guest(&target.vm, &op).await;
+        let res = match order {
+            Order::Hold(m) => element(target(m), HandoverOrder::Hold { vip }).await,
+            Order::Forward(m) => {
+                let to = match m {
+                    Member::Old => new.mac,
+                    Member::New => old.mac,
+                };
+                element(target(m), HandoverOrder::Forward { vip, to }).await
+            }
+            Order::Release(m) => element(target(m), HandoverOrder::Release).await,
+            Order::Prepare(m) => guest(target(m), Op::SwitchoverPrepare { token }).await,
+            Order::Activate(m) => {
+                let role = TargetRole::Act;
+                guest(target(m), Op::SetRole { role, token }).await
+            }
+            Order::Commit(m) => guest(target(m), Op::SwitchoverCommit { token }).await,
+            Order::Demote(m) => {
+                let role = TargetRole::Sby;
+                guest(target(m), Op::SetRole { role, token }).await
+            }
+        };
         let ok = res.is_ok();
+        if let (Err(e), true) = (&res, order.is_element_order()) {
+            tracing::warn!(vm = %target(order.member()).vm, ?order, error = %e,
+                "network element order failed; the switchover goes on without it");
+        }
         steps.push(StepReport {
             order,
             ok,
@@ -161,4 +199,12 @@ pub async fn switchover(old: &PairMember, new: &PairMember, token: u64) -> Switc
         steps,
         total_ms: t0.elapsed().as_secs_f64() * 1000.0,
     }
+}
+
+async fn guest(m: &PairMember, op: Op) -> Result<(), ClientError> {
+    m.agent.guest(&m.vm, &op).await.map(|_| ())
+}
+
+async fn element(m: &PairMember, order: HandoverOrder) -> Result<(), ClientError> {
+    m.agent.handover(&m.vm, &order).await.map(|_| ())
 }

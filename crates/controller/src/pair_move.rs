@@ -74,7 +74,7 @@ async fn switchover(ctl: &Ctl, name: &str, from: usize) -> SwitchResult {
     let Ok(m) = members(ctl, &pair).await else {
         return SwitchResult::RolledBack;
     };
-    let report = pair_exec::switchover(&m[from], &m[1 - from], pair.token).await;
+    let report = pair_exec::switchover(&m[from], &m[1 - from], pair.token, pair.vip).await;
     let result = match report.outcome {
         Phase::Done { .. } => SwitchResult::Swapped,
         Phase::RolledBack => SwitchResult::RolledBack,
@@ -102,10 +102,11 @@ async fn switchover(ctl: &Ctl, name: &str, from: usize) -> SwitchResult {
             "pair.switchover",
             &format!("pair/{name}"),
             format!(
-                "{name}: {} → {}: {result:?} in {:.0} ms",
+                "{name}: {} → {}: {result:?} in {:.0} ms: {}",
                 m[from].vm,
                 m[1 - from].vm,
-                report.total_ms
+                report.total_ms,
+                report.steps_line()
             ),
         )
         .await;

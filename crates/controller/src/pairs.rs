@@ -65,6 +65,7 @@ pub(crate) async fn members(ctl: &Ctl, pair: &Pair) -> Result<[PairMember; 2], S
             agent: ctl.agent(&host.url),
             vm: name.clone(),
             ip: vm.spec.ip,
+            mac: vm.spec.mac(),
         });
     }
     let b = out.pop().ok_or("pair without members")?;
@@ -264,24 +265,8 @@ async fn switchover_steps(ctl: &Arc<Ctl>, pair: &Pair, op: &OpHandle) -> Result<
         old.vm, new.vm, pair.token
     ))
     .await;
-    let report = pair_exec::switchover(old, new, pair.token).await;
+    let report = pair_exec::switchover(old, new, pair.token, pair.vip).await;
     let swapped = matches!(report.outcome, Phase::Done { .. });
-    let steps: Vec<String> = report
-        .steps
-        .iter()
-        .map(|s| {
-            format!(
-                "{:?} {} in {:.0} ms{}",
-                s.order,
-                if s.ok { "ok" } else { "FAILED" },
-                s.ms,
-                s.error
-                    .as_ref()
-                    .map(|e| format!(" ({e})"))
-                    .unwrap_or_default()
-            )
-        })
-        .collect();
     let r = ctl
         .repo
         .update::<Pair, std::convert::Infallible, _>(&key(&pair.name), |p| {
@@ -304,7 +289,7 @@ async fn switchover_steps(ctl: &Arc<Ctl>, pair: &Pair, op: &OpHandle) -> Result<
             "rolled back"
         },
         report.total_ms,
-        steps.join("; ")
+        report.steps_line()
     );
     match (swapped, confirmed) {
         (true, Ok(())) => Ok(format!(

@@ -186,6 +186,40 @@ pub struct DropCount {
     pub packets: u64,
 }
 
+/// An order to a VM's network element about the pair's service address
+/// during a switchover (`POST /v1/vms/{name}/handover`): see
+/// `duplex_net::handover`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum HandoverOrder {
+    /// Keep frames for `vip` from the VM (it is about to release it).
+    Hold { vip: std::net::Ipv4Addr },
+    /// Send held and later frames for `vip` to the VM with MAC `to`.
+    Forward {
+        vip: std::net::Ipv4Addr,
+        to: crate::mac::Mac,
+    },
+    /// Back to plain delivery; held frames go to the VM.
+    Release,
+}
+
+/// What a network element does with a service address now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoverStatus {
+    /// `idle`, `holding` or `forwarding`.
+    pub mode: String,
+    pub vip: Option<std::net::Ipv4Addr>,
+    pub to: Option<crate::mac::Mac>,
+    /// Frames held now.
+    pub holding: u64,
+    /// Totals since the element started.
+    pub held_total: u64,
+    pub forwarded_total: u64,
+    /// Held frames handed to the VM after all (release, or the hold expired).
+    pub released_to_vm_total: u64,
+    pub expired_holds: u64,
+}
+
 /// Body of every non-2xx answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {

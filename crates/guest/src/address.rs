@@ -1,51 +1,153 @@
 //! The service address on eth0: claimed (added + gratuitous ARP) when the
 //! VM becomes ACT, released before it stops being ACT.
+//!
+//! Both are on a switchover's critical path (the old ACT's network element
+//! holds the clients' frames meanwhile), so they talk to the kernel
+//! directly — rtnetlink for the address, a packet socket for the
+//! announcement — instead of spawning `ip` and `arping`, which costs tens to
+//! hundreds of milliseconds under emulation.
 
 use crate::state::PairConfig;
-use std::process::{Command, Stdio};
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE,
+    NLM_F_REQUEST,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 const IFACE: &str = "eth0";
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
+/// Announcements sent on a claim, this far apart (the first at once).
+const ANNOUNCEMENTS: u32 = 3;
+const ANNOUNCE_GAP: Duration = Duration::from_millis(200);
 
 pub fn claim(c: &PairConfig) -> Result<(), String> {
-    let cidr = format!("{}/{}", c.vip, c.vip_prefix_len);
-    match ip(&["addr", "add", &cidr, "dev", IFACE]) {
-        Ok(()) => {}
-        Err(e) if e.contains("File exists") => {}
-        Err(e) => return Err(e),
-    }
-    // Unsolicited ARP so neighbours learn the new holder at once; arping
-    // waits for its own timeout, so it runs detached.
-    let vip = c.vip.to_string();
-    Command::new("arping")
-        .args(["-U", "-c", "2", "-w", "1", "-I", IFACE, "-s", &vip, &vip])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(|_| ())
-        .map_err(|e| format!("arping: {e}"))
+    let index = ifindex(IFACE)?;
+    change(c, index, true)?;
+    // Neighbours learn the new holder at once; repeats cover a lost frame.
+    let mac = mac_of(IFACE)?;
+    announce(index, mac, c.vip)?;
+    let vip = c.vip;
+    std::thread::spawn(move || {
+        for _ in 1..ANNOUNCEMENTS {
+            std::thread::sleep(ANNOUNCE_GAP);
+            if let Err(e) = announce(index, mac, vip) {
+                eprintln!("duplex guest: announcing {vip}: {e}");
+            }
+        }
+    });
+    Ok(())
 }
 
 pub fn release(c: &PairConfig) -> Result<(), String> {
-    let cidr = format!("{}/{}", c.vip, c.vip_prefix_len);
-    match ip(&["addr", "del", &cidr, "dev", IFACE]) {
-        Ok(()) => Ok(()),
-        Err(e) if e.contains("Cannot assign") || e.contains("not found") => Ok(()),
-        Err(e) => Err(e),
+    let index = ifindex(IFACE)?;
+    match change(c, index, false) {
+        // Already gone: released is released.
+        Err(e) if e.contains("os error 99") || e.contains("os error 19") => Ok(()),
+        r => r,
     }
+}
+
+fn ifindex(name: &str) -> Result<u32, String> {
+    let c = std::ffi::CString::new(name).map_err(|e| e.to_string())?;
+    // SAFETY: a valid NUL-terminated string.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(format!("no interface {name}")),
+        i => Ok(i),
+    }
+}
+
+fn mac_of(name: &str) -> Result<[u8; 6], String> {
+    let path = format!("/sys/class/net/{name}/address");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    let m: duplex_core::mac::Mac = text.trim().parse().map_err(|e| format!("{path}: {e:?}"))?;
+    Ok(m.0)
+}
+
+/// Adds (`add`) or deletes the address, waiting for the kernel's answer.
+fn change(c: &PairConfig, index: u32, add: bool) -> Result<(), String> {
+    let mut msg = AddressMessage::default();
+    msg.header.family = AddressFamily::Inet;
+    msg.header.prefix_len = c.vip_prefix_len;
+    msg.header.index = index;
+    let ip = IpAddr::V4(c.vip);
+    msg.attributes.push(AddressAttribute::Local(ip));
+    msg.attributes.push(AddressAttribute::Address(ip));
+    let (payload, flags) = if add {
+        // REPLACE: an address left from before is fine.
+        let f = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+        (RouteNetlinkMessage::NewAddress(msg), f)
+    } else {
+        (
+            RouteNetlinkMessage::DelAddress(msg),
+            NLM_F_REQUEST | NLM_F_ACK,
+        )
+    };
+    let mut header = NetlinkHeader::default();
+    header.flags = flags;
+    header.sequence_number = 1;
+    let mut req = NetlinkMessage::new(header, NetlinkPayload::from(payload));
+    req.finalize();
+    let mut buf = vec![0u8; req.buffer_len()];
+    req.serialize(&mut buf);
+
+    let what = if add { "adding" } else { "deleting" };
+    let err = |e: std::io::Error| format!("{what} {}/{}: {e}", c.vip, c.vip_prefix_len);
+    let mut sock = Socket::new(NETLINK_ROUTE).map_err(err)?;
+    sock.bind_auto().map_err(err)?;
+    sock.connect(&SocketAddr::new(0, 0)).map_err(err)?;
+    sock.send(&buf, 0).map_err(err)?;
+    let (answer, _) = sock.recv_from_full().map_err(err)?;
+    let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&answer)
+        .map_err(|e| format!("{what} {}: bad netlink answer: {e}", c.vip))?;
+    match reply.payload {
+        NetlinkPayload::Error(e) if e.code.is_some() => Err(err(e.to_io())),
+        NetlinkPayload::Error(_) => Ok(()),
+        other => Err(format!("{what} {}: unexpected answer {other:?}", c.vip)),
+    }
+}
+
+/// One gratuitous ARP request for `ip` from `mac`, on interface `index`.
+fn announce(index: u32, mac: [u8; 6], ip: Ipv4Addr) -> Result<(), String> {
+    let frame = duplex_net::frame::gratuitous_arp(duplex_core::mac::Mac(mac), ip);
+    let proto = (libc::ETH_P_ARP as u16).to_be();
+    // SAFETY: plain socket(2); the descriptor is closed below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
+    if fd < 0 {
+        return Err(format!(
+            "packet socket: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: sockaddr_ll is plain data; zero is a valid start.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as u16;
+    to.sll_protocol = proto;
+    to.sll_ifindex = index as i32;
+    to.sll_halen = 6;
+    to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    // SAFETY: valid fd, buffer and address of the sizes given.
+    let rc = unsafe {
+        libc::sendto(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&to as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    let sent = if rc < 0 {
+        Err(format!(
+            "sending an announcement for {ip}: {}",
+            std::io::Error::last_os_error()
+        ))
+    } else {
+        Ok(())
+    };
+    // SAFETY: fd is ours and not used after this.
+    unsafe { libc::close(fd) };
+    sent
 }

@@ -111,6 +111,7 @@ impl Middleware {
     }
 
     fn role(&self, cmd: duplex_core::role::RoleCommand, token: u64) -> Result<Value, OpError> {
+        let started = std::time::Instant::now();
         let p = self.persisted();
         let (next, effects) = p
             .role
@@ -123,8 +124,10 @@ impl Middleware {
                 "no service address yet: send `configure` first".into(),
             ));
         }
+        let mut timings = Vec::new();
         for fx in &effects {
             let Some(c) = config else { break };
+            let t = std::time::Instant::now();
             let res = match fx {
                 Effect::ReleaseAddress => {
                     // A graceful handover first brings the peer fully up to date.
@@ -150,11 +153,15 @@ impl Middleware {
             if let Err(e) = res {
                 return Err(OpError("effect_failed", format!("{fx:?}: {e}")));
             }
+            timings.push(format!("{fx:?} {} ms", t.elapsed().as_millis()));
         }
         self.update(|p| p.role = next);
         eprintln!(
-            "duplex guest: role {:?} -> {:?} (token {token})",
-            p.role.role, next.role
+            "duplex guest: role {:?} -> {:?} (token {token}) in {} ms [{}]",
+            p.role.role,
+            next.role,
+            started.elapsed().as_millis(),
+            timings.join(", ")
         );
         Ok(self.status())
     }

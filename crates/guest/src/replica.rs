@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +30,10 @@ pub struct Replica {
     subscribers: Mutex<Vec<UnixStream>>,
     /// ACT side: link to the peer (None = not connected).
     link: Mutex<Option<BufReader<TcpStream>>>,
+    /// ACT side: a local write may be missing on the peer (one was not
+    /// acknowledged since the last snapshot it took). Changed only with
+    /// `link` locked.
+    dirty: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -78,6 +83,7 @@ impl Replica {
     /// Sends one line to the peer and waits for its `{"ok":true}`.
     fn send_to_peer(&self, msg: &Value, roles: &dyn RoleView) -> bool {
         let Some(peer) = roles.peer() else {
+            self.dirty.store(true, Ordering::SeqCst);
             return false;
         };
         let mut link = lock(&self.link);
@@ -90,6 +96,7 @@ impl Replica {
         let ok = link.as_mut().is_some_and(|r| exchange(r, msg));
         if !ok {
             *link = None;
+            self.dirty.store(true, Ordering::SeqCst);
         }
         ok
     }
@@ -109,17 +116,33 @@ impl Replica {
         if !exchange(&mut r, &snapshot) {
             return None;
         }
+        self.dirty.store(false, Ordering::SeqCst);
         let _ = r.get_ref().set_read_timeout(Some(PEER_TIMEOUT));
         Some(r)
     }
 
     /// Handover barrier, on the ACT before it gives up the service address:
-    /// the peer gets a full snapshot (an update that could not be
-    /// replicated in time is not lost with the switchover). Err if the peer
+    /// the peer must hold every update (one that could not be replicated in
+    /// time is not lost with the switchover). Updates are acknowledged one
+    /// by one, so with the link up and none missed since the last snapshot
+    /// there is nothing to send (this runs while clients' frames are held:
+    /// it must be quick); otherwise the peer gets a full snapshot. Err if it
     /// did not take it within `timeout`.
     pub fn sync_peer(&self, roles: &dyn RoleView, timeout: Duration) -> Result<usize, String> {
         let peer = roles.peer().ok_or("no peer configured")?;
         let mut link = lock(&self.link);
+        if !self.dirty.load(Ordering::SeqCst) {
+            // One round trip proves the link and that the peer still holds
+            // as many keys (a restarted peer would not).
+            let keys = lock(&self.kv).len();
+            let theirs = link
+                .as_mut()
+                .and_then(|r| exchange_value(r, &json!({"op": "count"})))
+                .and_then(|v| v["keys"].as_u64());
+            if theirs == Some(keys as u64) {
+                return Ok(keys);
+            }
+        }
         *link = None;
         let r = self.connect_with_snapshot(peer, timeout).ok_or_else(|| {
             format!("peer {peer}:{PEER_PORT} did not take a snapshot within {timeout:?}")
@@ -171,6 +194,7 @@ impl Replica {
                 }
                 json!({"ok": true})
             }
+            Some("count") => json!({"ok": true, "keys": self.len()}),
             Some(op @ ("put" | "del")) => match self.apply(msg) {
                 Ok(()) => {
                     let mut ev = msg.clone();
@@ -189,16 +213,19 @@ impl Replica {
 }
 
 fn exchange(r: &mut BufReader<TcpStream>, msg: &Value) -> bool {
+    exchange_value(r, msg).is_some()
+}
+
+/// Sends one line and returns the peer's answer if it says `ok`.
+fn exchange_value(r: &mut BufReader<TcpStream>, msg: &Value) -> Option<Value> {
     let line = format!("{msg}\n");
-    if r.get_mut().write_all(line.as_bytes()).is_err() {
-        return false;
-    }
+    r.get_mut().write_all(line.as_bytes()).ok()?;
     let mut answer = String::new();
     match r.read_line(&mut answer) {
-        Ok(n) if n > 0 => {
-            serde_json::from_str::<Value>(&answer).is_ok_and(|v| v["ok"] == json!(true))
-        }
-        _ => false,
+        Ok(n) if n > 0 => serde_json::from_str::<Value>(&answer)
+            .ok()
+            .filter(|v| v["ok"] == json!(true)),
+        _ => None,
     }
 }
 
@@ -281,7 +308,7 @@ impl TryCloneStream for TcpStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::AtomicBool;
 
     struct Roles(AtomicBool, Option<Ipv4Addr>);
     impl RoleView for Roles {
@@ -337,6 +364,33 @@ mod tests {
         assert_eq!(
             r.handle_peer(&json!({"op":"put","key":"a","value":1}), &act)["ok"],
             json!(false)
+        );
+    }
+
+    /// Over real TCP on loopback: the handover barrier sends nothing more
+    /// when the peer has every update, and a full snapshot when the peer
+    /// lost its store (e.g. it restarted) without the ACT noticing.
+    #[test]
+    fn handover_barrier_resends_only_what_the_peer_lacks() {
+        let sby_store = Arc::new(Replica::default());
+        let sby_roles: Arc<dyn RoleView> = Arc::new(Roles(AtomicBool::new(false), None));
+        serve_peer(sby_store.clone(), sby_roles.clone()).unwrap();
+        let act = Replica::default();
+        let act_roles = Roles(AtomicBool::new(true), Some(Ipv4Addr::LOCALHOST));
+        for k in ["a", "b"] {
+            let a = act.handle_service(&json!({"op":"put","key":k,"value":1}), &act_roles);
+            assert_eq!(a, json!({"ok": true}));
+        }
+        assert_eq!(sby_store.len(), 2);
+        assert_eq!(act.sync_peer(&act_roles, Duration::from_secs(2)), Ok(2));
+        // The peer loses its store behind the ACT's back.
+        sby_store.handle_peer(&json!({"op":"snapshot","entries":{}}), &*sby_roles);
+        assert!(sby_store.is_empty());
+        assert_eq!(act.sync_peer(&act_roles, Duration::from_secs(2)), Ok(2));
+        assert_eq!(sby_store.len(), 2);
+        assert_eq!(
+            sby_store.handle_service(&json!({"op":"get_all"}), &*sby_roles)["entries"],
+            json!({"a": 1, "b": 1})
         );
     }
 }

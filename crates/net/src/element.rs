@@ -4,22 +4,28 @@
 
 use crate::counters::{CountStage, Counters};
 use crate::framing::{read_frame, write_frame};
+use crate::handover::{Handover, HandoverStage};
 use crate::stage::{Direction, Pipeline, Stage};
 use crate::tap::Tap;
-use duplex_core::agent_api::TrafficReport;
+use duplex_core::agent_api::{HandoverOrder, HandoverStatus, TrafficReport};
+use duplex_core::mac::Mac;
 use std::sync::{Arc, Mutex};
 use tokio::net::UnixListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 /// Frames queued towards one side before new ones are dropped (counted).
 const QUEUE: usize = 1024;
+/// How often stages get a chance to release frames on their own (expiry).
+const TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub struct ElementHandle {
     vm: String,
     counters: Arc<Mutex<Counters>>,
     pipeline: Arc<Mutex<Pipeline>>,
     inject: mpsc::Sender<(Direction, Vec<u8>)>,
+    handover: Arc<Mutex<Handover>>,
+    wake: Arc<Notify>,
     task: JoinHandle<()>,
     pub tap_name: String,
 }
@@ -42,6 +48,27 @@ impl ElementHandle {
         let _ = self.inject.send((dir, frame)).await;
     }
 
+    /// Carries out a handover order (see [`crate::handover`]); frames it
+    /// lets go leave at once.
+    pub fn handover(&self, order: HandoverOrder) -> HandoverStatus {
+        let status = match self.handover.lock() {
+            Ok(mut h) => {
+                h.order(order, std::time::Instant::now());
+                h.status()
+            }
+            Err(p) => p.into_inner().status(),
+        };
+        self.wake.notify_one();
+        status
+    }
+
+    pub fn handover_status(&self) -> HandoverStatus {
+        match self.handover.lock() {
+            Ok(h) => h.status(),
+            Err(p) => p.into_inner().status(),
+        }
+    }
+
     /// Stops the element; the tap disappears with it.
     pub fn stop(self) {
         self.task.abort();
@@ -54,16 +81,21 @@ impl Drop for ElementHandle {
     }
 }
 
-/// Starts the element for `vm`. `extra` stages run after counting.
+/// Starts the element for `vm` (whose MAC is `mac`). `extra` stages run
+/// after counting; the handover stage runs last.
 pub fn start(
     vm: &str,
+    mac: Mac,
     listener: UnixListener,
     tap: Tap,
     extra: Vec<Box<dyn Stage>>,
 ) -> ElementHandle {
     let counters = Arc::new(Mutex::new(Counters::default()));
+    let handover = Arc::new(Mutex::new(Handover::new(mac)));
     let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(CountStage(counters.clone()))];
     stages.extend(extra);
+    stages.push(Box::new(HandoverStage(handover.clone())));
+    let wake = Arc::new(Notify::new());
     let pipeline = Arc::new(Mutex::new(Pipeline::new(stages)));
     let (inject, inject_rx) = mpsc::channel(QUEUE);
     let tap_name = tap.name.clone();
@@ -73,12 +105,15 @@ pub fn start(
         Arc::new(tap),
         pipeline.clone(),
         inject_rx,
+        wake.clone(),
     ));
     ElementHandle {
         vm: vm.to_string(),
         counters,
         pipeline,
         inject,
+        handover,
+        wake,
         task,
         tap_name,
     }
@@ -90,7 +125,10 @@ async fn run(
     tap: Arc<Tap>,
     pipeline: Arc<Mutex<Pipeline>>,
     mut inject: mpsc::Receiver<(Direction, Vec<u8>)>,
+    wake: Arc<Notify>,
 ) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (in_tx, mut in_rx) = mpsc::channel::<(Direction, Vec<u8>)>(QUEUE);
     // Tap -> element.
     let _tap_reader = AbortOnDrop({
@@ -184,6 +222,14 @@ async fn run(
             }
             Some((dir, frame)) = inject.recv() => {
                 deliver(vec![(dir, frame)], &vm_tx);
+            }
+            _ = wake.notified() => {
+                let out = match pipeline.lock() { Ok(mut p) => p.poll_released(), Err(_) => Vec::new() };
+                deliver(out, &vm_tx);
+            }
+            _ = tick.tick() => {
+                let out = match pipeline.lock() { Ok(mut p) => p.poll_released(), Err(_) => Vec::new() };
+                deliver(out, &vm_tx);
             }
         }
         if conn_tasks.first().is_some_and(|t| t.0.is_finished()) {

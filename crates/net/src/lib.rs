@@ -5,5 +5,6 @@ pub mod counters;
 pub mod element;
 pub mod frame;
 pub mod framing;
+pub mod handover;
 pub mod stage;
 pub mod tap;

@@ -4,6 +4,7 @@
 mod boot;
 mod migrate;
 mod raw;
+mod s1;
 mod sip;
 mod stats;
 
@@ -31,6 +32,13 @@ enum Cmd {
     Migrate,
     /// SIP load on an ACT/SBY pair: highest clean call rate, then a switchover.
     Sip,
+    /// S1: a pair's ACT member moved off its host under SIP load, Duplex
+    /// pair migration against plain live migration.
+    S1 {
+        /// Moves there and back per arm.
+        #[arg(long, default_value_t = 3)]
+        moves: usize,
+    },
 }
 
 /// The lab a benchmark runs in; taken down when dropped.
@@ -126,6 +134,11 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Sip => {
             let lab = Lab::up(2).await?;
             sip::run(&lab, &cli.out).await
+        }
+        Cmd::S1 { moves } => {
+            anyhow::ensure!((1..=20).contains(&moves), "--moves must be in 1..=20");
+            let lab = Lab::up(3).await?;
+            s1::run(&lab, &cli.out, moves).await
         }
     }
 }

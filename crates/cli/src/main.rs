@@ -71,6 +71,14 @@ enum Cmd {
     },
     /// Health check of a SIP service: OPTIONS, expect 200 within 1 s.
     SipHealth { addr: std::net::SocketAddr },
+    /// Benchmark load in a guest: rewrite MIB MiB of memory at a set rate.
+    #[command(hide = true)]
+    DirtyMemory {
+        #[arg(long)]
+        mib: u32,
+        #[arg(long)]
+        mib_per_s: u32,
+    },
     /// Traffic probe (UDP echo client) used by the demo, tests and benchmarks.
     #[command(hide = true)]
     Probe(cmd_lab::ProbeArgs),
@@ -140,6 +148,7 @@ fn main() -> ExitCode {
                 .await?;
                 Ok(())
             }
+            Cmd::DirtyMemory { mib, mib_per_s } => duplex_guest::load::dirty(mib, mib_per_s),
             Cmd::SipHealth { addr } => {
                 let rtt = duplex_sip::health_check(addr).await?;
                 println!("{addr}: 200 OK in {} ms", rtt.as_millis());

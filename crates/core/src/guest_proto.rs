@@ -46,6 +46,10 @@ pub enum Op {
     SwitchoverCommit { token: u64 },
     /// Perform one in-guest restart phase.
     RestartPhase { phase: RestartPhase },
+    /// Benchmark load: a process that keeps rewriting `mib` MiB of memory
+    /// at `mib_per_s` (the dirty rate that makes live migration's final
+    /// pause grow). `mib` 0 stops it.
+    MemoryLoad { mib: u32, mib_per_s: u32 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

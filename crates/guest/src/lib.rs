@@ -8,6 +8,7 @@
 pub mod address;
 pub mod control;
 pub mod echo;
+pub mod load;
 pub mod middleware;
 pub mod port;
 pub mod replica;
@@ -68,6 +69,7 @@ pub fn run() -> Result<(), GuestError> {
         state: Mutex::new(state::Persisted::load(Path::new(state::RUN_DIR))),
         service: service::Supervisor::new(config),
         replica: Arc::default(),
+        load: load::MemoryLoad::default(),
     });
     let roles: Arc<dyn replica::RoleView> = mw.clone();
     replica::serve_services(mw.replica.clone(), roles.clone(), service::SYNC_SOCKET).map_err(

@@ -22,6 +22,7 @@ pub struct Middleware {
     pub state: Mutex<Persisted>,
     pub service: Supervisor,
     pub replica: Arc<Replica>,
+    pub load: crate::load::MemoryLoad,
 }
 
 impl RoleView for Middleware {
@@ -106,6 +107,12 @@ impl Middleware {
                 Ok(self.status())
             }
             Op::RestartPhase { phase } => self.restart(*phase),
+            Op::MemoryLoad { mib, mib_per_s } => match self.load.set(*mib, *mib_per_s) {
+                Ok(pid) => {
+                    Ok(json!({"memory_load": {"mib": mib, "mib_per_s": mib_per_s, "pid": pid}}))
+                }
+                Err(e) => Err(OpError("bad_args", e)),
+            },
             _ => Err(OpError("unknown_op", "not handled".into())),
         }
     }

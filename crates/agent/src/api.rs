@@ -178,20 +178,27 @@ async fn resume(State(h): Shared, Path(name): Path<String>) -> ApiResult<VmInfo>
 }
 
 async fn traffic(State(h): Shared, Path(name): Path<String>) -> ApiResult<TrafficReport> {
-    let vm = h.get(&name)?;
-    vm.traffic()
-        .await
-        .map(Json)
+    with_element(&h, &name, |e| e.report()).await.map(Json)
+}
+
+/// Runs `f` on the VM's network element; 409 if none runs.
+async fn with_element<T>(
+    h: &Host,
+    name: &str,
+    f: impl FnOnce(&duplex_net::element::ElementHandle) -> T,
+) -> Result<T, AgentError> {
+    let vm = h.get(name)?;
+    let rt = vm.rt.lock().await;
+    rt.as_ref()
+        .map(|r| f(&r.element))
         .ok_or_else(|| AgentError::Conflict(format!("VM `{name}` has no running network element")))
 }
 
 /// What the VM's network element does with a service address now.
 async fn handover(State(h): Shared, Path(name): Path<String>) -> ApiResult<HandoverStatus> {
-    let vm = h.get(&name)?;
-    let rt = vm.rt.lock().await;
-    rt.as_ref()
-        .map(|r| Json(r.element.handover_status()))
-        .ok_or_else(|| AgentError::Conflict(format!("VM `{name}` has no running network element")))
+    with_element(&h, &name, |e| e.handover_status())
+        .await
+        .map(Json)
 }
 
 /// Hold, forward or release the frames for a service address (switchover).
@@ -200,14 +207,7 @@ async fn handover_order(
     Path(name): Path<String>,
     ApiJson(order): ApiJson<HandoverOrder>,
 ) -> ApiResult<HandoverStatus> {
-    let vm = h.get(&name)?;
-    let rt = vm.rt.lock().await;
-    let status = rt
-        .as_ref()
-        .map(|r| r.element.handover(order))
-        .ok_or_else(|| {
-            AgentError::Conflict(format!("VM `{name}` has no running network element"))
-        })?;
+    let status = with_element(&h, &name, |e| e.handover(order)).await?;
     tracing::info!(vm = %name, ?order, mode = %status.mode, "handover order");
     Ok(Json(status))
 }

@@ -41,6 +41,18 @@ enum Cmd {
     },
 }
 
+/// The `duplex` binary next to this one, else the installed one.
+pub fn duplex_bin() -> PathBuf {
+    let beside = std::env::current_exe()
+        .map(|e| e.with_file_name("duplex"))
+        .unwrap_or_default();
+    if beside.exists() {
+        beside
+    } else {
+        PathBuf::from("/usr/local/bin/duplex")
+    }
+}
+
 /// The lab a benchmark runs in; taken down when dropped.
 pub struct Lab {
     state: duplex_lab::LabState,
@@ -50,13 +62,7 @@ impl Lab {
     const NAME: &'static str = "bench";
 
     async fn up(hosts: u8) -> anyhow::Result<Lab> {
-        let exe = std::env::current_exe()?;
-        let duplex = exe.with_file_name("duplex");
-        let duplex = if duplex.exists() {
-            duplex
-        } else {
-            PathBuf::from("/usr/local/bin/duplex")
-        };
+        let duplex = duplex_bin();
         let _ = tokio::task::spawn_blocking(|| duplex_lab::down(Lab::NAME)).await;
         let plan = duplex_lab::LabPlan::new(Lab::NAME, hosts)?;
         let state = duplex_lab::up(

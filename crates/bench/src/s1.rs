@@ -15,12 +15,13 @@ use crate::Lab;
 use anyhow::Context;
 use duplex_agent::client::AgentClient;
 use duplex_core::guest_proto::Op;
-use duplex_sipp::parse::{parse_rtt_csv, RttSample};
+use duplex_sipp::parse::{parse_rtt_csv, response_times, RttSample};
+use duplex_sipp::ResponseTimes;
 use duplex_sipp::{SippReport, SippRun};
 use serde::Serialize;
 use serde_json::Value;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The steady rate: the highest clean rate of the guest's SIP benchmark
@@ -88,13 +89,6 @@ struct Move {
     migrations: Vec<(String, u64, u64)>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
-struct Times {
-    samples: usize,
-    p99_ms: Option<f64>,
-    max_ms: Option<f64>,
-}
-
 #[derive(Debug, Clone, Serialize)]
 struct ArmResult {
     arm: &'static str,
@@ -102,8 +96,8 @@ struct ArmResult {
     memory_load: Option<(u32, u32)>,
     sipp: SippReport,
     moves: Vec<Move>,
-    during_moves: Times,
-    steady: Times,
+    during_moves: Option<ResponseTimes>,
+    steady: Option<ResponseTimes>,
     /// Longest QEMU downtime of the ACT VM (`sa`) over the arm's moves.
     act_pause_ms: Option<u64>,
     /// Longest downtime of any VM migrated (the SBY's, for Duplex).
@@ -121,21 +115,11 @@ struct S1Result {
     arms: Vec<ArmResult>,
 }
 
-fn duplex_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_default();
-    let d = exe.with_file_name("duplex");
-    if d.exists() {
-        d
-    } else {
-        PathBuf::from("/usr/local/bin/duplex")
-    }
-}
-
 /// Runs the CLI against the bench lab; JSON output.
 async fn cli(args: &[&str]) -> anyhow::Result<Value> {
     let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     all.extend(["-o".into(), "json".into()]);
-    let out = tokio::process::Command::new(duplex_bin())
+    let out = tokio::process::Command::new(crate::duplex_bin())
         .args(&all)
         .env("DUPLEX_LAB", Lab::NAME)
         .output()
@@ -149,39 +133,16 @@ async fn cli(args: &[&str]) -> anyhow::Result<Value> {
     serde_json::from_slice(&out.stdout).with_context(|| format!("duplex {}", args.join(" ")))
 }
 
-fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted.get(i).copied()
-}
-
-fn times(mut xs: Vec<f64>) -> Times {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    Times {
-        samples: xs.len(),
-        p99_ms: percentile(&xs, 99.0),
-        max_ms: xs.last().copied(),
-    }
-}
-
 /// Splits response times: those whose call setup overlapped a move
 /// window, and the rest. Pure.
-fn split(samples: &[RttSample], moves: &[Move]) -> (Times, Times) {
-    let (mut during, mut steady) = (Vec::new(), Vec::new());
-    for s in samples.iter().filter(|s| s.rtd == 1) {
+fn split(samples: &[RttSample], moves: &[Move]) -> (Option<ResponseTimes>, Option<ResponseTimes>) {
+    let (during, steady): (Vec<RttSample>, Vec<RttSample>) = samples.iter().partition(|s| {
         let sent = s.date_ms - s.response_time_ms;
-        let overlaps = moves
+        moves
             .iter()
-            .any(|m| sent <= m.end_ms && s.date_ms >= m.start_ms);
-        if overlaps {
-            during.push(s.response_time_ms);
-        } else {
-            steady.push(s.response_time_ms);
-        }
-    }
-    (times(during), times(steady))
+            .any(|m| sent <= m.end_ms && s.date_ms >= m.start_ms)
+    });
+    (response_times(&during, 1), response_times(&steady, 1))
 }
 
 /// `(vm, downtime, total)` from a `vm.migrated` event's message.
@@ -397,10 +358,10 @@ fn table(arms: &[ArmResult]) -> String {
             r.retransmissions,
             r.unexpected_messages,
             r.dead_call_messages,
-            ms(a.during_moves.p99_ms),
-            ms(a.during_moves.max_ms),
-            ms(a.steady.p99_ms),
-            ms(a.steady.max_ms),
+            ms(a.during_moves.as_ref().map(|t| t.p99)),
+            ms(a.during_moves.as_ref().map(|t| t.max)),
+            ms(a.steady.as_ref().map(|t| t.p99)),
+            ms(a.steady.as_ref().map(|t| t.max)),
             a.act_pause_ms
                 .map(|v| v.to_string())
                 .unwrap_or_else(|| "–".into()),
@@ -507,8 +468,9 @@ mod tests {
             s(3000.0, 10.0),
         ];
         let (during, steady) = split(&samples, &[mv(1100.0, 2000.0)]);
-        assert_eq!((during.samples, during.max_ms), (2, Some(250.0)));
-        assert_eq!((steady.samples, steady.max_ms), (2, Some(100.0)));
+        let (during, steady) = (during.unwrap(), steady.unwrap());
+        assert_eq!((during.count, during.max), (2, 250.0));
+        assert_eq!((steady.count, steady.max), (2, 100.0));
     }
 
     #[test]

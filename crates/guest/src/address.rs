@@ -25,7 +25,7 @@ const ANNOUNCE_GAP: Duration = Duration::from_millis(200);
 
 pub fn claim(c: &PairConfig) -> Result<(), String> {
     let index = ifindex(IFACE)?;
-    change(c, index, true)?;
+    change(c, index, true).map_err(|e| e.describe(c, true))?;
     // Neighbours learn the new holder at once; repeats cover a lost frame.
     let mac = mac_of(IFACE)?;
     announce(index, mac, c.vip)?;
@@ -45,8 +45,28 @@ pub fn release(c: &PairConfig) -> Result<(), String> {
     let index = ifindex(IFACE)?;
     match change(c, index, false) {
         // Already gone: released is released.
-        Err(e) if e.contains("os error 99") || e.contains("os error 19") => Ok(()),
-        r => r,
+        Err(Failed::Kernel(e))
+            if matches!(e.raw_os_error(), Some(libc::EADDRNOTAVAIL | libc::ENODEV)) =>
+        {
+            Ok(())
+        }
+        r => r.map_err(|e| e.describe(c, false)),
+    }
+}
+
+/// Why an address change failed: the kernel said no, or talking to it did.
+enum Failed {
+    Kernel(std::io::Error),
+    Other(String),
+}
+
+impl Failed {
+    fn describe(self, c: &PairConfig, add: bool) -> String {
+        let what = if add { "adding" } else { "deleting" };
+        match self {
+            Failed::Kernel(e) => format!("{what} {}/{}: {e}", c.vip, c.vip_prefix_len),
+            Failed::Other(e) => format!("{what} {}: {e}", c.vip),
+        }
     }
 }
 
@@ -67,7 +87,7 @@ fn mac_of(name: &str) -> Result<[u8; 6], String> {
 }
 
 /// Adds (`add`) or deletes the address, waiting for the kernel's answer.
-fn change(c: &PairConfig, index: u32, add: bool) -> Result<(), String> {
+fn change(c: &PairConfig, index: u32, add: bool) -> Result<(), Failed> {
     let mut msg = AddressMessage::default();
     msg.header.family = AddressFamily::Inet;
     msg.header.prefix_len = c.vip_prefix_len;
@@ -93,19 +113,21 @@ fn change(c: &PairConfig, index: u32, add: bool) -> Result<(), String> {
     let mut buf = vec![0u8; req.buffer_len()];
     req.serialize(&mut buf);
 
-    let what = if add { "adding" } else { "deleting" };
-    let err = |e: std::io::Error| format!("{what} {}/{}: {e}", c.vip, c.vip_prefix_len);
-    let mut sock = Socket::new(NETLINK_ROUTE).map_err(err)?;
-    sock.bind_auto().map_err(err)?;
-    sock.connect(&SocketAddr::new(0, 0)).map_err(err)?;
-    sock.send(&buf, 0).map_err(err)?;
-    let (answer, _) = sock.recv_from_full().map_err(err)?;
+    let sock = || -> std::io::Result<Socket> {
+        let mut sock = Socket::new(NETLINK_ROUTE)?;
+        sock.bind_auto()?;
+        sock.connect(&SocketAddr::new(0, 0))?;
+        sock.send(&buf, 0)?;
+        Ok(sock)
+    };
+    let io = |e: std::io::Error| Failed::Other(format!("netlink: {e}"));
+    let (answer, _) = sock().map_err(io)?.recv_from_full().map_err(io)?;
     let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&answer)
-        .map_err(|e| format!("{what} {}: bad netlink answer: {e}", c.vip))?;
+        .map_err(|e| Failed::Other(format!("bad netlink answer: {e}")))?;
     match reply.payload {
-        NetlinkPayload::Error(e) if e.code.is_some() => Err(err(e.to_io())),
+        NetlinkPayload::Error(e) if e.code.is_some() => Err(Failed::Kernel(e.to_io())),
         NetlinkPayload::Error(_) => Ok(()),
-        other => Err(format!("{what} {}: unexpected answer {other:?}", c.vip)),
+        other => Err(Failed::Other(format!("unexpected answer {other:?}"))),
     }
 }
 

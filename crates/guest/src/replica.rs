@@ -53,6 +53,17 @@ impl Replica {
         lock(&self.link).is_some()
     }
 
+    /// SHA-256 of the store's canonical JSON (keys sorted): equal on both
+    /// sides exactly when they hold the same entries.
+    fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let text = serde_json::to_vec(&*lock(&self.kv)).unwrap_or_default();
+        Sha256::digest(&text)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// Drops the peer link (e.g. on leaving ACT).
     pub fn disconnect(&self) {
         *lock(&self.link) = None;
@@ -124,23 +135,24 @@ impl Replica {
     /// Handover barrier, on the ACT before it gives up the service address:
     /// the peer must hold every update (one that could not be replicated in
     /// time is not lost with the switchover). Updates are acknowledged one
-    /// by one, so with the link up and none missed since the last snapshot
-    /// there is nothing to send (this runs while clients' frames are held:
-    /// it must be quick); otherwise the peer gets a full snapshot. Err if it
+    /// by one, so with the link up, none missed since the last snapshot and
+    /// the peer's store digest equal to ours there is nothing to send (this
+    /// runs while clients' frames are held: it must be quick); otherwise the
+    /// peer gets a full snapshot. Err if it
     /// did not take it within `timeout`.
     pub fn sync_peer(&self, roles: &dyn RoleView, timeout: Duration) -> Result<usize, String> {
         let peer = roles.peer().ok_or("no peer configured")?;
         let mut link = lock(&self.link);
         if !self.dirty.load(Ordering::SeqCst) {
-            // One round trip proves the link and that the peer still holds
-            // as many keys (a restarted peer would not).
-            let keys = lock(&self.kv).len();
+            // One round trip proves the link and that the peer holds the
+            // very same store (a restarted peer would not).
+            let mine = self.digest();
             let theirs = link
                 .as_mut()
-                .and_then(|r| exchange_value(r, &json!({"op": "count"})))
-                .and_then(|v| v["keys"].as_u64());
-            if theirs == Some(keys as u64) {
-                return Ok(keys);
+                .and_then(|r| exchange_value(r, &json!({"op": "digest"})))
+                .and_then(|v| v["digest"].as_str().map(str::to_string));
+            if theirs.as_deref() == Some(mine.as_str()) {
+                return Ok(self.len());
             }
         }
         *link = None;
@@ -194,7 +206,7 @@ impl Replica {
                 }
                 json!({"ok": true})
             }
-            Some("count") => json!({"ok": true, "keys": self.len()}),
+            Some("digest") => json!({"ok": true, "digest": self.digest()}),
             Some(op @ ("put" | "del")) => match self.apply(msg) {
                 Ok(()) => {
                     let mut ev = msg.clone();

@@ -2,6 +2,10 @@
 //! (protocol in docs/conventions.md). On the ACT a service's `put`/`del` is
 //! stored, sent to the peer's middleware over TCP (port 7001 on the service
 //! LAN) and answered once the peer acknowledged it: synchronous per update.
+//! A service's requests are stored as soon as they arrive, even while an
+//! earlier one waits for the peer: a slow peer (being live-migrated, say)
+//! delays answers, but never keeps an update out of the store, so the
+//! handover barrier sees every update a service sent before it.
 //! On the SBY the peer's updates are stored and pushed to local services.
 //! When the link (re)connects the ACT first sends a full snapshot.
 
@@ -21,6 +25,14 @@ const PEER_TIMEOUT: Duration = Duration::from_millis(1000);
 pub trait RoleView: Send + Sync {
     fn is_active(&self) -> bool;
     fn peer(&self) -> Option<Ipv4Addr>;
+}
+
+/// A service request after [`Replica::take_service`].
+#[derive(Debug)]
+pub enum Taken {
+    Answer(Value),
+    /// Stored here; to send to the peer before answering.
+    Replicate(Value),
 }
 
 #[derive(Default)]
@@ -62,6 +74,12 @@ impl Replica {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect()
+    }
+
+    /// Computes the store's digest once (see `Op::Rehearse`); the key count.
+    pub fn rehearse(&self) -> usize {
+        let _ = self.digest();
+        self.len()
     }
 
     /// Drops the peer link (e.g. on leaving ACT).
@@ -165,24 +183,38 @@ impl Replica {
 
     /// A service's request; returns the answer line.
     pub fn handle_service(&self, req: &Value, roles: &dyn RoleView) -> Value {
+        self.finish(self.take_service(req, roles), roles)
+    }
+
+    /// First half of a service's request, in arrival order: reads answer at
+    /// once, writes are stored (the ACT's alone may write) and still owe
+    /// the peer.
+    pub fn take_service(&self, req: &Value, roles: &dyn RoleView) -> Taken {
         match req["op"].as_str() {
-            Some("get_all") => {
-                json!({"ok": true, "entries": Value::Object(lock(&self.kv).clone().into_iter().collect())})
-            }
+            Some("get_all") => Taken::Answer(
+                json!({"ok": true, "entries": Value::Object(lock(&self.kv).clone().into_iter().collect())}),
+            ),
             Some("put") | Some("del") => {
                 if !roles.is_active() {
-                    return json!({"ok": false, "error": "not_active: only the ACT may write"});
+                    return Taken::Answer(
+                        json!({"ok": false, "error": "not_active: only the ACT may write"}),
+                    );
                 }
-                if let Err(e) = self.apply(req) {
-                    return json!({"ok": false, "error": e});
-                }
-                if self.send_to_peer(req, roles) {
-                    json!({"ok": true})
-                } else {
-                    json!({"ok": true, "replicated": false})
+                match self.apply(req) {
+                    Ok(()) => Taken::Replicate(req.clone()),
+                    Err(e) => Taken::Answer(json!({"ok": false, "error": e})),
                 }
             }
-            _ => json!({"ok": false, "error": format!("unknown request {req}")}),
+            _ => Taken::Answer(json!({"ok": false, "error": format!("unknown request {req}")})),
+        }
+    }
+
+    /// Second half, in the same order: a stored write goes to the peer.
+    pub fn finish(&self, taken: Taken, roles: &dyn RoleView) -> Value {
+        match taken {
+            Taken::Answer(v) => v,
+            Taken::Replicate(req) if self.send_to_peer(&req, roles) => json!({"ok": true}),
+            Taken::Replicate(_) => json!({"ok": true, "replicated": false}),
         }
     }
 
@@ -258,7 +290,14 @@ pub fn serve_services(
                 lock(&replica.subscribers).push(push);
             }
             let (replica, roles) = (replica.clone(), roles.clone());
-            std::thread::spawn(move || serve_lines(conn, |v| replica.handle_service(&v, &*roles)));
+            std::thread::spawn(move || {
+                let (r2, roles2) = (replica.clone(), roles.clone());
+                serve_lines(
+                    conn,
+                    move |v| replica.take_service(&v, &*roles),
+                    move |t| r2.finish(t, &*roles2),
+                )
+            });
         }
     });
     Ok(())
@@ -271,36 +310,58 @@ pub fn serve_peer(replica: Arc<Replica>, roles: Arc<dyn RoleView>) -> std::io::R
         for conn in listener.incoming().flatten() {
             let _ = conn.set_nodelay(true);
             let (replica, roles) = (replica.clone(), roles.clone());
-            std::thread::spawn(move || serve_lines(conn, |v| replica.handle_peer(&v, &*roles)));
+            std::thread::spawn(move || {
+                serve_lines(
+                    conn,
+                    move |v| Taken::Answer(replica.handle_peer(&v, &*roles)),
+                    |t| match t {
+                        Taken::Answer(v) | Taken::Replicate(v) => v,
+                    },
+                )
+            });
         }
     });
     Ok(())
 }
 
-/// Reads JSON lines, answers each; bad lines get an error answer.
-fn serve_lines<S: std::io::Read + Write + TryCloneStream>(
+/// Reads JSON lines and takes each in at once (`take`); a second thread
+/// completes them (`finish`) and writes the answers, in the same order.
+/// Bad lines get an error answer.
+fn serve_lines<S: std::io::Read + Write + TryCloneStream + Send + 'static>(
     conn: S,
-    mut f: impl FnMut(Value) -> Value,
+    mut take: impl FnMut(Value) -> Taken,
+    mut finish: impl FnMut(Taken) -> Value + Send + 'static,
 ) {
     let Ok(mut w) = conn.try_clone_stream() else {
         return;
     };
+    let (tx, rx) = std::sync::mpsc::channel::<Taken>();
+    let writer = std::thread::spawn(move || {
+        for t in rx {
+            let answer = finish(t);
+            if w.write_all(format!("{answer}\n").as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
     let mut r = BufReader::new(conn);
     let mut line = String::new();
     loop {
         line.clear();
         match r.read_line(&mut line) {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        let answer = match serde_json::from_str::<Value>(&line) {
-            Ok(v) => f(v),
-            Err(e) => json!({"ok": false, "error": format!("bad JSON: {e}")}),
+        let taken = match serde_json::from_str::<Value>(&line) {
+            Ok(v) => take(v),
+            Err(e) => Taken::Answer(json!({"ok": false, "error": format!("bad JSON: {e}")})),
         };
-        if w.write_all(format!("{answer}\n").as_bytes()).is_err() {
-            return;
+        if tx.send(taken).is_err() {
+            break;
         }
     }
+    drop(tx);
+    let _ = writer.join();
 }
 
 pub trait TryCloneStream: Sized {
@@ -349,6 +410,28 @@ mod tests {
             r.handle_service(&json!({"op":"nope"}), &act)["ok"],
             json!(false)
         );
+    }
+
+    /// A write is in the store once taken in, before the peer heard of it
+    /// (what the handover barrier relies on when the peer is slow).
+    #[test]
+    fn writes_are_stored_when_taken_in_and_replicated_after() {
+        let r = Replica::default();
+        let act = Roles(AtomicBool::new(true), None);
+        let mut taken = Vec::new();
+        for k in ["a", "b"] {
+            let t = r.take_service(&json!({"op":"put","key":k,"value":1}), &act);
+            assert!(matches!(t, Taken::Replicate(_)), "{t:?}");
+            taken.push(t);
+        }
+        assert_eq!(r.len(), 2, "both stored before either was sent");
+        for t in taken {
+            assert_eq!(r.finish(t, &act), json!({"ok": true, "replicated": false}));
+        }
+        let sby = Roles(AtomicBool::new(false), None);
+        let t = r.take_service(&json!({"op":"del","key":"a"}), &sby);
+        assert!(matches!(t, Taken::Answer(ref v) if v["ok"] == json!(false)));
+        assert_eq!(r.len(), 2, "a refused write changes nothing");
     }
 
     #[test]

@@ -8,7 +8,11 @@
 //!   the middleware answered that op (see [`crate::uas`]). Whatever the
 //!   answer (`ok`, `replicated:false`, an error, or the socket being
 //!   unavailable), the reply is then sent: the service keeps serving,
-//!   degraded, and counts it.
+//!   degraded, and counts it. One exception: an op the middleware refused
+//!   (`not_active`: this VM stopped being ACT before the op reached it) is
+//!   stored nowhere, so the replies waiting for it are withheld and a
+//!   dialog it would have created is forgotten: kept, it would live on
+//!   this VM alone and answer the client later from the wrong VM.
 //! - A sync task owns the unix socket: at (re)connection it asks `get_all`
 //!   (loaded with [`Uas::load`], and local dialogs the dump lacks are put
 //!   again), writes requests, matches answers to them in order and passes
@@ -53,6 +57,8 @@ pub struct ShellStats {
     pub send_errors: u64,
     /// Sync ops the peer acknowledged.
     pub sync_replicated: u64,
+    /// Replies not sent because the op they waited for was refused.
+    pub replies_withheld: u64,
     /// Answered `replicated:false` (no reachable peer).
     pub sync_unreplicated: u64,
     /// Answered `ok:false` (e.g. `not_active`).
@@ -227,6 +233,7 @@ impl Server {
             issued: 0,
             acked: 0,
             held: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
             ops: None,
             stats: ShellStats::default(),
             sync_up: false,
@@ -335,6 +342,8 @@ struct Shell {
     acked: u64,
     /// Replies waiting for a sync answer, by the op number they wait for.
     held: BTreeMap<u64, Vec<Reply>>,
+    /// Unanswered ops: key, and whether it is a `Put`.
+    in_flight: BTreeMap<u64, (String, bool)>,
     ops: Option<mpsc::UnboundedSender<(u64, SyncOp)>>,
     stats: ShellStats,
     sync_up: bool,
@@ -355,6 +364,11 @@ impl Shell {
     async fn dispatch(&mut self, out: Output) {
         for op in out.sync {
             self.issued += 1;
+            if self.ops.is_some() {
+                let is_put = matches!(op, SyncOp::Put { .. });
+                self.in_flight
+                    .insert(self.issued, (op.key().to_string(), is_put));
+            }
             match &self.ops {
                 Some(tx) if tx.send((self.issued, op)).is_ok() => {}
                 // The sync task is gone: answered at once.
@@ -400,7 +414,12 @@ impl Shell {
             }
             Outcome::Answer(Answer::Refused(e)) => {
                 self.stats.sync_refused += 1;
-                debug!(seq, "sync op refused: {e}");
+                let withheld = self.held.remove(&seq).map_or(0, |r| r.len());
+                self.stats.replies_withheld += withheld as u64;
+                if let Some((key, true)) = self.in_flight.get(&seq) {
+                    self.uas.forget(key);
+                }
+                info!(seq, withheld, "sync op refused ({e}): its replies withheld");
             }
             Outcome::Failed(e) => {
                 self.stats.sync_failed += 1;
@@ -411,6 +430,7 @@ impl Shell {
             warn!(seq, acked = self.acked, "sync answers out of order");
         }
         self.acked = self.acked.max(seq);
+        self.in_flight = self.in_flight.split_off(&(self.acked + 1));
         let later = self.held.split_off(&(self.acked + 1));
         let ready = std::mem::replace(&mut self.held, later);
         for r in ready.into_values().flatten() {

@@ -189,6 +189,11 @@ impl Transactions {
         }
     }
 
+    /// Drops a transaction outright (its response is void).
+    pub fn forget(&mut self, key: &TxKey) {
+        self.map.remove(key);
+    }
+
     /// The dialog saw the ACK for this INVITE's 2xx: stop retransmitting.
     pub fn ack_2xx(&mut self, key: &TxKey) {
         if let Some(t) = self.map.get_mut(key) {

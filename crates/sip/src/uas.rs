@@ -86,6 +86,8 @@ pub struct Counters {
     pub ack_timeouts: u64,
     /// Replicated entries that could not be applied.
     pub sync_rejected: u64,
+    /// Dialogs dropped because their `Put` was refused (see [`Uas::forget`]).
+    pub unstored_forgotten: u64,
     /// BYEs of a dialog already ended (e.g. by the peer just before a
     /// handover) answered 200 again instead of 481.
     pub bye_after_end: u64,
@@ -616,6 +618,17 @@ impl Uas {
             }
         }
         Ok(())
+    }
+
+    /// Drops a dialog this VM created but could not store (its `Put` was
+    /// refused: this VM is no longer ACT), with the INVITE transaction that
+    /// would retransmit its 2xx: the VM that is ACT now answers the
+    /// client's retransmitted INVITE instead.
+    pub fn forget(&mut self, key: &str) {
+        if let Some(d) = self.dialogs.remove_key(key) {
+            self.txs.forget(&d.invite_key());
+            self.counters.unstored_forgotten += 1;
+        }
     }
 
     /// Merges a full dump (`get_all`): every entry is applied as a `Put`.

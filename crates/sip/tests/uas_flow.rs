@@ -517,3 +517,24 @@ fn apply_refuses_what_is_not_a_dialog() {
         .is_ok());
     assert_eq!(u.counters().sync_rejected, 2);
 }
+
+#[test]
+fn a_dialog_whose_put_was_refused_is_forgotten() {
+    let mut u = uas(7);
+    let call = Call { n: 7 };
+    let (_, _, ops) = invite(&mut u, &call, 0);
+    let key = match &ops[..] {
+        [SyncOp::Put { key, .. }] => key.clone(),
+        other => panic!("{other:?}"),
+    };
+    u.forget(&key);
+    assert_eq!(u.dialogs().len(), 0);
+    assert_eq!(u.counters().unstored_forgotten, 1);
+    for now in (0..=LINGER).step_by(250) {
+        let out = u.tick(now);
+        assert!(out.replies.is_empty(), "no 2xx retransmission at {now}");
+        assert!(out.sync.is_empty(), "no Del for a dialog never stored");
+    }
+    u.forget(&key);
+    assert_eq!(u.counters().unstored_forgotten, 1, "unknown key: no-op");
+}

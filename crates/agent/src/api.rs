@@ -398,8 +398,7 @@ mod tests {
         let client = AgentClient::new(&url).with_fence(7);
         let req = MigrateRequest {
             to: dest_url,
-            max_bandwidth_mib: None,
-            downtime_limit_ms: None,
+            tuning: Default::default(),
         };
         client.start_migration("vm-1", &req).await.unwrap();
         let info = loop {

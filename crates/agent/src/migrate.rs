@@ -11,8 +11,9 @@ use duplex_core::agent_api::{
     ErrorBody, IncomingReady, IncomingRequest, MigrateRequest, MigrationInfo, MigrationPhase,
     MigrationProgress, MigrationStats, VmInfo, VmState, FENCE_HEADER,
 };
+use duplex_core::guest_proto::Op;
 use duplex_net::stage::Direction;
-use duplex_qemu::migration::{self, MigrateParams};
+use duplex_qemu::migration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::Arc;
@@ -53,6 +54,7 @@ pub async fn start_outgoing(
             "field `to`: {to} is this host; pick another one"
         )));
     }
+    req.tuning.validate().map_err(AgentError::BadRequest)?;
     let before = vm.status().state;
     if !matches!(before, VmState::Running | VmState::Paused) {
         return Err(AgentError::Conflict(format!(
@@ -162,10 +164,6 @@ async fn outgoing(
     let qmp = vm
         .qmp()
         .ok_or_else(|| AgentError::Conflict(format!("VM `{name}` has no running QEMU")))?;
-    let params = MigrateParams {
-        max_bandwidth_mib: req.max_bandwidth_mib,
-        downtime_limit_ms: req.downtime_limit_ms,
-    };
     let mut info = vm.status().migration.unwrap_or_else(|| MigrationInfo {
         to: req.to.clone(),
         phase: MigrationPhase::Active,
@@ -175,7 +173,7 @@ async fn outgoing(
     });
     info.phase = MigrationPhase::Active;
     let mut last_log = Instant::now();
-    let mut stats = migration::migrate(&qmp, &ready.uri, &params, Duration::from_millis(200), |p| {
+    let mut stats = migration::migrate(&qmp, &ready.uri, &req.tuning, Duration::from_millis(200), |p| {
         info.progress = p.clone();
         set_migration(host, vm, &info);
         if last_log.elapsed() > Duration::from_secs(1) {
@@ -326,6 +324,13 @@ async fn watch_incoming(
     tracing::info!(vm = %name, "VM resumed here after migration; announced");
     tokio::spawn(watch_exit(host.clone(), vm.clone()));
     connect_guest(&vm, READY_TIMEOUT).await;
+    // So that a takeover soon after the move is as quick as any other.
+    match host.guest_request(&name, Op::Rehearse).await {
+        Ok(v) => tracing::info!(vm = %name, result = %v, "takeover path rehearsed after the move"),
+        Err(e) => {
+            tracing::warn!(vm = %name, error = %e, "rehearsing the takeover path after the move")
+        }
+    }
 }
 
 /// Destination: the source says QEMU completed; confirm the VM runs here.

@@ -11,7 +11,7 @@ use crate::Lab;
 use duplex_agent::client::AgentClient;
 use duplex_core::agent_api::{MigrateRequest, MigrationPhase, MigrationStats, WaitFor};
 use duplex_core::vm_spec::VmSpec;
-use duplex_qemu::migration::{self, MigrateParams};
+use duplex_qemu::migration;
 use serde::Serialize;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -70,8 +70,7 @@ fn from_stats(s: &MigrationStats, wall_ms: f64) -> Run {
 async fn duplex_move(from: &AgentClient, to: &AgentClient) -> anyhow::Result<Run> {
     let req = MigrateRequest {
         to: to.base().to_string(),
-        max_bandwidth_mib: None,
-        downtime_limit_ms: None,
+        tuning: Default::default(),
     };
     from.start_migration("bmig", &req).await?;
     loop {
@@ -121,7 +120,7 @@ impl RawSide<'_> {
         let s = migration::migrate(
             &src.qmp,
             &uri,
-            &MigrateParams::default(),
+            &Default::default(),
             Duration::from_millis(200),
             |_| {},
         )

@@ -5,7 +5,7 @@
 use crate::output::{self, Format};
 use clap::{Args, Subcommand};
 use duplex_agent::client::AgentClient;
-use duplex_core::agent_api::{MigrateRequest, MigrationPhase, WaitFor};
+use duplex_core::agent_api::{MigrateRequest, MigrationPhase, MigrationTuning, WaitFor};
 use duplex_core::guest_proto::Op;
 use duplex_core::vm_spec::VmSpec;
 use std::net::Ipv4Addr;
@@ -102,13 +102,37 @@ pub enum VmCmd {
         /// engine's choice. With --agent: the destination agent's base URL.
         #[arg(long)]
         to: String,
-        #[arg(long)]
-        max_bandwidth_mib: Option<u64>,
-        #[arg(long)]
-        downtime_limit_ms: Option<u64>,
+        #[command(flatten)]
+        tuning: TuningArgs,
         #[arg(long)]
         no_wait: bool,
     },
+}
+
+/// How QEMU runs a live migration (defaults: Duplex's, see
+/// `duplex_qemu::migration`).
+#[derive(Args, Debug)]
+pub struct TuningArgs {
+    /// Bandwidth cap of the migration stream, MiB/s (default 128).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_bandwidth_mib: Option<u64>,
+    /// Longest pause QEMU may plan for the final copy, ms (default 50).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    downtime_limit_ms: Option<u64>,
+    /// Slow the guest's vCPUs, more every pass, until the copy converges
+    /// (for guests that dirty memory faster than the link carries it).
+    #[arg(long)]
+    auto_converge: bool,
+}
+
+impl TuningArgs {
+    fn tuning(&self) -> MigrationTuning {
+        MigrationTuning {
+            max_bandwidth_mib: self.max_bandwidth_mib,
+            downtime_limit_ms: self.downtime_limit_ms,
+            auto_converge: self.auto_converge,
+        }
+    }
 }
 
 pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
@@ -259,22 +283,22 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
             t,
             name,
             to,
+            tuning,
             no_wait,
-            ..
-        } if t.agent.is_none() => crate::cmd_vm_ctl::migrate(&t.c, &name, &to, no_wait).await?,
+        } if t.agent.is_none() => {
+            crate::cmd_vm_ctl::migrate(&t.c, &name, &to, &tuning.tuning(), no_wait).await?
+        }
         VmCmd::Migrate {
             t,
             name,
             to,
-            max_bandwidth_mib,
-            downtime_limit_ms,
+            tuning,
             no_wait,
         } => {
             let c = AgentClient::new(t.agent()?);
             let req = MigrateRequest {
                 to: to.clone(),
-                max_bandwidth_mib,
-                downtime_limit_ms,
+                tuning: tuning.tuning(),
             };
             if no_wait {
                 let info = c.start_migration(&name, &req).await?;

@@ -2,6 +2,7 @@
 
 use crate::conn::Conn;
 use crate::output::{self, s, Format};
+use duplex_core::agent_api::MigrationTuning;
 use duplex_core::vm_spec::VmSpec;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -124,10 +125,19 @@ pub async fn delete(c: &Conn, name: &str, no_wait: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn migrate(c: &Conn, name: &str, to: &str, no_wait: bool) -> anyhow::Result<()> {
+pub async fn migrate(
+    c: &Conn,
+    name: &str,
+    to: &str,
+    tuning: &MigrationTuning,
+    no_wait: bool,
+) -> anyhow::Result<()> {
     let client = c.client()?;
     let acc: Value = client
-        .post(&format!("/v1/vms/{name}/migrate"), &json!({"to": to}))
+        .post(
+            &format!("/v1/vms/{name}/migrate"),
+            &json!({"to": to, "tuning": tuning}),
+        )
         .await?;
     if acc["operation"].is_null() {
         match c.output {

@@ -6,7 +6,9 @@
 //! built image (`./setup.sh`). The lab is removed even if the test fails.
 
 use duplex_agent::client::{AgentClient, ClientError};
-use duplex_core::agent_api::{MigrateRequest, MigrationInfo, MigrationPhase, VmState, WaitFor};
+use duplex_core::agent_api::{
+    MigrateRequest, MigrationInfo, MigrationPhase, MigrationTuning, VmState, WaitFor,
+};
 use duplex_core::guest_proto::Op;
 use duplex_core::mac::Mac;
 use duplex_core::vm_spec::VmSpec;
@@ -128,8 +130,7 @@ async fn lab_vm_reach_migrate_and_failure_paths() {
         "e2e",
         &MigrateRequest {
             to: nobody,
-            max_bandwidth_mib: None,
-            downtime_limit_ms: None,
+            tuning: Default::default(),
         },
     )
     .await
@@ -153,8 +154,7 @@ async fn lab_vm_reach_migrate_and_failure_paths() {
         "e2e",
         &MigrateRequest {
             to: h2.base().into(),
-            max_bandwidth_mib: None,
-            downtime_limit_ms: None,
+            tuning: Default::default(),
         },
     )
     .await
@@ -171,8 +171,10 @@ async fn lab_vm_reach_migrate_and_failure_paths() {
     // The destination QEMU dies half-way: the source keeps the VM running.
     let slow = MigrateRequest {
         to: h2.base().into(),
-        max_bandwidth_mib: Some(4),
-        downtime_limit_ms: None,
+        tuning: MigrationTuning {
+            max_bandwidth_mib: Some(4),
+            ..Default::default()
+        },
     };
     h1.start_migration("e2e", &slow).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -219,8 +221,7 @@ async fn lab_vm_reach_migrate_and_failure_paths() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let req = MigrateRequest {
         to: h2.base().into(),
-        max_bandwidth_mib: None,
-        downtime_limit_ms: None,
+        tuning: Default::default(),
     };
     let done = h1
         .migrate("e2e", &req, Duration::from_secs(300), |_| {})

@@ -39,7 +39,7 @@ async fn move_item(
                 let d = crate::placement::decide(ctl, vm)
                     .await
                     .map_err(|e| e.message)?;
-                let stats = crate::moves::migrate_vm(ctl, vm, &d.to).await?;
+                let stats = crate::moves::migrate_vm(ctl, vm, &d.to, &Default::default()).await?;
                 let msg = crate::moves::summary(vm, host, &d.to, &stats);
                 ctl.events
                     .emit(

@@ -3,7 +3,7 @@
 
 use crate::ctl::Ctl;
 use crate::repo::VMS;
-use duplex_core::agent_api::{MigrateRequest, MigrationStats};
+use duplex_core::agent_api::{MigrateRequest, MigrationStats, MigrationTuning};
 use duplex_core::model::Vm;
 use std::time::Duration;
 
@@ -12,7 +12,12 @@ pub const MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Live-migrates `vm` to host `to`; on success records the new host and
 /// returns QEMU's statistics. On failure the VM keeps running where it was.
-pub async fn migrate_vm(ctl: &Ctl, vm: &str, to: &str) -> Result<Option<MigrationStats>, String> {
+pub async fn migrate_vm(
+    ctl: &Ctl,
+    vm: &str,
+    to: &str,
+    tuning: &MigrationTuning,
+) -> Result<Option<MigrationStats>, String> {
     let rec = ctl
         .vm(vm)
         .await
@@ -30,8 +35,7 @@ pub async fn migrate_vm(ctl: &Ctl, vm: &str, to: &str) -> Result<Option<Migratio
         .ok_or_else(|| format!("destination host {to} has no record"))?;
     let req = MigrateRequest {
         to: dst.url.clone(),
-        max_bandwidth_mib: None,
-        downtime_limit_ms: None,
+        tuning: tuning.clone(),
     };
     let info = ctl
         .agent(&src.url)
@@ -55,14 +59,31 @@ pub async fn migrate_vm(ctl: &Ctl, vm: &str, to: &str) -> Result<Option<Migratio
     Ok(info.stats)
 }
 
-/// One line for events: "moved h1 → h2: total 700 ms, downtime 2 ms, 96.1 MiB".
+/// How a pair's SBY is migrated: it serves no client, so QEMU may slow
+/// its vCPUs until the copy converges (the ACT's updates wait for it a
+/// little longer, but none is refused); a guest that dirties memory faster
+/// than the link carries would otherwise never finish moving.
+pub fn standby_tuning() -> MigrationTuning {
+    MigrationTuning {
+        auto_converge: true,
+        ..Default::default()
+    }
+}
+
+/// One line for events: "moved h1 → h2: total 700 ms, downtime 2 ms, 96.1 MiB"
+/// (and ", vCPUs throttled up to 40 %" when auto-converge had to act).
 pub fn summary(vm: &str, from: &str, to: &str, stats: &Option<MigrationStats>) -> String {
     match stats {
         Some(s) => format!(
-            "{vm} moved {from} → {to}: total {} ms, downtime {} ms, {:.1} MiB",
+            "{vm} moved {from} → {to}: total {} ms, downtime {} ms, {:.1} MiB{}",
             s.total_ms,
             s.downtime_ms,
-            s.transferred_bytes as f64 / 1048576.0
+            s.transferred_bytes as f64 / 1048576.0,
+            if s.max_cpu_throttle_pct > 0 {
+                format!(", vCPUs throttled up to {} %", s.max_cpu_throttle_pct)
+            } else {
+                String::new()
+            }
         ),
         None => format!("{vm} moved {from} → {to}"),
     }

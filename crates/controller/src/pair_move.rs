@@ -146,7 +146,7 @@ pub async fn run(ctl: &Arc<Ctl>, pair: Pair, setup: Setup, op: &OpHandle) -> Out
                     .flatten()
                     .map(|v| v.host)
                     .unwrap_or_default();
-                match crate::moves::migrate_vm(ctl, vm, to).await {
+                match crate::moves::migrate_vm(ctl, vm, to, &crate::moves::standby_tuning()).await {
                     Ok(stats) => {
                         let msg = crate::moves::summary(vm, &from, to, &stats);
                         ctl.events

@@ -91,12 +91,49 @@ pub enum WaitFor {
 pub struct MigrateRequest {
     /// Base URL of the destination agent, e.g. `http://10.77.0.12:7070`.
     pub to: String,
-    /// Bandwidth cap for the migration stream (MiB/s); QEMU's default if absent.
     #[serde(default)]
+    pub tuning: MigrationTuning,
+}
+
+/// How QEMU runs one live migration; every field absent means Duplex's
+/// default (see `duplex_qemu::migration`). Set on every migration, since
+/// QEMU keeps parameters from one migration to the next.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationTuning {
+    /// Bandwidth cap for the migration stream (MiB/s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_bandwidth_mib: Option<u64>,
     /// Longest pause QEMU may plan for the final copy (ms).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downtime_limit_ms: Option<u64>,
+    /// Throttle the guest's vCPUs, more with every pass, until the copy
+    /// converges (QEMU's `auto-converge`; Nova's
+    /// `live_migration_permit_auto_converge`, KubeVirt's
+    /// `allowAutoConverge`). Without it a guest that dirties memory faster
+    /// than the link carries it never finishes.
+    #[serde(default)]
+    pub auto_converge: bool,
+}
+
+impl MigrationTuning {
+    /// QEMU's own bound on `downtime-limit` (2000 s).
+    pub const MAX_DOWNTIME_LIMIT_MS: u64 = 2_000_000;
+
+    /// What QEMU would refuse, named; checked where a request comes in.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_bandwidth_mib == Some(0) {
+            return Err("tuning.max_bandwidth_mib must be at least 1 (MiB/s)".into());
+        }
+        match self.downtime_limit_ms {
+            Some(0) => Err("tuning.downtime_limit_ms must be at least 1 (ms)".into()),
+            Some(d) if d > Self::MAX_DOWNTIME_LIMIT_MS => Err(format!(
+                "tuning.downtime_limit_ms {d} is above QEMU's limit of {} ms",
+                Self::MAX_DOWNTIME_LIMIT_MS
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +153,9 @@ pub struct MigrationProgress {
     pub total_bytes: u64,
     pub passes: u64,
     pub expected_downtime_ms: Option<u64>,
+    /// How much auto-converge slows the guest's vCPUs now (0-99 %).
+    #[serde(default)]
+    pub cpu_throttle_pct: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,6 +170,9 @@ pub struct MigrationStats {
     /// Wall time of the whole orchestrated operation (prepare destination,
     /// migrate, hand over, clean up the source).
     pub orchestrated_ms: u64,
+    /// The most auto-converge slowed the guest's vCPUs (%); 0 without it.
+    #[serde(default)]
+    pub max_cpu_throttle_pct: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -277,4 +320,40 @@ pub struct HeartbeatAck {
     pub interval_ms: u64,
     /// The controller's current fencing token.
     pub fence: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_tuning_is_optional_checked_and_strict() {
+        let r: MigrateRequest = serde_json::from_str(r#"{"to":"http://a:1"}"#).unwrap();
+        assert_eq!(r.tuning, MigrationTuning::default());
+        let r: MigrateRequest = serde_json::from_str(
+            r#"{"to":"http://a:1","tuning":{"auto_converge":true,"downtime_limit_ms":300}}"#,
+        )
+        .unwrap();
+        assert!(r.tuning.auto_converge && r.tuning.validate().is_ok());
+        assert!(serde_json::from_str::<MigrateRequest>(
+            r#"{"to":"x","tuning":{"auto_converg":true}}"#
+        )
+        .is_err());
+        let bad = |t: MigrationTuning| t.validate().unwrap_err();
+        assert!(bad(MigrationTuning {
+            max_bandwidth_mib: Some(0),
+            ..Default::default()
+        })
+        .contains("max_bandwidth_mib"));
+        assert!(bad(MigrationTuning {
+            downtime_limit_ms: Some(0),
+            ..Default::default()
+        })
+        .contains("downtime_limit_ms"));
+        assert!(bad(MigrationTuning {
+            downtime_limit_ms: Some(MigrationTuning::MAX_DOWNTIME_LIMIT_MS + 1),
+            ..Default::default()
+        })
+        .contains("QEMU's limit"));
+    }
 }

@@ -48,8 +48,20 @@ pub enum Op {
     RestartPhase { phase: RestartPhase },
     /// Benchmark load: a process that keeps rewriting `mib` MiB of memory
     /// at `mib_per_s` (the dirty rate that makes live migration's final
-    /// pause grow). `mib` 0 stops it.
-    MemoryLoad { mib: u32, mib_per_s: u32 },
+    /// pause grow). `mib` 0 stops it. `while_act`: the process runs only
+    /// while this VM is ACT (stopped, not ended, while it is not), as the
+    /// work of a service that serves on the ACT alone would.
+    MemoryLoad {
+        mib: u32,
+        mib_per_s: u32,
+        #[serde(default)]
+        while_act: bool,
+    },
+    /// Run the takeover path once with nothing at stake (the agent sends it
+    /// after a VM arrived by live migration): under emulation, code not run
+    /// since the move is translated first, which made the first takeover
+    /// after a move several times slower than the next.
+    Rehearse,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -280,6 +292,8 @@ const KNOWN_OPS: &[&str] = &[
     "switchover_prepare",
     "switchover_commit",
     "restart_phase",
+    "memory_load",
+    "rehearse",
 ];
 
 #[cfg(test)]
@@ -339,6 +353,12 @@ mod tests {
             Op::RestartPhase {
                 phase: RestartPhase::Ph2_0,
             },
+            Op::MemoryLoad {
+                mib: 1,
+                mib_per_s: 1,
+                while_act: true,
+            },
+            Op::Rehearse,
         ] {
             let v = serde_json::to_value(&op).unwrap();
             assert!(KNOWN_OPS.contains(&v["op"].as_str().unwrap()));

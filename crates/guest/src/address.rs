@@ -19,6 +19,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 const IFACE: &str = "eth0";
+/// Link-local, used by no one: the address [`rehearse`] adds and removes.
+const REHEARSAL_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 77, 77);
 /// Announcements sent on a claim, this far apart (the first at once).
 const ANNOUNCEMENTS: u32 = 3;
 const ANNOUNCE_GAP: Duration = Duration::from_millis(200);
@@ -52,6 +54,24 @@ pub fn release(c: &PairConfig) -> Result<(), String> {
         }
         r => r.map_err(|e| e.describe(c, false)),
     }
+}
+
+/// The claim and release path once, with nothing at stake: a /32
+/// link-local address nobody uses is added, announced and deleted. Run
+/// after a live migration, so that a takeover right after the move does not
+/// wait for the emulator to translate this code (measured under TCG: first
+/// claim after a move 124 ms, the next 20 ms).
+pub fn rehearse() -> Result<(), String> {
+    let probe = PairConfig {
+        vip: REHEARSAL_IP,
+        vip_prefix_len: 32,
+        peer: None,
+    };
+    let index = ifindex(IFACE)?;
+    change(&probe, index, true).map_err(|e| e.describe(&probe, true))?;
+    let announced = announce(index, mac_of(IFACE)?, REHEARSAL_IP);
+    release(&probe)?;
+    announced
 }
 
 /// Why an address change failed: the kernel said no, or talking to it did.

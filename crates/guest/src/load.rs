@@ -12,14 +12,15 @@ const MIB: usize = 1 << 20;
 /// Largest buffer accepted.
 pub const MAX_MIB: u32 = 4096;
 
-/// The running load process, if any.
+/// The running load process, if any, and whether it runs only on the ACT.
 #[derive(Default)]
-pub struct MemoryLoad(Mutex<Option<Child>>);
+pub struct MemoryLoad(Mutex<Option<(Child, bool)>>);
 
 impl MemoryLoad {
     /// Replaces the running load (if any) with one of `mib` MiB rewritten
-    /// at `mib_per_s`; `mib` 0 only stops it.
-    pub fn set(&self, mib: u32, mib_per_s: u32) -> Result<Option<u32>, String> {
+    /// at `mib_per_s`; `mib` 0 only stops it. With `while_act`, see
+    /// [`MemoryLoad::follow_role`].
+    pub fn set(&self, mib: u32, mib_per_s: u32, while_act: bool) -> Result<Option<u32>, String> {
         if mib > MAX_MIB {
             return Err(format!("mib {mib} is above {MAX_MIB}"));
         }
@@ -27,7 +28,7 @@ impl MemoryLoad {
             return Err("mib_per_s must be at least 1".into());
         }
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(mut old) = g.take() {
+        if let Some((mut old, _)) = g.take() {
             let _ = old.kill();
             let _ = old.wait();
         }
@@ -43,8 +44,20 @@ impl MemoryLoad {
             .spawn()
             .map_err(|e| format!("starting the memory load: {e}"))?;
         let pid = child.id();
-        *g = Some(child);
+        *g = Some((child, while_act));
         Ok(Some(pid))
+    }
+
+    /// A load that runs only while ACT is continued or stopped (SIGCONT,
+    /// SIGSTOP) as this VM becomes or stops being ACT.
+    pub fn follow_role(&self, active: bool) {
+        let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((child, true)) = g.as_ref() {
+            let sig = if active { libc::SIGCONT } else { libc::SIGSTOP };
+            // SAFETY: kill(2) on our own child's pid; it is not reaped
+            // before `set` replaces it, so the pid is still ours.
+            unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+        }
     }
 }
 

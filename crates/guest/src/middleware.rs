@@ -107,9 +107,23 @@ impl Middleware {
                 Ok(self.status())
             }
             Op::RestartPhase { phase } => self.restart(*phase),
-            Op::MemoryLoad { mib, mib_per_s } => match self.load.set(*mib, *mib_per_s) {
+            Op::Rehearse => {
+                let started = std::time::Instant::now();
+                // The handover barrier's digest, then the address path.
+                let keys = self.replica.rehearse();
+                crate::address::rehearse().map_err(|e| OpError("failed", e))?;
+                Ok(json!({"keys": keys, "rehearsed_ms": started.elapsed().as_millis() as u64}))
+            }
+            Op::MemoryLoad {
+                mib,
+                mib_per_s,
+                while_act,
+            } => match self.load.set(*mib, *mib_per_s, *while_act) {
                 Ok(pid) => {
-                    Ok(json!({"memory_load": {"mib": mib, "mib_per_s": mib_per_s, "pid": pid}}))
+                    self.load.follow_role(self.is_active());
+                    Ok(
+                        json!({"memory_load": {"mib": mib, "mib_per_s": mib_per_s, "while_act": while_act, "pid": pid}}),
+                    )
                 }
                 Err(e) => Err(OpError("bad_args", e)),
             },
@@ -163,6 +177,7 @@ impl Middleware {
             timings.push(format!("{fx:?} {} ms", t.elapsed().as_millis()));
         }
         self.update(|p| p.role = next);
+        self.load.follow_role(self.is_active());
         eprintln!(
             "duplex guest: role {:?} -> {:?} (token {token}) in {} ms [{}]",
             p.role.role,

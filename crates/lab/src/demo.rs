@@ -6,7 +6,9 @@ use crate::probe::ProbeReport;
 use crate::{LabError, LabPlan, LabState, UpOptions};
 use duplex_agent::client::{AgentClient, ClientError};
 use duplex_controller::client::ControllerClient;
-use duplex_core::agent_api::{AccelInfo, MigrateRequest, MigrationPhase, MigrationStats, VmState};
+use duplex_core::agent_api::{
+    AccelInfo, MigrateRequest, MigrationPhase, MigrationStats, MigrationTuning, VmState,
+};
 use duplex_core::guest_proto::Op;
 use duplex_core::vm_spec::VmSpec;
 use serde::Serialize;
@@ -192,8 +194,10 @@ async fn run_in_lab(opts: &DemoOptions, state: &LabState) -> Result<DemoReport, 
     step(5, 7, "live-migrate `demo` h1 -> h2 under the probe");
     let req = MigrateRequest {
         to: dst_url.to_string(),
-        max_bandwidth_mib: opts.max_bandwidth_mib,
-        downtime_limit_ms: None,
+        tuning: MigrationTuning {
+            max_bandwidth_mib: opts.max_bandwidth_mib,
+            ..Default::default()
+        },
     };
     let mut last = Instant::now() - Duration::from_secs(1);
     let migrated = src

@@ -2,7 +2,7 @@
 //! destination side (`migrate-incoming` on a deferred QEMU).
 
 use crate::{QemuError, Qmp};
-use duplex_core::agent_api::{MigrationProgress, MigrationStats};
+use duplex_core::agent_api::{MigrationProgress, MigrationStats, MigrationTuning};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -16,23 +16,20 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_MAX_BANDWIDTH_MIB: u64 = 128;
 pub const DEFAULT_DOWNTIME_LIMIT_MS: u64 = 50;
 
-#[derive(Debug, Clone, Default)]
-pub struct MigrateParams {
-    pub max_bandwidth_mib: Option<u64>,
-    pub downtime_limit_ms: Option<u64>,
-}
-
 /// Capabilities and parameters of a migration (both sides).
-pub async fn prepare(qmp: &Qmp, params: &MigrateParams) -> Result<(), QemuError> {
+pub async fn prepare(qmp: &Qmp, tuning: &MigrationTuning) -> Result<(), QemuError> {
     qmp.execute(
         "migrate-set-capabilities",
-        Some(json!({"capabilities": [{"capability": "events", "state": true}]})),
+        Some(json!({"capabilities": [
+            {"capability": "events", "state": true},
+            {"capability": "auto-converge", "state": tuning.auto_converge},
+        ]})),
     )
     .await?;
-    let bw = params
+    let bw = tuning
         .max_bandwidth_mib
         .unwrap_or(DEFAULT_MAX_BANDWIDTH_MIB);
-    let dl = params
+    let dl = tuning
         .downtime_limit_ms
         .unwrap_or(DEFAULT_DOWNTIME_LIMIT_MS);
     qmp.execute(
@@ -46,7 +43,7 @@ pub async fn prepare(qmp: &Qmp, params: &MigrateParams) -> Result<(), QemuError>
 /// Destination: starts listening on `ip` (port chosen by the kernel) and
 /// returns the URI the source must use.
 pub async fn listen_incoming(qmp: &Qmp, ip: &str) -> Result<String, QemuError> {
-    prepare(qmp, &MigrateParams::default()).await?;
+    prepare(qmp, &MigrationTuning::default()).await?;
     qmp.execute(
         "migrate-incoming",
         Some(json!({"uri": format!("tcp:{ip}:0")})),
@@ -75,6 +72,7 @@ fn progress_of(q: &Value, started: Instant) -> MigrationProgress {
         total_bytes: ram["total"].as_u64().unwrap_or(0),
         passes: ram["dirty-sync-count"].as_u64().unwrap_or(0),
         expected_downtime_ms: q["expected-downtime"].as_u64(),
+        cpu_throttle_pct: q["cpu-throttle-percentage"].as_u64().unwrap_or(0),
     }
 }
 
@@ -84,12 +82,13 @@ fn progress_of(q: &Value, started: Instant) -> MigrationProgress {
 pub async fn migrate(
     qmp: &Qmp,
     uri: &str,
-    params: &MigrateParams,
+    tuning: &MigrationTuning,
     every: Duration,
     mut on_progress: impl FnMut(&MigrationProgress),
 ) -> Result<MigrationStats, QemuError> {
     let started = Instant::now();
-    prepare(qmp, params).await?;
+    prepare(qmp, tuning).await?;
+    let mut max_throttle = 0;
     let mut events = qmp.events();
     qmp.execute("migrate", Some(json!({"uri": uri}))).await?;
     let mut tick = tokio::time::interval(every);
@@ -134,6 +133,7 @@ pub async fn migrate(
                     transferred_bytes: p.transferred_bytes,
                     passes: p.passes,
                     orchestrated_ms: started.elapsed().as_millis() as u64,
+                    max_cpu_throttle_pct: max_throttle.max(p.cpu_throttle_pct),
                 });
             }
             s @ ("failed" | "cancelled") => {
@@ -141,7 +141,11 @@ pub async fn migrate(
                 resume_if_paused(qmp).await;
                 return Err(QemuError::Migration(why));
             }
-            _ => on_progress(&progress_of(&q, started)),
+            _ => {
+                let p = progress_of(&q, started);
+                max_throttle = max_throttle.max(p.cpu_throttle_pct);
+                on_progress(&p);
+            }
         }
     }
 }

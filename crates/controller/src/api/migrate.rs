@@ -8,6 +8,7 @@ use crate::ops::{self, OpHandle};
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::Json;
+use duplex_core::agent_api::MigrationTuning;
 use duplex_core::model::{Desired, OpKind, Severity, Vm, VmStatus};
 use duplex_core::placement::{Decision, Explanation};
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,9 @@ use std::sync::Arc;
 pub struct MigrateVm {
     /// A host name, or `auto` to let placement choose.
     pub to: String,
+    /// How QEMU runs it (absent: Duplex's defaults).
+    #[serde(default)]
+    pub tuning: MigrationTuning,
 }
 
 #[derive(Serialize)]
@@ -52,6 +56,7 @@ pub async fn migrate(
     ApiJson(req): ApiJson<MigrateVm>,
 ) -> Result<(StatusCode, Json<MigrateAccepted>), ApiError> {
     let ctl = ctl.0;
+    req.tuning.validate().map_err(ApiError::bad_request)?;
     let vm = running_vm(&ctl, &name).await?;
     let hosts = ctl.hosts().await?;
     if ctl.vm_view(vm.clone(), &hosts, false).status != VmStatus::Running {
@@ -117,7 +122,14 @@ pub async fn migrate(
         }
     };
     let from = vm.host.clone();
-    tokio::spawn(flow(ctl.clone(), name, from.clone(), to.clone(), handle));
+    tokio::spawn(flow(
+        ctl.clone(),
+        name,
+        from.clone(),
+        to.clone(),
+        req.tuning,
+        handle,
+    ));
     Ok((
         StatusCode::ACCEPTED,
         Json(MigrateAccepted {
@@ -129,11 +141,18 @@ pub async fn migrate(
     ))
 }
 
-async fn flow(ctl: Arc<Ctl>, vm: String, from: String, to: String, op: OpHandle) {
+async fn flow(
+    ctl: Arc<Ctl>,
+    vm: String,
+    from: String,
+    to: String,
+    tuning: MigrationTuning,
+    op: OpHandle,
+) {
     op.progress(format!("live-migrating {vm} from {from} to {to}"))
         .await;
     let subject = format!("vm/{vm}");
-    let result = match crate::moves::migrate_vm(&ctl, &vm, &to).await {
+    let result = match crate::moves::migrate_vm(&ctl, &vm, &to, &tuning).await {
         Ok(stats) => {
             let msg = crate::moves::summary(&vm, &from, &to, &stats);
             ctl.events

@@ -20,6 +20,9 @@ use std::time::Duration;
 
 pub const PEER_PORT: u16 = 7001;
 const PEER_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How long after giving up ACT a service's late write is handed to the
+/// peer (see [`Taken::HandOn`]).
+const LATE_WINDOW: Duration = Duration::from_secs(5);
 
 /// Whether this middleware currently may write (is ACT).
 pub trait RoleView: Send + Sync {
@@ -33,6 +36,26 @@ pub enum Taken {
     Answer(Value),
     /// Stored here; to send to the peer before answering.
     Replicate(Value),
+    /// A write that reached the middleware just after this VM gave up ACT
+    /// (the service handled a request that arrived before the handover):
+    /// not stored here, but offered to the peer, now ACT, which takes it
+    /// if it changes nothing the peer wrote since (`late` message). The
+    /// service is told `not_active` either way and forgets what it did;
+    /// the new ACT's service gets the write as an event and carries on
+    /// (for a dialog: retransmits its 200 OK).
+    HandOn(Value),
+}
+
+/// Offers a late write to the peer on a fresh connection; true if taken.
+fn hand_on(peer: Ipv4Addr, req: &Value) -> bool {
+    let addr = SocketAddr::from((peer, PEER_PORT));
+    let Ok(s) = TcpStream::connect_timeout(&addr, PEER_TIMEOUT) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(PEER_TIMEOUT));
+    let _ = s.set_nodelay(true);
+    let mut r = BufReader::new(s);
+    exchange(&mut r, &json!({"op": "late", "write": req}))
 }
 
 #[derive(Default)]
@@ -46,6 +69,8 @@ pub struct Replica {
     /// acknowledged since the last snapshot it took). Changed only with
     /// `link` locked.
     dirty: std::sync::atomic::AtomicBool,
+    /// When this VM last gave up ACT (released the service address).
+    left_act: Mutex<Option<std::time::Instant>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -82,9 +107,15 @@ impl Replica {
         self.len()
     }
 
-    /// Drops the peer link (e.g. on leaving ACT).
+    /// Drops the peer link on leaving ACT; writes that still arrive from a
+    /// service for a short while are handed on to the peer.
     pub fn disconnect(&self) {
         *lock(&self.link) = None;
+        *lock(&self.left_act) = Some(std::time::Instant::now());
+    }
+
+    fn recently_active(&self) -> bool {
+        lock(&self.left_act).is_some_and(|t| t.elapsed() < LATE_WINDOW)
     }
 
     fn apply(&self, op: &Value) -> Result<(), String> {
@@ -181,6 +212,38 @@ impl Replica {
         Ok(lock(&self.kv).len())
     }
 
+    /// On the ACT: a write the old ACT's service made just after the
+    /// handover. A `put` is taken if the key is new here (this ACT has not
+    /// written it since), a `del` if the key is still here; either is
+    /// stored, replicated like this ACT's own writes, and pushed to the
+    /// local services.
+    fn take_late(&self, write: &Value, roles: &dyn RoleView) -> Value {
+        if !roles.is_active() {
+            return json!({"ok": false, "error": "not ACT: no late writes"});
+        }
+        let Some(key) = write["key"].as_str() else {
+            return json!({"ok": false, "error": "late write without a string `key`"});
+        };
+        let present = lock(&self.kv).contains_key(key);
+        let event = match write["op"].as_str() {
+            Some("put") if !present => "put",
+            Some("del") if present => "del",
+            Some("put" | "del") => return json!({"ok": false, "error": "superseded"}),
+            other => return json!({"ok": false, "error": format!("unknown late op {other:?}")}),
+        };
+        if let Err(e) = self.apply(write) {
+            return json!({"ok": false, "error": e});
+        }
+        let mut ev = write.clone();
+        if let Some(m) = ev.as_object_mut() {
+            m.remove("op");
+            m.insert("event".into(), json!(event));
+        }
+        self.push(&ev);
+        self.send_to_peer(write, roles);
+        json!({"ok": true})
+    }
+
     /// A service's request; returns the answer line.
     pub fn handle_service(&self, req: &Value, roles: &dyn RoleView) -> Value {
         self.finish(self.take_service(req, roles), roles)
@@ -196,6 +259,9 @@ impl Replica {
             ),
             Some("put") | Some("del") => {
                 if !roles.is_active() {
+                    if self.recently_active() && roles.peer().is_some() {
+                        return Taken::HandOn(req.clone());
+                    }
                     return Taken::Answer(
                         json!({"ok": false, "error": "not_active: only the ACT may write"}),
                     );
@@ -213,6 +279,15 @@ impl Replica {
     pub fn finish(&self, taken: Taken, roles: &dyn RoleView) -> Value {
         match taken {
             Taken::Answer(v) => v,
+            Taken::HandOn(req) => {
+                let handed = roles.peer().is_some_and(|peer| hand_on(peer, &req));
+                let error = if handed {
+                    "not_active: handed on to the new ACT"
+                } else {
+                    "not_active: only the ACT may write (the new ACT did not take it)"
+                };
+                json!({"ok": false, "error": error})
+            }
             Taken::Replicate(req) if self.send_to_peer(&req, roles) => json!({"ok": true}),
             Taken::Replicate(_) => json!({"ok": true, "replicated": false}),
         }
@@ -220,6 +295,9 @@ impl Replica {
 
     /// A line from the ACT peer; the SBY stores and pushes it.
     pub fn handle_peer(&self, msg: &Value, roles: &dyn RoleView) -> Value {
+        if msg["op"] == "late" {
+            return self.take_late(&msg["write"], roles);
+        }
         if roles.is_active() {
             return json!({"ok": false, "error": "this VM is ACT; refusing updates from a peer"});
         }
@@ -315,7 +393,7 @@ pub fn serve_peer(replica: Arc<Replica>, roles: Arc<dyn RoleView>) -> std::io::R
                     conn,
                     move |v| Taken::Answer(replica.handle_peer(&v, &*roles)),
                     |t| match t {
-                        Taken::Answer(v) | Taken::Replicate(v) => v,
+                        Taken::Answer(v) | Taken::Replicate(v) | Taken::HandOn(v) => v,
                     },
                 )
             });
@@ -432,6 +510,41 @@ mod tests {
         let t = r.take_service(&json!({"op":"del","key":"a"}), &sby);
         assert!(matches!(t, Taken::Answer(ref v) if v["ok"] == json!(false)));
         assert_eq!(r.len(), 2, "a refused write changes nothing");
+    }
+
+    /// A write that reaches the old ACT's middleware just after the
+    /// handover goes to the new ACT, which takes it unless it conflicts.
+    #[test]
+    fn late_writes_are_handed_on_and_taken_if_new() {
+        let old = Replica::default();
+        let peer = Roles(AtomicBool::new(false), Some(Ipv4Addr::LOCALHOST));
+        let put = json!({"op":"put","key":"d1","value":1});
+        let t = old.take_service(&put, &peer);
+        assert!(matches!(t, Taken::Answer(_)), "never ACT: refused, {t:?}");
+        old.disconnect();
+        assert!(matches!(old.take_service(&put, &peer), Taken::HandOn(_)));
+        assert!(old.is_empty(), "not stored on the old ACT");
+
+        let new = Replica::default();
+        let act = Roles(AtomicBool::new(true), None);
+        let late = |w: &Value| new.handle_peer(&json!({"op":"late","write":w}), &act);
+        assert_eq!(late(&put)["ok"], json!(true));
+        assert_eq!(new.len(), 1);
+        let newer = json!({"op":"put","key":"d1","value":2});
+        assert_eq!(late(&newer)["error"], json!("superseded"));
+        assert_eq!(
+            new.handle_service(&json!({"op":"get_all"}), &act)["entries"]["d1"],
+            json!(1)
+        );
+        assert_eq!(late(&json!({"op":"del","key":"d1"}))["ok"], json!(true));
+        assert!(new.is_empty());
+        assert_eq!(
+            late(&json!({"op":"del","key":"d1"}))["error"],
+            json!("superseded")
+        );
+        let sby = Roles(AtomicBool::new(false), None);
+        let a = new.handle_peer(&json!({"op":"late","write":put}), &sby);
+        assert_eq!(a["ok"], json!(false), "only an ACT takes late writes");
     }
 
     #[test]

@@ -10,9 +10,11 @@
 //!   unavailable), the reply is then sent: the service keeps serving,
 //!   degraded, and counts it. One exception: an op the middleware refused
 //!   (`not_active`: this VM stopped being ACT before the op reached it) is
-//!   stored nowhere, so the replies waiting for it are withheld and a
+//!   not stored here, so the replies waiting for it are withheld and a
 //!   dialog it would have created is forgotten: kept, it would live on
-//!   this VM alone and answer the client later from the wrong VM.
+//!   this VM alone and answer the client later from the wrong VM. (The
+//!   middleware hands such a late write on to the new ACT, whose service
+//!   then answers the client.)
 //! - A sync task owns the unix socket: at (re)connection it asks `get_all`
 //!   (loaded with [`Uas::load`], and local dialogs the dump lacks are put
 //!   again), writes requests, matches answers to them in order and passes

@@ -46,16 +46,34 @@ pub enum Taken {
     HandOn(Value),
 }
 
-/// Offers a late write to the peer on a fresh connection; true if taken.
-fn hand_on(peer: Ipv4Addr, req: &Value) -> bool {
+/// The peer's answer to a late write while it is not ACT yet.
+const NOT_ACT_YET: &str = "not_act_yet";
+/// Pause between offers of a late write to a peer not ACT yet.
+const LATE_RETRY: Duration = Duration::from_millis(50);
+
+/// Offers a late write to the peer until `deadline`: the peer may still be
+/// taking over (it answers [`NOT_ACT_YET`]). True if taken.
+fn hand_on(peer: Ipv4Addr, req: &Value, deadline: std::time::Instant) -> bool {
     let addr = SocketAddr::from((peer, PEER_PORT));
-    let Ok(s) = TcpStream::connect_timeout(&addr, PEER_TIMEOUT) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(PEER_TIMEOUT));
-    let _ = s.set_nodelay(true);
-    let mut r = BufReader::new(s);
-    exchange(&mut r, &json!({"op": "late", "write": req}))
+    let msg = json!({"op": "late", "write": req});
+    loop {
+        let answer = TcpStream::connect_timeout(&addr, PEER_TIMEOUT)
+            .ok()
+            .and_then(|s| {
+                let _ = s.set_read_timeout(Some(PEER_TIMEOUT));
+                let _ = s.set_nodelay(true);
+                ask(&mut BufReader::new(s), &msg)
+            });
+        match answer {
+            Some(a) if a["ok"] == json!(true) => return true,
+            Some(a) if a["error"] != json!(NOT_ACT_YET) => return false,
+            // Not ACT yet, or not reachable: try again while it may come up.
+            _ if std::time::Instant::now() + LATE_RETRY < deadline => {
+                std::thread::sleep(LATE_RETRY)
+            }
+            _ => return false,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -219,7 +237,7 @@ impl Replica {
     /// local services.
     fn take_late(&self, write: &Value, roles: &dyn RoleView) -> Value {
         if !roles.is_active() {
-            return json!({"ok": false, "error": "not ACT: no late writes"});
+            return json!({"ok": false, "error": NOT_ACT_YET});
         }
         let Some(key) = write["key"].as_str() else {
             return json!({"ok": false, "error": "late write without a string `key`"});
@@ -280,7 +298,12 @@ impl Replica {
         match taken {
             Taken::Answer(v) => v,
             Taken::HandOn(req) => {
-                let handed = roles.peer().is_some_and(|peer| hand_on(peer, &req));
+                let deadline = lock(&self.left_act)
+                    .map(|t| t + LATE_WINDOW)
+                    .unwrap_or_else(std::time::Instant::now);
+                let handed = roles
+                    .peer()
+                    .is_some_and(|peer| hand_on(peer, &req, deadline));
                 let error = if handed {
                     "not_active: handed on to the new ACT"
                 } else {
@@ -340,13 +363,16 @@ fn exchange(r: &mut BufReader<TcpStream>, msg: &Value) -> bool {
 
 /// Sends one line and returns the peer's answer if it says `ok`.
 fn exchange_value(r: &mut BufReader<TcpStream>, msg: &Value) -> Option<Value> {
+    ask(r, msg).filter(|v| v["ok"] == json!(true))
+}
+
+/// Sends one line and returns the peer's answer, whatever it says.
+fn ask(r: &mut BufReader<TcpStream>, msg: &Value) -> Option<Value> {
     let line = format!("{msg}\n");
     r.get_mut().write_all(line.as_bytes()).ok()?;
     let mut answer = String::new();
     match r.read_line(&mut answer) {
-        Ok(n) if n > 0 => serde_json::from_str::<Value>(&answer)
-            .ok()
-            .filter(|v| v["ok"] == json!(true)),
+        Ok(n) if n > 0 => serde_json::from_str::<Value>(&answer).ok(),
         _ => None,
     }
 }
@@ -544,7 +570,11 @@ mod tests {
         );
         let sby = Roles(AtomicBool::new(false), None);
         let a = new.handle_peer(&json!({"op":"late","write":put}), &sby);
-        assert_eq!(a["ok"], json!(false), "only an ACT takes late writes");
+        assert_eq!(
+            a["error"],
+            json!(NOT_ACT_YET),
+            "only an ACT takes late writes"
+        );
     }
 
     #[test]

@@ -36,8 +36,9 @@ pub enum Taken {
     Answer(Value),
     /// Stored here; to send to the peer before answering.
     Replicate(Value),
-    /// A write that reached the middleware just after this VM gave up ACT
-    /// (the service handled a request that arrived before the handover):
+    /// A write that reached the middleware once the handover barrier had
+    /// begun, or just after this VM gave up ACT (the service handled a
+    /// request that arrived before the handover):
     /// not stored here, but offered to the peer, now ACT, which takes it
     /// if it changes nothing the peer wrote since (`late` message). The
     /// service is told `not_active` either way and forgets what it did;
@@ -89,6 +90,10 @@ pub struct Replica {
     dirty: std::sync::atomic::AtomicBool,
     /// When this VM last gave up ACT (released the service address).
     left_act: Mutex<Option<std::time::Instant>>,
+    /// The handover barrier has begun: writes are no longer taken as this
+    /// ACT's own (they could miss the barrier) but handed on. Set and read
+    /// with `kv` locked.
+    handing_over: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -130,6 +135,7 @@ impl Replica {
     pub fn disconnect(&self) {
         *lock(&self.link) = None;
         *lock(&self.left_act) = Some(std::time::Instant::now());
+        self.handing_over.store(false, Ordering::SeqCst);
     }
 
     fn recently_active(&self) -> bool {
@@ -137,20 +143,7 @@ impl Replica {
     }
 
     fn apply(&self, op: &Value) -> Result<(), String> {
-        let key = op["key"]
-            .as_str()
-            .ok_or("missing string `key`")?
-            .to_string();
-        match op["op"].as_str() {
-            Some("put") => {
-                lock(&self.kv).insert(key, op.get("value").cloned().unwrap_or(Value::Null));
-            }
-            Some("del") => {
-                lock(&self.kv).remove(&key);
-            }
-            other => return Err(format!("unknown op {other:?}")),
-        }
-        Ok(())
+        apply_to(&mut lock(&self.kv), op)
     }
 
     fn push(&self, event: &Value) {
@@ -208,6 +201,21 @@ impl Replica {
     /// peer gets a full snapshot. Err if it
     /// did not take it within `timeout`.
     pub fn sync_peer(&self, roles: &dyn RoleView, timeout: Duration) -> Result<usize, String> {
+        {
+            // From here on a service's write is handed on, not taken: one
+            // taken after the digest or snapshot below would miss the peer.
+            let _kv = lock(&self.kv);
+            self.handing_over.store(true, Ordering::SeqCst);
+        }
+        let r = self.sync_peer_now(roles, timeout);
+        if r.is_err() {
+            // The handover is off: this VM stays ACT and takes writes again.
+            self.handing_over.store(false, Ordering::SeqCst);
+        }
+        r
+    }
+
+    fn sync_peer_now(&self, roles: &dyn RoleView, timeout: Duration) -> Result<usize, String> {
         let peer = roles.peer().ok_or("no peer configured")?;
         let mut link = lock(&self.link);
         if !self.dirty.load(Ordering::SeqCst) {
@@ -276,18 +284,20 @@ impl Replica {
                 json!({"ok": true, "entries": Value::Object(lock(&self.kv).clone().into_iter().collect())}),
             ),
             Some("put") | Some("del") => {
-                if !roles.is_active() {
-                    if self.recently_active() && roles.peer().is_some() {
-                        return Taken::HandOn(req.clone());
+                if roles.is_active() {
+                    let mut kv = lock(&self.kv);
+                    if !self.handing_over.load(Ordering::SeqCst) {
+                        return match apply_to(&mut kv, req) {
+                            Ok(()) => Taken::Replicate(req.clone()),
+                            Err(e) => Taken::Answer(json!({"ok": false, "error": e})),
+                        };
                     }
-                    return Taken::Answer(
-                        json!({"ok": false, "error": "not_active: only the ACT may write"}),
-                    );
                 }
-                match self.apply(req) {
-                    Ok(()) => Taken::Replicate(req.clone()),
-                    Err(e) => Taken::Answer(json!({"ok": false, "error": e})),
+                let leaving = self.handing_over.load(Ordering::SeqCst) || self.recently_active();
+                if leaving && roles.peer().is_some() {
+                    return Taken::HandOn(req.clone());
                 }
+                Taken::Answer(json!({"ok": false, "error": "not_active: only the ACT may write"}))
             }
             _ => Taken::Answer(json!({"ok": false, "error": format!("unknown request {req}")})),
         }
@@ -298,9 +308,7 @@ impl Replica {
         match taken {
             Taken::Answer(v) => v,
             Taken::HandOn(req) => {
-                let deadline = lock(&self.left_act)
-                    .map(|t| t + LATE_WINDOW)
-                    .unwrap_or_else(std::time::Instant::now);
+                let deadline = std::time::Instant::now() + LATE_WINDOW;
                 let handed = roles
                     .peer()
                     .is_some_and(|peer| hand_on(peer, &req, deadline));
@@ -355,6 +363,23 @@ impl Replica {
             _ => json!({"ok": false, "error": "unknown peer message"}),
         }
     }
+}
+
+fn apply_to(kv: &mut BTreeMap<String, Value>, op: &Value) -> Result<(), String> {
+    let key = op["key"]
+        .as_str()
+        .ok_or("missing string `key`")?
+        .to_string();
+    match op["op"].as_str() {
+        Some("put") => {
+            kv.insert(key, op.get("value").cloned().unwrap_or(Value::Null));
+        }
+        Some("del") => {
+            kv.remove(&key);
+        }
+        other => return Err(format!("unknown op {other:?}")),
+    }
+    Ok(())
 }
 
 fn exchange(r: &mut BufReader<TcpStream>, msg: &Value) -> bool {
@@ -575,6 +600,23 @@ mod tests {
             json!(NOT_ACT_YET),
             "only an ACT takes late writes"
         );
+    }
+
+    /// Once the barrier has begun, writes are handed on, not taken: they
+    /// could miss the peer. A failed barrier (the VM stays ACT) ends that.
+    #[test]
+    fn writes_during_the_barrier_are_handed_on() {
+        let r = Replica::default();
+        let act = Roles(AtomicBool::new(true), Some(Ipv4Addr::LOCALHOST));
+        let put = json!({"op":"put","key":"k","value":1});
+        r.handing_over.store(true, Ordering::SeqCst);
+        assert!(matches!(r.take_service(&put, &act), Taken::HandOn(_)));
+        assert!(r.is_empty());
+        // Without a peer the barrier fails at once.
+        let alone = Roles(AtomicBool::new(true), None);
+        assert!(r.sync_peer(&alone, Duration::from_millis(200)).is_err());
+        assert!(matches!(r.take_service(&put, &act), Taken::Replicate(_)));
+        assert_eq!(r.len(), 1);
     }
 
     #[test]

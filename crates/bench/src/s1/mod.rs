@@ -1,25 +1,29 @@
-//! S1: moving the ACT member of a pair off its host under SIP load, the
-//! Duplex way (`pair migrate --switch-back`: the SBY takes over, the old
-//! ACT moves as SBY, roles are switched back) against plain live migration
-//! of the ACT (as Nova or KubeVirt would do it), each also under a memory
-//! load in the ACT guest, plus a run without any move as the control.
+//! S1: moving a pair off a host under SIP load, the Duplex way (the SBY
+//! takes over, the old ACT is live-migrated as SBY; nothing that serves
+//! clients is paused) against plain live migration of the ACT (as Nova or
+//! KubeVirt do it), also under a memory load in the guest, plus a control
+//! without any move and `duplex host drain` of a host carrying the ACT and
+//! a lone VM.
 //!
 //! One lab, one pair (ACT `sa` on h1, SBY `sb` on h3), one sipp run per
-//! arm at the same steady rate; each arm moves the ACT member h1 → h2 and
-//! back `moves` times, 8 s apart. sipp counts failures and
-//! retransmissions; its per-call response times are split into those that
-//! overlapped a move and the rest.
+//! arm at the same steady rate; each arm makes `2 × moves` moves,
+//! [`SETTLE`] apart, and the pair is put back between arms. sipp counts
+//! failures and retransmissions; its per-call response times are split
+//! into those that overlapped a move and the rest.
+
+mod moves;
+mod report;
 
 use crate::stats::{self, RunInfo};
 use crate::Lab;
 use anyhow::Context;
 use duplex_agent::client::AgentClient;
 use duplex_core::guest_proto::Op;
-use duplex_sipp::parse::{parse_rtt_csv, response_times, RttSample};
-use duplex_sipp::ResponseTimes;
-use duplex_sipp::{SippReport, SippRun};
+use duplex_sipp::parse::{parse_rtt_csv, RttSample};
+use duplex_sipp::SippRun;
+use moves::{cli, host_of, placement, timed};
+use report::{split, table, ArmResult};
 use serde::Serialize;
-use serde_json::Value;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -29,19 +33,36 @@ use std::time::{Duration, Instant};
 const RATE_CPS: f64 = 20.0;
 const CALL_MS: u64 = 1000;
 const SETTLE: Duration = Duration::from_secs(8);
-/// The memory load in the ACT guest for the loaded arms.
+/// The memory load in `sa`'s guest for the loaded arms.
 const LOAD_MIB: u32 = 96;
 const LOAD_MIB_PER_S: u32 = 200;
-/// A move still running after this is reported failed and the arm ends.
-const MOVE_LIMIT: Duration = Duration::from_secs(120);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Way {
     /// No move at all: the control.
     None,
-    Duplex,
+    /// `pair migrate --from <ACT's host> --to <free host>`: the SBY takes
+    /// over, the old ACT moves as SBY (what a drain does with a pair).
+    Pair,
+    /// `pair migrate --from h1/h2 --to h2/h1 --switch-back`: as `Pair`,
+    /// then the roles are switched back onto the VM just migrated.
+    PairSwitchBack,
+    /// `vm migrate sa --to h2/h1 --auto-converge`: the ACT is migrated.
     Plain,
+    /// `host drain <ACT's host>` with a lone VM `solo` on that host too.
+    Drain,
+}
+
+impl Way {
+    fn as_str(self) -> &'static str {
+        match self {
+            Way::None => "none",
+            Way::Pair => "pair_migrate",
+            Way::PairSwitchBack => "pair_migrate_switch_back",
+            Way::Plain => "plain_live_migration",
+            Way::Drain => "host_drain",
+        }
+    }
 }
 
 struct Arm {
@@ -58,7 +79,7 @@ const ARMS: &[Arm] = &[
     },
     Arm {
         name: "(a) Duplex pair migration",
-        way: Way::Duplex,
+        way: Way::Pair,
         load: false,
     },
     Arm {
@@ -67,43 +88,28 @@ const ARMS: &[Arm] = &[
         load: false,
     },
     Arm {
+        name: "(a) Duplex pair migration, memory load",
+        way: Way::Pair,
+        load: true,
+    },
+    Arm {
+        name: "(a) Duplex pair migration --switch-back",
+        way: Way::PairSwitchBack,
+        load: false,
+    },
+    Arm {
+        name: "Duplex host drain (pair + lone VM)",
+        way: Way::Drain,
+        load: false,
+    },
+    // Last: throttling the ACT to make its migration converge can leave
+    // the pair unable to serve (seen once: the guest rebooted).
+    Arm {
         name: "(c) plain live migration, memory load",
         way: Way::Plain,
         load: true,
     },
-    Arm {
-        name: "(a') Duplex pair migration, memory load",
-        way: Way::Duplex,
-        load: true,
-    },
 ];
-
-#[derive(Debug, Clone, Serialize)]
-struct Move {
-    command: String,
-    start_ms: f64,
-    end_ms: f64,
-    ok: bool,
-    /// Live migrations the controller reported meanwhile: (VM, downtime
-    /// ms, total ms).
-    migrations: Vec<(String, u64, u64)>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-struct ArmResult {
-    arm: &'static str,
-    way: Way,
-    memory_load: Option<(u32, u32)>,
-    sipp: SippReport,
-    moves: Vec<Move>,
-    during_moves: Option<ResponseTimes>,
-    steady: Option<ResponseTimes>,
-    /// Longest QEMU downtime of the ACT VM (`sa`) over the arm's moves.
-    act_pause_ms: Option<u64>,
-    /// Longest downtime of any VM migrated (the SBY's, for Duplex).
-    any_pause_ms: Option<u64>,
-    move_ms_max: Option<f64>,
-}
 
 #[derive(Serialize)]
 struct S1Result {
@@ -113,72 +119,25 @@ struct S1Result {
     call_length_ms: u64,
     moves_per_arm: usize,
     arms: Vec<ArmResult>,
+    /// Why the arms after the last one could not run.
+    stopped: Option<String>,
 }
 
-/// Runs the CLI against the bench lab; JSON output.
-async fn cli(args: &[&str]) -> anyhow::Result<Value> {
-    let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    all.extend(["-o".into(), "json".into()]);
-    let out = tokio::process::Command::new(crate::duplex_bin())
-        .args(&all)
-        .env("DUPLEX_LAB", Lab::NAME)
-        .output()
-        .await?;
-    anyhow::ensure!(
-        out.status.success(),
-        "duplex {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    serde_json::from_slice(&out.stdout).with_context(|| format!("duplex {}", args.join(" ")))
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
 }
 
-/// Splits response times: those whose call setup overlapped a move
-/// window, and the rest. Pure.
-fn split(samples: &[RttSample], moves: &[Move]) -> (Option<ResponseTimes>, Option<ResponseTimes>) {
-    let (during, steady): (Vec<RttSample>, Vec<RttSample>) = samples.iter().partition(|s| {
-        let sent = s.date_ms - s.response_time_ms;
-        moves
-            .iter()
-            .any(|m| sent <= m.end_ms && s.date_ms >= m.start_ms)
-    });
-    (response_times(&during, 1), response_times(&steady, 1))
-}
-
-/// `(vm, downtime, total)` from a `vm.migrated` event's message.
-fn migration_of(ev: &Value) -> Option<(String, u64, u64)> {
-    if ev["kind"] != "vm.migrated" {
-        return None;
-    }
-    let msg = ev["message"].as_str()?;
-    let num_after = |key: &str| -> Option<u64> {
-        let rest = &msg[msg.find(key)? + key.len()..];
-        rest.split_whitespace().next()?.parse().ok()
+/// Untimed preparation, then the command of move `i` of an arm.
+async fn next_move(way: Way, i: usize) -> anyhow::Result<Vec<String>> {
+    let (from, to) = if i.is_multiple_of(2) {
+        ("h1", "h2")
+    } else {
+        ("h2", "h1")
     };
-    let vm = msg.split_whitespace().next()?.to_string();
-    Some((vm, num_after("downtime ")?, num_after("total ")?))
-}
-
-async fn events_since(at_ms: u64) -> Vec<Value> {
-    match cli(&["events"]).await {
-        Ok(Value::Array(v)) => v
-            .into_iter()
-            .filter(|e| e["at_ms"].as_u64().unwrap_or(0) >= at_ms)
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-async fn one_move(way: Way, from: &str, to: &str, t0: Instant) -> Move {
-    let args: Vec<&str> = match way {
-        Way::Duplex => vec![
+    Ok(match way {
+        Way::None => Vec::new(),
+        Way::Plain => strings(&["vm", "migrate", "sa", "--to", to, "--auto-converge"]),
+        Way::PairSwitchBack => strings(&[
             "pair",
             "migrate",
             "sip",
@@ -187,142 +146,144 @@ async fn one_move(way: Way, from: &str, to: &str, t0: Instant) -> Move {
             "--to",
             to,
             "--switch-back",
-        ],
-        _ => vec!["vm", "migrate", "sa", "--to", to],
-    };
-    let wall = now_ms();
-    let start_ms = t0.elapsed().as_secs_f64() * 1000.0;
-    let res = match tokio::time::timeout(MOVE_LIMIT, cli(&args)).await {
-        Ok(r) => r,
-        Err(_) => Err(anyhow::anyhow!(
-            "not done within {} s (a live migration that does not converge)",
-            MOVE_LIMIT.as_secs()
-        )),
-    };
-    let end_ms = t0.elapsed().as_secs_f64() * 1000.0;
-    if let Err(e) = &res {
-        eprintln!("    move failed: {e:#}");
-    }
-    let migrations = events_since(wall)
-        .await
-        .iter()
-        .filter_map(migration_of)
-        .collect();
-    Move {
-        command: format!("duplex {}", args.join(" ")),
-        start_ms,
-        end_ms,
-        ok: res.is_ok(),
-        migrations,
-    }
+        ]),
+        Way::Pair => {
+            let p = placement().await?;
+            strings(&[
+                "pair",
+                "migrate",
+                "sip",
+                "--from",
+                &p.act_host,
+                "--to",
+                p.free_host(),
+            ])
+        }
+        Way::Drain => {
+            moves::all_hosts_ready().await?;
+            let p = placement().await?;
+            if host_of("solo").await? != p.act_host {
+                // Right after a drain the controller may still see `solo`
+                // arriving: try again for a while.
+                let mut tries = 0;
+                while let Err(e) = cli(&["vm", "migrate", "solo", "--to", &p.act_host]).await {
+                    tries += 1;
+                    anyhow::ensure!(tries < 20, "moving solo onto {}: {e:#}", p.act_host);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            strings(&["host", "drain", &p.act_host])
+        }
+    })
 }
 
-async fn run_arm(
-    arm: &Arm,
-    vip: Ipv4Addr,
-    act_agent: &AgentClient,
-    client_ns: &str,
-    moves: usize,
-) -> anyhow::Result<ArmResult> {
-    eprintln!("  arm {}", arm.name);
-    if arm.load {
-        act_agent
-            .guest(
-                "sa",
-                &Op::MemoryLoad {
-                    mib: LOAD_MIB,
-                    mib_per_s: LOAD_MIB_PER_S,
-                },
-            )
+/// Starts (`mib` > 0) or stops the memory load in both members' guests,
+/// running only on the one that is ACT: the work of the service, which
+/// follows the ACT role.
+async fn memory_load(lab: &Lab, mib: u32, mib_per_s: u32) -> anyhow::Result<()> {
+    for vm in ["sa", "sb"] {
+        let host = host_of(vm).await?;
+        let n: u8 = host.trim_start_matches('h').parse().context("host name")?;
+        let op = Op::MemoryLoad {
+            mib,
+            mib_per_s,
+            while_act: true,
+        };
+        AgentClient::new(&lab.agent_url(n)?)
+            .guest(vm, &op)
             .await
-            .context("starting the memory load in sa")?;
+            .with_context(|| format!("memory load in {vm}"))?;
+    }
+    Ok(())
+}
+
+async fn run_arm(lab: &Lab, arm: &Arm, vip: Ipv4Addr, moves: usize) -> anyhow::Result<ArmResult> {
+    eprintln!("  arm {}", arm.name);
+    moves::restore().await.context("putting the pair back")?;
+    if arm.load {
+        memory_load(lab, LOAD_MIB, LOAD_MIB_PER_S).await?;
     }
     let work = std::env::temp_dir().join(format!(
         "duplex-bench-s1-{}-{}",
         std::process::id(),
-        arm.name.split_whitespace().next().unwrap_or("arm")
+        arm.way.as_str()
     ));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
+    // sipp runs until stopped after the last move; the duration only
+    // bounds a run whose moves all hit MOVE_LIMIT.
     let span = SETTLE * (2 * moves as u32 + 1) + Duration::from_secs(6 * moves as u64);
     let mut run = SippRun::new(std::net::SocketAddr::from((vip, 5060)), work.clone());
     run.rate_cps = RATE_CPS;
     run.call_length_ms = CALL_MS;
     run.calls = None;
-    run.duration = Some(span);
-    run.timeout = span + Duration::from_secs(60);
-    let prefix: Vec<String> = ["ip", "netns", "exec", client_ns]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    run.duration = Some(span + moves::MOVE_LIMIT * (2 * moves as u32));
+    // A call left without an answer this long is failed, not waited for.
+    run.recv_timeout = Some(Duration::from_secs(10));
+    run.timeout = run.duration.unwrap_or(span) + Duration::from_secs(60);
+    let prefix = strings(&["ip", "netns", "exec", lab.client_ns()]);
     let sipp = duplex_sipp::spawn(&run, &prefix)?;
     let t0 = Instant::now();
-    tokio::time::sleep(SETTLE).await;
     let mut done = Vec::new();
     if arm.way == Way::None {
         // The control runs as long as the others do.
-        tokio::time::sleep(span.saturating_sub(SETTLE)).await;
+        tokio::time::sleep(span).await;
     } else {
-        for i in 0..moves {
-            for (from, to) in [("h1", "h2"), ("h2", "h1")] {
-                let m = one_move(arm.way, from, to, t0).await;
-                eprintln!(
-                    "    move {}/{moves} {from} -> {to}: {} in {:.0} ms",
-                    i + 1,
-                    if m.ok { "ok" } else { "FAILED" },
-                    m.end_ms - m.start_ms
-                );
-                let failed = !m.ok;
-                done.push(m);
-                if failed {
-                    break;
-                }
-                tokio::time::sleep(SETTLE).await;
+        for i in 0..2 * moves {
+            tokio::time::sleep(SETTLE / 2).await;
+            let args = next_move(arm.way, i).await?;
+            tokio::time::sleep(SETTLE / 2).await;
+            let m = timed(&args, t0).await;
+            eprintln!(
+                "    move {}/{}: {}: {} in {:.0} ms",
+                i + 1,
+                2 * moves,
+                m.command,
+                if m.ok { "ok" } else { "FAILED" },
+                m.end_ms - m.start_ms
+            );
+            let failed = !m.ok;
+            done.push(m);
+            if failed {
+                break;
             }
         }
+        tokio::time::sleep(SETTLE).await;
     }
     sipp.stop();
     let report = sipp.wait().await?;
     if arm.load {
-        if let Err(e) = act_agent
-            .guest(
-                "sa",
-                &Op::MemoryLoad {
-                    mib: 0,
-                    mib_per_s: 0,
-                },
-            )
-            .await
-        {
-            eprintln!("    stopping the memory load: {e}");
+        if let Err(e) = memory_load(lab, 0, 0).await {
+            eprintln!("    stopping the memory load: {e:#}");
         }
     }
     eprintln!("    {}", report.summary());
     let samples = rtt_samples(&report.work_dir)?;
     let (during, steady) = split(&samples, &done);
-    let pause = |only_act: bool| {
-        done.iter()
-            .flat_map(|m| m.migrations.iter())
-            .filter(|(vm, _, _)| !only_act || vm == "sa")
-            .map(|(_, d, _)| *d)
-            .max()
-    };
+    let migrations = || done.iter().flat_map(|m| m.migrations.iter());
+    let plain = arm.way == Way::Plain;
     Ok(ArmResult {
         arm: arm.name,
-        way: arm.way,
+        way: arm.way.as_str(),
         memory_load: arm.load.then_some((LOAD_MIB, LOAD_MIB_PER_S)),
-        moves: done.clone(),
         during_moves: during,
         steady,
-        act_pause_ms: match arm.way {
-            Way::Duplex => Some(0).filter(|_| !done.is_empty()),
-            _ => pause(true),
+        // Duplex migrates only SBYs and lone VMs: the ACT never pauses.
+        act_pause_ms: match plain {
+            true => migrations().map(|m| m.downtime_ms).max(),
+            false => Some(0).filter(|_| !done.is_empty()),
         },
-        any_pause_ms: pause(false),
+        any_pause_ms: migrations().map(|m| m.downtime_ms).max(),
+        switchover_ms_max: done
+            .iter()
+            .flat_map(|m| m.switchovers_ms.iter().copied())
+            .max(),
+        throttle_pct_max: migrations().map(|m| m.throttle_pct).max(),
         move_ms_max: done
             .iter()
             .map(|m| m.end_ms - m.start_ms)
             .max_by(|a, b| a.total_cmp(b)),
+        moves: done.clone(),
         sipp: report,
     })
 }
@@ -340,38 +301,16 @@ fn rtt_samples(dir: &Path) -> anyhow::Result<Vec<RttSample>> {
     Ok(Vec::new())
 }
 
-fn ms(x: Option<f64>) -> String {
-    x.map(|v| format!("{v:.0}")).unwrap_or_else(|| "–".into())
-}
-
-fn table(arms: &[ArmResult]) -> String {
-    let mut md = String::from(
-        "| arm | calls | failed | retrans. | unexpected | dead-call msgs | response p99 / max during moves (ms) | steady p99 / max (ms) | ACT pause (ms) | longest VM pause (ms) | longest move (ms) |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
-    );
-    for a in arms {
-        let r = &a.sipp;
-        md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} | {} |\n",
-            a.arm,
-            r.total_calls,
-            r.failed + r.abandoned,
-            r.retransmissions,
-            r.unexpected_messages,
-            r.dead_call_messages,
-            ms(a.during_moves.as_ref().map(|t| t.p99)),
-            ms(a.during_moves.as_ref().map(|t| t.max)),
-            ms(a.steady.as_ref().map(|t| t.p99)),
-            ms(a.steady.as_ref().map(|t| t.max)),
-            a.act_pause_ms
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "–".into()),
-            a.any_pause_ms
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "–".into()),
-            ms(a.move_ms_max),
-        ));
+async fn wait_healthy() -> anyhow::Result<()> {
+    for _ in 0..100 {
+        if let Ok(p) = cli(&["pair", "show", "sip"]).await {
+            if p["health"] == "healthy" {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    md
+    anyhow::bail!("the pair never became healthy")
 }
 
 pub async fn run(lab: &Lab, out: &Path, moves: usize) -> anyhow::Result<()> {
@@ -383,19 +322,9 @@ pub async fn run(lab: &Lab, out: &Path, moves: usize) -> anyhow::Result<()> {
         "h1,h3",
     ])
     .await?;
-    let healthy = async {
-        for _ in 0..100 {
-            if let Ok(p) = cli(&["pair", "show", "sip"]).await {
-                if p["health"] == "healthy" {
-                    return true;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-        false
-    };
-    anyhow::ensure!(healthy.await, "the pair never became healthy");
-    let act_agent = AgentClient::new(&lab.agent_url(1)?);
+    wait_healthy().await?;
+    let solo_ip = lab.vm_ip(3)?.to_string();
+    cli(&["vm", "create", "solo", "--ip", &solo_ip, "--host", "h2"]).await?;
     // Warm-up, not reported: fresh guests (code not yet translated under
     // TCG, caches cold) answer the first calls slowly.
     let warm = std::env::temp_dir().join(format!("duplex-bench-s1-{}-warm", std::process::id()));
@@ -405,78 +334,49 @@ pub async fn run(lab: &Lab, out: &Path, moves: usize) -> anyhow::Result<()> {
     run.call_length_ms = CALL_MS;
     run.calls = Some((RATE_CPS * 20.0) as u64);
     run.timeout = Duration::from_secs(80);
-    let prefix: Vec<String> = ["ip", "netns", "exec", lab.client_ns()]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let prefix = strings(&["ip", "netns", "exec", lab.client_ns()]);
     eprintln!("  warm-up (20 s, not reported)");
     let r = duplex_sipp::run(&run, &prefix).await?;
     eprintln!("    {}", r.summary());
     let mut arms = Vec::new();
+    let mut stopped = None;
     for arm in ARMS {
-        arms.push(run_arm(arm, vip, &act_agent, lab.client_ns(), moves).await?);
+        match run_arm(lab, arm, vip, moves).await {
+            Ok(a) => arms.push(a),
+            Err(e) => {
+                eprintln!("  arm {} could not run: {e:#}", arm.name);
+                stopped = Some(format!("arm {} and those after it: {e:#}", arm.name));
+                break;
+            }
+        }
     }
     let mut md = format!(
-        "# S1: moving a pair's ACT member off its host under SIP load\n\n\
-         sipp built-in UAC at {RATE_CPS:.0} calls/s, {CALL_MS} ms calls; per arm the ACT member moves h1 → h2 and back {moves} times, {} s apart.\n\
-         (a) `duplex pair migrate --switch-back`: the SBY takes over, the old ACT is live-migrated as SBY, roles switch back.\n\
-         (b) `duplex vm migrate` of the ACT VM: plain pre-copy live migration, as Nova or KubeVirt do it.\n\
-         Memory load: a process in the ACT guest rewriting {LOAD_MIB} MiB at {LOAD_MIB_PER_S} MiB/s.\n\
-         \"During moves\": calls whose INVITE → 200 overlapped a move. Failed counts abandoned calls too.\n\n",
+        "# S1: moving a pair off a host under SIP load\n\n\
+         sipp's built-in UAC at {RATE_CPS:.0} calls/s, {CALL_MS} ms calls, one sipp run per arm; {} moves per arm, {} s apart; TCG (see `run`).\n\
+         The pair starts each arm with ACT `sa` on h1 and SBY `sb` on h3.\n\n\
+         - (a) `duplex pair migrate sip --from <ACT's host> --to <free host>`: the SBY takes over, the old ACT is live-migrated as SBY.\n\
+         - (a) `--switch-back`: between h1 and h2, then the roles are switched back onto the VM just migrated.\n\
+         - (b), (c) `duplex vm migrate sa --to h2|h1 --auto-converge`: plain pre-copy live migration of the ACT, as Nova or KubeVirt do it (with auto-converge permitted: without it, (c) never converges).\n\
+         - Drain: `duplex host drain <ACT's host>`, with a lone VM `solo` moved onto that host first (untimed).\n\
+         - Memory load: a process rewriting {LOAD_MIB} MiB at {LOAD_MIB_PER_S} MiB/s in the guest of whichever member is ACT (stopped on the SBY), as the service's own work would.\n\n\
+         \"During moves\": calls whose INVITE → 200 overlapped a move. Failed counts abandoned calls too. \
+         ACT pause: QEMU downtime of the VM serving calls; longest switchover: how long the service address was held between two VMs.\n\n",
+        2 * moves,
         SETTLE.as_secs()
     );
     md.push_str(&table(&arms));
+    if let Some(why) = &stopped {
+        md.push_str(&format!("\nNot run: {why}\n"));
+    }
     println!("{md}");
     let result = S1Result {
         benchmark: "s1",
         run: stats::run_info("see boot.json").await,
         rate_cps: RATE_CPS,
         call_length_ms: CALL_MS,
-        moves_per_arm: moves,
+        moves_per_arm: 2 * moves,
         arms,
+        stopped,
     };
     stats::write(out, "s1", &result, &md)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn mv(start: f64, end: f64) -> Move {
-        Move {
-            command: String::new(),
-            start_ms: start,
-            end_ms: end,
-            ok: true,
-            migrations: vec![],
-        }
-    }
-
-    #[test]
-    fn split_by_overlap_with_a_move() {
-        let s = |at: f64, rt: f64| RttSample {
-            date_ms: at,
-            response_time_ms: rt,
-            rtd: 1,
-        };
-        // Sent 900, answered 1000: before the move. Sent 950, answered
-        // 1200: overlaps. Sent 1900, answered 2100: overlaps the end.
-        let samples = [
-            s(1000.0, 100.0),
-            s(1200.0, 250.0),
-            s(2100.0, 200.0),
-            s(3000.0, 10.0),
-        ];
-        let (during, steady) = split(&samples, &[mv(1100.0, 2000.0)]);
-        let (during, steady) = (during.unwrap(), steady.unwrap());
-        assert_eq!((during.count, during.max), (2, 250.0));
-        assert_eq!((steady.count, steady.max), (2, 100.0));
-    }
-
-    #[test]
-    fn reads_a_migration_event() {
-        let ev = serde_json::json!({"kind": "vm.migrated", "message": "sa moved h1 → h2: total 731 ms, downtime 12 ms, 102.0 MiB"});
-        assert_eq!(migration_of(&ev), Some(("sa".into(), 12, 731)));
-        assert_eq!(migration_of(&serde_json::json!({"kind": "x"})), None);
-    }
 }

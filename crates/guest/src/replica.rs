@@ -53,11 +53,21 @@ const NOT_ACT_YET: &str = "not_act_yet";
 const LATE_RETRY: Duration = Duration::from_millis(50);
 
 /// Offers a late write to the peer until `deadline`: the peer may still be
-/// taking over (it answers [`NOT_ACT_YET`]). True if taken.
-fn hand_on(peer: Ipv4Addr, req: &Value, deadline: std::time::Instant) -> bool {
+/// taking over (it answers [`NOT_ACT_YET`]). Before each offer, `take_here`
+/// may take it instead (this VM is ACT again, the handover rolled back).
+/// True if taken by either.
+fn hand_on(
+    peer: Ipv4Addr,
+    req: &Value,
+    deadline: std::time::Instant,
+    take_here: impl Fn() -> bool,
+) -> bool {
     let addr = SocketAddr::from((peer, PEER_PORT));
     let msg = json!({"op": "late", "write": req});
     loop {
+        if take_here() {
+            return true;
+        }
         let answer = TcpStream::connect_timeout(&addr, PEER_TIMEOUT)
             .ok()
             .and_then(|s| {
@@ -250,16 +260,25 @@ impl Replica {
         let Some(key) = write["key"].as_str() else {
             return json!({"ok": false, "error": "late write without a string `key`"});
         };
-        let present = lock(&self.kv).contains_key(key);
-        let event = match write["op"].as_str() {
-            Some("put") if !present => "put",
-            Some("del") if present => "del",
-            Some("put" | "del") => return json!({"ok": false, "error": "superseded"}),
-            other => return json!({"ok": false, "error": format!("unknown late op {other:?}")}),
-        };
-        if let Err(e) = self.apply(write) {
-            return json!({"ok": false, "error": e});
+        {
+            // Checked and stored under one lock, and never once this ACT's
+            // own handover barrier has begun: the write would miss it.
+            let mut kv = lock(&self.kv);
+            if self.handing_over.load(Ordering::SeqCst) {
+                return json!({"ok": false, "error": NOT_ACT_YET});
+            }
+            let present = kv.contains_key(key);
+            match write["op"].as_str() {
+                Some("put") if !present => {}
+                Some("del") if present => {}
+                Some("put" | "del") => return json!({"ok": false, "error": "superseded"}),
+                other => return json!({"ok": false, "error": format!("unknown late op {other:?}")}),
+            }
+            if let Err(e) = apply_to(&mut kv, write) {
+                return json!({"ok": false, "error": e});
+            }
         }
+        let event = if write["op"] == "put" { "put" } else { "del" };
         let mut ev = write.clone();
         if let Some(m) = ev.as_object_mut() {
             m.remove("op");
@@ -309,9 +328,22 @@ impl Replica {
             Taken::Answer(v) => v,
             Taken::HandOn(req) => {
                 let deadline = std::time::Instant::now() + LATE_WINDOW;
+                // Taken here again only as the ACT's own write: then the
+                // service is answered as for any write, and keeps it.
+                let here = std::cell::Cell::new(None);
+                let take_here = || match self.take_service(&req, roles) {
+                    Taken::Replicate(r) => {
+                        here.set(Some(self.finish(Taken::Replicate(r), roles)));
+                        true
+                    }
+                    _ => false,
+                };
                 let handed = roles
                     .peer()
-                    .is_some_and(|peer| hand_on(peer, &req, deadline));
+                    .is_some_and(|peer| hand_on(peer, &req, deadline, take_here));
+                if let Some(answer) = here.take() {
+                    return answer;
+                }
                 let error = if handed {
                     "not_active: handed on to the new ACT"
                 } else {
@@ -581,6 +613,14 @@ mod tests {
         let late = |w: &Value| new.handle_peer(&json!({"op":"late","write":w}), &act);
         assert_eq!(late(&put)["ok"], json!(true));
         assert_eq!(new.len(), 1);
+        new.handing_over.store(true, Ordering::SeqCst);
+        let other = json!({"op":"put","key":"d2","value":1});
+        assert_eq!(
+            late(&other)["error"],
+            json!(NOT_ACT_YET),
+            "its own handover began"
+        );
+        new.handing_over.store(false, Ordering::SeqCst);
         let newer = json!({"op":"put","key":"d1","value":2});
         assert_eq!(late(&newer)["error"], json!("superseded"));
         assert_eq!(
@@ -615,6 +655,14 @@ mod tests {
         // Without a peer the barrier fails at once.
         let alone = Roles(AtomicBool::new(true), None);
         assert!(r.sync_peer(&alone, Duration::from_millis(200)).is_err());
+        // The handover is off and this VM still ACT: a write it was handing
+        // on is taken here as its own, and the service told so.
+        let a = r.finish(Taken::HandOn(put.clone()), &act);
+        assert_eq!(a["ok"], json!(true), "{a}");
+        assert_eq!(r.len(), 1);
+        let del = json!({"op":"del","key":"k"});
+        assert!(matches!(r.take_service(&del, &alone), Taken::Replicate(_)));
+        assert!(r.is_empty());
         assert!(matches!(r.take_service(&put, &act), Taken::Replicate(_)));
         assert_eq!(r.len(), 1);
     }

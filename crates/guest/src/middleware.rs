@@ -112,6 +112,10 @@ impl Middleware {
                 // The handover barrier's digest, then the address path.
                 let keys = self.replica.rehearse();
                 crate::address::rehearse().map_err(|e| OpError("failed", e))?;
+                // A role change's bookkeeping: the state file, rewritten
+                // as it is, and the answer.
+                self.update(|_| {});
+                let _ = self.status();
                 Ok(json!({"keys": keys, "rehearsed_ms": started.elapsed().as_millis() as u64}))
             }
             Op::MemoryLoad {
@@ -145,7 +149,7 @@ impl Middleware {
                 "no service address yet: send `configure` first".into(),
             ));
         }
-        let mut timings = Vec::new();
+        let mut timings = vec![format!("checks {} ms", started.elapsed().as_millis())];
         for fx in &effects {
             let Some(c) = config else { break };
             let t = std::time::Instant::now();
@@ -176,8 +180,10 @@ impl Middleware {
             }
             timings.push(format!("{fx:?} {} ms", t.elapsed().as_millis()));
         }
+        let t = std::time::Instant::now();
         self.update(|p| p.role = next);
         self.load.follow_role(self.is_active());
+        timings.push(format!("saved {} ms", t.elapsed().as_millis()));
         eprintln!(
             "duplex guest: role {:?} -> {:?} (token {token}) in {} ms [{}]",
             p.role.role,

@@ -77,12 +77,24 @@ fn hand_on(
             });
         match answer {
             Some(a) if a["ok"] == json!(true) => return true,
-            Some(a) if a["error"] != json!(NOT_ACT_YET) => return false,
+            Some(a) if a["error"] != json!(NOT_ACT_YET) => {
+                eprintln!(
+                    "duplex guest: late {} of {} not taken by {peer}: {}",
+                    req["op"], req["key"], a["error"]
+                );
+                return false;
+            }
             // Not ACT yet, or not reachable: try again while it may come up.
             _ if std::time::Instant::now() + LATE_RETRY < deadline => {
                 std::thread::sleep(LATE_RETRY)
             }
-            _ => return false,
+            _ => {
+                eprintln!(
+                    "duplex guest: late {} of {} not taken: {peer} did not become ACT in time",
+                    req["op"], req["key"]
+                );
+                return false;
+            }
         }
     }
 }
@@ -283,9 +295,12 @@ impl Replica {
         if let Some(m) = ev.as_object_mut() {
             m.remove("op");
             m.insert("event".into(), json!(event));
+            // The service answers the client now: nobody else will.
+            m.insert("late".into(), json!(true));
         }
-        self.push(&ev);
+        // Replicated first, as any write is before its answer goes out.
         self.send_to_peer(write, roles);
+        self.push(&ev);
         json!({"ok": true})
     }
 
@@ -327,9 +342,13 @@ impl Replica {
         match taken {
             Taken::Answer(v) => v,
             Taken::HandOn(req) => {
+                // Taken here again only as the ACT's own write (the
+                // handover rolled back): then the service is answered as
+                // for any write, and keeps it.
+                if let Taken::Replicate(r) = self.take_service(&req, roles) {
+                    return self.finish(Taken::Replicate(r), roles);
+                }
                 let deadline = std::time::Instant::now() + LATE_WINDOW;
-                // Taken here again only as the ACT's own write: then the
-                // service is answered as for any write, and keeps it.
                 let here = std::cell::Cell::new(None);
                 let take_here = || match self.take_service(&req, roles) {
                     Taken::Replicate(r) => {
@@ -656,9 +675,10 @@ mod tests {
         let alone = Roles(AtomicBool::new(true), None);
         assert!(r.sync_peer(&alone, Duration::from_millis(200)).is_err());
         // The handover is off and this VM still ACT: a write it was handing
-        // on is taken here as its own, and the service told so.
-        let a = r.finish(Taken::HandOn(put.clone()), &act);
-        assert_eq!(a["ok"], json!(true), "{a}");
+        // on is taken here as its own, and the service told so. (No peer
+        // here: port 7001 on loopback belongs to another test.)
+        let a = r.finish(Taken::HandOn(put.clone()), &alone);
+        assert_eq!(a, json!({"ok": true, "replicated": false}));
         assert_eq!(r.len(), 1);
         let del = json!({"op":"del","key":"k"});
         assert!(matches!(r.take_service(&del, &alone), Taken::Replicate(_)));

@@ -182,6 +182,7 @@ pub fn random_seed() -> u64 {
 enum SyncEvent {
     Answered { seq: u64, outcome: Outcome },
     Event(SyncOp),
+    Taken(SyncOp),
     Dump(Map<String, Value>),
     Up,
     Down(String),
@@ -456,6 +457,20 @@ impl Shell {
                     }
                 }
             }
+            SyncEvent::Taken(op) => {
+                let key = op.key().to_string();
+                match self.uas.take_over(op) {
+                    Ok(out) => {
+                        self.stats.events_applied += 1;
+                        info!(%key, answered = out.replies.len(), "change taken over from the old ACT");
+                        self.dispatch(out).await;
+                    }
+                    Err(e) => {
+                        self.stats.events_rejected += 1;
+                        warn!("change taken over not applied: {e}");
+                    }
+                }
+            }
             SyncEvent::Dump(entries) => {
                 let keys: HashSet<String> = entries.keys().cloned().collect();
                 let report = self.uas.load(entries);
@@ -564,6 +579,11 @@ async fn session(
                         Ok(Some(line)) => match decode_line(&line) {
                             Ok(Incoming::Event(op)) => {
                                 if events.send(SyncEvent::Event(op)).is_err() {
+                                    return None;
+                                }
+                            }
+                            Ok(Incoming::Taken(op)) => {
+                                if events.send(SyncEvent::Taken(op)).is_err() {
                                     return None;
                                 }
                             }

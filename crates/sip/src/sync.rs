@@ -24,6 +24,10 @@ pub fn request_line(op: &SyncOp) -> String {
 pub enum Incoming {
     /// Unsolicited (on the SBY): the peer's write.
     Event(SyncOp),
+    /// Unsolicited (on the ACT, `"late":true`): a write the old ACT's
+    /// service made just after the handover, taken by this ACT, whose
+    /// service now answers the client in its place.
+    Taken(SyncOp),
     /// The answer to the oldest unanswered request.
     Answer(Answer),
 }
@@ -61,14 +65,18 @@ pub fn decode_line(line: &str) -> Result<Incoming, LineError> {
             .and_then(Value::as_str)
             .ok_or_else(|| LineError::Unknown(short(line)))?
             .to_string();
-        return match ev {
-            "put" => Ok(Incoming::Event(SyncOp::Put {
+        let op = match ev {
+            "put" => SyncOp::Put {
                 key,
                 value: v.get("value").cloned().unwrap_or(Value::Null),
-            })),
-            "del" => Ok(Incoming::Event(SyncOp::Del { key })),
-            _ => Err(LineError::Unknown(short(line))),
+            },
+            "del" => SyncOp::Del { key },
+            _ => return Err(LineError::Unknown(short(line))),
         };
+        return Ok(match v.get("late") {
+            Some(Value::Bool(true)) => Incoming::Taken(op),
+            _ => Incoming::Event(op),
+        });
     }
     match v.get("ok").and_then(Value::as_bool) {
         Some(true) => {
@@ -138,6 +146,13 @@ mod tests {
             Ok(Incoming::Event(SyncOp::Put {
                 key: "k".into(),
                 value: json!([1])
+            }))
+        );
+        assert_eq!(
+            decode_line("{\"event\":\"put\",\"key\":\"k\",\"value\":1,\"late\":true}"),
+            Ok(Incoming::Taken(SyncOp::Put {
+                key: "k".into(),
+                value: json!(1)
             }))
         );
         assert_eq!(

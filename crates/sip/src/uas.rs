@@ -88,6 +88,9 @@ pub struct Counters {
     pub sync_rejected: u64,
     /// Dialogs dropped because their `Put` was refused (see [`Uas::forget`]).
     pub unstored_forgotten: u64,
+    /// 2xx sent at once for a dialog taken over from the old ACT
+    /// ([`Uas::take_over`]).
+    pub taken_over_answered: u64,
     /// BYEs of a dialog already ended (e.g. by the peer just before a
     /// handover) answered 200 again instead of 481.
     pub bye_after_end: u64,
@@ -618,6 +621,32 @@ impl Uas {
             }
         }
         Ok(())
+    }
+
+    /// Takes over a change the old ACT's service made just after a
+    /// handover (the middleware stored and replicated it here, and the old
+    /// service withheld its answer): applied as [`Uas::apply`] does, and a
+    /// dialog whose 2xx awaits its ACK gets that 2xx sent now, not at the
+    /// first retransmission. A `Del` owes nothing: the client's
+    /// retransmitted BYE is answered from the ended dialog.
+    pub fn take_over(&mut self, op: SyncOp) -> Result<Output, DialogValueError> {
+        let pending = match &op {
+            SyncOp::Put { key, .. } => Some(key.clone()),
+            SyncOp::Del { .. } => None,
+        };
+        self.apply(op)?;
+        let mut out = Output::default();
+        if let Some(d) = pending.and_then(|k| self.dialogs.get_key(&k)) {
+            if !d.confirmed {
+                out.replies.push(Reply {
+                    to: d.peer,
+                    data: d.invite.response.clone().into_bytes(),
+                    after_sync: None,
+                });
+                self.counters.taken_over_answered += 1;
+            }
+        }
+        Ok(out)
     }
 
     /// Drops a dialog this VM created but could not store (its `Put` was

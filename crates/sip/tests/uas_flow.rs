@@ -538,3 +538,36 @@ fn a_dialog_whose_put_was_refused_is_forgotten() {
     u.forget(&key);
     assert_eq!(u.counters().unstored_forgotten, 1, "unknown key: no-op");
 }
+
+#[test]
+fn a_dialog_taken_over_from_the_old_act_is_answered_at_once() {
+    let (mut old, mut new) = (uas(8), uas(208));
+    let call = Call { n: 8 };
+    let (tag, ok, ops) = invite(&mut old, &call, 0);
+    let [put @ SyncOp::Put { key, .. }] = &ops[..] else {
+        panic!("{ops:?}")
+    };
+    // The old ACT's Put was refused: it forgets; the new ACT took it.
+    old.forget(key);
+    new.tick(1_000);
+    let out = new.take_over(put.clone()).unwrap();
+    assert_eq!(out.replies.len(), 1, "the 2xx goes out now");
+    assert_eq!(
+        (out.replies[0].data.clone(), out.replies[0].to),
+        (ok, uac())
+    );
+    assert_eq!(out.replies[0].after_sync, None, "already replicated");
+    assert!(out.sync.is_empty());
+    assert_eq!(new.counters().taken_over_answered, 1);
+    // And again at T1 until the ACK, which confirms it.
+    assert_eq!(new.tick(1_500).replies.len(), 1);
+    let out = new.handle(&call.ack(&tag), uac(), 1_600);
+    assert!(matches!(&out.sync[..], [SyncOp::Put { value, .. }] if value["confirmed"] == true));
+    assert!(new.tick(3_000).replies.is_empty(), "ACKed: no more 2xx");
+    // A confirmed dialog or a Del owes the client nothing now.
+    let confirmed = out.sync[0].clone();
+    assert!(uas(9).take_over(confirmed).unwrap().replies.is_empty());
+    let del = SyncOp::Del { key: key.clone() };
+    assert!(new.take_over(del).unwrap().replies.is_empty());
+    assert_eq!(new.dialogs().len(), 0);
+}

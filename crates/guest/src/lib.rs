@@ -10,6 +10,7 @@ pub mod control;
 pub mod echo;
 pub mod load;
 pub mod middleware;
+pub mod peer_link;
 pub mod port;
 pub mod replica;
 pub mod service;

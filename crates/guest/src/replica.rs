@@ -2,13 +2,16 @@
 //! (protocol in docs/conventions.md). On the ACT a service's `put`/`del` is
 //! stored, sent to the peer's middleware over TCP (port 7001 on the service
 //! LAN) and answered once the peer acknowledged it: synchronous per update.
-//! A service's requests are stored as soon as they arrive, even while an
-//! earlier one waits for the peer: a slow peer (being live-migrated, say)
-//! delays answers, but never keeps an update out of the store, so the
-//! handover barrier sees every update a service sent before it.
+//! A service's requests are stored and sent to the peer as soon as they
+//! arrive, even while an earlier one waits for the peer's answer (the link
+//! is pipelined, [`crate::peer_link`]): a slow peer (being live-migrated,
+//! say) delays each answer by its round trip, never keeps an update out of
+//! the store or off the wire, so the handover barrier sees every update a
+//! service sent before it.
 //! On the SBY the peer's updates are stored and pushed to local services.
 //! When the link (re)connects the ACT first sends a full snapshot.
 
+use crate::peer_link::{PeerLink, Ticket};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -16,10 +19,14 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const PEER_PORT: u16 = 7001;
 const PEER_TIMEOUT: Duration = Duration::from_millis(1000);
+/// After a failed connection to the peer, writes do not try again (each
+/// try can block for [`PEER_TIMEOUT`]) for this long: they are answered
+/// unreplicated at once.
+const PEER_RETRY: Duration = Duration::from_secs(1);
 /// How long after giving up ACT a service's late write is handed to the
 /// peer (see [`Taken::HandOn`]).
 const LATE_WINDOW: Duration = Duration::from_secs(5);
@@ -34,8 +41,9 @@ pub trait RoleView: Send + Sync {
 #[derive(Debug)]
 pub enum Taken {
     Answer(Value),
-    /// Stored here; to send to the peer before answering.
-    Replicate(Value),
+    /// Stored here and sent to the peer (`None`: no link); the answer
+    /// waits for the peer's.
+    Replicate(Option<Ticket>),
     /// A write that reached the middleware once the handover barrier had
     /// begun, or just after this VM gave up ACT (the service handled a
     /// request that arrived before the handover):
@@ -104,8 +112,11 @@ pub struct Replica {
     kv: Mutex<BTreeMap<String, Value>>,
     /// Local service connections, for pushes on the SBY.
     subscribers: Mutex<Vec<UnixStream>>,
-    /// ACT side: link to the peer (None = not connected).
-    link: Mutex<Option<BufReader<TcpStream>>>,
+    /// ACT side: link to the peer (None = not connected). Locked before
+    /// `kv` when both are.
+    link: Mutex<Option<PeerLink>>,
+    /// ACT side: no new connection to the peer before this (one failed).
+    retry_at: Mutex<Option<Instant>>,
     /// ACT side: a local write may be missing on the peer (one was not
     /// acknowledged since the last snapshot it took). Changed only with
     /// `link` locked.
@@ -132,7 +143,7 @@ impl Replica {
     }
 
     pub fn peer_connected(&self) -> bool {
-        lock(&self.link).is_some()
+        lock(&self.link).as_ref().is_some_and(|l| !l.is_dead())
     }
 
     /// SHA-256 of the store's canonical JSON (keys sorted): equal on both
@@ -173,33 +184,54 @@ impl Replica {
         lock(&self.subscribers).retain_mut(|s| s.write_all(line.as_bytes()).is_ok());
     }
 
-    /// Sends one line to the peer and waits for its `{"ok":true}`.
-    fn send_to_peer(&self, msg: &Value, roles: &dyn RoleView) -> bool {
-        let Some(peer) = roles.peer() else {
-            self.dirty.store(true, Ordering::SeqCst);
-            return false;
-        };
-        let mut link = lock(&self.link);
-        if link.is_none() {
-            let Some(r) = self.connect_with_snapshot(peer, PEER_TIMEOUT) else {
-                return false;
-            };
-            *link = Some(r);
-        }
-        let ok = link.as_mut().is_some_and(|r| exchange(r, msg));
-        if !ok {
+    /// Sends a write to the peer (with `link` locked, right after it was
+    /// stored, so that writes reach the peer in the order they were
+    /// stored); connects first if need be. `None`: no link, the peer will
+    /// miss it (until the next snapshot).
+    fn post(
+        &self,
+        link: &mut Option<PeerLink>,
+        msg: &Value,
+        roles: &dyn RoleView,
+    ) -> Option<Ticket> {
+        if link.as_ref().is_some_and(PeerLink::is_dead) {
             *link = None;
+        }
+        if link.is_none() {
+            let retry_at = *lock(&self.retry_at);
+            *link = roles
+                .peer()
+                .filter(|_| retry_at.is_none_or(|t| Instant::now() >= t))
+                .and_then(|peer| {
+                    let l = self.connect_with_snapshot(peer, PEER_TIMEOUT);
+                    *lock(&self.retry_at) = l.is_none().then(|| Instant::now() + PEER_RETRY);
+                    l
+                });
+        }
+        match link {
+            Some(l) => Some(l.post(msg)),
+            None => {
+                self.dirty.store(true, Ordering::SeqCst);
+                None
+            }
+        }
+    }
+
+    /// Waits for the peer's answer to a posted write: true if it stored
+    /// it. If not, the peer may lack it: the next barrier sends a snapshot.
+    fn settle(&self, ticket: Option<Ticket>) -> bool {
+        let ok = ticket
+            .and_then(Ticket::wait)
+            .is_some_and(|a| a["ok"] == json!(true));
+        if !ok {
             self.dirty.store(true, Ordering::SeqCst);
         }
         ok
     }
 
-    /// A new link to the peer that starts with a full snapshot of the store.
-    fn connect_with_snapshot(
-        &self,
-        peer: Ipv4Addr,
-        timeout: Duration,
-    ) -> Option<BufReader<TcpStream>> {
+    /// A new link to the peer that starts with a full snapshot of the store
+    /// (called with `link` locked).
+    fn connect_with_snapshot(&self, peer: Ipv4Addr, timeout: Duration) -> Option<PeerLink> {
         let addr = SocketAddr::from((peer, PEER_PORT));
         let s = TcpStream::connect_timeout(&addr, timeout).ok()?;
         let _ = s.set_read_timeout(Some(timeout));
@@ -210,8 +242,7 @@ impl Replica {
             return None;
         }
         self.dirty.store(false, Ordering::SeqCst);
-        let _ = r.get_ref().set_read_timeout(Some(PEER_TIMEOUT));
-        Some(r)
+        PeerLink::start(r.into_inner(), PEER_TIMEOUT).ok()
     }
 
     /// Handover barrier, on the ACT before it gives up the service address:
@@ -242,11 +273,13 @@ impl Replica {
         let mut link = lock(&self.link);
         if !self.dirty.load(Ordering::SeqCst) {
             // One round trip proves the link and that the peer holds the
-            // very same store (a restarted peer would not).
+            // very same store (a restarted peer would not). Every stored
+            // write went out before it, so the peer answers after them.
             let mine = self.digest();
             let theirs = link
                 .as_mut()
-                .and_then(|r| exchange_value(r, &json!({"op": "digest"})))
+                .and_then(|l| l.ask(&json!({"op": "digest"})))
+                .filter(|v| v["ok"] == json!(true))
                 .and_then(|v| v["digest"].as_str().map(str::to_string));
             if theirs.as_deref() == Some(mine.as_str()) {
                 return Ok(self.len());
@@ -272,9 +305,10 @@ impl Replica {
         let Some(key) = write["key"].as_str() else {
             return json!({"ok": false, "error": "late write without a string `key`"});
         };
-        {
+        let ticket = {
             // Checked and stored under one lock, and never once this ACT's
             // own handover barrier has begun: the write would miss it.
+            let mut link = lock(&self.link);
             let mut kv = lock(&self.kv);
             if self.handing_over.load(Ordering::SeqCst) {
                 return json!({"ok": false, "error": NOT_ACT_YET});
@@ -289,7 +323,9 @@ impl Replica {
             if let Err(e) = apply_to(&mut kv, write) {
                 return json!({"ok": false, "error": e});
             }
-        }
+            drop(kv);
+            self.post(&mut link, write, roles)
+        };
         let event = if write["op"] == "put" { "put" } else { "del" };
         let mut ev = write.clone();
         if let Some(m) = ev.as_object_mut() {
@@ -299,7 +335,7 @@ impl Replica {
             m.insert("late".into(), json!(true));
         }
         // Replicated first, as any write is before its answer goes out.
-        self.send_to_peer(write, roles);
+        self.settle(ticket);
         self.push(&ev);
         json!({"ok": true})
     }
@@ -319,10 +355,14 @@ impl Replica {
             ),
             Some("put") | Some("del") => {
                 if roles.is_active() {
+                    let mut link = lock(&self.link);
                     let mut kv = lock(&self.kv);
                     if !self.handing_over.load(Ordering::SeqCst) {
                         return match apply_to(&mut kv, req) {
-                            Ok(()) => Taken::Replicate(req.clone()),
+                            Ok(()) => {
+                                drop(kv);
+                                Taken::Replicate(self.post(&mut link, req, roles))
+                            }
                             Err(e) => Taken::Answer(json!({"ok": false, "error": e})),
                         };
                     }
@@ -370,8 +410,10 @@ impl Replica {
                 };
                 json!({"ok": false, "error": error})
             }
-            Taken::Replicate(req) if self.send_to_peer(&req, roles) => json!({"ok": true}),
-            Taken::Replicate(_) => json!({"ok": true, "replicated": false}),
+            Taken::Replicate(t) => match self.settle(t) {
+                true => json!({"ok": true}),
+                false => json!({"ok": true, "replicated": false}),
+            },
         }
     }
 
@@ -433,13 +475,9 @@ fn apply_to(kv: &mut BTreeMap<String, Value>, op: &Value) -> Result<(), String> 
     Ok(())
 }
 
+/// Sends one line and tells whether the peer's answer says `ok`.
 fn exchange(r: &mut BufReader<TcpStream>, msg: &Value) -> bool {
-    exchange_value(r, msg).is_some()
-}
-
-/// Sends one line and returns the peer's answer if it says `ok`.
-fn exchange_value(r: &mut BufReader<TcpStream>, msg: &Value) -> Option<Value> {
-    ask(r, msg).filter(|v| v["ok"] == json!(true))
+    ask(r, msg).is_some_and(|v| v["ok"] == json!(true))
 }
 
 /// Sends one line and returns the peer's answer, whatever it says.
@@ -495,7 +533,10 @@ pub fn serve_peer(replica: Arc<Replica>, roles: Arc<dyn RoleView>) -> std::io::R
                     conn,
                     move |v| Taken::Answer(replica.handle_peer(&v, &*roles)),
                     |t| match t {
-                        Taken::Answer(v) | Taken::Replicate(v) | Taken::HandOn(v) => v,
+                        Taken::Answer(v) | Taken::HandOn(v) => v,
+                        Taken::Replicate(_) => {
+                            json!({"ok": false, "error": "internal: a peer line replicated"})
+                        }
                     },
                 )
             });
@@ -666,7 +707,9 @@ mod tests {
     #[test]
     fn writes_during_the_barrier_are_handed_on() {
         let r = Replica::default();
-        let act = Roles(AtomicBool::new(true), Some(Ipv4Addr::LOCALHOST));
+        // A peer never contacted here (port 7001 on loopback belongs to
+        // another test).
+        let act = Roles(AtomicBool::new(true), Some(Ipv4Addr::new(192, 0, 2, 1)));
         let put = json!({"op":"put","key":"k","value":1});
         r.handing_over.store(true, Ordering::SeqCst);
         assert!(matches!(r.take_service(&put, &act), Taken::HandOn(_)));
@@ -675,15 +718,14 @@ mod tests {
         let alone = Roles(AtomicBool::new(true), None);
         assert!(r.sync_peer(&alone, Duration::from_millis(200)).is_err());
         // The handover is off and this VM still ACT: a write it was handing
-        // on is taken here as its own, and the service told so. (No peer
-        // here: port 7001 on loopback belongs to another test.)
+        // on is taken here as its own, and the service told so.
         let a = r.finish(Taken::HandOn(put.clone()), &alone);
         assert_eq!(a, json!({"ok": true, "replicated": false}));
         assert_eq!(r.len(), 1);
         let del = json!({"op":"del","key":"k"});
         assert!(matches!(r.take_service(&del, &alone), Taken::Replicate(_)));
         assert!(r.is_empty());
-        assert!(matches!(r.take_service(&put, &act), Taken::Replicate(_)));
+        assert!(matches!(r.take_service(&put, &alone), Taken::Replicate(_)));
         assert_eq!(r.len(), 1);
     }
 

@@ -82,14 +82,7 @@ impl Launch {
             AccelKind::Kvm => format!("{BASE_KERNEL_ARGS} {}", self.kernel_args),
         });
         push("-chardev".into());
-        // An incoming VM's console goes on after what this host's log
-        // already holds (from when the VM was here before); a boot starts
-        // a new log.
-        let append = if self.incoming { ",append=on" } else { "" };
-        push(format!(
-            "file,id=serial0,path={}{append}",
-            p(&self.serial_log)
-        ));
+        push(format!("file,id=serial0,path={}", p(&self.serial_log)));
         push("-serial".into());
         push("chardev:serial0".into());
         push("-netdev".into());
@@ -166,10 +159,6 @@ mod tests {
             .iter()
             .any(|d| d.contains("name=org.duplex.ctl")));
         assert!(!a.contains(&"-incoming".to_string()));
-        assert_eq!(
-            value_of(&a, "-chardev")[0],
-            "file,id=serial0,path=/d/serial.log"
-        );
     }
 
     #[test]
@@ -182,10 +171,5 @@ mod tests {
         assert_eq!(value_of(&a, "-cpu"), ["host"]);
         assert!(!value_of(&a, "-append")[0].contains("pti=on"));
         assert_eq!(value_of(&a, "-incoming"), ["defer"]);
-        assert_eq!(
-            value_of(&a, "-chardev")[0],
-            "file,id=serial0,path=/d/serial.log,append=on",
-            "a VM coming back keeps this host's console history"
-        );
     }
 }

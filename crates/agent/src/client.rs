@@ -35,6 +35,16 @@ pub enum ClientError {
     MigrationTimeout { vm: String, secs: u64 },
 }
 
+impl ClientError {
+    /// The agent's error code, for an error answer.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
 /// An error with its causes, `a: b: c` (reqwest hides the cause otherwise).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();

@@ -18,6 +18,10 @@ pub enum AgentError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// The guest refused an op before it changed anything (its role
+    /// machine said no, or it has no configuration yet).
+    #[error("{0}")]
+    GuestUnchanged(String),
     #[error("{0}")]
     Timeout(String),
     #[error("{0}")]
@@ -46,6 +50,9 @@ pub enum AgentError {
     Config(String),
 }
 
+/// The error code of [`AgentError::GuestUnchanged`].
+pub const GUEST_UNCHANGED: &str = "guest_unchanged";
+
 impl AgentError {
     pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {
         let what = what.into();
@@ -60,6 +67,7 @@ impl AgentError {
                 (StatusCode::BAD_REQUEST, "unknown_image")
             }
             AgentError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            AgentError::GuestUnchanged(_) => (StatusCode::CONFLICT, GUEST_UNCHANGED),
             AgentError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
             AgentError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             AgentError::Qemu(duplex_qemu::QemuError::NotFound(_)) => {

@@ -350,10 +350,14 @@ impl Host {
         c.request(op, Duration::from_secs(10))
             .await
             .map_err(|e| match e {
-                crate::control::ControlError::Refused(p) => AgentError::Conflict(format!(
-                    "VM `{name}`'s guest refused ({}): {}",
-                    p.code, p.message
-                )),
+                crate::control::ControlError::Refused(p) => {
+                    let msg = format!("VM `{name}`'s guest refused ({}): {}", p.code, p.message);
+                    // These codes come before the guest acts (docs/conventions.md).
+                    match p.code.as_str() {
+                        "refused" | "not_configured" => AgentError::GuestUnchanged(msg),
+                        _ => AgentError::Conflict(msg),
+                    }
+                }
                 other => AgentError::Unavailable(format!("VM `{name}`: {other}")),
             })
     }

@@ -3,10 +3,11 @@
 //! The controller's pair workflows use it; so do the lab benchmarks.
 
 use duplex_agent::client::{AgentClient, ClientError};
+use duplex_agent::error::GUEST_UNCHANGED;
 use duplex_core::agent_api::{HandoverOrder, WaitFor};
 use duplex_core::guest_proto::{Op, TargetRole};
 use duplex_core::mac::Mac;
-use duplex_core::switchover::{Member, Order, Phase, START};
+use duplex_core::switchover::{Member, Order, Outcome, Phase, START};
 use duplex_core::vm_spec::VmSpec;
 use serde::Serialize;
 use std::net::Ipv4Addr;
@@ -182,6 +183,11 @@ pub async fn switchover(
             }
         };
         let ok = res.is_ok();
+        let outcome = match &res {
+            Ok(()) => Outcome::Done,
+            Err(e) if e.code() == Some(GUEST_UNCHANGED) => Outcome::Refused,
+            Err(_) => Outcome::Failed,
+        };
         if let (Err(e), true) = (&res, order.is_element_order()) {
             tracing::warn!(vm = %target(order.member()).vm, ?order, error = %e,
                 "network element order failed; the switchover goes on without it");
@@ -192,7 +198,7 @@ pub async fn switchover(
             ms: t.elapsed().as_secs_f64() * 1000.0,
             error: res.err().map(|e| e.to_string()),
         });
-        phase = phase.next(ok);
+        phase = phase.after(outcome);
     }
     SwitchoverReport {
         outcome: phase,

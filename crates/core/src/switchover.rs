@@ -20,6 +20,9 @@
 //!   fail -> DemotingNew (new: set_role sby)   never two ACTs: the new one
 //!                                             is demoted before the old
 //!                                             one is restored
+//!   refused -> RestoringOld                   the guest said no before it
+//!                                             changed anything: the new
+//!                                             one is not ACT
 //! DemotingNew
 //!   ok   -> RestoringOld (old: set_role act)
 //!   fail -> Unholding -> Failed (no ACT; needs the operator or failover)
@@ -125,8 +128,18 @@ impl Phase {
         }
     }
 
-    /// The phase after this phase's order succeeded (`ok`) or not.
+    /// The phase after this phase's order succeeded (`ok`) or failed in a
+    /// way that may have changed something.
     pub fn next(self, ok: bool) -> Phase {
+        self.after(if ok { Outcome::Done } else { Outcome::Failed })
+    }
+
+    /// The phase after this phase's order had `outcome`.
+    pub fn after(self, outcome: Outcome) -> Phase {
+        if (self, outcome) == (Phase::Activating, Outcome::Refused) {
+            return Phase::RestoringOld;
+        }
+        let ok = outcome == Outcome::Done;
         match (self, ok) {
             (Phase::ClearingNew, _) => Phase::Holding,
             (Phase::Holding, _) => Phase::Preparing,
@@ -148,6 +161,18 @@ impl Phase {
 
 pub const START: Phase = Phase::ClearingNew;
 
+/// How an order went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Done,
+    /// Refused before anything changed (the guest's role machine said no,
+    /// or it has no configuration): nothing to undo.
+    Refused,
+    /// Failed, or no answer: it may have half-happened.
+    Failed,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,7 +183,8 @@ mod tests {
     /// plan except where the new member took over (then it forwards).
     #[test]
     fn every_outcome_sequence_ends_and_never_has_two_acts() {
-        for bits in 0u32..(1 << 10) {
+        const OUTCOMES: [Outcome; 3] = [Outcome::Failed, Outcome::Done, Outcome::Refused];
+        for code in 0u32..3u32.pow(8) {
             let (mut old_act, mut new_act) = (true, false);
             // What old's element does: None (plain), Some(false) holding,
             // Some(true) forwarding to new.
@@ -167,14 +193,16 @@ mod tests {
             let mut phase = START;
             let mut steps = 0;
             while !phase.is_final() {
-                let ok = bits & (1 << steps) != 0;
+                let outcome = OUTCOMES[(code / 3u32.pow(steps)) as usize % 3];
+                let ok = outcome == Outcome::Done;
                 let order = phase.order().unwrap();
                 match (order, ok) {
                     (Order::Prepare(Member::Old), true) => old_act = false,
                     (Order::Activate(Member::New), true) => new_act = true,
                     // A failed activation may have half-happened: assume
-                    // the worst until the demotion is confirmed.
-                    (Order::Activate(Member::New), false) => new_act = true,
+                    // the worst until the demotion is confirmed. A refused
+                    // one changed nothing.
+                    (Order::Activate(Member::New), false) => new_act = outcome == Outcome::Failed,
                     (Order::Activate(Member::Old), true) => old_act = true,
                     (Order::Demote(Member::New), true) => new_act = false,
                     (Order::Commit(Member::Old), true) => old_act = false,
@@ -192,9 +220,9 @@ mod tests {
                 }
                 assert!(
                     !(old_act && new_act),
-                    "two ACTs after {order:?} ok={ok} (bits {bits:b})"
+                    "two ACTs after {order:?} {outcome:?} (code {code})"
                 );
-                phase = phase.next(ok);
+                phase = phase.after(outcome);
                 steps += 1;
                 assert!(steps <= 7, "too many steps");
             }
@@ -243,6 +271,32 @@ mod tests {
             Phase::Done {
                 commit_failed: false
             }
+        );
+    }
+
+    /// A new ACT whose guest refused the activation outright (say it
+    /// rebooted and has no configuration) is not demoted first: the old
+    /// ACT is restored at once, so the pair is not left without one.
+    #[test]
+    fn a_refused_activation_restores_the_old_act() {
+        let mut p = START;
+        let mut orders = vec![];
+        while let Some(o) = p.order() {
+            orders.push(o);
+            p = p.after(match o {
+                Order::Activate(Member::New) => Outcome::Refused,
+                Order::Demote(_) => Outcome::Refused,
+                _ => Outcome::Done,
+            });
+        }
+        assert_eq!(p, Phase::RolledBack);
+        assert_eq!(
+            &orders[3..],
+            [
+                Order::Activate(Member::New),
+                Order::Activate(Member::Old),
+                Order::Release(Member::Old)
+            ]
         );
     }
 

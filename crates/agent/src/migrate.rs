@@ -102,6 +102,7 @@ async fn run_outgoing(
             set_migration(&host, &vm, &info);
             host.forget(&name);
             host.teardown(&vm).await;
+            keep_console(&vm.paths);
             let _ = std::fs::remove_dir_all(&vm.paths.dir);
         }
         Err(Failure { error, source_runs }) => {
@@ -365,4 +366,20 @@ pub async fn abort_incoming(host: &Host, name: &str) -> Result<(), AgentError> {
     let _ = std::fs::remove_dir_all(&vm.paths.dir);
     tracing::info!(vm = %name, "incoming migration aborted");
     Ok(())
+}
+
+/// The console of a VM that left: kept for the operator (what the guest
+/// said while here, a panic included), not removed with its directory.
+fn keep_console(paths: &crate::vm::VmPaths) {
+    let Some(to) = paths.departed_serial() else {
+        return;
+    };
+    let kept = to
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::rename(&paths.serial, &to));
+    match kept {
+        Ok(()) => tracing::info!(log = %to.display(), "console log of the departed VM kept"),
+        Err(e) => tracing::warn!(error = %e, "keeping the departed VM's console log"),
+    }
 }

@@ -22,6 +22,16 @@ pub struct VmPaths {
 }
 
 impl VmPaths {
+    /// Where the console log of a VM that migrated away is kept (its last
+    /// stay here): `<vms dir>/../departed/<name>.serial.log`, out of the
+    /// VMs' directory so no VM's name can clash with it.
+    pub fn departed_serial(&self) -> Option<PathBuf> {
+        let name = self.dir.file_name()?;
+        let mut file = name.to_os_string();
+        file.push(".serial.log");
+        Some(self.dir.parent()?.parent()?.join("departed").join(file))
+    }
+
     pub fn new(dir: PathBuf) -> Self {
         VmPaths {
             net: dir.join("net.sock"),
@@ -145,5 +155,19 @@ impl Vm {
             ip: self.spec.ip,
             mac: self.spec.mac(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_departed_vms_console_is_kept_beside_the_vm_dirs() {
+        let p = VmPaths::new("/run/duplex/h1/vms/sb".into());
+        assert_eq!(
+            p.departed_serial(),
+            Some("/run/duplex/h1/departed/sb.serial.log".into())
+        );
     }
 }

@@ -118,8 +118,10 @@ pub struct Replica {
     /// ACT side: no new connection to the peer before this (one failed).
     retry_at: Mutex<Option<Instant>>,
     /// ACT side: a local write may be missing on the peer (one was not
-    /// acknowledged since the last snapshot it took). Changed only with
-    /// `link` locked.
+    /// acknowledged since the last snapshot it took). Cleared only with
+    /// `link` locked, by a new link's snapshot; set when a write misses
+    /// the peer, possibly just after a new snapshot already covered it,
+    /// which costs the next barrier a needless snapshot, never a miss.
     dirty: std::sync::atomic::AtomicBool,
     /// When this VM last gave up ACT (released the service address).
     left_act: Mutex<Option<std::time::Instant>>,

@@ -1,0 +1,184 @@
+//! The replica's tests (over real TCP on loopback where the peer matters).
+
+use super::*;
+use std::sync::atomic::AtomicBool;
+
+struct Roles(AtomicBool, Option<Ipv4Addr>);
+impl RoleView for Roles {
+    fn is_active(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+    fn peer(&self) -> Option<Ipv4Addr> {
+        self.1
+    }
+}
+
+#[test]
+fn sby_refuses_writes_and_act_degrades_without_peer() {
+    let r = Replica::default();
+    let sby = Roles(AtomicBool::new(false), None);
+    let a = r.handle_service(&json!({"op":"put","key":"k","value":1}), &sby);
+    assert_eq!(a["ok"], json!(false));
+    let act = Roles(AtomicBool::new(true), None);
+    let a = r.handle_service(&json!({"op":"put","key":"k","value":1}), &act);
+    assert_eq!(a, json!({"ok": true, "replicated": false}));
+    assert_eq!(
+        r.handle_service(&json!({"op":"get_all"}), &act)["entries"]["k"],
+        json!(1)
+    );
+    assert_eq!(
+        r.handle_service(&json!({"op":"nope"}), &act)["ok"],
+        json!(false)
+    );
+}
+
+/// A write is in the store once taken in, before the peer heard of it
+/// (what the handover barrier relies on when the peer is slow).
+#[test]
+fn writes_are_stored_when_taken_in_and_replicated_after() {
+    let r = Replica::default();
+    let act = Roles(AtomicBool::new(true), None);
+    let mut taken = Vec::new();
+    for k in ["a", "b"] {
+        let t = r.take_service(&json!({"op":"put","key":k,"value":1}), &act);
+        assert!(matches!(t, Taken::Replicate(_)), "{t:?}");
+        taken.push(t);
+    }
+    assert_eq!(r.len(), 2, "both stored before either was sent");
+    for t in taken {
+        assert_eq!(r.finish(t, &act), json!({"ok": true, "replicated": false}));
+    }
+    let sby = Roles(AtomicBool::new(false), None);
+    let t = r.take_service(&json!({"op":"del","key":"a"}), &sby);
+    assert!(matches!(t, Taken::Answer(ref v) if v["ok"] == json!(false)));
+    assert_eq!(r.len(), 2, "a refused write changes nothing");
+}
+
+/// A write that reaches the old ACT's middleware just after the
+/// handover goes to the new ACT, which takes it unless it conflicts.
+#[test]
+fn late_writes_are_handed_on_and_taken_if_new() {
+    let old = Replica::default();
+    let peer = Roles(AtomicBool::new(false), Some(Ipv4Addr::LOCALHOST));
+    let put = json!({"op":"put","key":"d1","value":1});
+    let t = old.take_service(&put, &peer);
+    assert!(matches!(t, Taken::Answer(_)), "never ACT: refused, {t:?}");
+    old.disconnect();
+    assert!(matches!(old.take_service(&put, &peer), Taken::HandOn(_)));
+    assert!(old.is_empty(), "not stored on the old ACT");
+
+    let new = Replica::default();
+    let act = Roles(AtomicBool::new(true), None);
+    let late = |w: &Value| new.handle_peer(&json!({"op":"late","write":w}), &act);
+    assert_eq!(late(&put)["ok"], json!(true));
+    assert_eq!(new.len(), 1);
+    new.handing_over.store(true, Ordering::SeqCst);
+    let other = json!({"op":"put","key":"d2","value":1});
+    assert_eq!(
+        late(&other)["error"],
+        json!(NOT_ACT_YET),
+        "its own handover began"
+    );
+    new.handing_over.store(false, Ordering::SeqCst);
+    let newer = json!({"op":"put","key":"d1","value":2});
+    assert_eq!(late(&newer)["error"], json!("superseded"));
+    assert_eq!(
+        new.handle_service(&json!({"op":"get_all"}), &act)["entries"]["d1"],
+        json!(1)
+    );
+    assert_eq!(late(&json!({"op":"del","key":"d1"}))["ok"], json!(true));
+    assert!(new.is_empty());
+    assert_eq!(
+        late(&json!({"op":"del","key":"d1"}))["error"],
+        json!("superseded")
+    );
+    let sby = Roles(AtomicBool::new(false), None);
+    let a = new.handle_peer(&json!({"op":"late","write":put}), &sby);
+    assert_eq!(
+        a["error"],
+        json!(NOT_ACT_YET),
+        "only an ACT takes late writes"
+    );
+}
+
+/// Once the barrier has begun, writes are handed on, not taken: they
+/// could miss the peer. A failed barrier (the VM stays ACT) ends that.
+#[test]
+fn writes_during_the_barrier_are_handed_on() {
+    let r = Replica::default();
+    // A peer never contacted here (port 7001 on loopback belongs to
+    // another test).
+    let act = Roles(AtomicBool::new(true), Some(Ipv4Addr::new(192, 0, 2, 1)));
+    let put = json!({"op":"put","key":"k","value":1});
+    r.handing_over.store(true, Ordering::SeqCst);
+    assert!(matches!(r.take_service(&put, &act), Taken::HandOn(_)));
+    assert!(r.is_empty());
+    // Without a peer the barrier fails at once.
+    let alone = Roles(AtomicBool::new(true), None);
+    assert!(r.sync_peer(&alone, Duration::from_millis(200)).is_err());
+    // The handover is off and this VM still ACT: a write it was handing
+    // on is taken here as its own, and the service told so.
+    let a = r.finish(Taken::HandOn(put.clone()), &alone);
+    assert_eq!(a, json!({"ok": true, "replicated": false}));
+    assert_eq!(r.len(), 1);
+    let del = json!({"op":"del","key":"k"});
+    assert!(matches!(r.take_service(&del, &alone), Taken::Replicate(_)));
+    assert!(r.is_empty());
+    assert!(matches!(r.take_service(&put, &alone), Taken::Replicate(_)));
+    assert_eq!(r.len(), 1);
+}
+
+#[test]
+fn peer_updates_apply_on_sby_only_and_snapshot_replaces() {
+    let r = Replica::default();
+    let sby = Roles(AtomicBool::new(false), None);
+    assert_eq!(
+        r.handle_peer(&json!({"op":"put","key":"a","value":"x"}), &sby)["ok"],
+        json!(true)
+    );
+    assert_eq!(
+        r.handle_peer(&json!({"op":"snapshot","entries":{"b":2}}), &sby)["ok"],
+        json!(true)
+    );
+    assert_eq!(
+        r.handle_service(&json!({"op":"get_all"}), &sby)["entries"],
+        json!({"b":2})
+    );
+    assert_eq!(
+        r.handle_peer(&json!({"op":"del","key":"b"}), &sby)["ok"],
+        json!(true)
+    );
+    assert!(r.is_empty());
+    let act = Roles(AtomicBool::new(true), None);
+    assert_eq!(
+        r.handle_peer(&json!({"op":"put","key":"a","value":1}), &act)["ok"],
+        json!(false)
+    );
+}
+
+/// Over real TCP on loopback: the handover barrier sends nothing more
+/// when the peer has every update, and a full snapshot when the peer
+/// lost its store (e.g. it restarted) without the ACT noticing.
+#[test]
+fn handover_barrier_resends_only_what_the_peer_lacks() {
+    let sby_store = Arc::new(Replica::default());
+    let sby_roles: Arc<dyn RoleView> = Arc::new(Roles(AtomicBool::new(false), None));
+    serve_peer(sby_store.clone(), sby_roles.clone()).unwrap();
+    let act = Replica::default();
+    let act_roles = Roles(AtomicBool::new(true), Some(Ipv4Addr::LOCALHOST));
+    for k in ["a", "b"] {
+        let a = act.handle_service(&json!({"op":"put","key":k,"value":1}), &act_roles);
+        assert_eq!(a, json!({"ok": true}));
+    }
+    assert_eq!(sby_store.len(), 2);
+    assert_eq!(act.sync_peer(&act_roles, Duration::from_secs(2)), Ok(2));
+    // The peer loses its store behind the ACT's back.
+    sby_store.handle_peer(&json!({"op":"snapshot","entries":{}}), &*sby_roles);
+    assert!(sby_store.is_empty());
+    assert_eq!(act.sync_peer(&act_roles, Duration::from_secs(2)), Ok(2));
+    assert_eq!(sby_store.len(), 2);
+    assert_eq!(
+        sby_store.handle_service(&json!({"op":"get_all"}), &*sby_roles)["entries"],
+        json!({"a": 1, "b": 1})
+    );
+}

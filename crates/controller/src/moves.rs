@@ -59,17 +59,6 @@ pub async fn migrate_vm(
     Ok(info.stats)
 }
 
-/// How a pair's SBY is migrated: it serves no client, so QEMU may slow
-/// its vCPUs until the copy converges (the ACT's updates wait for it a
-/// little longer, but none is refused); a guest that dirties memory faster
-/// than the link carries would otherwise never finish moving.
-pub fn standby_tuning() -> MigrationTuning {
-    MigrationTuning {
-        auto_converge: true,
-        ..Default::default()
-    }
-}
-
 /// One line for events: "moved h1 → h2: total 700 ms, downtime 2 ms, 96.1 MiB"
 /// (and ", vCPUs throttled up to 40 %" when auto-converge had to act).
 pub fn summary(vm: &str, from: &str, to: &str, stats: &Option<MigrationStats>) -> String {

@@ -9,7 +9,7 @@ use crate::pairs::{guest_roles, key, members};
 use crate::repo::RepoError;
 use duplex_core::model::{Pair, PairPhase, Severity};
 use duplex_core::pair_migration::{
-    roles_event, Command, Event, Outcome, Plan, Setup, SwitchResult,
+    self, roles_event, Command, Event, Outcome, Plan, Setup, SwitchResult,
 };
 use duplex_core::role::Role;
 use duplex_core::switchover::Phase;
@@ -146,7 +146,8 @@ pub async fn run(ctl: &Arc<Ctl>, pair: Pair, setup: Setup, op: &OpHandle) -> Out
                     .flatten()
                     .map(|v| v.host)
                     .unwrap_or_default();
-                match crate::moves::migrate_vm(ctl, vm, to, &crate::moves::standby_tuning()).await {
+                match crate::moves::migrate_vm(ctl, vm, to, &pair_migration::standby_tuning()).await
+                {
                     Ok(stats) => {
                         let msg = crate::moves::summary(vm, &from, to, &stats);
                         ctl.events

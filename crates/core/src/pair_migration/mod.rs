@@ -40,6 +40,18 @@ pub enum Command {
     Finish(Outcome),
 }
 
+/// How the plan's [`Command::Migrate`] runs: only ever an SBY moves, and
+/// it serves no client, so QEMU may slow its vCPUs until the copy
+/// converges (the ACT's updates wait for it a little longer, but none is
+/// refused); a guest that dirties memory faster than the link carries it
+/// would otherwise never finish moving.
+pub fn standby_tuning() -> crate::agent_api::MigrationTuning {
+    crate::agent_api::MigrationTuning {
+        auto_converge: true,
+        ..Default::default()
+    }
+}
+
 /// The result of a switchover order (see `crate::switchover::Phase`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

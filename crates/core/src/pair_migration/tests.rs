@@ -842,3 +842,12 @@ fn roles_event_needs_one_act_and_one_sby() {
         }
     }
 }
+
+/// An SBY may be slowed until its copy converges; the rest is the default.
+#[test]
+fn the_standby_migrates_with_auto_converge() {
+    let t = super::standby_tuning();
+    assert!(t.auto_converge);
+    assert_eq!((t.max_bandwidth_mib, t.downtime_limit_ms), (None, None));
+    assert_eq!(t.validate(), Ok(()));
+}

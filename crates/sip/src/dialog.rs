@@ -9,7 +9,7 @@
 //! retransmitted INVITE with the identical bytes.
 
 use crate::message::{Message, Method, ParseError};
-use crate::transaction::{SyncSeq, TxKey};
+use crate::transaction::{Reply, SyncSeq, TxKey};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -100,6 +100,16 @@ impl Dialog {
 
     pub fn key(&self) -> String {
         self.id().key()
+    }
+
+    /// The INVITE's 2xx, as a VM that holds this dialog by replication
+    /// sends it: to the client, already stored on both sides.
+    pub fn replicated_2xx(&self) -> Reply {
+        Reply {
+            to: self.peer,
+            data: self.invite.response.clone().into_bytes(),
+            after_sync: None,
+        }
     }
 
     pub fn invite_key(&self) -> TxKey {

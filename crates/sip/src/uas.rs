@@ -604,12 +604,8 @@ impl Uas {
                 if d.confirmed {
                     self.txs.ack_2xx(&d.invite_key());
                 } else {
-                    let reply = Reply {
-                        to: d.peer,
-                        data: d.invite.response.clone().into_bytes(),
-                        after_sync: None,
-                    };
-                    self.txs.restore_accepted(d.invite_key(), reply, self.clock);
+                    self.txs
+                        .restore_accepted(d.invite_key(), d.replicated_2xx(), self.clock);
                 }
                 self.dialogs.insert(d);
             }
@@ -638,11 +634,7 @@ impl Uas {
         let mut out = Output::default();
         if let Some(d) = pending.and_then(|k| self.dialogs.get_key(&k)) {
             if !d.confirmed {
-                out.replies.push(Reply {
-                    to: d.peer,
-                    data: d.invite.response.clone().into_bytes(),
-                    after_sync: None,
-                });
+                out.replies.push(d.replicated_2xx());
                 self.counters.taken_over_answered += 1;
             }
         }

@@ -433,7 +433,12 @@ impl Shell {
             warn!(seq, acked = self.acked, "sync answers out of order");
         }
         self.acked = self.acked.max(seq);
-        self.in_flight = self.in_flight.split_off(&(self.acked + 1));
+        while let Some(e) = self.in_flight.first_entry() {
+            if *e.key() > self.acked {
+                break;
+            }
+            e.remove();
+        }
         let later = self.held.split_off(&(self.acked + 1));
         let ready = std::mem::replace(&mut self.held, later);
         for r in ready.into_values().flatten() {

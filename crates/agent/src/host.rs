@@ -352,10 +352,9 @@ impl Host {
             .map_err(|e| match e {
                 crate::control::ControlError::Refused(p) => {
                     let msg = format!("VM `{name}`'s guest refused ({}): {}", p.code, p.message);
-                    // These codes come before the guest acts (docs/conventions.md).
-                    match p.code.as_str() {
-                        "refused" | "not_configured" => AgentError::GuestUnchanged(msg),
-                        _ => AgentError::Conflict(msg),
+                    match p.changed_nothing() {
+                        true => AgentError::GuestUnchanged(msg),
+                        false => AgentError::Conflict(msg),
                     }
                 }
                 other => AgentError::Unavailable(format!("VM `{name}`: {other}")),

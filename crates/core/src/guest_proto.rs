@@ -115,6 +115,21 @@ pub struct ProtoError {
     pub message: String,
 }
 
+/// Error codes a guest answers before it acts: the op changed nothing.
+pub const REFUSED: &str = "refused";
+pub const NOT_CONFIGURED: &str = "not_configured";
+/// Error code of a role change whose effect failed midway: it may have
+/// changed something.
+pub const EFFECT_FAILED: &str = "effect_failed";
+
+impl ProtoError {
+    /// The guest refused before acting (stale token, a transition its role
+    /// machine forbids, no configuration yet): nothing to undo.
+    pub fn changed_nothing(&self) -> bool {
+        self.code == REFUSED || self.code == NOT_CONFIGURED
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
     Request {
@@ -299,6 +314,16 @@ const KNOWN_OPS: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_refusals_before_acting_changed_nothing() {
+        let e = |code: &str| ProtoError {
+            code: code.into(),
+            message: String::new(),
+        };
+        assert!(e(REFUSED).changed_nothing() && e(NOT_CONFIGURED).changed_nothing());
+        assert!(!e(EFFECT_FAILED).changed_nothing() && !e("conflict").changed_nothing());
+    }
 
     #[test]
     fn round_trips() {

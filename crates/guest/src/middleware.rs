@@ -5,7 +5,7 @@ use crate::replica::{Replica, RoleView};
 use crate::service::{run_hook, Supervisor};
 use crate::state::{PairConfig, Persisted, RUN_DIR};
 use crate::{address, GuestFacts};
-use duplex_core::guest_proto::{Op, RestartPhase, VERSION};
+use duplex_core::guest_proto::{Op, RestartPhase, EFFECT_FAILED, NOT_CONFIGURED, REFUSED, VERSION};
 use duplex_core::role::{Effect, Role};
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
@@ -141,11 +141,11 @@ impl Middleware {
         let (next, effects) = p
             .role
             .apply(cmd, token)
-            .map_err(|e| OpError("refused", e.to_string()))?;
+            .map_err(|e| OpError(REFUSED, e.to_string()))?;
         let config = p.config;
         if !effects.is_empty() && config.is_none() {
             return Err(OpError(
-                "not_configured",
+                NOT_CONFIGURED,
                 "no service address yet: send `configure` first".into(),
             ));
         }
@@ -159,7 +159,7 @@ impl Middleware {
                     if cmd == duplex_core::role::RoleCommand::SwitchoverPrepare {
                         if let Err(e) = self.replica.sync_peer(self, HANDOVER_SYNC_TIMEOUT) {
                             return Err(OpError(
-                                "effect_failed",
+                                EFFECT_FAILED,
                                 format!("handover sync: {e}; staying ACT"),
                             ));
                         }
@@ -176,7 +176,7 @@ impl Middleware {
                 }
             };
             if let Err(e) = res {
-                return Err(OpError("effect_failed", format!("{fx:?}: {e}")));
+                return Err(OpError(EFFECT_FAILED, format!("{fx:?}: {e}")));
             }
             timings.push(format!("{fx:?} {} ms", t.elapsed().as_millis()));
         }
@@ -209,7 +209,7 @@ impl Middleware {
             .persisted()
             .config
             .map(|c| c.vip)
-            .ok_or_else(|| OpError("not_configured", "no service configured yet".into()))?;
+            .ok_or_else(|| OpError(NOT_CONFIGURED, "no service configured yet".into()))?;
         match phase {
             RestartPhase::Ph0_5 => self.service.kill(),
             RestartPhase::Ph1_0 | RestartPhase::Ph2_0 => {

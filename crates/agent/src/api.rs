@@ -52,6 +52,7 @@ pub fn router(host: Arc<Host>) -> Router {
         .route("/v1/vms/{name}", get(show).delete(delete))
         .route("/v1/vms/{name}/pause", post(pause))
         .route("/v1/vms/{name}/resume", post(resume))
+        .route("/v1/vms/{name}/reset", post(reset))
         .route("/v1/vms/{name}/traffic", get(traffic))
         .route(
             "/v1/vms/{name}/handover",
@@ -175,6 +176,10 @@ async fn pause(State(h): Shared, Path(name): Path<String>) -> ApiResult<VmInfo> 
 
 async fn resume(State(h): Shared, Path(name): Path<String>) -> ApiResult<VmInfo> {
     Ok(Json(h.set_paused(&name, false).await?.info()))
+}
+
+async fn reset(State(h): Shared, Path(name): Path<String>) -> ApiResult<VmInfo> {
+    Ok(Json(h.reset(&name).await?.info()))
 }
 
 async fn traffic(State(h): Shared, Path(name): Path<String>) -> ApiResult<TrafficReport> {

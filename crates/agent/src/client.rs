@@ -199,6 +199,12 @@ impl AgentClient {
         self.call(self.http.post(&u), u).await
     }
 
+    /// Hard reset, as a guest crash would be.
+    pub async fn reset(&self, vm: &str) -> Result<VmInfo, ClientError> {
+        let u = self.url(&format!("/v1/vms/{vm}/reset"));
+        self.call(self.http.post(&u), u).await
+    }
+
     pub async fn traffic(&self, vm: &str) -> Result<TrafficReport, ClientError> {
         let u = self.url(&format!("/v1/vms/{vm}/traffic"));
         self.call(self.http.get(&u), u).await

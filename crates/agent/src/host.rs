@@ -222,6 +222,7 @@ impl Host {
         if let Ok(mut q) = vm.qmp.lock() {
             *q = Some(qemu.qmp.clone());
         }
+        vm.watch_resets(qemu.qmp.events());
         *vm.rt.lock().await = Some(Runtime { qemu, element });
         vm.update(|s| s.pid = Some(pid));
         Ok(())
@@ -338,6 +339,24 @@ impl Host {
                 VmState::Booting
             }
         });
+        Ok(vm)
+    }
+
+    /// Hard reset of the VM (QMP `system_reset`), as a crash and reboot of
+    /// its guest would be: the guest boots again with no role.
+    pub async fn reset(&self, name: &str) -> Result<Arc<Vm>, AgentError> {
+        let vm = self.get(name)?;
+        let state = vm.status().state;
+        if !matches!(state, VmState::Running | VmState::Booting) {
+            return Err(AgentError::Conflict(format!(
+                "VM `{name}` is {state:?}; only a running or booting VM can be reset"
+            )));
+        }
+        let qmp = vm
+            .qmp()
+            .ok_or_else(|| AgentError::Conflict(format!("VM `{name}` has no running QEMU")))?;
+        qmp.execute("system_reset", None).await?;
+        tracing::warn!(vm = %name, "VM reset on request");
         Ok(vm)
     }
 

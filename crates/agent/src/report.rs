@@ -982,6 +982,7 @@ mod tests {
             migration: None,
             heartbeat: None,
             heartbeat_age_ms: None,
+            reset_age_ms: None,
         }
     }
 

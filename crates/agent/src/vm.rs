@@ -5,10 +5,12 @@ use crate::control::ControlClient;
 use duplex_core::agent_api::{MigrationInfo, TrafficReport, VmInfo, VmState, VmSummary};
 use duplex_core::vm_spec::VmSpec;
 use duplex_net::element::ElementHandle;
+use duplex_qemu::qmp::QmpEvent;
 use duplex_qemu::{QemuProcess, Qmp};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
 
 /// Files of one VM under `<data_dir>/vms/<name>/`.
 #[derive(Debug, Clone)]
@@ -54,6 +56,9 @@ pub struct VmStatus {
     pub pid: Option<u32>,
     /// Latest guest heartbeat and when it arrived.
     pub heartbeat: Option<(std::time::Instant, Value)>,
+    /// When QEMU reported the guest reset (reboot after a panic, a reset
+    /// on request), if no heartbeat came since: the guest has no role.
+    pub reset_at: Option<std::time::Instant>,
 }
 
 /// What runs for a VM: QEMU and the network element.
@@ -86,6 +91,7 @@ impl Vm {
                 migration: None,
                 pid: None,
                 heartbeat: None,
+                reset_at: None,
             }),
             rt: tokio::sync::Mutex::new(None),
             ctl: tokio::sync::Mutex::new(None),
@@ -128,6 +134,7 @@ impl Vm {
                 .as_ref()
                 .map(|(at, _)| at.elapsed().as_millis() as u64),
             heartbeat: s.heartbeat.map(|(_, v)| v),
+            reset_age_ms: s.reset_at.map(|at| at.elapsed().as_millis() as u64),
         }
     }
 
@@ -142,10 +149,36 @@ impl Vm {
         Arc::new(move |event: &str, data: &Value| {
             if event == "heartbeat" {
                 if let Some(vm) = vm.upgrade() {
-                    vm.update(|s| s.heartbeat = Some((std::time::Instant::now(), data.clone())));
+                    vm.update(|s| {
+                        s.heartbeat = Some((std::time::Instant::now(), data.clone()));
+                        s.reset_at = None;
+                    });
                 }
             }
         })
+    }
+
+    /// Follows QEMU's events for this VM: a `RESET` (the guest rebooted,
+    /// or was reset) drops the last heartbeat, which spoke for the guest
+    /// before it, and marks the VM reset until the next one.
+    pub fn watch_resets(self: &Arc<Self>, mut events: broadcast::Receiver<QmpEvent>) {
+        let vm = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(e) if e.name == "RESET" => {
+                        let Some(vm) = vm.upgrade() else { break };
+                        tracing::warn!(vm = %vm.spec.name, data = %e.data, "guest reset");
+                        vm.update(|s| {
+                            s.heartbeat = None;
+                            s.reset_at = Some(std::time::Instant::now());
+                        });
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
     }
 
     pub fn summary(&self) -> VmSummary {

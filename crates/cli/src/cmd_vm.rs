@@ -81,6 +81,14 @@ pub enum VmCmd {
         t: Target,
         name: String,
     },
+    /// Hard reset (QMP system_reset), as a guest crash would be: the guest
+    /// boots again; a pair member comes back without its role, and the
+    /// controller repairs the pair.
+    Reset {
+        #[command(flatten)]
+        t: Target,
+        name: String,
+    },
     /// Network element counters, per peer.
     Traffic {
         #[command(flatten)]
@@ -238,6 +246,10 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
         VmCmd::Resume { t, name } => {
             AgentClient::new(t.agent()?).resume(&name).await?;
             println!("VM `{name}` resumed");
+        }
+        VmCmd::Reset { t, name } => {
+            AgentClient::new(t.agent()?).reset(&name).await?;
+            println!("VM `{name}` reset: its guest boots again");
         }
         VmCmd::Traffic { t, name } => {
             let r = AgentClient::new(t.agent()?).traffic(&name).await?;

@@ -18,6 +18,7 @@ mod observed;
 mod ops;
 pub mod pair_exec;
 mod pair_move;
+mod pair_repair;
 mod pairs;
 mod placement;
 pub mod reconciler;
@@ -116,6 +117,7 @@ pub async fn run(cfg: ControllerConfig) -> Result<(), ControllerError> {
     let app = api::router(ctl.clone());
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
     tokio::spawn(reconciler::run(ctl.clone()));
+    tokio::spawn(pair_repair::run(ctl.clone()));
     tokio::select! {
         r = server => r.map_err(ControllerError::Serve),
         r = leader::hold_office(ctl.clone()) => r,

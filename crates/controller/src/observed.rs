@@ -92,12 +92,24 @@ impl Observed {
         };
         let fresh = info.heartbeat_age_ms.is_some_and(|a| a <= FRESH_GUEST_MS);
         let hb = info.heartbeat.as_ref().filter(|_| fresh);
+        let ago = |ms: Option<u64>| {
+            seen.at
+                .checked_sub(std::time::Duration::from_millis(ms.unwrap_or(0)))
+        };
         // When the guest sent that heartbeat.
-        let sent = hb.and_then(|_| {
-            seen.at.checked_sub(std::time::Duration::from_millis(
-                info.heartbeat_age_ms.unwrap_or(0),
-            ))
-        });
+        let sent = hb.and_then(|_| ago(info.heartbeat_age_ms));
+        // QEMU saw the guest reset since its last heartbeat: it boots
+        // again with no role, unless a workflow confirmed one since.
+        if let Some(reset) = info.reset_age_ms.and_then(|ms| ago(Some(ms))) {
+            let role = match self.confirmed.get(vm) {
+                Some((r, at)) if *at > reset => *r,
+                _ => Role::None,
+            };
+            return MemberView {
+                role: Some(role),
+                healthy: None,
+            };
+        }
         let confirmed = self
             .confirmed
             .get(vm)

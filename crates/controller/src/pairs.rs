@@ -88,7 +88,11 @@ pub(crate) async fn guest_roles(m: &[PairMember; 2]) -> [Option<Role>; 2] {
     got
 }
 
-async fn confirm_roles(ctl: &Ctl, pair: &Pair, m: &[PairMember; 2]) -> Result<(), String> {
+pub(crate) async fn confirm_roles(
+    ctl: &Ctl,
+    pair: &Pair,
+    m: &[PairMember; 2],
+) -> Result<(), String> {
     let deadline = Instant::now() + CONFIRM_TIMEOUT;
     let want = |i: usize| {
         if i == pair.active % 2 {

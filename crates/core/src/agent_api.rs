@@ -71,6 +71,10 @@ pub struct VmInfo {
     pub heartbeat: Option<serde_json::Value>,
     #[serde(default)]
     pub heartbeat_age_ms: Option<u64>,
+    /// Milliseconds since QEMU reported the guest reset, if no heartbeat
+    /// came since: the guest is booting again and holds no role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_age_ms: Option<u64>,
 }
 
 /// Query of `POST /v1/vms`: how long the request waits.

@@ -234,7 +234,10 @@ pub async fn delete(
     let r = ctl
         .repo
         .update::<Pair, String, _>(&format!("{PAIRS}{name}"), |p| {
-            if matches!(p.phase, PairPhase::SwitchingOver | PairPhase::Moving) {
+            if matches!(
+                p.phase,
+                PairPhase::SwitchingOver | PairPhase::Moving | PairPhase::Repairing
+            ) {
                 return Err(format!(
                     "pair `{name}` is {}: wait for it to finish",
                     p.phase.as_str()

@@ -1,7 +1,8 @@
 //! The controller's desired state as plain, versioned data (hosts, VMs,
 //! pairs, operations, events), and the pure decisions over it: where a VM
-//! goes ([`place`]), what the agents must be told ([`reconcile`]) and when a
-//! host counts as failed ([`liveness`]). The controller stores these records
+//! goes ([`place`]), what the agents must be told ([`reconcile`]), when a
+//! host counts as failed ([`liveness`]) and how a pair whose guest lost its
+//! role is made whole ([`repair`]). The controller stores these records
 //! as JSON and only executes what these functions decide.
 
 pub mod event;
@@ -11,6 +12,7 @@ pub mod op;
 pub mod pair;
 pub mod place;
 pub mod reconcile;
+pub mod repair;
 pub mod vm;
 
 pub use event::{Event, Severity};

@@ -14,6 +14,8 @@ pub enum OpKind {
     VmMigrate,
     PairMigrate,
     HostDrain,
+    /// Started by the controller itself: a member's guest lost its role.
+    PairRepair,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

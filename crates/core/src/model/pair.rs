@@ -17,6 +17,9 @@ pub enum PairPhase {
     SwitchingOver,
     /// Being moved to other hosts (S1 pair migration).
     Moving,
+    /// A member whose guest lost its role is being given it back, or the
+    /// SBY is taking over from an ACT that lost it (`model::repair`).
+    Repairing,
     /// Set-up failed; see the pair's events.
     Failed,
     /// Deletion requested.
@@ -31,6 +34,7 @@ impl PairPhase {
             PairPhase::Ready => "ready",
             PairPhase::SwitchingOver => "switching_over",
             PairPhase::Moving => "moving",
+            PairPhase::Repairing => "repairing",
             PairPhase::Failed => "failed",
             PairPhase::Deleting => "deleting",
         }
@@ -123,7 +127,11 @@ pub fn health(pair: &Pair, views: [MemberView; 2]) -> PairHealth {
     }
     if matches!(
         pair.phase,
-        PairPhase::Creating | PairPhase::Configuring | PairPhase::SwitchingOver | PairPhase::Moving
+        PairPhase::Creating
+            | PairPhase::Configuring
+            | PairPhase::SwitchingOver
+            | PairPhase::Moving
+            | PairPhase::Repairing
     ) {
         return PairHealth::Transition;
     }
@@ -180,6 +188,7 @@ mod tests {
             PairPhase::Ready,
             PairPhase::SwitchingOver,
             PairPhase::Moving,
+            PairPhase::Repairing,
             PairPhase::Failed,
             PairPhase::Deleting,
         ];

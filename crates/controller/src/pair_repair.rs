@@ -1,0 +1,264 @@
+//! The repair loop: finds ready pairs whose guest lost its role (it
+//! restarted) and carries out `duplex_core::model::repair::decide`, as an
+//! operation of its own (`pair_repair`) with events.
+
+use crate::ctl::Ctl;
+use crate::ops::{self, OpHandle};
+use crate::pair_exec::PairMember;
+use crate::pairs::{self, key};
+use crate::repo::RepoError;
+use duplex_core::guest_proto::{Op, TargetRole};
+use duplex_core::model::pair::MemberView;
+use duplex_core::model::repair::{decide, Repair};
+use duplex_core::model::{OpKind, Pair, PairPhase, Severity};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PERIOD: Duration = Duration::from_millis(1000);
+/// The same decision must hold this long before it is carried out: a
+/// report from a guest mid-restart, or one older than a workflow's last
+/// order, does not start a repair.
+const GRACE: Duration = Duration::from_secs(1);
+/// How long a member's guest gets to boot again before it is configured.
+const BOOT_WAIT: Duration = Duration::from_secs(120);
+
+pub async fn run(ctl: Arc<Ctl>) {
+    let mut pending: HashMap<String, (Repair, Instant)> = HashMap::new();
+    loop {
+        tokio::time::sleep(PERIOD).await;
+        if !ctl.is_leader() {
+            pending.clear();
+            continue;
+        }
+        if let Err(e) = pass(&ctl, &mut pending).await {
+            tracing::warn!("pair repair pass failed: {e}");
+        }
+    }
+}
+
+async fn pass(
+    ctl: &Arc<Ctl>,
+    pending: &mut HashMap<String, (Repair, Instant)>,
+) -> Result<(), RepoError> {
+    let (pairs, vms, hosts) = (ctl.pairs().await?, ctl.vms().await?, ctl.hosts().await?);
+    let mut due = Vec::new();
+    let mut wanted = HashMap::new();
+    for pair in pairs {
+        let view = ctl.pair_view(pair.clone(), &vms, &hosts);
+        let mut views = [MemberView::default(); 2];
+        for (v, m) in views.iter_mut().zip(&view.members_status) {
+            *v = MemberView {
+                role: m.role,
+                healthy: m.healthy,
+            };
+        }
+        let Some(r) = decide(&pair, views) else {
+            continue;
+        };
+        let since = match pending.get(&pair.name) {
+            Some((prev, since)) if *prev == r => *since,
+            _ => Instant::now(),
+        };
+        if since.elapsed() >= GRACE {
+            due.push((pair, r));
+        } else {
+            wanted.insert(pair.name.clone(), (r, since));
+        }
+    }
+    *pending = wanted;
+    for (pair, r) in due {
+        start(ctl, &pair.name, r).await?;
+    }
+    Ok(())
+}
+
+/// Moves the pair to `Repairing` (raising its token if a member is to be
+/// made ACT) and runs the repair as an operation.
+async fn start(ctl: &Arc<Ctl>, name: &str, r: Repair) -> Result<(), RepoError> {
+    let begun = ctl
+        .repo
+        .update::<Pair, String, _>(&key(name), |p| {
+            if p.phase != PairPhase::Ready {
+                return Err(format!("pair {name} is {}", p.phase.as_str()));
+            }
+            p.phase = PairPhase::Repairing;
+            if r.raises_token() {
+                p.token += 1;
+            }
+            Ok(())
+        })
+        .await?;
+    let Ok(pair) = begun else {
+        // An operator's workflow took the pair first; judge it again later.
+        return Ok(());
+    };
+    let (_, op) = ops::start(ctl, OpKind::PairRepair, &format!("pair/{name}")).await?;
+    tokio::spawn(flow(ctl.clone(), pair, r, op));
+    Ok(())
+}
+
+async fn flow(ctl: Arc<Ctl>, pair: Pair, r: Repair, op: OpHandle) {
+    let subject = format!("pair/{}", pair.name);
+    ctl.events
+        .emit(
+            Severity::Warning,
+            "pair.repair.started",
+            &subject,
+            format!("pair {}: {}", pair.name, describe(&pair, r)),
+        )
+        .await;
+    let res = steps(&ctl, &pair, r, &op).await;
+    match &res {
+        Ok(m) => {
+            ctl.events
+                .emit(Severity::Info, "pair.repair.done", &subject, m.clone())
+                .await
+        }
+        Err(e) => {
+            ctl.events
+                .emit(Severity::Error, "pair.repair.failed", &subject, e.clone())
+                .await
+        }
+    }
+    op.finish(res).await;
+}
+
+fn describe(pair: &Pair, r: Repair) -> String {
+    let m = |i: usize| &pair.members[i % 2];
+    match r {
+        Repair::Standby { member } => {
+            format!(
+                "SBY {} lost its role (guest restarted): making it SBY again",
+                m(member)
+            )
+        }
+        Repair::FailOver { to } => format!(
+            "ACT {} lost its role (guest restarted): failing over to SBY {}",
+            m(to + 1),
+            m(to)
+        ),
+        Repair::Adopt { act } => format!(
+            "{} is ACT and {} lost its role: recording {} as ACT, making {} SBY",
+            m(act),
+            m(act + 1),
+            m(act),
+            m(act + 1)
+        ),
+        Repair::SetUp => "both guests lost their roles: setting the pair up again".into(),
+    }
+}
+
+async fn steps(ctl: &Arc<Ctl>, pair: &Pair, r: Repair, op: &OpHandle) -> Result<String, String> {
+    let (act_done, res) = match pairs::members(ctl, pair).await {
+        Ok(m) => orders(pair, r, &m, op).await,
+        Err(e) => (false, Err(e)),
+    };
+    // The record follows the guests: the new ACT once it is ACT, even if
+    // the other member could not be made SBY after it.
+    let new_active = if act_done {
+        r.new_active(pair.active)
+    } else {
+        pair.active
+    };
+    let now = ctl
+        .repo
+        .update::<Pair, std::convert::Infallible, _>(&key(&pair.name), |p| {
+            p.active = new_active;
+            p.phase = PairPhase::Ready;
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string());
+    res?;
+    let Ok(now) = now?;
+    op.progress("confirming roles with the guests").await;
+    let m = pairs::members(ctl, &now).await?;
+    pairs::confirm_roles(ctl, &now, &m).await?;
+    Ok(format!(
+        "pair {} repaired: ACT {}, SBY {} confirmed by their guests (token {})",
+        now.name,
+        now.act(),
+        now.sby(),
+        now.token
+    ))
+}
+
+/// The guest orders of the repair: whether the ACT is where the repair
+/// wants it, and how the whole went.
+async fn orders(
+    pair: &Pair,
+    r: Repair,
+    m: &[PairMember; 2],
+    op: &OpHandle,
+) -> (bool, Result<(), String>) {
+    let act = &m[r.new_active(pair.active)];
+    let sby = &m[r.restore(pair.active)];
+    let first = match r {
+        Repair::FailOver { .. } => {
+            op.progress(format!("making {} ACT (token {})", act.vm, pair.token))
+                .await;
+            set_role(pair, act, TargetRole::Act).await
+        }
+        Repair::SetUp => {
+            wait_guest(act, op).await;
+            op.progress(format!("configuring {} as ACT", act.vm)).await;
+            match configure(pair, act, sby).await {
+                Ok(()) => set_role(pair, act, TargetRole::Act).await,
+                Err(e) => Err(e),
+            }
+        }
+        Repair::Standby { .. } | Repair::Adopt { .. } => Ok(()),
+    };
+    if let Err(e) = first {
+        return (false, Err(e));
+    }
+    wait_guest(sby, op).await;
+    op.progress(format!("configuring {} and making it SBY", sby.vm))
+        .await;
+    let second = match configure(pair, sby, act).await {
+        Ok(()) => set_role(pair, sby, TargetRole::Sby).await,
+        Err(e) => Err(e),
+    };
+    (true, second)
+}
+
+/// Waits until the member's guest answers (it may still be booting after
+/// its reset); the next order reports it if it never does.
+async fn wait_guest(who: &PairMember, op: &OpHandle) {
+    let deadline = Instant::now() + BOOT_WAIT;
+    let mut said = false;
+    while who.agent.guest(&who.vm, &Op::Hello).await.is_err() && Instant::now() < deadline {
+        if !said {
+            op.progress(format!("waiting for {}'s guest to boot", who.vm))
+                .await;
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn set_role(pair: &Pair, who: &PairMember, role: TargetRole) -> Result<(), String> {
+    let op = Op::SetRole {
+        role,
+        token: pair.token,
+    };
+    who.agent
+        .guest(&who.vm, &op)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{:?} on {}: {e}", role, who.vm))
+}
+
+async fn configure(pair: &Pair, who: &PairMember, peer: &PairMember) -> Result<(), String> {
+    let op = Op::Configure {
+        vip: pair.vip,
+        vip_prefix_len: pair.prefix_len,
+        peer: Some(peer.ip),
+    };
+    who.agent
+        .guest(&who.vm, &op)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("configure {}: {e}", who.vm))
+}

@@ -38,6 +38,9 @@ enum Cmd {
         /// Moves there and back per arm.
         #[arg(long, default_value_t = 3)]
         moves: usize,
+        /// Runs of the drain arm (its run-to-run spread is the claim).
+        #[arg(long, default_value_t = 3)]
+        drain_runs: usize,
     },
 }
 
@@ -141,10 +144,14 @@ async fn main() -> anyhow::Result<()> {
             let lab = Lab::up(2).await?;
             sip::run(&lab, &cli.out).await
         }
-        Cmd::S1 { moves } => {
+        Cmd::S1 { moves, drain_runs } => {
             anyhow::ensure!((1..=20).contains(&moves), "--moves must be in 1..=20");
+            anyhow::ensure!(
+                (1..=10).contains(&drain_runs),
+                "--drain-runs must be in 1..=10"
+            );
             let lab = Lab::up(3).await?;
-            s1::run(&lab, &cli.out, moves).await
+            s1::run(&lab, &cli.out, moves, drain_runs).await
         }
     }
 }

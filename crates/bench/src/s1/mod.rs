@@ -13,6 +13,7 @@
 
 mod moves;
 mod report;
+mod restarts;
 
 use crate::stats::{self, RunInfo};
 use crate::Lab;
@@ -197,9 +198,18 @@ async fn memory_load(lab: &Lab, mib: u32, mib_per_s: u32) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn run_arm(lab: &Lab, arm: &Arm, vip: Ipv4Addr, moves: usize) -> anyhow::Result<ArmResult> {
-    eprintln!("  arm {}", arm.name);
+async fn run_arm(
+    lab: &Lab,
+    (arm, name): (&Arm, String),
+    vip: Ipv4Addr,
+    moves: usize,
+    out: &Path,
+) -> anyhow::Result<ArmResult> {
+    eprintln!("  arm {name}");
+    // A guest that restarted in the arm before is being repaired.
+    wait_healthy().await?;
     moves::restore().await.context("putting the pair back")?;
+    let boots = restarts::boot_ids().await;
     if arm.load {
         memory_load(lab, LOAD_MIB, LOAD_MIB_PER_S).await?;
     }
@@ -258,12 +268,25 @@ async fn run_arm(lab: &Lab, arm: &Arm, vip: Ipv4Addr, moves: usize) -> anyhow::R
         }
     }
     eprintln!("    {}", report.summary());
+    let guest_restarts = restarts::restarted(&boots, &restarts::boot_ids().await);
+    let lab_dir = Path::new(duplex_lab::RUN_DIR).join(format!("lab-{}", Lab::NAME));
+    let mut consoles = Vec::new();
+    for vm in &guest_restarts {
+        let label = name.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+        match restarts::keep_consoles(&lab_dir, out, &label, vm) {
+            Ok(f) => {
+                eprintln!("    {vm}'s guest restarted; its consoles: {}", f.display());
+                consoles.push(f.display().to_string());
+            }
+            Err(e) => eprintln!("    {vm}'s guest restarted; keeping its consoles: {e}"),
+        }
+    }
     let samples = rtt_samples(&report.work_dir)?;
     let (during, steady) = split(&samples, &done);
     let migrations = || done.iter().flat_map(|m| m.migrations.iter());
     let plain = arm.way == Way::Plain;
     Ok(ArmResult {
-        arm: arm.name,
+        arm: name,
         way: arm.way.as_str(),
         memory_load: arm.load.then_some((LOAD_MIB, LOAD_MIB_PER_S)),
         during_moves: during,
@@ -285,6 +308,8 @@ async fn run_arm(lab: &Lab, arm: &Arm, vip: Ipv4Addr, moves: usize) -> anyhow::R
             .max_by(|a, b| a.total_cmp(b)),
         moves: done.clone(),
         sipp: report,
+        guest_restarts,
+        consoles,
     })
 }
 
@@ -313,8 +338,10 @@ async fn wait_healthy() -> anyhow::Result<()> {
     anyhow::bail!("the pair never became healthy")
 }
 
-pub async fn run(lab: &Lab, out: &Path, moves: usize) -> anyhow::Result<()> {
+pub async fn run(lab: &Lab, out: &Path, moves: usize, drain_runs: usize) -> anyhow::Result<()> {
     let (ip_a, ip_b, vip) = (lab.vm_ip(1)?, lab.vm_ip(2)?, lab.vm_ip(0)?);
+    // Consoles kept by an earlier run belong to its results, not this one's.
+    let _ = std::fs::remove_dir_all(out.join("s1-consoles"));
     let (ma, mb) = (format!("sa={ip_a}"), format!("sb={ip_b}"));
     let vip_s = vip.to_string();
     cli(&[
@@ -340,12 +367,23 @@ pub async fn run(lab: &Lab, out: &Path, moves: usize) -> anyhow::Result<()> {
     eprintln!("    {}", r.summary());
     let mut arms = Vec::new();
     let mut stopped = None;
+    let mut runs = Vec::new();
     for arm in ARMS {
-        match run_arm(lab, arm, vip, moves).await {
+        let n = if arm.way == Way::Drain { drain_runs } else { 1 };
+        for k in 1..=n {
+            let name = match n {
+                1 => arm.name.to_string(),
+                _ => format!("{} (run {k}/{n})", arm.name),
+            };
+            runs.push((arm, name));
+        }
+    }
+    for (arm, name) in runs {
+        match run_arm(lab, (arm, name.clone()), vip, moves, out).await {
             Ok(a) => arms.push(a),
             Err(e) => {
-                eprintln!("  arm {} could not run: {e:#}", arm.name);
-                stopped = Some(format!("arm {} and those after it: {e:#}", arm.name));
+                eprintln!("  arm {name} could not run: {e:#}");
+                stopped = Some(format!("arm {name} and those after it: {e:#}"));
                 break;
             }
         }
@@ -360,7 +398,8 @@ pub async fn run(lab: &Lab, out: &Path, moves: usize) -> anyhow::Result<()> {
          - Drain: `duplex host drain <ACT's host>`, with a lone VM `solo` moved onto that host first (untimed).\n\
          - Memory load: a process rewriting {LOAD_MIB} MiB at {LOAD_MIB_PER_S} MiB/s in the guest of whichever member is ACT (stopped on the SBY), as the service's own work would.\n\n\
          \"During moves\": calls whose INVITE → 200 overlapped a move. Failed counts abandoned calls too. \
-         ACT pause: QEMU downtime of the VM serving calls; longest switchover: how long the service address was held between two VMs.\n\n",
+         ACT pause: QEMU downtime of the VM serving calls; longest switchover: how long the service address was held between two VMs. \
+         Guest restarts: members whose guest booted again during the arm (the controller then repairs the pair; their console logs are kept in `s1-consoles/`).\n\n",
         2 * moves,
         SETTLE.as_secs()
     );

@@ -30,7 +30,7 @@ pub struct Migration {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ArmResult {
-    pub arm: &'static str,
+    pub arm: String,
     pub way: &'static str,
     pub memory_load: Option<(u32, u32)>,
     pub sipp: SippReport,
@@ -44,6 +44,10 @@ pub struct ArmResult {
     pub switchover_ms_max: Option<u64>,
     pub throttle_pct_max: Option<u64>,
     pub move_ms_max: Option<f64>,
+    /// Members whose guest rebooted during the arm (boot id changed).
+    pub guest_restarts: Vec<String>,
+    /// Where their console logs were kept.
+    pub consoles: Vec<String>,
 }
 
 /// Splits response times: those whose call setup overlapped a move
@@ -99,12 +103,12 @@ fn ms(x: Option<f64>) -> String {
 
 pub fn table(arms: &[ArmResult]) -> String {
     let mut md = String::from(
-        "| arm | calls | failed | retrans. | unexpected | dead-call msgs | response p99 / max during moves (ms) | steady p99 / max (ms) | ACT pause (ms) | longest VM pause (ms) | longest switchover (ms) | vCPU throttle (%) | longest move (ms) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| arm | calls | failed | retrans. | unexpected | dead-call msgs | response p99 / max during moves (ms) | steady p99 / max (ms) | ACT pause (ms) | longest VM pause (ms) | longest switchover (ms) | vCPU throttle (%) | longest move (ms) | guest restarts |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for a in arms {
         let r = &a.sipp;
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} | {} | {} | {} | {} |\n",
             a.arm,
             r.total_calls,
             r.failed + r.abandoned,
@@ -120,6 +124,11 @@ pub fn table(arms: &[ArmResult]) -> String {
             opt(a.switchover_ms_max),
             opt(a.throttle_pct_max),
             ms(a.move_ms_max),
+            if a.guest_restarts.is_empty() {
+                "0".to_string()
+            } else {
+                a.guest_restarts.join(", ")
+            },
         ));
     }
     md

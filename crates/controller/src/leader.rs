@@ -66,6 +66,9 @@ async fn lead(ctl: &Arc<Ctl>, mut lease: duplex_store::Leadership) {
     if let Err(e) = crate::ops::fail_orphans(ctl).await {
         tracing::warn!("cannot check for abandoned operations: {e}");
     }
+    if let Err(e) = crate::pair_repair::release_orphans(ctl).await {
+        tracing::warn!("cannot check for abandoned pair repairs: {e}");
+    }
     sweep_fences(ctl).await;
     ctl.kick.notify_one();
     loop {

@@ -93,8 +93,29 @@ async fn start(ctl: &Arc<Ctl>, name: &str, r: Repair) -> Result<(), RepoError> {
         // An operator's workflow took the pair first; judge it again later.
         return Ok(());
     };
-    let (_, op) = ops::start(ctl, OpKind::PairRepair, &format!("pair/{name}")).await?;
-    tokio::spawn(flow(ctl.clone(), pair, r, op));
+    match ops::start(ctl, OpKind::PairRepair, &format!("pair/{name}")).await {
+        Ok((_, op)) => {
+            tokio::spawn(flow(ctl.clone(), pair, r, op));
+            Ok(())
+        }
+        Err(e) => {
+            // Nothing was ordered yet: leave the pair to the next pass.
+            pairs::set_phase(ctl, name, PairPhase::Ready).await?;
+            Err(e)
+        }
+    }
+}
+
+/// On taking office: a pair left `repairing` by a controller that is gone
+/// goes back to `ready`, and this one's passes judge it again (a repair's
+/// orders are safe to repeat: the token it raised stays raised).
+pub async fn release_orphans(ctl: &Arc<Ctl>) -> Result<(), RepoError> {
+    for p in ctl.pairs().await? {
+        if p.phase == PairPhase::Repairing {
+            pairs::set_phase(ctl, &p.name, PairPhase::Ready).await?;
+            tracing::warn!(pair = %p.name, "repair left unfinished by the previous controller; judging the pair again");
+        }
+    }
     Ok(())
 }
 

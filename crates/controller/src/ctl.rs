@@ -29,6 +29,11 @@ pub struct Ctl {
     pub metrics: Metrics,
     /// VMs an operation is working on: the reconciler leaves them alone.
     pub busy: Mutex<BTreeSet<String>>,
+    /// VMs live-migrated a moment ago, and when: until the hosts' reports
+    /// are newer than the move, the reconciler leaves them alone (a report
+    /// from the source, sent before the move, would have it "adopt" the VM
+    /// back there).
+    pub moved: Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Operations running in this process.
     pub ops_running: AtomicU64,
     pub token: Mutex<TokenRecord>,
@@ -268,6 +273,14 @@ impl Ctl {
     pub fn lock_observed(&self) -> std::sync::MutexGuard<'_, Observed> {
         self.observed.lock().unwrap_or_else(|p| p.into_inner())
     }
+    /// Records that `vm` just moved (see [`Ctl::moved`]).
+    pub fn note_moved(&self, vm: &str) {
+        self.moved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(vm.to_string(), std::time::Instant::now());
+    }
+
     pub fn lock_busy(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
         self.busy.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -104,6 +104,7 @@ pub async fn run(cfg: ControllerConfig) -> Result<(), ControllerError> {
         leading: Default::default(),
         metrics: Default::default(),
         busy: Default::default(),
+        moved: Default::default(),
         ops_running: Default::default(),
         token: std::sync::Mutex::new(token),
         token_path,

@@ -47,6 +47,7 @@ pub async fn migrate_vm(
                 rec.host, rec.host
             )
         })?;
+    ctl.note_moved(vm);
     let to2 = to.to_string();
     ctl.repo
         .update::<Vm, std::convert::Infallible, _>(&format!("{VMS}{vm}"), |v| {

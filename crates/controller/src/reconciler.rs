@@ -85,7 +85,12 @@ pub async fn tick(ctl: &Arc<Ctl>) -> Result<(), RepoError> {
             })
             .collect()
     };
-    let busy = ctl.lock_busy().clone();
+    let mut busy = ctl.lock_busy().clone();
+    {
+        let mut moved = ctl.moved.lock().unwrap_or_else(|p| p.into_inner());
+        moved.retain(|_, at| at.elapsed() < SETTLE);
+        busy.extend(moved.keys().cloned());
+    }
     for action in plan(&vms, &seen, &busy) {
         execute(ctl, &hosts, &vms, action).await?;
     }

@@ -25,13 +25,7 @@ fn json(args: &[&str]) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn heavy_talkers_end_up_in_one_rack() {
     let _guard = LabGuard::new(LAB);
-    let (ok, _, err) = duplex(&["lab", "up", "--lab", LAB, "--hosts", "4", "--racks", "2"]);
-    assert!(ok, "lab up: {err}");
-    let state: Value = serde_json::from_str(
-        &std::fs::read_to_string(format!("/run/duplex/lab-{LAB}/state.json")).unwrap(),
-    )
-    .unwrap();
-    let i = state["index"].as_u64().unwrap();
+    let i = common::lab_up(LAB, &["--hosts", "4", "--racks", "2"]);
     let ip = |last: u8| format!("10.{i}.0.{last}");
     let hosts = json(&["host", "list"]);
     let rack = |h: &str| {

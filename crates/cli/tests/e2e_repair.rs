@@ -8,7 +8,6 @@
 mod common;
 
 use common::LabGuard;
-use duplex_sipp::{Scenario, SippRun};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -70,13 +69,7 @@ fn reset_and_wait_repaired(agent: &str, vm: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reset_member_is_repaired_and_a_reset_act_fails_over_under_sip_load() {
     let _guard = LabGuard::new(LAB);
-    let (ok, _, err) = common::in_lab(LAB, &["lab", "up", "--lab", LAB, "--hosts", "2"]);
-    assert!(ok, "lab up: {err}");
-    let state: Value = serde_json::from_str(
-        &std::fs::read_to_string(format!("/run/duplex/lab-{LAB}/state.json")).unwrap(),
-    )
-    .unwrap();
-    let i = state["index"].as_u64().unwrap();
+    let i = common::lab_up(LAB, &["--hosts", "2"]);
     let ip = |last: u8| format!("10.{i}.0.{last}");
     let agent = |host: &str| format!("http://{}:7070", ip(10 + host[1..].parse::<u8>().unwrap()));
     let (ma, mb, vip) = (format!("pa={}", ip(101)), format!("pb={}", ip(102)), ip(50));
@@ -87,20 +80,13 @@ async fn a_reset_member_is_repaired_and_a_reset_act_fails_over_under_sip_load() 
     let token0 = p["token"].as_u64().unwrap();
 
     let work = std::env::temp_dir().join(format!("duplex-e2e-repair-{}", std::process::id()));
-    std::fs::create_dir_all(&work).unwrap();
-    let vip_addr: std::net::Ipv4Addr = vip.parse().unwrap();
-    let mut run = SippRun::new(std::net::SocketAddr::from((vip_addr, 5060)), work.clone());
-    run.rate_cps = 10.0;
-    run.call_length_ms = 2000;
-    run.calls = None;
-    run.duration = Some(Duration::from_secs(90));
-    run.scenario = Scenario::BuiltinUac;
-    run.timeout = Duration::from_secs(130);
-    let prefix: Vec<String> = ["ip", "netns", "exec", &format!("{LAB}-client")]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let sipp = duplex_sipp::spawn(&run, &prefix).expect("start sipp");
+    let sipp = common::sipp_until_stopped(
+        LAB,
+        &vip,
+        &work,
+        Duration::from_secs(90),
+        Duration::from_secs(40),
+    );
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     // 1. The SBY's guest restarts: made SBY again, roles and token as before.

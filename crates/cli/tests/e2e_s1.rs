@@ -7,7 +7,6 @@
 mod common;
 
 use common::{LabGuard, BIN};
-use duplex_sipp::{Scenario, SippRun};
 use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -45,13 +44,7 @@ fn wait_healthy() {
 #[tokio::test(flavor = "multi_thread")]
 async fn pair_migrate_drain_and_a_dead_destination_under_sip_load() {
     let _guard = LabGuard::new(LAB);
-    let (ok, _, err) = duplex(&["lab", "up", "--lab", LAB, "--hosts", "3"]);
-    assert!(ok, "lab up: {err}");
-    let state: Value = serde_json::from_str(
-        &std::fs::read_to_string(format!("/run/duplex/lab-{LAB}/state.json")).unwrap(),
-    )
-    .unwrap();
-    let i = state["index"].as_u64().unwrap();
+    let i = common::lab_up(LAB, &["--hosts", "3"]);
     let ip = |last: u8| format!("10.{i}.0.{last}");
     let (ma, mb, vip) = (format!("pa={}", ip(101)), format!("pb={}", ip(102)), ip(50));
     json(&[
@@ -63,22 +56,15 @@ async fn pair_migrate_drain_and_a_dead_destination_under_sip_load() {
     assert_eq!(layout(), ("h1".into(), "h2".into()));
 
     let work = std::env::temp_dir().join(format!("duplex-e2e-s1-{}", std::process::id()));
-    std::fs::create_dir_all(&work).unwrap();
-    let vip_addr: std::net::Ipv4Addr = vip.parse().unwrap();
-    let mut run = SippRun::new(std::net::SocketAddr::from((vip_addr, 5060)), work.clone());
-    run.rate_cps = 10.0;
-    run.call_length_ms = 2000;
-    run.calls = None;
-    run.duration = Some(Duration::from_secs(60));
-    run.scenario = Scenario::BuiltinUac;
     // A call left open (its last request unanswered) would keep sipp from
-    // ending after `stop`: the harness ends it here and counts it abandoned.
-    run.timeout = Duration::from_secs(100);
-    let prefix: Vec<String> = ["ip", "netns", "exec", &format!("{LAB}-client")]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let sipp = duplex_sipp::spawn(&run, &prefix).expect("start sipp");
+    // ending after `stop`: the harness ends it 40 s later, counted abandoned.
+    let sipp = common::sipp_until_stopped(
+        LAB,
+        &vip,
+        &work,
+        Duration::from_secs(60),
+        Duration::from_secs(40),
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // 1. Off the ACT's host (h1) to h3, no switch-back: the SBY on h2 takes

@@ -77,3 +77,45 @@ pub fn wait_pair_healthy(lab: &str, pair: &str, within: std::time::Duration) -> 
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
 }
+
+/// `duplex lab up --lab LAB EXTRA...`, insisting on success; the lab's
+/// index `i` (its addresses are `10.i.0.x`).
+#[allow(dead_code)]
+pub fn lab_up(lab: &str, extra: &[&str]) -> u64 {
+    let mut args = vec!["lab", "up", "--lab", lab];
+    args.extend(extra);
+    let (ok, _, err) = in_lab(lab, &args);
+    assert!(ok, "lab up: {err}");
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("/run/duplex/lab-{lab}/state.json")).unwrap(),
+    )
+    .unwrap();
+    state["index"].as_u64().unwrap()
+}
+
+/// sipp's built-in UAC in lab `lab`'s client namespace against `vip`:5060,
+/// 10 calls/s of 2 s, until stopped (or `duration`); a call left open is
+/// ended by the harness `grace` after that and counted abandoned.
+#[allow(dead_code)]
+pub fn sipp_until_stopped(
+    lab: &str,
+    vip: &str,
+    work: &std::path::Path,
+    duration: std::time::Duration,
+    grace: std::time::Duration,
+) -> duplex_sipp::RunningSipp {
+    std::fs::create_dir_all(work).unwrap();
+    let vip: std::net::Ipv4Addr = vip.parse().unwrap();
+    let mut run = duplex_sipp::SippRun::new(std::net::SocketAddr::from((vip, 5060)), work.into());
+    run.rate_cps = 10.0;
+    run.call_length_ms = 2000;
+    run.calls = None;
+    run.duration = Some(duration);
+    run.scenario = duplex_sipp::Scenario::BuiltinUac;
+    run.timeout = duration + grace;
+    let prefix: Vec<String> = ["ip", "netns", "exec", &format!("{lab}-client")]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    duplex_sipp::spawn(&run, &prefix).expect("start sipp")
+}

@@ -150,22 +150,28 @@ pub fn health(pair: &Pair, views: [MemberView; 2]) -> PairHealth {
     }
 }
 
+/// A pair of members `a` and `b` for the decisions' tests.
+#[cfg(test)]
+pub(crate) fn example(phase: PairPhase, active: usize) -> Pair {
+    Pair {
+        v: 1,
+        name: "p".into(),
+        members: ["a".into(), "b".into()],
+        vip: Ipv4Addr::new(10, 0, 0, 9),
+        prefix_len: 24,
+        active,
+        token: 1,
+        phase,
+        created_ms: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn pair(phase: PairPhase, active: usize) -> Pair {
-        Pair {
-            v: 1,
-            name: "p".into(),
-            members: ["a".into(), "b".into()],
-            vip: Ipv4Addr::new(10, 0, 0, 9),
-            prefix_len: 24,
-            active,
-            token: 1,
-            phase,
-            created_ms: 0,
-        }
+        example(phase, active)
     }
 
     fn v(role: Option<Role>, healthy: Option<bool>) -> MemberView {

@@ -73,21 +73,7 @@ pub fn decide(pair: &Pair, views: [MemberView; 2]) -> Option<Repair> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
-
-    fn pair(phase: PairPhase, active: usize) -> Pair {
-        Pair {
-            v: 1,
-            name: "p".into(),
-            members: ["a".into(), "b".into()],
-            vip: Ipv4Addr::new(10, 0, 0, 9),
-            prefix_len: 24,
-            active,
-            token: 3,
-            phase,
-            created_ms: 0,
-        }
-    }
+    use crate::model::pair::example as pair;
 
     fn view(role: Option<Role>) -> MemberView {
         MemberView {

@@ -65,32 +65,30 @@ pub async fn set_up(
     prefix: u8,
     token: u64,
 ) -> Result<(), ClientError> {
-    let conf = |peer: Ipv4Addr| Op::Configure {
+    configure(sby, act, vip, prefix).await?;
+    configure(act, sby, vip, prefix).await?;
+    set_role(sby, TargetRole::Sby, token).await?;
+    set_role(act, TargetRole::Act, token).await
+}
+
+/// Gives `m`'s guest the service address and its peer (`peer`'s address).
+pub async fn configure(
+    m: &PairMember,
+    peer: &PairMember,
+    vip: Ipv4Addr,
+    prefix: u8,
+) -> Result<(), ClientError> {
+    let op = Op::Configure {
         vip,
         vip_prefix_len: prefix,
-        peer: Some(peer),
+        peer: Some(peer.ip),
     };
-    sby.agent.guest(&sby.vm, &conf(act.ip)).await?;
-    act.agent.guest(&act.vm, &conf(sby.ip)).await?;
-    sby.agent
-        .guest(
-            &sby.vm,
-            &Op::SetRole {
-                role: TargetRole::Sby,
-                token,
-            },
-        )
-        .await?;
-    act.agent
-        .guest(
-            &act.vm,
-            &Op::SetRole {
-                role: TargetRole::Act,
-                token,
-            },
-        )
-        .await?;
-    Ok(())
+    guest(m, op).await
+}
+
+/// Orders `m`'s guest into `role` with fencing token `token`.
+pub async fn set_role(m: &PairMember, role: TargetRole, token: u64) -> Result<(), ClientError> {
+    guest(m, Op::SetRole { role, token }).await
 }
 
 /// Waits until the member's service passes its health hook (checked by the

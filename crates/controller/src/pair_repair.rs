@@ -4,7 +4,7 @@
 
 use crate::ctl::Ctl;
 use crate::ops::{self, OpHandle};
-use crate::pair_exec::PairMember;
+use crate::pair_exec::{self, PairMember};
 use crate::pairs::{self, key};
 use crate::repo::RepoError;
 use duplex_core::guest_proto::{Op, TargetRole};
@@ -260,26 +260,13 @@ async fn wait_guest(who: &PairMember, op: &OpHandle) {
 }
 
 async fn set_role(pair: &Pair, who: &PairMember, role: TargetRole) -> Result<(), String> {
-    let op = Op::SetRole {
-        role,
-        token: pair.token,
-    };
-    who.agent
-        .guest(&who.vm, &op)
+    pair_exec::set_role(who, role, pair.token)
         .await
-        .map(|_| ())
-        .map_err(|e| format!("{:?} on {}: {e}", role, who.vm))
+        .map_err(|e| format!("{role:?} on {}: {e}", who.vm))
 }
 
 async fn configure(pair: &Pair, who: &PairMember, peer: &PairMember) -> Result<(), String> {
-    let op = Op::Configure {
-        vip: pair.vip,
-        vip_prefix_len: pair.prefix_len,
-        peer: Some(peer.ip),
-    };
-    who.agent
-        .guest(&who.vm, &op)
+    pair_exec::configure(who, peer, pair.vip, pair.prefix_len)
         .await
-        .map(|_| ())
         .map_err(|e| format!("configure {}: {e}", who.vm))
 }

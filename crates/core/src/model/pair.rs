@@ -27,6 +27,16 @@ pub enum PairPhase {
 }
 
 impl PairPhase {
+    pub const ALL: [PairPhase; 8] = [
+        PairPhase::Creating,
+        PairPhase::Configuring,
+        PairPhase::Ready,
+        PairPhase::SwitchingOver,
+        PairPhase::Moving,
+        PairPhase::Repairing,
+        PairPhase::Failed,
+        PairPhase::Deleting,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             PairPhase::Creating => "creating",
@@ -188,16 +198,7 @@ mod tests {
             Some(Role::Quiesced),
         ];
         let healths = [None, Some(true), Some(false)];
-        let phases = [
-            PairPhase::Creating,
-            PairPhase::Configuring,
-            PairPhase::Ready,
-            PairPhase::SwitchingOver,
-            PairPhase::Moving,
-            PairPhase::Repairing,
-            PairPhase::Failed,
-            PairPhase::Deleting,
-        ];
+        let phases = PairPhase::ALL;
         for phase in phases {
             for active in 0..2 {
                 let p = pair(phase, active);

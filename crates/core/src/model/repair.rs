@@ -95,16 +95,7 @@ mod tests {
     /// it should keep, and acts only on a member that reports `none`.
     #[test]
     fn every_report_combination() {
-        let phases = [
-            PairPhase::Creating,
-            PairPhase::Configuring,
-            PairPhase::Ready,
-            PairPhase::SwitchingOver,
-            PairPhase::Moving,
-            PairPhase::Repairing,
-            PairPhase::Failed,
-            PairPhase::Deleting,
-        ];
+        let phases = PairPhase::ALL;
         let mut acted = 0;
         for phase in phases {
             for active in 0..2 {

@@ -22,6 +22,10 @@ pub enum AgentError {
     /// machine said no, or it has no configuration yet).
     #[error("{0}")]
     GuestUnchanged(String),
+    /// The VM's guest has no control channel yet (booting, just moved
+    /// here): the order was not sent, so it changed nothing.
+    #[error("{0}")]
+    GuestNotConnected(String),
     #[error("{0}")]
     Timeout(String),
     #[error("{0}")]
@@ -52,6 +56,8 @@ pub enum AgentError {
 
 /// The error code of [`AgentError::GuestUnchanged`].
 pub const GUEST_UNCHANGED: &str = "guest_unchanged";
+/// The error code of [`AgentError::GuestNotConnected`].
+pub const GUEST_NOT_CONNECTED: &str = "guest_not_connected";
 
 impl AgentError {
     pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {
@@ -68,6 +74,9 @@ impl AgentError {
             }
             AgentError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             AgentError::GuestUnchanged(_) => (StatusCode::CONFLICT, GUEST_UNCHANGED),
+            AgentError::GuestNotConnected(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, GUEST_NOT_CONNECTED)
+            }
             AgentError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
             AgentError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             AgentError::Qemu(duplex_qemu::QemuError::NotFound(_)) => {

@@ -364,7 +364,7 @@ impl Host {
         let vm = self.get(name)?;
         let ctl = vm.ctl.lock().await;
         let c = ctl.as_ref().ok_or_else(|| {
-            AgentError::Unavailable(format!("VM `{name}`'s guest is not connected yet"))
+            AgentError::GuestNotConnected(format!("VM `{name}`'s guest is not connected yet"))
         })?;
         c.request(op, Duration::from_secs(10))
             .await
@@ -415,13 +415,15 @@ pub async fn connect_guest(vm: &Arc<Vm>, within: Duration) {
                     match c.request(Op::Hello, Duration::from_secs(1)).await {
                         Ok(hello) => {
                             tracing::info!(vm = %name, "guest answered hello");
+                            // The channel first: a VM shown with a guest
+                            // takes guest requests.
+                            *vm.ctl.lock().await = Some(c);
                             vm.update(|s| {
                                 s.guest = Some(hello);
                                 if matches!(s.state, VmState::Booting | VmState::Incoming) {
                                     s.state = VmState::Running;
                                 }
                             });
-                            *vm.ctl.lock().await = Some(c);
                             return;
                         }
                         Err(crate::control::ControlError::Closed) => break,

@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 
 /// How long a destination waits for the source's stream before giving up.
 const INCOMING_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How long a destination waits, once the VM runs, for its guest to answer
+/// before it reports the move complete anyway.
+const ARRIVAL_WAIT: Duration = Duration::from_secs(10);
 
 fn set_migration(host: &Host, vm: &Vm, info: &MigrationInfo) {
     vm.update(|s| s.migration = Some(info.clone()));
@@ -332,15 +335,27 @@ async fn watch_incoming(
             tracing::warn!(vm = %name, error = %e, "rehearsing the takeover path after the move")
         }
     }
+    vm.update(|s| s.arrived = true);
 }
 
-/// Destination: the source says QEMU completed; confirm the VM runs here.
+/// Destination: the source says QEMU completed; confirm the VM runs here,
+/// once its guest answers here (up to `ARRIVAL_WAIT`): whoever moved it
+/// may give the guest an order next (a switchover right after the move).
 pub async fn complete_incoming(host: &Host, name: &str) -> Result<VmInfo, AgentError> {
     let vm = host.get(name)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match vm.status().state {
-            VmState::Running => return Ok(vm.info()),
+            VmState::Running => {
+                let settle = Instant::now() + ARRIVAL_WAIT;
+                while !vm.status().arrived && Instant::now() < settle {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                if !vm.status().arrived {
+                    tracing::warn!(vm = %name, "the guest did not answer within {ARRIVAL_WAIT:?} of the move; reporting the VM running without it");
+                }
+                return Ok(vm.info());
+            }
             VmState::Incoming if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(5)).await
             }

@@ -59,6 +59,9 @@ pub struct VmStatus {
     /// When QEMU reported the guest reset (reboot after a panic, a reset
     /// on request), if no heartbeat came since: the guest has no role.
     pub reset_at: Option<std::time::Instant>,
+    /// After an incoming migration: the guest answered here and its
+    /// takeover path was rehearsed (or that was given up on).
+    pub arrived: bool,
 }
 
 /// What runs for a VM: QEMU and the network element.
@@ -92,6 +95,7 @@ impl Vm {
                 pid: None,
                 heartbeat: None,
                 reset_at: None,
+                arrived: false,
             }),
             rt: tokio::sync::Mutex::new(None),
             ctl: tokio::sync::Mutex::new(None),

@@ -48,6 +48,12 @@ pub async fn migrate_vm(
             )
         })?;
     ctl.note_moved(vm);
+    // The view follows at once, with what the destination says of the VM
+    // (running, its guest answering there); else the next reports tell.
+    match ctl.agent(&dst.url).show(vm).await {
+        Ok(there) => ctl.lock_observed().moved(&rec.host, to, there),
+        Err(e) => tracing::debug!(%vm, "asking {to} about the VM it received: {e}"),
+    }
     let to2 = to.to_string();
     ctl.repo
         .update::<Vm, std::convert::Infallible, _>(&format!("{VMS}{vm}"), |v| {

@@ -1,14 +1,27 @@
 //! What the agents last reported, kept in memory only: a new leader starts
 //! empty and gives every host the full failure timeout to report.
 
-use duplex_core::agent_api::{HostReport, VmInfo};
+use duplex_core::agent_api::{HostReport, VmInfo, VmState};
 use duplex_core::model::pair::MemberView;
 use duplex_core::role::Role;
 use std::collections::{BTreeSet, HashMap};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A guest heartbeat older than this does not count as a role report.
 const FRESH_GUEST_MS: u64 = 3000;
+/// After a live migration, how long a host report that contradicts it
+/// (the VM still incoming on the destination, still on the source) is
+/// taken as older than the move: a report is at most one heartbeat old,
+/// plus its transit.
+const MOVE_SETTLE: Duration = Duration::from_secs(3);
+
+/// A live migration this controller saw complete.
+struct Arrival {
+    from: String,
+    to: String,
+    info: VmInfo,
+    at: Instant,
+}
 
 pub struct Seen {
     pub report: HostReport,
@@ -20,6 +33,8 @@ pub struct Observed {
     /// Roles a workflow confirmed by asking the guest directly; newer than
     /// a heartbeat that left the guest before it, so they win until then.
     confirmed: HashMap<String, (Role, Instant)>,
+    /// Recent moves, by VM: they correct reports sent before them.
+    arrivals: HashMap<String, Arrival>,
     since: Instant,
 }
 
@@ -28,6 +43,7 @@ impl Default for Observed {
         Observed {
             hosts: HashMap::new(),
             confirmed: HashMap::new(),
+            arrivals: HashMap::new(),
             since: Instant::now(),
         }
     }
@@ -39,7 +55,24 @@ impl Observed {
         *self = Observed::default();
     }
 
-    pub fn record(&mut self, host: &str, report: HostReport) {
+    pub fn record(&mut self, host: &str, mut report: HostReport) {
+        self.arrivals.retain(|_, a| a.at.elapsed() < MOVE_SETTLE);
+        for a in self.arrivals.values() {
+            if a.from == host {
+                report.vms.retain(|v| v.spec.name != a.info.spec.name);
+            } else if a.to == host {
+                let stale = |v: &VmInfo| v.state == VmState::Incoming;
+                match report
+                    .vms
+                    .iter_mut()
+                    .find(|v| v.spec.name == a.info.spec.name)
+                {
+                    Some(v) if stale(v) => *v = a.info.clone(),
+                    Some(_) => {}
+                    None => report.vms.push(a.info.clone()),
+                }
+            }
+        }
         self.hosts.insert(
             host.to_string(),
             Seen {
@@ -47,6 +80,30 @@ impl Observed {
                 at: Instant::now(),
             },
         );
+    }
+
+    /// Records a live migration that just completed, with what the
+    /// destination said of the VM: the view shows it there at once, and
+    /// reports sent before the move do not undo that.
+    pub fn moved(&mut self, from: &str, to: &str, mut info: VmInfo) {
+        let vm = info.spec.name.clone();
+        // Its ages count from now, a report's from when it came: the
+        // guest's next heartbeat comes with the host's next report.
+        (info.heartbeat, info.heartbeat_age_ms, info.reset_age_ms) = (None, None, None);
+        if let Some(s) = self.hosts.get_mut(from) {
+            s.report.vms.retain(|v| v.spec.name != vm);
+        }
+        if let Some(s) = self.hosts.get_mut(to) {
+            s.report.vms.retain(|v| v.spec.name != vm);
+            s.report.vms.push(info.clone());
+        }
+        let arrival = Arrival {
+            from: from.to_string(),
+            to: to.to_string(),
+            info,
+            at: Instant::now(),
+        };
+        self.arrivals.insert(vm, arrival);
     }
 
     pub fn get(&self, host: &str) -> Option<&Seen> {
@@ -137,5 +194,69 @@ impl Observed {
                 .and_then(|s| s.get("healthy"))
                 .and_then(|h| h.as_bool()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn vm(state: &str) -> VmInfo {
+        serde_json::from_value(json!({
+            "spec": {"name": "v", "ip": "10.0.0.5"}, "mac": "52:54:00:00:00:05",
+            "state": state, "pid": 1, "tap": "t", "boot_ms": null,
+            "guest": {"name": "v"}, "serial_log": "s", "migration": null,
+            "heartbeat": {"role": "sby"}, "heartbeat_age_ms": 10
+        }))
+        .unwrap()
+    }
+
+    fn report(host: &str, vms: Vec<VmInfo>) -> HostReport {
+        serde_json::from_value(json!({
+            "host": {"name": host, "version": "0", "accel": {"kind": "tcg", "reason": ""},
+                     "qemu": "q", "listen": "l", "vms": []},
+            "url": "u", "capacity": {"vcpus": 2, "memory_mib": 1024},
+            "vms": vms, "traffic": [], "fence": 1, "seq": 1
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_move_shows_at_once_and_older_reports_do_not_undo_it() {
+        let mut o = Observed::default();
+        o.record("h1", report("h1", vec![vm("migrating_out")]));
+        o.record("h2", report("h2", vec![vm("incoming")]));
+        o.moved("h1", "h2", vm("running"));
+        assert!(o.vm("h1", "v").is_none());
+        let there = o.vm("h2", "v").unwrap();
+        assert_eq!(there.state, VmState::Running);
+        assert!(
+            there.heartbeat.is_none(),
+            "its age would count from the wrong time"
+        );
+
+        // Reports the hosts sent before the move.
+        o.record("h1", report("h1", vec![vm("migrating_out")]));
+        o.record("h2", report("h2", vec![vm("incoming")]));
+        assert!(o.vm("h1", "v").is_none());
+        assert_eq!(o.vm("h2", "v").unwrap().state, VmState::Running);
+        o.record("h2", report("h2", vec![]));
+        assert_eq!(o.vm("h2", "v").unwrap().state, VmState::Running);
+
+        // A report from after the move is taken as it is.
+        o.record("h2", report("h2", vec![vm("paused")]));
+        assert_eq!(o.vm("h2", "v").unwrap().state, VmState::Paused);
+    }
+
+    #[test]
+    fn reports_are_taken_as_they_are_once_the_move_settled() {
+        let mut o = Observed::default();
+        o.moved("h1", "h2", vm("running"));
+        o.arrivals.get_mut("v").unwrap().at -= MOVE_SETTLE;
+        o.record("h1", report("h1", vec![vm("running")]));
+        o.record("h2", report("h2", vec![]));
+        assert_eq!(o.vm("h1", "v").unwrap().state, VmState::Running);
+        assert!(o.vm("h2", "v").is_none());
     }
 }

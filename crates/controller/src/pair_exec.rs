@@ -3,7 +3,7 @@
 //! The controller's pair workflows use it; so do the lab benchmarks.
 
 use duplex_agent::client::{AgentClient, ClientError};
-use duplex_agent::error::GUEST_UNCHANGED;
+use duplex_agent::error::{GUEST_NOT_CONNECTED, GUEST_UNCHANGED};
 use duplex_core::agent_api::{HandoverOrder, WaitFor};
 use duplex_core::guest_proto::{Op, TargetRole};
 use duplex_core::mac::Mac;
@@ -183,7 +183,10 @@ pub async fn switchover(
         let ok = res.is_ok();
         let outcome = match &res {
             Ok(()) => Outcome::Done,
-            Err(e) if e.code() == Some(GUEST_UNCHANGED) => Outcome::Refused,
+            // Nothing reached the guest, or it changed nothing: no undo.
+            Err(e) if matches!(e.code(), Some(GUEST_UNCHANGED | GUEST_NOT_CONNECTED)) => {
+                Outcome::Refused
+            }
             Err(_) => Outcome::Failed,
         };
         if let (Err(e), true) = (&res, order.is_element_order()) {

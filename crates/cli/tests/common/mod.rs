@@ -14,8 +14,23 @@ impl LabGuard {
         let _ = Command::new(BIN)
             .args(["lab", "down", "--lab", lab])
             .output();
+        keep_panic_message();
         LabGuard(lab)
     }
+}
+
+/// The last panic's message, kept so the guard can repeat it after the
+/// logs it prints: CI shows the end of a failed test's output.
+static PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+fn keep_panic_message() {
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Ok(mut m) = PANIC.lock() {
+            *m = Some(info.to_string());
+        }
+        prev(info);
+    }));
 }
 
 impl Drop for LabGuard {
@@ -23,10 +38,15 @@ impl Drop for LabGuard {
         if std::thread::panicking() {
             let dir = format!("/run/duplex/lab-{}", self.0);
             let script = format!(
-                "for f in {dir}/h*/agent.log {dir}/h*/vms/*/serial.log {dir}/h*/vms/*/qemu.log; do echo \"== $f\"; tail -n 40 \"$f\"; done"
+                "for f in {dir}/controller/controller.log {dir}/h*/agent.log {dir}/h*/vms/*/serial.log {dir}/h*/vms/*/qemu.log; do echo \"== $f\"; tail -n 40 \"$f\"; done"
             );
             if let Ok(o) = Command::new("sh").arg("-c").arg(script).output() {
                 eprintln!("{}", String::from_utf8_lossy(&o.stdout));
+            }
+            let (_, events, _) = in_lab(self.0, &["events", "--last", "30"]);
+            eprintln!("== the controller's last events\n{events}");
+            if let Some(m) = PANIC.lock().ok().and_then(|m| m.clone()) {
+                eprintln!("== the test failed: {m}");
             }
         }
         let _ = Command::new(BIN)

@@ -27,7 +27,7 @@ pub mod transaction;
 pub mod uas;
 
 pub use server::{Report, Server, ShellStats};
-pub use uas::{Counters, Output, SyncOp, Uas, UasConfig};
+pub use uas::{Counters, Output, Owed, SyncOp, Uas, UasConfig};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

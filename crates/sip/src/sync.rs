@@ -2,7 +2,7 @@
 //! "Service state replication"): encoding of requests, decoding of answers
 //! and unsolicited events. Pure.
 
-use crate::uas::SyncOp;
+use crate::uas::{Owed, SyncOp};
 use serde_json::{json, Map, Value};
 
 /// `get_all` request line.
@@ -14,7 +14,18 @@ pub fn get_all_line() -> String {
 pub fn request_line(op: &SyncOp) -> String {
     let v = match op {
         SyncOp::Put { key, value } => json!({"op": "put", "key": key, "value": value}),
-        SyncOp::Del { key } => json!({"op": "del", "key": key}),
+        SyncOp::Del { key, reply } => {
+            let mut v = json!({"op": "del", "key": key});
+            // SIP text; one that is not UTF-8 is not carried (the client's
+            // retransmission is answered instead).
+            if let Some(data) = reply
+                .as_ref()
+                .and_then(|r| std::str::from_utf8(&r.data).ok())
+            {
+                v["reply"] = json!({"to": reply.as_ref().map(|r| r.to.to_string()), "data": data});
+            }
+            v
+        }
     };
     format!("{v}\n")
 }
@@ -56,6 +67,16 @@ fn short(line: &str) -> String {
     line.chars().take(120).collect()
 }
 
+/// A `del`'s `reply` (`{"to":"ip:port","data":"..."}`); one that is
+/// malformed is ignored: the client's retransmission gets the answer.
+fn owed(v: Option<&Value>) -> Option<Owed> {
+    let v = v?;
+    Some(Owed {
+        to: v.get("to")?.as_str()?.parse().ok()?,
+        data: v.get("data")?.as_str()?.as_bytes().to_vec(),
+    })
+}
+
 pub fn decode_line(line: &str) -> Result<Incoming, LineError> {
     let v: Value =
         serde_json::from_str(line.trim()).map_err(|e| LineError::NotJson(e.to_string()))?;
@@ -70,7 +91,10 @@ pub fn decode_line(line: &str) -> Result<Incoming, LineError> {
                 key,
                 value: v.get("value").cloned().unwrap_or(Value::Null),
             },
-            "del" => SyncOp::Del { key },
+            "del" => SyncOp::Del {
+                key,
+                reply: owed(v.get("reply")),
+            },
             _ => return Err(LineError::Unknown(short(line))),
         };
         return Ok(match v.get("late") {
@@ -115,9 +139,27 @@ mod tests {
             v,
             json!({"op": "put", "key": "dialog/a/b/c", "value": {"x": 1}})
         );
-        let v: Value =
-            serde_json::from_str(&request_line(&SyncOp::Del { key: "k".into() })).unwrap();
+        let v: Value = serde_json::from_str(&request_line(&SyncOp::del("k"))).unwrap();
         assert_eq!(v, json!({"op": "del", "key": "k"}));
+        let bye_ok = SyncOp::Del {
+            key: "k".into(),
+            reply: Some(Owed {
+                to: "10.0.0.2:5060".parse().unwrap(),
+                data: b"SIP/2.0 200 OK\r\n\r\n".to_vec(),
+            }),
+        };
+        let v: Value = serde_json::from_str(&request_line(&bye_ok)).unwrap();
+        assert_eq!(
+            v,
+            json!({"op": "del", "key": "k",
+                   "reply": {"to": "10.0.0.2:5060", "data": "SIP/2.0 200 OK\r\n\r\n"}})
+        );
+        // What the middleware hands on is decoded back to the same op.
+        let late = format!(
+            "{{\"event\":\"del\",\"late\":true,\"key\":\"k\",\"reply\":{}}}",
+            v["reply"]
+        );
+        assert_eq!(decode_line(&late), Ok(Incoming::Taken(bye_ok)));
         assert!(request_line(&put).ends_with('\n') && get_all_line() == "{\"op\":\"get_all\"}\n");
     }
 
@@ -157,7 +199,14 @@ mod tests {
         );
         assert_eq!(
             decode_line("{\"event\":\"del\",\"key\":\"k\"}"),
-            Ok(Incoming::Event(SyncOp::Del { key: "k".into() }))
+            Ok(Incoming::Event(SyncOp::del("k")))
+        );
+        // A malformed reply is dropped, the Del kept.
+        assert_eq!(
+            decode_line(
+                "{\"event\":\"del\",\"key\":\"k\",\"reply\":{\"to\":\"nowhere\",\"data\":\"x\"}}"
+            ),
+            Ok(Incoming::Event(SyncOp::del("k")))
         );
         assert!(matches!(
             decode_line("{\"event\":\"zap\",\"key\":\"k\"}"),

@@ -41,16 +41,40 @@ use std::net::SocketAddr;
 /// A replicated state change (protocol in docs/conventions.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncOp {
-    Put { key: String, value: Value },
-    Del { key: String },
+    Put {
+        key: String,
+        value: Value,
+    },
+    /// `reply`: the answer the client is owed once the change is stored
+    /// (a BYE's 200 OK), carried with it so that the VM that takes the
+    /// change late, the new ACT, sends it ([`Uas::take_over`]).
+    Del {
+        key: String,
+        reply: Option<Owed>,
+    },
 }
 
 impl SyncOp {
     pub fn key(&self) -> &str {
         match self {
-            SyncOp::Put { key, .. } | SyncOp::Del { key } => key,
+            SyncOp::Put { key, .. } | SyncOp::Del { key, .. } => key,
         }
     }
+
+    /// A `Del` that owes nothing.
+    pub fn del(key: impl Into<String>) -> SyncOp {
+        SyncOp::Del {
+            key: key.into(),
+            reply: None,
+        }
+    }
+}
+
+/// A reply a client is owed, and where it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owed {
+    pub to: SocketAddr,
+    pub data: Vec<u8>,
 }
 
 /// Result of one [`Uas::handle`] or [`Uas::tick`].
@@ -88,7 +112,7 @@ pub struct Counters {
     pub sync_rejected: u64,
     /// Dialogs dropped because their `Put` was refused (see [`Uas::forget`]).
     pub unstored_forgotten: u64,
-    /// 2xx sent at once for a dialog taken over from the old ACT
+    /// 2xx sent at once for a dialog or a BYE taken over from the old ACT
     /// ([`Uas::take_over`]).
     pub taken_over_answered: u64,
     /// BYEs of a dialog already ended (e.g. by the peer just before a
@@ -360,7 +384,7 @@ impl Uas {
                     Some(d) => {
                         // The UAC has the 2xx even if its ACK got lost.
                         self.txs.ack_2xx(&d.invite_key());
-                        Some(self.emit(out, SyncOp::Del { key: d.key() }))
+                        Some(self.emit(out, SyncOp::del(d.key())))
                     }
                     None => None,
                 };
@@ -376,6 +400,16 @@ impl Uas {
                     now,
                     out,
                 );
+                // The Del carries the 200: if the handover overtakes it,
+                // the new ACT answers the BYE instead of its retransmission.
+                if let (Some(_), Some(SyncOp::Del { reply, .. }), Some(r)) =
+                    (after, out.sync.last_mut(), out.replies.last())
+                {
+                    *reply = Some(Owed {
+                        to: r.to,
+                        data: r.data.clone(),
+                    });
+                }
             }
             Route::Options => {
                 let extra = vec![
@@ -584,7 +618,7 @@ impl Uas {
             };
             self.dialogs.remove_key(&key);
             self.counters.ack_timeouts += 1;
-            self.emit(&mut out, SyncOp::Del { key });
+            self.emit(&mut out, SyncOp::del(key));
         }
         out
     }
@@ -609,7 +643,7 @@ impl Uas {
                 }
                 self.dialogs.insert(d);
             }
-            SyncOp::Del { key } => {
+            SyncOp::Del { key, .. } => {
                 if let Some(d) = self.dialogs.remove_key(&key) {
                     self.txs.ack_2xx(&d.invite_key());
                 }
@@ -623,15 +657,23 @@ impl Uas {
     /// handover (the middleware stored and replicated it here, and the old
     /// service withheld its answer): applied as [`Uas::apply`] does, and a
     /// dialog whose 2xx awaits its ACK gets that 2xx sent now, not at the
-    /// first retransmission. A `Del` owes nothing: the client's
-    /// retransmitted BYE is answered from the ended dialog.
+    /// first retransmission, and a `Del` the reply it carries (the BYE's
+    /// 200 OK; a retransmitted BYE is answered from the ended dialog).
     pub fn take_over(&mut self, op: SyncOp) -> Result<Output, DialogValueError> {
-        let pending = match &op {
-            SyncOp::Put { key, .. } => Some(key.clone()),
-            SyncOp::Del { .. } => None,
+        let (pending, owed) = match &op {
+            SyncOp::Put { key, .. } => (Some(key.clone()), None),
+            SyncOp::Del { reply, .. } => (None, reply.clone()),
         };
         self.apply(op)?;
         let mut out = Output::default();
+        if let Some(o) = owed {
+            out.replies.push(Reply {
+                to: o.to,
+                data: o.data,
+                after_sync: None,
+            });
+            self.counters.taken_over_answered += 1;
+        }
         if let Some(d) = pending.and_then(|k| self.dialogs.get_key(&k)) {
             if !d.confirmed {
                 out.replies.push(d.replicated_2xx());

@@ -4,7 +4,7 @@ mod common;
 
 use common::{code, codes, parse_reply, request, to_tag, uac, uas, Call};
 use duplex_sip::transaction::{SyncSeq, LINGER};
-use duplex_sip::{SyncOp, Uas};
+use duplex_sip::{Owed, SyncOp, Uas};
 use std::collections::HashSet;
 
 /// INVITE on `u`: returns (to-tag, 200 OK bytes, sync ops).
@@ -69,7 +69,18 @@ fn full_call_flow() {
     // BYE: 200 after the Del.
     let out = u.handle(&call.bye(&tag), uac(), 10_500);
     assert_eq!(codes(&out.replies), [200]);
-    assert_eq!(out.sync, vec![SyncOp::Del { key: key.clone() }]);
+    // The Del carries the 200, for a new ACT that takes it late.
+    let owed = Owed {
+        to: uac(),
+        data: out.replies[0].data.clone(),
+    };
+    assert_eq!(
+        out.sync,
+        vec![SyncOp::Del {
+            key: key.clone(),
+            reply: Some(owed)
+        }]
+    );
     assert_eq!(out.replies[0].after_sync, Some(SyncSeq(3)));
     assert_eq!(to_tag(&out.replies[0]).as_deref(), Some(tag.as_str()));
     assert_eq!(u.dialogs().len(), 0);
@@ -371,10 +382,12 @@ fn switchover_bye_on_the_other_vm() {
     );
     assert_eq!(m.call_id().unwrap(), call.call_id());
     assert_eq!(
-        out.sync,
-        vec![SyncOp::Del {
-            key: format!("dialog/{}/{tag}/{}", call.call_id(), call.caller_tag())
-        }]
+        out.sync.iter().map(SyncOp::key).collect::<Vec<_>>(),
+        [format!(
+            "dialog/{}/{tag}/{}",
+            call.call_id(),
+            call.caller_tag()
+        )]
     );
     assert_eq!(sby.dialogs().len(), 0);
 }
@@ -510,11 +523,7 @@ fn apply_refuses_what_is_not_a_dialog() {
             value: serde_json::json!({})
         })
         .is_err());
-    assert!(u
-        .apply(SyncOp::Del {
-            key: "dialog/none/x/y".into()
-        })
-        .is_ok());
+    assert!(u.apply(SyncOp::del("dialog/none/x/y")).is_ok());
     assert_eq!(u.counters().sync_rejected, 2);
 }
 
@@ -564,10 +573,39 @@ fn a_dialog_taken_over_from_the_old_act_is_answered_at_once() {
     let out = new.handle(&call.ack(&tag), uac(), 1_600);
     assert!(matches!(&out.sync[..], [SyncOp::Put { value, .. }] if value["confirmed"] == true));
     assert!(new.tick(3_000).replies.is_empty(), "ACKed: no more 2xx");
-    // A confirmed dialog or a Del owes the client nothing now.
+    // A confirmed dialog or a Del without a reply owes the client nothing now.
     let confirmed = out.sync[0].clone();
     assert!(uas(9).take_over(confirmed).unwrap().replies.is_empty());
-    let del = SyncOp::Del { key: key.clone() };
-    assert!(new.take_over(del).unwrap().replies.is_empty());
+    assert!(uas(10)
+        .take_over(SyncOp::del(key.clone()))
+        .unwrap()
+        .replies
+        .is_empty());
+
+    // The old ACT took a BYE just before the handover: its Del, handed
+    // on, brings the 200 OK, which the new ACT sends at once.
+    let (mut old, mut new) = (uas(11), uas(211));
+    let call = Call { n: 11 };
+    let (tag, _, ops) = invite(&mut old, &call, 0);
+    for op in ops {
+        new.apply(op).unwrap();
+    }
+    let out = old.handle(&call.ack(&tag), uac(), 20);
+    for op in out.sync {
+        new.apply(op).unwrap();
+    }
+    let out = old.handle(&call.bye(&tag), uac(), 1_000);
+    let [del @ SyncOp::Del { .. }] = &out.sync[..] else {
+        panic!("{:?}", out.sync)
+    };
+    let taken = new.take_over(del.clone()).unwrap();
+    assert_eq!(codes(&taken.replies), [200]);
+    assert_eq!(taken.replies[0].data, out.replies[0].data, "the very 200");
+    assert_eq!(taken.replies[0].to, uac());
+    assert_eq!(taken.replies[0].after_sync, None, "already replicated");
     assert_eq!(new.dialogs().len(), 0);
+    assert_eq!(new.counters().taken_over_answered, 1);
+    // Its retransmission is answered 200 too, from the ended dialog.
+    let again = new.handle(&call.bye(&tag), uac(), 1_500);
+    assert_eq!(codes(&again.replies), [200]);
 }

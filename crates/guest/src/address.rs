@@ -25,13 +25,20 @@ const REHEARSAL_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 77, 77);
 const ANNOUNCEMENTS: u32 = 3;
 const ANNOUNCE_GAP: Duration = Duration::from_millis(200);
 
-pub fn claim(c: &PairConfig) -> Result<(), String> {
-    claim_announcing(c, ANNOUNCEMENTS)
+/// Adds the address, calls `added` (it is local now: replies from it can
+/// go out), then announces it.
+pub fn claim(c: &PairConfig, added: impl FnOnce()) -> Result<(), String> {
+    claim_announcing(c, ANNOUNCEMENTS, added)
 }
 
-fn claim_announcing(c: &PairConfig, announcements: u32) -> Result<(), String> {
+fn claim_announcing(
+    c: &PairConfig,
+    announcements: u32,
+    added: impl FnOnce(),
+) -> Result<(), String> {
     let index = ifindex(IFACE)?;
     change(c, index, true).map_err(|e| e.describe(c, true))?;
+    added();
     // Neighbours learn the new holder at once; repeats cover a lost frame.
     let mac = mac_of(IFACE)?;
     announce(index, mac, c.vip)?;
@@ -72,7 +79,7 @@ pub fn rehearse() -> Result<(), String> {
         vip_prefix_len: 24,
         peer: None,
     };
-    let claimed = claim_announcing(&probe, 1);
+    let claimed = claim_announcing(&probe, 1, || {});
     release(&probe)?;
     claimed
 }

@@ -71,6 +71,7 @@ pub fn run() -> Result<(), GuestError> {
         service: service::Supervisor::new(config),
         replica: Arc::default(),
         load: load::MemoryLoad::default(),
+        claiming: Default::default(),
     });
     let roles: Arc<dyn replica::RoleView> = mw.clone();
     replica::serve_services(mw.replica.clone(), roles.clone(), service::SYNC_SOCKET).map_err(

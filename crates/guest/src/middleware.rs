@@ -23,11 +23,19 @@ pub struct Middleware {
     pub service: Supervisor,
     pub replica: Arc<Replica>,
     pub load: crate::load::MemoryLoad,
+    /// Claiming the service address on the way to ACT: once it is added,
+    /// before it is announced (from then on clients send here), writes are
+    /// taken (refused, a new call would be dropped unanswered), before the
+    /// role is saved. Not before it is added: a late write's reply sent
+    /// from an address not yet local is lost. Cleared once the role is
+    /// saved, or if the claim fails.
+    pub claiming: std::sync::atomic::AtomicBool,
 }
 
 impl RoleView for Middleware {
     fn is_active(&self) -> bool {
-        self.persisted().role.role == Role::Act
+        self.claiming.load(std::sync::atomic::Ordering::SeqCst)
+            || self.persisted().role.role == Role::Act
     }
     fn peer(&self) -> Option<Ipv4Addr> {
         self.persisted().config.and_then(|c| c.peer)
@@ -56,7 +64,7 @@ impl Middleware {
         if let Some(c) = p.config {
             self.service.want(c.vip);
             if p.role.role == Role::Act {
-                if let Err(e) = address::claim(&c) {
+                if let Err(e) = address::claim(&c, || {}) {
                     eprintln!("duplex guest: re-claiming {}: {e}", c.vip);
                 }
             }
@@ -167,7 +175,10 @@ impl Middleware {
                     self.replica.disconnect();
                     address::release(&c)
                 }
-                Effect::ClaimAddress => address::claim(&c),
+                Effect::ClaimAddress => address::claim(&c, || {
+                    self.claiming
+                        .store(true, std::sync::atomic::Ordering::SeqCst)
+                }),
                 Effect::ServiceActive => {
                     self.hook(self.service.config.become_active.as_deref(), c.vip)
                 }
@@ -176,12 +187,16 @@ impl Middleware {
                 }
             };
             if let Err(e) = res {
+                self.claiming
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
                 return Err(OpError(EFFECT_FAILED, format!("{fx:?}: {e}")));
             }
             timings.push(format!("{fx:?} {} ms", t.elapsed().as_millis()));
         }
         let t = std::time::Instant::now();
         self.update(|p| p.role = next);
+        self.claiming
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         self.load.follow_role(self.is_active());
         timings.push(format!("saved {} ms", t.elapsed().as_millis()));
         eprintln!(

@@ -23,9 +23,9 @@
 //!   A request unanswered for [`SYNC_TIMEOUT`] drops the connection.
 //! - A tick every [`TICK`] runs [`Uas::tick`] (retransmissions, expiry).
 
-use crate::sync::{decode_line, get_all_line, request_line, Answer, Incoming};
+use crate::sync::{decode_line, get_all_line, request_line, send_line, Answer, Incoming};
 use crate::transaction::Reply;
-use crate::uas::{Counters, Output, SyncOp, Uas, UasConfig};
+use crate::uas::{Counters, Output, Owed, SyncOp, Uas, UasConfig};
 use crate::SipError;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -50,6 +50,9 @@ pub const RECONNECT: Duration = Duration::from_secs(1);
 /// How long the server waits at start for the first `get_all` dump.
 pub const INITIAL_DUMP_WAIT: Duration = Duration::from_secs(3);
 const STATS_EVERY: Duration = Duration::from_secs(60);
+/// Longest wait for the middleware to hand a reply on to the new ACT (it
+/// offers it for up to 5 s while the peer takes over).
+const HAND_ON_WAIT: Duration = Duration::from_secs(6);
 
 /// Shell-side counters (the protocol ones are in [`Counters`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -57,6 +60,10 @@ pub struct ShellStats {
     pub datagrams_in: u64,
     pub datagrams_out: u64,
     pub send_errors: u64,
+    /// Replies whose write was stored but which could not be sent (the
+    /// handover took the address first), handed to the middleware for the
+    /// new ACT.
+    pub replies_handed_on: u64,
     /// Sync ops the peer acknowledged.
     pub sync_replicated: u64,
     /// Replies not sent because the op they waited for was refused.
@@ -183,6 +190,7 @@ enum SyncEvent {
     Answered { seq: u64, outcome: Outcome },
     Event(SyncOp),
     Taken(SyncOp),
+    Send(Owed),
     Dump(Map<String, Value>),
     Up,
     Down(String),
@@ -238,6 +246,7 @@ impl Server {
             held: BTreeMap::new(),
             in_flight: BTreeMap::new(),
             ops: None,
+            sync_path: self.sync_socket.clone(),
             stats: ShellStats::default(),
             sync_up: false,
         };
@@ -329,6 +338,28 @@ impl Server {
     }
 }
 
+/// Asks the middleware, over a connection of its own (the main one's
+/// answers are numbered), to hand `owed` to the new ACT.
+async fn hand_on_reply(path: PathBuf, owed: Owed) {
+    let Some(line) = send_line(&owed) else {
+        return;
+    };
+    let ask = async {
+        let s = UnixStream::connect(&path).await?;
+        let (rd, mut wr) = s.into_split();
+        wr.write_all(line.as_bytes()).await?;
+        BufReader::new(rd).lines().next_line().await
+    };
+    match tokio::time::timeout(HAND_ON_WAIT, ask).await {
+        Ok(Ok(Some(answer))) => info!(to = %owed.to, %answer, "reply handed on to the new ACT"),
+        Ok(Ok(None)) => {
+            warn!(to = %owed.to, "handing on a reply: the middleware closed the socket")
+        }
+        Ok(Err(e)) => warn!(to = %owed.to, "handing on a reply: {e}"),
+        Err(_) => warn!(to = %owed.to, "handing on a reply: no answer within {HAND_ON_WAIT:?}"),
+    }
+}
+
 async fn recv_event(rx: &mut Option<mpsc::UnboundedReceiver<SyncEvent>>) -> Option<SyncEvent> {
     match rx {
         Some(rx) => rx.recv().await,
@@ -348,6 +379,9 @@ struct Shell {
     /// Unanswered ops: key, and whether it is a `Put`.
     in_flight: BTreeMap<u64, (String, bool)>,
     ops: Option<mpsc::UnboundedSender<(u64, SyncOp)>>,
+    /// The middleware's socket, for handing on a reply that could not be
+    /// sent (see [`Shell::send`]).
+    sync_path: Option<PathBuf>,
     stats: ShellStats,
     sync_up: bool,
 }
@@ -402,6 +436,17 @@ impl Shell {
                 // Expected on the SBY: the VIP is not local there.
                 self.stats.send_errors += 1;
                 debug!(to = %r.to, "UDP send: {e}");
+                // A reply its write's replication released, when this VM
+                // just gave up the address (the handover overtook the
+                // send): the middleware hands it to the new ACT.
+                if let (Some(_), Some(path)) = (r.after_sync, self.sync_path.clone()) {
+                    let owed = Owed {
+                        to: r.to,
+                        data: r.data.clone(),
+                    };
+                    self.stats.replies_handed_on += 1;
+                    tokio::spawn(hand_on_reply(path, owed));
+                }
             }
         }
     }
@@ -451,7 +496,8 @@ impl Shell {
             SyncEvent::Answered { seq, outcome } => self.answered(seq, outcome).await,
             SyncEvent::Event(op) => {
                 let key = op.key().to_string();
-                match self.uas.apply(op) {
+                let now = self.now();
+                match self.uas.apply_at(op, now) {
                     Ok(()) => {
                         self.stats.events_applied += 1;
                         debug!(%key, "replicated change applied");
@@ -475,6 +521,15 @@ impl Shell {
                         warn!("change taken over not applied: {e}");
                     }
                 }
+            }
+            SyncEvent::Send(o) => {
+                let reply = Reply {
+                    to: o.to,
+                    data: o.data,
+                    after_sync: None,
+                };
+                info!(to = %reply.to, "sending a reply the old ACT could not");
+                self.send(&reply).await;
             }
             SyncEvent::Dump(entries) => {
                 let keys: HashSet<String> = entries.keys().cloned().collect();
@@ -589,6 +644,11 @@ async fn session(
                             }
                             Ok(Incoming::Taken(op)) => {
                                 if events.send(SyncEvent::Taken(op)).is_err() {
+                                    return None;
+                                }
+                            }
+                            Ok(Incoming::Send(o)) => {
+                                if events.send(SyncEvent::Send(o)).is_err() {
                                     return None;
                                 }
                             }

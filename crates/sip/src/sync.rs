@@ -5,6 +5,16 @@
 use crate::uas::{Owed, SyncOp};
 use serde_json::{json, Map, Value};
 
+/// The request line that asks the middleware to hand a reply this VM
+/// could not send (it just gave up the service address) to the new ACT.
+pub fn send_line(o: &Owed) -> Option<String> {
+    let data = std::str::from_utf8(&o.data).ok()?;
+    Some(format!(
+        "{}\n",
+        json!({"op": "send", "to": o.to.to_string(), "data": data})
+    ))
+}
+
 /// `get_all` request line.
 pub fn get_all_line() -> String {
     format!("{}\n", json!({"op": "get_all"}))
@@ -41,6 +51,9 @@ pub enum Incoming {
     Taken(SyncOp),
     /// The answer to the oldest unanswered request.
     Answer(Answer),
+    /// Unsolicited (on the ACT, `{"event":"send",...}`): a reply the old
+    /// ACT's service could not send (its address was gone), to send here.
+    Send(Owed),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +93,11 @@ fn owed(v: Option<&Value>) -> Option<Owed> {
 pub fn decode_line(line: &str) -> Result<Incoming, LineError> {
     let v: Value =
         serde_json::from_str(line.trim()).map_err(|e| LineError::NotJson(e.to_string()))?;
+    if v.get("event").and_then(Value::as_str) == Some("send") {
+        return owed(Some(&v))
+            .map(Incoming::Send)
+            .ok_or_else(|| LineError::Unknown(short(line)));
+    }
     if let Some(ev) = v.get("event").and_then(Value::as_str) {
         let key = v
             .get("key")
@@ -159,7 +177,21 @@ mod tests {
             "{{\"event\":\"del\",\"late\":true,\"key\":\"k\",\"reply\":{}}}",
             v["reply"]
         );
-        assert_eq!(decode_line(&late), Ok(Incoming::Taken(bye_ok)));
+        assert_eq!(decode_line(&late), Ok(Incoming::Taken(bye_ok.clone())));
+        // A reply the old ACT could not send: asked for, and pushed here.
+        let SyncOp::Del { reply: Some(o), .. } = bye_ok else {
+            unreachable!()
+        };
+        let ask: Value = serde_json::from_str(&send_line(&o).unwrap()).unwrap();
+        assert_eq!(ask["op"], "send");
+        let mut pushed = ask.clone();
+        pushed["event"] = pushed["op"].take();
+        pushed["late"] = json!(true);
+        assert_eq!(decode_line(&pushed.to_string()), Ok(Incoming::Send(o)));
+        assert!(matches!(
+            decode_line("{\"event\":\"send\",\"to\":\"x\"}"),
+            Err(LineError::Unknown(_))
+        ));
         assert!(request_line(&put).ends_with('\n') && get_all_line() == "{\"op\":\"get_all\"}\n");
     }
 

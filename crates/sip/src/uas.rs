@@ -623,6 +623,16 @@ impl Uas {
         out
     }
 
+    /// [`Uas::apply`] at `now`: a dialog still awaiting its ACK gets its
+    /// first 2xx retransmission T1 after now, not after the last tick (the
+    /// standby's clock may be that old). Its ACK, confirming it, is on its
+    /// way; a retransmission due at once would meet it the moment this VM
+    /// takes over.
+    pub fn apply_at(&mut self, op: SyncOp, now: u64) -> Result<(), DialogValueError> {
+        self.clock = self.clock.max(now);
+        self.apply(op)
+    }
+
     /// Applies a replicated change (the standby path). A `Del` of an
     /// unknown key is fine; a `Put` that is not a dialog is refused.
     pub fn apply(&mut self, op: SyncOp) -> Result<(), DialogValueError> {

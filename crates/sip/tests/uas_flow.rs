@@ -609,3 +609,20 @@ fn a_dialog_taken_over_from_the_old_act_is_answered_at_once() {
     let again = new.handle(&call.bye(&tag), uac(), 1_500);
     assert_eq!(codes(&again.replies), [200]);
 }
+
+#[test]
+fn a_replicated_dialog_awaiting_its_ack_is_retransmitted_t1_after_it_came() {
+    let (mut act, mut sby) = (uas(12), uas(212));
+    let call = Call { n: 12 };
+    sby.tick(0);
+    // The standby's last tick was long ago when the dialog comes.
+    let (_, _, ops) = invite(&mut act, &call, 10_000);
+    for op in ops {
+        sby.apply_at(op, 10_000).unwrap();
+    }
+    assert!(
+        sby.tick(10_100).replies.is_empty(),
+        "not due at once: its ACK is on its way"
+    );
+    assert_eq!(codes(&sby.tick(10_500).replies), [200]);
+}

@@ -19,11 +19,15 @@ const LATE_RETRY: Duration = Duration::from_millis(50);
 pub(super) fn hand_on(
     peer: Ipv4Addr,
     req: &Value,
+    prev: Option<&Value>,
     deadline: std::time::Instant,
     take_here: impl Fn() -> bool,
 ) -> bool {
     let addr = SocketAddr::from((peer, PEER_PORT));
-    let msg = json!({"op": "late", "write": req});
+    let mut msg = json!({"op": "late", "write": req});
+    if let Some(p) = prev {
+        msg["prev"] = p.clone();
+    }
     loop {
         let answer = TcpStream::connect_timeout(&addr, PEER_TIMEOUT)
             .ok()

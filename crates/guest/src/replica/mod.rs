@@ -55,7 +55,12 @@ pub enum Taken {
     /// service is told `not_active` either way and forgets what it did;
     /// the new ACT's service gets the write as an event and carries on
     /// (for a dialog: retransmits its 200 OK).
-    HandOn(Value),
+    HandOn {
+        write: Value,
+        /// The key's value here when the write came (`None`: absent): the
+        /// peer takes a `put` over exactly that value.
+        prev: Option<Value>,
+    },
 }
 
 #[derive(Default)]
@@ -247,13 +252,25 @@ impl Replica {
     }
 
     /// On the ACT: a write the old ACT's service made just after the
-    /// handover. A `put` is taken if the key is new here (this ACT has not
-    /// written it since), a `del` if the key is still here; either is
-    /// stored, replicated like this ACT's own writes, and pushed to the
-    /// local services.
-    fn take_late(&self, write: &Value, roles: &dyn RoleView) -> Value {
+    /// handover. A `put` is taken if the key is new here or still holds
+    /// `prev`, the value the old ACT had (this ACT has not written it
+    /// since: a dialog's confirmation by its ACK, say), a `del` if the key
+    /// is still here; either is stored, replicated like this ACT's own
+    /// writes, and pushed to the local services.
+    fn take_late(&self, write: &Value, prev: Option<&Value>, roles: &dyn RoleView) -> Value {
         if !roles.is_active() {
             return json!({"ok": false, "error": NOT_ACT_YET});
+        }
+        if write["op"] == "send" {
+            // Nothing to store: the service sends it from here.
+            let mut ev = write.clone();
+            if let Some(m) = ev.as_object_mut() {
+                m.remove("op");
+                m.insert("event".into(), json!("send"));
+                m.insert("late".into(), json!(true));
+            }
+            self.push(&ev);
+            return json!({"ok": true});
         }
         let Some(key) = write["key"].as_str() else {
             return json!({"ok": false, "error": "late write without a string `key`"});
@@ -267,8 +284,9 @@ impl Replica {
                 return json!({"ok": false, "error": NOT_ACT_YET});
             }
             let present = kv.contains_key(key);
+            let unchanged = prev.is_some() && kv.get(key) == prev;
             match write["op"].as_str() {
-                Some("put") if !present => {}
+                Some("put") if !present || unchanged => {}
                 Some("del") if present => {}
                 Some("put" | "del") => return json!({"ok": false, "error": "superseded"}),
                 other => return json!({"ok": false, "error": format!("unknown late op {other:?}")}),
@@ -306,6 +324,18 @@ impl Replica {
             Some("get_all") => Taken::Answer(
                 json!({"ok": true, "entries": Value::Object(lock(&self.kv).clone().into_iter().collect())}),
             ),
+            // A reply the service could not send because this VM just gave
+            // up the address: the new ACT's service sends it.
+            Some("send") => {
+                let leaving = self.handing_over.load(Ordering::SeqCst) || self.recently_active();
+                if leaving && roles.peer().is_some() {
+                    return Taken::HandOn {
+                        write: req.clone(),
+                        prev: None,
+                    };
+                }
+                Taken::Answer(json!({"ok": false, "error": "not leaving ACT: nothing to hand on"}))
+            }
             Some("put") | Some("del") => {
                 if roles.is_active() {
                     let mut link = lock(&self.link);
@@ -322,7 +352,13 @@ impl Replica {
                 }
                 let leaving = self.handing_over.load(Ordering::SeqCst) || self.recently_active();
                 if leaving && roles.peer().is_some() {
-                    return Taken::HandOn(req.clone());
+                    let prev = req["key"]
+                        .as_str()
+                        .and_then(|k| lock(&self.kv).get(k).cloned());
+                    return Taken::HandOn {
+                        write: req.clone(),
+                        prev,
+                    };
                 }
                 Taken::Answer(json!({"ok": false, "error": "not_active: only the ACT may write"}))
             }
@@ -334,7 +370,7 @@ impl Replica {
     pub fn finish(&self, taken: Taken, roles: &dyn RoleView) -> Value {
         match taken {
             Taken::Answer(v) => v,
-            Taken::HandOn(req) => {
+            Taken::HandOn { write: req, prev } => {
                 // Taken here again only as the ACT's own write (the
                 // handover rolled back): then the service is answered as
                 // for any write, and keeps it. Checked before the first
@@ -353,7 +389,7 @@ impl Replica {
                 };
                 let handed = roles
                     .peer()
-                    .is_some_and(|peer| hand_on(peer, &req, deadline, take_here));
+                    .is_some_and(|peer| hand_on(peer, &req, prev.as_ref(), deadline, take_here));
                 if let Some(answer) = here.take() {
                     return answer;
                 }
@@ -374,7 +410,7 @@ impl Replica {
     /// A line from the ACT peer; the SBY stores and pushes it.
     pub fn handle_peer(&self, msg: &Value, roles: &dyn RoleView) -> Value {
         if msg["op"] == "late" {
-            return self.take_late(&msg["write"], roles);
+            return self.take_late(&msg["write"], msg.get("prev"), roles);
         }
         if roles.is_active() {
             return json!({"ok": false, "error": "this VM is ACT; refusing updates from a peer"});
@@ -487,7 +523,7 @@ pub fn serve_peer(replica: Arc<Replica>, roles: Arc<dyn RoleView>) -> std::io::R
                     conn,
                     move |v| Taken::Answer(replica.handle_peer(&v, &*roles)),
                     |t| match t {
-                        Taken::Answer(v) | Taken::HandOn(v) => v,
+                        Taken::Answer(v) | Taken::HandOn { write: v, .. } => v,
                         Taken::Replicate(_) => {
                             json!({"ok": false, "error": "internal: a peer line replicated"})
                         }

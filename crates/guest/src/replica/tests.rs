@@ -64,7 +64,10 @@ fn late_writes_are_handed_on_and_taken_if_new() {
     let t = old.take_service(&put, &peer);
     assert!(matches!(t, Taken::Answer(_)), "never ACT: refused, {t:?}");
     old.disconnect();
-    assert!(matches!(old.take_service(&put, &peer), Taken::HandOn(_)));
+    assert!(matches!(
+        old.take_service(&put, &peer),
+        Taken::HandOn { prev: None, .. }
+    ));
     assert!(old.is_empty(), "not stored on the old ACT");
 
     let new = Replica::default();
@@ -82,10 +85,35 @@ fn late_writes_are_handed_on_and_taken_if_new() {
     new.handing_over.store(false, Ordering::SeqCst);
     let newer = json!({"op":"put","key":"d1","value":2});
     assert_eq!(late(&newer)["error"], json!("superseded"));
+    let over =
+        |w: &Value, prev: Value| new.handle_peer(&json!({"op":"late","write":w,"prev":prev}), &act);
+    assert_eq!(
+        over(&newer, json!(0))["error"],
+        json!("superseded"),
+        "the old ACT knew another value"
+    );
     assert_eq!(
         new.handle_service(&json!({"op":"get_all"}), &act)["entries"]["d1"],
         json!(1)
     );
+    // Over the value the old ACT had (a dialog confirmed by its ACK just
+    // before the handover): nothing written here since, so taken.
+    assert_eq!(over(&newer, json!(1))["ok"], json!(true));
+    assert_eq!(
+        new.handle_service(&json!({"op":"get_all"}), &act)["entries"]["d1"],
+        json!(2)
+    );
+    // The old ACT offers the value it held, not what reached it since.
+    let old_act = Replica::default();
+    let alone = Roles(AtomicBool::new(true), None);
+    old_act.handle_service(&json!({"op":"put","key":"d1","value":1}), &alone);
+    old_act.disconnect();
+    // A peer never contacted here.
+    let now_sby = Roles(AtomicBool::new(false), Some(Ipv4Addr::new(192, 0, 2, 1)));
+    match old_act.take_service(&newer, &now_sby) {
+        Taken::HandOn { write, prev } => assert_eq!((write, prev), (newer.clone(), Some(json!(1)))),
+        other => panic!("{other:?}"),
+    }
     assert_eq!(late(&json!({"op":"del","key":"d1"}))["ok"], json!(true));
     assert!(new.is_empty());
     assert_eq!(
@@ -111,14 +139,18 @@ fn writes_during_the_barrier_are_handed_on() {
     let act = Roles(AtomicBool::new(true), Some(Ipv4Addr::new(192, 0, 2, 1)));
     let put = json!({"op":"put","key":"k","value":1});
     r.handing_over.store(true, Ordering::SeqCst);
-    assert!(matches!(r.take_service(&put, &act), Taken::HandOn(_)));
+    assert!(matches!(r.take_service(&put, &act), Taken::HandOn { .. }));
     assert!(r.is_empty());
     // Without a peer the barrier fails at once.
     let alone = Roles(AtomicBool::new(true), None);
     assert!(r.sync_peer(&alone, Duration::from_millis(200)).is_err());
     // The handover is off and this VM still ACT: a write it was handing
     // on is taken here as its own, and the service told so.
-    let a = r.finish(Taken::HandOn(put.clone()), &alone);
+    let handed = Taken::HandOn {
+        write: put.clone(),
+        prev: None,
+    };
+    let a = r.finish(handed, &alone);
     assert_eq!(a, json!({"ok": true, "replicated": false}));
     assert_eq!(r.len(), 1);
     let del = json!({"op":"del","key":"k"});
@@ -181,4 +213,40 @@ fn handover_barrier_resends_only_what_the_peer_lacks() {
         sby_store.handle_service(&json!({"op":"get_all"}), &*sby_roles)["entries"],
         json!({"a": 1, "b": 1})
     );
+}
+
+/// A reply the old ACT's service could not send (the handover took the
+/// address first) goes to the new ACT's services, and is not stored.
+#[test]
+fn a_reply_the_old_act_could_not_send_goes_to_the_new_acts_services() {
+    let old = Replica::default();
+    // A peer never contacted here.
+    let peer = Roles(AtomicBool::new(false), Some(Ipv4Addr::new(192, 0, 2, 1)));
+    let send = json!({"op":"send","to":"10.0.0.2:5060","data":"SIP/2.0 200 OK\r\n\r\n"});
+    assert!(
+        matches!(old.take_service(&send, &peer), Taken::Answer(ref v) if v["ok"] == json!(false)),
+        "never ACT: nothing to hand on"
+    );
+    old.disconnect();
+    assert!(matches!(
+        old.take_service(&send, &peer),
+        Taken::HandOn { prev: None, .. }
+    ));
+
+    let new = Replica::default();
+    let (mine, theirs) = UnixStream::pair().unwrap();
+    lock(&new.subscribers).push(mine);
+    let late = json!({"op":"late","write":send});
+    let sby = Roles(AtomicBool::new(false), None);
+    assert_eq!(new.handle_peer(&late, &sby)["error"], json!(NOT_ACT_YET));
+    let act = Roles(AtomicBool::new(true), None);
+    assert_eq!(new.handle_peer(&late, &act)["ok"], json!(true));
+    let mut line = String::new();
+    BufReader::new(theirs).read_line(&mut line).unwrap();
+    let ev: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        ev,
+        json!({"event":"send","late":true,"to":"10.0.0.2:5060","data":"SIP/2.0 200 OK\r\n\r\n"})
+    );
+    assert!(new.is_empty());
 }

@@ -67,6 +67,22 @@ impl OpHandle {
         .await;
     }
 
+    /// Reports the outcome as event `done` (info) or `failed` (error) about
+    /// `subject`, with the result's message, then finishes the operation.
+    pub async fn conclude(
+        self,
+        subject: &str,
+        (done, failed): (&str, &str),
+        result: Result<String, String>,
+    ) {
+        let (severity, kind, message) = match &result {
+            Ok(m) => (Severity::Info, done, m.clone()),
+            Err(e) => (Severity::Error, failed, e.clone()),
+        };
+        self.ctl.events.emit(severity, kind, subject, message).await;
+        self.finish(result).await;
+    }
+
     pub async fn finish(self, result: Result<String, String>) {
         let (state, progress, error) = match result {
             Ok(msg) => (OpState::Succeeded, msg, None),

@@ -130,19 +130,8 @@ async fn flow(ctl: Arc<Ctl>, pair: Pair, r: Repair, op: OpHandle) {
         )
         .await;
     let res = steps(&ctl, &pair, r, &op).await;
-    match &res {
-        Ok(m) => {
-            ctl.events
-                .emit(Severity::Info, "pair.repair.done", &subject, m.clone())
-                .await
-        }
-        Err(e) => {
-            ctl.events
-                .emit(Severity::Error, "pair.repair.failed", &subject, e.clone())
-                .await
-        }
-    }
-    op.finish(res).await;
+    op.conclude(&subject, ("pair.repair.done", "pair.repair.failed"), res)
+        .await;
 }
 
 fn describe(pair: &Pair, r: Repair) -> String {

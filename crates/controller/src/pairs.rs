@@ -235,24 +235,8 @@ pub async fn switchover_flow(ctl: Arc<Ctl>, pair: Pair, op: OpHandle) {
     let name = pair.name.clone();
     let subject = format!("pair/{name}");
     let res = switchover_steps(&ctl, &pair, &op).await;
-    match &res {
-        Ok(m) => {
-            ctl.events
-                .emit(Severity::Info, "pair.switchover.done", &subject, m.clone())
-                .await
-        }
-        Err(e) => {
-            ctl.events
-                .emit(
-                    Severity::Error,
-                    "pair.switchover.failed",
-                    &subject,
-                    e.clone(),
-                )
-                .await
-        }
-    }
-    op.finish(res).await;
+    let kinds = ("pair.switchover.done", "pair.switchover.failed");
+    op.conclude(&subject, kinds, res).await;
 }
 
 async fn switchover_steps(ctl: &Arc<Ctl>, pair: &Pair, op: &OpHandle) -> Result<String, String> {
@@ -311,19 +295,8 @@ async fn switchover_steps(ctl: &Arc<Ctl>, pair: &Pair, op: &OpHandle) -> Result<
 pub async fn delete_flow(ctl: Arc<Ctl>, pair: Pair, op: OpHandle) {
     let res = delete_steps(&ctl, &pair, &op).await;
     let subject = format!("pair/{}", pair.name);
-    match &res {
-        Ok(m) => {
-            ctl.events
-                .emit(Severity::Info, "pair.deleted", &subject, m.clone())
-                .await
-        }
-        Err(e) => {
-            ctl.events
-                .emit(Severity::Error, "pair.delete_failed", &subject, e.clone())
-                .await
-        }
-    }
-    op.finish(res).await;
+    op.conclude(&subject, ("pair.deleted", "pair.delete_failed"), res)
+        .await;
 }
 
 async fn delete_steps(ctl: &Arc<Ctl>, pair: &Pair, op: &OpHandle) -> Result<String, String> {

@@ -54,10 +54,7 @@ pub enum AgentError {
     Config(String),
 }
 
-/// The error code of [`AgentError::GuestUnchanged`].
-pub const GUEST_UNCHANGED: &str = "guest_unchanged";
-/// The error code of [`AgentError::GuestNotConnected`].
-pub const GUEST_NOT_CONNECTED: &str = "guest_not_connected";
+pub use duplex_core::agent_api::{GUEST_NOT_CONNECTED, GUEST_UNCHANGED};
 
 impl AgentError {
     pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {

@@ -39,11 +39,7 @@ pub fn judge(seen: u64, offered: u64) -> Verdict {
     }
 }
 
-/// Body of `GET`/`POST /v1/fence`: the highest token this agent obeyed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct FenceState {
-    pub fence: u64,
-}
+pub use duplex_core::agent_api::FenceState;
 
 /// The token an admitted order carried (a request extension), so handlers
 /// can forward it (live migration's calls to the destination agent).

@@ -3,7 +3,8 @@
 //! migrations with its peer agents. HTTP/JSON API under `/v1`.
 
 pub mod api;
-pub mod client;
+/// The agent API's client lives in its own crate; kept here under its old path.
+pub use duplex_agent_client as client;
 pub mod config;
 pub mod control;
 pub mod error;

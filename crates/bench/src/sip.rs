@@ -61,8 +61,8 @@ fn row(rate: f64, r: &SippReport) -> String {
 
 pub async fn run(lab: &Lab, out: &Path) -> anyhow::Result<()> {
     let (h1, h2) = (
-        AgentClient::new(&lab.agent_url(1)?),
-        AgentClient::new(&lab.agent_url(2)?),
+        std::sync::Arc::new(AgentClient::new(&lab.agent_url(1)?)) as _,
+        std::sync::Arc::new(AgentClient::new(&lab.agent_url(2)?)) as _,
     );
     let (ip_a, ip_b, vip) = (lab.vm_ip(0)?, lab.vm_ip(1)?, lab.vm_ip(100)?);
     let (a, b) = pair::boot((h1, ("sipa", ip_a)), (h2, ("sipb", ip_b)), vip, 24, 1).await?;

@@ -44,8 +44,8 @@ async fn sip_calls_survive_a_switchover() {
     );
     let state = duplex_lab::LabPlan::load_state(LAB).unwrap();
     let (h1, h2) = (
-        AgentClient::new(state.agent_url(1).unwrap()),
-        AgentClient::new(state.agent_url(2).unwrap()),
+        std::sync::Arc::new(AgentClient::new(state.agent_url(1).unwrap())) as _,
+        std::sync::Arc::new(AgentClient::new(state.agent_url(2).unwrap())) as _,
     );
     let (ip_a, ip_b, vip) = (
         state.vm_ip(0).unwrap(),

@@ -26,6 +26,15 @@ fn one() -> u32 {
     1
 }
 
+/// The record of a known token (no expired ones).
+pub fn record_for(token: &str) -> TokenRecord {
+    TokenRecord {
+        v: 1,
+        current: digest(token),
+        expired: Vec::new(),
+    }
+}
+
 pub fn digest(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }

@@ -1,7 +1,7 @@
 //! Typed client of the controller's API for the CLI, the lab and tests.
 //! Errors carry the controller's own code and message.
 
-use duplex_agent::client::error_chain;
+use duplex_agent_client::error_chain;
 use duplex_core::agent_api::ErrorBody;
 use serde::de::DeserializeOwned;
 use serde::Serialize;

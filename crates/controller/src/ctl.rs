@@ -7,7 +7,7 @@ use crate::events::Events;
 use crate::metrics::Metrics;
 use crate::observed::Observed;
 use crate::repo::{Repo, RepoError, HOSTS, PAIRS, VMS};
-use duplex_agent::client::AgentClient;
+use duplex_agent_client::{AgentApi, Connector};
 use duplex_core::agent_api::VmInfo;
 use duplex_core::model::pair::{health, MemberView};
 use duplex_core::model::vm::observe;
@@ -15,16 +15,18 @@ use duplex_core::model::{Host, HostState, Pair, PairHealth, Vm, VmStatus};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 pub struct Ctl {
     pub cfg: ControllerConfig,
+    /// Makes the clients orders to agents go through (HTTP; simulated hosts
+    /// in the simulation).
+    pub connector: std::sync::Arc<dyn Connector>,
     pub repo: Repo,
     pub observed: Mutex<Observed>,
-    /// The lease's fencing token; 0 while not leading.
-    pub fence: AtomicU64,
-    pub leading: AtomicBool,
+    /// The lease's token and the workflows running under it.
+    pub office: std::sync::Arc<crate::office::Office>,
     pub events: Events,
     pub metrics: Metrics,
     /// VMs an operation is working on: the reconciler leaves them alone.
@@ -33,7 +35,7 @@ pub struct Ctl {
     /// are newer than the move, the reconciler leaves them alone (a report
     /// from the source, sent before the move, would have it "adopt" the VM
     /// back there).
-    pub moved: Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    pub moved: Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
     /// Operations running in this process.
     pub ops_running: AtomicU64,
     pub token: Mutex<TokenRecord>,
@@ -52,7 +54,7 @@ pub struct Ctl {
 #[derive(Default)]
 pub struct Traffic {
     pub sampler: duplex_core::placement::TrafficSampler,
-    pub last: std::collections::HashMap<String, std::time::Instant>,
+    pub last: std::collections::HashMap<String, tokio::time::Instant>,
 }
 
 /// A VM with what its host says about it.
@@ -103,15 +105,16 @@ pub struct HostView {
 
 impl Ctl {
     pub fn fence(&self) -> u64 {
-        self.fence.load(Ordering::SeqCst)
+        self.office.token()
     }
     pub fn is_leader(&self) -> bool {
-        self.leading.load(Ordering::SeqCst)
+        self.office.leading()
     }
 
-    /// Client for a host's agent; every order carries our fencing token.
-    pub fn agent(&self, url: &str) -> AgentClient {
-        AgentClient::new(url).with_fence(self.fence())
+    /// Client for a host's agent; every order carries our fencing token and
+    /// is refused unsent once we no longer lead with it.
+    pub fn agent(&self, url: &str) -> std::sync::Arc<dyn AgentApi> {
+        self.office.agent(&*self.connector, url)
     }
 
     pub async fn hosts(&self) -> Result<Vec<Host>, RepoError> {
@@ -213,7 +216,7 @@ impl Ctl {
             members_status.push(MemberStatus {
                 vm: name.clone(),
                 host,
-                wanted: if i == pair.active % 2 { "act" } else { "sby" },
+                wanted: if i == pair.active.i() { "act" } else { "sby" },
                 role: view.role,
                 healthy: view.healthy,
                 status,
@@ -239,7 +242,7 @@ impl Ctl {
     /// Feeds one host's element counters into the traffic matrix.
     pub fn ingest_traffic(&self, reports: &[duplex_core::agent_api::TrafficReport]) {
         let mut t = self.traffic.lock().unwrap_or_else(|p| p.into_inner());
-        let now = std::time::Instant::now();
+        let now = tokio::time::Instant::now();
         for r in reports {
             let interval = t
                 .last
@@ -278,10 +281,41 @@ impl Ctl {
         self.moved
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(vm.to_string(), std::time::Instant::now());
+            .insert(vm.to_string(), tokio::time::Instant::now());
     }
 
     pub fn lock_busy(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
         self.busy.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks `vms` busy (the reconciler leaves them alone) until the guard
+    /// drops; refused if one already is.
+    pub fn claim_vms(&self, vms: &[String]) -> Result<VmClaim<'_>, String> {
+        let mut busy = self.lock_busy();
+        if let Some(v) = vms.iter().find(|v| busy.contains(*v)) {
+            return Err(format!("{v} has another operation in progress"));
+        }
+        busy.extend(vms.iter().cloned());
+        Ok(VmClaim {
+            ctl: self,
+            vms: vms.to_vec(),
+        })
+    }
+}
+
+/// VMs an operation works on; released (and the reconciler woken) on drop.
+pub struct VmClaim<'a> {
+    ctl: &'a Ctl,
+    vms: Vec<String>,
+}
+
+impl Drop for VmClaim<'_> {
+    fn drop(&mut self) {
+        let mut busy = self.ctl.lock_busy();
+        for v in &self.vms {
+            busy.remove(v);
+        }
+        drop(busy);
+        self.ctl.kick.notify_one();
     }
 }

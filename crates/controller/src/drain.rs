@@ -32,10 +32,8 @@ async fn move_item(
 ) -> Result<String, String> {
     match item {
         Item::Vm(vm) => {
-            if !ctl.lock_busy().insert(vm.clone()) {
-                return Err(format!("{vm} has another operation in progress"));
-            }
-            let res = async {
+            let _claim = ctl.claim_vms(std::slice::from_ref(vm))?;
+            async {
                 let d = crate::placement::decide(ctl, vm)
                     .await
                     .map_err(|e| e.message)?;
@@ -51,9 +49,7 @@ async fn move_item(
                     .await;
                 Ok(msg)
             }
-            .await;
-            ctl.lock_busy().remove(vm);
-            res
+            .await
         }
         Item::Pair(name) => {
             let pair = ctl
@@ -62,21 +58,20 @@ async fn move_item(
                 .map_err(|e| e.to_string())?
                 .ok_or("pair vanished")?;
             let hosts = crate::pairs::member_hosts(ctl, &pair).await?;
-            let targets = crate::api::moves::targets(ctl, &pair, &hosts, host, "auto")
+            let targets = crate::placement::targets(ctl, &pair, &hosts, host, "auto")
                 .await
                 .map_err(|e| e.message)?;
             let setup = Setup {
                 members: pair.members.clone(),
                 hosts,
-                active: pair.active % 2,
+                active: pair.active.i(),
                 targets,
                 switch_back: false,
             };
-            let pair = crate::pair_move::begin(ctl, name)
+            let out = crate::pair_move::run_within(ctl, name, setup, op)
                 .await
-                .map_err(|e| e.to_string())??;
-            let out = crate::pair_move::run(ctl, pair, setup, op).await;
-            crate::api::moves::outcome_result(&out)
+                .map_err(|e| e.to_string())?;
+            crate::pair_move::outcome_result(&out)
         }
     }
 }

@@ -7,7 +7,6 @@ use crate::ctl::Ctl;
 use crate::error::ControllerError;
 use crate::repo::API_TOKEN;
 use duplex_core::model::Severity;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,8 +24,8 @@ pub async fn hold_office(ctl: Arc<Ctl>) -> Result<(), ControllerError> {
                 backoff = Duration::from_millis(500);
                 let token = lease.token;
                 lead(&ctl, lease).await;
-                ctl.leading.store(false, Ordering::SeqCst);
-                ctl.fence.store(0, Ordering::SeqCst);
+                let aborted = ctl.office.leave();
+                tracing::error!("left office: {aborted} running workflow(s) stopped");
                 tracing::error!("{}", ControllerError::Deposed { token });
             }
             Err(e) => {
@@ -49,8 +48,7 @@ async fn lead(ctl: &Arc<Ctl>, mut lease: duplex_store::Leadership) {
         Ok(None) => {}
         Err(e) => tracing::warn!("cannot re-read the API token record: {e}"),
     }
-    ctl.fence.store(token, Ordering::SeqCst);
-    ctl.leading.store(true, Ordering::SeqCst);
+    ctl.office.take(token, lease.lost.clone());
     ctl.events
         .emit(
             Severity::Info,
@@ -65,9 +63,6 @@ async fn lead(ctl: &Arc<Ctl>, mut lease: duplex_store::Leadership) {
         .await;
     if let Err(e) = crate::ops::fail_orphans(ctl).await {
         tracing::warn!("cannot check for abandoned operations: {e}");
-    }
-    if let Err(e) = crate::pair_repair::release_orphans(ctl).await {
-        tracing::warn!("cannot check for abandoned pair repairs: {e}");
     }
     sweep_fences(ctl).await;
     ctl.kick.notify_one();

@@ -4,7 +4,7 @@
 //! (`pairs`) and serves the HTTP API (`api`).
 
 pub mod api;
-mod auth;
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod ctl;
@@ -12,18 +12,22 @@ mod drain;
 pub mod error;
 mod events;
 mod leader;
+pub mod lifecycle;
 mod metrics;
 mod moves;
 mod observed;
+mod office;
 mod ops;
 pub mod pair_exec;
 mod pair_move;
+mod pair_recover;
 mod pair_repair;
 mod pairs;
 mod placement;
 pub mod reconciler;
 pub mod repo;
 
+pub use auth::TokenRecord;
 pub use config::{ControllerConfig, StoreChoice};
 pub use error::ControllerError;
 
@@ -96,12 +100,34 @@ pub async fn run(cfg: ControllerConfig) -> Result<(), ControllerError> {
             addr: cfg.listen.to_string(),
             source,
         })?;
-    let ctl = Arc::new(Ctl {
+    let connector = Arc::new(duplex_agent_client::HttpConnector);
+    let ctl = assemble(cfg, repo, connector, token, token_path, topology);
+    tracing::info!(addr = %ctl.cfg.listen, id = %ctl.cfg.id, "controller API listening");
+    let app = api::router(ctl.clone());
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
+    let _loops = start_loops(&ctl);
+    tokio::select! {
+        r = server => r.map_err(ControllerError::Serve),
+        r = leader::hold_office(ctl.clone()) => r,
+    }
+}
+
+/// A controller's shared state over `repo`, ordering agents through
+/// `connector` (HTTP; simulated hosts in the simulation).
+pub fn assemble(
+    cfg: ControllerConfig,
+    repo: Repo,
+    connector: Arc<dyn duplex_agent_client::Connector>,
+    token: TokenRecord,
+    token_path: std::path::PathBuf,
+    topology: Option<duplex_core::placement::TopologyConfig>,
+) -> Arc<Ctl> {
+    Arc::new(Ctl {
+        connector,
         events: Events::new(repo.clone()),
         repo,
         observed: Default::default(),
-        fence: Default::default(),
-        leading: Default::default(),
+        office: Default::default(),
         metrics: Default::default(),
         busy: Default::default(),
         moved: Default::default(),
@@ -113,16 +139,22 @@ pub async fn run(cfg: ControllerConfig) -> Result<(), ControllerError> {
         topology,
         traffic: Default::default(),
         cfg,
-    });
-    tracing::info!(addr = %ctl.cfg.listen, id = %ctl.cfg.id, "controller API listening");
-    let app = api::router(ctl.clone());
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
-    tokio::spawn(reconciler::run(ctl.clone()));
-    tokio::spawn(pair_repair::run(ctl.clone()));
-    tokio::select! {
-        r = server => r.map_err(ControllerError::Serve),
-        r = leader::hold_office(ctl.clone()) => r,
-    }
+    })
+}
+
+/// Starts the loops a controller runs whether it leads or not (each acts
+/// only while leading): reconciliation, and pair recovery and repair.
+/// Aborting the handles stops them.
+pub fn start_loops(ctl: &Arc<Ctl>) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![
+        tokio::spawn(reconciler::run(ctl.clone())),
+        tokio::spawn(pair_repair::run(ctl.clone())),
+    ]
+}
+
+/// Campaigns for the lease and leads while it holds (see `leader`).
+pub async fn hold_office(ctl: Arc<Ctl>) -> Result<(), ControllerError> {
+    leader::hold_office(ctl).await
 }
 
 async fn shutdown_signal() {

@@ -37,9 +37,8 @@ pub async fn migrate_vm(
         to: dst.url.clone(),
         tuning: tuning.clone(),
     };
-    let info = ctl
-        .agent(&src.url)
-        .migrate(vm, &req, MIGRATION_TIMEOUT, |_| {})
+    let agent = ctl.agent(&src.url);
+    let info = duplex_agent_client::migrate(&*agent, vm, &req, MIGRATION_TIMEOUT, |_| {})
         .await
         .map_err(|e| {
             format!(

@@ -5,7 +5,8 @@ use duplex_core::agent_api::{HostReport, VmInfo, VmState};
 use duplex_core::model::pair::MemberView;
 use duplex_core::role::Role;
 use std::collections::{BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// A guest heartbeat older than this does not count as a role report.
 const FRESH_GUEST_MS: u64 = 3000;
@@ -147,7 +148,12 @@ impl Observed {
         let Some(info) = seen.report.vms.iter().find(|v| v.spec.name == vm) else {
             return MemberView::default();
         };
-        let fresh = info.heartbeat_age_ms.is_some_and(|a| a <= FRESH_GUEST_MS);
+        // The heartbeat's age now: its age in the report plus the report's
+        // own (a silent host's last report does not stay fresh).
+        let since_report = seen.at.elapsed().as_millis() as u64;
+        let fresh = info
+            .heartbeat_age_ms
+            .is_some_and(|a| a + since_report <= FRESH_GUEST_MS);
         let hb = info.heartbeat.as_ref().filter(|_| fresh);
         let ago = |ms: Option<u64>| {
             seen.at

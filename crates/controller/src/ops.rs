@@ -6,7 +6,7 @@ use crate::events::now_ms;
 use crate::repo::{RepoError, OPS};
 use duplex_core::model::{OpKind, OpState, Operation, Severity};
 use duplex_store::Expect;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub struct OpHandle {
@@ -14,17 +14,22 @@ pub struct OpHandle {
     pub id: String,
 }
 
-/// Records a new running operation.
-pub async fn start(
+/// Operations numbered in this process (with the time, ids never repeat).
+static NUMBERED: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh operation id.
+pub fn new_id() -> String {
+    let n = NUMBERED.fetch_add(1, Ordering::Relaxed) % 1_000_000;
+    format!("op-{}-{n:06}", now_ms())
+}
+
+/// Records a new running operation with id `id` (from [`new_id`]).
+pub async fn record(
     ctl: &Arc<Ctl>,
+    id: String,
     kind: OpKind,
     subject: &str,
 ) -> Result<(Operation, OpHandle), RepoError> {
-    let id = format!(
-        "op-{}-{:04}",
-        now_ms(),
-        ctl.ops_running.load(Ordering::Relaxed) % 10_000
-    );
     let op = Operation {
         v: duplex_core::model::SCHEMA_VERSION,
         id: id.clone(),
@@ -100,11 +105,13 @@ impl OpHandle {
     }
 }
 
-/// On taking office: operations still `running` belonged to a controller
-/// that is gone; mark them failed so nobody waits for them forever.
+/// Operations still `running` that run nowhere in this process belonged
+/// to a controller that is gone (or whose last write failed): they are
+/// marked failed so nobody waits for them forever. Run on taking office
+/// and on every recovery pass.
 pub async fn fail_orphans(ctl: &Arc<Ctl>) -> Result<(), RepoError> {
     for r in ctl.repo.list::<Operation>(OPS).await? {
-        if r.value.state != OpState::Running {
+        if r.value.state != OpState::Running || ctl.office.runs(&r.value.id) {
             continue;
         }
         let mut op = r.value;
@@ -124,7 +131,7 @@ pub async fn fail_orphans(ctl: &Arc<Ctl>) -> Result<(), RepoError> {
                     "operation.abandoned",
                     &op.subject,
                     format!(
-                        "operation {} was left running by the previous controller: marked failed",
+                        "operation {} was left running by a controller that stopped: marked failed",
                         op.id
                     ),
                 )

@@ -2,21 +2,22 @@
 //! graceful switchover by following the pure plan in `duplex_core::switchover`.
 //! The controller's pair workflows use it; so do the lab benchmarks.
 
-use duplex_agent::client::{AgentClient, ClientError};
-use duplex_agent::error::{GUEST_NOT_CONNECTED, GUEST_UNCHANGED};
+use duplex_agent_client::{AgentApi, ClientError};
 use duplex_core::agent_api::{HandoverOrder, WaitFor};
+use duplex_core::agent_api::{GUEST_NOT_CONNECTED, GUEST_UNCHANGED};
 use duplex_core::guest_proto::{Op, TargetRole};
 use duplex_core::mac::Mac;
 use duplex_core::switchover::{Member, Order, Outcome, Phase, START};
 use duplex_core::vm_spec::VmSpec;
 use serde::Serialize;
 use std::net::Ipv4Addr;
-use std::time::Instant;
+use std::sync::Arc;
+use tokio::time::Instant;
 
 /// One VM of a pair: which agent runs it, and its name.
 #[derive(Clone)]
 pub struct PairMember {
-    pub agent: AgentClient,
+    pub agent: Arc<dyn AgentApi>,
     pub vm: String,
     /// Its own (non-service) address: the peer replicates to it.
     pub ip: Ipv4Addr,
@@ -27,8 +28,8 @@ pub struct PairMember {
 /// Boots the two members in parallel (`act` on `act_agent`, `sby` on
 /// `sby_agent`, each with its own address), then [`set_up`] the pair.
 pub async fn boot(
-    (act_agent, act): (AgentClient, (&str, Ipv4Addr)),
-    (sby_agent, sby): (AgentClient, (&str, Ipv4Addr)),
+    (act_agent, act): (Arc<dyn AgentApi>, (&str, Ipv4Addr)),
+    (sby_agent, sby): (Arc<dyn AgentApi>, (&str, Ipv4Addr)),
     vip: Ipv4Addr,
     prefix: u8,
     token: u64,

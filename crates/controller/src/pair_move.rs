@@ -3,11 +3,12 @@
 //! SBY, optionally switch back — feeding each result back to the plan.
 
 use crate::ctl::Ctl;
+use crate::lifecycle::{self, LifecycleError};
 use crate::ops::OpHandle;
 use crate::pair_exec;
-use crate::pairs::{guest_roles, key, members};
-use crate::repo::RepoError;
-use duplex_core::model::{Pair, PairPhase, Severity};
+use crate::pairs::{guest_roles, members};
+use duplex_core::model::{OpKind, Operation, Pair, Severity};
+use duplex_core::pair_lifecycle::{Intent, Slot, Workflow};
 use duplex_core::pair_migration::{
     self, roles_event, Command, Event, Outcome, Plan, Setup, SwitchResult,
 };
@@ -15,28 +16,50 @@ use duplex_core::role::Role;
 use duplex_core::switchover::Phase;
 use std::sync::Arc;
 
-/// Marks the pair as moving (it must be ready) and its members busy.
-pub async fn begin(ctl: &Ctl, name: &str) -> Result<Result<Pair, String>, RepoError> {
-    let r = ctl
-        .repo
-        .update::<Pair, String, _>(&key(name), |p| {
-            if p.phase != PairPhase::Ready {
-                return Err(format!(
-                    "pair {name} is {}, not ready: wait for the running operation to finish",
-                    p.phase.as_str()
-                ));
-            }
-            p.phase = PairPhase::Moving;
-            Ok(())
-        })
-        .await?;
-    if let Ok(p) = &r {
-        let mut busy = ctl.lock_busy();
-        for m in &p.members {
-            busy.insert(m.clone());
-        }
+/// Starts moving pair `name` (it must be ready) as its own operation.
+pub async fn start(
+    ctl: &Arc<Ctl>,
+    name: &str,
+    setup: Setup,
+) -> Result<(Operation, Pair), LifecycleError> {
+    let flow = move |c: Arc<Ctl>, pair: Pair, handle: OpHandle| async move {
+        let out = run(&c, pair, setup, &handle).await;
+        handle.finish(outcome_result(&out)).await;
+    };
+    lifecycle::launch(
+        ctl,
+        name,
+        (Workflow::Move, OpKind::PairMigrate),
+        |_| {},
+        flow,
+    )
+    .await
+}
+
+/// Moves pair `name` as part of operation `op` (a host drain).
+pub async fn run_within(
+    ctl: &Arc<Ctl>,
+    name: &str,
+    setup: Setup,
+    op: &OpHandle,
+) -> Result<Outcome, LifecycleError> {
+    let (_, pair) = lifecycle::claim(ctl, name, Workflow::Move, &op.id, |_| {}).await?;
+    Ok(run(ctl, pair, setup, op).await)
+}
+
+pub fn outcome_result(o: &Outcome) -> Result<String, String> {
+    let line = format!(
+        "{} migration(s), {} switchover(s); members on {} / {}",
+        o.migrations, o.switchovers, o.hosts[0], o.hosts[1]
+    );
+    if o.ok {
+        Ok(format!("moved: {line}"))
+    } else {
+        Err(format!(
+            "{}; {line}",
+            o.reason.as_deref().unwrap_or("failed")
+        ))
     }
-    Ok(r)
 }
 
 /// How long the guests get to report one ACT and one SBY (a member that
@@ -46,48 +69,55 @@ const ROLES_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 /// The answer to `ConfirmRoles`, asking the guests until they report one
 /// ACT and one SBY or time runs out.
 async fn confirm(ctl: &Ctl, pair: &Pair) -> Event {
-    let deadline = std::time::Instant::now() + ROLES_WAIT;
+    let deadline = tokio::time::Instant::now() + ROLES_WAIT;
     loop {
         let ev = match members(ctl, pair).await {
             Ok(m) => roles_event(guest_roles(&m).await),
             Err(_) => Event::Roles { active: None },
         };
-        if ev != (Event::Roles { active: None }) || std::time::Instant::now() > deadline {
+        if ev != (Event::Roles { active: None }) || tokio::time::Instant::now() > deadline {
             return ev;
         }
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
 }
 
-async fn switchover(ctl: &Ctl, name: &str, from: usize) -> SwitchResult {
-    // A raised role token first, so the guests refuse anything older.
-    let r = ctl
-        .repo
-        .update::<Pair, std::convert::Infallible, _>(&key(name), |p| {
-            p.token += 1;
-            Ok(())
-        })
-        .await;
-    let Ok(Ok(pair)) = r else {
+async fn switchover(ctl: &Ctl, name: &str, op: &str, from: usize) -> SwitchResult {
+    let Some(slot) = Slot::of(from) else {
         return SwitchResult::RolledBack;
     };
+    // A raised role token first, so the guests refuse anything older; the
+    // intent is on record before any order goes out.
+    let r = lifecycle::update(ctl, name, op, |p| p.token += 1).await;
+    let Ok(pair) = r else {
+        return SwitchResult::RolledBack;
+    };
+    let intent = Intent::Switchover {
+        from: slot,
+        token: pair.token,
+    };
+    if lifecycle::step(ctl, name, op, intent, |_| {})
+        .await
+        .is_err()
+    {
+        return SwitchResult::RolledBack;
+    }
     let Ok(m) = members(ctl, &pair).await else {
         return SwitchResult::RolledBack;
     };
     let report = pair_exec::switchover(&m[from], &m[1 - from], pair.token, pair.vip).await;
-    let result = match report.outcome {
+    let mut result = match report.outcome {
         Phase::Done { .. } => SwitchResult::Swapped,
         Phase::RolledBack => SwitchResult::RolledBack,
         _ => SwitchResult::Failed,
     };
     if result == SwitchResult::Swapped {
-        let _ = ctl
-            .repo
-            .update::<Pair, std::convert::Infallible, _>(&key(name), |p| {
-                p.active = 1 - from;
-                Ok(())
-            })
-            .await;
+        if let Err(e) = lifecycle::update(ctl, name, op, |p| p.active = slot.other()).await {
+            // The guests swapped but the record cannot say so: stop here;
+            // the pair is settled from its guests.
+            tracing::warn!(pair = %name, "switched over, not recorded: {e}");
+            result = SwitchResult::Failed;
+        }
         let mut obs = ctl.lock_observed();
         obs.confirm(&pair.members[1 - from], Role::Act);
         obs.confirm(&pair.members[from], Role::Sby);
@@ -118,10 +148,21 @@ async fn switchover(ctl: &Ctl, name: &str, from: usize) -> SwitchResult {
 pub async fn run(ctl: &Arc<Ctl>, pair: Pair, setup: Setup, op: &OpHandle) -> Outcome {
     let name = pair.name.clone();
     let subject = format!("pair/{name}");
+    let Ok(_claim) = ctl.claim_vms(&pair.members) else {
+        finish_pair(ctl, &pair, None, &op.id).await;
+        return Outcome {
+            ok: false,
+            reason: Some("a member has another operation in progress".into()),
+            hosts: setup.hosts,
+            active: Some(setup.active),
+            migrations: 0,
+            switchovers: 0,
+        };
+    };
     let (mut plan, mut cmd) = match Plan::start(setup.clone()) {
         Ok(x) => x,
         Err(e) => {
-            finish_pair(ctl, &pair, None).await;
+            finish_pair(ctl, &pair, None, &op.id).await;
             return Outcome {
                 ok: false,
                 reason: Some(e.to_string()),
@@ -139,6 +180,20 @@ pub async fn run(ctl: &Arc<Ctl>, pair: Pair, setup: Setup, op: &OpHandle) -> Out
             Command::ConfirmRoles => confirm(ctl, &pair).await,
             Command::Migrate { member, to } => {
                 let vm = &pair.members[*member];
+                let intent = Intent::Migrate {
+                    slot: Slot::of(*member).unwrap_or(Slot::A),
+                    to: to.clone(),
+                };
+                if let Err(e) = lifecycle::step(ctl, &name, &op.id, intent, |_| {}).await {
+                    break Outcome {
+                        ok: false,
+                        reason: Some(e.to_string()),
+                        hosts: setup.hosts.clone(),
+                        active: None,
+                        migrations: 0,
+                        switchovers: 0,
+                    };
+                }
                 let from = ctl
                     .vm(vm)
                     .await
@@ -165,12 +220,12 @@ pub async fn run(ctl: &Arc<Ctl>, pair: Pair, setup: Setup, op: &OpHandle) -> Out
                 }
             }
             Command::Switchover { from } => Event::Switched {
-                result: switchover(ctl, &name, *from).await,
+                result: switchover(ctl, &name, &op.id, *from).await,
             },
         };
         cmd = plan.step(ev);
     };
-    finish_pair(ctl, &pair, outcome.active).await;
+    finish_pair(ctl, &pair, outcome.active, &op.id).await;
     let line = format!(
         "{name}: {} — {} migration(s), {} switchover(s); members on {} / {}",
         if outcome.ok {
@@ -202,22 +257,16 @@ pub async fn run(ctl: &Arc<Ctl>, pair: Pair, setup: Setup, op: &OpHandle) -> Out
     outcome
 }
 
-/// Leaves the pair ready (with `active` if known) and its members no longer busy.
-pub async fn finish_pair(ctl: &Ctl, pair: &Pair, active: Option<usize>) {
-    let _ = ctl
-        .repo
-        .update::<Pair, std::convert::Infallible, _>(&key(&pair.name), |p| {
-            p.phase = PairPhase::Ready;
-            if let Some(a) = active {
-                p.active = a;
-            }
-            Ok(())
-        })
-        .await;
-    let mut busy = ctl.lock_busy();
-    for m in &pair.members {
-        busy.remove(m);
+/// Leaves the pair ready (with `active` if known), unless it was taken
+/// from this operation.
+async fn finish_pair(ctl: &Ctl, pair: &Pair, active: Option<usize>, op: &str) {
+    let w = (Workflow::Move, op);
+    let res = lifecycle::release(ctl, &pair.name, w, true, |p| {
+        if let Some(a) = active.and_then(Slot::of) {
+            p.active = a;
+        }
+    });
+    if let Err(e) = res.await {
+        tracing::warn!(pair = %pair.name, "move: {e}");
     }
-    drop(busy);
-    ctl.kick.notify_one();
 }

@@ -3,17 +3,20 @@
 //! operation of its own (`pair_repair`) with events.
 
 use crate::ctl::Ctl;
-use crate::ops::{self, OpHandle};
+use crate::lifecycle::{self, LifecycleError};
+use crate::ops::OpHandle;
 use crate::pair_exec::{self, PairMember};
-use crate::pairs::{self, key};
+use crate::pairs;
 use crate::repo::RepoError;
 use duplex_core::guest_proto::{Op, TargetRole};
 use duplex_core::model::pair::MemberView;
 use duplex_core::model::repair::{decide, Repair};
-use duplex_core::model::{OpKind, Pair, PairPhase, Severity};
+use duplex_core::model::{OpKind, Pair, Severity};
+use duplex_core::pair_lifecycle::{Intent, Slot, Workflow};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 const PERIOD: Duration = Duration::from_millis(1000);
 /// The same decision must hold this long before it is carried out: a
@@ -25,11 +28,16 @@ const BOOT_WAIT: Duration = Duration::from_secs(120);
 
 pub async fn run(ctl: Arc<Ctl>) {
     let mut pending: HashMap<String, (Repair, Instant)> = HashMap::new();
+    let mut retry = crate::pair_recover::Retry::default();
     loop {
         tokio::time::sleep(PERIOD).await;
         if !ctl.is_leader() {
             pending.clear();
+            retry.clear();
             continue;
+        }
+        if let Err(e) = crate::pair_recover::pass(&ctl, &mut retry).await {
+            tracing::warn!("pair recovery pass failed: {e}");
         }
         if let Err(e) = pass(&ctl, &mut pending).await {
             tracing::warn!("pair repair pass failed: {e}");
@@ -73,50 +81,28 @@ async fn pass(
     Ok(())
 }
 
-/// Moves the pair to `Repairing` (raising its token if a member is to be
-/// made ACT) and runs the repair as an operation.
+/// Claims the pair for the repair (raising its token if a member is to be
+/// made ACT) and runs the repair as an operation. A pair some workflow
+/// took first is judged again on a later pass.
 async fn start(ctl: &Arc<Ctl>, name: &str, r: Repair) -> Result<(), RepoError> {
-    let begun = ctl
-        .repo
-        .update::<Pair, String, _>(&key(name), |p| {
-            if p.phase != PairPhase::Ready {
-                return Err(format!("pair {name} is {}", p.phase.as_str()));
-            }
-            p.phase = PairPhase::Repairing;
-            if r.raises_token() {
-                p.token += 1;
-            }
-            Ok(())
-        })
-        .await?;
-    let Ok(pair) = begun else {
-        // An operator's workflow took the pair first; judge it again later.
-        return Ok(());
+    let raise = |p: &mut Pair| {
+        if r.raises_token() {
+            p.token += 1;
+        }
     };
-    match ops::start(ctl, OpKind::PairRepair, &format!("pair/{name}")).await {
-        Ok((_, op)) => {
-            tokio::spawn(flow(ctl.clone(), pair, r, op));
-            Ok(())
-        }
-        Err(e) => {
-            // Nothing was ordered yet: leave the pair to the next pass.
-            pairs::set_phase(ctl, name, PairPhase::Ready).await?;
-            Err(e)
-        }
+    let flow = move |c: Arc<Ctl>, pair: Pair, op: OpHandle| flow(c, pair, r, op);
+    match lifecycle::launch(
+        ctl,
+        name,
+        (Workflow::Repair, OpKind::PairRepair),
+        raise,
+        flow,
+    )
+    .await
+    {
+        Ok(_) | Err(LifecycleError::Refused { .. } | LifecycleError::Lost { .. }) => Ok(()),
+        Err(LifecycleError::Repo(e)) => Err(e),
     }
-}
-
-/// On taking office: a pair left `repairing` by a controller that is gone
-/// goes back to `ready`, and this one's passes judge it again (a repair's
-/// orders are safe to repeat: the token it raised stays raised).
-pub async fn release_orphans(ctl: &Arc<Ctl>) -> Result<(), RepoError> {
-    for p in ctl.pairs().await? {
-        if p.phase == PairPhase::Repairing {
-            pairs::set_phase(ctl, &p.name, PairPhase::Ready).await?;
-            tracing::warn!(pair = %p.name, "repair left unfinished by the previous controller; judging the pair again");
-        }
-    }
-    Ok(())
 }
 
 async fn flow(ctl: Arc<Ctl>, pair: Pair, r: Repair, op: OpHandle) {
@@ -160,6 +146,10 @@ fn describe(pair: &Pair, r: Repair) -> String {
 }
 
 async fn steps(ctl: &Arc<Ctl>, pair: &Pair, r: Repair, op: &OpHandle) -> Result<String, String> {
+    let intent = Intent::Roles { token: pair.token };
+    lifecycle::step(ctl, &pair.name, &op.id, intent, |_| {})
+        .await
+        .map_err(|e| e.to_string())?;
     let (act_done, res) = match pairs::members(ctl, pair).await {
         Ok(m) => orders(pair, r, &m, op).await,
         Err(e) => (false, Err(e)),
@@ -167,21 +157,16 @@ async fn steps(ctl: &Arc<Ctl>, pair: &Pair, r: Repair, op: &OpHandle) -> Result<
     // The record follows the guests: the new ACT once it is ACT, even if
     // the other member could not be made SBY after it.
     let new_active = if act_done {
-        r.new_active(pair.active)
+        Slot::of(r.new_active(pair.active.i())).unwrap_or(pair.active)
     } else {
         pair.active
     };
-    let now = ctl
-        .repo
-        .update::<Pair, std::convert::Infallible, _>(&key(&pair.name), |p| {
-            p.active = new_active;
-            p.phase = PairPhase::Ready;
-            Ok(())
-        })
+    let w = (Workflow::Repair, op.id.as_str());
+    let now = lifecycle::release(ctl, &pair.name, w, res.is_ok(), |p| p.active = new_active)
         .await
         .map_err(|e| e.to_string());
     res?;
-    let Ok(now) = now?;
+    let now = now?;
     op.progress("confirming roles with the guests").await;
     let m = pairs::members(ctl, &now).await?;
     pairs::confirm_roles(ctl, &now, &m).await?;
@@ -202,8 +187,8 @@ async fn orders(
     m: &[PairMember; 2],
     op: &OpHandle,
 ) -> (bool, Result<(), String>) {
-    let act = &m[r.new_active(pair.active)];
-    let sby = &m[r.restore(pair.active)];
+    let act = &m[r.new_active(pair.active.i())];
+    let sby = &m[r.restore(pair.active.i())];
     let first = match r {
         Repair::FailOver { .. } => {
             op.progress(format!("making {} ACT (token {})", act.vm, pair.token))

@@ -2,37 +2,28 @@
 //! give roles, confirm from the guests), switchover, delete.
 
 use crate::ctl::Ctl;
+use crate::lifecycle::{self, LifecycleError};
 use crate::ops::OpHandle;
 use crate::pair_exec::{self, PairMember};
-use crate::repo::{RepoError, PAIRS, VMS};
+use crate::repo::{RepoError, VMS};
 use duplex_core::guest_proto::Op;
-use duplex_core::model::{Desired, Pair, PairPhase, Severity, Vm, VmStatus};
+use duplex_core::model::{Desired, OpKind, Operation, Pair, PairPhase, Severity, Vm, VmStatus};
+use duplex_core::pair_lifecycle::{Intent, Workflow};
 use duplex_core::role::Role;
 use duplex_core::switchover::Phase;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// How long pair members get to boot and connect their guests.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+/// Attempts of a pair's set-up orders before the create fails.
+const SETUP_ATTEMPTS: u32 = 4;
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(20);
 const DELETE_TIMEOUT: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(500);
 
-pub(crate) fn key(name: &str) -> String {
-    format!("{PAIRS}{name}")
-}
-
-pub(crate) async fn set_phase(ctl: &Ctl, name: &str, phase: PairPhase) -> Result<Pair, RepoError> {
-    let r = ctl
-        .repo
-        .update::<Pair, std::convert::Infallible, _>(&key(name), |p| {
-            p.phase = phase;
-            Ok(())
-        })
-        .await?;
-    let Ok(p) = r;
-    Ok(p)
-}
+pub(crate) use crate::lifecycle::key;
 
 /// Where each member of `pair` runs, per the VM records.
 pub(crate) async fn member_hosts(ctl: &Ctl, pair: &Pair) -> Result<[String; 2], String> {
@@ -95,7 +86,7 @@ pub(crate) async fn confirm_roles(
 ) -> Result<(), String> {
     let deadline = Instant::now() + CONFIRM_TIMEOUT;
     let want = |i: usize| {
-        if i == pair.active % 2 {
+        if i == pair.active.i() {
             Role::Act
         } else {
             Role::Sby
@@ -125,9 +116,14 @@ pub(crate) async fn confirm_roles(
     }
 }
 
-pub async fn create_flow(ctl: Arc<Ctl>, name: String, op: OpHandle) {
+pub async fn create_flow(ctl: Arc<Ctl>, pair: Pair, op: OpHandle) {
+    let name = pair.name.clone();
     let res = create_steps(&ctl, &name, &op).await;
     let subject = format!("pair/{name}");
+    let ends = lifecycle::release(&ctl, &name, (Workflow::Create, &op.id), res.is_ok(), |_| {});
+    if let Err(e) = ends.await {
+        tracing::warn!(pair = %name, "create: {e}");
+    }
     match &res {
         Ok(msg) => {
             ctl.events
@@ -135,7 +131,6 @@ pub async fn create_flow(ctl: Arc<Ctl>, name: String, op: OpHandle) {
                 .await
         }
         Err(e) => {
-            let _ = set_phase(&ctl, &name, PairPhase::Failed).await;
             ctl.events
                 .emit(
                     Severity::Error,
@@ -150,11 +145,9 @@ pub async fn create_flow(ctl: Arc<Ctl>, name: String, op: OpHandle) {
 }
 
 async fn create_steps(ctl: &Arc<Ctl>, name: &str, op: &OpHandle) -> Result<String, String> {
-    let pair = ctl
-        .pair(name)
+    let pair = lifecycle::step(ctl, name, &op.id, Intent::Boot, |_| {})
         .await
-        .map_err(|e| e.to_string())?
-        .ok_or("pair record vanished")?;
+        .map_err(|e| e.to_string())?;
     let deadline = Instant::now() + BOOT_TIMEOUT;
     let mut last = usize::MAX;
     loop {
@@ -193,42 +186,63 @@ async fn create_steps(ctl: &Arc<Ctl>, name: &str, op: &OpHandle) -> Result<Strin
         }
         tokio::time::sleep(POLL).await;
     }
-    let pair = set_phase(ctl, name, PairPhase::Configuring)
-        .await
-        .map_err(|e| e.to_string())?;
+    let pair = lifecycle::step(ctl, name, &op.id, Intent::Configure, |p| {
+        p.phase = PairPhase::Configuring
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     op.progress("configuring the service address and giving roles")
         .await;
     let m = members(ctl, &pair).await?;
-    let (act, sby) = (&m[pair.active % 2], &m[(pair.active + 1) % 2]);
-    pair_exec::set_up(act, sby, pair.vip, pair.prefix_len, pair.token)
-        .await
-        .map_err(|e| format!("set-up: {e}"))?;
-    op.progress("confirming roles with the guests").await;
-    confirm_roles(ctl, &pair, &m).await?;
-    set_phase(ctl, name, PairPhase::Ready)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (act, sby) = (&m[pair.active.i()], &m[pair.active.other().i()]);
+    // The set-up's orders repeat safely: one lost on the way, or a guest
+    // that restarted before confirming, gets the whole set-up again.
+    let mut attempt = 1;
+    loop {
+        let res = match pair_exec::set_up(act, sby, pair.vip, pair.prefix_len, pair.token).await {
+            Ok(()) => {
+                op.progress("confirming roles with the guests").await;
+                lifecycle::step(ctl, name, &op.id, Intent::Confirm, |_| {})
+                    .await
+                    .map_err(|e| e.to_string())?;
+                confirm_roles(ctl, &pair, &m).await
+            }
+            Err(e) => Err(format!("set-up: {e}")),
+        };
+        match res {
+            Ok(()) => break,
+            Err(e) if attempt == SETUP_ATTEMPTS => {
+                return Err(format!("{e} ({attempt} attempts)"));
+            }
+            Err(e) => {
+                op.progress(format!(
+                    "set-up attempt {attempt} failed, trying again: {e}"
+                ))
+                .await;
+                tokio::time::sleep(POLL * 2 * attempt).await;
+                attempt += 1;
+            }
+        }
+    }
     Ok(format!(
         "pair {name} ready: ACT {} and SBY {} confirmed by their guests, service address {}",
         act.vm, sby.vm, pair.vip
     ))
 }
 
-/// Moves the pair to `SwitchingOver` with a raised role token, or says why not.
-pub async fn begin_switchover(ctl: &Ctl, name: &str) -> Result<Result<Pair, String>, RepoError> {
-    ctl.repo
-        .update::<Pair, String, _>(&key(name), |p| {
-            if p.phase != PairPhase::Ready {
-                return Err(format!(
-                    "pair {name} is {}, not ready: wait for the running operation to finish",
-                    p.phase.as_str()
-                ));
-            }
-            p.phase = PairPhase::SwitchingOver;
-            p.token += 1;
-            Ok(())
-        })
-        .await
+/// Starts a switchover of pair `name` (it must be ready), with a raised role token.
+pub async fn start_switchover(
+    ctl: &Arc<Ctl>,
+    name: &str,
+) -> Result<(Operation, Pair), LifecycleError> {
+    lifecycle::launch(
+        ctl,
+        name,
+        (Workflow::Switchover, OpKind::PairSwitchover),
+        |p| p.token += 1,
+        switchover_flow,
+    )
+    .await
 }
 
 pub async fn switchover_flow(ctl: Arc<Ctl>, pair: Pair, op: OpHandle) {
@@ -240,14 +254,23 @@ pub async fn switchover_flow(ctl: Arc<Ctl>, pair: Pair, op: OpHandle) {
 }
 
 async fn switchover_steps(ctl: &Arc<Ctl>, pair: &Pair, op: &OpHandle) -> Result<String, String> {
+    let w = (Workflow::Switchover, op.id.as_str());
     let m = match members(ctl, pair).await {
         Ok(m) => m,
         Err(e) => {
-            let _ = set_phase(ctl, &pair.name, PairPhase::Ready).await;
+            let _ = lifecycle::release(ctl, &pair.name, w, false, |_| {}).await;
             return Err(e);
         }
     };
-    let (old, new) = (&m[pair.active % 2], &m[(pair.active + 1) % 2]);
+    let from = pair.active;
+    let (old, new) = (&m[from.i()], &m[from.other().i()]);
+    let intent = Intent::Switchover {
+        from,
+        token: pair.token,
+    };
+    lifecycle::step(ctl, &pair.name, &op.id, intent, |_| {})
+        .await
+        .map_err(|e| e.to_string())?;
     op.progress(format!(
         "switching over: {} → {} (token {})",
         old.vm, new.vm, pair.token
@@ -255,18 +278,19 @@ async fn switchover_steps(ctl: &Arc<Ctl>, pair: &Pair, op: &OpHandle) -> Result<
     .await;
     let report = pair_exec::switchover(old, new, pair.token, pair.vip).await;
     let swapped = matches!(report.outcome, Phase::Done { .. });
-    let r = ctl
-        .repo
-        .update::<Pair, std::convert::Infallible, _>(&key(&pair.name), |p| {
-            if swapped {
-                p.active = (pair.active + 1) % 2;
-            }
-            p.phase = PairPhase::Ready;
-            Ok(())
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    let Ok(now) = r;
+    let now = lifecycle::release(ctl, &pair.name, w, swapped, |p| {
+        if swapped {
+            p.active = from.other();
+        }
+    })
+    .await
+    .map_err(|e| {
+        format!(
+            "{}: {} but the outcome could not be recorded ({e}); the pair is settled from its guests",
+            pair.name,
+            if swapped { "switched over" } else { "rolled back" }
+        )
+    })?;
     op.progress("confirming roles with the guests").await;
     let confirmed = confirm_roles(ctl, &now, &m).await;
     let summary = format!(
@@ -292,6 +316,18 @@ async fn switchover_steps(ctl: &Arc<Ctl>, pair: &Pair, op: &OpHandle) -> Result<
     }
 }
 
+/// Starts the deletion of pair `name` and its members.
+pub async fn start_delete(ctl: &Arc<Ctl>, name: &str) -> Result<(Operation, Pair), LifecycleError> {
+    lifecycle::launch(
+        ctl,
+        name,
+        (Workflow::Delete, OpKind::PairDelete),
+        |_| {},
+        delete_flow,
+    )
+    .await
+}
+
 pub async fn delete_flow(ctl: Arc<Ctl>, pair: Pair, op: OpHandle) {
     let res = delete_steps(&ctl, &pair, &op).await;
     let subject = format!("pair/{}", pair.name);
@@ -300,6 +336,19 @@ pub async fn delete_flow(ctl: Arc<Ctl>, pair: Pair, op: OpHandle) {
 }
 
 async fn delete_steps(ctl: &Arc<Ctl>, pair: &Pair, op: &OpHandle) -> Result<String, String> {
+    let res = remove(ctl, pair, op).await;
+    if res.is_err() {
+        // It stays deleting; the recovery pass runs it again.
+        let w = (Workflow::Delete, op.id.as_str());
+        let _ = lifecycle::release(ctl, &pair.name, w, false, |_| {}).await;
+    }
+    res
+}
+
+async fn remove(ctl: &Arc<Ctl>, pair: &Pair, op: &OpHandle) -> Result<String, String> {
+    lifecycle::step(ctl, &pair.name, &op.id, Intent::Remove, |_| {})
+        .await
+        .map_err(|e| e.to_string())?;
     for m in &pair.members {
         let r = ctl
             .repo
@@ -334,9 +383,23 @@ async fn delete_steps(ctl: &Arc<Ctl>, pair: &Pair, op: &OpHandle) -> Result<Stri
         }
         tokio::time::sleep(POLL * 2).await;
     }
-    ctl.repo
-        .delete(&key(&pair.name), duplex_store::Expect::Any)
+    // Only while this operation still owns the pair.
+    let rec = ctl
+        .repo
+        .get::<Pair>(&key(&pair.name))
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(r) = rec {
+        if r.value.journal.as_ref().map(|j| j.op.as_str()) != Some(op.id.as_str()) {
+            return Err(format!(
+                "pair {} was taken over by another operation",
+                pair.name
+            ));
+        }
+        ctl.repo
+            .delete(&key(&pair.name), duplex_store::Expect::Revision(r.revision))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     Ok(format!("pair {} and its members are gone", pair.name))
 }

@@ -266,3 +266,34 @@ pub async fn decide_avoiding(ctl: &Ctl, vm: &str, avoid: &[String]) -> Result<De
 pub async fn explain(ctl: &Ctl, vm: &str) -> Result<Explanation, ApiError> {
     with_engine(ctl, Vec::new(), None, |e| e.explain(vm), vm).await
 }
+
+/// Targets for the members of `pair` that run on `from`: `to`, or
+/// placement's choice (never the other member's host or target).
+pub async fn targets(
+    ctl: &Ctl,
+    pair: &duplex_core::model::Pair,
+    hosts: &[String; 2],
+    from: &str,
+    to: &str,
+) -> Result<[Option<String>; 2], ApiError> {
+    let mut t: [Option<String>; 2] = [None, None];
+    for i in 0..2 {
+        if hosts[i] != from {
+            continue;
+        }
+        let other = 1 - i;
+        let dest = if to == "auto" {
+            let mut avoid = vec![hosts[other].clone()];
+            if let Some(o) = &t[other] {
+                avoid.push(o.clone());
+            }
+            crate::placement::decide_avoiding(ctl, &pair.members[i], &avoid)
+                .await?
+                .to
+        } else {
+            to.to_string()
+        };
+        t[i] = Some(dest);
+    }
+    Ok(t)
+}

@@ -3,7 +3,7 @@
 
 use crate::ctl::Ctl;
 use crate::repo::{RepoError, HOSTS, VMS};
-use duplex_agent::client::ClientError;
+use duplex_agent_client::ClientError;
 use duplex_core::agent_api::WaitFor;
 use duplex_core::model::reconcile::{plan, Action, HostSeen};
 use duplex_core::model::{liveness, Host, HostState, Severity, Vm};
@@ -56,6 +56,7 @@ pub async fn run(ctl: Arc<Ctl>) {
             }
         }
         tokio::select! {
+            biased;
             _ = tokio::time::sleep(PERIOD) => {}
             _ = ctl.kick.notified() => {}
         }

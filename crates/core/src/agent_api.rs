@@ -361,3 +361,17 @@ mod tests {
         .contains("QEMU's limit"));
     }
 }
+
+/// Body of `GET`/`POST /v1/fence`: the highest token the agent obeyed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceState {
+    pub fence: u64,
+}
+
+/// Error code of a guest order the guest refused before changing anything.
+pub const GUEST_UNCHANGED: &str = "guest_unchanged";
+/// Error code of a guest order the agent could not pass on: no channel to
+/// the guest (nothing was sent).
+pub const GUEST_NOT_CONNECTED: &str = "guest_not_connected";
+/// Error code of an order carrying a fencing token older than one obeyed.
+pub const STALE_FENCE: &str = "stale_fence";

@@ -5,6 +5,7 @@ pub mod agent_api;
 pub mod guest_proto;
 pub mod mac;
 pub mod model;
+pub mod pair_lifecycle;
 pub mod pair_migration;
 pub mod placement;
 pub mod role;

@@ -20,7 +20,8 @@
 //! etcd backend keeps its election keys there): they cannot be written and
 //! are not listed or watched unless asked for by that prefix.
 //!
-//! [`etcd_server`] runs a real `etcd` for tests and for the lab.
+//! [`etcd_server`] runs a real `etcd` for tests and for the lab;
+//! [`MemoryStore`] is the store of the controller's simulation.
 //!
 //! [redb]: https://docs.rs/redb
 
@@ -28,6 +29,7 @@ mod embedded;
 mod error;
 mod etcd;
 pub mod etcd_server;
+pub mod memory;
 
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -35,6 +37,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 pub use embedded::EmbeddedStore;
 pub use error::StoreError;
 pub use etcd::{EtcdOptions, EtcdStore};
+pub use memory::{MemoryInstance, MemoryStore};
 
 /// Prefix of keys the store keeps for itself (election keys).
 pub const RESERVED_PREFIX: &str = "_duplex/";

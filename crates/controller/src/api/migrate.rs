@@ -113,7 +113,9 @@ pub async fn migrate(
             "VM `{name}` has an operation in progress: wait for it"
         )));
     }
-    let started = ops::start(&ctl, OpKind::VmMigrate, &format!("vm/{name}")).await;
+    let id = ops::new_id();
+    let guard = ctl.office.reserve(&id);
+    let started = ops::record(&ctl, id, OpKind::VmMigrate, &format!("vm/{name}")).await;
     let (op, handle) = match started {
         Ok(x) => x,
         Err(e) => {
@@ -122,14 +124,15 @@ pub async fn migrate(
         }
     };
     let from = vm.host.clone();
-    tokio::spawn(flow(
+    let f = flow(
         ctl.clone(),
         name,
         from.clone(),
         to.clone(),
         req.tuning,
         handle,
-    ));
+    );
+    ctl.office.spawn(guard, f);
     Ok((
         StatusCode::ACCEPTED,
         Json(MigrateAccepted {

@@ -24,7 +24,7 @@ use axum::{Json, Router};
 use duplex_core::model::{HostState, OpState, Operation, PairHealth, VmStatus};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 pub type Shared = State<Arc<Ctl>>;
 pub type ApiResult<T> = Result<Json<T>, ApiError>;

@@ -9,7 +9,7 @@ use crate::pair_move;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::Json;
-use duplex_core::model::{HostState, OpKind, Operation, Pair};
+use duplex_core::model::{HostState, OpKind, Operation};
 use duplex_core::pair_migration::Setup;
 use serde::{Deserialize, Serialize};
 
@@ -30,37 +30,6 @@ pub struct MigratePair {
 pub struct Accepted {
     pub operation: Operation,
     pub setup: Setup,
-}
-
-/// Targets for the members of `pair` that run on `from`: `to`, or
-/// placement's choice (never the other member's host or target).
-pub async fn targets(
-    ctl: &Ctl,
-    pair: &Pair,
-    hosts: &[String; 2],
-    from: &str,
-    to: &str,
-) -> Result<[Option<String>; 2], ApiError> {
-    let mut t: [Option<String>; 2] = [None, None];
-    for i in 0..2 {
-        if hosts[i] != from {
-            continue;
-        }
-        let other = 1 - i;
-        let dest = if to == "auto" {
-            let mut avoid = vec![hosts[other].clone()];
-            if let Some(o) = &t[other] {
-                avoid.push(o.clone());
-            }
-            crate::placement::decide_avoiding(ctl, &pair.members[i], &avoid)
-                .await?
-                .to
-        } else {
-            to.to_string()
-        };
-        t[i] = Some(dest);
-    }
-    Ok(t)
 }
 
 async fn check_host(ctl: &Ctl, h: &str) -> Result<(), ApiError> {
@@ -92,7 +61,7 @@ pub async fn migrate_pair(
     let from = req
         .from
         .clone()
-        .unwrap_or_else(|| hosts[pair.active % 2].clone());
+        .unwrap_or_else(|| hosts[pair.active.i()].clone());
     if !hosts.contains(&from) {
         return Err(ApiError::bad_request(format!(
             "field `from`: no member of {name} runs on {from} (they run on {} and {})",
@@ -108,31 +77,19 @@ pub async fn migrate_pair(
             )));
         }
     }
-    let targets = targets(&ctl, &pair, &hosts, &from, &req.to).await?;
+    let targets = crate::placement::targets(&ctl, &pair, &hosts, &from, &req.to).await?;
     let setup = Setup {
         members: pair.members.clone(),
         hosts,
-        active: pair.active % 2,
+        active: pair.active.i(),
         targets,
         switch_back: req.switch_back,
     };
     duplex_core::pair_migration::Plan::start(setup.clone())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let pair = pair_move::begin(&ctl, &name)
-        .await?
-        .map_err(ApiError::conflict)?;
-    let (op, handle) = match ops::start(&ctl, OpKind::PairMigrate, &format!("pair/{name}")).await {
-        Ok(x) => x,
-        Err(e) => {
-            pair_move::finish_pair(&ctl, &pair, None).await;
-            return Err(e.into());
-        }
-    };
-    let (c, s) = (ctl.clone(), setup.clone());
-    tokio::spawn(async move {
-        let out = pair_move::run(&c, pair, s, &handle).await;
-        handle.finish(outcome_result(&out)).await;
-    });
+    let (op, _) = pair_move::start(&ctl, &name, setup.clone())
+        .await
+        .map_err(|e| super::pairs::lifecycle_error(&name, e))?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Accepted {
@@ -140,21 +97,6 @@ pub async fn migrate_pair(
             setup,
         }),
     ))
-}
-
-pub fn outcome_result(o: &duplex_core::pair_migration::Outcome) -> Result<String, String> {
-    let line = format!(
-        "{} migration(s), {} switchover(s); members on {} / {}",
-        o.migrations, o.switchovers, o.hosts[0], o.hosts[1]
-    );
-    if o.ok {
-        Ok(format!("moved: {line}"))
-    } else {
-        Err(format!(
-            "{}; {line}",
-            o.reason.as_deref().unwrap_or("failed")
-        ))
-    }
 }
 
 #[derive(Deserialize)]
@@ -190,12 +132,10 @@ pub async fn drain(
             "host {name} is failed: its VMs cannot be live-migrated (they need a restart elsewhere)"
         )));
     }
-    let (op, handle) = ops::start(&ctl, OpKind::HostDrain, &format!("host/{name}")).await?;
-    tokio::spawn(crate::drain::run(
-        ctl.clone(),
-        name,
-        req.concurrency,
-        handle,
-    ));
+    let id = ops::new_id();
+    let guard = ctl.office.reserve(&id);
+    let (op, handle) = ops::record(&ctl, id, OpKind::HostDrain, &format!("host/{name}")).await?;
+    let f = crate::drain::run(ctl.clone(), name, req.concurrency, handle);
+    ctl.office.spawn(guard, f);
     Ok((StatusCode::ACCEPTED, Json(op)))
 }

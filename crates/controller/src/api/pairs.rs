@@ -5,12 +5,14 @@ use super::{ApiJson, ApiResult, Shared};
 use crate::ctl::PairView;
 use crate::error::ApiError;
 use crate::events::now_ms;
+use crate::lifecycle::LifecycleError;
 use crate::repo::{PAIRS, VMS};
 use crate::{ops, pairs};
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::Json;
 use duplex_core::model::{valid_name, Desired, OpKind, Operation, Pair, PairPhase, Severity, Vm};
+use duplex_core::pair_lifecycle::{Journal, Slot, Workflow};
 use duplex_core::vm_spec::VmSpec;
 use duplex_store::Expect;
 use serde::{Deserialize, Serialize};
@@ -134,16 +136,23 @@ pub async fn create(
         Some((h0.as_str(), a)),
     )
     .await?;
+    let op_id = ops::new_id();
+    let guard = ctl.office.reserve(&op_id);
     let pair = Pair {
         v: duplex_core::model::SCHEMA_VERSION,
         name: req.name.clone(),
         members: [a.name.clone(), b.name.clone()],
         vip: req.vip,
         prefix_len: req.prefix_len,
-        active: 0,
+        active: Slot::A,
         token: 1,
         phase: PairPhase::Creating,
         created_ms: now_ms(),
+        journal: Some(Journal {
+            op: op_id.clone(),
+            workflow: Workflow::Create,
+            intent: None,
+        }),
     };
     let pkey = format!("{PAIRS}{}", pair.name);
     ctl.repo
@@ -178,7 +187,10 @@ pub async fn create(
             return Err(e.into());
         }
     }
-    let (op, handle) = ops::start(&ctl, OpKind::PairCreate, &format!("pair/{}", pair.name)).await?;
+    // Once recorded, the pair is created even if this request fails from
+    // here on: the recovery pass runs the create again.
+    let subject = format!("pair/{}", pair.name);
+    let (op, handle) = ops::record(&ctl, op_id, OpKind::PairCreate, &subject).await?;
     ctl.events
         .emit(
             Severity::Info,
@@ -191,7 +203,8 @@ pub async fn create(
         )
         .await;
     ctl.kick.notify_one();
-    tokio::spawn(pairs::create_flow(ctl.clone(), pair.name.clone(), handle));
+    ctl.office
+        .spawn(guard, pairs::create_flow(ctl.clone(), pair.clone(), handle));
     let pair = view(&ctl, pair).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -207,23 +220,11 @@ pub async fn switchover(
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let ctl = ctl.0;
-    let pair = pairs::begin_switchover(&ctl, &name)
+    let (operation, pair) = pairs::start_switchover(&ctl, &name)
         .await
-        .map_err(|e| match e {
-            crate::repo::RepoError::Missing(_) => no_pair(&name),
-            e => e.into(),
-        })?
-        .map_err(ApiError::conflict)?;
-    let (op, handle) = ops::start(&ctl, OpKind::PairSwitchover, &format!("pair/{name}")).await?;
-    tokio::spawn(pairs::switchover_flow(ctl.clone(), pair.clone(), handle));
+        .map_err(|e| lifecycle_error(&name, e))?;
     let pair = view(&ctl, pair).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(Accepted {
-            pair,
-            operation: op,
-        }),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(Accepted { pair, operation })))
 }
 
 pub async fn delete(
@@ -231,35 +232,20 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let ctl = ctl.0;
-    let r = ctl
-        .repo
-        .update::<Pair, String, _>(&format!("{PAIRS}{name}"), |p| {
-            if matches!(
-                p.phase,
-                PairPhase::SwitchingOver | PairPhase::Moving | PairPhase::Repairing
-            ) {
-                return Err(format!(
-                    "pair `{name}` is {}: wait for it to finish",
-                    p.phase.as_str()
-                ));
-            }
-            p.phase = PairPhase::Deleting;
-            Ok(())
-        })
+    let (operation, pair) = pairs::start_delete(&ctl, &name)
         .await
-        .map_err(|e| match e {
-            crate::repo::RepoError::Missing(_) => no_pair(&name),
-            e => e.into(),
-        })?;
-    let pair = r.map_err(ApiError::conflict)?;
-    let (op, handle) = ops::start(&ctl, OpKind::PairDelete, &format!("pair/{name}")).await?;
-    tokio::spawn(pairs::delete_flow(ctl.clone(), pair.clone(), handle));
+        .map_err(|e| lifecycle_error(&name, e))?;
     let pair = view(&ctl, pair).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(Accepted {
-            pair,
-            operation: op,
-        }),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(Accepted { pair, operation })))
+}
+
+/// A workflow that could not start, as the API says it.
+pub fn lifecycle_error(name: &str, e: LifecycleError) -> ApiError {
+    match e {
+        LifecycleError::Repo(crate::repo::RepoError::Missing(_)) => no_pair(name),
+        LifecycleError::Repo(e) => e.into(),
+        LifecycleError::Refused { .. } | LifecycleError::Lost { .. } => {
+            ApiError::conflict(e.to_string())
+        }
+    }
 }

@@ -16,6 +16,9 @@ pub enum OpKind {
     HostDrain,
     /// Started by the controller itself: a member's guest lost its role.
     PairRepair,
+    /// Started by the controller itself: a pair was left mid-workflow by a
+    /// controller that is gone; settled from what its guests report.
+    PairRecover,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

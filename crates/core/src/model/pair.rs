@@ -1,5 +1,6 @@
 //! An ACT/SBY pair: two VMs on two hosts sharing one service address.
 
+use crate::pair_lifecycle::{Journal, Slot};
 use crate::role::Role;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
@@ -62,21 +63,29 @@ pub struct Pair {
     /// The service address the ACT holds.
     pub vip: Ipv4Addr,
     pub prefix_len: u8,
-    /// Index into `members` of the VM that should be ACT.
-    pub active: usize,
+    /// The member that should be ACT.
+    pub active: Slot,
     /// The pair's role fencing token: raised by every role change, so a
     /// guest refuses orders from before it.
     pub token: u64,
     pub phase: PairPhase,
     pub created_ms: u64,
+    /// The operation that owns the pair and its current step, written
+    /// before the step is carried out (`pair_lifecycle`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<Journal>,
 }
 
 impl Pair {
     pub fn act(&self) -> &str {
-        &self.members[self.active % 2]
+        &self.members[self.active.i()]
     }
     pub fn sby(&self) -> &str {
-        &self.members[(self.active + 1) % 2]
+        &self.members[self.active.other().i()]
+    }
+    /// The member in `slot`.
+    pub fn member(&self, slot: Slot) -> &str {
+        &self.members[slot.i()]
     }
 }
 
@@ -151,8 +160,8 @@ pub fn health(pair: &Pair, views: [MemberView; 2]) -> PairHealth {
     if acts == 0 {
         return PairHealth::NoActive;
     }
-    let act = views[pair.active % 2];
-    let sby = views[(pair.active + 1) % 2];
+    let act = views[pair.active.i()];
+    let sby = views[pair.active.other().i()];
     if act.role == Some(Role::Act) && act.healthy != Some(false) && sby.role == Some(Role::Sby) {
         PairHealth::Healthy
     } else {
@@ -163,6 +172,7 @@ pub fn health(pair: &Pair, views: [MemberView; 2]) -> PairHealth {
 /// A pair of members `a` and `b` for the decisions' tests.
 #[cfg(test)]
 pub(crate) fn example(phase: PairPhase, active: usize) -> Pair {
+    let active = Slot::of(active % 2).unwrap_or(Slot::A);
     Pair {
         v: 1,
         name: "p".into(),
@@ -173,6 +183,7 @@ pub(crate) fn example(phase: PairPhase, active: usize) -> Pair {
         token: 1,
         phase,
         created_ms: 0,
+        journal: None,
     }
 }
 

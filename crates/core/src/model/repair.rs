@@ -58,13 +58,19 @@ pub fn decide(pair: &Pair, views: [MemberView; 2]) -> Option<Repair> {
     if pair.phase != PairPhase::Ready {
         return None;
     }
-    let a = pair.active % 2;
+    let a = pair.active.i();
     let s = (a + 1) % 2;
     let lost = |i: usize| views[i].role == Some(Role::None);
     match (views[a].role, views[s].role) {
         (Some(Role::Act), Some(Role::None)) => Some(Repair::Standby { member: s }),
         (Some(Role::None), Some(Role::Sby)) => Some(Repair::FailOver { to: s }),
         (Some(Role::None), Some(Role::Act)) => Some(Repair::Adopt { act: s }),
+        // A switchover whose last step did not land: the old ACT stays
+        // quiesced (without the address) until it is made SBY or ACT.
+        (Some(Role::Act), Some(Role::Quiesced)) => Some(Repair::Standby { member: s }),
+        (Some(Role::Quiesced), Some(Role::Act)) => Some(Repair::Adopt { act: s }),
+        (Some(Role::Quiesced), Some(Role::Sby | Role::None)) => Some(Repair::SetUp),
+        (Some(Role::Sby | Role::None), Some(Role::Quiesced)) => Some(Repair::FailOver { to: s }),
         _ if lost(a) && lost(s) => Some(Repair::SetUp),
         _ => None,
     }
@@ -108,8 +114,11 @@ mod tests {
                         };
                         acted += 1;
                         assert_eq!(phase, PairPhase::Ready, "{r:?} outside Ready");
-                        // Some member lost its role; nobody silent is judged.
-                        assert!(views.iter().any(|v| v.role == Some(Role::None)));
+                        // Some member lost its role or was left quiesced;
+                        // nobody silent is judged.
+                        assert!(views
+                            .iter()
+                            .any(|v| matches!(v.role, Some(Role::None | Role::Quiesced))));
                         assert!(views.iter().all(|v| v.role.is_some()), "{views:?}");
                         let new = r.new_active(active);
                         let sby = r.restore(active);
@@ -119,7 +128,7 @@ mod tests {
                         // The new ACT is one that serves, stands by, or (SetUp) the recorded one.
                         match views[new].role {
                             Some(Role::Act) => assert!(!r.raises_token()),
-                            Some(Role::Sby) => assert!(r.raises_token()),
+                            Some(Role::Sby | Role::Quiesced) => assert!(r.raises_token()),
                             Some(Role::None) => {
                                 assert_eq!(r, Repair::SetUp);
                                 assert_eq!(new, active);
@@ -130,8 +139,9 @@ mod tests {
                 }
             }
         }
-        // Ready × 2 recorded ACTs × {Standby, FailOver, Adopt, SetUp}.
-        assert_eq!(acted, 8);
+        // Ready × 2 recorded ACTs × ({Standby, FailOver, Adopt, SetUp} and
+        // the 6 combinations with a quiesced member).
+        assert_eq!(acted, 20);
     }
 
     #[test]

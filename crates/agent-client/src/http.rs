@@ -1,15 +1,16 @@
-//! Typed client of an agent's `/v1` API, for the CLI, the lab, tests and
-//! benchmarks. Errors carry the agent's own message.
+//! [`AgentClient`]: the agent's `/v1` API over HTTP, for the controller,
+//! the CLI, the lab, tests and benchmarks. Errors carry the agent's own
+//! message.
 
-use crate::fence::FenceState;
+use crate::limits;
 use duplex_core::agent_api::{
-    ErrorBody, HandoverOrder, HandoverStatus, HostInfo, MigrateRequest, MigrationInfo,
-    MigrationPhase, TrafficReport, VmInfo, VmSummary, WaitFor, FENCE_HEADER,
+    ErrorBody, FenceState, HandoverOrder, HandoverStatus, HostInfo, MigrateRequest, MigrationInfo,
+    TrafficReport, VmInfo, VmSummary, WaitFor, FENCE_HEADER, STALE_FENCE,
 };
 use duplex_core::guest_proto::Op;
 use duplex_core::vm_spec::VmSpec;
 use serde::de::DeserializeOwned;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -71,7 +72,7 @@ pub struct AgentClient {
 impl AgentClient {
     pub fn new(base: &str) -> Self {
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
+            .connect_timeout(limits::CONNECT)
             .build()
             .unwrap_or_default();
         AgentClient {
@@ -121,7 +122,7 @@ impl AgentClient {
                 Ok(b) => (b.error.code, b.error.message),
                 Err(_) => ("unknown".into(), text),
             };
-            if status == reqwest::StatusCode::CONFLICT && code == "stale_fence" {
+            if status == reqwest::StatusCode::CONFLICT && code == STALE_FENCE {
                 return Err(ClientError::StaleFence { url, message });
             }
             return Err(ClientError::Api {
@@ -148,8 +149,7 @@ impl AgentClient {
 
     pub async fn host(&self) -> Result<HostInfo, ClientError> {
         let u = self.url("/v1/host");
-        self.call(self.http.get(&u).timeout(Duration::from_secs(5)), u)
-            .await
+        self.call(self.http.get(&u).timeout(limits::QUICK), u).await
     }
 
     /// An order that does nothing but pass the agent's fence: with
@@ -158,14 +158,14 @@ impl AgentClient {
     /// agent's highest token afterwards (`POST /v1/fence`).
     pub async fn raise_fence(&self) -> Result<u64, ClientError> {
         let u = self.url("/v1/fence");
-        self.call::<FenceState>(self.http.post(&u).timeout(Duration::from_secs(5)), u)
+        self.call::<FenceState>(self.http.post(&u).timeout(limits::QUICK), u)
             .await
             .map(|s| s.fence)
     }
 
     pub async fn list(&self) -> Result<Vec<VmSummary>, ClientError> {
         let u = self.url("/v1/vms");
-        self.call(self.http.get(&u), u).await
+        self.call(self.http.get(&u).timeout(limits::READ), u).await
     }
 
     pub async fn create(&self, spec: &VmSpec, wait: WaitFor) -> Result<VmInfo, ClientError> {
@@ -174,40 +174,47 @@ impl AgentClient {
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
         let u = self.url(&format!("/v1/vms?wait={w}"));
-        self.call(self.http.post(&u).json(spec), u).await
+        self.call(
+            self.http.post(&u).json(spec).timeout(limits::create(wait)),
+            u,
+        )
+        .await
     }
 
     pub async fn show(&self, vm: &str) -> Result<VmInfo, ClientError> {
         let u = self.url(&format!("/v1/vms/{vm}"));
-        self.call(self.http.get(&u), u).await
+        self.call(self.http.get(&u).timeout(limits::READ), u).await
     }
 
     pub async fn delete(&self, vm: &str) -> Result<(), ClientError> {
         let u = self.url(&format!("/v1/vms/{vm}"));
-        self.call::<serde_json::Value>(self.http.delete(&u), u)
+        self.call::<serde_json::Value>(self.http.delete(&u).timeout(limits::DELETE), u)
             .await
             .map(|_| ())
     }
 
     pub async fn pause(&self, vm: &str) -> Result<VmInfo, ClientError> {
         let u = self.url(&format!("/v1/vms/{vm}/pause"));
-        self.call(self.http.post(&u), u).await
+        self.call(self.http.post(&u).timeout(limits::CONTROL), u)
+            .await
     }
 
     pub async fn resume(&self, vm: &str) -> Result<VmInfo, ClientError> {
         let u = self.url(&format!("/v1/vms/{vm}/resume"));
-        self.call(self.http.post(&u), u).await
+        self.call(self.http.post(&u).timeout(limits::CONTROL), u)
+            .await
     }
 
     /// Hard reset, as a guest crash would be.
     pub async fn reset(&self, vm: &str) -> Result<VmInfo, ClientError> {
         let u = self.url(&format!("/v1/vms/{vm}/reset"));
-        self.call(self.http.post(&u), u).await
+        self.call(self.http.post(&u).timeout(limits::CONTROL), u)
+            .await
     }
 
     pub async fn traffic(&self, vm: &str) -> Result<TrafficReport, ClientError> {
         let u = self.url(&format!("/v1/vms/{vm}/traffic"));
-        self.call(self.http.get(&u), u).await
+        self.call(self.http.get(&u).timeout(limits::READ), u).await
     }
 
     /// An order to the VM's network element about a service address.
@@ -217,17 +224,19 @@ impl AgentClient {
         order: &HandoverOrder,
     ) -> Result<HandoverStatus, ClientError> {
         let u = self.url(&format!("/v1/vms/{vm}/handover"));
-        self.call(self.http.post(&u).json(order), u).await
+        self.call(self.http.post(&u).json(order).timeout(limits::ELEMENT), u)
+            .await
     }
 
     pub async fn handover_status(&self, vm: &str) -> Result<HandoverStatus, ClientError> {
         let u = self.url(&format!("/v1/vms/{vm}/handover"));
-        self.call(self.http.get(&u), u).await
+        self.call(self.http.get(&u).timeout(limits::READ), u).await
     }
 
     pub async fn guest(&self, vm: &str, op: &Op) -> Result<serde_json::Value, ClientError> {
         let u = self.url(&format!("/v1/vms/{vm}/guest"));
-        self.call(self.http.post(&u).json(op), u).await
+        self.call(self.http.post(&u).json(op).timeout(limits::GUEST), u)
+            .await
     }
 
     pub async fn start_migration(
@@ -236,44 +245,69 @@ impl AgentClient {
         req: &MigrateRequest,
     ) -> Result<MigrationInfo, ClientError> {
         let u = self.url(&format!("/v1/vms/{vm}/migrate"));
-        self.call(self.http.post(&u).json(req), u).await
+        self.call(
+            self.http
+                .post(&u)
+                .json(req)
+                .timeout(limits::START_MIGRATION),
+            u,
+        )
+        .await
     }
 
     pub async fn migration(&self, vm: &str) -> Result<MigrationInfo, ClientError> {
         let u = self.url(&format!("/v1/migrations/{vm}"));
-        self.call(self.http.get(&u), u).await
+        self.call(self.http.get(&u).timeout(limits::READ), u).await
     }
 
     /// Starts a migration and follows it to the end, calling `progress` on
-    /// every poll.
+    /// every poll (see [`crate::migrate`]).
     pub async fn migrate(
         &self,
         vm: &str,
         req: &MigrateRequest,
         timeout: Duration,
-        mut progress: impl FnMut(&MigrationInfo),
+        progress: impl FnMut(&MigrationInfo) + Send,
     ) -> Result<MigrationInfo, ClientError> {
-        self.start_migration(vm, req).await?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            let info = self.migration(vm).await?;
-            progress(&info);
-            match info.phase {
-                MigrationPhase::Completed => return Ok(info),
-                MigrationPhase::Failed => {
-                    return Err(ClientError::MigrationFailed {
-                        vm: vm.into(),
-                        msg: info.error.unwrap_or_default(),
-                    })
-                }
-                _ if Instant::now() > deadline => {
-                    return Err(ClientError::MigrationTimeout {
-                        vm: vm.into(),
-                        secs: timeout.as_secs(),
-                    })
-                }
-                _ => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
+        crate::migrate(self, vm, req, timeout, progress).await
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::AgentApi for AgentClient {
+    fn base(&self) -> &str {
+        &self.base
+    }
+    async fn raise_fence(&self) -> Result<u64, ClientError> {
+        AgentClient::raise_fence(self).await
+    }
+    async fn create(&self, spec: &VmSpec, wait: WaitFor) -> Result<VmInfo, ClientError> {
+        AgentClient::create(self, spec, wait).await
+    }
+    async fn show(&self, vm: &str) -> Result<VmInfo, ClientError> {
+        AgentClient::show(self, vm).await
+    }
+    async fn delete(&self, vm: &str) -> Result<(), ClientError> {
+        AgentClient::delete(self, vm).await
+    }
+    async fn guest(&self, vm: &str, op: &Op) -> Result<serde_json::Value, ClientError> {
+        AgentClient::guest(self, vm, op).await
+    }
+    async fn handover(
+        &self,
+        vm: &str,
+        order: &HandoverOrder,
+    ) -> Result<HandoverStatus, ClientError> {
+        AgentClient::handover(self, vm, order).await
+    }
+    async fn start_migration(
+        &self,
+        vm: &str,
+        req: &MigrateRequest,
+    ) -> Result<MigrationInfo, ClientError> {
+        AgentClient::start_migration(self, vm, req).await
+    }
+    async fn migration(&self, vm: &str) -> Result<MigrationInfo, ClientError> {
+        AgentClient::migration(self, vm).await
     }
 }

@@ -1,0 +1,96 @@
+//! The typed client of an agent's `/v1` API. [`AgentApi`] is what the
+//! controller orders agents through: [`AgentClient`] speaks it over HTTP,
+//! and the controller's simulation speaks it to simulated hosts. Every
+//! call has a time limit chosen for its operation ([`limits`]), so an
+//! agent that vanishes mid-request cannot stall a workflow.
+
+mod http;
+pub mod limits;
+
+pub use http::{error_chain, AgentClient, ClientError};
+
+use duplex_core::agent_api::{
+    HandoverOrder, HandoverStatus, MigrateRequest, MigrationInfo, MigrationPhase, VmInfo, WaitFor,
+};
+use duplex_core::guest_proto::Op;
+use duplex_core::vm_spec::VmSpec;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The orders a controller gives an agent. Every implementation carries
+/// the fencing token it was made with and sends it with each order.
+#[async_trait::async_trait]
+pub trait AgentApi: Send + Sync {
+    /// The agent's base URL (for messages).
+    fn base(&self) -> &str;
+    /// Passes the agent's fence with our token; returns its highest token.
+    async fn raise_fence(&self) -> Result<u64, ClientError>;
+    async fn create(&self, spec: &VmSpec, wait: WaitFor) -> Result<VmInfo, ClientError>;
+    async fn show(&self, vm: &str) -> Result<VmInfo, ClientError>;
+    async fn delete(&self, vm: &str) -> Result<(), ClientError>;
+    /// An order to the VM's guest, relayed by the agent; the guest's answer.
+    async fn guest(&self, vm: &str, op: &Op) -> Result<serde_json::Value, ClientError>;
+    /// An order to the VM's network element about a service address.
+    async fn handover(
+        &self,
+        vm: &str,
+        order: &HandoverOrder,
+    ) -> Result<HandoverStatus, ClientError>;
+    async fn start_migration(
+        &self,
+        vm: &str,
+        req: &MigrateRequest,
+    ) -> Result<MigrationInfo, ClientError>;
+    async fn migration(&self, vm: &str) -> Result<MigrationInfo, ClientError>;
+}
+
+/// Makes the client for one agent, carrying a fencing token.
+pub trait Connector: Send + Sync {
+    fn connect(&self, url: &str, fence: u64) -> Arc<dyn AgentApi>;
+}
+
+/// [`Connector`] over HTTP.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HttpConnector;
+
+impl Connector for HttpConnector {
+    fn connect(&self, url: &str, fence: u64) -> Arc<dyn AgentApi> {
+        Arc::new(AgentClient::new(url).with_fence(fence))
+    }
+}
+
+/// How often a running migration is polled.
+const MIGRATION_POLL: Duration = Duration::from_millis(100);
+
+/// Starts a migration and follows it to the end (or `timeout`), calling
+/// `progress` on every poll.
+pub async fn migrate(
+    agent: &dyn AgentApi,
+    vm: &str,
+    req: &MigrateRequest,
+    timeout: Duration,
+    mut progress: impl FnMut(&MigrationInfo) + Send,
+) -> Result<MigrationInfo, ClientError> {
+    agent.start_migration(vm, req).await?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let info = agent.migration(vm).await?;
+        progress(&info);
+        match info.phase {
+            MigrationPhase::Completed => return Ok(info),
+            MigrationPhase::Failed => {
+                return Err(ClientError::MigrationFailed {
+                    vm: vm.into(),
+                    msg: info.error.unwrap_or_default(),
+                })
+            }
+            _ if tokio::time::Instant::now() > deadline => {
+                return Err(ClientError::MigrationTimeout {
+                    vm: vm.into(),
+                    secs: timeout.as_secs(),
+                })
+            }
+            _ => tokio::time::sleep(MIGRATION_POLL).await,
+        }
+    }
+}

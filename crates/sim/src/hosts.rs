@@ -1,0 +1,512 @@
+//! Simulated hosts: each an agent (with its persisted fence), its VMs, their
+//! guests (the real role machine, `duplex_core::role`) and network elements.
+//! Orders arrive through [`SimAgent`], the controller's `AgentApi`, where
+//! the fault injector loses, delays, duplicates or refuses them.
+
+use crate::faults::Faults;
+use duplex_agent_client::{AgentApi, ClientError, Connector};
+use duplex_core::agent_api::{
+    AccelInfo, AccelKind, HandoverOrder, HandoverStatus, HostCapacity, HostInfo, HostReport,
+    MigrateRequest, MigrationInfo, MigrationPhase, VmInfo, VmState, WaitFor, GUEST_UNCHANGED,
+};
+use duplex_core::guest_proto::{Op, TargetRole};
+use duplex_core::role::{Role, RoleCommand, RoleState};
+use duplex_core::vm_spec::VmSpec;
+use duplex_store::MemoryStore;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// The controller's election in the store.
+pub const ELECTION: &str = "controller";
+/// How long a simulated live migration takes.
+const MIGRATION_TIME: Duration = Duration::from_millis(1500);
+
+#[derive(Debug, Clone)]
+pub struct SimVm {
+    pub spec: VmSpec,
+    pub guest: RoleState,
+    pub configured: bool,
+    /// An element hold or forward is in place.
+    pub element_busy: bool,
+    pub migration: Option<MigrationInfo>,
+}
+
+#[derive(Debug, Default)]
+pub struct SimHost {
+    /// The agent answers (false: crashed or cut off; its VMs run on).
+    pub up: bool,
+    /// The highest fencing token obeyed (persisted: survives a restart).
+    pub fence: u64,
+    pub vms: BTreeMap<String, SimVm>,
+    pub seq: u64,
+}
+
+/// Everything the simulation's hosts hold, plus what the checks need.
+#[derive(Default)]
+pub struct World {
+    pub hosts: BTreeMap<String, SimHost>,
+    /// Invariant violations seen, in order.
+    pub violations: Vec<String>,
+    /// Orders obeyed, for the report.
+    pub obeyed: u64,
+    /// The pairs' members, for the split-brain check.
+    pub pairs: Vec<[String; 2]>,
+}
+
+pub type Shared = Arc<Mutex<World>>;
+
+pub fn lock(w: &Shared) -> MutexGuard<'_, World> {
+    w.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub fn url_of(host: &str) -> String {
+    format!("http://{host}.sim:7070")
+}
+
+fn host_of_url(url: &str) -> String {
+    url.trim_start_matches("http://")
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+impl World {
+    /// Where VM `vm` runs now.
+    pub fn find(&self, vm: &str) -> Option<(&str, &SimVm)> {
+        self.hosts
+            .iter()
+            .find_map(|(h, s)| s.vms.get(vm).map(|v| (h.as_str(), v)))
+    }
+
+    fn find_mut(&mut self, vm: &str) -> Option<&mut SimVm> {
+        self.hosts.values_mut().find_map(|s| s.vms.get_mut(vm))
+    }
+
+    /// Never two guests of one pair ACT: checked after every change.
+    pub fn check_split_brain(&mut self, when: &str) {
+        for [a, b] in self.pairs.clone() {
+            let act = |v: &str| self.find(v).is_some_and(|(_, x)| x.guest.role == Role::Act);
+            if act(&a) && act(&b) {
+                self.violations
+                    .push(format!("split brain: {a} and {b} both ACT after {when}"));
+            }
+        }
+    }
+
+    pub fn report(&mut self, host: &str) -> Option<HostReport> {
+        let h = self.hosts.get_mut(host)?;
+        if !h.up {
+            return None;
+        }
+        h.seq += 1;
+        let vms = h.vms.values().map(info).collect();
+        Some(HostReport {
+            host: HostInfo {
+                name: host.into(),
+                version: "sim".into(),
+                accel: AccelInfo {
+                    kind: AccelKind::Tcg,
+                    reason: "simulated".into(),
+                },
+                qemu: "sim".into(),
+                listen: url_of(host),
+                vms: Vec::new(),
+            },
+            url: url_of(host),
+            capacity: HostCapacity {
+                vcpus: 16,
+                memory_mib: 65536,
+            },
+            vms,
+            traffic: Vec::new(),
+            fence: h.fence,
+            seq: h.seq,
+        })
+    }
+}
+
+fn info(v: &SimVm) -> VmInfo {
+    let role = v.guest.role;
+    VmInfo {
+        spec: v.spec.clone(),
+        mac: v.spec.mac(),
+        state: if v
+            .migration
+            .as_ref()
+            .is_some_and(|m| m.phase == MigrationPhase::Active)
+        {
+            VmState::MigratingOut
+        } else {
+            VmState::Running
+        },
+        pid: Some(1),
+        tap: "sim".into(),
+        boot_ms: Some(1),
+        guest: Some(json!({"hello": true})),
+        serial_log: String::new(),
+        migration: v.migration.clone(),
+        heartbeat: Some(json!({"role": role, "service": {"healthy": role == Role::Act}})),
+        heartbeat_age_ms: Some(0),
+        reset_age_ms: None,
+    }
+}
+
+fn refused(url: &str, why: String) -> ClientError {
+    ClientError::Api {
+        url: url.into(),
+        status: 409,
+        code: GUEST_UNCHANGED.into(),
+        message: why,
+    }
+}
+
+fn not_found(url: &str, vm: &str) -> ClientError {
+    ClientError::Api {
+        url: url.into(),
+        status: 404,
+        code: "not_found".into(),
+        message: format!("no VM {vm}"),
+    }
+}
+
+/// One host's agent as the controller sees it, bound to a fencing token.
+pub struct SimAgent {
+    world: Shared,
+    store: MemoryStore,
+    faults: Faults,
+    url: String,
+    host: String,
+    fence: u64,
+}
+
+pub struct SimConnector {
+    pub world: Shared,
+    pub store: MemoryStore,
+    pub faults: Faults,
+}
+
+impl Connector for SimConnector {
+    fn connect(&self, url: &str, fence: u64) -> Arc<dyn AgentApi> {
+        Arc::new(SimAgent {
+            world: self.world.clone(),
+            store: self.store.clone(),
+            faults: self.faults.clone(),
+            url: url.into(),
+            host: host_of_url(url),
+            fence,
+        })
+    }
+}
+
+type Answer = Result<serde_json::Value, ClientError>;
+
+impl SimAgent {
+    /// Sends one order through the fault injector; `apply` is the agent's
+    /// handling of it (run once, twice if duplicated, never if lost).
+    async fn order(
+        &self,
+        what: &str,
+        apply: impl Fn(&mut World, &str) -> Answer + Send + Sync,
+    ) -> Answer {
+        let unreachable = |msg: &str| ClientError::Unreachable {
+            url: self.url.clone(),
+            msg: msg.into(),
+        };
+        {
+            // Only the current leader's orders may leave a controller.
+            let leader = self.store.leader(ELECTION).map(|(_, t)| t).unwrap_or(0);
+            if self.fence != leader {
+                lock(&self.world).violations.push(format!(
+                    "order `{what}` to {} sent with token {} while the leader's is {leader}",
+                    self.host, self.fence
+                ));
+            }
+        }
+        let fate = self.faults.fate();
+        tokio::time::sleep(fate.delay).await;
+        if fate.lost {
+            tokio::time::sleep(fate.timeout).await;
+            return Err(unreachable("request lost (simulated)"));
+        }
+        let up = lock(&self.world)
+            .hosts
+            .get(&self.host)
+            .is_some_and(|h| h.up);
+        if !up {
+            tokio::time::sleep(fate.timeout).await;
+            return Err(unreachable("agent down (simulated)"));
+        }
+        let answer = self.deliver(what, &apply, fate.duplicated);
+        if fate.answer_lost {
+            tokio::time::sleep(fate.timeout).await;
+            return Err(unreachable("answer lost (simulated)"));
+        }
+        answer
+    }
+
+    /// The agent's fence check, then the order (twice if duplicated).
+    fn deliver(
+        &self,
+        what: &str,
+        apply: &dyn Fn(&mut World, &str) -> Answer,
+        twice: bool,
+    ) -> Answer {
+        let mut w = lock(&self.world);
+        let Some(fence) = w.hosts.get_mut(&self.host).map(|h| &mut h.fence) else {
+            return Err(ClientError::Unreachable {
+                url: self.url.clone(),
+                msg: "no such host".into(),
+            });
+        };
+        if self.fence < *fence {
+            return Err(ClientError::StaleFence {
+                url: self.url.clone(),
+                message: format!("token {} < {}", self.fence, fence),
+            });
+        }
+        *fence = self.fence;
+        w.obeyed += 1;
+        let first = apply(&mut w, &self.host);
+        if twice {
+            let _ = apply(&mut w, &self.host);
+        }
+        w.check_split_brain(&format!("`{what}` on {}", self.host));
+        first
+    }
+
+    fn vm<'a>(&self, w: &'a mut World, host: &str, vm: &str) -> Result<&'a mut SimVm, ClientError> {
+        w.hosts
+            .get_mut(host)
+            .and_then(|h| h.vms.get_mut(vm))
+            .ok_or_else(|| not_found(&self.url, vm))
+    }
+}
+
+fn guest_op(v: &mut SimVm, op: &Op, url: &str) -> Answer {
+    let mut role_cmd = |cmd, token| -> Answer {
+        if !v.configured {
+            return Err(refused(url, "not configured".into()));
+        }
+        match v.guest.apply(cmd, token) {
+            Ok((s, _)) => {
+                v.guest = s;
+                Ok(json!({"role": s.role}))
+            }
+            Err(e) => Err(refused(url, e.to_string())),
+        }
+    };
+    match op {
+        Op::Hello => Ok(json!({"hello": true})),
+        Op::Status => {
+            Ok(json!({"role": v.guest.role, "service": {"healthy": v.guest.role == Role::Act}}))
+        }
+        Op::Configure { .. } => {
+            v.configured = true;
+            Ok(json!({}))
+        }
+        Op::SetRole { role, token } => {
+            let cmd = match role {
+                TargetRole::Act => RoleCommand::BecomeActive,
+                TargetRole::Sby => RoleCommand::BecomeStandby,
+            };
+            role_cmd(cmd, *token)
+        }
+        Op::SwitchoverPrepare { token } => role_cmd(RoleCommand::SwitchoverPrepare, *token),
+        Op::SwitchoverCommit { token } => role_cmd(RoleCommand::SwitchoverCommit, *token),
+        _ => Ok(json!({})),
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    v: serde_json::Value,
+    url: &str,
+) -> Result<T, ClientError> {
+    serde_json::from_value(v).map_err(|e| ClientError::Decode {
+        url: url.into(),
+        msg: e.to_string(),
+    })
+}
+
+#[async_trait::async_trait]
+impl AgentApi for SimAgent {
+    fn base(&self) -> &str {
+        &self.url
+    }
+    async fn raise_fence(&self) -> Result<u64, ClientError> {
+        let a = self
+            .order("raise_fence", |w, h| {
+                Ok(json!(w.hosts.get(h).map(|x| x.fence)))
+            })
+            .await?;
+        Ok(a.as_u64().unwrap_or(0))
+    }
+    async fn create(&self, spec: &VmSpec, _wait: WaitFor) -> Result<VmInfo, ClientError> {
+        let spec = spec.clone();
+        let a = self
+            .order("create", |w, h| {
+                let vm = w.hosts.get_mut(h).map(|x| {
+                    x.vms.entry(spec.name.clone()).or_insert_with(|| SimVm {
+                        spec: spec.clone(),
+                        guest: RoleState::default(),
+                        configured: false,
+                        element_busy: false,
+                        migration: None,
+                    })
+                });
+                Ok(serde_json::to_value(vm.map(|v| info(v))).unwrap_or_default())
+            })
+            .await?;
+        decode(a, &self.url)
+    }
+    async fn show(&self, vm: &str) -> Result<VmInfo, ClientError> {
+        let a = self
+            .order("show", |w, h| {
+                let v = self.vm(w, h, vm)?;
+                Ok(serde_json::to_value(info(v)).unwrap_or_default())
+            })
+            .await?;
+        decode(a, &self.url)
+    }
+    async fn delete(&self, vm: &str) -> Result<(), ClientError> {
+        self.order("delete", |w, h| {
+            match w.hosts.get_mut(h).and_then(|x| x.vms.remove(vm)) {
+                Some(_) => Ok(json!(null)),
+                None => Err(not_found(&self.url, vm)),
+            }
+        })
+        .await
+        .map(|_| ())
+    }
+    async fn guest(&self, vm: &str, op: &Op) -> Result<serde_json::Value, ClientError> {
+        let name = format!("guest {op:?} of {vm}");
+        self.order(&name, |w, h| {
+            let v = self.vm(w, h, vm)?;
+            guest_op(v, op, &self.url)
+        })
+        .await
+    }
+    async fn handover(
+        &self,
+        vm: &str,
+        order: &HandoverOrder,
+    ) -> Result<HandoverStatus, ClientError> {
+        let busy = !matches!(order, HandoverOrder::Release);
+        self.order("handover", |w, h| {
+            self.vm(w, h, vm)?.element_busy = busy;
+            Ok(json!(null))
+        })
+        .await?;
+        let mode = if busy { "holding" } else { "idle" };
+        decode(
+            json!({"mode": mode, "vip": null, "to": null, "holding": 0, "held_total": 0,
+                   "forwarded_total": 0, "released_to_vm_total": 0, "expired_holds": 0}),
+            &self.url,
+        )
+    }
+    async fn start_migration(
+        &self,
+        vm: &str,
+        req: &MigrateRequest,
+    ) -> Result<MigrationInfo, ClientError> {
+        let to = host_of_url(&req.to);
+        let started = MigrationInfo {
+            to: req.to.clone(),
+            phase: MigrationPhase::Active,
+            progress: Default::default(),
+            stats: None,
+            error: None,
+        };
+        let a = self
+            .order("start_migration", |w, h| {
+                let v = self.vm(w, h, vm)?;
+                if v.migration
+                    .as_ref()
+                    .is_some_and(|m| m.phase == MigrationPhase::Active)
+                {
+                    return Err(ClientError::Api {
+                        url: self.url.clone(),
+                        status: 409,
+                        code: "conflict".into(),
+                        message: "already migrating".into(),
+                    });
+                }
+                v.migration = Some(started.clone());
+                Ok(serde_json::to_value(&started).unwrap_or_default())
+            })
+            .await?;
+        // The agent carries the migration on by itself.
+        tokio::spawn(carry_migration(
+            self.world.clone(),
+            self.host.clone(),
+            to,
+            vm.to_string(),
+        ));
+        decode(a, &self.url)
+    }
+    async fn migration(&self, vm: &str) -> Result<MigrationInfo, ClientError> {
+        let a = self
+            .order("migration", |w, h| {
+                // After a completed move the VM is gone from here: say so.
+                match w.hosts.get(h).and_then(|x| x.vms.get(vm)) {
+                    Some(v) => Ok(serde_json::to_value(&v.migration).unwrap_or_default()),
+                    None => Ok(json!(null)),
+                }
+            })
+            .await?;
+        if a.is_null() {
+            return Ok(MigrationInfo {
+                to: String::new(),
+                phase: MigrationPhase::Completed,
+                progress: Default::default(),
+                stats: None,
+                error: None,
+            });
+        }
+        decode(a, &self.url)
+    }
+}
+
+async fn carry_migration(world: Shared, from: String, to: String, vm: String) {
+    tokio::time::sleep(MIGRATION_TIME).await;
+    let mut w = lock(&world);
+    let ok = w.hosts.get(&from).is_some_and(|h| h.up)
+        && w.hosts
+            .get(&to)
+            .is_some_and(|h| h.up && !h.vms.contains_key(&vm));
+    let Some(mut v) = w.hosts.get_mut(&from).and_then(|h| h.vms.remove(&vm)) else {
+        return;
+    };
+    if ok {
+        v.migration = None;
+        if let Some(h) = w.hosts.get_mut(&to) {
+            h.vms.insert(vm, v);
+        }
+    } else {
+        v.migration = Some(MigrationInfo {
+            to: url_of(&to),
+            phase: MigrationPhase::Failed,
+            progress: Default::default(),
+            stats: None,
+            error: Some("destination unreachable (simulated)".into()),
+        });
+        if let Some(h) = w.hosts.get_mut(&from) {
+            h.vms.insert(vm, v);
+        }
+    }
+}
+
+impl World {
+    /// A guest restarts (kernel panic, reset): it comes back with no role.
+    pub fn reset_guest(&mut self, vm: &str) {
+        if let Some(v) = self.find_mut(vm) {
+            v.guest = RoleState {
+                role: Role::None,
+                token: 0,
+            };
+            v.configured = false;
+        }
+    }
+}

@@ -61,9 +61,6 @@ async fn lead(ctl: &Arc<Ctl>, mut lease: duplex_store::Leadership) {
             ),
         )
         .await;
-    if let Err(e) = crate::ops::fail_orphans(ctl).await {
-        tracing::warn!("cannot check for abandoned operations: {e}");
-    }
     sweep_fences(ctl).await;
     ctl.kick.notify_one();
     loop {

@@ -12,12 +12,10 @@ use duplex_core::pair_lifecycle::{begin, end, Intent, Journal, Workflow};
 use duplex_store::StoreError;
 use std::time::Duration;
 
-/// Attempts of a workflow's last write before the pair is left to the
-/// recovery pass (which settles it from the guests).
-const RELEASE_ATTEMPTS: u32 = 5;
-const RELEASE_BACKOFF: Duration = Duration::from_millis(200);
-/// Attempts of one journal write while the store is unavailable.
+/// Retries of one journal write while the store is unavailable, and the
+/// pause before the n-th (n times this).
 const STORE_RETRIES: u32 = 4;
+const STORE_BACKOFF: Duration = Duration::from_millis(200);
 
 pub fn key(name: &str) -> String {
     format!("{PAIRS}{name}")
@@ -126,6 +124,23 @@ pub async fn step(
     .await
 }
 
+/// Raises the pair's role token and writes the step `intent(new token)`,
+/// in one write, before orders carrying the token go out.
+pub async fn step_raising_token(
+    ctl: &Ctl,
+    name: &str,
+    op: &str,
+    intent: impl Fn(u64) -> Intent,
+) -> Result<Pair, LifecycleError> {
+    update(ctl, name, op, |p| {
+        p.token += 1;
+        if let Some(j) = &mut p.journal {
+            j.intent = Some(intent(p.token));
+        }
+    })
+    .await
+}
+
 /// Changes the pair while operation `op` owns it. A store that is
 /// briefly unavailable is tried again a few times.
 pub async fn update(
@@ -147,7 +162,7 @@ pub async fn update(
         match r {
             Err(RepoError::Store(StoreError::Unavailable { .. })) if attempt < STORE_RETRIES => {
                 attempt += 1;
-                tokio::time::sleep(RELEASE_BACKOFF * attempt).await;
+                tokio::time::sleep(STORE_BACKOFF * attempt).await;
             }
             r => return r?,
         }
@@ -156,8 +171,9 @@ pub async fn update(
 
 /// Ends workflow `w` of operation `op` on the pair (phase by
 /// `pair_lifecycle::end`, journal cleared), applying `also` in the same
-/// write. Retried a few times; if it still fails, the pair is left to the
-/// recovery pass, which finds it orphaned.
+/// write (retried by [`update`] while the store is briefly unavailable).
+/// If it still fails, the pair is left to the recovery pass, which finds
+/// it orphaned.
 pub async fn release(
     ctl: &Ctl,
     name: &str,
@@ -165,33 +181,16 @@ pub async fn release(
     ok: bool,
     mut also: impl FnMut(&mut Pair),
 ) -> Result<Pair, LifecycleError> {
-    let mut last = None;
-    for attempt in 0..RELEASE_ATTEMPTS {
-        if attempt > 0 {
-            tokio::time::sleep(RELEASE_BACKOFF * attempt).await;
-        }
-        match update(ctl, name, op, |p| {
-            p.phase = end(p.phase, w, ok);
-            p.journal = None;
-            also(p);
-        })
-        .await
-        {
-            Ok(p) => return Ok(p),
-            Err(LifecycleError::Repo(RepoError::Missing(k))) => {
-                return Err(RepoError::Missing(k).into())
-            }
-            Err(e @ LifecycleError::Lost { .. }) => return Err(e),
-            Err(e) => {
-                tracing::warn!(pair = %name, op, "cannot record the end of {} (attempt {}): {e}", w.as_str(), attempt + 1);
-                last = Some(e);
-            }
-        }
+    let res = update(ctl, name, op, |p| {
+        p.phase = end(p.phase, w, ok);
+        p.journal = None;
+        also(p);
+    })
+    .await;
+    if let Err(e) = &res {
+        tracing::warn!(pair = %name, op, "cannot record the end of {}: {e}", w.as_str());
     }
-    Err(last.unwrap_or(LifecycleError::Refused {
-        pair: name.into(),
-        reason: "no attempt made".into(),
-    }))
+    res
 }
 
 /// Starts workflow `w` on pair `name` as a new operation of `kind`: claims

@@ -131,7 +131,7 @@ struct Guarded {
 
 impl Guarded {
     fn check(&self) -> Result<&dyn AgentApi, ClientError> {
-        if self.token != 0 && self.office.token() == self.token && self.office.leading() {
+        if self.office.leading() && self.office.token() == self.token {
             return Ok(&*self.inner);
         }
         Err(ClientError::StaleFence {

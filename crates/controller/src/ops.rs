@@ -107,8 +107,8 @@ impl OpHandle {
 
 /// Operations still `running` that run nowhere in this process belonged
 /// to a controller that is gone (or whose last write failed): they are
-/// marked failed so nobody waits for them forever. Run on taking office
-/// and on every recovery pass.
+/// marked failed so nobody waits for them forever. Run by the recovery
+/// pass on taking office and every little while after.
 pub async fn fail_orphans(ctl: &Arc<Ctl>) -> Result<(), RepoError> {
     for r in ctl.repo.list::<Operation>(OPS).await? {
         if r.value.state != OpState::Running || ctl.office.runs(&r.value.id) {

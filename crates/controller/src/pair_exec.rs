@@ -92,6 +92,26 @@ pub async fn set_role(m: &PairMember, role: TargetRole, token: u64) -> Result<()
     guest(m, Op::SetRole { role, token }).await
 }
 
+/// Gives `m` its role with `token`; first its configuration (service
+/// address `vip`/`prefix`, its peer) when `configure`: a guest that
+/// restarted has none. The error names the member and the order.
+pub async fn give_role(
+    m: &PairMember,
+    peer: &PairMember,
+    (vip, prefix): (Ipv4Addr, u8),
+    (role, token): (TargetRole, u64),
+    configure_first: bool,
+) -> Result<(), String> {
+    if configure_first {
+        configure(m, peer, vip, prefix)
+            .await
+            .map_err(|e| format!("configure {}: {e}", m.vm))?;
+    }
+    set_role(m, role, token)
+        .await
+        .map_err(|e| format!("{role:?} on {}: {e}", m.vm))
+}
+
 /// Waits until the member's service passes its health hook (checked by the
 /// middleware on the ACT every heartbeat); false if not within `within`.
 pub async fn wait_healthy(m: &PairMember, within: std::time::Duration) -> bool {

@@ -88,20 +88,10 @@ async fn switchover(ctl: &Ctl, name: &str, op: &str, from: usize) -> SwitchResul
     };
     // A raised role token first, so the guests refuse anything older; the
     // intent is on record before any order goes out.
-    let r = lifecycle::update(ctl, name, op, |p| p.token += 1).await;
-    let Ok(pair) = r else {
+    let intent = |token| Intent::Switchover { from: slot, token };
+    let Ok(pair) = lifecycle::step_raising_token(ctl, name, op, intent).await else {
         return SwitchResult::RolledBack;
     };
-    let intent = Intent::Switchover {
-        from: slot,
-        token: pair.token,
-    };
-    if lifecycle::step(ctl, name, op, intent, |_| {})
-        .await
-        .is_err()
-    {
-        return SwitchResult::RolledBack;
-    }
     let Ok(m) = members(ctl, &pair).await else {
         return SwitchResult::RolledBack;
     };

@@ -28,19 +28,34 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 const SETTLE_WAIT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_secs(1);
 
-/// When each pair may be taken up again.
-#[derive(Default)]
-pub struct Retry(BTreeMap<String, Instant>);
+/// Orphaned operation records are looked for on the first pass of a term
+/// of office (a predecessor's), and this often after (a flow whose last
+/// write failed): the sweep reads every operation record.
+const OPS_SWEEP: Duration = Duration::from_secs(30);
 
-impl Retry {
-    pub fn clear(&mut self) {
-        self.0.clear();
-    }
+/// The recovery pass's memory within one term of office.
+#[derive(Default)]
+pub struct Retry {
+    /// The term (fencing token) it belongs to.
+    term: u64,
+    /// When each pair may be taken up again.
+    pairs: BTreeMap<String, Instant>,
+    /// When the next sweep of operation records is due (`None`: now).
+    next_sweep: Option<Instant>,
 }
 
-pub async fn pass(ctl: &Arc<Ctl>, retry: &mut Retry) -> Result<(), RepoError> {
-    ops::fail_orphans(ctl).await?;
-    for pair in ctl.pairs().await? {
+pub async fn pass(ctl: &Arc<Ctl>, pairs: &[Pair], retry: &mut Retry) -> Result<(), RepoError> {
+    if retry.term != ctl.fence() {
+        *retry = Retry {
+            term: ctl.fence(),
+            ..Retry::default()
+        };
+    }
+    if retry.next_sweep.is_none_or(|t| Instant::now() >= t) {
+        ops::fail_orphans(ctl).await?;
+        retry.next_sweep = Some(Instant::now() + OPS_SWEEP);
+    }
+    for pair in pairs {
         let what = orphan(pair.phase);
         if what == Orphan::AtRest {
             continue;
@@ -51,11 +66,11 @@ pub async fn pass(ctl: &Arc<Ctl>, retry: &mut Retry) -> Result<(), RepoError> {
             }
         }
         let now = Instant::now();
-        if retry.0.get(&pair.name).is_some_and(|t| now < *t) {
+        if retry.pairs.get(&pair.name).is_some_and(|t| now < *t) {
             continue;
         }
-        retry.0.insert(pair.name.clone(), now + RETRY_AFTER);
-        take_up(ctl, &pair, what).await?;
+        retry.pairs.insert(pair.name.clone(), now + RETRY_AFTER);
+        take_up(ctl, pair, what).await?;
     }
     Ok(())
 }
@@ -163,10 +178,8 @@ async fn settle(ctl: &Arc<Ctl>, pair: &Pair, op: &OpHandle) -> Result<String, St
     let Recovery::Settle { active, fixes } = decision else {
         return Err("undecided".into());
     };
-    let intent = Intent::Roles {
-        token: pair.token + 1,
-    };
-    let p = lifecycle::step(ctl, &pair.name, &op.id, intent, |p| p.token += 1)
+    let intent = |token| Intent::Roles { token };
+    let p = lifecycle::step_raising_token(ctl, &pair.name, &op.id, intent)
         .await
         .map_err(|e| e.to_string())?;
     // A hold the gone switchover left on an element would expire on its
@@ -185,14 +198,10 @@ async fn settle(ctl: &Arc<Ctl>, pair: &Pair, op: &OpHandle) -> Result<String, St
         let (who, peer) = (&m[s.i()], &m[s.other().i()]);
         op.progress(format!("making {} {role:?} (token {})", who.vm, p.token))
             .await;
-        if roles[s.i()] == Some(Role::None) {
-            pair_exec::configure(who, peer, p.vip, p.prefix_len)
-                .await
-                .map_err(|e| format!("configure {}: {e}", who.vm))?;
-        }
-        pair_exec::set_role(who, role, p.token)
-            .await
-            .map_err(|e| format!("{role:?} on {}: {e}", who.vm))?;
+        // A guest that lost its role lost its configuration with it.
+        let configure = roles[s.i()] == Some(Role::None);
+        let address = (p.vip, p.prefix_len);
+        pair_exec::give_role(who, peer, address, (role, p.token), configure).await?;
         done.push(format!("{} {role:?}", who.vm));
     }
     let w = (Workflow::Recover, op.id.as_str());

@@ -33,13 +33,19 @@ pub async fn run(ctl: Arc<Ctl>) {
         tokio::time::sleep(PERIOD).await;
         if !ctl.is_leader() {
             pending.clear();
-            retry.clear();
             continue;
         }
-        if let Err(e) = crate::pair_recover::pass(&ctl, &mut retry).await {
+        let pairs = match ctl.pairs().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("pair passes skipped: {e}");
+                continue;
+            }
+        };
+        if let Err(e) = crate::pair_recover::pass(&ctl, &pairs, &mut retry).await {
             tracing::warn!("pair recovery pass failed: {e}");
         }
-        if let Err(e) = pass(&ctl, &mut pending).await {
+        if let Err(e) = pass(&ctl, pairs, &mut pending).await {
             tracing::warn!("pair repair pass failed: {e}");
         }
     }
@@ -47,9 +53,10 @@ pub async fn run(ctl: Arc<Ctl>) {
 
 async fn pass(
     ctl: &Arc<Ctl>,
+    pairs: Vec<Pair>,
     pending: &mut HashMap<String, (Repair, Instant)>,
 ) -> Result<(), RepoError> {
-    let (pairs, vms, hosts) = (ctl.pairs().await?, ctl.vms().await?, ctl.hosts().await?);
+    let (vms, hosts) = (ctl.vms().await?, ctl.hosts().await?);
     let mut due = Vec::new();
     let mut wanted = HashMap::new();
     for pair in pairs {
@@ -189,19 +196,19 @@ async fn orders(
 ) -> (bool, Result<(), String>) {
     let act = &m[r.new_active(pair.active.i())];
     let sby = &m[r.restore(pair.active.i())];
+    let address = (pair.vip, pair.prefix_len);
     let first = match r {
         Repair::FailOver { .. } => {
             op.progress(format!("making {} ACT (token {})", act.vm, pair.token))
                 .await;
-            set_role(pair, act, TargetRole::Act).await
+            let order = (TargetRole::Act, pair.token);
+            pair_exec::give_role(act, sby, address, order, false).await
         }
         Repair::SetUp => {
             wait_guest(act, op).await;
             op.progress(format!("configuring {} as ACT", act.vm)).await;
-            match configure(pair, act, sby).await {
-                Ok(()) => set_role(pair, act, TargetRole::Act).await,
-                Err(e) => Err(e),
-            }
+            let order = (TargetRole::Act, pair.token);
+            pair_exec::give_role(act, sby, address, order, true).await
         }
         Repair::Standby { .. } | Repair::Adopt { .. } => Ok(()),
     };
@@ -211,10 +218,8 @@ async fn orders(
     wait_guest(sby, op).await;
     op.progress(format!("configuring {} and making it SBY", sby.vm))
         .await;
-    let second = match configure(pair, sby, act).await {
-        Ok(()) => set_role(pair, sby, TargetRole::Sby).await,
-        Err(e) => Err(e),
-    };
+    let order = (TargetRole::Sby, pair.token);
+    let second = pair_exec::give_role(sby, act, address, order, true).await;
     (true, second)
 }
 
@@ -231,16 +236,4 @@ async fn wait_guest(who: &PairMember, op: &OpHandle) {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-async fn set_role(pair: &Pair, who: &PairMember, role: TargetRole) -> Result<(), String> {
-    pair_exec::set_role(who, role, pair.token)
-        .await
-        .map_err(|e| format!("{role:?} on {}: {e}", who.vm))
-}
-
-async fn configure(pair: &Pair, who: &PairMember, peer: &PairMember) -> Result<(), String> {
-    pair_exec::configure(who, peer, pair.vip, pair.prefix_len)
-        .await
-        .map_err(|e| format!("configure {}: {e}", who.vm))
 }

@@ -29,6 +29,16 @@ impl Role {
     pub const ALL: [Role; 4] = [Role::None, Role::Sby, Role::Act, Role::Quiesced];
 }
 
+/// Every report a member can give of its role: none (silent), or a role.
+#[cfg(test)]
+pub(crate) const REPORTS: [Option<Role>; 5] = [
+    None,
+    Some(Role::None),
+    Some(Role::Sby),
+    Some(Role::Act),
+    Some(Role::Quiesced),
+];
+
 /// Orders that change the role (from the agent, on behalf of the controller).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]

@@ -88,13 +88,7 @@ mod tests {
         }
     }
 
-    const ROLES: [Option<Role>; 5] = [
-        None,
-        Some(Role::None),
-        Some(Role::Sby),
-        Some(Role::Act),
-        Some(Role::Quiesced),
-    ];
+    use crate::role::REPORTS as ROLES;
 
     /// Every phase, recorded ACT and pair of reports: the decision never
     /// makes a second ACT, never touches a member that still holds a role

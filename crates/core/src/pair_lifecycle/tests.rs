@@ -1,13 +1,7 @@
 use super::*;
-use crate::role::{Role, RoleCommand, RoleState};
-
-const ROLES: [Option<Role>; 5] = [
-    None,
-    Some(Role::None),
-    Some(Role::Sby),
-    Some(Role::Act),
-    Some(Role::Quiesced),
-];
+use crate::model::pair::{example, MemberView};
+use crate::model::repair;
+use crate::role::{Role, RoleCommand, RoleState, REPORTS as ROLES};
 
 #[test]
 fn slots_round_trip_as_numbers() {
@@ -162,4 +156,37 @@ fn examples() {
         recover(a, [Some(Quiesced), Option::None]),
         Recovery::Wait { .. }
     ));
+}
+
+/// The repair of a ready pair and the settlement of an orphaned one are
+/// two decisions over the same reports: wherever the repair acts, both
+/// leave the same member ACT.
+#[test]
+fn repair_and_settlement_agree_on_the_act() {
+    for active in Slot::BOTH {
+        let pair = example(PairPhase::Ready, active.i());
+        for r0 in ROLES {
+            for r1 in ROLES {
+                let view = |role| MemberView {
+                    role,
+                    healthy: None,
+                };
+                let Some(r) = repair::decide(&pair, [view(r0), view(r1)]) else {
+                    continue;
+                };
+                let Recovery::Settle {
+                    active: settled, ..
+                } = recover(active, [r0, r1])
+                else {
+                    panic!("{r:?} on {:?}, but settling would wait", [r0, r1]);
+                };
+                assert_eq!(
+                    settled.i(),
+                    r.new_active(active.i()),
+                    "{r:?} on {:?}",
+                    [r0, r1]
+                );
+            }
+        }
+    }
 }

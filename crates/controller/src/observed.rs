@@ -177,7 +177,9 @@ impl Observed {
             .confirmed
             .get(vm)
             .filter(|(_, at)| match sent {
-                Some(s) => *at > s,
+                // A heartbeat is sent before its report arrives: an answer
+                // the guest gave at that same instant is the newer one.
+                Some(s) => *at >= s,
                 None => at.elapsed().as_millis() as u64 <= FRESH_GUEST_MS,
             })
             .map(|(r, _)| *r);

@@ -85,8 +85,18 @@ impl World {
         self.hosts.values_mut().find_map(|s| s.vms.get_mut(vm))
     }
 
-    /// Never two guests of one pair ACT: checked after every change.
+    /// Never two guests of one pair ACT, and no VM on two hosts: checked
+    /// after every change.
     pub fn check_split_brain(&mut self, when: &str) {
+        let mut seen = std::collections::BTreeMap::new();
+        for (h, s) in &self.hosts {
+            for vm in s.vms.keys() {
+                if let Some(first) = seen.insert(vm.clone(), h.clone()) {
+                    self.violations
+                        .push(format!("{vm} runs on {first} and {h} after {when}"));
+                }
+            }
+        }
         for [a, b] in self.pairs.clone() {
             let act = |v: &str| self.find(v).is_some_and(|(_, x)| x.guest.role == Role::Act);
             if act(&a) && act(&b) {

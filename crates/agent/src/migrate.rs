@@ -3,6 +3,12 @@
 //! QEMU's migration with progress, then has the destination confirm the VM
 //! runs there before it stops its own copy. Any failure before QEMU
 //! completes leaves the VM running on the source, and says so.
+//!
+//! The order's fencing token is checked again while QEMU migrates: once a
+//! newer controller leads (this agent's fence passed the token), the
+//! migration is cancelled and the VM keeps running here. Once QEMU has
+//! handed the VM over, the destination is told to complete whoever leads:
+//! that ends a move that already happened, it orders nothing new.
 
 use crate::host::{connect_guest, watch_exit, Host, READY_TIMEOUT};
 use crate::vm::Vm;
@@ -19,6 +25,9 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How often a running migration re-checks that its order's controller
+/// still leads.
+const FENCE_RECHECK: Duration = Duration::from_millis(200);
 /// How long a destination waits for the source's stream before giving up.
 const INCOMING_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// How long a destination waits, once the VM runs, for its guest to answer
@@ -118,11 +127,13 @@ async fn run_outgoing(
             info.phase = MigrationPhase::Failed;
             info.error = Some(msg);
             if source_runs {
+                // No fencing token: this undoes a hand-over that did
+                // not happen, whoever leads now.
                 let _ = post_json::<_, serde_json::Value>(
                     &host,
                     &format!("{}/v1/incoming/{name}/abort", req.to),
                     &serde_json::json!({}),
-                    fence,
+                    None,
                 )
                 .await;
                 vm.update(|s| s.state = before);
@@ -177,24 +188,46 @@ async fn outgoing(
     });
     info.phase = MigrationPhase::Active;
     let mut last_log = Instant::now();
-    let mut stats = migration::migrate(&qmp, &ready.uri, &req.tuning, Duration::from_millis(200), |p| {
-        info.progress = p.clone();
-        set_migration(host, vm, &info);
-        if last_log.elapsed() > Duration::from_secs(1) {
-            last_log = Instant::now();
-            tracing::info!(vm = %name, transferred = p.transferred_bytes, remaining = p.remaining_bytes,
+    let migrating = migration::migrate(
+        &qmp,
+        &ready.uri,
+        &req.tuning,
+        Duration::from_millis(200),
+        |p| {
+            info.progress = p.clone();
+            set_migration(host, vm, &info);
+            if last_log.elapsed() > Duration::from_secs(1) {
+                last_log = Instant::now();
+                tracing::info!(vm = %name, transferred = p.transferred_bytes, remaining = p.remaining_bytes,
                 passes = p.passes, "migration progress");
+            }
+        },
+    );
+    tokio::pin!(migrating);
+    let outcome = tokio::select! {
+        biased;
+        r = &mut migrating => r,
+        newer = superseded(host, fence) => {
+            tracing::warn!(vm = %name, order = ?fence, newer, "a newer controller leads: cancelling the migration it did not order");
+            migration::cancel(&qmp).await;
+            // QEMU may have finished first: then the move stands.
+            migrating.await.map_err(|e| {
+                duplex_qemu::QemuError::Migration(format!(
+                    "cancelled: a newer controller leads (fencing token {newer} > {}): {e}",
+                    fence.unwrap_or_default()
+                ))
+            })
         }
-    })
-    .await
-    .map_err(AgentError::from)?;
+    };
+    let mut stats = outcome.map_err(AgentError::from)?;
     // QEMU finished: the destination now owns the VM. From here on the
     // source must not resume its copy.
+    // No fencing token: this ends a hand-over, whoever leads now.
     let _: VmInfo = post_json(
         host,
         &format!("{}/v1/incoming/{name}/complete", req.to),
         &serde_json::json!({}),
-        fence,
+        None,
     )
     .await
     .map_err(|error| Failure {
@@ -203,6 +236,22 @@ async fn outgoing(
     })?;
     stats.orchestrated_ms = started.elapsed().as_millis() as u64;
     Ok(stats)
+}
+
+/// Resolves (with the newer token) once this agent has obeyed a controller
+/// newer than the one whose token `fence` the order carried; never for an
+/// order without a token.
+async fn superseded(host: &Host, fence: Option<u64>) -> u64 {
+    let Some(token) = fence else {
+        return std::future::pending().await;
+    };
+    loop {
+        let now = host.fence.current();
+        if now > token {
+            return now;
+        }
+        tokio::time::sleep(FENCE_RECHECK).await;
+    }
 }
 
 /// POSTs JSON to a peer agent, with the order's fencing token if it had

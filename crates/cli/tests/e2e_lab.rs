@@ -2,7 +2,8 @@
 //! booted under QEMU on host 1, reached from the client namespace, live-
 //! migrated to host 2 under a UDP probe and still answering there; and the
 //! failure paths: unknown image, bad JSON, unreachable and refusing
-//! destinations, a destination that dies half-way. Needs root, QEMU and a
+//! destinations, a destination that dies half-way, a migration whose
+//! controller is superseded half-way. Needs root, QEMU and a
 //! built image (`./setup.sh`). The lab is removed even if the test fails.
 
 use duplex_agent::client::{AgentClient, ClientError};
@@ -206,6 +207,41 @@ async fn lab_vm_reach_migrate_and_failure_paths() {
     assert!(
         ping(&client_ns, &ip.to_string()).await,
         "VM unreachable after failed migration"
+    );
+    let h2_left = h2.list().await.unwrap();
+    assert!(h2_left.is_empty(), "destination kept a VM: {h2_left:?}");
+
+    // A newer controller takes office half-way through a migration the
+    // old one ordered: the source cancels it, the VM keeps running on h1.
+    let f = h1.raise_fence().await.expect("read h1's fence");
+    let old_leader = AgentClient::new(state.agent_url(1).unwrap()).with_fence(f);
+    old_leader.start_migration("e2e", &slow).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let i = h1.migration("e2e").await.unwrap();
+        assert_ne!(i.phase, MigrationPhase::Completed, "too fast to interrupt");
+        if i.phase == MigrationPhase::Active && i.progress.transferred_bytes > 2 << 20 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "migration never got going: {i:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let new_leader = AgentClient::new(state.agent_url(1).unwrap()).with_fence(f + 1);
+    assert_eq!(new_leader.raise_fence().await.unwrap(), f + 1);
+    let cancelled = wait_migration(&h1, "e2e", Duration::from_secs(60)).await;
+    assert_eq!(cancelled.phase, MigrationPhase::Failed, "{cancelled:?}");
+    let why = cancelled.error.unwrap_or_default();
+    assert!(
+        why.contains("newer controller") && why.contains("keeps running on h1"),
+        "{why}"
+    );
+    assert_eq!(h1.show("e2e").await.unwrap().state, VmState::Running);
+    assert!(
+        wait_guest(&h1, "e2e", Duration::from_secs(10)).await,
+        "guest silent after the cancelled migration"
     );
     let h2_left = h2.list().await.unwrap();
     assert!(h2_left.is_empty(), "destination kept a VM: {h2_left:?}");

@@ -76,6 +76,7 @@ impl Lab {
                 extra_agent_args: Vec::new(),
                 store: Default::default(),
                 racks: 1,
+                controllers: 1,
             },
         )
         .await?;

@@ -24,6 +24,10 @@ pub enum LabCmd {
         /// Spread the hosts over this many racks (a topology for network-aware placement).
         #[arg(long, default_value_t = 1)]
         racks: u8,
+        /// Controller processes: the first leads, the others stand by on
+        /// the same etcd and take over if it dies (needs `--store etcd`).
+        #[arg(long, default_value_t = 1)]
+        controllers: u8,
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
     },
@@ -43,6 +47,9 @@ pub enum LabCmd {
     },
 }
 
+/// Most controller processes a lab runs.
+const MAX_CONTROLLERS: u8 = 3;
+
 fn this_binary() -> anyhow::Result<PathBuf> {
     std::env::current_exe().context("cannot find this executable")
 }
@@ -55,11 +62,20 @@ pub async fn run(cmd: LabCmd) -> anyhow::Result<()> {
             image_dir,
             store,
             racks,
+            controllers,
             output: fmt,
         } => {
             if racks == 0 || racks > hosts {
                 anyhow::bail!(
                     "--racks: {racks} is outside 1..={hosts} (one rack per host at most)"
+                );
+            }
+            if !(1..=MAX_CONTROLLERS).contains(&controllers) {
+                anyhow::bail!("--controllers: {controllers} is outside 1..={MAX_CONTROLLERS}");
+            }
+            if controllers > 1 && store != "etcd" {
+                anyhow::bail!(
+                    "--controllers {controllers}: standby controllers share the leader's store; add `--store etcd` (the embedded store is one process's file)"
                 );
             }
             let plan = duplex_lab::LabPlan::new(&lab, hosts)?;
@@ -73,6 +89,7 @@ pub async fn run(cmd: LabCmd) -> anyhow::Result<()> {
                     duplex_lab::LabStore::Embedded
                 },
                 racks,
+                controllers,
             };
             let state = duplex_lab::up(&plan, opts).await?;
             match fmt {
@@ -100,6 +117,12 @@ pub async fn run(cmd: LabCmd) -> anyhow::Result<()> {
                         println!(
                             "controller {} ({:?} store), token {}; operator commands use it by default for lab `{}` (else --lab {})",
                             c.url, c.store, c.token_file.display(), duplex_lab::DEFAULT_LAB, state.lab
+                        );
+                    }
+                    for c in &state.standby_controllers {
+                        println!(
+                            "standby controller {} (pid {}): operator commands turn to it when it leads",
+                            c.url, c.pid
                         );
                     }
                 }

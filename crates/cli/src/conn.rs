@@ -59,6 +59,16 @@ impl Conn {
             .clone()
             .or_else(|| lab_ctl.as_ref().map(|c| c.token_file.clone()))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR).join(duplex_controller::TOKEN_FILE));
-        Ok(ControllerClient::with_token_file(&url, &token)?)
+        let client = ControllerClient::with_token_file(&url, &token)?;
+        // A lab's standby controllers, for when its first one is gone.
+        let standbys: Vec<String> = match (&self.controller, &lab) {
+            (None, Some(s)) => s
+                .standby_controllers
+                .iter()
+                .map(|c| c.url.clone())
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(client.with_standbys(&standbys))
     }
 }

@@ -1,6 +1,7 @@
 //! Typed client of the controller's API for the CLI, the lab and tests.
 //! Errors carry the controller's own code and message.
 
+use crate::error::NOT_LEADER;
 use duplex_agent_client::error_chain;
 use duplex_core::agent_api::ErrorBody;
 use serde::de::DeserializeOwned;
@@ -35,6 +36,9 @@ impl ClientError {
 #[derive(Clone)]
 pub struct ControllerClient {
     base: String,
+    /// Other instances of the controller, asked in turn when `base` cannot
+    /// be connected to or does not lead.
+    standbys: Vec<String>,
     token: Option<String>,
     http: reqwest::Client,
 }
@@ -50,9 +54,20 @@ impl ControllerClient {
             .unwrap_or_default();
         ControllerClient {
             base: base.trim_end_matches('/').to_string(),
+            standbys: Vec::new(),
             token,
             http,
         }
+    }
+
+    /// Also asks these instances, in turn, when one cannot be connected to
+    /// or answers `503 not_leader` (neither carried the request out).
+    pub fn with_standbys(mut self, urls: &[String]) -> Self {
+        self.standbys = urls
+            .iter()
+            .map(|u| u.trim_end_matches('/').to_string())
+            .collect();
+        self
     }
 
     /// Reads the token from `path` (the controller's `token` file).
@@ -69,13 +84,36 @@ impl ControllerClient {
     }
 
     /// Sends a request; `body` as JSON if given. Returns the decoded answer.
+    /// Goes to the next instance only when one was not reached at all or
+    /// said it does not lead: a request that may have been carried out is
+    /// never sent twice.
     pub async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<&B>,
     ) -> Result<T, ClientError> {
-        let url = format!("{}{path}", self.base);
+        let mut result = self.call_at(&self.base, method.clone(), path, body).await;
+        for base in &self.standbys {
+            match &result {
+                Err((_, true)) => {
+                    result = self.call_at(base, method.clone(), path, body).await;
+                }
+                _ => break,
+            }
+        }
+        result.map_err(|(e, _)| e)
+    }
+
+    /// One request to one instance; the error says whether another may be asked.
+    async fn call_at<B: Serialize, T: DeserializeOwned>(
+        &self,
+        base: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, (ClientError, bool)> {
+        let url = format!("{base}{path}");
         let mut req = self.http.request(method, &url);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
@@ -83,17 +121,24 @@ impl ControllerClient {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|e| ClientError::Unreachable {
-            url: self.base.clone(),
-            msg: error_chain(&e),
+        let resp = req.send().await.map_err(|e| {
+            let unreached = e.is_connect();
+            let err = ClientError::Unreachable {
+                url: base.to_string(),
+                msg: error_chain(&e),
+            };
+            (err, unreached)
         })?;
         let status = resp.status();
-        let text = resp.text().await.map_err(|e| ClientError::Decode {
-            url: url.clone(),
-            msg: error_chain(&e),
+        let text = resp.text().await.map_err(|e| {
+            let err = ClientError::Decode {
+                url: url.clone(),
+                msg: error_chain(&e),
+            };
+            (err, false)
         })?;
         if !status.is_success() {
-            return Err(match serde_json::from_str::<ErrorBody>(&text) {
+            let err = match serde_json::from_str::<ErrorBody>(&text) {
                 Ok(b) => ClientError::Api {
                     status: status.as_u16(),
                     code: b.error.code,
@@ -104,11 +149,16 @@ impl ControllerClient {
                     code: "http".into(),
                     message: text,
                 },
-            });
+            };
+            let not_leader = err.code() == Some(NOT_LEADER);
+            return Err((err, not_leader));
         }
-        serde_json::from_str(&text).map_err(|e| ClientError::Decode {
-            url,
-            msg: format!("{e}: {text}"),
+        serde_json::from_str(&text).map_err(|e| {
+            let err = ClientError::Decode {
+                url,
+                msg: format!("{e}: {text}"),
+            };
+            (err, false)
         })
     }
 

@@ -6,6 +6,9 @@ use axum::response::{IntoResponse, Response};
 use duplex_core::agent_api::{ErrorBody, ErrorDetail};
 use duplex_store::StoreError;
 
+/// The error code of an instance that does not lead (it carried nothing out).
+pub const NOT_LEADER: &str = "not_leader";
+
 /// An API error: HTTP status, stable code, message that says what to do.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -35,7 +38,7 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, code, message)
     }
     pub fn not_leader(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_leader", message)
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, NOT_LEADER, message)
     }
 }
 

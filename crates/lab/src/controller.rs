@@ -136,14 +136,54 @@ pub(crate) async fn start(
         LabStore::Etcd => Some(start_etcd(plan)?),
         LabStore::Embedded => None,
     };
-    let dir = plan.state_dir().join("controller");
+    let st = spawn(plan, duplex_bin, etcd, racks, 0)?;
+    wait_answering(plan, &st, true).await?;
+    Ok(st)
+}
+
+/// Starts standby controller `n` (1, 2, ...) on the leader's etcd, on port
+/// [`CONTROLLER_PORT`] + `n`; waits until it answers (as a follower).
+pub(crate) async fn start_standby(
+    plan: &LabPlan,
+    duplex_bin: &Path,
+    leader: &ControllerState,
+    racks: u8,
+    n: u16,
+) -> Result<ControllerState, LabError> {
+    let st = spawn(plan, duplex_bin, leader.etcd.clone(), racks, n)?;
+    wait_answering(plan, &st, false).await?;
+    Ok(ControllerState {
+        // The API token is the cluster's, in the store: the leader's file holds it.
+        token_file: leader.token_file.clone(),
+        ..st
+    })
+}
+
+/// Spawns controller process `n` of the lab (0: the first).
+fn spawn(
+    plan: &LabPlan,
+    duplex_bin: &Path,
+    etcd: Option<EtcdState>,
+    racks: u8,
+    n: u16,
+) -> Result<ControllerState, LabError> {
+    let (dir_name, id) = match n {
+        0 => ("controller".to_string(), format!("{}-ctl", plan.lab())),
+        n => (format!("controller-{n}"), format!("{}-ctl{n}", plan.lab())),
+    };
+    let store = if etcd.is_some() {
+        LabStore::Etcd
+    } else {
+        LabStore::Embedded
+    };
+    let dir = plan.state_dir().join(dir_name);
     std::fs::create_dir_all(&dir).map_err(|e| LabError::io("cannot create", &dir, e))?;
-    let listen = format!("{}:{CONTROLLER_PORT}", plan.mgmt_ip());
+    let listen = format!("{}:{}", plan.mgmt_ip(), CONTROLLER_PORT + n);
     let log = dir.join("controller.log");
     let mut cmd = std::process::Command::new(duplex_bin);
     cmd.args(["controller", "--listen", &listen, "--data-dir"])
         .arg(&dir)
-        .args(["--id", &format!("{}-ctl", plan.lab())])
+        .args(["--id", &id])
         .args(["--lease-ttl-ms", &LAB_LEASE_TTL_MS.to_string()])
         .current_dir(&dir);
     if let Some(e) = &etcd {
@@ -167,11 +207,11 @@ pub(crate) async fn start(
         store,
         etcd,
     };
-    wait_leading(plan, &st).await?;
     Ok(st)
 }
 
-async fn wait_leading(plan: &LabPlan, st: &ControllerState) -> Result<(), LabError> {
+/// Waits until the controller answers `/healthz` (and leads, if `lead`).
+async fn wait_answering(plan: &LabPlan, st: &ControllerState, lead: bool) -> Result<(), LabError> {
     let http = http_client()?;
     let deadline = Instant::now() + CONTROLLER_WAIT;
     let mut last = String::from("no answer yet");
@@ -186,7 +226,7 @@ async fn wait_leading(plan: &LabPlan, st: &ControllerState) -> Result<(), LabErr
         }
         match http.get(format!("{}/healthz", st.url)).send().await {
             Ok(r) => match r.json::<serde_json::Value>().await {
-                Ok(v) if v["leader"] == serde_json::json!(true) => return Ok(()),
+                Ok(v) if !lead || v["leader"] == serde_json::json!(true) => return Ok(()),
                 Ok(v) => last = format!("answers but does not lead yet: {v}"),
                 Err(e) => last = e.to_string(),
             },
@@ -198,20 +238,27 @@ async fn wait_leading(plan: &LabPlan, st: &ControllerState) -> Result<(), LabErr
         plan,
         "the controller",
         format!(
-            "not leading within {} s ({last})",
+            "not {} within {} s ({last})",
+            if lead { "leading" } else { "answering" },
             CONTROLLER_WAIT.as_secs()
         ),
         &st.log,
     ))
 }
 
-/// Agent arguments that make it report to the lab controller.
-pub(crate) fn agent_args(st: &ControllerState) -> Vec<String> {
+/// Agent arguments that make it report to the lab's controllers (it
+/// follows whichever leads).
+pub(crate) fn agent_args(all: &[ControllerState]) -> Vec<String> {
+    let urls: Vec<&str> = all.iter().map(|c| c.url.as_str()).collect();
+    let token = all
+        .first()
+        .map(|c| c.token_file.display().to_string())
+        .unwrap_or_default();
     vec![
         "--controller".into(),
-        st.url.clone(),
+        urls.join(","),
         "--controller-token-file".into(),
-        st.token_file.display().to_string(),
+        token,
     ]
 }
 

@@ -89,6 +89,7 @@ pub async fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
             extra_agent_args: Vec::new(),
             store: Default::default(),
             racks: 1,
+            controllers: 1,
         },
     )
     .await?;

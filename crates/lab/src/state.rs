@@ -61,6 +61,9 @@ pub struct LabState {
     /// The lab's controller (absent in labs taken up before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub controller: Option<crate::controller::ControllerState>,
+    /// Standby controllers on the same etcd (`lab up --controllers N`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub standby_controllers: Vec<crate::controller::ControllerState>,
 }
 
 impl LabState {
@@ -86,6 +89,7 @@ impl LabState {
             image_dir: image_dir.to_path_buf(),
             agents: Vec::new(),
             controller: None,
+            standby_controllers: Vec::new(),
         }
     }
 

@@ -31,6 +31,8 @@ pub struct UpOptions {
     pub store: crate::controller::LabStore,
     /// Racks the hosts are spread over for placement (0 or 1: one rack).
     pub racks: u8,
+    /// Controller processes (1: no standby; more need the etcd store).
+    pub controllers: u8,
 }
 
 /// Takes lab `plan` up: topology, state directory, one agent per host, and
@@ -84,10 +86,17 @@ async fn start(
     let mut state = blocking(move || create(&p, &bin, &img)).await?;
 
     let ctl = crate::controller::start(plan, duplex_bin, opts.store, opts.racks).await?;
-    let mut agent_args = crate::controller::agent_args(&ctl);
-    agent_args.extend(opts.extra_agent_args.iter().cloned());
     state.controller = Some(ctl.clone());
     state.write()?;
+    for n in 1..u16::from(opts.controllers.max(1)) {
+        let sb = crate::controller::start_standby(plan, duplex_bin, &ctl, opts.racks, n).await?;
+        state.standby_controllers.push(sb);
+        state.write()?;
+    }
+    let mut all = vec![ctl.clone()];
+    all.extend(state.standby_controllers.iter().cloned());
+    let mut agent_args = crate::controller::agent_args(&all);
+    agent_args.extend(opts.extra_agent_args.iter().cloned());
 
     for h in plan.host_plans() {
         let child = agent::spawn(&h, duplex_bin, image_dir, &agent_args)?;

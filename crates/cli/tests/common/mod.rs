@@ -38,7 +38,7 @@ impl Drop for LabGuard {
         if std::thread::panicking() {
             let dir = format!("/run/duplex/lab-{}", self.0);
             let script = format!(
-                "for f in {dir}/controller/controller.log {dir}/h*/agent.log {dir}/h*/vms/*/serial.log {dir}/h*/vms/*/qemu.log; do echo \"== $f\"; tail -n 40 \"$f\"; done"
+                "for f in {dir}/controller*/controller.log {dir}/h*/agent.log {dir}/h*/vms/*/serial.log {dir}/h*/vms/*/qemu.log; do echo \"== $f\"; tail -n 40 \"$f\"; done"
             );
             if let Ok(o) = Command::new("sh").arg("-c").arg(script).output() {
                 eprintln!("{}", String::from_utf8_lossy(&o.stdout));

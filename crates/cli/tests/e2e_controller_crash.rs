@@ -1,0 +1,218 @@
+//! The controller dies mid-operation, on real VMs under SIP load: three
+//! controllers on etcd; the leader is `kill -9`ed while `pair migrate` is
+//! migrating a member, then the next leader while a switchover is under way.
+//! Each time the next controller takes office, finds the pair left
+//! mid-workflow (its journal on the pair's record), settles it from what
+//! the guests report, and the pair ends ready and healthy with one ACT.
+//! sipp must see no failed call.
+
+mod common;
+
+use common::LabGuard;
+use duplex_controller::client::ControllerClient;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const LAB: &str = "e2ek";
+/// How often the journal is read while waiting for the step to kill in.
+const POLL: Duration = Duration::from_millis(20);
+/// Longest wait for the step, and for the pair to be healthy again.
+const STEP_WAIT: Duration = Duration::from_secs(60);
+const HEAL_WAIT: Duration = Duration::from_secs(90);
+
+fn json(args: &[&str]) -> Value {
+    common::in_lab_json(LAB, args)
+}
+
+fn state() -> Value {
+    let path = format!("/run/duplex/lab-{LAB}/state.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Every controller of the lab: (url, pid).
+fn controllers() -> Vec<(String, i32)> {
+    let s = state();
+    let mut all = vec![s["controller"].clone()];
+    all.extend(
+        s["standby_controllers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+    );
+    all.iter()
+        .map(|c| {
+            (
+                c["url"].as_str().unwrap().to_string(),
+                c["pid"].as_i64().unwrap() as i32,
+            )
+        })
+        .collect()
+}
+
+/// The pid of the controller that leads now.
+async fn leader() -> (String, i32) {
+    let t0 = Instant::now();
+    loop {
+        for (url, pid) in controllers() {
+            let c = ControllerClient::new(&url, None);
+            if let Ok(h) = c.get::<Value>("/healthz").await {
+                if h["leader"] == true {
+                    return (url, pid);
+                }
+            }
+        }
+        assert!(t0.elapsed() < STEP_WAIT, "no controller leads");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn client() -> ControllerClient {
+    let s = state();
+    let token = std::path::PathBuf::from(s["controller"]["token_file"].as_str().unwrap());
+    let urls: Vec<String> = controllers().into_iter().map(|(u, _)| u).collect();
+    ControllerClient::with_token_file(&urls[0], &token)
+        .unwrap()
+        .with_standbys(&urls[1..])
+}
+
+/// Waits until the pair's journal says its operation is at `step`, then
+/// kills the leading controller with SIGKILL. Returns the operation's id.
+async fn kill_leader_at(step: &str) -> String {
+    let (url, pid) = leader().await;
+    let c = client();
+    let t0 = Instant::now();
+    loop {
+        let p: Value = c.get("/v1/pairs/sig").await.expect("pair show");
+        if p["journal"]["intent"]["step"] == step {
+            // SAFETY: kill(2) on a pid we started; no memory is touched.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            eprintln!("killed the leader {url} (pid {pid}) at: {}", p["journal"]);
+            return p["journal"]["op"].as_str().unwrap().to_string();
+        }
+        assert!(
+            t0.elapsed() < STEP_WAIT,
+            "the pair never reached step {step}: {p}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The pair healthy again, one ACT and one SBY as the guests report them.
+/// Between a leader's death and the next one taking office (the lease's
+/// time to live) no controller answers: asked again.
+async fn healed() -> Value {
+    let c = client();
+    let t0 = Instant::now();
+    let p = loop {
+        let last = match c.get::<Value>("/v1/pairs/sig").await {
+            Ok(p) if p["health"] == "healthy" => break p,
+            Ok(p) => p.to_string(),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            t0.elapsed() < HEAL_WAIT,
+            "pair not healthy within {HEAL_WAIT:?}: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(p["phase"], "ready", "{p}");
+    assert!(p.get("journal").is_none(), "{p}");
+    let mut roles: Vec<&str> = p["members_status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap_or("none"))
+        .collect();
+    roles.sort();
+    assert_eq!(roles, ["act", "sby"], "{p}");
+    p
+}
+
+/// The events that name operation `op`: left mid-way, abandoned, settled.
+async fn recovery_of(op: &str) -> Vec<String> {
+    let ev: Value = client().get("/v1/events?limit=300").await.expect("events");
+    ev.as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["message"].as_str().is_some_and(|m| m.contains(op)))
+        .map(|e| format!("{}: {}", e["kind"], e["message"]))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_leader_killed_mid_migrate_and_mid_switchover_under_sip_load() {
+    let _guard = LabGuard::new(LAB);
+    let i = common::lab_up(
+        LAB,
+        &["--hosts", "3", "--store", "etcd", "--controllers", "3"],
+    );
+    let ip = |last: u8| format!("10.{i}.0.{last}");
+    let (ma, mb, vip) = (format!("pa={}", ip(101)), format!("pb={}", ip(102)), ip(50));
+    json(&[
+        "pair", "create", "sig", "--vip", &vip, "--member", &ma, "--member", &mb, "--hosts",
+        "h1,h2",
+    ]);
+    healed().await;
+    let work = std::env::temp_dir().join(format!("duplex-e2e-crash-{}", std::process::id()));
+    let sipp = common::sipp_until_stopped(
+        LAB,
+        &vip,
+        &work,
+        Duration::from_secs(240),
+        Duration::from_secs(40),
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // 1. Mid `pair migrate`: while a member's live migration runs.
+    json(&["pair", "migrate", "sig", "--to", "h3", "--no-wait"]);
+    let op = kill_leader_at("migrate").await;
+    let p = healed().await;
+    eprintln!("after the kill mid-migrate: {p}");
+    let said = recovery_of(&op).await;
+    eprintln!("{}", said.join("\n"));
+    assert!(
+        said.iter().any(|e| e.contains("pair.recovering")),
+        "no recovery of {op} reported: {said:?}"
+    );
+    assert!(
+        said.iter().any(|e| e.contains("operation.abandoned")),
+        "operation {op} not marked abandoned: {said:?}"
+    );
+
+    // 2. Mid switchover, killing the controller that took over.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    json(&["pair", "switchover", "sig", "--no-wait"]);
+    let op = kill_leader_at("switchover").await;
+    let p = healed().await;
+    eprintln!("after the kill mid-switchover: {p}");
+    let said = recovery_of(&op).await;
+    eprintln!("{}", said.join("\n"));
+    // The kill lands after the step was journaled: either the switchover
+    // was left mid-way and settled, or it had just finished.
+    let rec: Value = client()
+        .get(&format!("/v1/operations/{op}"))
+        .await
+        .expect("operation");
+    eprintln!("the switchover's operation: {rec}");
+    assert!(
+        said.iter().any(|e| e.contains("pair.recovering")) || rec["state"] == "succeeded",
+        "neither settled nor finished: {said:?} {rec}"
+    );
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sipp.stop();
+    let report = sipp.wait().await.expect("sipp");
+    eprintln!(
+        "sipp: {} calls, {} successful, {} failed, {} abandoned, {} retransmissions, {} unexpected",
+        report.total_calls,
+        report.successful,
+        report.failed,
+        report.abandoned,
+        report.retransmissions,
+        report.unexpected_messages
+    );
+    assert!(report.successful > 0, "{report:?}");
+    assert_eq!(report.failed, 0, "calls failed: {report:?}");
+    assert_eq!(report.abandoned, 0, "calls left open: {report:?}");
+    let _ = std::fs::remove_dir_all(&work);
+}

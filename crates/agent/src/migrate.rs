@@ -7,8 +7,9 @@
 //! The order's fencing token is checked again while QEMU migrates: once a
 //! newer controller leads (this agent's fence passed the token), the
 //! migration is cancelled and the VM keeps running here. Once QEMU has
-//! handed the VM over, the destination is told to complete whoever leads:
-//! that ends a move that already happened, it orders nothing new.
+//! handed the VM over, the destination is told to complete whoever leads
+//! (no token): that ends a move that already happened, it orders nothing
+//! new, and refusing it would leave the VM running nowhere.
 
 use crate::host::{connect_guest, watch_exit, Host, READY_TIMEOUT};
 use crate::vm::Vm;
@@ -127,13 +128,14 @@ async fn run_outgoing(
             info.phase = MigrationPhase::Failed;
             info.error = Some(msg);
             if source_runs {
-                // No fencing token: this undoes a hand-over that did
-                // not happen, whoever leads now.
+                // With the order's token: a destination that obeys a newer
+                // controller refuses it, and its prepared QEMU waits out
+                // its incoming wait (INCOMING_TIMEOUT).
                 let _ = post_json::<_, serde_json::Value>(
                     &host,
                     &format!("{}/v1/incoming/{name}/abort", req.to),
                     &serde_json::json!({}),
-                    None,
+                    fence,
                 )
                 .await;
                 vm.update(|s| s.state = before);

@@ -163,6 +163,13 @@ impl AgentClient {
             .map(|s| s.fence)
     }
 
+    /// `GET /v1/fence` within `within`: does the agent answer?
+    pub async fn probe(&self, within: std::time::Duration) -> Result<(), ClientError> {
+        let u = self.url("/v1/fence");
+        let req = self.http.get(&u).timeout(within);
+        self.call::<FenceState>(req, u).await.map(|_| ())
+    }
+
     pub async fn list(&self) -> Result<Vec<VmSummary>, ClientError> {
         let u = self.url("/v1/vms");
         self.call(self.http.get(&u).timeout(limits::READ), u).await
@@ -280,6 +287,9 @@ impl crate::AgentApi for AgentClient {
     }
     async fn raise_fence(&self) -> Result<u64, ClientError> {
         AgentClient::raise_fence(self).await
+    }
+    async fn probe(&self, within: std::time::Duration) -> Result<(), ClientError> {
+        AgentClient::probe(self, within).await
     }
     async fn create(&self, spec: &VmSpec, wait: WaitFor) -> Result<VmInfo, ClientError> {
         AgentClient::create(self, spec, wait).await

@@ -25,6 +25,10 @@ pub trait AgentApi: Send + Sync {
     fn base(&self) -> &str;
     /// Passes the agent's fence with our token; returns its highest token.
     async fn raise_fence(&self) -> Result<u64, ClientError>;
+    /// Whether the agent answers at all within `within` (it reads its
+    /// fence from memory): the controller's own check of a host whose VM a
+    /// peer stopped hearing.
+    async fn probe(&self, within: Duration) -> Result<(), ClientError>;
     async fn create(&self, spec: &VmSpec, wait: WaitFor) -> Result<VmInfo, ClientError>;
     async fn show(&self, vm: &str) -> Result<VmInfo, ClientError>;
     async fn delete(&self, vm: &str) -> Result<(), ClientError>;

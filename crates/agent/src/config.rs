@@ -41,6 +41,9 @@ pub struct ControllerConfig {
     pub memory_mib: Option<u64>,
     /// vCPUs to offer; the number of CPUs if absent.
     pub vcpus: Option<u32>,
+    /// Fence itself after this long without an accepted report
+    /// (`crate::self_fence`); `None`: never.
+    pub self_fence_ms: Option<u64>,
 }
 
 impl ControllerConfig {

@@ -32,6 +32,10 @@ pub struct Host {
     pub http: reqwest::Client,
     /// Highest fencing token obeyed, persisted under `data_dir`.
     pub fence: Arc<Fence>,
+    /// The lease after which the agent fences itself when cut off.
+    pub self_fence: Arc<crate::self_fence::SelfFence>,
+    /// Asks the report task to report now (a guest lost its peer).
+    pub urgent: Arc<tokio::sync::Notify>,
 }
 
 impl Host {
@@ -72,13 +76,15 @@ impl Host {
             .build()
             .map_err(|e| AgentError::Unavailable(format!("HTTP client: {e}")))?;
         Ok(Arc::new(Host {
-            cfg,
             accel,
             qemu_version,
             vms: Mutex::default(),
             migrations: Mutex::default(),
+            self_fence: Arc::new(crate::self_fence::SelfFence::new(self_fence_period(&cfg))),
             http,
             fence,
+            cfg,
+            urgent: Arc::default(),
         }))
     }
 
@@ -97,6 +103,8 @@ impl Host {
             vms: Mutex::default(),
             migrations: Mutex::default(),
             http: reqwest::Client::new(),
+            self_fence: Arc::new(crate::self_fence::SelfFence::new(None)),
+            urgent: Arc::default(),
         })
     }
 
@@ -179,7 +187,9 @@ impl Host {
             )));
         }
         let paths = VmPaths::new(self.cfg.data_dir.join("vms").join(&spec.name));
-        let vm = Arc::new(Vm::new(spec.clone(), paths, state));
+        let mut vm = Vm::new(spec.clone(), paths, state);
+        vm.urgent = self.urgent.clone();
+        let vm = Arc::new(vm);
         vms.insert(spec.name.clone(), vm.clone());
         Ok(vm)
     }
@@ -458,4 +468,11 @@ pub async fn watch_exit(host: Arc<Host>, vm: Arc<Vm>) {
             return;
         }
     }
+}
+
+/// The self-fence lease configured (only with a controller: a standalone
+/// agent has nobody to be cut off from).
+fn self_fence_period(cfg: &AgentConfig) -> Option<Duration> {
+    let ms = cfg.controller.as_ref()?.self_fence_ms?;
+    Some(Duration::from_millis(ms))
 }

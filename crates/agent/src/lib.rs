@@ -12,6 +12,7 @@ pub mod fence;
 pub mod host;
 pub mod migrate;
 pub mod report;
+pub mod self_fence;
 pub mod serial;
 pub mod vm;
 
@@ -24,5 +25,6 @@ pub async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     // Check the controller settings before anything slow (KVM probe).
     let reporter = report::Reporter::from_config(&cfg)?;
     let host = host::Host::start(cfg).await?;
+    tokio::spawn(self_fence::watch(host.clone()));
     api::serve(host, reporter).await
 }

@@ -204,11 +204,20 @@ pub struct Snapshot {
     pub vms: Vec<VmInfo>,
     pub traffic: Vec<TrafficReport>,
     pub fence: u64,
+    /// The self-fence lease, if the agent fences itself.
+    pub self_fence_ms: Option<u64>,
 }
 
 /// What the report task reports on: the [`Host`]; a fake in tests.
 pub trait Reportable: Send + Sync + 'static {
     fn gather(&self) -> impl Future<Output = Snapshot> + Send;
+    /// A report sent at `sent` was accepted; the controller holds the host
+    /// fenced or not.
+    fn accepted(&self, _sent: Instant, _held_fenced: bool) {}
+    /// Notified when a report should go at once.
+    fn urgent(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
 }
 
 impl Reportable for Host {
@@ -219,7 +228,14 @@ impl Reportable for Host {
             vms,
             traffic,
             fence: self.fence.current(),
+            self_fence_ms: self.self_fence.period_ms(),
         }
+    }
+    fn accepted(&self, sent: Instant, held_fenced: bool) {
+        self.self_fence.renewed(sent.into_std(), held_fenced);
+    }
+    fn urgent(&self) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.urgent.clone())
     }
 }
 
@@ -312,6 +328,7 @@ impl Reporter {
             traffic: s.traffic,
             fence: s.fence,
             seq,
+            self_fence_ms: s.self_fence_ms,
         }
     }
 
@@ -514,6 +531,7 @@ pub async fn run<S: Reportable>(
     let mut interval = clamp_interval(AGENT_HEARTBEAT_MS);
     let mut seq = 0u64;
     let mut warned_fence = None;
+    let urgent = source.urgent().unwrap_or_default();
     while !*stop.borrow() {
         let started = Instant::now();
         seq += 1;
@@ -597,6 +615,7 @@ pub async fn run<S: Reportable>(
         }
         match round.outcome {
             Ok(ack) => {
+                source.accepted(started, ack.host_fenced);
                 interval = clamp_interval(ack.interval_ms);
                 // 0: the controller holds no lease (it gives no orders).
                 if ack.fence > 0 && ack.fence < seen && warned_fence != Some(ack.fence) {
@@ -609,6 +628,7 @@ pub async fn run<S: Reportable>(
         }
         tokio::select! {
             _ = tokio::time::sleep_until(started + interval) => {}
+            _ = urgent.notified() => {}
             _ = stop.changed() => break,
         }
     }
@@ -804,6 +824,7 @@ mod tests {
             advertise: None,
             memory_mib: Some(4096),
             vcpus: Some(4),
+            self_fence_ms: None,
         }
     }
 
@@ -1008,6 +1029,7 @@ mod tests {
                 }],
                 vms: vec![vm],
                 fence: self.fence,
+                self_fence_ms: None,
             }
         }
     }
@@ -1079,6 +1101,7 @@ mod tests {
         Json(HeartbeatAck {
             interval_ms: 1, // clamped to 200
             fence: 9,
+            host_fenced: false,
         })
         .into_response()
     }

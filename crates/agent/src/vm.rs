@@ -3,6 +3,7 @@
 
 use crate::control::ControlClient;
 use duplex_core::agent_api::{MigrationInfo, TrafficReport, VmInfo, VmState, VmSummary};
+use duplex_core::guest_proto::{Heartbeat, HEARTBEAT_EVENT};
 use duplex_core::vm_spec::VmSpec;
 use duplex_net::element::ElementHandle;
 use duplex_qemu::qmp::QmpEvent;
@@ -79,6 +80,9 @@ pub struct Vm {
     pub ctl: tokio::sync::Mutex<Option<ControlClient>>,
     /// Shortcut to QEMU's QMP without taking the runtime lock.
     pub qmp: Mutex<Option<Arc<Qmp>>>,
+    /// Notified when the guest loses or finds its peer: the agent reports
+    /// at once.
+    pub urgent: Arc<tokio::sync::Notify>,
 }
 
 impl Vm {
@@ -100,6 +104,7 @@ impl Vm {
             rt: tokio::sync::Mutex::new(None),
             ctl: tokio::sync::Mutex::new(None),
             qmp: Mutex::new(None),
+            urgent: Arc::default(),
         }
     }
 
@@ -151,12 +156,20 @@ impl Vm {
     pub fn event_sink(self: &Arc<Self>) -> crate::control::EventSink {
         let vm = Arc::downgrade(self);
         Arc::new(move |event: &str, data: &Value| {
-            if event == "heartbeat" {
+            if event == HEARTBEAT_EVENT {
                 if let Some(vm) = vm.upgrade() {
+                    let lost = peer_lost;
+                    let mut turned = false;
                     vm.update(|s| {
+                        let before = s.heartbeat.as_ref().is_some_and(|(_, v)| lost(v));
+                        turned = before != lost(data);
                         s.heartbeat = Some((std::time::Instant::now(), data.clone()));
                         s.reset_at = None;
                     });
+                    if turned {
+                        tracing::warn!(vm = %vm.spec.name, lost = lost(data), "guest's peer heartbeat turned; reporting now");
+                        vm.urgent.notify_one();
+                    }
                 }
             }
         })
@@ -193,6 +206,14 @@ impl Vm {
             mac: self.spec.mac(),
         }
     }
+}
+
+/// Whether a heartbeat says the guest lost its peer.
+fn peer_lost(beat: &Value) -> bool {
+    serde_json::from_value::<Heartbeat>(beat.clone())
+        .ok()
+        .and_then(|b| b.peer)
+        .is_some_and(|p| p.lost)
 }
 
 #[cfg(test)]

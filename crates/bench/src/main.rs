@@ -77,6 +77,7 @@ impl Lab {
                 store: Default::default(),
                 racks: 1,
                 controllers: 1,
+                power_fence: true,
             },
         )
         .await?;

@@ -46,6 +46,13 @@ pub struct AgentArgs {
     #[arg(long, value_name = "N", requires = "controller",
           value_parser = clap::value_parser!(u32).range(1..))]
     vcpus: Option<u32>,
+    /// Fence this host itself after this many ms without a report accepted
+    /// by the controller: cut every VM off the network and pause the ACT
+    /// VMs, since the controller promotes their peers once this lease is
+    /// over. 0: never (only safe with a fence device on the controller).
+    #[arg(long, value_name = "MS", requires = "controller",
+          default_value_t = duplex_agent::self_fence::DEFAULT_LEASE_MS)]
+    self_fence_ms: u64,
 }
 
 pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
@@ -61,6 +68,7 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
             advertise: a.advertise,
             memory_mib: a.memory_mib,
             vcpus: a.vcpus,
+            self_fence_ms: (a.self_fence_ms > 0).then_some(a.self_fence_ms),
         }),
         (None, None) => None,
         // clap's `requires` rules these out; say so if they ever change.

@@ -34,6 +34,14 @@ pub struct ControllerArgs {
     /// Name of this controller in logs and events (default: hostname-pid).
     #[arg(long)]
     id: Option<String>,
+    /// Fence device: a command that powers a host off and exits 0 once it
+    /// is off (an IPMI or Redfish tool), run when a host is found gone,
+    /// before anyone is promoted in its place. `{host}` and `{url}` are
+    /// replaced by the host's name and agent URL (also in DUPLEX_FENCE_HOST
+    /// and DUPLEX_FENCE_URL). Without it, promotion waits for the agent's
+    /// self-fence lease to run out.
+    #[arg(long, value_name = "COMMAND")]
+    fence_command: Option<String>,
 }
 
 pub async fn run(a: ControllerArgs) -> anyhow::Result<()> {
@@ -41,6 +49,14 @@ pub async fn run(a: ControllerArgs) -> anyhow::Result<()> {
         anyhow::bail!(
             "--lease-ttl-ms: {} is below 1000 (etcd leases are whole seconds)",
             a.lease_ttl_ms
+        );
+    }
+    if a.fence_command
+        .as_deref()
+        .is_some_and(|c| c.trim().is_empty())
+    {
+        anyhow::bail!(
+            "--fence-command: empty; give the command that fences a host, or leave the flag out"
         );
     }
     let store = match a.store.as_str() {
@@ -62,6 +78,7 @@ pub async fn run(a: ControllerArgs) -> anyhow::Result<()> {
         lease_ttl: Duration::from_millis(a.lease_ttl_ms),
         store_connect_timeout: Duration::from_secs(a.store_timeout_s),
         topology: a.topology,
+        fence_command: a.fence_command,
     })
     .await?;
     Ok(())

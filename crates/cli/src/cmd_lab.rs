@@ -28,8 +28,18 @@ pub enum LabCmd {
         /// the same etcd and take over if it dies (needs `--store etcd`).
         #[arg(long, default_value_t = 1)]
         controllers: u8,
+        /// The controller's fence device: `power` (the lab's power switch,
+        /// `duplex lab fault power-off`) or `none` (a gone host is fenced
+        /// by its agent's self-fence lease).
+        #[arg(long, default_value = "power", value_parser = ["power", "none"])]
+        fence: String,
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
+    },
+    /// Inject a fault into a lab host, or undo it.
+    Fault {
+        #[command(subcommand)]
+        fault: FaultCmd,
     },
     /// Stop everything the lab runs and remove it (also after a crash).
     Down {
@@ -63,6 +73,7 @@ pub async fn run(cmd: LabCmd) -> anyhow::Result<()> {
             store,
             racks,
             controllers,
+            fence,
             output: fmt,
         } => {
             if racks == 0 || racks > hosts {
@@ -90,6 +101,7 @@ pub async fn run(cmd: LabCmd) -> anyhow::Result<()> {
                 },
                 racks,
                 controllers,
+                power_fence: fence == "power",
             };
             let state = duplex_lab::up(&plan, opts).await?;
             match fmt {
@@ -128,6 +140,7 @@ pub async fn run(cmd: LabCmd) -> anyhow::Result<()> {
                 }
             }
         }
+        LabCmd::Fault { fault } => println!("{}", run_fault(fault).await?),
         LabCmd::Down { lab, output: fmt } => {
             let report = tokio::task::spawn_blocking(move || duplex_lab::down(&lab)).await??;
             match fmt {
@@ -144,6 +157,55 @@ pub async fn run(cmd: LabCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum FaultCmd {
+    /// Kill every process of the host (agent, QEMU) and take its uplink
+    /// down, as a power loss would. The lab controller's fence device.
+    PowerOff {
+        host: String,
+        #[arg(long, default_value = duplex_lab::DEFAULT_LAB)]
+        lab: String,
+    },
+    /// Cut one of the host's links: `mgmt` (its own address: agent to
+    /// controller and other agents), `service` (its VMs' traffic over the
+    /// uplink) or `all`.
+    Partition {
+        host: String,
+        #[arg(long, value_parser = ["mgmt", "service", "all"])]
+        link: String,
+        #[arg(long, default_value = duplex_lab::DEFAULT_LAB)]
+        lab: String,
+    },
+    /// Undo every fault of the host; power it on if it is off (its agent
+    /// starts again with no VMs).
+    Heal {
+        host: String,
+        #[arg(long, default_value = duplex_lab::DEFAULT_LAB)]
+        lab: String,
+    },
+}
+
+async fn run_fault(f: FaultCmd) -> anyhow::Result<String> {
+    use duplex_lab::fault::{self, Link};
+    let blocking = |f: Box<dyn FnOnce() -> Result<String, duplex_lab::LabError> + Send>| {
+        tokio::task::spawn_blocking(f)
+    };
+    Ok(match f {
+        FaultCmd::PowerOff { host, lab } => {
+            blocking(Box::new(move || fault::power_off(&lab, &host))).await??
+        }
+        FaultCmd::Partition { host, link, lab } => {
+            let link = match link.as_str() {
+                "mgmt" => Link::Mgmt,
+                "service" => Link::Service,
+                _ => Link::All,
+            };
+            blocking(Box::new(move || fault::partition(&lab, &host, link))).await??
+        }
+        FaultCmd::Heal { host, lab } => fault::heal(&lab, &host).await?,
+    })
 }
 
 #[derive(Args)]

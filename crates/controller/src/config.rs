@@ -25,6 +25,9 @@ pub struct ControllerConfig {
     pub store_connect_timeout: Duration,
     /// JSON topology (switches, hosts, links) for network-aware placement.
     pub topology: Option<PathBuf>,
+    /// Fence device: a command run to fence a host found gone (`{host}`,
+    /// `{url}` replaced); `None`: wait out the agents' self-fence lease.
+    pub fence_command: Option<String>,
 }
 
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);

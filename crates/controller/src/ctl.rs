@@ -44,6 +44,10 @@ pub struct Ctl {
     pub reported_unmanaged: Mutex<BTreeSet<(String, String)>>,
     /// Wakes the reconciler early (after a write through the API).
     pub kick: tokio::sync::Notify,
+    /// Wakes the host watch at once (a report came, a probe or fence ended).
+    pub urgent: tokio::sync::Notify,
+    /// Runs when a host is found gone (`--fence-command`).
+    pub fence_device: Option<std::sync::Arc<dyn crate::fence_device::FenceDevice>>,
     /// The network the hosts sit in (`--topology`); `None`: one rack.
     pub topology: Option<duplex_core::placement::TopologyConfig>,
     /// Traffic between VMs, smoothed from the agents' element counters.

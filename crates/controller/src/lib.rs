@@ -11,6 +11,8 @@ pub mod ctl;
 mod drain;
 pub mod error;
 mod events;
+pub mod fence_device;
+mod host_watch;
 mod leader;
 pub mod lifecycle;
 mod metrics;
@@ -19,6 +21,7 @@ mod observed;
 mod office;
 mod ops;
 pub mod pair_exec;
+mod pair_failover;
 mod pair_move;
 mod pair_recover;
 mod pair_repair;
@@ -136,6 +139,12 @@ pub fn assemble(
         token_path,
         reported_unmanaged: Default::default(),
         kick: Default::default(),
+        urgent: Default::default(),
+        fence_device: cfg
+            .fence_command
+            .as_deref()
+            .and_then(fence_device::CommandDevice::parse)
+            .map(|d| Arc::new(d) as Arc<dyn fence_device::FenceDevice>),
         topology,
         traffic: Default::default(),
         cfg,
@@ -148,6 +157,7 @@ pub fn assemble(
 pub fn start_loops(ctl: &Arc<Ctl>) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
         tokio::spawn(reconciler::run(ctl.clone())),
+        tokio::spawn(host_watch::run(ctl.clone())),
         tokio::spawn(pair_repair::run(ctl.clone())),
     ]
 }

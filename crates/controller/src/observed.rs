@@ -2,6 +2,7 @@
 //! empty and gives every host the full failure timeout to report.
 
 use duplex_core::agent_api::{HostReport, VmInfo, VmState};
+use duplex_core::guest_proto::Heartbeat;
 use duplex_core::model::pair::MemberView;
 use duplex_core::role::Role;
 use std::collections::{BTreeSet, HashMap};
@@ -116,6 +117,37 @@ impl Observed {
     pub fn silent_ms(&self, host: &str) -> u64 {
         let t = self.hosts.get(host).map(|s| s.at).unwrap_or(self.since);
         t.elapsed().as_millis() as u64
+    }
+
+    /// When the host's last report came, if one did.
+    pub fn reported_at(&self, host: &str) -> Option<Instant> {
+        self.hosts.get(host).map(|s| s.at)
+    }
+
+    /// The self-fence lease the host's agent last reported.
+    pub fn self_fence_ms(&self, host: &str) -> Option<u64> {
+        self.hosts.get(host)?.report.self_fence_ms
+    }
+
+    /// Whether `vm`'s guest on `host` said, in its host's latest report
+    /// and within the freshness limit, that it lost its pair peer.
+    pub fn peer_lost(&self, host: &str, vm: &str) -> bool {
+        let Some(seen) = self.hosts.get(host) else {
+            return false;
+        };
+        let since_report = seen.at.elapsed().as_millis() as u64;
+        seen.report
+            .vms
+            .iter()
+            .find(|v| v.spec.name == vm)
+            .filter(|v| {
+                v.heartbeat_age_ms
+                    .is_some_and(|a| a + since_report <= FRESH_GUEST_MS)
+            })
+            .and_then(|v| v.heartbeat.clone())
+            .and_then(|b| serde_json::from_value::<Heartbeat>(b).ok())
+            .and_then(|b| b.peer)
+            .is_some_and(|p| p.lost)
     }
 
     pub fn vm_names(&self, host: &str) -> BTreeSet<String> {

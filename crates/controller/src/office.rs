@@ -152,6 +152,9 @@ impl AgentApi for Guarded {
     async fn raise_fence(&self) -> Result<u64, ClientError> {
         self.check()?.raise_fence().await
     }
+    async fn probe(&self, within: std::time::Duration) -> Result<(), ClientError> {
+        self.check()?.probe(within).await
+    }
     async fn create(&self, spec: &VmSpec, wait: WaitFor) -> Result<VmInfo, ClientError> {
         self.check()?.create(spec, wait).await
     }

@@ -172,7 +172,37 @@ async fn decide(
     }
 }
 
+/// The members whose recorded host is fenced.
+async fn on_fenced_hosts(ctl: &Ctl, pair: &Pair) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for (name, host) in pair
+        .members
+        .iter()
+        .zip(pairs::member_hosts(ctl, pair).await?)
+    {
+        let rec = ctl.host(&host).await.map_err(|e| e.to_string())?;
+        if rec.is_some_and(|h| h.fence.is_some_and(|f| f.proof.is_some())) {
+            out.push(name.clone());
+        }
+    }
+    Ok(out)
+}
+
 async fn settle(ctl: &Arc<Ctl>, pair: &Pair, op: &OpHandle) -> Result<String, String> {
+    // A member on a fenced host never answers: the failover pass, which
+    // knows the fence, decides for the pair once it is ready again.
+    let gone = on_fenced_hosts(ctl, pair).await?;
+    if !gone.is_empty() {
+        let w = (Workflow::Recover, op.id.as_str());
+        lifecycle::release(ctl, &pair.name, w, true, |_| {})
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(format!(
+            "pair {}: {} on a fenced host; left to the failover pass",
+            pair.name,
+            gone.join(", ")
+        ));
+    }
     let m = pairs::members(ctl, pair).await?;
     let (decision, roles) = decide(pair, &m, op).await?;
     let Recovery::Settle { active, fixes } = decision else {

@@ -1,8 +1,8 @@
-//! The reconcile loop: marks silent hosts failed (and back), then carries
-//! out `duplex_core::model::reconcile::plan` against the agents.
+//! The reconcile loop: carries out `duplex_core::model::reconcile::plan`
+//! against the agents (hosts are judged by the host watch).
 
 use crate::ctl::Ctl;
-use crate::repo::{RepoError, HOSTS, VMS};
+use crate::repo::{RepoError, VMS};
 use duplex_agent_client::ClientError;
 use duplex_core::agent_api::WaitFor;
 use duplex_core::model::reconcile::{plan, Action, HostSeen};
@@ -65,7 +65,6 @@ pub async fn run(ctl: Arc<Ctl>) {
 
 /// One pass. Public so tests can drive it.
 pub async fn tick(ctl: &Arc<Ctl>) -> Result<(), RepoError> {
-    judge_hosts(ctl).await?;
     let hosts = ctl.hosts().await?;
     let vms = ctl.vms().await?;
     let seen: BTreeMap<String, HostSeen> = {
@@ -73,14 +72,20 @@ pub async fn tick(ctl: &Arc<Ctl>) -> Result<(), RepoError> {
         hosts
             .iter()
             .map(|h| {
-                let reported = obs.get(&h.name).is_some();
-                let alive = h.state != HostState::Failed && reported;
+                let fenced = h.fence.is_some_and(|f| f.proof.is_some());
+                let fresh = obs.get(&h.name).is_some()
+                    && obs.silent_ms(&h.name) <= liveness::HOST_FAILURE_TIMEOUT_MS;
+                // A host marked failed counts as alive again only once
+                // fenced (its VMs are then destroyed, not kept).
+                let alive = fresh && (h.state != HostState::Failed || fenced);
                 (
                     h.name.clone(),
                     HostSeen {
                         alive,
                         accepts: alive && h.state == HostState::Ready,
+                        fenced,
                         vms: obs.vm_names(&h.name),
+                        unknown: obs.get(&h.name).is_none(),
                     },
                 )
             })
@@ -98,55 +103,53 @@ pub async fn tick(ctl: &Arc<Ctl>) -> Result<(), RepoError> {
     Ok(())
 }
 
-async fn judge_hosts(ctl: &Arc<Ctl>) -> Result<(), RepoError> {
-    for h in ctl.hosts().await? {
-        let silent = ctl.lock_observed().silent_ms(&h.name);
-        let Some(next) = liveness::judge(h.state, h.before_failure, silent) else {
-            continue;
-        };
-        let key = format!("{HOSTS}{}", h.name);
-        let res = ctl
-            .repo
-            .update::<Host, std::convert::Infallible, _>(&key, |rec| {
-                if next == HostState::Failed {
-                    rec.before_failure = Some(rec.state);
-                } else {
-                    rec.before_failure = None;
-                }
-                rec.state = next;
-                Ok(())
-            })
-            .await;
-        match res {
-            Ok(_) if next == HostState::Failed => {
-                ctl.events
-                    .emit(
-                        Severity::Error,
-                        "host.failed",
-                        &format!("host/{}", h.name),
-                        format!(
-                            "no heartbeat from {} for {silent} ms (limit {} ms): marked failed",
-                            h.name,
-                            liveness::HOST_FAILURE_TIMEOUT_MS
-                        ),
-                    )
-                    .await
-            }
-            Ok(_) => {
-                ctl.events
-                    .emit(
-                        Severity::Info,
-                        "host.recovered",
-                        &format!("host/{}", h.name),
-                        format!("{} reports again: {}", h.name, next.as_str()),
-                    )
-                    .await
-            }
-            Err(RepoError::Missing(_)) => {}
-            Err(e) => return Err(e),
+/// Gives a lone VM whose home host is fenced a new home (placement's
+/// choice); the next pass creates it there.
+async fn restart_elsewhere(
+    ctl: &Arc<Ctl>,
+    vms: &[Vm],
+    vm: &str,
+    from: &str,
+) -> Result<(), RepoError> {
+    let Some(rec) = vms.iter().find(|v| v.spec.name == vm) else {
+        return Ok(());
+    };
+    let subject = format!("vm/{vm}");
+    let to = match crate::placement::choose(ctl, &rec.spec, None, None).await {
+        Ok(to) => to,
+        Err(e) => {
+            let msg = format!(
+                "{vm}'s host {from} is fenced, and no other host can take it: {}",
+                e.message
+            );
+            ctl.events
+                .emit(Severity::Error, "vm.restart_blocked", &subject, msg)
+                .await;
+            return Ok(());
         }
+    };
+    let key = format!("{VMS}{vm}");
+    let res = ctl
+        .repo
+        .update::<Vm, std::convert::Infallible, _>(&key, |r| {
+            if r.host == from {
+                r.host = to.clone();
+            }
+            Ok(())
+        })
+        .await;
+    match res {
+        Ok(_) => {
+            let msg = format!("{vm}'s host {from} is fenced: restarting it on {to}");
+            ctl.events
+                .emit(Severity::Warning, "vm.restarted_elsewhere", &subject, msg)
+                .await;
+            ctl.kick.notify_one();
+            Ok(())
+        }
+        Err(RepoError::Missing(_)) => Ok(()),
+        Err(e) => Err(e),
     }
-    Ok(())
 }
 
 /// Marks `vm` busy for the duration of `work`, then for `SETTLE` (so the
@@ -269,6 +272,7 @@ async fn execute(
                 Err(e) => return Err(e),
             }
         }
+        Action::Restart { vm, from } => restart_elsewhere(ctl, vms, &vm, &from).await?,
         Action::Unmanaged { vm, host } => {
             let fresh = ctl
                 .reported_unmanaged

@@ -309,6 +309,10 @@ pub struct HostReport {
     /// Counts the agent's reports since it started; a drop back to 1 means
     /// the agent restarted.
     pub seq: u64,
+    /// The agent fences itself after this long without an accepted report
+    /// (`None`: it does not); the controller counts on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_fence_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -324,6 +328,10 @@ pub struct HeartbeatAck {
     pub interval_ms: u64,
     /// The controller's current fencing token.
     pub fence: u64,
+    /// The controller holds this host fenced: its VMs are stale and will be
+    /// destroyed; the agent keeps them cut off meanwhile.
+    #[serde(default)]
+    pub host_fenced: bool,
 }
 
 #[cfg(test)]

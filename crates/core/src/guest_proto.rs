@@ -108,6 +108,37 @@ impl Op {
 
 /// Period of the guest's `heartbeat` event (the watchdog input).
 pub const HEARTBEAT_MS: u64 = 1000;
+/// Name of the guest's periodic event, sent at once too when it loses or
+/// regains its peer.
+pub const HEARTBEAT_EVENT: &str = "heartbeat";
+
+/// UDP port of the guest-to-guest heartbeat on the service network.
+pub const PEER_BEAT_PORT: u16 = 7002;
+/// Period of the guest-to-guest heartbeat.
+pub const PEER_BEAT_MS: u64 = 100;
+/// Silence after which a guest says its peer is lost (four beats).
+pub const PEER_LOST_MS: u64 = 400;
+
+/// What a guest hears of its pair peer, once it has heard it at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerHeard {
+    /// Time since its last beat.
+    pub silent_ms: u64,
+    /// Silent longer than [`PEER_LOST_MS`].
+    pub lost: bool,
+}
+
+/// The data of the `heartbeat` event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub seq: u64,
+    pub role: crate::role::Role,
+    /// The service supervisor's status.
+    pub service: Value,
+    /// `None`: no peer configured, or never heard since it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<PeerHeard>,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProtoError {

@@ -10,6 +10,7 @@ pub mod control;
 pub mod echo;
 pub mod load;
 pub mod middleware;
+pub mod peer_beat;
 pub mod peer_link;
 pub mod port;
 pub mod replica;
@@ -72,6 +73,7 @@ pub fn run() -> Result<(), GuestError> {
         replica: Arc::default(),
         load: load::MemoryLoad::default(),
         claiming: Default::default(),
+        beats: Default::default(),
     });
     let roles: Arc<dyn replica::RoleView> = mw.clone();
     replica::serve_services(mw.replica.clone(), roles.clone(), service::SYNC_SOCKET).map_err(

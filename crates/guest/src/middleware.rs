@@ -30,6 +30,8 @@ pub struct Middleware {
     /// from an address not yet local is lost. Cleared once the role is
     /// saved, or if the claim fails.
     pub claiming: std::sync::atomic::AtomicBool,
+    /// Heartbeat events sent so far.
+    pub beats: std::sync::atomic::AtomicU64,
 }
 
 impl RoleView for Middleware {
@@ -46,6 +48,11 @@ impl RoleView for Middleware {
 pub struct OpError(pub &'static str, pub String);
 
 impl Middleware {
+    /// The peer's address, once configured.
+    pub fn peer_address(&self) -> Option<Ipv4Addr> {
+        self.persisted().config.and_then(|c| c.peer)
+    }
+
     pub fn persisted(&self) -> Persisted {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }

@@ -105,6 +105,14 @@ fn start_etcd(plan: &LabPlan) -> Result<EtcdState, LabError> {
     })
 }
 
+/// The lab's power switch as a fence command for its controller.
+pub fn power_switch(duplex_bin: &Path, lab: &str) -> String {
+    format!(
+        "{} lab fault power-off --lab {lab} {{host}}",
+        duplex_bin.display()
+    )
+}
+
 /// The lab's network for placement: hosts in `racks` contiguous blocks
 /// (h1.. in rack-1, ...), each rack switch linked to one spine at 10 Gb/s.
 pub fn topology_json(hosts: u8, racks: u8) -> serde_json::Value {
@@ -129,14 +137,13 @@ pub fn topology_json(hosts: u8, racks: u8) -> serde_json::Value {
 pub(crate) async fn start(
     plan: &LabPlan,
     duplex_bin: &Path,
-    store: LabStore,
-    racks: u8,
+    opts: &crate::UpOptions,
 ) -> Result<ControllerState, LabError> {
-    let etcd = match store {
+    let etcd = match opts.store {
         LabStore::Etcd => Some(start_etcd(plan)?),
         LabStore::Embedded => None,
     };
-    let st = spawn(plan, duplex_bin, etcd, racks, 0)?;
+    let st = spawn(plan, duplex_bin, etcd, opts, 0)?;
     wait_answering(plan, &st, true).await?;
     Ok(st)
 }
@@ -147,10 +154,10 @@ pub(crate) async fn start_standby(
     plan: &LabPlan,
     duplex_bin: &Path,
     leader: &ControllerState,
-    racks: u8,
+    opts: &crate::UpOptions,
     n: u16,
 ) -> Result<ControllerState, LabError> {
-    let st = spawn(plan, duplex_bin, leader.etcd.clone(), racks, n)?;
+    let st = spawn(plan, duplex_bin, leader.etcd.clone(), opts, n)?;
     wait_answering(plan, &st, false).await?;
     Ok(ControllerState {
         // The API token is the cluster's, in the store: the leader's file holds it.
@@ -164,9 +171,10 @@ fn spawn(
     plan: &LabPlan,
     duplex_bin: &Path,
     etcd: Option<EtcdState>,
-    racks: u8,
+    opts: &crate::UpOptions,
     n: u16,
 ) -> Result<ControllerState, LabError> {
+    let racks = opts.racks;
     let (dir_name, id) = match n {
         0 => ("controller".to_string(), format!("{}-ctl", plan.lab())),
         n => (format!("controller-{n}"), format!("{}-ctl{n}", plan.lab())),
@@ -188,6 +196,10 @@ fn spawn(
         .current_dir(&dir);
     if let Some(e) = &etcd {
         cmd.args(["--store", "etcd", "--etcd-endpoints", &e.url]);
+    }
+    if opts.power_fence {
+        cmd.arg("--fence-command")
+            .arg(power_switch(duplex_bin, plan.lab()));
     }
     if racks > 1 {
         let path = dir.join("topology.json");

@@ -90,6 +90,7 @@ pub async fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
             store: Default::default(),
             racks: 1,
             controllers: 1,
+            power_fence: true,
         },
     )
     .await?;

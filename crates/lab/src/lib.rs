@@ -18,6 +18,7 @@ mod controller;
 pub mod demo;
 mod down;
 mod error;
+pub mod fault;
 mod ip;
 mod lock;
 mod netns;

@@ -34,6 +34,9 @@ pub struct AgentState {
     pub pid: i32,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// Faults injected now (`duplex lab fault`).
+    #[serde(default)]
+    pub faults: crate::fault::HostFaults,
 }
 
 /// Contents of `/run/duplex/lab-<lab>/state.json`.
@@ -64,6 +67,10 @@ pub struct LabState {
     /// Standby controllers on the same etcd (`lab up --controllers N`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub standby_controllers: Vec<crate::controller::ControllerState>,
+    /// The arguments every agent was started with beyond its own (the
+    /// controllers to report to), to power a host on again.
+    #[serde(default)]
+    pub agent_args: Vec<String>,
 }
 
 impl LabState {
@@ -90,6 +97,7 @@ impl LabState {
             agents: Vec::new(),
             controller: None,
             standby_controllers: Vec::new(),
+            agent_args: Vec::new(),
         }
     }
 

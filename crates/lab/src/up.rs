@@ -33,6 +33,9 @@ pub struct UpOptions {
     pub racks: u8,
     /// Controller processes (1: no standby; more need the etcd store).
     pub controllers: u8,
+    /// Give the controller the lab's power switch as its fence device;
+    /// without it, a gone host is fenced by its agent's self-fence lease.
+    pub power_fence: bool,
 }
 
 /// Takes lab `plan` up: topology, state directory, one agent per host, and
@@ -85,11 +88,11 @@ async fn start(
     );
     let mut state = blocking(move || create(&p, &bin, &img)).await?;
 
-    let ctl = crate::controller::start(plan, duplex_bin, opts.store, opts.racks).await?;
+    let ctl = crate::controller::start(plan, duplex_bin, opts).await?;
     state.controller = Some(ctl.clone());
     state.write()?;
     for n in 1..u16::from(opts.controllers.max(1)) {
-        let sb = crate::controller::start_standby(plan, duplex_bin, &ctl, opts.racks, n).await?;
+        let sb = crate::controller::start_standby(plan, duplex_bin, &ctl, opts, n).await?;
         state.standby_controllers.push(sb);
         state.write()?;
     }
@@ -97,6 +100,7 @@ async fn start(
     all.extend(state.standby_controllers.iter().cloned());
     let mut agent_args = crate::controller::agent_args(&all);
     agent_args.extend(opts.extra_agent_args.iter().cloned());
+    state.agent_args = agent_args.clone();
 
     for h in plan.host_plans() {
         let child = agent::spawn(&h, duplex_bin, image_dir, &agent_args)?;
@@ -109,6 +113,7 @@ async fn start(
             pid: child.id() as i32,
             data_dir: h.data_dir.clone(),
             log: h.data_dir.join("agent.log"),
+            faults: Default::default(),
         });
         hosts.push((h, child));
     }

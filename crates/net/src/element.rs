@@ -1,10 +1,12 @@
 //! One VM's network element: QEMU's netdev stream on one side, the host tap
-//! on the other, the pipeline in between. QEMU connects to the element's
+//! on the other, the pipeline in between (counting, isolation while the
+//! host is fenced, extra stages, the handover). QEMU connects to the element's
 //! unix socket (it may reconnect, e.g. the destination QEMU of a migration).
 
 use crate::counters::{CountStage, Counters};
 use crate::framing::{read_frame, write_frame};
 use crate::handover::{Handover, HandoverStage};
+use crate::isolate::{IsolateStage, Isolation};
 use crate::stage::{Direction, Pipeline, Stage};
 use crate::tap::Tap;
 use duplex_core::agent_api::{HandoverOrder, HandoverStatus, TrafficReport};
@@ -28,6 +30,7 @@ pub struct ElementHandle {
     wake: Arc<Notify>,
     task: JoinHandle<()>,
     pub tap_name: String,
+    isolation: Isolation,
 }
 
 impl ElementHandle {
@@ -69,6 +72,15 @@ impl ElementHandle {
         }
     }
 
+    /// Cuts the VM off the network (`true`) or lets it back (`false`).
+    pub fn isolate(&self, on: bool) {
+        self.isolation.set(on);
+    }
+
+    pub fn is_isolated(&self) -> bool {
+        self.isolation.is_on()
+    }
+
     /// Stops the element; the tap disappears with it.
     pub fn stop(self) {
         self.task.abort();
@@ -92,7 +104,11 @@ pub fn start(
 ) -> ElementHandle {
     let counters = Arc::new(Mutex::new(Counters::default()));
     let handover = Arc::new(Mutex::new(Handover::new(mac)));
-    let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(CountStage(counters.clone()))];
+    let isolation = Isolation::default();
+    let mut stages: Vec<Box<dyn Stage>> = vec![
+        Box::new(CountStage(counters.clone())),
+        Box::new(IsolateStage(isolation.clone())),
+    ];
     stages.extend(extra);
     stages.push(Box::new(HandoverStage(handover.clone())));
     let wake = Arc::new(Notify::new());
@@ -116,6 +132,7 @@ pub fn start(
         wake,
         task,
         tap_name,
+        isolation,
     }
 }
 

@@ -6,5 +6,6 @@ pub mod element;
 pub mod frame;
 pub mod framing;
 pub mod handover;
+pub mod isolate;
 pub mod stage;
 pub mod tap;

@@ -29,7 +29,12 @@ impl QemuProcess {
         let _ = std::fs::remove_file(&launch.qmp_socket);
         let _ = std::fs::remove_file(&launch.ctl_socket);
         let started = Instant::now();
-        let mut child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        // SAFETY: the closure only calls prctl(2), which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(die_with_parent);
+        }
+        let mut child = cmd
             .args(launch.args())
             .stdin(Stdio::null())
             .stdout(out)
@@ -94,6 +99,20 @@ impl QemuProcess {
     pub async fn kill(mut self) {
         let _ = self.child.kill().await;
     }
+}
+
+/// QEMU dies with the agent that started it (`PR_SET_PDEATHSIG`): a VM
+/// whose agent is gone can no longer be fenced, moved or stopped by
+/// anyone, so it must not outlive it (the controller counts on an agent
+/// that stopped reporting to have stopped its VMs, or fenced them, within
+/// its self-fence lease). The agent never re-adopts a running QEMU anyway.
+fn die_with_parent() -> std::io::Result<()> {
+    // SAFETY: prctl with these arguments only sets a flag of this process.
+    let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Last `n` lines of a file, for error messages.

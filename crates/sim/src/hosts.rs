@@ -134,6 +134,7 @@ impl World {
             traffic: Vec::new(),
             fence: h.fence,
             seq: h.seq,
+            self_fence_ms: None,
         })
     }
 }
@@ -352,6 +353,20 @@ impl AgentApi for SimAgent {
             })
             .await?;
         Ok(a.as_u64().unwrap_or(0))
+    }
+    async fn probe(&self, within: std::time::Duration) -> Result<(), ClientError> {
+        let up = lock(&self.world)
+            .hosts
+            .get(&self.host)
+            .is_some_and(|h| h.up);
+        if up {
+            return Ok(());
+        }
+        tokio::time::sleep(within).await;
+        Err(ClientError::Unreachable {
+            url: self.url.clone(),
+            msg: "probe unanswered (simulated)".into(),
+        })
     }
     async fn create(&self, spec: &VmSpec, _wait: WaitFor) -> Result<VmInfo, ClientError> {
         let spec = spec.clone();

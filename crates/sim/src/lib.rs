@@ -111,6 +111,7 @@ fn start_proc(id: u64, store: &MemoryStore, world: &Shared, faults: &Faults) -> 
         lease_ttl: LEASE_TTL,
         store_connect_timeout: Duration::from_secs(1),
         topology: None,
+        fence_command: None,
     };
     let connector = Arc::new(SimConnector {
         world: world.clone(),

@@ -41,6 +41,9 @@ pub async fn heartbeat(
     }
     let key = format!("{HOSTS}{host}");
     let existing = ctl.repo.get::<Host>(&key).await?;
+    let host_fenced = existing
+        .as_ref()
+        .is_some_and(|r| r.value.fence.is_some_and(|f| f.proof.is_some()));
     match existing {
         None => {
             let rec = Host {
@@ -54,6 +57,7 @@ pub async fn heartbeat(
                 accel: Some(report.host.accel.clone()),
                 registered_ms: now_ms(),
                 before_failure: None,
+                fence: None,
             };
             ctl.repo.put(&key, &rec, Expect::Absent).await?;
             ctl.events
@@ -112,8 +116,11 @@ pub async fn heartbeat(
     if fresh {
         ctl.kick.notify_one();
     }
+    // A report may say a guest lost its peer: the host watch looks now.
+    ctl.urgent.notify_one();
     Ok(Json(HeartbeatAck {
         interval_ms: AGENT_HEARTBEAT_MS,
         fence: ctl.fence(),
+        host_fenced,
     }))
 }

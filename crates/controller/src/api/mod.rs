@@ -154,6 +154,7 @@ async fn controller_info(State(ctl): Shared) -> Json<serde_json::Value> {
         "store": ctl.repo.store.describe(),
         "token_file": ctl.token_path,
         "host_failure_timeout_ms": duplex_core::model::liveness::HOST_FAILURE_TIMEOUT_MS,
+        "fence_device": ctl.cfg.fence_command,
         "lease_ttl_ms": ctl.cfg.lease_ttl.as_millis() as u64,
     }))
 }

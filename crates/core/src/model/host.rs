@@ -56,6 +56,10 @@ pub struct Host {
     /// The state it had when it was marked failed; restored when it reports again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before_failure: Option<HostState>,
+    /// The fence decided when it was found gone (`liveness`); cleared once
+    /// it is back and holds no stale VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<super::liveness::HostFence>,
 }
 
 pub fn default_site() -> String {

@@ -1,50 +1,213 @@
-//! When a host counts as failed, and when it is back.
+//! When a host counts as gone, when it is safely fenced, and when it is
+//! back. Pure: the controller's host pass gathers a [`Sight`] per host,
+//! asks [`fate`], and writes what [`apply`] changed on the host's record.
+//!
+//! ```text
+//!            peer lost (a guest elsewhere stopped hearing a VM here)
+//!   Alive ────────────────────────> Probe (the controller asks the agent itself)
+//!     │  silent > suspect_after, or the probe found nobody
+//!     v
+//!   Gone: marked failed, fence decided ──> the fence device (if any) is run
+//!     │  device confirmed, or silent >= the agent's self-fence lease + margin
+//!     v
+//!   Fenced: its VMs can no longer serve; pairs fail over, lone VMs restart elsewhere
+//!     │  reports again
+//!     v
+//!   Returned: every VM it still holds is destroyed; once it holds none, it
+//!   is back in the state it had before
+//! ```
+//!
+//! A host that reports again before its fence was confirmed was only late:
+//! the fence is called off and the host keeps its VMs (nothing was
+//! promoted in its place, since promotion waits for the fence).
 
-use super::host::HostState;
+use super::host::{Host, HostState};
+use serde::{Deserialize, Serialize};
 
-/// A host whose agent has not reported for this long is marked failed
-/// (five missed heartbeats of [`crate::agent_api::AGENT_HEARTBEAT_MS`]).
-pub const HOST_FAILURE_TIMEOUT_MS: u64 = 5000;
+/// Silence after which a host is gone (three missed heartbeats of
+/// [`crate::agent_api::AGENT_HEARTBEAT_MS`]).
+pub const HOST_FAILURE_TIMEOUT_MS: u64 = 3000;
+/// Added to an agent's self-fence lease before its silence proves it
+/// fenced: the agent counts its lease from the report it sent (before the
+/// controller received it), and pausing its VMs takes a moment.
+pub const SELF_FENCE_MARGIN_MS: u64 = 1000;
 
-/// The state a host should move to, or `None` to stay. `silent_ms` is the
-/// time since its last report (since the controller took office if none).
-/// A failed host that reports again returns to the state it had before
-/// (`before_failure`, ready if unknown).
-pub fn judge(
-    state: HostState,
-    before_failure: Option<HostState>,
-    silent_ms: u64,
-) -> Option<HostState> {
-    let silent = silent_ms > HOST_FAILURE_TIMEOUT_MS;
-    match (state, silent) {
-        (HostState::Failed, false) => Some(before_failure.unwrap_or(HostState::Ready)),
-        (HostState::Failed, true) => None,
-        (_, true) => Some(HostState::Failed),
-        (_, false) => None,
+/// The thresholds of [`fate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Timing {
+    pub suspect_after_ms: u64,
+    pub self_fence_margin_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        Timing {
+            suspect_after_ms: HOST_FAILURE_TIMEOUT_MS,
+            self_fence_margin_ms: SELF_FENCE_MARGIN_MS,
+        }
+    }
+}
+
+/// What makes a fenced host safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Proof {
+    /// The fence device (power switch, IPMI/Redfish command) confirmed.
+    Device,
+    /// The host's agent has been cut off longer than its self-fence lease:
+    /// it has stopped its VMs' traffic and paused them itself.
+    Lease,
+}
+
+/// The fence the controller decided for a host, on the host's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostFence {
+    /// Unix ms of the decision.
+    pub decided_ms: u64,
+    /// Set once the host is known fenced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<Proof>,
+}
+
+/// The controller's own direct check of an agent, since its last report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    NotTried,
+    Answered,
+    Unreachable,
+}
+
+/// What the controller knows of one host at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sight {
+    /// Time since its last report.
+    pub silent_ms: u64,
+    pub probe: Probe,
+    /// A guest on another host says a VM here stopped answering it.
+    pub peer_lost: bool,
+    /// The lease after which its agent fences itself when cut off (`None`:
+    /// it does not).
+    pub self_fence_ms: Option<u64>,
+    pub fence: Option<HostFence>,
+    /// Its last report lists VMs.
+    pub holds_vms: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    Alive,
+    /// Ask the agent directly, now.
+    Probe,
+    /// Gone but not yet safe: fence it (run the device, or wait out the lease).
+    Gone,
+    /// Gone and unable to serve.
+    Fenced(Proof),
+    /// Back after a confirmed fence; `clean`: it holds no VM any more.
+    Returned {
+        clean: bool,
+    },
+}
+
+pub fn fate(s: &Sight, t: &Timing) -> Fate {
+    let proof = s.fence.and_then(|f| f.proof);
+    let lost = s.silent_ms > t.suspect_after_ms || s.probe == Probe::Unreachable;
+    if !lost {
+        return match proof {
+            Some(_) => Fate::Returned {
+                clean: !s.holds_vms,
+            },
+            None if s.peer_lost && s.probe == Probe::NotTried => Fate::Probe,
+            None => Fate::Alive,
+        };
+    }
+    if let Some(p) = proof {
+        return Fate::Fenced(p);
+    }
+    let lease_over = s
+        .self_fence_ms
+        .is_some_and(|l| s.silent_ms >= l.saturating_add(t.self_fence_margin_ms));
+    if lease_over {
+        Fate::Fenced(Proof::Lease)
+    } else {
+        Fate::Gone
+    }
+}
+
+/// What [`apply`] changed on a host's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    None,
+    /// Marked failed; a fence is decided.
+    Failed,
+    Confirmed(Proof),
+    /// It reported again before the fence was confirmed: called off.
+    CalledOff,
+    /// Back in the state it had before.
+    Restored,
+}
+
+fn fail(h: &mut Host, now_ms: u64) {
+    if h.state != HostState::Failed {
+        h.before_failure = Some(h.state);
+        h.state = HostState::Failed;
+    }
+    if h.fence.is_none() {
+        h.fence = Some(HostFence {
+            decided_ms: now_ms,
+            proof: None,
+        });
+    }
+}
+
+fn restore(h: &mut Host) {
+    h.fence = None;
+    if h.state == HostState::Failed {
+        h.state = h.before_failure.take().unwrap_or(HostState::Ready);
+    }
+    h.before_failure = None;
+}
+
+/// Writes `fate` on the host's record.
+pub fn apply(h: &mut Host, fate: Fate, now_ms: u64) -> Change {
+    let had = (h.state, h.fence);
+    match fate {
+        Fate::Probe => return Change::None,
+        Fate::Gone => {
+            fail(h, now_ms);
+            return if had.0 == HostState::Failed && had.1.is_some() {
+                Change::None
+            } else {
+                Change::Failed
+            };
+        }
+        Fate::Fenced(p) => {
+            fail(h, now_ms);
+            let before = had.1.and_then(|f| f.proof);
+            if let Some(f) = h.fence.as_mut() {
+                f.proof = Some(f.proof.unwrap_or(p));
+            }
+            return if before.is_some() {
+                Change::None
+            } else {
+                Change::Confirmed(p)
+            };
+        }
+        Fate::Returned { clean: false } => return Change::None,
+        Fate::Returned { clean: true } | Fate::Alive => {}
+    }
+    match had {
+        (_, Some(f)) if f.proof.is_none() => {
+            restore(h);
+            Change::CalledOff
+        }
+        (HostState::Failed, _) | (_, Some(_)) => {
+            restore(h);
+            Change::Restored
+        }
+        _ => Change::None,
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_state_and_silence() {
-        for s in HostState::ALL {
-            for before in [None, Some(HostState::Maintenance), Some(HostState::Spare)] {
-                for ms in [0, HOST_FAILURE_TIMEOUT_MS, HOST_FAILURE_TIMEOUT_MS + 1] {
-                    let got = judge(s, before, ms);
-                    let silent = ms > HOST_FAILURE_TIMEOUT_MS;
-                    match s {
-                        HostState::Failed if silent => assert_eq!(got, None),
-                        HostState::Failed => {
-                            assert_eq!(got, Some(before.unwrap_or(HostState::Ready)))
-                        }
-                        _ if silent => assert_eq!(got, Some(HostState::Failed)),
-                        _ => assert_eq!(got, None),
-                    }
-                }
-            }
-        }
-    }
-}
+mod tests;

@@ -6,6 +6,7 @@
 //! as JSON and only executes what these functions decide.
 
 pub mod event;
+pub mod failover;
 pub mod host;
 pub mod liveness;
 pub mod op;

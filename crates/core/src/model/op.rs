@@ -19,6 +19,12 @@ pub enum OpKind {
     /// Started by the controller itself: a pair was left mid-workflow by a
     /// controller that is gone; settled from what its guests report.
     PairRecover,
+    /// Started by the controller itself: the ACT's host is fenced; the SBY
+    /// is promoted.
+    PairFailover,
+    /// Started by the controller itself: a member's host is fenced; the
+    /// member is re-created on a live host as the new SBY (autoheal).
+    PairHeal,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,19 +1,34 @@
 //! What the agents must be told so the hosts match the desired VMs.
+//!
+//! Hosts the controller found gone matter here in three ways:
+//! - a host that is silent but not fenced may still run what it last
+//!   reported (or anything, if it has not reported to this controller at
+//!   all): those VMs are started nowhere else meanwhile (two copies of one
+//!   VM must never run);
+//! - a fenced host that reports again holds only stale VMs (its pairs
+//!   failed over, its lone VMs restarted elsewhere): each is destroyed,
+//!   none adopted;
+//! - a lone VM whose home host is fenced is restarted on another host.
 
 use super::vm::{Desired, Vm};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// What a live host last reported.
+/// What a host last reported, and what the controller knows of it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostSeen {
-    /// Heartbeating (not failed).
+    /// Reporting now.
     pub alive: bool,
     /// Takes new VMs (ready). A live host in maintenance keeps its VMs but
     /// is not given missing ones.
     pub accepts: bool,
-    /// Names of the VMs on it.
+    /// Its fence is confirmed (`liveness`): whatever it runs is stale.
+    pub fenced: bool,
+    /// Names of the VMs on it (its last report, if it is silent).
     pub vms: BTreeSet<String>,
+    /// It has not reported since this controller took office: if it is
+    /// silent and not fenced, it may run any VM.
+    pub unknown: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -29,6 +44,9 @@ pub enum Action {
     Adopt { vm: String, host: String },
     /// A host runs a VM the controller has no record of: report it, touch nothing.
     Unmanaged { vm: String, host: String },
+    /// A VM outside any pair whose home host is fenced: choose it a new
+    /// home (then it is created there).
+    Restart { vm: String, from: String },
 }
 
 /// The actions that bring the hosts to the desired VMs. VMs in `busy` (an
@@ -40,56 +58,17 @@ pub fn plan(
 ) -> Vec<Action> {
     let mut out = Vec::new();
     let known: BTreeSet<&str> = vms.iter().map(|v| v.spec.name.as_str()).collect();
-    for vm in vms {
-        let name = &vm.spec.name;
-        if busy.contains(name) {
-            continue;
-        }
-        let live_holders: Vec<&String> = hosts
-            .iter()
-            .filter(|(_, h)| h.alive && h.vms.contains(name))
-            .map(|(n, _)| n)
-            .collect();
-        let home = hosts.get(&vm.host);
-        let home_alive = home.is_some_and(|h| h.alive);
-        match vm.desired {
-            Desired::Running => {
-                if live_holders.iter().any(|h| **h == vm.host) {
-                    continue;
-                }
-                if let Some(other) = live_holders.first() {
-                    out.push(Action::Adopt {
-                        vm: name.clone(),
-                        host: (*other).clone(),
-                    });
-                } else if home.is_some_and(|h| h.alive && h.accepts) {
-                    out.push(Action::Create {
-                        vm: name.clone(),
-                        host: vm.host.clone(),
-                    });
-                }
-            }
-            Desired::Deleted => {
-                for h in &live_holders {
-                    out.push(Action::Delete {
-                        vm: name.clone(),
-                        host: (*h).clone(),
-                    });
-                }
-                // Forget only once its own host confirms it is gone (or
-                // that host no longer exists at all).
-                if live_holders.is_empty() && (home_alive || home.is_none()) {
-                    out.push(Action::Forget { vm: name.clone() });
-                }
-            }
-        }
+    for vm in vms.iter().filter(|v| !busy.contains(&v.spec.name)) {
+        out.extend(plan_vm(vm, hosts));
     }
-    for (host, seen) in hosts {
-        if !seen.alive {
-            continue;
-        }
+    for (host, seen) in hosts.iter().filter(|(_, h)| h.alive) {
         for vm in &seen.vms {
-            if !known.contains(vm.as_str()) {
+            if seen.fenced && !busy.contains(vm) {
+                out.push(Action::Delete {
+                    vm: vm.clone(),
+                    host: host.clone(),
+                });
+            } else if !known.contains(vm.as_str()) {
                 out.push(Action::Unmanaged {
                     vm: vm.clone(),
                     host: host.clone(),
@@ -98,7 +77,61 @@ pub fn plan(
         }
     }
     out.sort();
+    out.dedup();
     out
+}
+
+fn plan_vm(vm: &Vm, hosts: &BTreeMap<String, HostSeen>) -> Vec<Action> {
+    let name = &vm.spec.name;
+    let holders = |pred: fn(&HostSeen) -> bool| -> Vec<&String> {
+        hosts
+            .iter()
+            .filter(|(_, h)| pred(h) && h.vms.contains(name))
+            .map(|(n, _)| n)
+            .collect()
+    };
+    // Live hosts that may keep it, and silent ones that may still run it.
+    let live_holders = holders(|h| h.alive && !h.fenced);
+    let maybe_running = !holders(|h| !h.alive && !h.fenced).is_empty()
+        || hosts.values().any(|h| !h.alive && !h.fenced && h.unknown);
+    let home = hosts.get(&vm.host);
+    let home_alive = home.is_some_and(|h| h.alive);
+    let (vm_, host) = (name.clone(), vm.host.clone());
+    match vm.desired {
+        Desired::Running if live_holders.contains(&&vm.host) || maybe_running => vec![],
+        Desired::Running => match live_holders.first() {
+            Some(other) => vec![Action::Adopt {
+                vm: vm_,
+                host: (*other).clone(),
+            }],
+            None if home.is_some_and(|h| h.alive && h.accepts && !h.fenced) => {
+                vec![Action::Create { vm: vm_, host }]
+            }
+            None if vm.pair.is_none() && home.is_some_and(|h| h.fenced && !h.alive) => {
+                vec![Action::Restart {
+                    vm: vm_,
+                    from: host,
+                }]
+            }
+            None => vec![],
+        },
+        Desired::Deleted => {
+            let mut acts: Vec<Action> = live_holders
+                .iter()
+                .map(|h| Action::Delete {
+                    vm: vm_.clone(),
+                    host: (*h).clone(),
+                })
+                .collect();
+            // Forget only once its own host confirms it is gone (or that
+            // host no longer exists at all, or is fenced).
+            let home_clear = home_alive || home.is_none_or(|h| h.fenced);
+            if live_holders.is_empty() && !maybe_running && home_clear {
+                acts.push(Action::Forget { vm: vm_ });
+            }
+            acts
+        }
+    }
 }
 
 #[cfg(test)]
@@ -122,81 +155,123 @@ mod tests {
         HostSeen {
             alive,
             accepts,
+            fenced: false,
             vms: vms.iter().map(|s| s.to_string()).collect(),
+            unknown: false,
         }
     }
 
-    /// Every combination of desired state, host liveness and where the VM
-    /// is seen, on two hosts: the plan never deletes a wanted VM, never
-    /// creates one that runs somewhere, only creates on a live accepting
-    /// home, and forgets only what no live host holds.
+    /// The states a host can be in for the plan: (alive, accepts, fenced).
+    const STATES: [(bool, bool, bool); 5] = [
+        (false, false, false),
+        (true, false, false),
+        (true, true, false),
+        (false, false, true),
+        (true, false, true),
+    ];
+
+    /// Every combination of desired state, pair membership, host states
+    /// and where the VM is seen, on two hosts: the plan never deletes a
+    /// wanted VM from a host that may keep it, never starts a VM while a
+    /// live or merely silent host may run it, creates only on a live
+    /// accepting home, destroys whatever a fenced host that returned still
+    /// runs, restarts elsewhere only a lone VM whose home is fenced, and
+    /// forgets only what no host may still hold.
     #[test]
     fn exhaustive_two_hosts() {
-        let flags = [(false, false), (true, false), (true, true)];
         for desired in [Desired::Running, Desired::Deleted] {
-            for (a1, c1) in flags {
-                for (a2, c2) in flags {
-                    for on1 in [false, true] {
-                        for on2 in [false, true] {
+            for paired in [false, true] {
+                for s1 in STATES {
+                    for s2 in STATES {
+                        for on in [(false, false), (true, false), (false, true), (true, true)] {
                             for busy in [false, true] {
-                                let v = vm("x", "h1", desired);
-                                let hosts = BTreeMap::from([
-                                    (
-                                        "h1".to_string(),
-                                        seen(a1, c1, if on1 { &["x"] } else { &[] }),
-                                    ),
-                                    (
-                                        "h2".to_string(),
-                                        seen(a2, c2, if on2 { &["x"] } else { &[] }),
-                                    ),
-                                ]);
-                                let b: BTreeSet<String> = if busy {
-                                    ["x".to_string()].into()
-                                } else {
-                                    BTreeSet::new()
-                                };
-                                let acts = plan(&[v], &hosts, &b);
-                                let live_on =
-                                    |h: &str| hosts[h].alive && hosts[h].vms.contains("x");
-                                if busy {
-                                    assert!(acts.is_empty(), "{acts:?}");
-                                    continue;
-                                }
-                                for a in &acts {
-                                    match a {
-                                        Action::Create { host, .. } => {
-                                            assert_eq!(desired, Desired::Running);
-                                            assert!(!live_on("h1") && !live_on("h2"));
-                                            assert!(hosts[host].alive && hosts[host].accepts);
-                                            assert_eq!(host, "h1");
-                                        }
-                                        Action::Delete { host, .. } => {
-                                            assert_eq!(desired, Desired::Deleted);
-                                            assert!(live_on(host));
-                                        }
-                                        Action::Forget { .. } => {
-                                            assert_eq!(desired, Desired::Deleted);
-                                            assert!(!live_on("h1") && !live_on("h2"));
-                                            assert!(hosts["h1"].alive);
-                                        }
-                                        Action::Adopt { host, .. } => {
-                                            assert_eq!(desired, Desired::Running);
-                                            assert!(live_on(host) && !live_on("h1"));
-                                        }
-                                        Action::Unmanaged { .. } => panic!("x is known"),
-                                    }
-                                }
-                                // A wanted VM on its live home needs nothing.
-                                if desired == Desired::Running && live_on("h1") {
-                                    assert!(acts.is_empty());
-                                }
-                                assert_eq!(plan(&[vm("x", "h1", desired)], &hosts, &b), acts);
+                                check(desired, paired, [s1, s2], on, busy);
                             }
                         }
                     }
                 }
             }
         }
+    }
+
+    fn check(
+        desired: Desired,
+        paired: bool,
+        states: [(bool, bool, bool); 2],
+        on: (bool, bool),
+        busy: bool,
+    ) {
+        let mut v = vm("x", "h1", desired);
+        v.pair = paired.then(|| "p".to_string());
+        let host = |(alive, accepts, fenced): (bool, bool, bool), on: bool| HostSeen {
+            fenced,
+            // A silent host that never reported: it may run anything.
+            unknown: !alive && !on,
+            ..seen(alive, accepts, if on { &["x"] } else { &[] })
+        };
+        let hosts = BTreeMap::from([
+            ("h1".to_string(), host(states[0], on.0)),
+            ("h2".to_string(), host(states[1], on.1)),
+        ]);
+        let b: BTreeSet<String> = if busy {
+            ["x".to_string()].into()
+        } else {
+            BTreeSet::new()
+        };
+        let acts = plan(&[v.clone()], &hosts, &b);
+        let h = |n: &str| &hosts[n];
+        let on_ = |n: &str| h(n).vms.contains("x");
+        let keeps = |n: &str| h(n).alive && !h(n).fenced && on_(n);
+        let maybe = |n: &str| !h(n).alive && !h(n).fenced && (on_(n) || h(n).unknown);
+        if busy {
+            assert!(acts.is_empty(), "{acts:?}");
+            return;
+        }
+        let ctx = format!("{desired:?} paired={paired} {hosts:?} -> {acts:?}");
+        for a in &acts {
+            match a {
+                Action::Create { host, .. } => {
+                    assert_eq!(desired, Desired::Running, "{ctx}");
+                    assert!(!["h1", "h2"].iter().any(|n| keeps(n) || maybe(n)), "{ctx}");
+                    assert!(h(host).alive && h(host).accepts && !h(host).fenced, "{ctx}");
+                    assert_eq!(host, "h1");
+                }
+                Action::Delete { host, .. } => {
+                    let stale = h(host).alive && h(host).fenced && on_(host);
+                    assert!(
+                        stale || (desired == Desired::Deleted && keeps(host)),
+                        "{ctx}"
+                    );
+                }
+                Action::Forget { .. } => {
+                    assert_eq!(desired, Desired::Deleted, "{ctx}");
+                    assert!(!["h1", "h2"].iter().any(|n| keeps(n) || maybe(n)), "{ctx}");
+                    assert!(h("h1").alive || h("h1").fenced, "{ctx}");
+                }
+                Action::Adopt { host, .. } => {
+                    assert_eq!(desired, Desired::Running, "{ctx}");
+                    assert!(
+                        keeps(host) && !keeps("h1") && !maybe("h1") && !maybe("h2"),
+                        "{ctx}"
+                    );
+                }
+                Action::Restart { from, .. } => {
+                    assert!(desired == Desired::Running && !paired, "{ctx}");
+                    assert!(from == "h1" && h("h1").fenced && !h("h1").alive, "{ctx}");
+                    assert!(!["h1", "h2"].iter().any(|n| keeps(n) || maybe(n)), "{ctx}");
+                }
+                Action::Unmanaged { .. } => panic!("x is known: {ctx}"),
+            }
+        }
+        // A wanted VM on its live home needs nothing there.
+        if desired == Desired::Running && keeps("h1") {
+            assert!(
+                acts.iter()
+                    .all(|a| matches!(a, Action::Delete { host, .. } if host == "h2")),
+                "{ctx}"
+            );
+        }
+        assert_eq!(plan(&[v], &hosts, &b), acts, "deterministic");
     }
 
     #[test]

@@ -89,16 +89,23 @@ pub enum Workflow {
     Delete,
     /// Settlement of a pair left mid-workflow ([`recover`]).
     Recover,
+    /// Promotion of the SBY once the ACT's host is fenced
+    /// (`model::failover`).
+    Failover,
+    /// Re-creation of a member lost with its fenced host, as the new SBY.
+    Heal,
 }
 
 impl Workflow {
-    pub const ALL: [Workflow; 6] = [
+    pub const ALL: [Workflow; 8] = [
         Workflow::Create,
         Workflow::Switchover,
         Workflow::Move,
         Workflow::Repair,
         Workflow::Delete,
         Workflow::Recover,
+        Workflow::Failover,
+        Workflow::Heal,
     ];
 
     /// The phase the pair is in while this workflow runs.
@@ -107,7 +114,9 @@ impl Workflow {
             Workflow::Create => PairPhase::Creating,
             Workflow::Switchover => PairPhase::SwitchingOver,
             Workflow::Move => PairPhase::Moving,
-            Workflow::Repair | Workflow::Recover => PairPhase::Repairing,
+            Workflow::Repair | Workflow::Recover | Workflow::Failover | Workflow::Heal => {
+                PairPhase::Repairing
+            }
             Workflow::Delete => PairPhase::Deleting,
         }
     }
@@ -120,6 +129,8 @@ impl Workflow {
             Workflow::Repair => "repair",
             Workflow::Delete => "delete",
             Workflow::Recover => "recover",
+            Workflow::Failover => "failover",
+            Workflow::Heal => "heal",
         }
     }
 }
@@ -173,7 +184,12 @@ pub fn end(phase: PairPhase, w: Workflow, ok: bool) -> PairPhase {
         Workflow::Delete => P::Deleting,
         // Role workflows always end ready: the record follows the guests
         // (switched or rolled back), and the repair loop judges the rest.
-        Workflow::Switchover | Workflow::Move | Workflow::Repair | Workflow::Recover => P::Ready,
+        Workflow::Switchover
+        | Workflow::Move
+        | Workflow::Repair
+        | Workflow::Recover
+        | Workflow::Failover
+        | Workflow::Heal => P::Ready,
     }
 }
 
@@ -219,6 +235,8 @@ pub enum Intent {
     Confirm,
     /// Removing the members.
     Remove,
+    /// Re-creating member `slot` (its host fenced) on host `on`.
+    Replace { slot: Slot, on: String },
 }
 
 impl Intent {
@@ -235,6 +253,9 @@ impl Intent {
             Intent::Roles { token } => format!("giving roles (token {token})"),
             Intent::Confirm => "confirming roles with the guests".into(),
             Intent::Remove => "removing the members".into(),
+            Intent::Replace { slot, on } => {
+                format!("re-creating {} on {on}", members[slot.i()])
+            }
         }
     }
 }

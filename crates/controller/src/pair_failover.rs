@@ -1,0 +1,288 @@
+//! The pair failover pass and its two workflows, run after every host
+//! watch pass: `duplex_core::model::failover::decide` for each ready pair,
+//! then promotion of the SBY when the ACT's host is fenced (`failover`),
+//! and re-creation of a member lost with its fenced host as the new SBY on
+//! a live host, a spare one first (`heal`).
+
+use crate::ctl::Ctl;
+use crate::lifecycle::{self, LifecycleError};
+use crate::ops::OpHandle;
+use crate::pair_exec;
+use crate::pairs;
+use crate::repo::{HOSTS, VMS};
+use duplex_core::guest_proto::TargetRole;
+use duplex_core::model::failover::{decide, Failover, MemberSight};
+use duplex_core::model::liveness::HOST_FAILURE_TIMEOUT_MS;
+use duplex_core::model::{Host, HostState, OpKind, Pair, Severity, Vm, VmStatus};
+use duplex_core::pair_lifecycle::{Intent, Slot, Workflow};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long a re-created member gets to boot before the heal fails (it is
+/// tried again on a later pass).
+const BOOT_WAIT: Duration = Duration::from_secs(180);
+const POLL: Duration = Duration::from_millis(250);
+
+/// The last reason each pair was waiting for, so it is told once.
+#[derive(Default)]
+pub struct Memory {
+    waiting: HashMap<String, &'static str>,
+}
+
+type World<'a> = (&'a [Host], &'a [Vm], &'a [Pair]);
+
+pub async fn pass(
+    ctl: &Arc<Ctl>,
+    mem: &mut Memory,
+    (hosts, vms, pairs): World<'_>,
+    fenced: &BTreeSet<String>,
+) {
+    let mut waiting = HashMap::new();
+    for pair in pairs {
+        let m = sights(ctl, pair, hosts, vms, fenced);
+        match decide(pair, m) {
+            None => {}
+            Some(Failover::Wait { reason }) => {
+                if mem.waiting.get(&pair.name) != Some(&reason) {
+                    let msg = format!("pair {} cannot fail over yet: {reason}", pair.name);
+                    let subject = format!("pair/{}", pair.name);
+                    ctl.events
+                        .emit(Severity::Error, "pair.failover_waiting", &subject, msg)
+                        .await;
+                }
+                waiting.insert(pair.name.clone(), reason);
+            }
+            Some(Failover::Promote { to }) => start(ctl, pair, Workflow::Failover, to).await,
+            Some(Failover::Replace { slot }) => start(ctl, pair, Workflow::Heal, slot).await,
+        }
+    }
+    mem.waiting = waiting;
+}
+
+fn sights(
+    ctl: &Ctl,
+    pair: &Pair,
+    hosts: &[Host],
+    vms: &[Vm],
+    fenced: &BTreeSet<String>,
+) -> [MemberSight; 2] {
+    let obs = ctl.lock_observed();
+    let sight = |name: &str| {
+        let Some(host) = vms
+            .iter()
+            .find(|v| v.spec.name == name)
+            .map(|v| v.host.as_str())
+        else {
+            return MemberSight::default();
+        };
+        let live = hosts
+            .iter()
+            .any(|h| h.name == host && h.state != HostState::Failed)
+            && obs.silent_ms(host) <= HOST_FAILURE_TIMEOUT_MS;
+        MemberSight {
+            host_fenced: fenced.contains(host),
+            host_live: live,
+            role: obs.member_view(host, name).role,
+        }
+    };
+    [sight(&pair.members[0]), sight(&pair.members[1])]
+}
+
+async fn start(ctl: &Arc<Ctl>, pair: &Pair, w: Workflow, slot: Slot) {
+    let (kind, raise) = match w {
+        Workflow::Failover => (OpKind::PairFailover, true),
+        _ => (OpKind::PairHeal, false),
+    };
+    let flow = move |c: Arc<Ctl>, p: Pair, op: OpHandle| async move {
+        let subject = format!("pair/{}", p.name);
+        let res = match w {
+            Workflow::Failover => promote(&c, &p, slot, &op).await,
+            _ => heal(&c, &p, slot, &op).await,
+        };
+        let ends = match w {
+            Workflow::Failover => ("pair.failed_over", "pair.failover_failed"),
+            _ => ("pair.healed", "pair.heal_failed"),
+        };
+        op.conclude(&subject, ends, res).await;
+    };
+    let raise = move |p: &mut Pair| {
+        if raise {
+            p.token += 1;
+        }
+    };
+    match lifecycle::launch(ctl, &pair.name, (w, kind), raise, flow).await {
+        Ok(_) | Err(LifecycleError::Refused { .. } | LifecycleError::Lost { .. }) => {}
+        Err(LifecycleError::Repo(e)) => {
+            tracing::warn!(pair = %pair.name, "cannot start {}: {e}", w.as_str())
+        }
+    }
+}
+
+/// Makes the SBY in `to` ACT with the raised token; the record follows.
+async fn promote(ctl: &Arc<Ctl>, pair: &Pair, to: Slot, op: &OpHandle) -> Result<String, String> {
+    let started = Instant::now();
+    let intent = Intent::Roles { token: pair.token };
+    lifecycle::step(ctl, &pair.name, &op.id, intent, |_| {})
+        .await
+        .map_err(|e| e.to_string())?;
+    let m = pairs::members(ctl, pair).await?;
+    let (new, old) = (&m[to.i()], &m[to.other().i()]);
+    op.progress(format!(
+        "making {} ACT (token {}): {}'s host is fenced",
+        new.vm, pair.token, old.vm
+    ))
+    .await;
+    let address = (pair.vip, pair.prefix_len);
+    let res = pair_exec::give_role(new, old, address, (TargetRole::Act, pair.token), false).await;
+    let w = (Workflow::Failover, op.id.as_str());
+    let ok = res.is_ok();
+    lifecycle::release(ctl, &pair.name, w, ok, |p| {
+        if ok {
+            p.active = to;
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    res?;
+    Ok(format!(
+        "pair {}: {} is ACT (token {}) {} ms after the order, in place of {} on a fenced host; the pair is degraded until {} is re-created",
+        pair.name,
+        new.vm,
+        pair.token,
+        started.elapsed().as_millis(),
+        old.vm,
+        old.vm
+    ))
+}
+
+/// Where the lost member goes: a spare host first, else placement's
+/// choice, never the ACT's host or a failed one.
+async fn target(ctl: &Ctl, pair: &Pair, slot: Slot) -> Result<String, String> {
+    let (vms, hosts) = (
+        ctl.vms().await.map_err(|e| e.to_string())?,
+        ctl.hosts().await.map_err(|e| e.to_string())?,
+    );
+    let rec = |name: &str| vms.iter().find(|v| v.spec.name == name).cloned();
+    let lost = rec(pair.member(slot)).ok_or("the lost member has no record")?;
+    let act = rec(pair.member(slot.other())).ok_or("the ACT has no record")?;
+    let silent = |h: &Host| ctl.lock_observed().silent_ms(&h.name) > HOST_FAILURE_TIMEOUT_MS;
+    let spare = hosts.iter().find(|h| {
+        h.state == HostState::Spare
+            && h.name != act.host
+            && !silent(h)
+            && h.capacity.memory_mib >= u64::from(lost.spec.memory_mib)
+    });
+    if let Some(s) = spare {
+        return Ok(s.name.clone());
+    }
+    crate::placement::choose(ctl, &lost.spec, None, Some((&act.host, &act.spec)))
+        .await
+        .map_err(|e| format!("no host for {}: {}", lost.spec.name, e.message))
+}
+
+/// Re-creates the member in `slot` on a live host and makes it SBY.
+async fn heal(ctl: &Arc<Ctl>, pair: &Pair, slot: Slot, op: &OpHandle) -> Result<String, String> {
+    let name = pair.member(slot).to_string();
+    let on = target(ctl, pair, slot).await?;
+    lifecycle::step(
+        ctl,
+        &pair.name,
+        &op.id,
+        Intent::Replace {
+            slot,
+            on: on.clone(),
+        },
+        |_| {},
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    use_spare(ctl, &on).await?;
+    let moved = ctl
+        .repo
+        .update::<Vm, std::convert::Infallible, _>(&format!("{VMS}{name}"), |v| {
+            v.host = on.clone();
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .unwrap_or_else(|never| match never {});
+    ctl.kick.notify_one();
+    op.progress(format!("re-creating {name} on {on}; waiting for its guest"))
+        .await;
+    wait_running(ctl, &moved).await?;
+    let m = pairs::members(ctl, pair).await?;
+    let (sby, act) = (&m[slot.i()], &m[slot.other().i()]);
+    op.progress(format!(
+        "configuring {name} and making it SBY (token {})",
+        pair.token
+    ))
+    .await;
+    let address = (pair.vip, pair.prefix_len);
+    let res = pair_exec::give_role(sby, act, address, (TargetRole::Sby, pair.token), true).await;
+    let w = (Workflow::Heal, op.id.as_str());
+    let now = lifecycle::release(ctl, &pair.name, w, res.is_ok(), |_| {})
+        .await
+        .map_err(|e| e.to_string())?;
+    res?;
+    pairs::confirm_roles(ctl, &now, &m).await?;
+    Ok(format!(
+        "pair {}: {name} re-created on {on} and confirmed SBY; ACT {} (token {})",
+        now.name,
+        now.act(),
+        now.token
+    ))
+}
+
+/// A spare host that autoheal uses takes VMs from now on.
+async fn use_spare(ctl: &Ctl, host: &str) -> Result<(), String> {
+    let mut was_spare = false;
+    ctl.repo
+        .update::<Host, std::convert::Infallible, _>(&format!("{HOSTS}{host}"), |h| {
+            was_spare = h.state == HostState::Spare;
+            if was_spare {
+                h.state = HostState::Ready;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .unwrap_or_else(|never| match never {});
+    if was_spare {
+        let msg = format!("spare host {host} taken into use by autoheal: ready");
+        ctl.events
+            .emit(
+                Severity::Info,
+                "host.spare_used",
+                &format!("host/{host}"),
+                msg,
+            )
+            .await;
+    }
+    Ok(())
+}
+
+/// Waits until the re-created VM's guest answers on its new host.
+async fn wait_running(ctl: &Ctl, vm: &Vm) -> Result<(), String> {
+    let deadline = Instant::now() + BOOT_WAIT;
+    loop {
+        let hosts = ctl.hosts().await.map_err(|e| e.to_string())?;
+        let current = ctl.vm(&vm.spec.name).await.map_err(|e| e.to_string())?;
+        let Some(current) = current else {
+            return Err(format!("{} was deleted", vm.spec.name));
+        };
+        if ctl.vm_view(current, &hosts, false).status == VmStatus::Running {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} did not boot on {} within {} s",
+                vm.spec.name,
+                vm.host,
+                BOOT_WAIT.as_secs()
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}

@@ -1,0 +1,149 @@
+//! The guest-to-guest heartbeat: each member sends a small UDP datagram to
+//! its peer every [`PEER_BEAT_MS`] over the service network, and listens
+//! for the peer's. A peer silent for [`PEER_LOST_MS`] is lost: the guest
+//! sends its `heartbeat` event at once (not at the next period), so the
+//! agent can tell the controller within a fraction of a second that the
+//! VM on the other host stopped (its host may be gone).
+//!
+//! The reckoning ([`Ear`]) is pure, with time as an argument; the threads
+//! around it only move datagrams and read the clock.
+
+use duplex_core::guest_proto::{PeerHeard, PEER_BEAT_MS, PEER_BEAT_PORT, PEER_LOST_MS};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The content of a beat (anything else on the port is ignored).
+const BEAT: &[u8] = b"duplex-peer-beat";
+
+/// What one guest has heard of its peer.
+#[derive(Debug, Default)]
+pub struct Ear {
+    peer: Option<Ipv4Addr>,
+    heard: Option<Instant>,
+    /// Whether the last [`Ear::turn`] found the peer lost.
+    lost: bool,
+}
+
+impl Ear {
+    /// The configured peer; a new one starts unheard.
+    pub fn set_peer(&mut self, peer: Option<Ipv4Addr>) {
+        if peer != self.peer {
+            *self = Ear {
+                peer,
+                ..Ear::default()
+            };
+        }
+    }
+
+    /// A beat arrived from `from`; only the configured peer counts.
+    pub fn beat(&mut self, from: Ipv4Addr, now: Instant) {
+        if Some(from) == self.peer {
+            self.heard = Some(now);
+        }
+    }
+
+    pub fn sight(&self, now: Instant) -> Option<PeerHeard> {
+        let silent_ms = now.saturating_duration_since(self.heard?).as_millis() as u64;
+        Some(PeerHeard {
+            silent_ms,
+            lost: silent_ms > PEER_LOST_MS,
+        })
+    }
+
+    /// `Some(lost)` when the peer was just lost or just heard again.
+    pub fn turn(&mut self, now: Instant) -> Option<bool> {
+        let lost = self.sight(now).is_some_and(|s| s.lost);
+        (lost != std::mem::replace(&mut self.lost, lost)).then_some(lost)
+    }
+}
+
+pub type Shared = Arc<Mutex<Ear>>;
+
+fn lock(e: &Shared) -> std::sync::MutexGuard<'_, Ear> {
+    e.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Starts the beat: `peer` reads the configured peer each period, and
+/// `on_turn` runs when the peer is lost or heard again.
+pub fn start(
+    peer: impl Fn() -> Option<Ipv4Addr> + Send + 'static,
+    on_turn: impl Fn(bool) + Send + 'static,
+) -> std::io::Result<Shared> {
+    let sock = UdpSocket::bind(("0.0.0.0", PEER_BEAT_PORT))?;
+    let ear: Shared = Arc::default();
+    let rx = sock.try_clone()?;
+    let e = ear.clone();
+    std::thread::spawn(move || listen(rx, e));
+    let e = ear.clone();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(PEER_BEAT_MS));
+        let p = peer();
+        let turned = {
+            let mut ear = lock(&e);
+            ear.set_peer(p);
+            ear.turn(Instant::now())
+        };
+        if let Some(ip) = p {
+            // A lost datagram is what the beat is there to notice.
+            let _ = sock.send_to(BEAT, (ip, PEER_BEAT_PORT));
+        }
+        if let Some(lost) = turned {
+            on_turn(lost);
+        }
+    });
+    Ok(ear)
+}
+
+fn listen(sock: UdpSocket, ear: Shared) {
+    let mut buf = [0u8; 64];
+    loop {
+        match sock.recv_from(&mut buf) {
+            Ok((n, SocketAddr::V4(from))) if &buf[..n] == BEAT => {
+                lock(&ear).beat(*from.ip(), Instant::now())
+            }
+            Ok(_) => {}
+            Err(_) => std::thread::sleep(Duration::from_millis(PEER_BEAT_MS)),
+        }
+    }
+}
+
+/// What the guest hears of its peer now.
+pub fn heard(ear: &Shared) -> Option<PeerHeard> {
+    lock(ear).sight(Instant::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+    const Q: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+
+    #[test]
+    fn lost_after_the_limit_once_heard_and_found_again() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut e = Ear::default();
+        e.set_peer(Some(P));
+        assert_eq!(
+            (e.sight(ms(5000)), e.turn(ms(5000))),
+            (None, None),
+            "never heard: not lost"
+        );
+        e.beat(Q, ms(0));
+        assert_eq!(e.sight(ms(0)), None, "only the peer counts");
+        e.beat(P, ms(0));
+        assert_eq!(e.turn(ms(PEER_LOST_MS)), None);
+        assert_eq!(e.turn(ms(PEER_LOST_MS + 1)), Some(true));
+        assert_eq!(e.turn(ms(PEER_LOST_MS + 2)), None, "said once");
+        assert_eq!(
+            e.sight(ms(900)).map(|s| (s.silent_ms, s.lost)),
+            Some((900, true))
+        );
+        e.beat(P, ms(1000));
+        assert_eq!(e.turn(ms(1000)), Some(false));
+        e.set_peer(Some(Q));
+        assert_eq!(e.sight(ms(1000)), None, "a new peer starts unheard");
+    }
+}

@@ -14,11 +14,12 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # Debian packages: QEMU (VMs), busybox-static (guest userland), iproute2 +
-# iputils-ping (lab), sip-tester (sipp, SIP load), etcd-server (the
+# iputils-ping (lab), iputils-arping (the host-loss tests watch who answers
+# for a service address), nftables (lab partitions), sip-tester (sipp, SIP load), etcd-server (the
 # distributed store backend), protobuf-compiler (protoc: the etcd client's
 # gRPC code is generated at build time; libprotobuf-dev has the well-known
 # .proto files it imports).
-PACKAGES=(qemu-system-x86 busybox-static iproute2 iputils-ping sip-tester etcd-server protobuf-compiler libprotobuf-dev)
+PACKAGES=(qemu-system-x86 busybox-static iproute2 iputils-ping iputils-arping nftables sip-tester etcd-server protobuf-compiler libprotobuf-dev)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

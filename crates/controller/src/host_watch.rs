@@ -112,6 +112,7 @@ fn judge(ctl: &Ctl, w: &Watch, h: &Host, peer_lost: bool) -> Fate {
     };
     let sight = Sight {
         silent_ms: obs.silent_ms(&h.name),
+        reported_ms: obs.reported_ms(&h.name),
         probe,
         peer_lost,
         self_fence_ms: obs.self_fence_ms(&h.name),
@@ -227,10 +228,18 @@ async fn announce(ctl: &Ctl, h: &Host, change: Change) {
                     "it has no fence device and its agent does not fence itself: nothing on it is failed over until it returns or an operator acts".into()
                 }
             };
+            let why = if silent > liveness::HOST_FAILURE_TIMEOUT_MS {
+                format!("no report for {silent} ms")
+            } else {
+                format!(
+                    "a peer stopped hearing its VM and its agent did not answer within {} ms",
+                    PROBE_TIMEOUT.as_millis()
+                )
+            };
             (
                 Severity::Error,
                 "host.failed",
-                format!("{} is gone (silent {silent} ms, or unanswered after a peer lost its VM): {how}", h.name),
+                format!("{} is gone ({why}): {how}", h.name),
             )
         }
         Change::Confirmed(p) => (

@@ -28,6 +28,8 @@ struct Arrival {
 pub struct Seen {
     pub report: HostReport,
     pub at: Instant,
+    /// The same moment in unix ms (to compare with records' times).
+    pub at_ms: u64,
 }
 
 pub struct Observed {
@@ -80,6 +82,7 @@ impl Observed {
             Seen {
                 report,
                 at: Instant::now(),
+                at_ms: crate::events::now_ms(),
             },
         );
     }
@@ -122,6 +125,11 @@ impl Observed {
     /// When the host's last report came, if one did.
     pub fn reported_at(&self, host: &str) -> Option<Instant> {
         self.hosts.get(host).map(|s| s.at)
+    }
+
+    /// Unix ms of the host's last report, if one came.
+    pub fn reported_ms(&self, host: &str) -> Option<u64> {
+        self.hosts.get(host).map(|s| s.at_ms)
     }
 
     /// The self-fence lease the host's agent last reported.

@@ -15,6 +15,7 @@ use duplex_core::model::failover::{decide, Failover, MemberSight};
 use duplex_core::model::liveness::HOST_FAILURE_TIMEOUT_MS;
 use duplex_core::model::{Host, HostState, OpKind, Pair, Severity, Vm, VmStatus};
 use duplex_core::pair_lifecycle::{Intent, Slot, Workflow};
+use duplex_core::role::Role;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,18 +96,7 @@ async fn start(ctl: &Arc<Ctl>, pair: &Pair, w: Workflow, slot: Slot) {
         Workflow::Failover => (OpKind::PairFailover, true),
         _ => (OpKind::PairHeal, false),
     };
-    let flow = move |c: Arc<Ctl>, p: Pair, op: OpHandle| async move {
-        let subject = format!("pair/{}", p.name);
-        let res = match w {
-            Workflow::Failover => promote(&c, &p, slot, &op).await,
-            _ => heal(&c, &p, slot, &op).await,
-        };
-        let ends = match w {
-            Workflow::Failover => ("pair.failed_over", "pair.failover_failed"),
-            _ => ("pair.healed", "pair.heal_failed"),
-        };
-        op.conclude(&subject, ends, res).await;
-    };
+    let flow = move |c: Arc<Ctl>, p: Pair, op: OpHandle| run(c, p, w, slot, op);
     let raise = move |p: &mut Pair| {
         if raise {
             p.token += 1;
@@ -120,7 +110,40 @@ async fn start(ctl: &Arc<Ctl>, pair: &Pair, w: Workflow, slot: Slot) {
     }
 }
 
-/// Makes the SBY in `to` ACT with the raised token; the record follows.
+/// Runs a failover or heal, then releases the pair (the record's ACT
+/// follows a promotion that was carried out), then confirms the roles.
+async fn run(ctl: Arc<Ctl>, pair: Pair, w: Workflow, slot: Slot, op: OpHandle) {
+    let subject = format!("pair/{}", pair.name);
+    let res = match w {
+        Workflow::Failover => promote(&ctl, &pair, slot, &op).await,
+        _ => heal(&ctl, &pair, slot, &op).await,
+    };
+    let promoted = w == Workflow::Failover && res.is_ok();
+    let released = lifecycle::release(&ctl, &pair.name, (w, &op.id), res.is_ok(), |p| {
+        if promoted {
+            p.active = slot;
+        }
+    })
+    .await
+    .map_err(|e| e.to_string());
+    let res = match (res, released) {
+        (Ok(msg), Ok(now)) if w == Workflow::Heal => confirm(&ctl, &now).await.map(|()| msg),
+        (Ok(msg), Ok(_)) => Ok(msg),
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+    };
+    let ends = match w {
+        Workflow::Failover => ("pair.failed_over", "pair.failover_failed"),
+        _ => ("pair.healed", "pair.heal_failed"),
+    };
+    op.conclude(&subject, ends, res).await;
+}
+
+async fn confirm(ctl: &Ctl, pair: &Pair) -> Result<(), String> {
+    let m = pairs::members(ctl, pair).await?;
+    pairs::confirm_roles(ctl, pair, &m).await
+}
+
+/// Makes the SBY in `to` ACT with the raised token.
 async fn promote(ctl: &Arc<Ctl>, pair: &Pair, to: Slot, op: &OpHandle) -> Result<String, String> {
     let started = Instant::now();
     let intent = Intent::Roles { token: pair.token };
@@ -135,19 +158,11 @@ async fn promote(ctl: &Arc<Ctl>, pair: &Pair, to: Slot, op: &OpHandle) -> Result
     ))
     .await;
     let address = (pair.vip, pair.prefix_len);
-    let res = pair_exec::give_role(new, old, address, (TargetRole::Act, pair.token), false).await;
-    let w = (Workflow::Failover, op.id.as_str());
-    let ok = res.is_ok();
-    lifecycle::release(ctl, &pair.name, w, ok, |p| {
-        if ok {
-            p.active = to;
-        }
-    })
-    .await
-    .map_err(|e| e.to_string())?;
-    res?;
+    pair_exec::give_role(new, old, address, (TargetRole::Act, pair.token), false).await?;
+    // Its guest said so: the pass need not wait for its next heartbeat.
+    ctl.lock_observed().confirm(&new.vm, Role::Act);
     Ok(format!(
-        "pair {}: {} is ACT (token {}) {} ms after the order, in place of {} on a fenced host; the pair is degraded until {} is re-created",
+        "pair {}: {} is ACT (token {}) {} ms after the order, in place of {} on a fenced host; degraded until {} is re-created",
         pair.name,
         new.vm,
         pair.token,
@@ -160,25 +175,27 @@ async fn promote(ctl: &Arc<Ctl>, pair: &Pair, to: Slot, op: &OpHandle) -> Result
 /// Where the lost member goes: a spare host first, else placement's
 /// choice, never the ACT's host or a failed one.
 async fn target(ctl: &Ctl, pair: &Pair, slot: Slot) -> Result<String, String> {
-    let (vms, hosts) = (
-        ctl.vms().await.map_err(|e| e.to_string())?,
-        ctl.hosts().await.map_err(|e| e.to_string())?,
-    );
+    let vms = ctl.vms().await.map_err(|e| e.to_string())?;
+    let hosts = ctl.hosts().await.map_err(|e| e.to_string())?;
     let rec = |name: &str| vms.iter().find(|v| v.spec.name == name).cloned();
     let lost = rec(pair.member(slot)).ok_or("the lost member has no record")?;
     let act = rec(pair.member(slot.other())).ok_or("the ACT has no record")?;
-    let silent = |h: &Host| ctl.lock_observed().silent_ms(&h.name) > HOST_FAILURE_TIMEOUT_MS;
-    let spare = hosts.iter().find(|h| {
-        h.state == HostState::Spare
-            && h.name != act.host
-            && !silent(h)
+    let fits = |h: &&Host| {
+        h.name != act.host
+            && ctl.lock_observed().silent_ms(&h.name) <= HOST_FAILURE_TIMEOUT_MS
             && h.capacity.memory_mib >= u64::from(lost.spec.memory_mib)
-    });
-    if let Some(s) = spare {
+    };
+    if let Some(s) = hosts
+        .iter()
+        .filter(fits)
+        .find(|h| h.state == HostState::Spare)
+    {
         return Ok(s.name.clone());
     }
-    crate::placement::choose(ctl, &lost.spec, None, Some((&act.host, &act.spec)))
+    let avoid = [act.host.clone(), lost.host.clone()];
+    crate::placement::decide_avoiding(ctl, &lost.spec.name, &avoid)
         .await
+        .map(|d| d.to)
         .map_err(|e| format!("no host for {}: {}", lost.spec.name, e.message))
 }
 
@@ -186,18 +203,13 @@ async fn target(ctl: &Ctl, pair: &Pair, slot: Slot) -> Result<String, String> {
 async fn heal(ctl: &Arc<Ctl>, pair: &Pair, slot: Slot, op: &OpHandle) -> Result<String, String> {
     let name = pair.member(slot).to_string();
     let on = target(ctl, pair, slot).await?;
-    lifecycle::step(
-        ctl,
-        &pair.name,
-        &op.id,
-        Intent::Replace {
-            slot,
-            on: on.clone(),
-        },
-        |_| {},
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let intent = Intent::Replace {
+        slot,
+        on: on.clone(),
+    };
+    lifecycle::step(ctl, &pair.name, &op.id, intent, |_| {})
+        .await
+        .map_err(|e| e.to_string())?;
     use_spare(ctl, &on).await?;
     let moved = ctl
         .repo
@@ -220,18 +232,10 @@ async fn heal(ctl: &Arc<Ctl>, pair: &Pair, slot: Slot, op: &OpHandle) -> Result<
     ))
     .await;
     let address = (pair.vip, pair.prefix_len);
-    let res = pair_exec::give_role(sby, act, address, (TargetRole::Sby, pair.token), true).await;
-    let w = (Workflow::Heal, op.id.as_str());
-    let now = lifecycle::release(ctl, &pair.name, w, res.is_ok(), |_| {})
-        .await
-        .map_err(|e| e.to_string())?;
-    res?;
-    pairs::confirm_roles(ctl, &now, &m).await?;
+    pair_exec::give_role(sby, act, address, (TargetRole::Sby, pair.token), true).await?;
     Ok(format!(
-        "pair {}: {name} re-created on {on} and confirmed SBY; ACT {} (token {})",
-        now.name,
-        now.act(),
-        now.token
+        "pair {}: {name} re-created on {on} as SBY of {} (token {})",
+        pair.name, act.vm, pair.token
     ))
 }
 

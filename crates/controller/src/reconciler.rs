@@ -76,8 +76,10 @@ pub async fn tick(ctl: &Arc<Ctl>) -> Result<(), RepoError> {
                 let fresh = obs.get(&h.name).is_some()
                     && obs.silent_ms(&h.name) <= liveness::HOST_FAILURE_TIMEOUT_MS;
                 // A host marked failed counts as alive again only once
-                // fenced (its VMs are then destroyed, not kept).
-                let alive = fresh && (h.state != HostState::Failed || fenced);
+                // fenced and reporting since (its VMs are then destroyed,
+                // not kept).
+                let back = h.fence.is_some_and(|f| f.back_by(obs.reported_ms(&h.name)));
+                let alive = fresh && (h.state != HostState::Failed || back);
                 (
                     h.name.clone(),
                     HostSeen {

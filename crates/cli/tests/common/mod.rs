@@ -139,3 +139,71 @@ pub fn sipp_until_stopped(
         .collect();
     duplex_sipp::spawn(&run, &prefix).expect("start sipp")
 }
+
+/// Watches, from lab `lab`'s client namespace, which MACs answer ARP for
+/// the service address: one `arping` after another (each waits up to 1 s
+/// for a second answer). A sample with two MACs means two VMs claimed the
+/// address at once.
+#[allow(dead_code)]
+pub struct ArpWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<ArpSeen>,
+}
+
+/// What an [`ArpWatch`] saw.
+#[allow(dead_code)]
+#[derive(Debug, Default)]
+pub struct ArpSeen {
+    pub samples: u64,
+    /// Samples no MAC answered (nobody held the address).
+    pub unanswered: u64,
+    /// Samples two or more MACs answered, with the MACs.
+    pub doubled: Vec<Vec<String>>,
+    /// Every MAC that ever answered, in order of first answer.
+    pub macs: Vec<String>,
+}
+
+#[allow(dead_code)]
+impl ArpWatch {
+    pub fn start(lab: &str, vip: &str) -> ArpWatch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, ns, vip) = (stop.clone(), format!("{lab}-client"), vip.to_string());
+        let thread = std::thread::spawn(move || {
+            let mut seen = ArpSeen::default();
+            while !s.load(std::sync::atomic::Ordering::SeqCst) {
+                let out = Command::new("ip")
+                    .args([
+                        "netns", "exec", &ns, "arping", "-c", "2", "-w", "1", "-I", "eth0", &vip,
+                    ])
+                    .output()
+                    .expect("run arping (iputils-arping, installed by setup.sh)");
+                let text = String::from_utf8_lossy(&out.stdout);
+                let mut macs: Vec<String> = text
+                    .lines()
+                    .filter(|l| l.contains("reply from"))
+                    .filter_map(|l| Some(l.split('[').nth(1)?.split(']').next()?.to_string()))
+                    .collect();
+                macs.sort();
+                macs.dedup();
+                seen.samples += 1;
+                match macs.len() {
+                    0 => seen.unanswered += 1,
+                    1 => {}
+                    _ => seen.doubled.push(macs.clone()),
+                }
+                for m in macs {
+                    if !seen.macs.contains(&m) {
+                        seen.macs.push(m);
+                    }
+                }
+            }
+            seen
+        });
+        ArpWatch { stop, thread }
+    }
+
+    pub fn stop(self) -> ArpSeen {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().expect("arp watch")
+    }
+}

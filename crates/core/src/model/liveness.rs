@@ -68,6 +68,21 @@ pub struct HostFence {
     /// Set once the host is known fenced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proof: Option<Proof>,
+    /// Unix ms of the proof.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_ms: Option<u64>,
+}
+
+impl HostFence {
+    /// Whether the host is fenced and a report received at `reported_ms`
+    /// (unix ms) comes from after that: the host is back.
+    pub fn back_by(&self, reported_ms: Option<u64>) -> bool {
+        match (self.proof, self.confirmed_ms, reported_ms) {
+            (Some(_), Some(c), Some(r)) => r > c,
+            (Some(_), None, Some(_)) => true,
+            _ => false,
+        }
+    }
 }
 
 /// The controller's own direct check of an agent, since its last report.
@@ -83,6 +98,8 @@ pub enum Probe {
 pub struct Sight {
     /// Time since its last report.
     pub silent_ms: u64,
+    /// Unix ms of its last report, if any came.
+    pub reported_ms: Option<u64>,
     pub probe: Probe,
     /// A guest on another host says a VM here stopped answering it.
     pub peer_lost: bool,
@@ -112,8 +129,11 @@ pub enum Fate {
 pub fn fate(s: &Sight, t: &Timing) -> Fate {
     let proof = s.fence.and_then(|f| f.proof);
     let lost = s.silent_ms > t.suspect_after_ms || s.probe == Probe::Unreachable;
+    let back = s.fence.is_some_and(|f| f.back_by(s.reported_ms));
     if !lost {
         return match proof {
+            // A report sent before the fence is no sign of life.
+            Some(p) if !back => Fate::Fenced(p),
             Some(_) => Fate::Returned {
                 clean: !s.holds_vms,
             },
@@ -156,6 +176,7 @@ fn fail(h: &mut Host, now_ms: u64) {
         h.fence = Some(HostFence {
             decided_ms: now_ms,
             proof: None,
+            confirmed_ms: None,
         });
     }
 }
@@ -185,7 +206,9 @@ pub fn apply(h: &mut Host, fate: Fate, now_ms: u64) -> Change {
             fail(h, now_ms);
             let before = had.1.and_then(|f| f.proof);
             if let Some(f) = h.fence.as_mut() {
-                f.proof = Some(f.proof.unwrap_or(p));
+                if f.proof.is_none() {
+                    (f.proof, f.confirmed_ms) = (Some(p), Some(now_ms));
+                }
             }
             return if before.is_some() {
                 Change::None

@@ -26,10 +26,11 @@ fn host(state: HostState, fence: Option<HostFence>) -> Host {
 }
 
 fn fences() -> Vec<Option<HostFence>> {
-    let f = |proof| {
+    let f = |proof: Option<Proof>| {
         Some(HostFence {
             decided_ms: 5,
             proof,
+            confirmed_ms: proof.map(|_| 10),
         })
     };
     vec![None, f(None), f(Some(Proof::Device)), f(Some(Proof::Lease))]
@@ -40,19 +41,22 @@ fn fences() -> Vec<Option<HostFence>> {
 fn sights() -> Vec<Sight> {
     let mut out = Vec::new();
     for silent_ms in [0, 2999, 3000, 3001, 7999, 8999, 9000, 60_000] {
-        for probe in [Probe::NotTried, Probe::Answered, Probe::Unreachable] {
-            for peer_lost in [false, true] {
-                for self_fence_ms in [None, Some(8000)] {
-                    for fence in fences() {
-                        for holds_vms in [false, true] {
-                            out.push(Sight {
-                                silent_ms,
-                                probe,
-                                peer_lost,
-                                self_fence_ms,
-                                fence,
-                                holds_vms,
-                            });
+        for reported_ms in [None, Some(9), Some(11)] {
+            for probe in [Probe::NotTried, Probe::Answered, Probe::Unreachable] {
+                for peer_lost in [false, true] {
+                    for self_fence_ms in [None, Some(8000)] {
+                        for fence in fences() {
+                            for holds_vms in [false, true] {
+                                out.push(Sight {
+                                    silent_ms,
+                                    reported_ms,
+                                    probe,
+                                    peer_lost,
+                                    self_fence_ms,
+                                    fence,
+                                    holds_vms,
+                                });
+                            }
                         }
                     }
                 }
@@ -73,14 +77,22 @@ fn a_host_is_fenced_only_on_proof() {
                 assert!(s.silent_ms >= lease + 1000, "{s:?}");
             }
             Fate::Fenced(p) => {
-                assert!(lost, "{s:?}");
+                let back = s.reported_ms.is_some_and(|r| r > 10);
+                assert!(
+                    lost || !back,
+                    "a fenced host that reports again is back: {s:?}"
+                );
                 if let Some(q) = proof {
                     assert_eq!(p, q, "{s:?}");
                 }
             }
             Fate::Gone => assert!(lost && proof.is_none(), "{s:?}"),
             Fate::Returned { clean } => {
-                assert!(!lost && proof.is_some() && clean != s.holds_vms, "{s:?}")
+                let back = s.reported_ms.is_some_and(|r| r > 10);
+                assert!(
+                    !lost && proof.is_some() && back && clean != s.holds_vms,
+                    "{s:?}"
+                )
             }
             Fate::Probe => assert!(
                 !lost && s.peer_lost && s.probe == Probe::NotTried && proof.is_none(),
@@ -155,6 +167,7 @@ fn a_late_host_keeps_its_state_and_a_called_off_fence_leaves_nothing() {
     let pending = Some(HostFence {
         decided_ms: 1,
         proof: None,
+        confirmed_ms: None,
     });
     let mut h = host(HostState::Failed, pending);
     assert_eq!(apply(&mut h, Fate::Alive, 2), Change::CalledOff);

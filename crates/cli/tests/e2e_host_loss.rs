@@ -1,0 +1,194 @@
+//! The loss of a host, on real VMs under SIP load, with the lab's power
+//! switch as the controller's fence device and a spare host:
+//! 1. the ACT's host is powered off: the SBY is promoted once the host is
+//!    fenced, and the lost member is re-created on the spare host;
+//! 2. the SBY's host is powered off: the SBY is re-created elsewhere;
+//! 3. the ACT's host loses its management link only: the controller finds
+//!    it gone, fences it and fails over.
+//!
+//! After each, the pair is healthy on live hosts. sipp must see no failed
+//! call, and the client must never see two VMs answer for the service
+//! address (ARP, sampled from the client's namespace throughout).
+
+mod common;
+
+use common::{in_lab, in_lab_json, ArpWatch, LabGuard};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const LAB: &str = "e2eh";
+const HEAL_WAIT: Duration = Duration::from_secs(120);
+
+fn pair() -> Value {
+    in_lab_json(LAB, &["pair", "show", "sig"])
+}
+
+/// The host of the member in `role` ("act" or "sby"), as the pair wants it.
+fn host_of(p: &Value, role: &str) -> String {
+    p["members_status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["wanted"] == role)
+        .map(|m| m["host"].as_str().unwrap().to_string())
+        .unwrap_or_else(|| panic!("no {role} in {p}"))
+}
+
+fn fault(args: &[&str]) {
+    let mut a = vec!["lab", "fault"];
+    a.extend(args);
+    a.extend(["--lab", LAB]);
+    let (ok, out, err) = in_lab(LAB, &a);
+    assert!(ok, "duplex {a:?}: {err}");
+    eprintln!("{}", out.trim());
+}
+
+/// Waits until the pair is healthy with no member on `gone`; returns it.
+fn healthy_without(gone: &str) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let p = pair();
+        let on_gone = p["members_status"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["host"] == gone);
+        if p["health"] == "healthy" && p["phase"] == "ready" && !on_gone {
+            return p;
+        }
+        assert!(
+            t0.elapsed() < HEAL_WAIT,
+            "pair not healthy off {gone} within {HEAL_WAIT:?}: {p}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Powers `host` on again and waits until the controller has it back.
+fn power_on(host: &str) {
+    fault(&["heal", host]);
+    let t0 = Instant::now();
+    loop {
+        let h = in_lab_json(LAB, &["host", "show", host]);
+        if h["state"] != "failed" && h.get("fence").is_none() {
+            return;
+        }
+        assert!(
+            t0.elapsed() < HEAL_WAIT,
+            "{host} not back within {HEAL_WAIT:?}: {h}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn events() -> Vec<String> {
+    let ev = in_lab_json(LAB, &["events", "--last", "200"]);
+    ev.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["kind"].as_str().unwrap_or(""),
+                e["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn power_off_of_the_act_and_sby_hosts_and_a_management_partition_under_sip_load() {
+    let _guard = LabGuard::new(LAB);
+    let i = common::lab_up(LAB, &["--hosts", "4"]);
+    in_lab_json(LAB, &["host", "state", "h4", "spare"]);
+    let ip = |last: u8| format!("10.{i}.0.{last}");
+    let (ma, mb, vip) = (format!("pa={}", ip(101)), format!("pb={}", ip(102)), ip(50));
+    in_lab_json(
+        LAB,
+        &[
+            "pair", "create", "sig", "--vip", &vip, "--member", &ma, "--member", &mb, "--hosts",
+            "h1,h2",
+        ],
+    );
+    common::wait_pair_healthy(LAB, "sig", HEAL_WAIT);
+    let work = std::env::temp_dir().join(format!("duplex-e2e-hostloss-{}", std::process::id()));
+    let sipp = common::sipp_until_stopped(
+        LAB,
+        &vip,
+        &work,
+        Duration::from_secs(400),
+        Duration::from_secs(40),
+    );
+    let arp = ArpWatch::start(LAB, &vip);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // 1. The ACT's host loses power.
+    let gone = host_of(&pair(), "act");
+    fault(&["power-off", &gone]);
+    let p = healthy_without(&gone);
+    eprintln!("after the ACT's host {gone} lost power: {p}");
+    let hosts: Vec<&str> = p["members_status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["host"].as_str().unwrap())
+        .collect();
+    assert!(
+        hosts.contains(&"h4"),
+        "the lost member was not re-created on the spare h4: {p}"
+    );
+    let said = events();
+    for kind in [
+        "host.fenced",
+        "pair.failed_over",
+        "pair.healed",
+        "host.spare_used",
+    ] {
+        assert!(
+            said.iter().any(|e| e.starts_with(kind)),
+            "no {kind} event: {said:#?}"
+        );
+    }
+    power_on(&gone);
+
+    // 2. The SBY's host loses power.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let gone = host_of(&pair(), "sby");
+    let act_before = host_of(&pair(), "act");
+    fault(&["power-off", &gone]);
+    let p = healthy_without(&gone);
+    eprintln!("after the SBY's host {gone} lost power: {p}");
+    assert_eq!(host_of(&p, "act"), act_before, "the ACT moved: {p}");
+    power_on(&gone);
+
+    // 3. The ACT's host is cut off its management network only.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cut = host_of(&pair(), "act");
+    fault(&["partition", &cut, "--link", "mgmt"]);
+    let p = healthy_without(&cut);
+    eprintln!("after the ACT's host {cut} lost its management link: {p}");
+    power_on(&cut);
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sipp.stop();
+    let report = sipp.wait().await.expect("sipp");
+    let seen = arp.stop();
+    eprintln!(
+        "sipp: {} calls, {} successful, {} failed, {} abandoned, {} retransmissions; ARP: {} samples, {} unanswered, MACs {:?}",
+        report.total_calls, report.successful, report.failed, report.abandoned, report.retransmissions,
+        seen.samples, seen.unanswered, seen.macs
+    );
+    assert!(
+        seen.doubled.is_empty(),
+        "two VMs answered for {vip} at once: {:?}",
+        seen.doubled
+    );
+    assert!(
+        seen.macs.len() >= 2,
+        "the service address never moved: {seen:?}"
+    );
+    assert!(report.successful > 0, "{report:?}");
+    assert_eq!(report.failed, 0, "calls failed: {report:?}");
+    assert_eq!(report.abandoned, 0, "calls left open: {report:?}");
+    let _ = std::fs::remove_dir_all(&work);
+}

@@ -1,0 +1,141 @@
+//! A host cut off its management network when the controller has no fence
+//! device, on real VMs under SIP load: the cut-off agent fences itself
+//! once its lease runs out (its VMs cut off the network in their elements,
+//! its ACT paused), the controller promotes the SBY only after that lease
+//! plus a margin, and when the host comes back its stale VMs are destroyed,
+//! not resumed. The client never sees two VMs answer for the service
+//! address; sipp sees no failed call (calls wait out the gap by
+//! retransmission).
+
+mod common;
+
+use common::{in_lab, in_lab_json, ArpWatch, LabGuard};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const LAB: &str = "e2ef";
+const WAIT: Duration = Duration::from_secs(120);
+
+fn fault(args: &[&str]) {
+    let mut a = vec!["lab", "fault"];
+    a.extend(args);
+    a.extend(["--lab", LAB]);
+    let (ok, out, err) = in_lab(LAB, &a);
+    assert!(ok, "duplex {a:?}: {err}");
+    eprintln!("{}", out.trim());
+}
+
+fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t0.elapsed() < WAIT, "{what}: not within {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn events() -> Vec<String> {
+    let ev = in_lab_json(LAB, &["events", "--last", "200"]);
+    ev.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["kind"].as_str().unwrap_or(""),
+                e["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_off_host_fences_itself_before_its_sby_is_promoted() {
+    let _guard = LabGuard::new(LAB);
+    let i = common::lab_up(LAB, &["--hosts", "3", "--fence", "none"]);
+    let ip = |last: u8| format!("10.{i}.0.{last}");
+    let (ma, mb, vip) = (format!("pa={}", ip(101)), format!("pb={}", ip(102)), ip(50));
+    in_lab_json(
+        LAB,
+        &[
+            "pair", "create", "sig", "--vip", &vip, "--member", &ma, "--member", &mb, "--hosts",
+            "h1,h2",
+        ],
+    );
+    common::wait_pair_healthy(LAB, "sig", WAIT);
+    let work = std::env::temp_dir().join(format!("duplex-e2e-selffence-{}", std::process::id()));
+    let sipp = common::sipp_until_stopped(
+        LAB,
+        &vip,
+        &work,
+        Duration::from_secs(300),
+        Duration::from_secs(40),
+    );
+    let arp = ArpWatch::start(LAB, &vip);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let cut = Instant::now();
+    fault(&["partition", "h1", "--link", "mgmt"]);
+    let p: Value = until("pb ACT and the pair healthy again", || {
+        let p = in_lab_json(LAB, &["pair", "show", "sig"]);
+        let act = p["members_status"][1]["role"] == "act";
+        let healthy = p["health"] == "healthy" && p["phase"] == "ready";
+        (act && healthy && p["members_status"][0]["host"] != "h1").then_some(p)
+    });
+    eprintln!("{:?} after the cut: {p}", cut.elapsed());
+    let said = events();
+    let fenced = said
+        .iter()
+        .find(|e| e.starts_with("host.fenced"))
+        .unwrap_or_else(|| panic!("no host.fenced event: {said:#?}"));
+    assert!(fenced.contains("self-fence lease"), "{fenced}");
+    let log = std::fs::read_to_string(format!("/run/duplex/lab-{LAB}/h1/agent.log")).unwrap();
+    assert!(
+        log.contains("self-fenced"),
+        "h1's agent did not fence itself"
+    );
+
+    // Back on the network: its stale copy of pa is destroyed, not resumed.
+    fault(&["heal", "h1"]);
+    let h: Value = until("h1 back without stale VMs", || {
+        let h = in_lab_json(LAB, &["host", "show", "h1"]);
+        (h["state"] == "ready" && h.get("fence").is_none()).then_some(h)
+    });
+    eprintln!("h1 after the heal: {h}");
+    let said = events();
+    assert!(
+        said.iter().any(|e| e.starts_with("host.recovered")),
+        "{said:#?}"
+    );
+    let vms = in_lab_json(LAB, &["vm", "list"]);
+    for v in vms.as_array().unwrap() {
+        assert_ne!(v["host"], "h1", "a VM is left on h1: {vms}");
+    }
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sipp.stop();
+    let report = sipp.wait().await.expect("sipp");
+    let seen = arp.stop();
+    eprintln!(
+        "sipp: {} calls, {} successful, {} failed, {} abandoned, {} retransmissions; ARP: {} samples, {} unanswered, MACs {:?}",
+        report.total_calls,
+        report.successful,
+        report.failed,
+        report.abandoned,
+        report.retransmissions,
+        seen.samples,
+        seen.unanswered,
+        seen.macs
+    );
+    assert!(
+        seen.doubled.is_empty(),
+        "two VMs answered for {vip} at once: {:?}",
+        seen.doubled
+    );
+    assert!(report.successful > 0, "{report:?}");
+    assert_eq!(report.failed, 0, "calls failed: {report:?}");
+    assert_eq!(report.abandoned, 0, "calls left open: {report:?}");
+    let _ = std::fs::remove_dir_all(&work);
+}

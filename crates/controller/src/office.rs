@@ -86,6 +86,19 @@ impl Office {
         }
     }
 
+    /// Stops operation `op`'s flow where it waits; whether it ran here.
+    pub fn abort(&self, op: &str) -> bool {
+        match self.lock_flows().remove(op) {
+            Some(h) => {
+                if let Some(h) = h {
+                    h.abort();
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Whether operation `op` runs (or is about to) in this process.
     pub fn runs(&self, op: &str) -> bool {
         self.lock_flows().contains_key(op)

@@ -105,6 +105,30 @@ impl OpHandle {
     }
 }
 
+/// Stops operation `id`, running in this process, and records it failed
+/// with `reason`: its subject is left to whoever finds it (the recovery
+/// pass, for a pair's journal).
+pub async fn preempt(ctl: &Arc<Ctl>, id: &str, reason: &str) {
+    if !ctl.office.abort(id) {
+        return;
+    }
+    ctl.ops_running.fetch_sub(1, Ordering::Relaxed);
+    let key = format!("{OPS}{id}");
+    let res = ctl
+        .repo
+        .update::<Operation, std::convert::Infallible, _>(&key, |o| {
+            o.state = OpState::Failed;
+            o.progress = "failed".into();
+            o.error = Some(reason.to_string());
+            o.finished_ms = Some(now_ms());
+            Ok(())
+        })
+        .await;
+    if let Err(e) = res {
+        tracing::warn!(op = %id, "preempted, but cannot record it: {e}");
+    }
+}
+
 /// Operations still `running` that run nowhere in this process belonged
 /// to a controller that is gone (or whose last write failed): they are
 /// marked failed so nobody waits for them forever. Run by the recovery

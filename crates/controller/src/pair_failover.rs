@@ -43,6 +43,7 @@ pub async fn pass(
     let mut waiting = HashMap::new();
     for pair in pairs {
         let m = sights(ctl, pair, hosts, vms, fenced);
+        preempt_if_stranded(ctl, pair, &m).await;
         match decide(pair, m) {
             None => {}
             Some(Failover::Wait { reason }) => {
@@ -60,6 +61,30 @@ pub async fn pass(
         }
     }
     mem.waiting = waiting;
+}
+
+/// A switchover, move or repair under way when a member's host is fenced
+/// would wait out its orders' time limits against a host that is gone:
+/// it is stopped, and the recovery pass hands the pair to this pass.
+async fn preempt_if_stranded(ctl: &Arc<Ctl>, pair: &Pair, m: &[MemberSight; 2]) {
+    let Some(j) = &pair.journal else { return };
+    let role_flow = matches!(
+        j.workflow,
+        Workflow::Switchover | Workflow::Move | Workflow::Repair
+    );
+    if !role_flow || !m.iter().any(|s| s.host_fenced) || !ctl.office.runs(&j.op) {
+        return;
+    }
+    let reason = format!(
+        "stopped: a member's host of pair {} is fenced; the pair fails over instead",
+        pair.name
+    );
+    crate::ops::preempt(ctl, &j.op, &reason).await;
+    let subject = format!("pair/{}", pair.name);
+    let msg = format!("{} {}: {reason}", j.workflow.as_str(), j.op);
+    ctl.events
+        .emit(Severity::Warning, "pair.preempted", &subject, msg)
+        .await;
 }
 
 fn sights(

@@ -35,8 +35,15 @@ pub struct SimVm {
 
 #[derive(Debug, Default)]
 pub struct SimHost {
-    /// The agent answers (false: crashed or cut off; its VMs run on).
+    /// The agent answers (false: crashed, powered off or cut off).
     pub up: bool,
+    /// The agent fences itself after this long without an accepted report.
+    pub self_fence_ms: Option<u64>,
+    /// When its last report was accepted (or it started).
+    pub last_accepted: Option<tokio::time::Instant>,
+    /// Self-fenced: its VMs are cut off the network and its ACTs paused;
+    /// nothing on it serves.
+    pub fenced: bool,
     /// The highest fencing token obeyed (persisted: survives a restart).
     pub fence: u64,
     pub vms: BTreeMap<String, SimVm>,
@@ -85,11 +92,12 @@ impl World {
         self.hosts.values_mut().find_map(|s| s.vms.get_mut(vm))
     }
 
-    /// Never two guests of one pair ACT, and no VM on two hosts: checked
-    /// after every change.
+    /// Never two guests of one pair serving as ACT, and no VM serving on
+    /// two hosts: checked after every change. A copy on a self-fenced host
+    /// does not serve (its element drops every frame).
     pub fn check_split_brain(&mut self, when: &str) {
         let mut seen = std::collections::BTreeMap::new();
-        for (h, s) in &self.hosts {
+        for (h, s) in self.hosts.iter().filter(|(_, s)| !s.fenced) {
             for vm in s.vms.keys() {
                 if let Some(first) = seen.insert(vm.clone(), h.clone()) {
                     self.violations
@@ -98,7 +106,12 @@ impl World {
             }
         }
         for [a, b] in self.pairs.clone() {
-            let act = |v: &str| self.find(v).is_some_and(|(_, x)| x.guest.role == Role::Act);
+            let act = |v: &str| {
+                self.hosts
+                    .values()
+                    .filter(|s| !s.fenced)
+                    .any(|s| s.vms.get(v).is_some_and(|x| x.guest.role == Role::Act))
+            };
             if act(&a) && act(&b) {
                 self.violations
                     .push(format!("split brain: {a} and {b} both ACT after {when}"));
@@ -134,8 +147,51 @@ impl World {
             traffic: Vec::new(),
             fence: h.fence,
             seq: h.seq,
-            self_fence_ms: None,
+            self_fence_ms: h.self_fence_ms,
         })
+    }
+
+    /// Every copy of `vm`, by host.
+    pub fn copies(&self, vm: &str) -> usize {
+        self.hosts
+            .values()
+            .filter(|s| s.vms.contains_key(vm))
+            .count()
+    }
+
+    /// The host loses power: its VMs die, its agent stops.
+    pub fn power_off(&mut self, host: &str) {
+        if let Some(h) = self.hosts.get_mut(host) {
+            (h.up, h.fenced) = (false, false);
+            h.vms.clear();
+        }
+    }
+
+    /// The host is powered on: a fresh agent, no VMs.
+    pub fn power_on(&mut self, host: &str, now: tokio::time::Instant) {
+        if let Some(h) = self.hosts.get_mut(host) {
+            (h.up, h.fenced, h.last_accepted) = (true, false, Some(now));
+        }
+    }
+
+    /// A report of `host` was accepted; the controller holds it fenced or not.
+    pub fn accepted(&mut self, host: &str, held_fenced: bool, now: tokio::time::Instant) {
+        if let Some(h) = self.hosts.get_mut(host) {
+            h.last_accepted = Some(now);
+            h.fenced = held_fenced;
+        }
+    }
+
+    /// Agents whose lease ran out fence themselves (`agent::self_fence`).
+    pub fn watch_leases(&mut self, now: tokio::time::Instant) {
+        for h in self.hosts.values_mut() {
+            let (Some(lease), Some(at)) = (h.self_fence_ms, h.last_accepted) else {
+                continue;
+            };
+            if !h.fenced && now.duration_since(at) >= Duration::from_millis(lease) {
+                h.fenced = true;
+            }
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use duplex_controller::repo::Repo;
 use duplex_controller::{ctl::Ctl, ControllerConfig, StoreChoice};
+use duplex_core::agent_api::HeartbeatAck;
 use duplex_core::model::{OpState, Operation, Pair, PairPhase};
 use duplex_core::role::Role;
 use duplex_store::{MemoryInstance, MemoryStore};
@@ -35,6 +36,8 @@ const TOKEN: &str = "sim-operator-token";
 const HOSTS: [&str; 3] = ["h1", "h2", "h3"];
 const LEASE_TTL: Duration = Duration::from_secs(5);
 const HEARTBEAT: Duration = Duration::from_secs(1);
+/// The simulated agents' self-fence lease (the real default).
+const SELF_FENCE_MS: u64 = 8000;
 /// Operator actions and faults per schedule.
 const ACTIONS: u64 = 6;
 /// Longest the pair may take to come to rest once faults stop.
@@ -53,16 +56,22 @@ pub struct Report {
     pub recoveries: usize,
     /// Simulated seconds the schedule ran.
     pub sim_secs: u64,
+    /// The controller's events, in order.
+    pub events: Vec<String>,
 }
 
 /// Which faults a schedule may inject besides lost, delayed, duplicated
 /// and late orders, store failures, kills and lease losses (always on).
 #[derive(Debug, Clone, Copy)]
 pub struct Classes {
-    /// An agent goes silent for a while (its VMs run on). The controller
-    /// then judges from the host's last reports; surviving a silent host
-    /// safely needs fencing (the host-loss issue): off in CI until then.
+    /// An agent goes silent for a while (its VMs run on). Its agent does
+    /// not fence itself and there is no fence device: nothing it ran may be
+    /// started elsewhere until it reports again.
     pub silent_agents: bool,
+    /// Hosts lose power (their VMs die) or their management link (their
+    /// VMs run on) for up to 25 s; agents fence themselves after their
+    /// lease, and the controller fails over and heals once it is over.
+    pub host_loss: bool,
 }
 
 /// Runs schedule `seed` (agents never silent) to its end.
@@ -71,6 +80,7 @@ pub fn run(seed: u64) -> Report {
         seed,
         Classes {
             silent_agents: false,
+            host_loss: false,
         },
     )
 }
@@ -184,25 +194,40 @@ fn routers(procs: &Procs) -> Vec<axum::Router> {
         .collect()
 }
 
-/// Agents report to every controller every second (followers answer 503).
+/// Agents report to every controller every second (followers answer 503);
+/// an accepted report renews the agent's self-fence lease, and its answer
+/// says whether the controller holds the host fenced.
 async fn heartbeats(world: Shared, procs: Procs) {
     loop {
         tokio::time::sleep(HEARTBEAT).await;
         for h in HOSTS {
+            let sent = tokio::time::Instant::now();
             let Some(report) = lock(&world).report(h) else {
                 continue;
             };
             let body = serde_json::to_value(&report).unwrap_or_default();
             for r in routers(&procs) {
-                call(
+                let (status, answer) = call(
                     &r,
                     Method::POST,
                     &format!("/v1/agents/{h}/heartbeat"),
                     body.clone(),
                 )
                 .await;
+                let ack = serde_json::from_value::<HeartbeatAck>(answer);
+                if let (StatusCode::OK, Ok(ack)) = (status, ack) {
+                    lock(&world).accepted(h, ack.host_fenced, sent);
+                }
             }
         }
+    }
+}
+
+/// Agents check their self-fence lease as often as real ones do.
+async fn leases(world: Shared) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        lock(&world).watch_leases(tokio::time::Instant::now());
     }
 }
 
@@ -324,6 +349,7 @@ impl Sim {
                 self.store.expire(ELECTION);
                 self.log("store: the leader's lease is lost".into());
             }
+            9 if self.classes.host_loss => self.lose_host(),
             _ if !self.classes.silent_agents => {
                 let m = members[self.faults.below(2) as usize];
                 lock(&self.world).reset_guest(m);
@@ -344,6 +370,31 @@ impl Sim {
     }
 }
 
+impl Sim {
+    /// A host loses power, or its management link, for a while.
+    fn lose_host(&mut self) {
+        let h = HOSTS[self.faults.below(3) as usize];
+        let secs = 1 + self.faults.below(25);
+        let power = self.faults.chance(0.5);
+        let world = self.world.clone();
+        if power {
+            lock(&world).power_off(h);
+            self.log(format!("{h} powered off for {secs} s"));
+        } else {
+            set_up(&world, h, false);
+            self.log(format!("{h} cut off its management network for {secs} s"));
+        }
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            let mut w = lock(&world);
+            match power {
+                true => w.power_on(h, tokio::time::Instant::now()),
+                false => w.hosts.get_mut(h).iter_mut().for_each(|x| x.up = true),
+            }
+        });
+    }
+}
+
 fn set_up(world: &Shared, host: &str, up: bool) {
     if let Some(h) = lock(world).hosts.get_mut(host) {
         h.up = up;
@@ -361,6 +412,8 @@ async fn schedule(seed: u64, classes: Classes) -> Report {
                 h.into(),
                 SimHost {
                     up: true,
+                    self_fence_ms: classes.host_loss.then_some(SELF_FENCE_MS),
+                    last_accepted: Some(tokio::time::Instant::now()),
                     ..Default::default()
                 },
             );
@@ -374,6 +427,7 @@ async fn schedule(seed: u64, classes: Classes) -> Report {
         p.push(start_proc(2, &store, &world, &faults));
     }
     let beat = tokio::spawn(heartbeats(world.clone(), procs.clone()));
+    let lease = tokio::spawn(leases(world.clone()));
     let mut sim = Sim {
         faults: faults.clone(),
         store: store.clone(),
@@ -427,17 +481,19 @@ async fn schedule(seed: u64, classes: Classes) -> Report {
     settle(&mut sim).await;
     sim.report.sim_secs = start.elapsed().as_secs();
     beat.abort();
+    lease.abort();
     for p in procs.lock().unwrap_or_else(|p| p.into_inner()).iter() {
         p.kill();
     }
+    let events: Vec<duplex_core::model::Event> =
+        store.dump("events/").iter().filter_map(decode).collect();
+    sim.report.events = events
+        .iter()
+        .map(|e| format!("event {} {}: {}", e.kind, e.subject, e.message))
+        .collect();
     if !lock(&world).violations.is_empty() || !sim.report.violations.is_empty() {
-        let events: Vec<duplex_core::model::Event> =
-            store.dump("events/").iter().filter_map(decode).collect();
-        for e in events {
-            sim.report
-                .log
-                .push(format!("event {} {}: {}", e.kind, e.subject, e.message));
-        }
+        let events = sim.report.events.clone();
+        sim.report.log.extend(events);
     }
     let w = lock(&world);
     sim.report.obeyed = w.obeyed;
@@ -504,6 +560,25 @@ fn unrest(sim: &Sim) -> Option<String> {
             p.phase.as_str(),
             p.journal
         ));
+    }
+    // Every host is back and none still holds a stale copy.
+    let hosts: Vec<duplex_core::model::Host> =
+        sim.store.dump("hosts/").iter().filter_map(decode).collect();
+    if let Some(h) = hosts
+        .iter()
+        .find(|h| h.fence.is_some() || h.state == duplex_core::model::HostState::Failed)
+    {
+        return Some(format!(
+            "host {} is {} with fence {:?}",
+            h.name,
+            h.state.as_str(),
+            h.fence
+        ));
+    }
+    for m in &p.members {
+        if w.copies(m) != 1 {
+            return Some(format!("{m} runs {} times", w.copies(m)));
+        }
     }
     let role = |vm: &str| w.find(vm).map(|(_, v)| v.guest.role);
     let (act, sby) = (role(p.act()), role(p.sby()));

@@ -4,8 +4,12 @@
 
 use std::time::Instant;
 
-/// Schedules per run (`DUPLEX_SIM_SCHEDULES` overrides).
+/// Schedules per run of each arm (`DUPLEX_SIM_SCHEDULES` overrides all):
+/// the base arm, and the arms with silent agents and with host loss, whose
+/// schedules run longer (leases, failovers, heals).
 const SCHEDULES: u64 = 10_000;
+const SILENT_SCHEDULES: u64 = 2_000;
+const HOST_LOSS_SCHEDULES: u64 = 3_000;
 
 fn replay_hint(seed: u64) -> String {
     format!("replay: DUPLEX_SIM_SEED={seed} cargo test --release -p duplex-sim --test sim one_seed -- --nocapture")
@@ -26,26 +30,46 @@ fn check(r: &duplex_sim::Report) -> Result<(), String> {
 
 #[test]
 fn seeded_schedules_keep_every_invariant() {
-    many(duplex_sim::Classes {
-        silent_agents: false,
-    });
+    many(
+        duplex_sim::Classes {
+            silent_agents: false,
+            host_loss: false,
+        },
+        SCHEDULES,
+    );
 }
 
-/// With silent agents too: known to fail until host loss is handled with
-/// fencing (see docs/controller.md); run with `--ignored`.
+/// With agents that go silent while their VMs run on, and neither a fence
+/// device nor a self-fence lease: nothing may be started twice.
 #[test]
-#[ignore]
 fn seeded_schedules_with_silent_agents() {
-    many(duplex_sim::Classes {
-        silent_agents: true,
-    });
+    many(
+        duplex_sim::Classes {
+            silent_agents: true,
+            host_loss: false,
+        },
+        SILENT_SCHEDULES,
+    );
 }
 
-fn many(classes: duplex_sim::Classes) {
+/// With hosts that lose power or their management link: agents fence
+/// themselves after their lease, the controller fails over and heals.
+#[test]
+fn seeded_schedules_with_host_loss() {
+    many(
+        duplex_sim::Classes {
+            silent_agents: true,
+            host_loss: true,
+        },
+        HOST_LOSS_SCHEDULES,
+    );
+}
+
+fn many(classes: duplex_sim::Classes, default_n: u64) {
     let n: u64 = std::env::var("DUPLEX_SIM_SCHEDULES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(SCHEDULES);
+        .unwrap_or(default_n);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
     let t0 = Instant::now();
     let workers: Vec<_> = (0..threads)
@@ -79,7 +103,7 @@ fn many(classes: duplex_sim::Classes) {
     }
     let secs = t0.elapsed().as_secs_f64();
     eprintln!(
-        "simulation: {n} schedules in {secs:.1} s ({:.0}/s on {threads} threads): {ops} operations, {kills} controller kills, {recoveries} recoveries, {} failing",
+        "simulation ({classes:?}): {n} schedules in {secs:.1} s ({:.0}/s on {threads} threads): {ops} operations, {kills} controller kills, {recoveries} recoveries, {} failing",
         n as f64 / secs,
         failures.len()
     );
@@ -103,8 +127,14 @@ fn one_seed() {
         return;
     };
     let silent_agents = std::env::var("DUPLEX_SIM_SILENT_AGENTS").is_ok();
-    let r = duplex_sim::run_with(seed, duplex_sim::Classes { silent_agents });
+    let host_loss = std::env::var("DUPLEX_SIM_HOST_LOSS").is_ok();
+    let classes = duplex_sim::Classes {
+        silent_agents: silent_agents || host_loss,
+        host_loss,
+    };
+    let r = duplex_sim::run_with(seed, classes);
     eprintln!("seed {seed}:\n  {}", r.log.join("\n  "));
+    eprintln!("  {}", r.events.join("\n  "));
     if let Err(e) = check(&r) {
         panic!("{e}");
     }

@@ -41,9 +41,16 @@ pub async fn heartbeat(
     }
     let key = format!("{HOSTS}{host}");
     let existing = ctl.repo.get::<Host>(&key).await?;
-    let host_fenced = existing
-        .as_ref()
-        .is_some_and(|r| r.value.fence.is_some_and(|f| f.proof.is_some()));
+    // Fenced if the record says so, or if the agent was silent for its
+    // whole self-fence lease: the host watch may be proving the fence by
+    // that lease right now, and promoting in its place; the agent must not
+    // lift its fence on this answer (the next one, if nothing was proven).
+    let silent_before = ctl.lock_observed().silent_ms(&host);
+    let lease_over = report.self_fence_ms.is_some_and(|l| silent_before >= l);
+    let host_fenced = lease_over
+        || existing
+            .as_ref()
+            .is_some_and(|r| r.value.fence.is_some_and(|f| f.proof.is_some()));
     match existing {
         None => {
             let rec = Host {

@@ -2,6 +2,7 @@
 //! side in one run, writing JSON + Markdown to `bench/results/`.
 
 mod boot;
+mod failover;
 mod migrate;
 mod raw;
 mod s1;
@@ -32,6 +33,9 @@ enum Cmd {
     Migrate,
     /// SIP load on an ACT/SBY pair: highest clean call rate, then a switchover.
     Sip,
+    /// The ACT's host powered off under SIP load: Duplex's failover against
+    /// no failover (host back later) and a cold restart of a lone VM.
+    Failover,
     /// S1: a pair's ACT member moved off its host under SIP load, Duplex
     /// pair migration against plain live migration.
     S1 {
@@ -65,6 +69,12 @@ impl Lab {
     const NAME: &'static str = "bench";
 
     async fn up(hosts: u8) -> anyhow::Result<Lab> {
+        Lab::up_with(hosts, true, &[]).await
+    }
+
+    /// A lab whose controller fences with the lab's power switch or not,
+    /// with `agent_args` added to every agent's command line.
+    async fn up_with(hosts: u8, power_fence: bool, agent_args: &[&str]) -> anyhow::Result<Lab> {
         let duplex = duplex_bin();
         let _ = tokio::task::spawn_blocking(|| duplex_lab::down(Lab::NAME)).await;
         let plan = duplex_lab::LabPlan::new(Lab::NAME, hosts)?;
@@ -73,15 +83,26 @@ impl Lab {
             duplex_lab::UpOptions {
                 duplex_bin: duplex,
                 image_dir: duplex_image::DEFAULT_IMAGE_DIR.into(),
-                extra_agent_args: Vec::new(),
+                extra_agent_args: agent_args.iter().map(|s| s.to_string()).collect(),
                 store: Default::default(),
                 racks: 1,
                 controllers: 1,
-                power_fence: true,
+                power_fence,
             },
         )
         .await?;
         Ok(Lab { state })
+    }
+
+    /// The accelerator host h1's agent reports.
+    pub async fn accel(&self) -> String {
+        let Ok(url) = self.agent_url(1) else {
+            return String::new();
+        };
+        match duplex_agent::client::AgentClient::new(&url).host().await {
+            Ok(h) => format!("{:?}", h.accel.kind).to_lowercase(),
+            Err(_) => String::new(),
+        }
     }
 
     pub fn agent_url(&self, n: u8) -> anyhow::Result<String> {
@@ -142,6 +163,7 @@ async fn main() -> anyhow::Result<()> {
             let lab = Lab::up(2).await?;
             migrate::run(&lab, cli.runs, &cli.out).await
         }
+        Cmd::Failover => failover::run(cli.runs, &cli.out).await,
         Cmd::Sip => {
             let lab = Lab::up(2).await?;
             sip::run(&lab, &cli.out).await

@@ -113,12 +113,13 @@ async fn restart_elsewhere(
     vm: &str,
     from: &str,
 ) -> Result<(), RepoError> {
-    let Some(rec) = vms.iter().find(|v| v.spec.name == vm) else {
+    if !vms.iter().any(|v| v.spec.name == vm) {
         return Ok(());
-    };
+    }
     let subject = format!("vm/{vm}");
-    let to = match crate::placement::choose(ctl, &rec.spec, None, None).await {
-        Ok(to) => to,
+    let avoid = [from.to_string()];
+    let to = match crate::placement::decide_avoiding(ctl, vm, &avoid).await {
+        Ok(d) => d.to,
         Err(e) => {
             let msg = format!(
                 "{vm}'s host {from} is fenced, and no other host can take it: {}",

@@ -11,7 +11,7 @@
 //! failures and retransmissions; its per-call response times are split
 //! into those that overlapped a move and the rest.
 
-mod moves;
+pub(crate) mod moves;
 mod report;
 mod restarts;
 

@@ -142,7 +142,16 @@ async fn set_up(lab: &Lab, way: Way) -> anyhow::Result<Ipv4Addr> {
     let vip = lab.vm_ip(50)?;
     let (a, b) = (lab.vm_ip(101)?, lab.vm_ip(102)?);
     if way == Way::ColdRestart {
-        cli(&["vm", "create", "solo", "--ip", &a.to_string(), "--host", "h1"]).await?;
+        cli(&[
+            "vm",
+            "create",
+            "solo",
+            "--ip",
+            &a.to_string(),
+            "--host",
+            "h1",
+        ])
+        .await?;
         serve(lab, vip).await?;
         return Ok(vip);
     }
@@ -169,7 +178,10 @@ async fn set_up(lab: &Lab, way: Way) -> anyhow::Result<Ipv4Addr> {
 /// The host a VM runs on, by the controller's record.
 async fn host_of(vm: &str) -> anyhow::Result<String> {
     let v = cli(&["vm", "show", vm]).await?;
-    v["host"].as_str().map(str::to_string).context("vm show: no host")
+    v["host"]
+        .as_str()
+        .map(str::to_string)
+        .context("vm show: no host")
 }
 
 /// Starts the lone VM's service on the service address, once its guest
@@ -234,7 +246,9 @@ async fn whole_again(lab: &Lab, way: Way, gone: &str, vip: Ipv4Addr) -> anyhow::
     }
 }
 
-async fn power(lab_fault: impl FnOnce() -> Result<String, duplex_lab::LabError> + Send + 'static) -> anyhow::Result<()> {
+async fn power(
+    lab_fault: impl FnOnce() -> Result<String, duplex_lab::LabError> + Send + 'static,
+) -> anyhow::Result<()> {
     let said = tokio::task::spawn_blocking(lab_fault).await??;
     eprintln!("    {said}");
     Ok(())
@@ -269,7 +283,8 @@ async fn ready(way: Way) -> anyhow::Result<()> {
 
 async fn one_run(lab: &Lab, way: Way, vip: Ipv4Addr, r: usize) -> anyhow::Result<RunResult> {
     ready(way).await?;
-    let work = std::env::temp_dir().join(format!("duplex-bench-failover-{}-{r}", std::process::id()));
+    let work =
+        std::env::temp_dir().join(format!("duplex-bench-failover-{}-{r}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     let mut run = SippRun::new(std::net::SocketAddr::from((vip, 5060)), work.clone());
@@ -277,7 +292,9 @@ async fn one_run(lab: &Lab, way: Way, vip: Ipv4Addr, r: usize) -> anyhow::Result
     run.duration = Some(WAIT * 2);
     run.recv_timeout = Some(Duration::from_secs(10));
     run.timeout = WAIT * 2 + Duration::from_secs(60);
-    let prefix: Vec<String> = ["ip", "netns", "exec", lab.client_ns()].map(String::from).to_vec();
+    let prefix: Vec<String> = ["ip", "netns", "exec", lab.client_ns()]
+        .map(String::from)
+        .to_vec();
     let started = Instant::now();
     let sipp = duplex_sipp::spawn(&run, &prefix)?;
     tokio::time::sleep(BEFORE).await;
@@ -325,7 +342,9 @@ async fn power_on(lab: String, host: String) -> anyhow::Result<()> {
 fn first_answer(report: &SippReport, off_ms: f64) -> anyhow::Result<Option<f64>> {
     for e in std::fs::read_dir(&report.work_dir)? {
         let p = e?.path();
-        if p.to_string_lossy().ends_with(duplex_sipp::config::RTT_SUFFIX) {
+        if p.to_string_lossy()
+            .ends_with(duplex_sipp::config::RTT_SUFFIX)
+        {
             let samples = parse_rtt_csv(&std::fs::read_to_string(&p)?)?;
             return Ok(samples
                 .iter()

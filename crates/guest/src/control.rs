@@ -72,6 +72,7 @@ fn start_peer_beat(out: &SyncSender<String>, mw: &Arc<Middleware>) -> Option<pee
     match started {
         Ok(ear) => {
             let _ = slot.set(ear.clone());
+            let _ = mw.ear.set(ear.clone());
             Some(ear)
         }
         Err(e) => {

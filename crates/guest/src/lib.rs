@@ -74,6 +74,7 @@ pub fn run() -> Result<(), GuestError> {
         load: load::MemoryLoad::default(),
         claiming: Default::default(),
         beats: Default::default(),
+        ear: Default::default(),
     });
     let roles: Arc<dyn replica::RoleView> = mw.clone();
     replica::serve_services(mw.replica.clone(), roles.clone(), service::SYNC_SOCKET).map_err(

@@ -32,6 +32,8 @@ pub struct Middleware {
     pub claiming: std::sync::atomic::AtomicBool,
     /// Heartbeat events sent so far.
     pub beats: std::sync::atomic::AtomicU64,
+    /// What the guest-to-guest heartbeat hears of the peer, once started.
+    pub ear: std::sync::OnceLock<crate::peer_beat::Shared>,
 }
 
 impl RoleView for Middleware {
@@ -41,6 +43,12 @@ impl RoleView for Middleware {
     }
     fn peer(&self) -> Option<Ipv4Addr> {
         self.persisted().config.and_then(|c| c.peer)
+    }
+    fn peer_lost(&self) -> bool {
+        self.ear
+            .get()
+            .and_then(crate::peer_beat::heard)
+            .is_some_and(|p| p.lost)
     }
 }
 

@@ -38,6 +38,12 @@ const LATE_WINDOW: Duration = Duration::from_secs(5);
 pub trait RoleView: Send + Sync {
     fn is_active(&self) -> bool;
     fn peer(&self) -> Option<Ipv4Addr>;
+    /// The guest-to-guest heartbeat says the peer is gone: writes are
+    /// answered unreplicated at once instead of waiting on a connection or
+    /// an answer that will not come (the peer's host may be powered off).
+    fn peer_lost(&self) -> bool {
+        false
+    }
 }
 
 /// A service request after [`Replica::take_service`].
@@ -152,10 +158,11 @@ impl Replica {
         msg: &Value,
         roles: &dyn RoleView,
     ) -> Option<Ticket> {
-        if link.as_ref().is_some_and(PeerLink::is_dead) {
+        if link.as_ref().is_some_and(PeerLink::is_dead) || roles.peer_lost() {
+            // Dropping a live link fails the answers still owed at once.
             *link = None;
         }
-        if link.is_none() {
+        if link.is_none() && !roles.peer_lost() {
             let retry_at = *lock(&self.retry_at);
             *link = roles
                 .peer()

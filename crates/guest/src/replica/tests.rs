@@ -250,3 +250,34 @@ fn a_reply_the_old_act_could_not_send_goes_to_the_new_acts_services() {
     );
     assert!(new.is_empty());
 }
+
+struct LostPeer(Ipv4Addr);
+impl RoleView for LostPeer {
+    fn is_active(&self) -> bool {
+        true
+    }
+    fn peer(&self) -> Option<Ipv4Addr> {
+        Some(self.0)
+    }
+    fn peer_lost(&self) -> bool {
+        true
+    }
+}
+
+/// A peer the heartbeat says is lost is not connected to: the write is
+/// answered unreplicated without waiting out a connection to a host that
+/// may be powered off (a listener stands in for the peer: a connection
+/// attempt would wait in its backlog, so it would show).
+#[test]
+fn a_lost_peer_is_not_waited_for() {
+    let l = std::net::TcpListener::bind(("127.0.0.1", PEER_PORT));
+    let r = Replica::default();
+    let roles = LostPeer(Ipv4Addr::LOCALHOST);
+    let a = r.handle_service(&json!({"op":"put","key":"k","value":1}), &roles);
+    assert_eq!(a, json!({"ok": true, "replicated": false}));
+    assert!(!r.peer_connected());
+    if let Ok(l) = l {
+        l.set_nonblocking(true).unwrap();
+        assert!(l.accept().is_err(), "nobody connected");
+    }
+}

@@ -256,10 +256,11 @@ async fn announce(ctl: &Ctl, h: &Host, change: Change) {
         ),
         Change::CalledOff => (
             Severity::Info,
-            "host.fence_called_off",
+            "host.recovered",
             format!(
-                "{} reports again before it was fenced: it keeps its VMs",
-                h.name
+                "{} reports again before it was fenced: the fence is called off, it keeps its VMs: {}",
+                h.name,
+                h.state.as_str()
             ),
         ),
         Change::Restored => (

@@ -270,11 +270,11 @@ async fn host_back(h: &str) -> anyhow::Result<()> {
 /// Before a run: the pair healthy (the lone VM serves since set-up or the
 /// run before).
 async fn ready(way: Way) -> anyhow::Result<()> {
+    if way == Way::ColdRestart {
+        return Ok(());
+    }
     let t0 = Instant::now();
-    while way != Way::ColdRestart {
-        if cli(&["pair", "show", "sip"]).await?["health"] == "healthy" {
-            break;
-        }
+    while cli(&["pair", "show", "sip"]).await?["health"] != "healthy" {
         anyhow::ensure!(t0.elapsed() < WAIT, "the pair is not healthy");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{in_lab, in_lab_json, ArpWatch, LabGuard};
+use common::{in_lab_json, ArpWatch, LabGuard};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -32,15 +32,6 @@ fn host_of(p: &Value, role: &str) -> String {
         .find(|m| m["wanted"] == role)
         .map(|m| m["host"].as_str().unwrap().to_string())
         .unwrap_or_else(|| panic!("no {role} in {p}"))
-}
-
-fn fault(args: &[&str]) {
-    let mut a = vec!["lab", "fault"];
-    a.extend(args);
-    a.extend(["--lab", LAB]);
-    let (ok, out, err) = in_lab(LAB, &a);
-    assert!(ok, "duplex {a:?}: {err}");
-    eprintln!("{}", out.trim());
 }
 
 /// Waits until the pair is healthy with no member on `gone`; returns it.
@@ -66,7 +57,7 @@ fn healthy_without(gone: &str) -> Value {
 
 /// Powers `host` on again and waits until the controller has it back.
 fn power_on(host: &str) {
-    fault(&["heal", host]);
+    common::fault(LAB, &["heal", host]);
     let t0 = Instant::now();
     loop {
         let h = in_lab_json(LAB, &["host", "show", host]);
@@ -79,21 +70,6 @@ fn power_on(host: &str) {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-}
-
-fn events() -> Vec<String> {
-    let ev = in_lab_json(LAB, &["events", "--last", "200"]);
-    ev.as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            format!(
-                "{} {}",
-                e["kind"].as_str().unwrap_or(""),
-                e["message"].as_str().unwrap_or("")
-            )
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -124,7 +100,7 @@ async fn power_off_of_the_act_and_sby_hosts_and_a_management_partition_under_sip
 
     // 1. The ACT's host loses power.
     let gone = host_of(&pair(), "act");
-    fault(&["power-off", &gone]);
+    common::fault(LAB, &["power-off", &gone]);
     let p = healthy_without(&gone);
     eprintln!("after the ACT's host {gone} lost power: {p}");
     let hosts: Vec<&str> = p["members_status"]
@@ -137,7 +113,7 @@ async fn power_off_of_the_act_and_sby_hosts_and_a_management_partition_under_sip
         hosts.contains(&"h4"),
         "the lost member was not re-created on the spare h4: {p}"
     );
-    let said = events();
+    let said = common::events(LAB);
     for kind in [
         "host.fenced",
         "pair.failed_over",
@@ -155,7 +131,7 @@ async fn power_off_of_the_act_and_sby_hosts_and_a_management_partition_under_sip
     tokio::time::sleep(Duration::from_secs(2)).await;
     let gone = host_of(&pair(), "sby");
     let act_before = host_of(&pair(), "act");
-    fault(&["power-off", &gone]);
+    common::fault(LAB, &["power-off", &gone]);
     let p = healthy_without(&gone);
     eprintln!("after the SBY's host {gone} lost power: {p}");
     assert_eq!(host_of(&p, "act"), act_before, "the ACT moved: {p}");
@@ -164,7 +140,7 @@ async fn power_off_of_the_act_and_sby_hosts_and_a_management_partition_under_sip
     // 3. The ACT's host is cut off its management network only.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cut = host_of(&pair(), "act");
-    fault(&["partition", &cut, "--link", "mgmt"]);
+    common::fault(LAB, &["partition", &cut, "--link", "mgmt"]);
     let p = healthy_without(&cut);
     eprintln!("after the ACT's host {cut} lost its management link: {p}");
     power_on(&cut);
@@ -173,22 +149,10 @@ async fn power_off_of_the_act_and_sby_hosts_and_a_management_partition_under_sip
     sipp.stop();
     let report = sipp.wait().await.expect("sipp");
     let seen = arp.stop();
-    eprintln!(
-        "sipp: {} calls, {} successful, {} failed, {} abandoned, {} retransmissions; ARP: {} samples, {} unanswered, MACs {:?}",
-        report.total_calls, report.successful, report.failed, report.abandoned, report.retransmissions,
-        seen.samples, seen.unanswered, seen.macs
-    );
-    assert!(
-        seen.doubled.is_empty(),
-        "two VMs answered for {vip} at once: {:?}",
-        seen.doubled
-    );
+    common::assert_served_once(&report, &seen, &vip);
     assert!(
         seen.macs.len() >= 2,
         "the service address never moved: {seen:?}"
     );
-    assert!(report.successful > 0, "{report:?}");
-    assert_eq!(report.failed, 0, "calls failed: {report:?}");
-    assert_eq!(report.abandoned, 0, "calls left open: {report:?}");
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -9,21 +9,12 @@
 
 mod common;
 
-use common::{in_lab, in_lab_json, ArpWatch, LabGuard};
+use common::{in_lab_json, ArpWatch, LabGuard};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
 const LAB: &str = "e2ef";
 const WAIT: Duration = Duration::from_secs(120);
-
-fn fault(args: &[&str]) {
-    let mut a = vec!["lab", "fault"];
-    a.extend(args);
-    a.extend(["--lab", LAB]);
-    let (ok, out, err) = in_lab(LAB, &a);
-    assert!(ok, "duplex {a:?}: {err}");
-    eprintln!("{}", out.trim());
-}
 
 fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let t0 = Instant::now();
@@ -34,21 +25,6 @@ fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         assert!(t0.elapsed() < WAIT, "{what}: not within {WAIT:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn events() -> Vec<String> {
-    let ev = in_lab_json(LAB, &["events", "--last", "200"]);
-    ev.as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            format!(
-                "{} {}",
-                e["kind"].as_str().unwrap_or(""),
-                e["message"].as_str().unwrap_or("")
-            )
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -77,7 +53,7 @@ async fn a_cut_off_host_fences_itself_before_its_sby_is_promoted() {
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let cut = Instant::now();
-    fault(&["partition", "h1", "--link", "mgmt"]);
+    common::fault(LAB, &["partition", "h1", "--link", "mgmt"]);
     let p: Value = until("pb ACT and the pair healthy again", || {
         let p = in_lab_json(LAB, &["pair", "show", "sig"]);
         let act = p["members_status"][1]["role"] == "act";
@@ -85,7 +61,7 @@ async fn a_cut_off_host_fences_itself_before_its_sby_is_promoted() {
         (act && healthy && p["members_status"][0]["host"] != "h1").then_some(p)
     });
     eprintln!("{:?} after the cut: {p}", cut.elapsed());
-    let said = events();
+    let said = common::events(LAB);
     let fenced = said
         .iter()
         .find(|e| e.starts_with("host.fenced"))
@@ -98,13 +74,13 @@ async fn a_cut_off_host_fences_itself_before_its_sby_is_promoted() {
     );
 
     // Back on the network: its stale copy of pa is destroyed, not resumed.
-    fault(&["heal", "h1"]);
+    common::fault(LAB, &["heal", "h1"]);
     let h: Value = until("h1 back without stale VMs", || {
         let h = in_lab_json(LAB, &["host", "show", "h1"]);
         (h["state"] == "ready" && h.get("fence").is_none()).then_some(h)
     });
     eprintln!("h1 after the heal: {h}");
-    let said = events();
+    let said = common::events(LAB);
     assert!(
         said.iter().any(|e| e.starts_with("host.recovered")),
         "{said:#?}"
@@ -118,24 +94,6 @@ async fn a_cut_off_host_fences_itself_before_its_sby_is_promoted() {
     sipp.stop();
     let report = sipp.wait().await.expect("sipp");
     let seen = arp.stop();
-    eprintln!(
-        "sipp: {} calls, {} successful, {} failed, {} abandoned, {} retransmissions; ARP: {} samples, {} unanswered, MACs {:?}",
-        report.total_calls,
-        report.successful,
-        report.failed,
-        report.abandoned,
-        report.retransmissions,
-        seen.samples,
-        seen.unanswered,
-        seen.macs
-    );
-    assert!(
-        seen.doubled.is_empty(),
-        "two VMs answered for {vip} at once: {:?}",
-        seen.doubled
-    );
-    assert!(report.successful > 0, "{report:?}");
-    assert_eq!(report.failed, 0, "calls failed: {report:?}");
-    assert_eq!(report.abandoned, 0, "calls left open: {report:?}");
+    common::assert_served_once(&report, &seen, &vip);
     let _ = std::fs::remove_dir_all(&work);
 }

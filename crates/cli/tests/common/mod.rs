@@ -207,3 +207,56 @@ impl ArpWatch {
         self.thread.join().expect("arp watch")
     }
 }
+
+/// `duplex lab fault ARGS --lab LAB`, insisting on success.
+#[allow(dead_code)]
+pub fn fault(lab: &str, args: &[&str]) {
+    let mut a = vec!["lab", "fault"];
+    a.extend(args);
+    a.extend(["--lab", lab]);
+    let (ok, out, err) = in_lab(lab, &a);
+    assert!(ok, "duplex {a:?}: {err}");
+    eprintln!("{}", out.trim());
+}
+
+/// The controller's last events, as `kind message` lines.
+#[allow(dead_code)]
+pub fn events(lab: &str) -> Vec<String> {
+    let ev = in_lab_json(lab, &["events", "--last", "200"]);
+    ev.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["kind"].as_str().unwrap_or(""),
+                e["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+/// Checks a host-loss run from the client's side: sipp lost no call and
+/// left none open, and no ARP sample saw two VMs answer for `vip`.
+#[allow(dead_code)]
+pub fn assert_served_once(report: &duplex_sipp::SippReport, seen: &ArpSeen, vip: &str) {
+    eprintln!(
+        "sipp: {} calls, {} successful, {} failed, {} abandoned, {} retransmissions; ARP: {} samples, {} unanswered, MACs {:?}",
+        report.total_calls,
+        report.successful,
+        report.failed,
+        report.abandoned,
+        report.retransmissions,
+        seen.samples,
+        seen.unanswered,
+        seen.macs
+    );
+    assert!(
+        seen.doubled.is_empty(),
+        "two VMs answered for {vip} at once: {:?}",
+        seen.doubled
+    );
+    assert!(report.successful > 0, "{report:?}");
+    assert_eq!(report.failed, 0, "calls failed: {report:?}");
+    assert_eq!(report.abandoned, 0, "calls left open: {report:?}");
+}

@@ -42,6 +42,21 @@ pub struct ControllerArgs {
     /// self-fence lease to run out.
     #[arg(long, value_name = "COMMAND")]
     fence_command: Option<String>,
+    /// A host that has not reported for this long is gone (then fenced).
+    #[arg(long, value_name = "MS", default_value_t = duplex_core::model::liveness::HOST_FAILURE_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(1000..=600_000))]
+    host_failure_timeout_ms: u64,
+    /// After a guest says it stopped hearing its peer, how long the
+    /// controller waits for the peer's agent to answer its own check
+    /// before counting that host gone.
+    #[arg(long, value_name = "MS", default_value_t = duplex_controller::config::DEFAULT_PROBE_TIMEOUT.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(50..=10_000))]
+    probe_timeout_ms: u64,
+    /// Added to an agent's self-fence lease before its silence counts as
+    /// proof that it fenced itself.
+    #[arg(long, value_name = "MS", default_value_t = duplex_core::model::liveness::SELF_FENCE_MARGIN_MS,
+          value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    self_fence_margin_ms: u64,
 }
 
 pub async fn run(a: ControllerArgs) -> anyhow::Result<()> {
@@ -79,6 +94,11 @@ pub async fn run(a: ControllerArgs) -> anyhow::Result<()> {
         store_connect_timeout: Duration::from_secs(a.store_timeout_s),
         topology: a.topology,
         fence_command: a.fence_command,
+        liveness: duplex_core::model::liveness::Timing {
+            suspect_after_ms: a.host_failure_timeout_ms,
+            self_fence_margin_ms: a.self_fence_margin_ms,
+        },
+        probe_timeout: Duration::from_millis(a.probe_timeout_ms),
     })
     .await?;
     Ok(())

@@ -28,7 +28,15 @@ pub struct ControllerConfig {
     /// Fence device: a command run to fence a host found gone (`{host}`,
     /// `{url}` replaced); `None`: wait out the agents' self-fence lease.
     pub fence_command: Option<String>,
+    /// When a host counts as gone (`duplex_core::model::liveness`).
+    pub liveness: duplex_core::model::liveness::Timing,
+    /// How long the controller's own check of an agent may take, after a
+    /// peer stopped hearing its VM.
+    pub probe_timeout: Duration,
 }
+
+/// Default of [`ControllerConfig::probe_timeout`].
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
 pub const DEFAULT_PORT: u16 = 7080;

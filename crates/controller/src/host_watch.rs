@@ -7,7 +7,7 @@
 use crate::ctl::Ctl;
 use crate::events::now_ms;
 use crate::repo::{RepoError, HOSTS};
-use duplex_core::model::liveness::{self, Change, Fate, Probe, Proof, Sight, Timing};
+use duplex_core::model::liveness::{self, Change, Fate, Probe, Proof, Sight};
 use duplex_core::model::{Host, Pair, Severity, Vm};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -16,9 +16,6 @@ use tokio::time::Instant;
 
 /// The watch's period when nothing wakes it.
 const PERIOD: Duration = Duration::from_millis(250);
-/// How long the controller's own check of an agent may take: a host whose
-/// agent does not answer within it, after a peer lost its VM, is gone.
-pub const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 /// After a failed fence, the next attempt.
 const FENCE_RETRY: Duration = Duration::from_secs(5);
 
@@ -119,13 +116,14 @@ fn judge(ctl: &Ctl, w: &Watch, h: &Host, peer_lost: bool) -> Fate {
         fence: h.fence,
         holds_vms: !obs.vm_names(&h.name).is_empty(),
     };
-    liveness::fate(&sight, &Timing::default())
+    liveness::fate(&sight, &ctl.cfg.liveness)
 }
 
 fn start_probe(ctl: &Arc<Ctl>, w: &Watch, h: &Host) {
     if lock(&w.probes).insert(h.name.clone(), None) == Some(None) {
         return; // already under way
     }
+    let within = ctl.cfg.probe_timeout;
     let (agent, probes, c, name) = (
         ctl.agent(&h.url),
         w.probes.clone(),
@@ -133,7 +131,7 @@ fn start_probe(ctl: &Arc<Ctl>, w: &Watch, h: &Host) {
         h.name.clone(),
     );
     tokio::spawn(async move {
-        let answered = agent.probe(PROBE_TIMEOUT).await.is_ok();
+        let answered = agent.probe(within).await.is_ok();
         tracing::info!(host = %name, answered, "probed the agent after a peer lost its VM");
         let done = Probed {
             at: Instant::now(),
@@ -228,12 +226,12 @@ async fn announce(ctl: &Ctl, h: &Host, change: Change) {
                     "it has no fence device and its agent does not fence itself: nothing on it is failed over until it returns or an operator acts".into()
                 }
             };
-            let why = if silent > liveness::HOST_FAILURE_TIMEOUT_MS {
+            let why = if silent > ctl.cfg.liveness.suspect_after_ms {
                 format!("no report for {silent} ms")
             } else {
                 format!(
                     "a peer stopped hearing its VM and its agent did not answer within {} ms",
-                    PROBE_TIMEOUT.as_millis()
+                    ctl.cfg.probe_timeout.as_millis()
                 )
             };
             (

@@ -12,7 +12,6 @@ use crate::pairs;
 use crate::repo::{HOSTS, VMS};
 use duplex_core::guest_proto::TargetRole;
 use duplex_core::model::failover::{decide, Failover, MemberSight};
-use duplex_core::model::liveness::HOST_FAILURE_TIMEOUT_MS;
 use duplex_core::model::{Host, HostState, OpKind, Pair, Severity, Vm, VmStatus};
 use duplex_core::pair_lifecycle::{Intent, Slot, Workflow};
 use duplex_core::role::Role;
@@ -106,7 +105,7 @@ fn sights(
         let live = hosts
             .iter()
             .any(|h| h.name == host && h.state != HostState::Failed)
-            && obs.silent_ms(host) <= HOST_FAILURE_TIMEOUT_MS;
+            && obs.silent_ms(host) <= ctl.cfg.liveness.suspect_after_ms;
         MemberSight {
             host_fenced: fenced.contains(host),
             host_live: live,
@@ -207,7 +206,7 @@ async fn target(ctl: &Ctl, pair: &Pair, slot: Slot) -> Result<String, String> {
     let act = rec(pair.member(slot.other())).ok_or("the ACT has no record")?;
     let fits = |h: &&Host| {
         h.name != act.host
-            && ctl.lock_observed().silent_ms(&h.name) <= HOST_FAILURE_TIMEOUT_MS
+            && ctl.lock_observed().silent_ms(&h.name) <= ctl.cfg.liveness.suspect_after_ms
             && h.capacity.memory_mib >= u64::from(lost.spec.memory_mib)
     };
     if let Some(s) = hosts

@@ -6,7 +6,7 @@ use crate::repo::{RepoError, VMS};
 use duplex_agent_client::ClientError;
 use duplex_core::agent_api::WaitFor;
 use duplex_core::model::reconcile::{plan, Action, HostSeen};
-use duplex_core::model::{liveness, Host, HostState, Severity, Vm};
+use duplex_core::model::{Host, HostState, Severity, Vm};
 use duplex_store::Expect;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -74,7 +74,7 @@ pub async fn tick(ctl: &Arc<Ctl>) -> Result<(), RepoError> {
             .map(|h| {
                 let fenced = h.fence.is_some_and(|f| f.proof.is_some());
                 let fresh = obs.get(&h.name).is_some()
-                    && obs.silent_ms(&h.name) <= liveness::HOST_FAILURE_TIMEOUT_MS;
+                    && obs.silent_ms(&h.name) <= ctl.cfg.liveness.suspect_after_ms;
                 // A host marked failed counts as alive again only once
                 // fenced and reporting since (its VMs are then destroyed,
                 // not kept).

@@ -122,6 +122,8 @@ fn start_proc(id: u64, store: &MemoryStore, world: &Shared, faults: &Faults) -> 
         store_connect_timeout: Duration::from_secs(1),
         topology: None,
         fence_command: None,
+        liveness: Default::default(),
+        probe_timeout: duplex_controller::config::DEFAULT_PROBE_TIMEOUT,
     };
     let connector = Arc::new(SimConnector {
         world: world.clone(),

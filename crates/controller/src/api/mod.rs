@@ -153,7 +153,8 @@ async fn controller_info(State(ctl): Shared) -> Json<serde_json::Value> {
         "fence": ctl.fence(),
         "store": ctl.repo.store.describe(),
         "token_file": ctl.token_path,
-        "host_failure_timeout_ms": duplex_core::model::liveness::HOST_FAILURE_TIMEOUT_MS,
+        "host_failure_timeout_ms": ctl.cfg.liveness.suspect_after_ms,
+        "probe_timeout_ms": ctl.cfg.probe_timeout.as_millis() as u64,
         "fence_device": ctl.cfg.fence_command,
         "lease_ttl_ms": ctl.cfg.lease_ttl.as_millis() as u64,
     }))

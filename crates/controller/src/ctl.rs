@@ -85,6 +85,8 @@ pub struct MemberStatus {
     /// The role its guest reports (`null`: no fresh report).
     pub role: Option<duplex_core::role::Role>,
     pub healthy: Option<bool>,
+    /// Its guest stopped hearing the other member.
+    pub peer_lost: bool,
     pub status: VmStatus,
 }
 
@@ -223,6 +225,7 @@ impl Ctl {
                 wanted: if i == pair.active.i() { "act" } else { "sby" },
                 role: view.role,
                 healthy: view.healthy,
+                peer_lost: view.peer_lost,
                 status,
             });
         }

@@ -210,7 +210,7 @@ impl Observed {
             };
             return MemberView {
                 role: Some(role),
-                healthy: None,
+                ..MemberView::default()
             };
         }
         let confirmed = self
@@ -227,7 +227,7 @@ impl Observed {
             // A health verdict from before a confirmed role change is moot.
             return MemberView {
                 role: Some(role),
-                healthy: None,
+                ..MemberView::default()
             };
         }
         let Some(hb) = hb else {
@@ -241,6 +241,10 @@ impl Observed {
                 .get("service")
                 .and_then(|s| s.get("healthy"))
                 .and_then(|h| h.as_bool()),
+            peer_lost: serde_json::from_value::<Heartbeat>(hb.clone())
+                .ok()
+                .and_then(|b| b.peer)
+                .is_some_and(|p| p.lost),
         }
     }
 }

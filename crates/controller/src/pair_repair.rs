@@ -66,6 +66,7 @@ async fn pass(
             *v = MemberView {
                 role: m.role,
                 healthy: m.healthy,
+                peer_lost: m.peer_lost,
             };
         }
         let Some(r) = decide(&pair, views) else {

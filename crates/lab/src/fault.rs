@@ -114,7 +114,7 @@ fn rules(link: Link, uplink: &str) -> String {
         "table inet {TABLE} {{\n chain in {{ type filter hook input priority 0; iifname \"lo\" accept; drop; }}\n chain out {{ type filter hook output priority 0; oifname \"lo\" accept; drop; }}\n}}\n"
     );
     let service = format!(
-        "table bridge {TABLE} {{\n chain fwd {{ type filter hook forward priority 0; iifname \"{uplink}\" drop; oifname \"{uplink}\" drop; }}\n}}\n"
+        "table bridge {TABLE} {{\n chain cut {{ type filter hook forward priority 0; iifname \"{uplink}\" drop; oifname \"{uplink}\" drop; }}\n}}\n"
     );
     match link {
         Link::Mgmt => mgmt,

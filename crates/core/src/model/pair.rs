@@ -136,6 +136,10 @@ pub struct MemberView {
     pub role: Option<Role>,
     /// The service's health check (`None`: not checked, e.g. on a SBY).
     pub healthy: Option<bool>,
+    /// Its guest stopped hearing the other member (guest-to-guest
+    /// heartbeat): they cannot replicate, and one side may be cut off its
+    /// service network.
+    pub peer_lost: bool,
 }
 
 /// Judges the pair from the two members' reports (`views` in `members` order).
@@ -162,7 +166,12 @@ pub fn health(pair: &Pair, views: [MemberView; 2]) -> PairHealth {
     }
     let act = views[pair.active.i()];
     let sby = views[pair.active.other().i()];
-    if act.role == Some(Role::Act) && act.healthy != Some(false) && sby.role == Some(Role::Sby) {
+    let apart = act.peer_lost || sby.peer_lost;
+    if act.role == Some(Role::Act)
+        && act.healthy != Some(false)
+        && sby.role == Some(Role::Sby)
+        && !apart
+    {
         PairHealth::Healthy
     } else {
         PairHealth::Degraded
@@ -196,7 +205,11 @@ mod tests {
     }
 
     fn v(role: Option<Role>, healthy: Option<bool>) -> MemberView {
-        MemberView { role, healthy }
+        MemberView {
+            role,
+            healthy,
+            peer_lost: false,
+        }
     }
 
     #[test]
@@ -219,6 +232,18 @@ mod tests {
                             for h1 in healths {
                                 let views = [v(r0, h0), v(r1, h1)];
                                 let got = health(&p, views);
+                                // Members that cannot hear each other are
+                                // never healthy, whatever else they say.
+                                for lost in [[true, false], [false, true]] {
+                                    let mut apart = views;
+                                    apart[0].peer_lost = lost[0];
+                                    apart[1].peer_lost = lost[1];
+                                    let h = health(&p, apart);
+                                    assert_ne!(h, PairHealth::Healthy, "{apart:?}");
+                                    if got != PairHealth::Healthy {
+                                        assert_eq!(h, got, "{apart:?}");
+                                    }
+                                }
                                 let acts =
                                     [r0, r1].iter().filter(|r| **r == Some(Role::Act)).count();
                                 // Two ACTs are always reported as such, in every phase.
@@ -262,6 +287,11 @@ mod tests {
         assert_eq!(health(&p, [sby, sby]), PairHealth::NoActive);
         assert_eq!(health(&p, [sby, v(None, None)]), PairHealth::Unknown);
         assert_eq!(health(&p, [act, act]), PairHealth::SplitBrain);
+        let apart = MemberView {
+            peer_lost: true,
+            ..sby
+        };
+        assert_eq!(health(&p, [act, apart]), PairHealth::Degraded);
         assert_eq!(p.act(), "a");
         assert_eq!(p.sby(), "b");
     }

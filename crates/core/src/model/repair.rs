@@ -85,6 +85,7 @@ mod tests {
         MemberView {
             role,
             healthy: None,
+            peer_lost: false,
         }
     }
 

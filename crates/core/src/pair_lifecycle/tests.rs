@@ -170,6 +170,7 @@ fn repair_and_settlement_agree_on_the_act() {
                 let view = |role| MemberView {
                     role,
                     healthy: None,
+                    peer_lost: false,
                 };
                 let Some(r) = repair::decide(&pair, [view(r0), view(r1)]) else {
                     continue;

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{in_lab_json, ArpWatch, LabGuard};
+use common::{in_lab_json, LabGuard};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -77,26 +77,7 @@ async fn power_off_of_the_act_and_sby_hosts_and_a_management_partition_under_sip
     let _guard = LabGuard::new(LAB);
     let i = common::lab_up(LAB, &["--hosts", "4"]);
     in_lab_json(LAB, &["host", "state", "h4", "spare"]);
-    let ip = |last: u8| format!("10.{i}.0.{last}");
-    let (ma, mb, vip) = (format!("pa={}", ip(101)), format!("pb={}", ip(102)), ip(50));
-    in_lab_json(
-        LAB,
-        &[
-            "pair", "create", "sig", "--vip", &vip, "--member", &ma, "--member", &mb, "--hosts",
-            "h1,h2",
-        ],
-    );
-    common::wait_pair_healthy(LAB, "sig", HEAL_WAIT);
-    let work = std::env::temp_dir().join(format!("duplex-e2e-hostloss-{}", std::process::id()));
-    let sipp = common::sipp_until_stopped(
-        LAB,
-        &vip,
-        &work,
-        Duration::from_secs(400),
-        Duration::from_secs(40),
-    );
-    let arp = ArpWatch::start(LAB, &vip);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let load = common::PairUnderLoad::start(LAB, i, HEAL_WAIT).await;
 
     // 1. The ACT's host loses power.
     let gone = host_of(&pair(), "act");
@@ -145,14 +126,9 @@ async fn power_off_of_the_act_and_sby_hosts_and_a_management_partition_under_sip
     eprintln!("after the ACT's host {cut} lost its management link: {p}");
     power_on(&cut);
 
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    sipp.stop();
-    let report = sipp.wait().await.expect("sipp");
-    let seen = arp.stop();
-    common::assert_served_once(&report, &seen, &vip);
+    let seen = load.finish().await;
     assert!(
         seen.macs.len() >= 2,
         "the service address never moved: {seen:?}"
     );
-    let _ = std::fs::remove_dir_all(&work);
 }

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{in_lab_json, ArpWatch, LabGuard};
+use common::{in_lab_json, LabGuard};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -31,26 +31,7 @@ fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 async fn a_cut_off_host_fences_itself_before_its_sby_is_promoted() {
     let _guard = LabGuard::new(LAB);
     let i = common::lab_up(LAB, &["--hosts", "3", "--fence", "none"]);
-    let ip = |last: u8| format!("10.{i}.0.{last}");
-    let (ma, mb, vip) = (format!("pa={}", ip(101)), format!("pb={}", ip(102)), ip(50));
-    in_lab_json(
-        LAB,
-        &[
-            "pair", "create", "sig", "--vip", &vip, "--member", &ma, "--member", &mb, "--hosts",
-            "h1,h2",
-        ],
-    );
-    common::wait_pair_healthy(LAB, "sig", WAIT);
-    let work = std::env::temp_dir().join(format!("duplex-e2e-selffence-{}", std::process::id()));
-    let sipp = common::sipp_until_stopped(
-        LAB,
-        &vip,
-        &work,
-        Duration::from_secs(300),
-        Duration::from_secs(40),
-    );
-    let arp = ArpWatch::start(LAB, &vip);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let load = common::PairUnderLoad::start(LAB, i, WAIT).await;
 
     let cut = Instant::now();
     common::fault(LAB, &["partition", "h1", "--link", "mgmt"]);
@@ -90,10 +71,5 @@ async fn a_cut_off_host_fences_itself_before_its_sby_is_promoted() {
         assert_ne!(v["host"], "h1", "a VM is left on h1: {vms}");
     }
 
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    sipp.stop();
-    let report = sipp.wait().await.expect("sipp");
-    let seen = arp.stop();
-    common::assert_served_once(&report, &seen, &vip);
-    let _ = std::fs::remove_dir_all(&work);
+    load.finish().await;
 }

@@ -127,6 +127,27 @@ impl Observed {
         self.hosts.get(host).map(|s| s.at)
     }
 
+    /// Whether `host` counts as live for its VMs (`liveness::live`).
+    pub fn live(
+        &self,
+        host: &duplex_core::model::Host,
+        t: &duplex_core::model::liveness::Timing,
+    ) -> bool {
+        let silent = self.get(&host.name).map(|_| self.silent_ms(&host.name));
+        duplex_core::model::liveness::live(host, silent, self.reported_ms(&host.name), t)
+    }
+
+    /// Whether any VM on `host` says, in its latest report, that it lost
+    /// its pair peer.
+    pub fn any_peer_lost(&self, host: &str) -> bool {
+        self.hosts.get(host).is_some_and(|s| {
+            s.report
+                .vms
+                .iter()
+                .any(|v| self.peer_lost(host, &v.spec.name))
+        })
+    }
+
     /// Unix ms of the host's last report, if one came.
     pub fn reported_ms(&self, host: &str) -> Option<u64> {
         self.hosts.get(host).map(|s| s.at_ms)

@@ -11,7 +11,7 @@ use crate::pair_exec;
 use crate::pairs;
 use crate::repo::{HOSTS, VMS};
 use duplex_core::guest_proto::TargetRole;
-use duplex_core::model::failover::{decide, Failover, MemberSight};
+use duplex_core::model::failover::{decide, preempts, Failover, MemberSight};
 use duplex_core::model::{Host, HostState, OpKind, Pair, Severity, Vm, VmStatus};
 use duplex_core::pair_lifecycle::{Intent, Slot, Workflow};
 use duplex_core::role::Role;
@@ -25,10 +25,32 @@ use tokio::time::Instant;
 const BOOT_WAIT: Duration = Duration::from_secs(180);
 const POLL: Duration = Duration::from_millis(250);
 
-/// The last reason each pair was waiting for, so it is told once.
+/// After a promotion or heal was launched, the earliest the pass launches
+/// another for the same pair (a heal with no host to go to fails at once;
+/// without a pause it would be launched again every pass).
+const PROMOTE_RETRY: Duration = Duration::from_secs(2);
+const HEAL_RETRY: Duration = Duration::from_secs(10);
+
+/// What the pass remembers between passes: the last reason each pair was
+/// waiting for (told once), and when each workflow may be launched again.
 #[derive(Default)]
 pub struct Memory {
     waiting: HashMap<String, &'static str>,
+    next_try: HashMap<(String, Workflow), Instant>,
+}
+
+impl Memory {
+    /// Whether workflow `w` may be launched on `pair` now; if so, not
+    /// again for `pause` (a promotion does not delay the heal after it).
+    fn due(&mut self, pair: &str, w: Workflow, pause: Duration) -> bool {
+        let now = Instant::now();
+        let key = (pair.to_string(), w);
+        if self.next_try.get(&key).is_some_and(|t| now < *t) {
+            return false;
+        }
+        self.next_try.insert(key, now + pause);
+        true
+    }
 }
 
 type World<'a> = (&'a [Host], &'a [Vm], &'a [Pair]);
@@ -55,8 +77,15 @@ pub async fn pass(
                 }
                 waiting.insert(pair.name.clone(), reason);
             }
-            Some(Failover::Promote { to }) => start(ctl, pair, Workflow::Failover, to).await,
-            Some(Failover::Replace { slot }) => start(ctl, pair, Workflow::Heal, slot).await,
+            Some(Failover::Promote { to })
+                if mem.due(&pair.name, Workflow::Failover, PROMOTE_RETRY) =>
+            {
+                start(ctl, pair, Workflow::Failover, to).await
+            }
+            Some(Failover::Replace { slot }) if mem.due(&pair.name, Workflow::Heal, HEAL_RETRY) => {
+                start(ctl, pair, Workflow::Heal, slot).await
+            }
+            Some(Failover::Promote { .. } | Failover::Replace { .. }) => {}
         }
     }
     mem.waiting = waiting;
@@ -67,11 +96,7 @@ pub async fn pass(
 /// it is stopped, and the recovery pass hands the pair to this pass.
 async fn preempt_if_stranded(ctl: &Arc<Ctl>, pair: &Pair, m: &[MemberSight; 2]) {
     let Some(j) = &pair.journal else { return };
-    let role_flow = matches!(
-        j.workflow,
-        Workflow::Switchover | Workflow::Move | Workflow::Repair
-    );
-    if !role_flow || !m.iter().any(|s| s.host_fenced) || !ctl.office.runs(&j.op) {
+    if !preempts(j.workflow, m) || !ctl.office.runs(&j.op) {
         return;
     }
     let reason = format!(
@@ -104,8 +129,7 @@ fn sights(
         };
         let live = hosts
             .iter()
-            .any(|h| h.name == host && h.state != HostState::Failed)
-            && obs.silent_ms(host) <= ctl.cfg.liveness.suspect_after_ms;
+            .any(|h| h.name == host && obs.live(h, &ctl.cfg.liveness));
         MemberSight {
             host_fenced: fenced.contains(host),
             host_live: live,
@@ -206,7 +230,7 @@ async fn target(ctl: &Ctl, pair: &Pair, slot: Slot) -> Result<String, String> {
     let act = rec(pair.member(slot.other())).ok_or("the ACT has no record")?;
     let fits = |h: &&Host| {
         h.name != act.host
-            && ctl.lock_observed().silent_ms(&h.name) <= ctl.cfg.liveness.suspect_after_ms
+            && ctl.lock_observed().live(h, &ctl.cfg.liveness)
             && h.capacity.memory_mib >= u64::from(lost.spec.memory_mib)
     };
     if let Some(s) = hosts

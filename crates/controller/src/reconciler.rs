@@ -73,13 +73,7 @@ pub async fn tick(ctl: &Arc<Ctl>) -> Result<(), RepoError> {
             .iter()
             .map(|h| {
                 let fenced = h.fence.is_some_and(|f| f.proof.is_some());
-                let fresh = obs.get(&h.name).is_some()
-                    && obs.silent_ms(&h.name) <= ctl.cfg.liveness.suspect_after_ms;
-                // A host marked failed counts as alive again only once
-                // fenced and reporting since (its VMs are then destroyed,
-                // not kept).
-                let back = h.fence.is_some_and(|f| f.back_by(obs.reported_ms(&h.name)));
-                let alive = fresh && (h.state != HostState::Failed || back);
+                let alive = obs.live(h, &ctl.cfg.liveness);
                 (
                     h.name.clone(),
                     HostSeen {

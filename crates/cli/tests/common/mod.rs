@@ -260,3 +260,54 @@ pub fn assert_served_once(report: &duplex_sipp::SippReport, seen: &ArpSeen, vip:
     assert_eq!(report.failed, 0, "calls failed: {report:?}");
     assert_eq!(report.abandoned, 0, "calls left open: {report:?}");
 }
+
+/// The host-loss tests' set-up: pair `sig` (`pa` on h1, `pb` on h2,
+/// service address 10.i.0.50) created and healthy in lab `lab` (index
+/// `i`), sipp placing calls at it from the client namespace and an
+/// [`ArpWatch`] on its address, both running for a few seconds already.
+#[allow(dead_code)]
+pub struct PairUnderLoad {
+    pub vip: String,
+    work: std::path::PathBuf,
+    sipp: duplex_sipp::RunningSipp,
+    arp: ArpWatch,
+}
+
+#[allow(dead_code)]
+impl PairUnderLoad {
+    pub async fn start(lab: &str, i: u64, within: std::time::Duration) -> PairUnderLoad {
+        let ip = |last: u8| format!("10.{i}.0.{last}");
+        let (ma, mb, vip) = (format!("pa={}", ip(101)), format!("pb={}", ip(102)), ip(50));
+        in_lab_json(
+            lab,
+            &[
+                "pair", "create", "sig", "--vip", &vip, "--member", &ma, "--member", &mb,
+                "--hosts", "h1,h2",
+            ],
+        );
+        wait_pair_healthy(lab, "sig", within);
+        let work = std::env::temp_dir().join(format!("duplex-e2e-{lab}-{}", std::process::id()));
+        let limit = std::time::Duration::from_secs(400);
+        let sipp = sipp_until_stopped(lab, &vip, &work, limit, std::time::Duration::from_secs(40));
+        let arp = ArpWatch::start(lab, &vip);
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        PairUnderLoad {
+            vip,
+            work,
+            sipp,
+            arp,
+        }
+    }
+
+    /// Stops the load a few seconds later and checks it was served once
+    /// throughout ([`assert_served_once`]); what the ARP watch saw.
+    pub async fn finish(self) -> ArpSeen {
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        self.sipp.stop();
+        let report = self.sipp.wait().await.expect("sipp");
+        let seen = self.arp.stop();
+        assert_served_once(&report, &seen, &self.vip);
+        let _ = std::fs::remove_dir_all(&self.work);
+        seen
+    }
+}

@@ -8,7 +8,7 @@ use axum::extract::Path;
 use axum::Json;
 use duplex_core::agent_api::{HeartbeatAck, HostReport, AGENT_HEARTBEAT_MS};
 use duplex_core::model::host::default_site;
-use duplex_core::model::{valid_name, Host, HostState, Severity};
+use duplex_core::model::{liveness, valid_name, Host, HostState, Severity};
 use duplex_store::Expect;
 
 pub async fn heartbeat(
@@ -41,16 +41,10 @@ pub async fn heartbeat(
     }
     let key = format!("{HOSTS}{host}");
     let existing = ctl.repo.get::<Host>(&key).await?;
-    // Fenced if the record says so, or if the agent was silent for its
-    // whole self-fence lease: the host watch may be proving the fence by
-    // that lease right now, and promoting in its place; the agent must not
-    // lift its fence on this answer (the next one, if nothing was proven).
+    // The agent keeps its own fence while this is true (see the rule).
     let silent_before = ctl.lock_observed().silent_ms(&host);
-    let lease_over = report.self_fence_ms.is_some_and(|l| silent_before >= l);
-    let host_fenced = lease_over
-        || existing
-            .as_ref()
-            .is_some_and(|r| r.value.fence.is_some_and(|f| f.proof.is_some()));
+    let fence = existing.as_ref().and_then(|r| r.value.fence);
+    let host_fenced = liveness::held_fenced(fence, silent_before, report.self_fence_ms);
     match existing {
         None => {
             let rec = Host {
@@ -123,8 +117,11 @@ pub async fn heartbeat(
     if fresh {
         ctl.kick.notify_one();
     }
-    // A report may say a guest lost its peer: the host watch looks now.
-    ctl.urgent.notify_one();
+    // A guest that lost its peer: the host watch looks now, not at its
+    // next period.
+    if ctl.lock_observed().any_peer_lost(&host) {
+        ctl.urgent.notify_one();
+    }
     Ok(Json(HeartbeatAck {
         interval_ms: AGENT_HEARTBEAT_MS,
         fence: ctl.fence(),

@@ -17,7 +17,7 @@
 //!    without the replicated state).
 
 use super::pair::{Pair, PairPhase};
-use crate::pair_lifecycle::Slot;
+use crate::pair_lifecycle::{Slot, Workflow};
 use crate::role::Role;
 
 /// One member as the failover pass sees it.
@@ -39,6 +39,15 @@ pub enum Failover {
     Replace { slot: Slot },
     /// Something must happen, but cannot yet.
     Wait { reason: &'static str },
+}
+
+/// Whether a workflow running on the pair yields to failover: a role
+/// workflow (switchover, move, repair) with a member on a fenced host would
+/// wait out its orders' limits against a host that is gone. Create, delete,
+/// failover and heal finish on their own; a recovery hands the pair over.
+pub fn preempts(w: Workflow, m: &[MemberSight; 2]) -> bool {
+    let role_flow = matches!(w, Workflow::Switchover | Workflow::Move | Workflow::Repair);
+    role_flow && m.iter().any(|s| s.host_fenced)
 }
 
 pub fn decide(pair: &Pair, m: [MemberSight; 2]) -> Option<Failover> {
@@ -131,6 +140,20 @@ mod tests {
             }
         }
         assert!(seen.iter().all(|n| *n > 0), "{seen:?}");
+    }
+
+    #[test]
+    fn only_role_workflows_yield_and_only_to_a_fenced_host() {
+        for w in Workflow::ALL {
+            for x in sights() {
+                for y in sights() {
+                    let m = [x, y];
+                    let role =
+                        matches!(w, Workflow::Switchover | Workflow::Move | Workflow::Repair);
+                    assert_eq!(preempts(w, &m), role && (x.host_fenced || y.host_fenced));
+                }
+            }
+        }
     }
 
     #[test]

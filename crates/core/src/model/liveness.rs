@@ -154,6 +154,31 @@ pub fn fate(s: &Sight, t: &Timing) -> Fate {
     }
 }
 
+/// Whether a host counts as live for its VMs: it reports within the
+/// limit, and, if marked failed, only once fenced and reporting since (its
+/// VMs are then stale, to be destroyed, not kept). One rule for every
+/// shell that asks (reconciler, failover, autoheal's choice of host).
+pub fn live(h: &Host, silent_ms: Option<u64>, reported_ms: Option<u64>, t: &Timing) -> bool {
+    let fresh = silent_ms.is_some_and(|s| s <= t.suspect_after_ms);
+    let back = h.fence.is_some_and(|f| f.back_by(reported_ms));
+    fresh && (h.state != HostState::Failed || back)
+}
+
+/// The answer to a report whose agent was silent `silent_before_ms` before
+/// it: whether the controller holds the host fenced, so the agent keeps
+/// its own fence. Yes if a fence is proven, and also if the agent was
+/// silent for its whole lease: the controller may be proving the fence by
+/// that lease at this very moment (and promoting in its place), so the
+/// agent must not lift its fence on this answer; the next one, if nothing
+/// was proven, lets it.
+pub fn held_fenced(
+    fence: Option<HostFence>,
+    silent_before_ms: u64,
+    self_fence_ms: Option<u64>,
+) -> bool {
+    fence.is_some_and(|f| f.proof.is_some()) || self_fence_ms.is_some_and(|l| silent_before_ms >= l)
+}
+
 /// What [`apply`] changed on a host's record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {

@@ -113,6 +113,43 @@ fn a_peer_alone_never_fails_a_host_the_controller_reaches() {
 }
 
 #[test]
+fn live_and_held_fenced() {
+    let proven = Some(HostFence {
+        decided_ms: 5,
+        proof: Some(Proof::Lease),
+        confirmed_ms: Some(10),
+    });
+    for state in HostState::ALL {
+        for fence in fences() {
+            for silent in [None, Some(0), Some(3000), Some(3001)] {
+                for reported in [None, Some(9), Some(11)] {
+                    let h = host(state, fence);
+                    let fresh = silent.is_some_and(|s| s <= 3000);
+                    let back = fence.is_some_and(|f| f.back_by(reported));
+                    let want = fresh && (state != HostState::Failed || back);
+                    assert_eq!(
+                        live(&h, silent, reported, &T),
+                        want,
+                        "{state:?} {fence:?} {silent:?} {reported:?}"
+                    );
+                }
+            }
+            for (silent, lease) in [
+                (0, None),
+                (7999, Some(8000)),
+                (8000, Some(8000)),
+                (9000, None),
+            ] {
+                let proof = fence.is_some_and(|f| f.proof.is_some());
+                let lease_over = lease.is_some_and(|l| silent >= l);
+                assert_eq!(held_fenced(fence, silent, lease), proof || lease_over);
+            }
+        }
+    }
+    assert!(held_fenced(proven, 0, None));
+}
+
+#[test]
 fn apply_writes_each_fate_once() {
     let fates = [
         Fate::Alive,

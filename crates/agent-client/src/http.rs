@@ -212,6 +212,13 @@ impl AgentClient {
             .await
     }
 
+    /// Isolates the VM: cut off the network and paused until deleted.
+    pub async fn isolate(&self, vm: &str) -> Result<VmInfo, ClientError> {
+        let u = self.url(&format!("/v1/vms/{vm}/isolate"));
+        self.call(self.http.post(&u).timeout(limits::CONTROL), u)
+            .await
+    }
+
     /// Hard reset, as a guest crash would be.
     pub async fn reset(&self, vm: &str) -> Result<VmInfo, ClientError> {
         let u = self.url(&format!("/v1/vms/{vm}/reset"));
@@ -299,6 +306,9 @@ impl crate::AgentApi for AgentClient {
     }
     async fn delete(&self, vm: &str) -> Result<(), ClientError> {
         AgentClient::delete(self, vm).await
+    }
+    async fn isolate(&self, vm: &str) -> Result<VmInfo, ClientError> {
+        AgentClient::isolate(self, vm).await
     }
     async fn guest(&self, vm: &str, op: &Op) -> Result<serde_json::Value, ClientError> {
         AgentClient::guest(self, vm, op).await

@@ -32,6 +32,9 @@ pub trait AgentApi: Send + Sync {
     async fn create(&self, spec: &VmSpec, wait: WaitFor) -> Result<VmInfo, ClientError>;
     async fn show(&self, vm: &str) -> Result<VmInfo, ClientError>;
     async fn delete(&self, vm: &str) -> Result<(), ClientError>;
+    /// The fence of one VM whose host still answers: its element drops
+    /// every frame and it is paused, until it is deleted.
+    async fn isolate(&self, vm: &str) -> Result<VmInfo, ClientError>;
     /// An order to the VM's guest, relayed by the agent; the guest's answer.
     async fn guest(&self, vm: &str, op: &Op) -> Result<serde_json::Value, ClientError>;
     /// An order to the VM's network element about a service address.

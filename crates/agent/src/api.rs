@@ -53,6 +53,7 @@ pub fn router(host: Arc<Host>) -> Router {
         .route("/v1/vms/{name}/pause", post(pause))
         .route("/v1/vms/{name}/resume", post(resume))
         .route("/v1/vms/{name}/reset", post(reset))
+        .route("/v1/vms/{name}/isolate", post(isolate))
         .route("/v1/vms/{name}/traffic", get(traffic))
         .route(
             "/v1/vms/{name}/handover",
@@ -176,6 +177,10 @@ async fn pause(State(h): Shared, Path(name): Path<String>) -> ApiResult<VmInfo> 
 
 async fn resume(State(h): Shared, Path(name): Path<String>) -> ApiResult<VmInfo> {
     Ok(Json(h.set_paused(&name, false).await?.info()))
+}
+
+async fn isolate(State(h): Shared, Path(name): Path<String>) -> ApiResult<VmInfo> {
+    Ok(Json(h.isolate(&name).await?.info()))
 }
 
 async fn reset(State(h): Shared, Path(name): Path<String>) -> ApiResult<VmInfo> {

@@ -323,6 +323,11 @@ impl Host {
     pub async fn set_paused(&self, name: &str, paused: bool) -> Result<Arc<Vm>, AgentError> {
         let vm = self.get(name)?;
         let state = vm.status().state;
+        if !paused && vm.status().isolated {
+            return Err(AgentError::Conflict(format!(
+                "VM `{name}` is isolated on the controller's order; it can only be deleted"
+            )));
+        }
         let allowed = if paused {
             state == VmState::Running || state == VmState::Booting
         } else {
@@ -349,6 +354,27 @@ impl Host {
                 VmState::Booting
             }
         });
+        Ok(vm)
+    }
+
+    /// The controller's fence of one VM whose host it still reaches (the VM
+    /// is cut off its service network, and its peer is promoted): every
+    /// frame dropped in its element, the VM paused. Until it is deleted:
+    /// it is not resumed, by order or by a lifted self-fence.
+    pub async fn isolate(&self, name: &str) -> Result<Arc<Vm>, AgentError> {
+        let vm = self.get(name)?;
+        {
+            let rt = vm.rt.lock().await;
+            let rt = rt.as_ref().ok_or_else(|| {
+                AgentError::Conflict(format!("VM `{name}` has no running network element"))
+            })?;
+            rt.element.isolate(true);
+        }
+        vm.update(|s| s.isolated = true);
+        if vm.status().state != VmState::Paused {
+            self.set_paused(name, true).await?;
+        }
+        tracing::error!(vm = %name, "VM isolated on the controller's order: cut off the network and paused until deleted");
         Ok(vm)
     }
 

@@ -1004,6 +1004,7 @@ mod tests {
             heartbeat: None,
             heartbeat_age_ms: None,
             reset_age_ms: None,
+            isolated: false,
         }
     }
 

@@ -139,7 +139,8 @@ async fn lift(host: &Host, sf: &SelfFence) {
             tracing::warn!(vm = %name, "lifting the self-fence: cannot resume: {e}");
         }
     }
-    for vm in host.all() {
+    // A VM the controller isolated stays so until it is deleted.
+    for vm in host.all().iter().filter(|v| !v.status().isolated) {
         if let Some(rt) = vm.rt.lock().await.as_ref() {
             rt.element.isolate(false);
         }

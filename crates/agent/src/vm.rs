@@ -63,6 +63,8 @@ pub struct VmStatus {
     /// After an incoming migration: the guest answered here and its
     /// takeover path was rehearsed (or that was given up on).
     pub arrived: bool,
+    /// Isolated by the controller's order ([`crate::host::Host::isolate`]).
+    pub isolated: bool,
 }
 
 /// What runs for a VM: QEMU and the network element.
@@ -100,6 +102,7 @@ impl Vm {
                 heartbeat: None,
                 reset_at: None,
                 arrived: false,
+                isolated: false,
             }),
             rt: tokio::sync::Mutex::new(None),
             ctl: tokio::sync::Mutex::new(None),
@@ -144,6 +147,7 @@ impl Vm {
                 .map(|(at, _)| at.elapsed().as_millis() as u64),
             heartbeat: s.heartbeat.map(|(_, v)| v),
             reset_age_ms: s.reset_at.map(|at| at.elapsed().as_millis() as u64),
+            isolated: s.isolated,
         }
     }
 
@@ -158,16 +162,16 @@ impl Vm {
         Arc::new(move |event: &str, data: &Value| {
             if event == HEARTBEAT_EVENT {
                 if let Some(vm) = vm.upgrade() {
-                    let lost = peer_lost;
                     let mut turned = false;
                     vm.update(|s| {
-                        let before = s.heartbeat.as_ref().is_some_and(|(_, v)| lost(v));
-                        turned = before != lost(data);
+                        let before = s.heartbeat.as_ref().map(|(_, v)| alarm(v));
+                        turned = before.unwrap_or_default() != alarm(data);
                         s.heartbeat = Some((std::time::Instant::now(), data.clone()));
                         s.reset_at = None;
                     });
                     if turned {
-                        tracing::warn!(vm = %vm.spec.name, lost = lost(data), "guest's peer heartbeat turned; reporting now");
+                        let (peer_lost, cut_off) = alarm(data);
+                        tracing::warn!(vm = %vm.spec.name, peer_lost, cut_off, "guest lost or found its peer or the witness; reporting now");
                         vm.urgent.notify_one();
                     }
                 }
@@ -208,12 +212,11 @@ impl Vm {
     }
 }
 
-/// Whether a heartbeat says the guest lost its peer.
-fn peer_lost(beat: &Value) -> bool {
+/// Whether a heartbeat says the guest lost its peer, and the witness.
+fn alarm(beat: &Value) -> (bool, bool) {
     serde_json::from_value::<Heartbeat>(beat.clone())
-        .ok()
-        .and_then(|b| b.peer)
-        .is_some_and(|p| p.lost)
+        .map(|b| b.alarm())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -65,7 +65,17 @@ pub async fn run(lab: &Lab, out: &Path) -> anyhow::Result<()> {
         std::sync::Arc::new(AgentClient::new(&lab.agent_url(2)?)) as _,
     );
     let (ip_a, ip_b, vip) = (lab.vm_ip(0)?, lab.vm_ip(1)?, lab.vm_ip(100)?);
-    let (a, b) = pair::boot((h1, ("sipa", ip_a)), (h2, ("sipb", ip_b)), vip, 24, 1).await?;
+    let (a, b) = pair::boot(
+        (h1, ("sipa", ip_a)),
+        (h2, ("sipb", ip_b)),
+        pair::Service {
+            vip,
+            prefix: 24,
+            witness: None,
+        },
+        1,
+    )
+    .await?;
     anyhow::ensure!(
         pair::wait_healthy(&a, Duration::from_secs(30)).await,
         "the SIP service on the ACT never became healthy"

@@ -57,6 +57,13 @@ pub struct ControllerArgs {
     #[arg(long, value_name = "MS", default_value_t = duplex_core::model::liveness::SELF_FENCE_MARGIN_MS,
           value_parser = clap::value_parser!(u64).range(100..=60_000))]
     self_fence_margin_ms: u64,
+    /// An address on the service network that answers ping (its gateway,
+    /// say). Pair members ping it; a member that loses its peer and the
+    /// witness while its peer still hears the witness is cut off the
+    /// service network, and the pair fails over. Without it a cut of the
+    /// service network alone leaves the pair degraded.
+    #[arg(long, value_name = "IPV4")]
+    service_witness: Option<std::net::Ipv4Addr>,
 }
 
 pub async fn run(a: ControllerArgs) -> anyhow::Result<()> {
@@ -99,6 +106,7 @@ pub async fn run(a: ControllerArgs) -> anyhow::Result<()> {
             self_fence_margin_ms: a.self_fence_margin_ms,
         },
         probe_timeout: Duration::from_millis(a.probe_timeout_ms),
+        service_witness: a.service_witness,
     })
     .await?;
     Ok(())

@@ -4,7 +4,11 @@
 //!    fenced, and the lost member is re-created on the spare host;
 //! 2. the SBY's host is powered off: the SBY is re-created elsewhere;
 //! 3. the ACT's host loses its management link only: the controller finds
-//!    it gone, fences it and fails over.
+//!    it gone, fences it and fails over;
+//! 4. the ACT's host loses its service link only: both guests lose each
+//!    other, the ACT also loses the witness, so the controller isolates
+//!    the ACT through its agent, promotes the SBY and re-creates the
+//!    member elsewhere; the host itself is not fenced.
 //!
 //! After each, the pair is healthy on live hosts. sipp must see no failed
 //! call, and the client must never see two VMs answer for the service
@@ -73,7 +77,7 @@ fn power_on(host: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn power_off_of_the_act_and_sby_hosts_and_a_management_partition_under_sip_load() {
+async fn power_off_of_the_act_and_sby_hosts_and_partitions_under_sip_load() {
     let _guard = LabGuard::new(LAB);
     let i = common::lab_up(LAB, &["--hosts", "4"]);
     in_lab_json(LAB, &["host", "state", "h4", "spare"]);
@@ -125,6 +129,20 @@ async fn power_off_of_the_act_and_sby_hosts_and_a_management_partition_under_sip
     let p = healthy_without(&cut);
     eprintln!("after the ACT's host {cut} lost its management link: {p}");
     power_on(&cut);
+
+    // 4. The ACT's host is cut off its service network only: its agent
+    //    still answers, so it is the guests and the witness that tell.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cut = host_of(&pair(), "act");
+    common::fault(LAB, &["partition", &cut, "--link", "service"]);
+    let p = healthy_without(&cut);
+    eprintln!("after the ACT's host {cut} lost its service link: {p}");
+    let h = in_lab_json(LAB, &["host", "show", &cut]);
+    assert!(
+        h["state"] != "failed" && h.get("fence").is_none(),
+        "a host cut off its service network only was fenced: {h}"
+    );
+    common::fault(LAB, &["heal", &cut]);
 
     let seen = load.finish().await;
     assert!(

@@ -52,9 +52,18 @@ async fn sip_calls_survive_a_switchover() {
         state.vm_ip(1).unwrap(),
         state.vm_ip(100).unwrap(),
     );
-    let (a, b) = pair::boot((h1, ("sipa", ip_a)), (h2, ("sipb", ip_b)), vip, 24, 1)
-        .await
-        .expect("boot the pair and set it up");
+    let (a, b) = pair::boot(
+        (h1, ("sipa", ip_a)),
+        (h2, ("sipb", ip_b)),
+        pair::Service {
+            vip,
+            prefix: 24,
+            witness: None,
+        },
+        1,
+    )
+    .await
+    .expect("boot the pair and set it up");
     assert_eq!(
         (role_of(&a).await.as_str(), role_of(&b).await.as_str()),
         ("act", "sby")

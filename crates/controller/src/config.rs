@@ -33,6 +33,11 @@ pub struct ControllerConfig {
     /// How long the controller's own check of an agent may take, after a
     /// peer stopped hearing its VM.
     pub probe_timeout: Duration,
+    /// An address on the service network (its gateway, say) every pair's
+    /// guests ping: a member that loses its peer and the witness while its
+    /// peer still hears the witness is the one cut off, and fails over.
+    /// `None`: a cut of the service network alone leaves the pair degraded.
+    pub service_witness: Option<std::net::Ipv4Addr>,
 }
 
 /// Default of [`ControllerConfig::probe_timeout`].

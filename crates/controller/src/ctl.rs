@@ -87,6 +87,8 @@ pub struct MemberStatus {
     pub healthy: Option<bool>,
     /// Its guest stopped hearing the other member.
     pub peer_lost: bool,
+    /// Its guest stopped hearing the service network's witness.
+    pub cut_off: bool,
     pub status: VmStatus,
 }
 
@@ -226,6 +228,7 @@ impl Ctl {
                 role: view.role,
                 healthy: view.healthy,
                 peer_lost: view.peer_lost,
+                cut_off: view.cut_off,
                 status,
             });
         }
@@ -289,6 +292,11 @@ impl Ctl {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(vm.to_string(), tokio::time::Instant::now());
+    }
+
+    /// What `pair`'s guests are configured with.
+    pub fn service(&self, pair: &Pair) -> crate::pair_exec::Service {
+        crate::pair_exec::Service::of(pair, self.cfg.service_witness)
     }
 
     pub fn lock_busy(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {

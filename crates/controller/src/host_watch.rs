@@ -101,7 +101,10 @@ fn judge(ctl: &Ctl, w: &Watch, h: &Host, peer_lost: bool) -> Fate {
     let obs = ctl.lock_observed();
     let reported = obs.reported_at(&h.name);
     let probe = match lock(&w.probes).get(&h.name) {
-        Some(Some(p)) if reported.is_none_or(|r| p.at > r) => match p.answered {
+        // A probe answered no earlier than the last report speaks for
+        // the host (at the same instant too: a simulated clock stands
+        // still, and a probe taken as stale would be repeated forever).
+        Some(Some(p)) if reported.is_none_or(|r| p.at >= r) => match p.answered {
             true => Probe::Answered,
             false => Probe::Unreachable,
         },

@@ -173,10 +173,8 @@ impl Observed {
                 v.heartbeat_age_ms
                     .is_some_and(|a| a + since_report <= FRESH_GUEST_MS)
             })
-            .and_then(|v| v.heartbeat.clone())
-            .and_then(|b| serde_json::from_value::<Heartbeat>(b).ok())
-            .and_then(|b| b.peer)
-            .is_some_and(|p| p.lost)
+            .and_then(|v| v.heartbeat.as_ref())
+            .is_some_and(|b| alarm(b).peer_lost)
     }
 
     pub fn vm_names(&self, host: &str) -> BTreeSet<String> {
@@ -209,6 +207,12 @@ impl Observed {
         let Some(info) = seen.report.vms.iter().find(|v| v.spec.name == vm) else {
             return MemberView::default();
         };
+        // Isolated on the controller's order: paused, it reports nothing
+        // that counts, whatever its guest last said (the failover pass,
+        // which sees the isolation, decides for its pair).
+        if info.isolated {
+            return MemberView::default();
+        }
         // The heartbeat's age now: its age in the report plus the report's
         // own (a silent host's last report does not stay fresh).
         let since_report = seen.at.elapsed().as_millis() as u64;
@@ -262,11 +266,20 @@ impl Observed {
                 .get("service")
                 .and_then(|s| s.get("healthy"))
                 .and_then(|h| h.as_bool()),
-            peer_lost: serde_json::from_value::<Heartbeat>(hb.clone())
-                .ok()
-                .and_then(|b| b.peer)
-                .is_some_and(|p| p.lost),
+            ..alarm(hb)
         }
+    }
+}
+
+/// What a heartbeat says of the guest's peer and witness.
+fn alarm(hb: &serde_json::Value) -> MemberView {
+    let (peer_lost, cut_off) = serde_json::from_value::<Heartbeat>(hb.clone())
+        .map(|b| b.alarm())
+        .unwrap_or_default();
+    MemberView {
+        peer_lost,
+        cut_off,
+        ..MemberView::default()
     }
 }
 

@@ -177,6 +177,9 @@ impl AgentApi for Guarded {
     async fn delete(&self, vm: &str) -> Result<(), ClientError> {
         self.check()?.delete(vm).await
     }
+    async fn isolate(&self, vm: &str) -> Result<VmInfo, ClientError> {
+        self.check()?.isolate(vm).await
+    }
     async fn guest(&self, vm: &str, op: &Op) -> Result<serde_json::Value, ClientError> {
         self.check()?.guest(vm, op).await
     }

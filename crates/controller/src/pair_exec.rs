@@ -25,13 +25,32 @@ pub struct PairMember {
     pub mac: Mac,
 }
 
+/// What a pair's guests are configured with: the service address and
+/// prefix, and the witness each guest pings to tell whether it can reach
+/// the service network (`None`: no witness).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Service {
+    pub vip: Ipv4Addr,
+    pub prefix: u8,
+    pub witness: Option<Ipv4Addr>,
+}
+
+impl Service {
+    pub fn of(pair: &duplex_core::model::Pair, witness: Option<Ipv4Addr>) -> Service {
+        Service {
+            vip: pair.vip,
+            prefix: pair.prefix_len,
+            witness,
+        }
+    }
+}
+
 /// Boots the two members in parallel (`act` on `act_agent`, `sby` on
 /// `sby_agent`, each with its own address), then [`set_up`] the pair.
 pub async fn boot(
     (act_agent, act): (Arc<dyn AgentApi>, (&str, Ipv4Addr)),
     (sby_agent, sby): (Arc<dyn AgentApi>, (&str, Ipv4Addr)),
-    vip: Ipv4Addr,
-    prefix: u8,
+    service: Service,
     token: u64,
 ) -> Result<(PairMember, PairMember), ClientError> {
     let (sa, sb) = (VmSpec::new(act.0, act.1), VmSpec::new(sby.0, sby.1));
@@ -53,7 +72,7 @@ pub async fn boot(
         ip: sby.1,
         mac: sb.mac(),
     };
-    set_up(&a, &b, vip, prefix, token).await?;
+    set_up(&a, &b, service, token).await?;
     Ok((a, b))
 }
 
@@ -62,27 +81,27 @@ pub async fn boot(
 pub async fn set_up(
     act: &PairMember,
     sby: &PairMember,
-    vip: Ipv4Addr,
-    prefix: u8,
+    service: Service,
     token: u64,
 ) -> Result<(), ClientError> {
-    configure(sby, act, vip, prefix).await?;
-    configure(act, sby, vip, prefix).await?;
+    configure(sby, act, service).await?;
+    configure(act, sby, service).await?;
     set_role(sby, TargetRole::Sby, token).await?;
     set_role(act, TargetRole::Act, token).await
 }
 
-/// Gives `m`'s guest the service address and its peer (`peer`'s address).
+/// Gives `m`'s guest the service address, its peer (`peer`'s address)
+/// and the witness.
 pub async fn configure(
     m: &PairMember,
     peer: &PairMember,
-    vip: Ipv4Addr,
-    prefix: u8,
+    service: Service,
 ) -> Result<(), ClientError> {
     let op = Op::Configure {
-        vip,
-        vip_prefix_len: prefix,
+        vip: service.vip,
+        vip_prefix_len: service.prefix,
         peer: Some(peer.ip),
+        witness: service.witness,
     };
     guest(m, op).await
 }
@@ -98,12 +117,12 @@ pub async fn set_role(m: &PairMember, role: TargetRole, token: u64) -> Result<()
 pub async fn give_role(
     m: &PairMember,
     peer: &PairMember,
-    (vip, prefix): (Ipv4Addr, u8),
+    service: Service,
     (role, token): (TargetRole, u64),
     configure_first: bool,
 ) -> Result<(), String> {
     if configure_first {
-        configure(m, peer, vip, prefix)
+        configure(m, peer, service)
             .await
             .map_err(|e| format!("configure {}: {e}", m.vm))?;
     }

@@ -1,8 +1,9 @@
 //! The pair failover pass and its two workflows, run after every host
 //! watch pass: `duplex_core::model::failover::decide` for each ready pair,
-//! then promotion of the SBY when the ACT's host is fenced (`failover`),
-//! and re-creation of a member lost with its fenced host as the new SBY on
-//! a live host, a spare one first (`heal`).
+//! then promotion of the SBY when the ACT is out of service (`failover`:
+//! its host fenced, or the ACT cut off the service network, isolated
+//! first through its agent), and re-creation of a member out of service
+//! as the new SBY on a live host, a spare one first (`heal`).
 
 use crate::ctl::Ctl;
 use crate::lifecycle::{self, LifecycleError};
@@ -23,6 +24,9 @@ use tokio::time::Instant;
 /// How long a re-created member gets to boot before the heal fails (it is
 /// tried again on a later pass).
 const BOOT_WAIT: Duration = Duration::from_secs(180);
+/// How long a live host gets to report that it deleted the member the heal
+/// replaces.
+const GONE_WAIT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(250);
 
 /// After a promotion or heal was launched, the earliest the pass launches
@@ -77,13 +81,13 @@ pub async fn pass(
                 }
                 waiting.insert(pair.name.clone(), reason);
             }
-            Some(Failover::Promote { to })
+            Some(Failover::Promote { to, isolate })
                 if mem.due(&pair.name, Workflow::Failover, PROMOTE_RETRY) =>
             {
-                start(ctl, pair, Workflow::Failover, to).await
+                start(ctl, pair, Workflow::Failover, (to, isolate)).await
             }
             Some(Failover::Replace { slot }) if mem.due(&pair.name, Workflow::Heal, HEAL_RETRY) => {
-                start(ctl, pair, Workflow::Heal, slot).await
+                start(ctl, pair, Workflow::Heal, (slot, false)).await
             }
             Some(Failover::Promote { .. } | Failover::Replace { .. }) => {}
         }
@@ -130,21 +134,27 @@ fn sights(
         let live = hosts
             .iter()
             .any(|h| h.name == host && obs.live(h, &ctl.cfg.liveness));
+        let view = obs.member_view(host, name);
         MemberSight {
             host_fenced: fenced.contains(host),
             host_live: live,
-            role: obs.member_view(host, name).role,
+            role: view.role,
+            peer_lost: view.peer_lost,
+            cut_off: view.cut_off,
+            isolated: obs.vm(host, name).is_some_and(|v| v.isolated),
         }
     };
     [sight(&pair.members[0]), sight(&pair.members[1])]
 }
 
-async fn start(ctl: &Arc<Ctl>, pair: &Pair, w: Workflow, slot: Slot) {
+/// Launches workflow `w` for member `slot` (`isolate`: a promotion first
+/// isolates the other member).
+async fn start(ctl: &Arc<Ctl>, pair: &Pair, w: Workflow, (slot, isolate): (Slot, bool)) {
     let (kind, raise) = match w {
         Workflow::Failover => (OpKind::PairFailover, true),
         _ => (OpKind::PairHeal, false),
     };
-    let flow = move |c: Arc<Ctl>, p: Pair, op: OpHandle| run(c, p, w, slot, op);
+    let flow = move |c: Arc<Ctl>, p: Pair, op: OpHandle| run(c, p, (w, slot, isolate), op);
     let raise = move |p: &mut Pair| {
         if raise {
             p.token += 1;
@@ -160,10 +170,10 @@ async fn start(ctl: &Arc<Ctl>, pair: &Pair, w: Workflow, slot: Slot) {
 
 /// Runs a failover or heal, then releases the pair (the record's ACT
 /// follows a promotion that was carried out), then confirms the roles.
-async fn run(ctl: Arc<Ctl>, pair: Pair, w: Workflow, slot: Slot, op: OpHandle) {
+async fn run(ctl: Arc<Ctl>, pair: Pair, (w, slot, isolate): (Workflow, Slot, bool), op: OpHandle) {
     let subject = format!("pair/{}", pair.name);
     let res = match w {
-        Workflow::Failover => promote(&ctl, &pair, slot, &op).await,
+        Workflow::Failover => promote(&ctl, &pair, (slot, isolate), &op).await,
         _ => heal(&ctl, &pair, slot, &op).await,
     };
     let promoted = w == Workflow::Failover && res.is_ok();
@@ -191,8 +201,16 @@ async fn confirm(ctl: &Ctl, pair: &Pair) -> Result<(), String> {
     pairs::confirm_roles(ctl, pair, &m).await
 }
 
-/// Makes the SBY in `to` ACT with the raised token.
-async fn promote(ctl: &Arc<Ctl>, pair: &Pair, to: Slot, op: &OpHandle) -> Result<String, String> {
+/// Makes the SBY in `to` ACT with the raised token; `isolate`: first the
+/// other member, cut off the service network on a host that still
+/// answers, is isolated by its agent (never two ACTs: no promotion unless
+/// that is confirmed).
+async fn promote(
+    ctl: &Arc<Ctl>,
+    pair: &Pair,
+    (to, isolate): (Slot, bool),
+    op: &OpHandle,
+) -> Result<String, String> {
     let started = Instant::now();
     let intent = Intent::Roles { token: pair.token };
     lifecycle::step(ctl, &pair.name, &op.id, intent, |_| {})
@@ -200,17 +218,38 @@ async fn promote(ctl: &Arc<Ctl>, pair: &Pair, to: Slot, op: &OpHandle) -> Result
         .map_err(|e| e.to_string())?;
     let m = pairs::members(ctl, pair).await?;
     let (new, old) = (&m[to.i()], &m[to.other().i()]);
+    let why = if isolate {
+        op.progress(format!(
+            "isolating {}: it is cut off the service network",
+            old.vm
+        ))
+        .await;
+        old.agent
+            .isolate(&old.vm)
+            .await
+            .map_err(|e| format!("cannot isolate {}, so {} stays SBY: {e}", old.vm, new.vm))?;
+        "was isolated, cut off the service network"
+    } else {
+        "is on a fenced host"
+    };
     op.progress(format!(
-        "making {} ACT (token {}): {}'s host is fenced",
+        "making {} ACT (token {}): {} {why}",
         new.vm, pair.token, old.vm
     ))
     .await;
-    let address = (pair.vip, pair.prefix_len);
-    pair_exec::give_role(new, old, address, (TargetRole::Act, pair.token), false).await?;
+    let address = ctl.service(pair);
+    // A guest that restarted lost its configuration with its role.
+    let configure = {
+        let hosts = pairs::member_hosts(ctl, pair).await?;
+        let obs = ctl.lock_observed();
+        obs.member_view(&hosts[to.i()], &new.vm).role == Some(Role::None)
+    };
+    let order = (TargetRole::Act, pair.token);
+    pair_exec::give_role(new, old, address, order, configure).await?;
     // Its guest said so: the pass need not wait for its next heartbeat.
     ctl.lock_observed().confirm(&new.vm, Role::Act);
     Ok(format!(
-        "pair {}: {} is ACT (token {}) {} ms after the order, in place of {} on a fenced host; degraded until {} is re-created",
+        "pair {}: {} is ACT (token {}) {} ms after the order, in place of {}, which {why}; degraded until {} is re-created",
         pair.name,
         new.vm,
         pair.token,
@@ -259,16 +298,19 @@ async fn heal(ctl: &Arc<Ctl>, pair: &Pair, slot: Slot, op: &OpHandle) -> Result<
         .await
         .map_err(|e| e.to_string())?;
     use_spare(ctl, &on).await?;
-    let moved = ctl
-        .repo
-        .update::<Vm, std::convert::Infallible, _>(&format!("{VMS}{name}"), |v| {
-            v.host = on.clone();
-            Ok(())
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .unwrap_or_else(|never| match never {});
-    ctl.kick.notify_one();
+    let moved = {
+        // The reconciler must not start it on its old host meanwhile.
+        let _claim = ctl.claim_vms(std::slice::from_ref(&name))?;
+        delete_on_live_host(ctl, pair, slot, op).await?;
+        ctl.repo
+            .update::<Vm, std::convert::Infallible, _>(&format!("{VMS}{name}"), |v| {
+                v.host = on.clone();
+                Ok(())
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .unwrap_or_else(|never| match never {})
+    };
     op.progress(format!("re-creating {name} on {on}; waiting for its guest"))
         .await;
     wait_running(ctl, &moved).await?;
@@ -279,12 +321,58 @@ async fn heal(ctl: &Arc<Ctl>, pair: &Pair, slot: Slot, op: &OpHandle) -> Result<
         pair.token
     ))
     .await;
-    let address = (pair.vip, pair.prefix_len);
+    let address = ctl.service(pair);
     pair_exec::give_role(sby, act, address, (TargetRole::Sby, pair.token), true).await?;
     Ok(format!(
         "pair {}: {name} re-created on {on} as SBY of {} (token {})",
         pair.name, act.vm, pair.token
     ))
+}
+
+/// The member replaced by a heal is deleted first if its host still runs
+/// it (it was isolated, or is cut off the service network), and the heal
+/// waits for that host's report without it: a copy left there would be
+/// adopted back.
+async fn delete_on_live_host(
+    ctl: &Ctl,
+    pair: &Pair,
+    slot: Slot,
+    op: &OpHandle,
+) -> Result<(), String> {
+    let name = pair.member(slot);
+    let Some(vm) = ctl.vm(name).await.map_err(|e| e.to_string())? else {
+        return Err(format!("{name} has no record"));
+    };
+    if !ctl.lock_observed().vm_names(&vm.host).contains(name) {
+        return Ok(());
+    }
+    let hosts = ctl.hosts().await.map_err(|e| e.to_string())?;
+    let live = hosts
+        .iter()
+        .any(|h| h.name == vm.host && ctl.lock_observed().live(h, &ctl.cfg.liveness));
+    if !live {
+        return Ok(());
+    }
+    op.progress(format!("deleting {name} on {} first", vm.host))
+        .await;
+    let m = pairs::members(ctl, pair).await?;
+    m[slot.i()]
+        .agent
+        .delete(name)
+        .await
+        .map_err(|e| format!("cannot delete {name} on {}: {e}", vm.host))?;
+    let deadline = Instant::now() + GONE_WAIT;
+    while ctl.lock_observed().vm_names(&vm.host).contains(name) {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} still reports {name} {} s after deleting it",
+                vm.host,
+                GONE_WAIT.as_secs()
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Ok(())
 }
 
 /// A spare host that autoheal uses takes VMs from now on.

@@ -172,8 +172,8 @@ async fn decide(
     }
 }
 
-/// The members whose recorded host is fenced.
-async fn on_fenced_hosts(ctl: &Ctl, pair: &Pair) -> Result<Vec<String>, String> {
+/// The members out of service: on a fenced host, or isolated.
+async fn out_of_service(ctl: &Ctl, pair: &Pair) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for (name, host) in pair
         .members
@@ -181,7 +181,11 @@ async fn on_fenced_hosts(ctl: &Ctl, pair: &Pair) -> Result<Vec<String>, String> 
         .zip(pairs::member_hosts(ctl, pair).await?)
     {
         let rec = ctl.host(&host).await.map_err(|e| e.to_string())?;
-        if rec.is_some_and(|h| h.fence.is_some_and(|f| f.proof.is_some())) {
+        let isolated = ctl
+            .lock_observed()
+            .vm(&host, name)
+            .is_some_and(|v| v.isolated);
+        if isolated || rec.is_some_and(|h| h.fence.is_some_and(|f| f.proof.is_some())) {
             out.push(name.clone());
         }
     }
@@ -189,16 +193,16 @@ async fn on_fenced_hosts(ctl: &Ctl, pair: &Pair) -> Result<Vec<String>, String> 
 }
 
 async fn settle(ctl: &Arc<Ctl>, pair: &Pair, op: &OpHandle) -> Result<String, String> {
-    // A member on a fenced host never answers: the failover pass, which
-    // knows the fence, decides for the pair once it is ready again.
-    let gone = on_fenced_hosts(ctl, pair).await?;
+    // A member on a fenced host, or isolated, never answers: the failover
+    // pass, which knows why, decides for the pair once it is ready again.
+    let gone = out_of_service(ctl, pair).await?;
     if !gone.is_empty() {
         let w = (Workflow::Recover, op.id.as_str());
         lifecycle::release(ctl, &pair.name, w, true, |_| {})
             .await
             .map_err(|e| e.to_string())?;
         return Ok(format!(
-            "pair {}: {} on a fenced host; left to the failover pass",
+            "pair {}: {} out of service (fenced host or isolated); left to the failover pass",
             pair.name,
             gone.join(", ")
         ));
@@ -230,7 +234,7 @@ async fn settle(ctl: &Arc<Ctl>, pair: &Pair, op: &OpHandle) -> Result<String, St
             .await;
         // A guest that lost its role lost its configuration with it.
         let configure = roles[s.i()] == Some(Role::None);
-        let address = (p.vip, p.prefix_len);
+        let address = ctl.service(&p);
         pair_exec::give_role(who, peer, address, (role, p.token), configure).await?;
         done.push(format!("{} {role:?}", who.vm));
     }

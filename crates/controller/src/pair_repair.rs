@@ -67,6 +67,7 @@ async fn pass(
                 role: m.role,
                 healthy: m.healthy,
                 peer_lost: m.peer_lost,
+                cut_off: m.cut_off,
             };
         }
         let Some(r) = decide(&pair, views) else {
@@ -159,7 +160,7 @@ async fn steps(ctl: &Arc<Ctl>, pair: &Pair, r: Repair, op: &OpHandle) -> Result<
         .await
         .map_err(|e| e.to_string())?;
     let (act_done, res) = match pairs::members(ctl, pair).await {
-        Ok(m) => orders(pair, r, &m, op).await,
+        Ok(m) => orders(ctl.service(pair), (pair, r), &m, op).await,
         Err(e) => (false, Err(e)),
     };
     // The record follows the guests: the new ACT once it is ACT, even if
@@ -190,14 +191,13 @@ async fn steps(ctl: &Arc<Ctl>, pair: &Pair, r: Repair, op: &OpHandle) -> Result<
 /// The guest orders of the repair: whether the ACT is where the repair
 /// wants it, and how the whole went.
 async fn orders(
-    pair: &Pair,
-    r: Repair,
+    address: pair_exec::Service,
+    (pair, r): (&Pair, Repair),
     m: &[PairMember; 2],
     op: &OpHandle,
 ) -> (bool, Result<(), String>) {
     let act = &m[r.new_active(pair.active.i())];
     let sby = &m[r.restore(pair.active.i())];
-    let address = (pair.vip, pair.prefix_len);
     let first = match r {
         Repair::FailOver { .. } => {
             op.progress(format!("making {} ACT (token {})", act.vm, pair.token))

@@ -39,6 +39,20 @@ pub(crate) async fn member_hosts(ctl: &Ctl, pair: &Pair) -> Result<[String; 2], 
     Ok(hosts)
 }
 
+/// Which member of `pair` its agent isolated, if one is (it is out of
+/// service until the failover pass replaces it), said as a reason.
+pub(crate) async fn isolated(ctl: &Ctl, pair: &Pair) -> Option<String> {
+    let hosts = member_hosts(ctl, pair).await.ok()?;
+    let obs = ctl.lock_observed();
+    pair.members
+        .iter()
+        .zip(&hosts)
+        .find(|(vm, host)| obs.vm(host, vm).is_some_and(|v| v.isolated))
+        .map(|(vm, host)| {
+            format!("{vm} is isolated on {host} (cut off the service network) until it is replaced")
+        })
+}
+
 pub(crate) async fn members(ctl: &Ctl, pair: &Pair) -> Result<[PairMember; 2], String> {
     let mut out = Vec::new();
     for name in &pair.members {
@@ -199,7 +213,7 @@ async fn create_steps(ctl: &Arc<Ctl>, name: &str, op: &OpHandle) -> Result<Strin
     // that restarted before confirming, gets the whole set-up again.
     let mut attempt = 1;
     loop {
-        let res = match pair_exec::set_up(act, sby, pair.vip, pair.prefix_len, pair.token).await {
+        let res = match pair_exec::set_up(act, sby, ctl.service(&pair), pair.token).await {
             Ok(()) => {
                 op.progress("confirming roles with the guests").await;
                 lifecycle::step(ctl, name, &op.id, Intent::Confirm, |_| {})
@@ -264,6 +278,10 @@ async fn switchover_steps(ctl: &Arc<Ctl>, pair: &Pair, op: &OpHandle) -> Result<
     };
     let from = pair.active;
     let (old, new) = (&m[from.i()], &m[from.other().i()]);
+    if let Some(why) = isolated(ctl, pair).await {
+        let _ = lifecycle::release(ctl, &pair.name, w, false, |_| {}).await;
+        return Err(format!("no switchover: {why}"));
+    }
     let intent = Intent::Switchover {
         from,
         token: pair.token,

@@ -75,6 +75,10 @@ pub struct VmInfo {
     /// came since: the guest is booting again and holds no role.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset_age_ms: Option<u64>,
+    /// Isolated by the controller's order: cut off the network and paused,
+    /// out of service until it is deleted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub isolated: bool,
 }
 
 /// Query of `POST /v1/vms`: how long the request waits.

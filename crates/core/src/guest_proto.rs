@@ -31,12 +31,17 @@ pub enum Op {
     Hello,
     /// Role, service health, restart counters.
     Status,
-    /// The pair's service address and the peer's address (state sync).
+    /// The pair's service address, the peer's address (state sync, peer
+    /// heartbeat) and the witness: an address on the service network (its
+    /// gateway, say) the guest pings to tell, when it loses its peer,
+    /// whether it is the one cut off.
     Configure {
         vip: Ipv4Addr,
         vip_prefix_len: u8,
         #[serde(default)]
         peer: Option<Ipv4Addr>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        witness: Option<Ipv4Addr>,
     },
     /// Become ACT or SBY.
     SetRole { role: TargetRole, token: u64 },
@@ -119,10 +124,11 @@ pub const PEER_BEAT_MS: u64 = 100;
 /// Silence after which a guest says its peer is lost (four beats).
 pub const PEER_LOST_MS: u64 = 400;
 
-/// What a guest hears of its pair peer, once it has heard it at all.
+/// What a guest hears of its pair peer (or of the witness, which it pings
+/// as often as it beats), once it has heard it at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerHeard {
-    /// Time since its last beat.
+    /// Time since its last beat (or echo reply).
     pub silent_ms: u64,
     /// Silent longer than [`PEER_LOST_MS`].
     pub lost: bool,
@@ -138,6 +144,27 @@ pub struct Heartbeat {
     /// `None`: no peer configured, or never heard since it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<PeerHeard>,
+    /// What it hears of the witness; `None`: no witness configured, or
+    /// never answered since it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness: Option<PeerHeard>,
+}
+
+impl Heartbeat {
+    /// It stopped hearing its peer.
+    pub fn peer_lost(&self) -> bool {
+        self.peer.is_some_and(|p| p.lost)
+    }
+
+    /// It stopped hearing the witness: it is cut off the service network.
+    pub fn cut_off(&self) -> bool {
+        self.witness.is_some_and(|w| w.lost)
+    }
+
+    /// What the agent reports at once when it changes: (peer lost, cut off).
+    pub fn alarm(&self) -> (bool, bool) {
+        (self.peer_lost(), self.cut_off())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -399,6 +426,7 @@ mod tests {
                 vip: Ipv4Addr::new(10, 0, 0, 9),
                 vip_prefix_len: 24,
                 peer: None,
+                witness: Some(Ipv4Addr::new(10, 0, 0, 1)),
             },
             Op::SetRole {
                 role: TargetRole::Sby,

@@ -78,6 +78,7 @@ pub fn rehearse() -> Result<(), String> {
         vip: REHEARSAL_IP,
         vip_prefix_len: 24,
         peer: None,
+        witness: None,
     };
     let claimed = claim_announcing(&probe, 1, || {});
     release(&probe)?;

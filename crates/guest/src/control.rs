@@ -6,6 +6,7 @@
 
 use crate::middleware::Middleware;
 use crate::peer_beat;
+use crate::witness;
 use crate::GuestError;
 use duplex_core::guest_proto::{
     decode, encode, Frame, Heartbeat, Op, ProtoError, HEARTBEAT_EVENT, HEARTBEAT_MS, MAX_LINE,
@@ -40,12 +41,13 @@ pub fn handle_line(line: &str, mw: &Middleware) -> Option<Frame> {
 }
 
 /// The `heartbeat` event as it is now.
-fn heartbeat(mw: &Middleware, ear: Option<&peer_beat::Shared>) -> String {
+fn heartbeat(mw: &Middleware) -> String {
     let beat = Heartbeat {
         seq: mw.beats.fetch_add(1, Ordering::Relaxed) + 1,
         role: mw.persisted().role.role,
         service: serde_json::to_value(mw.service.status()).unwrap_or_default(),
-        peer: ear.and_then(peer_beat::heard),
+        peer: mw.ear.get().and_then(peer_beat::heard),
+        witness: mw.witness.get().and_then(peer_beat::heard),
     };
     encode(&Frame::Event {
         event: HEARTBEAT_EVENT.into(),
@@ -53,32 +55,39 @@ fn heartbeat(mw: &Middleware, ear: Option<&peer_beat::Shared>) -> String {
     })
 }
 
-/// Starts the guest-to-guest heartbeat; losing or finding the peer sends a
-/// `heartbeat` event at once. Without it (the port is taken) the guest
-/// still runs, and its host's silence is the only sign of its loss.
-fn start_peer_beat(out: &SyncSender<String>, mw: &Arc<Middleware>) -> Option<peer_beat::Shared> {
-    let (m, slot) = (mw.clone(), Arc::new(std::sync::OnceLock::new()));
-    let (o, m2, s2) = (out.clone(), mw.clone(), slot.clone());
-    let started = peer_beat::start(
-        move || m.peer_address(),
-        move |lost| {
-            eprintln!(
-                "duplex guest: peer {}",
-                if lost { "lost" } else { "heard again" }
-            );
-            let _ = o.try_send(heartbeat(&m2, s2.get()));
-        },
-    );
-    match started {
+/// What a turn of the peer's beat or the witness's pings does: the
+/// `heartbeat` event is sent at once.
+fn on_turn(
+    what: &'static str,
+    out: &SyncSender<String>,
+    mw: &Arc<Middleware>,
+) -> impl Fn(bool) + Send + 'static {
+    let (o, m) = (out.clone(), mw.clone());
+    move |lost| {
+        let now = if lost { "lost" } else { "heard again" };
+        eprintln!("duplex guest: {what} {now}");
+        let _ = o.try_send(heartbeat(&m));
+    }
+}
+
+/// Starts the guest-to-guest heartbeat and the witness's pings; losing or
+/// finding either sends a `heartbeat` event at once. Without them (the
+/// port is taken, no raw sockets) the guest still runs, and its host's
+/// silence is the only sign of its loss.
+fn start_ears(out: &SyncSender<String>, mw: &Arc<Middleware>) {
+    let m = mw.clone();
+    match peer_beat::start(move || m.peer_address(), on_turn("peer", out, mw)) {
         Ok(ear) => {
-            let _ = slot.set(ear.clone());
-            let _ = mw.ear.set(ear.clone());
-            Some(ear)
+            let _ = mw.ear.set(ear);
         }
-        Err(e) => {
-            eprintln!("duplex guest: no peer heartbeat (port {PEER_BEAT_PORT}): {e}");
-            None
+        Err(e) => eprintln!("duplex guest: no peer heartbeat (port {PEER_BEAT_PORT}): {e}"),
+    }
+    let m = mw.clone();
+    match witness::start(move || m.witness_address(), on_turn("witness", out, mw)) {
+        Ok(ear) => {
+            let _ = mw.witness.set(ear);
         }
+        Err(e) => eprintln!("duplex guest: cannot ping the witness: {e}"),
     }
 }
 
@@ -110,14 +119,14 @@ pub fn serve(dev: &Path, mw: Arc<Middleware>) -> Result<(), GuestError> {
         event: "ready".into(),
         data: hello,
     }));
-    let ear = start_peer_beat(&out, &mw);
+    start_ears(&out, &mw);
     {
         let (out, mw) = (out.clone(), mw.clone());
         std::thread::spawn(move || loop {
             std::thread::sleep(Duration::from_millis(HEARTBEAT_MS));
             mw.tick();
             // A full queue means the host is not reading: skip a beat.
-            let _ = out.try_send(heartbeat(&mw, ear.as_ref()));
+            let _ = out.try_send(heartbeat(&mw));
         });
     }
     let mut reader = BufReader::new(file);

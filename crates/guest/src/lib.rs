@@ -16,6 +16,7 @@ pub mod port;
 pub mod replica;
 pub mod service;
 pub mod state;
+pub mod witness;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -75,6 +76,7 @@ pub fn run() -> Result<(), GuestError> {
         claiming: Default::default(),
         beats: Default::default(),
         ear: Default::default(),
+        witness: Default::default(),
     });
     let roles: Arc<dyn replica::RoleView> = mw.clone();
     replica::serve_services(mw.replica.clone(), roles.clone(), service::SYNC_SOCKET).map_err(

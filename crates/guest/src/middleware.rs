@@ -34,6 +34,8 @@ pub struct Middleware {
     pub beats: std::sync::atomic::AtomicU64,
     /// What the guest-to-guest heartbeat hears of the peer, once started.
     pub ear: std::sync::OnceLock<crate::peer_beat::Shared>,
+    /// What the pings hear of the service network's witness, once started.
+    pub witness: std::sync::OnceLock<crate::peer_beat::Shared>,
 }
 
 impl RoleView for Middleware {
@@ -59,6 +61,11 @@ impl Middleware {
     /// The peer's address, once configured.
     pub fn peer_address(&self) -> Option<Ipv4Addr> {
         self.persisted().config.and_then(|c| c.peer)
+    }
+
+    /// The service network's witness, once configured.
+    pub fn witness_address(&self) -> Option<Ipv4Addr> {
+        self.persisted().config.and_then(|c| c.witness)
     }
 
     pub fn persisted(&self) -> Persisted {
@@ -103,6 +110,7 @@ impl Middleware {
                 vip,
                 vip_prefix_len,
                 peer,
+                witness,
             } => {
                 if !(8..=32).contains(vip_prefix_len) {
                     return Err(OpError(
@@ -114,6 +122,7 @@ impl Middleware {
                     vip: *vip,
                     vip_prefix_len: *vip_prefix_len,
                     peer: *peer,
+                    witness: *witness,
                 };
                 let old = self.persisted().config;
                 if let Some(o) = old.filter(|o| o.vip != new.vip && self.is_active()) {

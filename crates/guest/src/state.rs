@@ -16,6 +16,9 @@ pub struct PairConfig {
     pub vip: Ipv4Addr,
     pub vip_prefix_len: u8,
     pub peer: Option<Ipv4Addr>,
+    /// The service network's witness (`crate::witness`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness: Option<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -193,6 +193,9 @@ fn spawn(
         .arg(&dir)
         .args(["--id", &id])
         .args(["--lease-ttl-ms", &LAB_LEASE_TTL_MS.to_string()])
+        // The lab segment's gateway (the management port) witnesses
+        // which member of a pair is cut off the service network.
+        .args(["--service-witness", &plan.mgmt_ip().to_string()])
         .current_dir(&dir);
     if let Some(e) = &etcd {
         cmd.args(["--store", "etcd", "--etcd-endpoints", &e.url]);

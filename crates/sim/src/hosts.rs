@@ -31,6 +31,8 @@ pub struct SimVm {
     /// An element hold or forward is in place.
     pub element_busy: bool,
     pub migration: Option<MigrationInfo>,
+    /// Isolated on the controller's order: paused, off the network.
+    pub isolated: bool,
 }
 
 #[derive(Debug, Default)]
@@ -44,6 +46,9 @@ pub struct SimHost {
     /// Self-fenced: its VMs are cut off the network and its ACTs paused;
     /// nothing on it serves.
     pub fenced: bool,
+    /// Its service link is cut: its guests hear neither their peers nor
+    /// the witness (and their peers do not hear them).
+    pub service_cut: bool,
     /// The highest fencing token obeyed (persisted: survives a restart).
     pub fence: u64,
     pub vms: BTreeMap<String, SimVm>,
@@ -93,12 +98,12 @@ impl World {
     }
 
     /// Never two guests of one pair serving as ACT, and no VM serving on
-    /// two hosts: checked after every change. A copy on a self-fenced host
-    /// does not serve (its element drops every frame).
+    /// two hosts: checked after every change. A copy on a self-fenced host,
+    /// or isolated, does not serve (its element drops every frame).
     pub fn check_split_brain(&mut self, when: &str) {
         let mut seen = std::collections::BTreeMap::new();
         for (h, s) in self.hosts.iter().filter(|(_, s)| !s.fenced) {
-            for vm in s.vms.keys() {
+            for (vm, _) in s.vms.iter().filter(|(_, x)| !x.isolated) {
                 if let Some(first) = seen.insert(vm.clone(), h.clone()) {
                     self.violations
                         .push(format!("{vm} runs on {first} and {h} after {when}"));
@@ -107,10 +112,11 @@ impl World {
         }
         for [a, b] in self.pairs.clone() {
             let act = |v: &str| {
-                self.hosts
-                    .values()
-                    .filter(|s| !s.fenced)
-                    .any(|s| s.vms.get(v).is_some_and(|x| x.guest.role == Role::Act))
+                self.hosts.values().filter(|s| !s.fenced).any(|s| {
+                    s.vms
+                        .get(v)
+                        .is_some_and(|x| x.guest.role == Role::Act && !x.isolated)
+                })
             };
             if act(&a) && act(&b) {
                 self.violations
@@ -119,13 +125,56 @@ impl World {
         }
     }
 
+    /// Whether each VM on `host` has lost its peer, and the witness.
+    fn apart(&self, host: &str) -> BTreeMap<String, (bool, bool)> {
+        let cut = |h: &SimHost| h.service_cut;
+        let on_cut = |vm: &str| {
+            self.hosts
+                .values()
+                .any(|h| cut(h) && h.vms.contains_key(vm))
+        };
+        let here = self.hosts.get(host).is_some_and(cut);
+        let peer = |vm: &str| {
+            self.pairs
+                .iter()
+                .find(|p| p.contains(&vm.to_string()))
+                .and_then(|[a, b]| [a, b].into_iter().find(|m| *m != vm))
+        };
+        let vms = self
+            .hosts
+            .get(host)
+            .map(|h| h.vms.keys().cloned().collect::<Vec<_>>());
+        vms.unwrap_or_default()
+            .into_iter()
+            .map(|vm| {
+                let lost = here || peer(&vm).is_some_and(|p| on_cut(p));
+                (vm, (lost, here))
+            })
+            .collect()
+    }
+
     pub fn report(&mut self, host: &str) -> Option<HostReport> {
+        let apart = self.apart(host);
         let h = self.hosts.get_mut(host)?;
         if !h.up {
             return None;
         }
         h.seq += 1;
-        let vms = h.vms.values().map(info).collect();
+        let vms = h
+            .vms
+            .values()
+            .map(|v| {
+                let mut i = info(v);
+                let (peer_lost, cut_off) = apart.get(&v.spec.name).copied().unwrap_or_default();
+                if let Some(hb) = i.heartbeat.as_mut() {
+                    let heard =
+                        |lost| json!({"silent_ms": if lost { 1000 } else { 0 }, "lost": lost});
+                    hb["peer"] = heard(peer_lost);
+                    hb["witness"] = heard(cut_off);
+                }
+                i
+            })
+            .collect();
         Some(HostReport {
             host: HostInfo {
                 name: host.into(),
@@ -206,6 +255,8 @@ fn info(v: &SimVm) -> VmInfo {
             .is_some_and(|m| m.phase == MigrationPhase::Active)
         {
             VmState::MigratingOut
+        } else if v.isolated {
+            VmState::Paused
         } else {
             VmState::Running
         },
@@ -215,9 +266,11 @@ fn info(v: &SimVm) -> VmInfo {
         guest: Some(json!({"hello": true})),
         serial_log: String::new(),
         migration: v.migration.clone(),
-        heartbeat: Some(json!({"role": role, "service": {"healthy": role == Role::Act}})),
-        heartbeat_age_ms: Some(0),
+        heartbeat: (!v.isolated)
+            .then(|| json!({"seq": 0, "role": role, "service": {"healthy": role == Role::Act}})),
+        heartbeat_age_ms: (!v.isolated).then_some(0),
         reset_age_ms: None,
+        isolated: v.isolated,
     }
 }
 
@@ -435,6 +488,7 @@ impl AgentApi for SimAgent {
                         configured: false,
                         element_busy: false,
                         migration: None,
+                        isolated: false,
                     })
                 });
                 Ok(serde_json::to_value(vm.map(|v| info(v))).unwrap_or_default())
@@ -461,10 +515,26 @@ impl AgentApi for SimAgent {
         .await
         .map(|_| ())
     }
+    async fn isolate(&self, vm: &str) -> Result<VmInfo, ClientError> {
+        let a = self
+            .order("isolate", |w, h| {
+                let v = self.vm(w, h, vm)?;
+                v.isolated = true;
+                Ok(serde_json::to_value(info(v)).unwrap_or_default())
+            })
+            .await?;
+        decode(a, &self.url)
+    }
     async fn guest(&self, vm: &str, op: &Op) -> Result<serde_json::Value, ClientError> {
         let name = format!("guest {op:?} of {vm}");
         self.order(&name, |w, h| {
             let v = self.vm(w, h, vm)?;
+            if v.isolated {
+                return Err(ClientError::Unreachable {
+                    url: self.url.clone(),
+                    msg: format!("{vm} is isolated and paused (simulated)"),
+                });
+            }
             guest_op(v, op, &self.url)
         })
         .await

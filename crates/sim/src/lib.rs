@@ -68,9 +68,11 @@ pub struct Classes {
     /// not fence itself and there is no fence device: nothing it ran may be
     /// started elsewhere until it reports again.
     pub silent_agents: bool,
-    /// Hosts lose power (their VMs die) or their management link (their
-    /// VMs run on) for up to 25 s; agents fence themselves after their
-    /// lease, and the controller fails over and heals once it is over.
+    /// Hosts lose power (their VMs die), their management link (their
+    /// VMs run on; agents fence themselves after their lease) or their
+    /// service link (the agent answers; the guests there lose their peers
+    /// and the witness) for up to 25 s; the controller fails over and
+    /// heals.
     pub host_loss: bool,
 }
 
@@ -124,6 +126,7 @@ fn start_proc(id: u64, store: &MemoryStore, world: &Shared, faults: &Faults) -> 
         fence_command: None,
         liveness: Default::default(),
         probe_timeout: duplex_controller::config::DEFAULT_PROBE_TIMEOUT,
+        service_witness: Some(std::net::Ipv4Addr::new(10, 0, 0, 1)),
     };
     let connector = Arc::new(SimConnector {
         world: world.clone(),
@@ -373,27 +376,38 @@ impl Sim {
 }
 
 impl Sim {
-    /// A host loses power, or its management link, for a while.
+    /// A host loses power, its management link or its service link, for
+    /// a while.
     fn lose_host(&mut self) {
         let h = HOSTS[self.faults.below(3) as usize];
         let secs = 1 + self.faults.below(25);
-        let power = self.faults.chance(0.5);
+        let what = self.faults.below(3);
         let world = self.world.clone();
-        if power {
-            lock(&world).power_off(h);
-            self.log(format!("{h} powered off for {secs} s"));
-        } else {
-            set_up(&world, h, false);
-            self.log(format!("{h} cut off its management network for {secs} s"));
+        match what {
+            0 => lock(&world).power_off(h),
+            1 => set_up(&world, h, false),
+            _ => cut_service(&world, h, true),
         }
+        let link = [
+            "powered off",
+            "cut off its management network",
+            "cut off its service network",
+        ];
+        self.log(format!("{h} {} for {secs} s", link[what as usize]));
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(secs)).await;
-            let mut w = lock(&world);
-            match power {
-                true => w.power_on(h, tokio::time::Instant::now()),
-                false => w.hosts.get_mut(h).iter_mut().for_each(|x| x.up = true),
+            match what {
+                0 => lock(&world).power_on(h, tokio::time::Instant::now()),
+                1 => set_up(&world, h, true),
+                _ => cut_service(&world, h, false),
             }
         });
+    }
+}
+
+fn cut_service(world: &Shared, host: &str, cut: bool) {
+    if let Some(h) = lock(world).hosts.get_mut(host) {
+        h.service_cut = cut;
     }
 }
 

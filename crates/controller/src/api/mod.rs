@@ -156,6 +156,7 @@ async fn controller_info(State(ctl): Shared) -> Json<serde_json::Value> {
         "host_failure_timeout_ms": ctl.cfg.liveness.suspect_after_ms,
         "probe_timeout_ms": ctl.cfg.probe_timeout.as_millis() as u64,
         "fence_device": ctl.cfg.fence_command,
+        "service_witness": ctl.cfg.service_witness,
         "lease_ttl_ms": ctl.cfg.lease_ttl.as_millis() as u64,
     }))
 }

@@ -140,6 +140,9 @@ pub struct MemberView {
     /// heartbeat): they cannot replicate, and one side may be cut off its
     /// service network.
     pub peer_lost: bool,
+    /// Its guest stopped hearing the service network's witness: it is
+    /// the one cut off (when its peer still hears the witness).
+    pub cut_off: bool,
 }
 
 /// Judges the pair from the two members' reports (`views` in `members` order).
@@ -208,7 +211,7 @@ mod tests {
         MemberView {
             role,
             healthy,
-            peer_lost: false,
+            ..MemberView::default()
         }
     }
 

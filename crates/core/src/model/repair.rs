@@ -84,8 +84,7 @@ mod tests {
     fn view(role: Option<Role>) -> MemberView {
         MemberView {
             role,
-            healthy: None,
-            peer_lost: false,
+            ..MemberView::default()
         }
     }
 

@@ -169,8 +169,7 @@ fn repair_and_settlement_agree_on_the_act() {
             for r1 in ROLES {
                 let view = |role| MemberView {
                     role,
-                    healthy: None,
-                    peer_lost: false,
+                    ..MemberView::default()
                 };
                 let Some(r) = repair::decide(&pair, [view(r0), view(r1)]) else {
                     continue;

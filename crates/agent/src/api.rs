@@ -432,4 +432,76 @@ mod tests {
         );
         let _ = std::fs::remove_dir_all(&d);
     }
+
+    /// A destination that answers an `exec:` stream address (QEMU would run
+    /// it as a shell command) is refused before QEMU hears of it; the
+    /// destination is told to abort and the VM keeps running here.
+    #[tokio::test]
+    async fn a_destinations_exec_address_is_never_run() {
+        let aborted = Arc::new(Mutex::new(false));
+        let a = aborted.clone();
+        let pwned = std::env::temp_dir().join(format!("duplex-pwned-{}", std::process::id()));
+        let evil = format!("exec:touch {}", pwned.display());
+        let dest =
+            Router::new()
+                .route(
+                    "/v1/incoming",
+                    post(move || async move {
+                        Json(duplex_core::agent_api::IncomingReady { uri: evil })
+                    }),
+                )
+                .route(
+                    "/v1/incoming/{name}/abort",
+                    post(move || async move {
+                        *a.lock().unwrap() = true;
+                        StatusCode::NO_CONTENT
+                    }),
+                );
+        let dest_url = spawn(dest).await;
+        let d = temp_dir("api-exec");
+        let host = Host::for_test(crate::config::test_config(&d));
+        let spec = VmSpec::new("vm-1", Ipv4Addr::new(10, 0, 0, 5));
+        let vm = host.reserve(&spec, VmState::Running).unwrap();
+        let client = AgentClient::new(&spawn(router(host.clone())).await);
+        let req = MigrateRequest {
+            to: dest_url,
+            tuning: Default::default(),
+        };
+        client.start_migration("vm-1", &req).await.unwrap();
+        let info = loop {
+            let info = client.migration("vm-1").await.unwrap();
+            if info.phase == MigrationPhase::Failed {
+                break info;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let error = info.error.unwrap();
+        assert!(error.contains("only tcp:127.0.0.1:PORT"), "{error}");
+        assert!(
+            *aborted.lock().unwrap(),
+            "the destination was not told to abort"
+        );
+        assert_eq!(vm.status().state, VmState::Running);
+        assert!(!pwned.exists());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[tokio::test]
+    async fn a_destination_must_be_an_agent_address() {
+        let d = temp_dir("api-dest");
+        let host = Host::for_test(crate::config::test_config(&d));
+        let spec = VmSpec::new("vm-1", Ipv4Addr::new(10, 0, 0, 5));
+        let vm = host.reserve(&spec, VmState::Running).unwrap();
+        let client = AgentClient::new(&spawn(router(host.clone())).await);
+        for to in ["exec:sh", "http://evil.example:7070", "http://10.0.0.9"] {
+            let req = MigrateRequest {
+                to: to.into(),
+                tuning: Default::default(),
+            };
+            let e = client.start_migration("vm-1", &req).await.unwrap_err();
+            assert!(e.to_string().contains("not an agent URL"), "{to}: {e}");
+        }
+        assert_eq!(vm.status().state, VmState::Running);
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

@@ -14,6 +14,7 @@ pub mod migrate;
 pub mod report;
 pub mod self_fence;
 pub mod serial;
+pub mod stream_addr;
 pub mod vm;
 
 pub use config::AgentConfig;

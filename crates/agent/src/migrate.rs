@@ -56,12 +56,8 @@ pub async fn start_outgoing(
 ) -> Result<MigrationInfo, AgentError> {
     let vm = host.get(name)?;
     let to = req.to.trim_end_matches('/').to_string();
-    if !to.starts_with("http://") || to.len() <= "http://".len() {
-        return Err(AgentError::BadRequest(format!(
-            "field `to`: `{}` is not an agent URL like http://10.77.0.12:7070",
-            req.to
-        )));
-    }
+    crate::stream_addr::agent_ip(&to)
+        .map_err(|e| AgentError::BadRequest(format!("field `to`: {e}")))?;
     if to == format!("http://{}", host.cfg.listen) {
         return Err(AgentError::BadRequest(format!(
             "field `to`: {to} is this host; pick another one"
@@ -177,7 +173,11 @@ async fn outgoing(
         fence,
     )
     .await?;
-    tracing::info!(vm = %name, uri = %ready.uri, "destination ready");
+    // Never the answer itself: QEMU would run an `exec:` address.
+    let uri = crate::stream_addr::agent_ip(&req.to)
+        .and_then(|ip| crate::stream_addr::stream_uri(ip, &ready.uri))
+        .map_err(AgentError::Migration)?;
+    tracing::info!(vm = %name, %uri, "destination ready");
     let qmp = vm
         .qmp()
         .ok_or_else(|| AgentError::Conflict(format!("VM `{name}` has no running QEMU")))?;
@@ -190,21 +190,15 @@ async fn outgoing(
     });
     info.phase = MigrationPhase::Active;
     let mut last_log = Instant::now();
-    let migrating = migration::migrate(
-        &qmp,
-        &ready.uri,
-        &req.tuning,
-        Duration::from_millis(200),
-        |p| {
-            info.progress = p.clone();
-            set_migration(host, vm, &info);
-            if last_log.elapsed() > Duration::from_secs(1) {
-                last_log = Instant::now();
-                tracing::info!(vm = %name, transferred = p.transferred_bytes, remaining = p.remaining_bytes,
+    let migrating = migration::migrate(&qmp, &uri, &req.tuning, Duration::from_millis(200), |p| {
+        info.progress = p.clone();
+        set_migration(host, vm, &info);
+        if last_log.elapsed() > Duration::from_secs(1) {
+            last_log = Instant::now();
+            tracing::info!(vm = %name, transferred = p.transferred_bytes, remaining = p.remaining_bytes,
                 passes = p.passes, "migration progress");
-            }
-        },
-    );
+        }
+    });
     tokio::pin!(migrating);
     let outcome = tokio::select! {
         biased;

@@ -2,14 +2,14 @@
 //! socket; the guest's `duplex guest` answers). Requests are matched to
 //! responses by id; events are logged and the latest `ready` kept.
 
-use duplex_core::guest_proto::{decode, encode, Frame, Op, ProtoError};
+use duplex_core::guest_proto::{decode, encode, Frame, Op, ProtoError, MAX_LINE};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
 use tokio::sync::oneshot;
@@ -99,15 +99,53 @@ impl ControlClient {
     }
 }
 
+/// The next line from the guest, at most [`MAX_LINE`] bytes: `Ok(None)`
+/// at the end, `Err` with the length of a longer line, which is skipped.
+async fn next_line<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<Result<(), usize>>> {
+    buf.clear();
+    if (&mut *r)
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', buf)
+        .await?
+        == 0
+    {
+        return Ok(None);
+    }
+    if buf.len() <= MAX_LINE {
+        return Ok(Some(Ok(())));
+    }
+    let mut skipped = buf.len();
+    while !buf.ends_with(b"\n") {
+        buf.clear();
+        let n = (&mut *r)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', buf)
+            .await?;
+        if n == 0 {
+            break;
+        }
+        skipped += n;
+    }
+    Ok(Some(Err(skipped)))
+}
+
 async fn read_loop(
-    r: BufReader<tokio::net::unix::OwnedReadHalf>,
+    mut r: BufReader<tokio::net::unix::OwnedReadHalf>,
     pending: Pending,
     vm: String,
     sink: EventSink,
 ) {
-    let mut lines = r.lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        match decode(&line) {
+    let mut buf = Vec::new();
+    while let Ok(Some(got)) = next_line(&mut r, &mut buf).await {
+        if let Err(len) = got {
+            tracing::warn!(vm = %vm, len, "guest sent a line longer than {MAX_LINE} bytes; skipped");
+            continue;
+        }
+        let line = String::from_utf8_lossy(&buf);
+        match decode(line.trim_end()) {
             Ok(Frame::Response { id, result }) => {
                 if let Some(tx) = pending.lock().ok().and_then(|mut p| p.remove(&id)) {
                     let _ = tx.send(result);
@@ -127,5 +165,23 @@ async fn read_loop(
     }
     if let Ok(mut p) = pending.lock() {
         p.clear();
+    }
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_line_over_the_limit_is_skipped_and_the_next_read() {
+        let mut input = vec![b'x'; MAX_LINE * 2 + 10];
+        input.extend_from_slice(b"\n{\"next\":1}\n");
+        let mut r = BufReader::new(&input[..]);
+        let mut buf = Vec::new();
+        let got = next_line(&mut r, &mut buf).await.unwrap();
+        assert_eq!(got, Some(Err(MAX_LINE * 2 + 11)));
+        assert_eq!(next_line(&mut r, &mut buf).await.unwrap(), Some(Ok(())));
+        assert_eq!(buf, b"{\"next\":1}\n");
+        assert_eq!(next_line(&mut r, &mut buf).await.unwrap(), None);
     }
 }

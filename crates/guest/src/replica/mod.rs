@@ -24,6 +24,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod admit;
+
 pub const PEER_PORT: u16 = 7001;
 const PEER_TIMEOUT: Duration = Duration::from_millis(1000);
 /// After a failed connection to the peer, writes do not try again (each
@@ -518,14 +520,32 @@ pub fn serve_services(
     Ok(())
 }
 
-/// Accepts the ACT peer's link on the service LAN.
+/// Accepts the ACT peer's link on the service LAN: from the configured
+/// peer only, a bounded number at once ([`admit`]).
 pub fn serve_peer(replica: Arc<Replica>, roles: Arc<dyn RoleView>) -> std::io::Result<()> {
     let listener = TcpListener::bind(("0.0.0.0", PEER_PORT))?;
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
+            let from = conn.peer_addr().map(|a| a.ip());
+            let admitted = from
+                .map_err(|e| e.to_string())
+                .and_then(|ip| admit::peer(ip, roles.peer()));
+            if let Err(e) = admitted {
+                eprintln!("duplex guest: {e}");
+                continue;
+            }
+            let Some(slot) = admit::Slot::take(&count) else {
+                eprintln!(
+                    "duplex guest: refused a replication connection: {} already open",
+                    admit::MAX_PEER_CONNS
+                );
+                continue;
+            };
             let _ = conn.set_nodelay(true);
             let (replica, roles) = (replica.clone(), roles.clone());
             std::thread::spawn(move || {
+                let _slot = slot;
                 serve_lines(
                     conn,
                     move |v| Taken::Answer(replica.handle_peer(&v, &*roles)),
@@ -563,14 +583,17 @@ fn serve_lines<S: std::io::Read + Write + TryCloneStream + Send + 'static>(
         }
     });
     let mut r = BufReader::new(conn);
-    let mut line = String::new();
+    let mut line = Vec::new();
     loop {
-        line.clear();
-        match r.read_line(&mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
+        match admit::read_line(&mut r, &mut line, admit::MAX_LINE) {
+            Ok(Some(())) => {}
+            Ok(None) => break,
+            Err(e) => {
+                let _ = tx.send(Taken::Answer(json!({"ok": false, "error": e.to_string()})));
+                break;
+            }
         }
-        let taken = match serde_json::from_str::<Value>(&line) {
+        let taken = match serde_json::from_slice::<Value>(&line) {
             Ok(v) => take(v),
             Err(e) => Taken::Answer(json!({"ok": false, "error": format!("bad JSON: {e}")})),
         };

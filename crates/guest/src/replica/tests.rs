@@ -194,7 +194,9 @@ fn peer_updates_apply_on_sby_only_and_snapshot_replaces() {
 #[test]
 fn handover_barrier_resends_only_what_the_peer_lacks() {
     let sby_store = Arc::new(Replica::default());
-    let sby_roles: Arc<dyn RoleView> = Arc::new(Roles(AtomicBool::new(false), None));
+    // Its peer, the ACT, connects from loopback: only it is let in.
+    let sby_roles: Arc<dyn RoleView> =
+        Arc::new(Roles(AtomicBool::new(false), Some(Ipv4Addr::LOCALHOST)));
     serve_peer(sby_store.clone(), sby_roles.clone()).unwrap();
     let act = Replica::default();
     let act_roles = Roles(AtomicBool::new(true), Some(Ipv4Addr::LOCALHOST));

@@ -8,6 +8,7 @@ use duplex_core::mac::Mac;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Counts {
@@ -15,6 +16,23 @@ struct Counts {
     tx_bytes: u64,
     rx_packets: u64,
     rx_bytes: u64,
+    /// Counted since the last report.
+    touched: bool,
+    /// The last report that found it touched.
+    seen: Option<Instant>,
+}
+
+impl Counts {
+    fn bytes(&self) -> u64 {
+        self.tx_bytes.saturating_add(self.rx_bytes)
+    }
+
+    fn add(&mut self, o: &Counts) {
+        self.tx_packets += o.tx_packets;
+        self.tx_bytes += o.tx_bytes;
+        self.rx_packets += o.rx_packets;
+        self.rx_bytes += o.rx_bytes;
+    }
 }
 
 #[derive(Debug, Default)]
@@ -28,6 +46,15 @@ pub struct Counters {
 /// Bound on distinct peers kept per VM; beyond it peers are folded into one
 /// bucket (ff:ff:ff:ff:ff:ff without IP) so memory stays bounded.
 pub const MAX_PEERS: usize = 4096;
+/// Peers a report names, the busiest first; the rest are summed into the
+/// folded bucket, so a report stays small whatever the VM hears (forged
+/// ARP from many addresses, say).
+pub const REPORT_PEERS: usize = 64;
+/// A peer not heard from for this long is forgotten (at the next report).
+pub const PEER_TTL: Duration = Duration::from_secs(300);
+
+/// The bucket peers beyond the bounds are folded into.
+const FOLDED: (Mac, Option<Ipv4Addr>) = (Mac([0xff; 6]), None);
 
 impl Counters {
     pub fn count(&mut self, dir: Direction, info: Option<&FrameInfo>, len: usize) {
@@ -52,12 +79,50 @@ impl Counters {
             Direction::ToGuest => (i.src, i.src_ip),
         };
         if !self.peers.contains_key(&key) && self.peers.len() >= MAX_PEERS {
-            key = (Mac([0xff; 6]), None);
+            key = FOLDED;
         }
-        bump(self.peers.entry(key).or_default());
+        let c = self.peers.entry(key).or_default();
+        bump(c);
+        c.touched = true;
     }
 
-    pub fn report(&self, vm: &str, drops: &BTreeMap<&'static str, u64>) -> TrafficReport {
+    /// Forgets peers silent for [`PEER_TTL`] (as of `now`).
+    fn expire(&mut self, now: Instant) {
+        self.peers.retain(|_, c| {
+            if std::mem::take(&mut c.touched) {
+                c.seen = Some(now);
+            }
+            c.seen
+                .is_some_and(|s| now.saturating_duration_since(s) < PEER_TTL)
+        });
+    }
+
+    /// The busiest [`REPORT_PEERS`] peers, the rest summed into the folded
+    /// bucket.
+    fn busiest(&self) -> Vec<((Mac, Option<Ipv4Addr>), Counts)> {
+        let mut all: Vec<_> = self.peers.iter().map(|(k, c)| (*k, *c)).collect();
+        all.sort_by_key(|(k, c)| (std::cmp::Reverse(c.bytes()), *k));
+        let mut rest = Counts::default();
+        for (_, c) in all.iter().skip(REPORT_PEERS) {
+            rest.add(c);
+        }
+        all.truncate(REPORT_PEERS);
+        if rest.tx_packets + rest.rx_packets > 0 {
+            match all.iter_mut().find(|(k, _)| *k == FOLDED) {
+                Some((_, c)) => c.add(&rest),
+                None => all.push((FOLDED, rest)),
+            }
+        }
+        all
+    }
+
+    pub fn report(
+        &mut self,
+        vm: &str,
+        drops: &BTreeMap<&'static str, u64>,
+        now: Instant,
+    ) -> TrafficReport {
+        self.expire(now);
         TrafficReport {
             vm: vm.to_string(),
             tx_packets: self.total.tx_packets,
@@ -65,11 +130,11 @@ impl Counters {
             rx_packets: self.total.rx_packets,
             rx_bytes: self.total.rx_bytes,
             peers: self
-                .peers
-                .iter()
+                .busiest()
+                .into_iter()
                 .map(|((mac, ip), c)| PeerCounters {
-                    mac: *mac,
-                    ip: *ip,
+                    mac,
+                    ip,
                     tx_packets: c.tx_packets,
                     tx_bytes: c.tx_bytes,
                     rx_packets: c.rx_packets,
@@ -115,7 +180,7 @@ mod tests {
         c.count(Direction::FromGuest, parse(&to_peer).as_ref(), 60);
         c.count(Direction::ToGuest, parse(&from_peer).as_ref(), 60);
         c.count(Direction::ToGuest, None, 3);
-        let r = c.report("vm1", &BTreeMap::new());
+        let r = c.report("vm1", &BTreeMap::new(), Instant::now());
         assert_eq!((r.tx_packets, r.rx_packets, r.rx_bytes), (1, 2, 63));
         assert_eq!(r.peers.len(), 2);
         let p = r.peers.iter().find(|p| p.mac == peer).unwrap();
@@ -132,5 +197,15 @@ mod tests {
             c.count(Direction::ToGuest, parse(&f).as_ref(), 60);
         }
         assert_eq!(c.peers.len(), MAX_PEERS + 1);
+        let t0 = Instant::now();
+        let r = c.report("vm1", &BTreeMap::new(), t0);
+        // The folded bucket (the overflow, 10 frames) is the busiest here.
+        assert_eq!(r.peers.len(), REPORT_PEERS, "the busiest, the rest folded");
+        let sum = |r: &TrafficReport| r.peers.iter().map(|p| p.rx_packets).sum::<u64>();
+        assert_eq!(sum(&r), r.rx_packets, "no packet lost from the report");
+        // Silent for the whole time to live: forgotten.
+        let r = c.report("vm1", &BTreeMap::new(), t0 + PEER_TTL);
+        assert!(r.peers.is_empty(), "{:?}", r.peers.len());
+        assert_eq!(r.rx_packets, MAX_PEERS as u64 + 10, "the totals stay");
     }
 }

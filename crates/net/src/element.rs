@@ -41,7 +41,7 @@ impl ElementHandle {
             .map(|p| p.drops.clone())
             .unwrap_or_default();
         match self.counters.lock() {
-            Ok(c) => c.report(&self.vm, &drops),
+            Ok(mut c) => c.report(&self.vm, &drops, std::time::Instant::now()),
             Err(_) => TrafficReport::default(),
         }
     }

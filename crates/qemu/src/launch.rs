@@ -47,6 +47,12 @@ pub struct Launch {
 /// instead of hanging on panic.
 pub const BASE_KERNEL_ARGS: &str = "console=ttyS0 tsc_early_khz=2000000 panic=-1 quiet";
 
+/// QEMU's seccomp sandbox: no obsolete system calls, no new privileges, no
+/// child processes (an `exec:` migration address, or anything a guest
+/// could make QEMU spawn, fails), no changes to scheduling or resources.
+pub const SANDBOX: &str =
+    "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
 impl Launch {
     pub fn args(&self) -> Vec<String> {
         let p = |p: &PathBuf| p.display().to_string();
@@ -72,6 +78,8 @@ impl Launch {
         for s in ["-nodefaults", "-no-user-config", "-display", "none"] {
             push(s.into());
         }
+        push("-sandbox".into());
+        push(SANDBOX.into());
         push("-kernel".into());
         push(p(&self.kernel));
         push("-initrd".into());
@@ -153,6 +161,7 @@ mod tests {
         assert!(value_of(&a, "-append")[0].contains("pti=on"));
         assert!(value_of(&a, "-append")[0].ends_with("duplex.name=vm1"));
         assert!(value_of(&a, "-netdev")[0].contains("addr.path=/d/net.sock"));
+        assert!(value_of(&a, "-sandbox")[0].contains("spawn=deny"));
         assert!(value_of(&a, "-device")
             .contains(&"virtio-net-device,netdev=net0,mac=52:54:00:01:02:03".to_string()));
         assert!(value_of(&a, "-device")

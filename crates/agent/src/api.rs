@@ -410,15 +410,7 @@ mod tests {
             to: dest_url,
             tuning: Default::default(),
         };
-        client.start_migration("vm-1", &req).await.unwrap();
-        let info = loop {
-            let info = client.migration("vm-1").await.unwrap();
-            if info.phase == MigrationPhase::Failed {
-                break info;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        let error = info.error.unwrap();
+        let error = failed_migration(&client, &req).await;
         assert!(error.contains("already obeyed token 8"), "{error}");
         assert!(error.contains("keeps running"), "{error}");
         assert_eq!(vm.status().state, VmState::Running);
@@ -431,6 +423,18 @@ mod tests {
             ]
         );
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// Starts migrating `vm-1` and waits for it to fail; its error.
+    async fn failed_migration(client: &AgentClient, req: &MigrateRequest) -> String {
+        client.start_migration("vm-1", req).await.unwrap();
+        loop {
+            let info = client.migration("vm-1").await.unwrap();
+            if info.phase == MigrationPhase::Failed {
+                return info.error.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// A destination that answers an `exec:` stream address (QEMU would run
@@ -467,15 +471,7 @@ mod tests {
             to: dest_url,
             tuning: Default::default(),
         };
-        client.start_migration("vm-1", &req).await.unwrap();
-        let info = loop {
-            let info = client.migration("vm-1").await.unwrap();
-            if info.phase == MigrationPhase::Failed {
-                break info;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        let error = info.error.unwrap();
+        let error = failed_migration(&client, &req).await;
         assert!(error.contains("only tcp:127.0.0.1:PORT"), "{error}");
         assert!(
             *aborted.lock().unwrap(),

@@ -50,8 +50,7 @@ pub const BASE_KERNEL_ARGS: &str = "console=ttyS0 tsc_early_khz=2000000 panic=-1
 /// QEMU's seccomp sandbox: no obsolete system calls, no new privileges, no
 /// child processes (an `exec:` migration address, or anything a guest
 /// could make QEMU spawn, fails), no changes to scheduling or resources.
-pub const SANDBOX: &str =
-    "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 
 impl Launch {
     pub fn args(&self) -> Vec<String> {

@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 
 /// The content of a beat (anything else on the port is ignored).
 const BEAT: &[u8] = b"duplex-peer-beat";
+/// A gap between two ticks of the beat longer than this means this guest
+/// itself did not run (paused by a live migration's last step, starved of
+/// CPU): the silence it saw is forgiven, it says nothing of the peer.
+pub const STALL: Duration = Duration::from_millis(3 * PEER_BEAT_MS);
 
 /// What one guest has heard of its peer.
 #[derive(Debug, Default)]
@@ -23,6 +27,8 @@ pub struct Ear {
     heard: Option<Instant>,
     /// Whether the last [`Ear::turn`] found the peer lost.
     lost: bool,
+    /// The last [`Ear::tick`].
+    ticked: Option<Instant>,
 }
 
 impl Ear {
@@ -49,6 +55,19 @@ impl Ear {
             silent_ms,
             lost: silent_ms > PEER_LOST_MS,
         })
+    }
+
+    /// The beat's period came round at `now`: after a stall (a gap over
+    /// [`STALL`] since the last tick), the stall's time is not counted as
+    /// the peer's silence.
+    pub fn tick(&mut self, now: Instant) {
+        if let Some(prev) = self.ticked.replace(now) {
+            let gap = now.saturating_duration_since(prev);
+            if gap > STALL {
+                let forgiven = gap - Duration::from_millis(PEER_BEAT_MS);
+                self.heard = self.heard.map(|h| (h + forgiven).min(now));
+            }
+        }
     }
 
     /// `Some(lost)` when the peer was just lost or just heard again.
@@ -82,7 +101,9 @@ pub fn start(
         let turned = {
             let mut ear = lock(&e);
             ear.set_peer(p);
-            ear.turn(Instant::now())
+            let now = Instant::now();
+            ear.tick(now);
+            ear.turn(now)
         };
         if let Some(ip) = p {
             // A lost datagram is what the beat is there to notice.
@@ -145,5 +166,27 @@ mod tests {
         assert_eq!(e.turn(ms(1000)), Some(false));
         e.set_peer(Some(Q));
         assert_eq!(e.sight(ms(1000)), None, "a new peer starts unheard");
+    }
+
+    /// A guest paused for 2 s (a live migration's last step) finds its
+    /// peer silent for as long: that silence is its own, not the peer's.
+    /// A peer silent while the guest ticks on is lost as ever.
+    #[test]
+    fn a_stall_of_the_guest_itself_is_forgiven() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut e = Ear::default();
+        e.set_peer(Some(P));
+        e.beat(P, ms(0));
+        e.tick(ms(100));
+        e.tick(ms(2100));
+        assert_eq!(e.turn(ms(2100)), None, "not lost after its own stall");
+        assert!(e.sight(ms(2100)).is_some_and(|s| !s.lost));
+        let mut t = 2100;
+        while t < 2100 + PEER_LOST_MS + 200 {
+            t += PEER_BEAT_MS;
+            e.tick(ms(t));
+        }
+        assert_eq!(e.turn(ms(t)), Some(true), "lost once silent while awake");
     }
 }

@@ -89,7 +89,9 @@ pub fn start(
             let turned = {
                 let mut ear = lock(&e);
                 ear.set_peer(w);
-                ear.turn(Instant::now())
+                let now = Instant::now();
+                ear.tick(now);
+                ear.turn(now)
             };
             if let Some(ip) = w {
                 seq = seq.wrapping_add(1);

@@ -148,6 +148,29 @@ async fn etcd_down_at_start() {
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
+/// Waits until every thread of process `pid` is stopped (state `T`).
+fn wait_stopped(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let stopped = || {
+        let dir = format!("/proc/{pid}/task");
+        std::fs::read_dir(&dir).is_ok_and(|tasks| {
+            tasks.flatten().all(|t| {
+                std::fs::read_to_string(t.path().join("stat"))
+                    .ok()
+                    .and_then(|st| {
+                        st.rsplit_once(')')
+                            .map(|(_, rest)| rest.trim_start().starts_with('T'))
+                    })
+                    .unwrap_or(false)
+            })
+        })
+    };
+    while !stopped() {
+        assert!(Instant::now() < deadline, "etcd (pid {pid}) did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_down_mid_run_then_back() {
     let mut etcd = EtcdFixture::start().await;
@@ -159,6 +182,9 @@ async fn etcd_down_mid_run_then_back() {
     let pid = etcd.server.as_ref().unwrap().pid() as i32;
     // SAFETY: kill(2) on the etcd this test started.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
+    // kill(2) returns before every thread has stopped: a request sent at
+    // once can still be answered.
+    wait_stopped(pid);
     let t = Instant::now();
     let res = s.get("vms/web1").await;
     let took = t.elapsed();

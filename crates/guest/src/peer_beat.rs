@@ -83,6 +83,35 @@ fn lock(e: &Shared) -> std::sync::MutexGuard<'_, Ear> {
     e.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The period of a beat or a ping, on a thread of its own: every
+/// [`PEER_BEAT_MS`] it reads the address to hear (`target`), reckons the
+/// ear (a stall forgiven), sends to the address (`send`), and runs
+/// `on_turn` when the address was just lost or heard again.
+pub fn pace(
+    ear: Shared,
+    target: impl Fn() -> Option<Ipv4Addr> + Send + 'static,
+    on_turn: impl Fn(bool) + Send + 'static,
+    mut send: impl FnMut(Ipv4Addr) + Send + 'static,
+) {
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(PEER_BEAT_MS));
+        let addr = target();
+        let turned = {
+            let mut ear = lock(&ear);
+            ear.set_peer(addr);
+            let now = Instant::now();
+            ear.tick(now);
+            ear.turn(now)
+        };
+        if let Some(ip) = addr {
+            send(ip);
+        }
+        if let Some(lost) = turned {
+            on_turn(lost);
+        }
+    });
+}
+
 /// Starts the beat: `peer` reads the configured peer each period, and
 /// `on_turn` runs when the peer is lost or heard again.
 pub fn start(
@@ -94,24 +123,9 @@ pub fn start(
     let rx = sock.try_clone()?;
     let e = ear.clone();
     std::thread::spawn(move || listen(rx, e));
-    let e = ear.clone();
-    std::thread::spawn(move || loop {
-        std::thread::sleep(Duration::from_millis(PEER_BEAT_MS));
-        let p = peer();
-        let turned = {
-            let mut ear = lock(&e);
-            ear.set_peer(p);
-            let now = Instant::now();
-            ear.tick(now);
-            ear.turn(now)
-        };
-        if let Some(ip) = p {
-            // A lost datagram is what the beat is there to notice.
-            let _ = sock.send_to(BEAT, (ip, PEER_BEAT_PORT));
-        }
-        if let Some(lost) = turned {
-            on_turn(lost);
-        }
+    pace(ear.clone(), peer, on_turn, move |ip| {
+        // A lost datagram is what the beat is there to notice.
+        let _ = sock.send_to(BEAT, (ip, PEER_BEAT_PORT));
     });
     Ok(ear)
 }

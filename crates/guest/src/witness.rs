@@ -7,7 +7,7 @@
 //! ICMP echo over a raw socket (the middleware runs as root); the replies
 //! are reckoned by the same [`Ear`] as the peer's beats.
 
-use crate::peer_beat::{Ear, Shared};
+use crate::peer_beat::{pace, Ear, Shared};
 use duplex_core::guest_proto::PEER_BEAT_MS;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::FromRawFd;
@@ -80,28 +80,11 @@ pub fn start(
     let rx = sock.try_clone()?;
     let e = ear.clone();
     std::thread::spawn(move || listen(rx, id, e));
-    let e = ear.clone();
-    std::thread::spawn(move || {
-        let mut seq = 0u16;
-        loop {
-            std::thread::sleep(Duration::from_millis(PEER_BEAT_MS));
-            let w = witness();
-            let turned = {
-                let mut ear = lock(&e);
-                ear.set_peer(w);
-                let now = Instant::now();
-                ear.tick(now);
-                ear.turn(now)
-            };
-            if let Some(ip) = w {
-                seq = seq.wrapping_add(1);
-                // A lost echo is what the ping is there to notice.
-                let _ = sock.send_to(&echo_request(id, seq), (ip, 0));
-            }
-            if let Some(lost) = turned {
-                on_turn(lost);
-            }
-        }
+    let mut seq = 0u16;
+    pace(ear.clone(), witness, on_turn, move |ip| {
+        seq = seq.wrapping_add(1);
+        // A lost echo is what the ping is there to notice.
+        let _ = sock.send_to(&echo_request(id, seq), (ip, 0));
     });
     Ok(ear)
 }

@@ -3,6 +3,7 @@
 
 pub mod agent_api;
 pub mod guest_proto;
+pub mod identity;
 pub mod mac;
 pub mod model;
 pub mod pair_lifecycle;

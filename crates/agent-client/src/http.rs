@@ -70,11 +70,10 @@ pub struct AgentClient {
 }
 
 impl AgentClient {
-    pub fn new(base: &str) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(limits::CONNECT)
-            .build()
-            .unwrap_or_default();
+    /// A client of the agent at `base` (`https://...`) over `http`, a
+    /// client presenting the caller's certificate
+    /// ([`duplex_tls::client::Clients`] shaped by [`limits::shape`]).
+    pub fn new(base: &str, http: reqwest::Client) -> Self {
         AgentClient {
             base: base.trim_end_matches('/').to_string(),
             http,

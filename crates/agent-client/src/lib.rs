@@ -56,13 +56,21 @@ pub trait Connector: Send + Sync {
     fn connect(&self, url: &str, fence: u64) -> Arc<dyn AgentApi>;
 }
 
-/// [`Connector`] over HTTP.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct HttpConnector;
+/// [`Connector`] over HTTPS, presenting the controller's certificate.
+#[derive(Debug, Clone)]
+pub struct HttpConnector {
+    clients: Arc<duplex_tls::client::Clients>,
+}
+
+impl HttpConnector {
+    pub fn new(clients: Arc<duplex_tls::client::Clients>) -> HttpConnector {
+        HttpConnector { clients }
+    }
+}
 
 impl Connector for HttpConnector {
     fn connect(&self, url: &str, fence: u64) -> Arc<dyn AgentApi> {
-        Arc::new(AgentClient::new(url).with_fence(fence))
+        Arc::new(AgentClient::new(url, self.clients.get()).with_fence(fence))
     }
 }
 

@@ -30,3 +30,9 @@ pub fn create(wait: WaitFor) -> Duration {
         _ => Duration::from_secs(90),
     }
 }
+
+/// The shape of every HTTPS client to agents: its connect limit, no proxy
+/// (agents are on the cluster's own network).
+pub fn shape(b: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+    b.connect_timeout(CONNECT).no_proxy()
+}

@@ -14,6 +14,7 @@ use duplex_core::agent_api::{
     MigrationInfo, TrafficReport, VmInfo, VmSummary, WaitFor,
 };
 use duplex_core::guest_proto::Op;
+use duplex_core::identity::{agent_access, AgentRoute, Call};
 use duplex_core::vm_spec::VmSpec;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -42,10 +43,11 @@ struct CreateQuery {
     wait: WaitFor,
 }
 
-/// The API. Every mutating request first passes the fencing check
-/// ([`fence::enforce`]); reads never do.
+/// The API. Every request first passes the caller check ([`access`]);
+/// every mutating one then the fencing check ([`fence::enforce`]); reads
+/// never do.
 pub fn router(host: Arc<Host>) -> Router {
-    Router::new()
+    let orders = Router::new()
         .route("/v1/host", get(host_info))
         .route("/v1/fence", get(fence_state).post(fence_state))
         .route("/v1/vms", get(list).post(create))
@@ -61,14 +63,13 @@ pub fn router(host: Arc<Host>) -> Router {
         )
         .route("/v1/vms/{name}/guest", post(guest))
         .route("/v1/vms/{name}/migrate", post(migrate_vm))
-        .route("/v1/migrations/{name}", get(migration))
+        .route("/v1/migrations/{name}", get(migration));
+    let incoming = Router::new()
         .route("/v1/incoming", post(incoming))
         .route("/v1/incoming/{name}/complete", post(complete))
-        .route("/v1/incoming/{name}/abort", post(abort))
-        .route_layer(axum::middleware::from_fn_with_state(
-            host.fence.clone(),
-            fence::enforce,
-        ))
+        .route("/v1/incoming/{name}/abort", post(abort));
+    guarded(orders, &host, AgentRoute::Order)
+        .merge(guarded(incoming, &host, AgentRoute::Incoming))
         .fallback(|req: Request| async move {
             AgentError::NotFound(format!(
                 "no such endpoint: {} {}",
@@ -77,6 +78,41 @@ pub fn router(host: Arc<Host>) -> Router {
             ))
         })
         .with_state(host)
+}
+
+/// `routes` behind the caller check for `group`, then the fencing check.
+fn guarded(routes: Router<Arc<Host>>, host: &Arc<Host>, group: AgentRoute) -> Router<Arc<Host>> {
+    routes
+        .route_layer(axum::middleware::from_fn_with_state(
+            host.fence.clone(),
+            fence::enforce,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(group, access))
+}
+
+/// Middleware: the caller's certificate must name an identity that may
+/// make this call (`duplex_core::identity::agent_access`).
+async fn access(
+    State(group): State<AgentRoute>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let who = match req.extensions().get::<duplex_tls::Peer>() {
+        Some(duplex_tls::Peer(Ok(id))) => id.clone(),
+        Some(duplex_tls::Peer(Err(why))) => {
+            return AgentError::Unauthenticated(why.clone()).into_response()
+        }
+        None => {
+            return AgentError::Unauthenticated("the request did not come over mutual TLS".into())
+                .into_response()
+        }
+    };
+    let call = Call::of_method(req.method().as_str());
+    match agent_access(&who, group, call) {
+        Ok(()) => next.run(req).await,
+        Err(d) => AgentError::Forbidden(d.to_string()).into_response(),
+    }
 }
 
 /// Serves the API until SIGINT/SIGTERM, reporting to the controller (if
@@ -94,15 +130,18 @@ pub async fn serve(host: Arc<Host>, reporter: Option<Reporter>) -> Result<(), Ag
     let reporting =
         reporter.map(|r| tokio::spawn(crate::report::run(host.clone(), r, stopped.clone())));
     let app = router(host.clone());
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            // Stop reporting at once: the controller should see this agent
-            // go silent, not its VMs vanish one by one.
-            let _ = stop.send(true);
-        })
-        .await
-        .map_err(AgentError::io("serving HTTP"));
+    let tls = std::sync::Arc::new(
+        duplex_tls::serve::acceptor(host.cfg.tls.clone())
+            .map_err(|e| AgentError::Config(format!("TLS: {e}")))?,
+    );
+    let served = duplex_tls::serve::serve(listener, tls, app, async move {
+        shutdown_signal().await;
+        // Stop reporting at once: the controller should see this agent
+        // go silent, not its VMs vanish one by one.
+        let _ = stop.send(true);
+    })
+    .await
+    .map_err(AgentError::io("serving HTTPS"));
     if let Some(task) = reporting {
         task.abort();
         if let Err(e) = task.await {
@@ -266,7 +305,7 @@ async fn abort(State(h): Shared, Path(name): Path<String>) -> Result<StatusCode,
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::client::{AgentClient, ClientError};
     use crate::fence::tests::temp_dir;
@@ -276,29 +315,63 @@ mod tests {
     use std::sync::Mutex;
     use std::time::Duration;
 
-    async fn spawn(app: Router) -> String {
+    use duplex_core::identity::{Identity, Scope};
+    use duplex_tls::test_pki::TestPki;
+
+    /// Serves `app` over mutual TLS with `bundle`; its `https://` URL.
+    pub(crate) async fn spawn(app: Router, bundle: duplex_tls::Bundle) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let tls = Arc::new(duplex_tls::serve::acceptor(bundle).unwrap());
+        tokio::spawn(duplex_tls::serve::serve(
+            listener,
+            tls,
+            app,
+            std::future::pending(),
+        ));
         url
+    }
+
+    /// The PKI `Host::for_test` made in `d`.
+    fn pki(d: &std::path::Path) -> TestPki {
+        TestPki { dir: d.join("pki") }
+    }
+
+    /// The agent of `host` served over TLS; its URL.
+    async fn serve_host(host: &Arc<Host>) -> String {
+        spawn(router(host.clone()), host.cfg.tls.clone()).await
+    }
+
+    fn http_as(pki: &TestPki, who: &Identity) -> reqwest::Client {
+        duplex_tls::client::Clients::new(pki.bundle(who).unwrap(), |b| b)
+            .unwrap()
+            .get()
+    }
+
+    fn as_(url: &str, pki: &TestPki, who: &Identity) -> AgentClient {
+        AgentClient::new(url, http_as(pki, who))
+    }
+
+    fn admin() -> Identity {
+        Identity::operator("ops", Scope::Admin).unwrap()
     }
 
     #[tokio::test]
     async fn every_order_is_fenced() {
         let d = temp_dir("api-fence");
         let host = Host::for_test(crate::config::test_config(&d));
-        let url = spawn(router(host.clone())).await;
-        let http = reqwest::Client::new();
+        let url = serve_host(&host).await;
+        let pki = pki(&d);
+        let http = http_as(&pki, &Identity::Controller);
+        let ctl = || as_(&url, &pki, &Identity::Controller);
 
-        // An operator (no token): the order runs (and finds no VM).
-        match AgentClient::new(&url).delete("nope").await {
+        // An admin (no token): the order runs (and finds no VM).
+        match as_(&url, &pki, &admin()).delete("nope").await {
             Err(ClientError::Api { status: 404, .. }) => {}
             other => panic!("{other:?}"),
         }
         // A controller with token 5: runs, and 5 is persisted.
-        match AgentClient::new(&url).with_fence(5).delete("nope").await {
+        match ctl().with_fence(5).delete("nope").await {
             Err(ClientError::Api { status: 404, .. }) => {}
             other => panic!("{other:?}"),
         }
@@ -308,7 +381,7 @@ mod tests {
             "5\n"
         );
         // A stale controller: refused before the handler looks at anything.
-        match AgentClient::new(&url).with_fence(3).delete("nope").await {
+        match ctl().with_fence(3).delete("nope").await {
             Err(ClientError::StaleFence { url: u, message }) => {
                 assert!(u.ends_with("/v1/vms/nope"), "{u}");
                 assert!(message.contains("token 3") && message.contains("token 5"));
@@ -316,32 +389,30 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // ...but may still read, and sees the token in GET /v1/host.
-        let stale = AgentClient::new(&url).with_fence(3);
+        let stale = ctl().with_fence(3);
         assert_eq!(stale.host().await.unwrap().name, "host-a");
         let r = http.get(format!("{url}/v1/host")).send().await.unwrap();
         assert_eq!(r.headers()[FENCE_HEADER], "5");
         // A new leader raises the fence without ordering anything else.
-        assert_eq!(
-            AgentClient::new(&url)
-                .with_fence(9)
-                .raise_fence()
-                .await
-                .unwrap(),
-            9
-        );
-        assert_eq!(
-            AgentClient::new(&url)
-                .with_fence(9)
-                .raise_fence()
-                .await
-                .unwrap(),
-            9
-        );
-        assert_eq!(AgentClient::new(&url).raise_fence().await.unwrap(), 9);
+        assert_eq!(ctl().with_fence(9).raise_fence().await.unwrap(), 9);
+        assert_eq!(ctl().with_fence(9).raise_fence().await.unwrap(), 9);
+        assert_eq!(ctl().raise_fence().await.unwrap(), 9);
         assert!(matches!(
-            AgentClient::new(&url).with_fence(5).raise_fence().await,
+            ctl().with_fence(5).raise_fence().await,
             Err(ClientError::StaleFence { .. })
         ));
+        // Nobody but the controller raises it: a forged token from an
+        // admin or a peer agent is refused, and the fence stays.
+        for who in [admin(), Identity::agent("h9").unwrap()] {
+            match as_(&url, &pki, &who)
+                .with_fence(u64::MAX)
+                .raise_fence()
+                .await
+            {
+                Err(ClientError::Api { status: 403, .. }) => {}
+                other => panic!("{who:?}: {other:?}"),
+            }
+        }
         let r = http.get(format!("{url}/v1/fence")).send().await.unwrap();
         assert_eq!(
             r.json::<FenceState>().await.unwrap(),
@@ -398,14 +469,13 @@ mod tests {
                     StatusCode::NO_CONTENT
                 }),
             );
-        let dest_url = spawn(dest).await;
-
         let d = temp_dir("api-migrate");
         let host = Host::for_test(crate::config::test_config(&d));
+        let dest_url = spawn(dest, pki(&d).agent("dest").unwrap()).await;
         let spec = VmSpec::new("vm-1", Ipv4Addr::new(10, 0, 0, 5));
         let vm = host.reserve(&spec, VmState::Running).unwrap();
-        let url = spawn(router(host.clone())).await;
-        let client = AgentClient::new(&url).with_fence(7);
+        let url = serve_host(&host).await;
+        let client = as_(&url, &pki(&d), &Identity::Controller).with_fence(7);
         let req = MigrateRequest {
             to: dest_url,
             tuning: Default::default(),
@@ -461,12 +531,12 @@ mod tests {
                         StatusCode::NO_CONTENT
                     }),
                 );
-        let dest_url = spawn(dest).await;
         let d = temp_dir("api-exec");
         let host = Host::for_test(crate::config::test_config(&d));
+        let dest_url = spawn(dest, pki(&d).agent("dest").unwrap()).await;
         let spec = VmSpec::new("vm-1", Ipv4Addr::new(10, 0, 0, 5));
         let vm = host.reserve(&spec, VmState::Running).unwrap();
-        let client = AgentClient::new(&spawn(router(host.clone())).await);
+        let client = as_(&serve_host(&host).await, &pki(&d), &Identity::Controller);
         let req = MigrateRequest {
             to: dest_url,
             tuning: Default::default(),
@@ -488,8 +558,13 @@ mod tests {
         let host = Host::for_test(crate::config::test_config(&d));
         let spec = VmSpec::new("vm-1", Ipv4Addr::new(10, 0, 0, 5));
         let vm = host.reserve(&spec, VmState::Running).unwrap();
-        let client = AgentClient::new(&spawn(router(host.clone())).await);
-        for to in ["exec:sh", "http://evil.example:7070", "http://10.0.0.9"] {
+        let client = as_(&serve_host(&host).await, &pki(&d), &Identity::Controller);
+        for to in [
+            "exec:sh",
+            "https://evil.example:7070",
+            "https://10.0.0.9",
+            "http://10.0.0.9:7070",
+        ] {
             let req = MigrateRequest {
                 to: to.into(),
                 tuning: Default::default(),

@@ -24,18 +24,19 @@ pub struct AgentConfig {
     pub qemu: PathBuf,
     /// Report to (and register with) a controller; standalone if `None`.
     pub controller: Option<ControllerConfig>,
+    /// This agent's TLS bundle (`duplex pki issue agent <name>`): it
+    /// serves with it, and presents it to the controller and to peers.
+    pub tls: duplex_tls::Bundle,
 }
 
 /// Where and how the agent reports to its controller (`--controller`).
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
     /// Base URLs of the controller's instances, e.g.
-    /// `http://10.77.0.1:7080`: one, or several that stand by for one
+    /// `https://10.77.0.1:7080`: one, or several that stand by for one
     /// another (reports go to whichever leads). Checked by the reporter.
     pub urls: Vec<String>,
-    /// File holding the bearer token the agent presents.
-    pub token_file: PathBuf,
-    /// URL the controller reaches this agent at; `http://<listen>` if absent.
+    /// URL the controller reaches this agent at; `https://<listen>` if absent.
     pub advertise: Option<String>,
     /// Memory to offer for VMs (MiB); MemTotal minus 1024 MiB if absent.
     pub memory_mib: Option<u64>,
@@ -68,5 +69,6 @@ pub(crate) fn test_config(dir: &std::path::Path) -> AgentConfig {
         accel: AccelChoice::Tcg,
         qemu: "qemu-system-x86_64".into(),
         controller: None,
+        tls: duplex_tls::Bundle::new(dir.join("tls")),
     }
 }

@@ -49,6 +49,12 @@ pub enum AgentError {
     /// The order carries a fencing token lower than one already obeyed.
     #[error("{0}")]
     StaleFence(String),
+    /// The caller has no identity of the cluster's CA (401).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller's identity may not do this (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// The agent cannot start with this configuration or state on disk.
     #[error("{0}")]
     Config(String),
@@ -82,6 +88,8 @@ impl AgentError {
             AgentError::Migration(_) => (StatusCode::BAD_GATEWAY, "migration_failed"),
             AgentError::BadFence(_) => (StatusCode::BAD_REQUEST, "bad_fence"),
             AgentError::StaleFence(_) => (StatusCode::CONFLICT, "stale_fence"),
+            AgentError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "no_identity"),
+            AgentError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -84,9 +84,20 @@ impl Fence {
 
     /// Admits an order carrying `offered`, persisting it first if it is new.
     pub async fn admit(&self, offered: u64) -> Result<(), AgentError> {
+        self.admit_from(offered, true).await
+    }
+
+    /// [`Fence::admit`] for a caller that may raise the fence or not
+    /// (`duplex_core::identity::raises_fence`).
+    pub async fn admit_from(&self, offered: u64, may_raise: bool) -> Result<(), AgentError> {
         let mut seen = self.gate.lock().await;
         match judge(*seen, offered) {
             Verdict::Obey => Ok(()),
+            Verdict::Advance if !may_raise => Err(AgentError::Forbidden(format!(
+                "order carries fencing token {offered}, above the {} this agent obeys, \
+                 and only the controller raises it; this order was not executed",
+                *seen
+            ))),
             Verdict::Stale => {
                 tracing::warn!(
                     offered,
@@ -216,7 +227,11 @@ pub async fn enforce(State(fence): State<Arc<Fence>>, mut req: Request, next: Ne
                 "order without a fencing token (an operator's); accepted");
         }
         Ok(Some(token)) => {
-            if let Err(e) = fence.admit(token).await {
+            let may_raise = match req.extensions().get::<duplex_tls::Peer>() {
+                Some(duplex_tls::Peer(Ok(who))) => duplex_core::identity::raises_fence(who),
+                _ => false,
+            };
+            if let Err(e) = fence.admit_from(token, may_raise).await {
                 return e.into_response();
             }
             req.extensions_mut().insert(FenceToken(token));
@@ -382,7 +397,11 @@ pub(crate) mod tests {
                 })
                 .get(|| async { "read" }),
             )
-            .route_layer(axum::middleware::from_fn_with_state(fence, enforce));
+            .route_layer(axum::middleware::from_fn_with_state(fence, enforce))
+            // What mutual TLS tells the middleware: the controller calls.
+            .layer(Extension(duplex_tls::Peer(Ok(
+                duplex_core::identity::Identity::Controller,
+            ))));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let server = tokio::spawn(async move {

@@ -29,7 +29,8 @@ pub struct Host {
     vms: Mutex<BTreeMap<String, Arc<Vm>>>,
     /// Latest outgoing migration per VM name (kept after the VM left).
     pub migrations: Mutex<BTreeMap<String, MigrationInfo>>,
-    pub http: reqwest::Client,
+    /// HTTPS to peer agents (migrations), with this host's certificate.
+    pub http: duplex_tls::client::Clients,
     /// Highest fencing token obeyed, persisted under `data_dir`.
     pub fence: Arc<Fence>,
     /// The lease after which the agent fences itself when cut off.
@@ -71,10 +72,15 @@ impl Host {
             },
         };
         tracing::info!(host = %cfg.name, accel = ?accel.kind, reason = %accel.reason, qemu = %qemu_version, "agent starting");
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .build()
-            .map_err(|e| AgentError::Unavailable(format!("HTTP client: {e}")))?;
+        let http = duplex_tls::client::Clients::new(cfg.tls.clone(), |b| {
+            b.connect_timeout(Duration::from_secs(3)).no_proxy()
+        })
+        .map_err(|e| {
+            AgentError::Config(format!(
+                "this host's TLS bundle: {e}; make it on the CA's machine with `duplex pki issue agent {} --ip <this host's IP> --out <dir>` and pass --tls-dir <dir>",
+                cfg.name
+            ))
+        })?;
         Ok(Arc::new(Host {
             accel,
             qemu_version,
@@ -91,7 +97,10 @@ impl Host {
     /// A host that has not probed anything (no QEMU needed): for tests of
     /// what runs around VMs.
     #[cfg(test)]
-    pub(crate) fn for_test(cfg: AgentConfig) -> Arc<Host> {
+    pub(crate) fn for_test(mut cfg: AgentConfig) -> Arc<Host> {
+        let pki = duplex_tls::test_pki::TestPki::new(&cfg.data_dir.join("pki")).unwrap();
+        cfg.tls = pki.agent(&cfg.name).unwrap();
+        let http = duplex_tls::client::Clients::new(cfg.tls.clone(), |b| b).unwrap();
         Arc::new(Host {
             fence: Arc::new(Fence::load(&cfg.data_dir).unwrap()),
             cfg,
@@ -102,7 +111,7 @@ impl Host {
             qemu_version: "none".into(),
             vms: Mutex::default(),
             migrations: Mutex::default(),
-            http: reqwest::Client::new(),
+            http,
             self_fence: Arc::new(crate::self_fence::SelfFence::new(None)),
             urgent: Arc::default(),
         })

@@ -58,7 +58,7 @@ pub async fn start_outgoing(
     let to = req.to.trim_end_matches('/').to_string();
     crate::stream_addr::agent_ip(&to)
         .map_err(|e| AgentError::BadRequest(format!("field `to`: {e}")))?;
-    if to == format!("http://{}", host.cfg.listen) {
+    if to == format!("https://{}", host.cfg.listen) {
         return Err(AgentError::BadRequest(format!(
             "field `to`: {to} is this host; pick another one"
         )));
@@ -260,6 +260,7 @@ async fn post_json<B: Serialize, T: DeserializeOwned>(
 ) -> Result<T, AgentError> {
     let mut req = host
         .http
+        .get()
         .post(url)
         .timeout(Duration::from_secs(60))
         .json(body);

@@ -9,6 +9,10 @@
 //! current one; when it cannot be reached, times out or answers 503, the
 //! report goes at once to the next one in the list, and so on round the
 //! list, so the agent finds a new leader within the round after a failover.
+//!
+//! Reports go over mutual TLS with this host's certificate
+//! (`<name>.agent.duplex`): the controller takes reports for this host
+//! from it alone.
 
 use crate::config::{AgentConfig, ControllerConfig};
 use crate::host::Host;
@@ -20,7 +24,6 @@ use duplex_core::agent_api::{
 use reqwest::{StatusCode, Url};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -98,16 +101,18 @@ pub fn capacity(c: &ControllerConfig) -> Result<HostCapacity, AgentError> {
     Ok(HostCapacity { vcpus, memory_mib })
 }
 
-/// A base URL given as `flag`: `http://host[:port][/prefix]`, no trailing `/`.
+/// A base URL given as `flag`: `https://host[:port][/prefix]`, no trailing `/`.
 pub fn base_url(flag: &str, s: &str) -> Result<Url, AgentError> {
     let bad = |why: &str| {
         AgentError::Config(format!(
-            "{flag} `{s}`: {why}; give a URL like http://10.77.0.1:7080"
+            "{flag} `{s}`: {why}; give a URL like https://10.77.0.1:7080"
         ))
     };
     let url = Url::parse(s.trim()).map_err(|e| bad(&e.to_string()))?;
-    if url.scheme() != "http" {
-        return Err(bad("only http:// is supported"));
+    if url.scheme() != "https" {
+        return Err(bad(
+            "only https:// is supported (every control connection is mutual TLS)",
+        ));
     }
     match url.host_str() {
         Some(h) if !h.is_empty() => {}
@@ -124,7 +129,7 @@ pub fn base_url(flag: &str, s: &str) -> Result<Url, AgentError> {
 pub fn controller_urls(urls: &[String]) -> Result<Vec<Url>, AgentError> {
     if urls.iter().all(|u| u.trim().is_empty()) {
         return Err(AgentError::Config(
-            "--controller: no URL given; give a URL like http://10.77.0.1:7080, \
+            "--controller: no URL given; give a URL like https://10.77.0.1:7080, \
              or several separated by commas"
                 .into(),
         ));
@@ -159,42 +164,16 @@ fn url_text(url: &Url) -> String {
     url.as_str().trim_end_matches('/').to_string()
 }
 
-/// `http://<listen>`, unless nobody could reach that address.
+/// `https://<listen>`, unless nobody could reach that address.
 pub fn default_advertise(listen: SocketAddr) -> Result<String, AgentError> {
     if listen.ip().is_unspecified() {
         return Err(AgentError::Config(format!(
             "this agent listens on {listen}, which the controller cannot reach; \
-             give --advertise http://<this host's IP>:{}",
+             give --advertise https://<this host's IP>:{}",
             listen.port()
         )));
     }
-    Ok(format!("http://{listen}"))
-}
-
-/// The bearer token in `path` (surrounding whitespace dropped).
-pub fn read_token(path: &Path) -> Result<String, AgentError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        AgentError::Config(format!(
-            "cannot read the controller token file {}: {e}",
-            path.display()
-        ))
-    })?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(AgentError::Config(format!(
-            "the controller token file {} is empty",
-            path.display()
-        )));
-    }
-    if reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).is_err()
-        || token.chars().any(char::is_whitespace)
-    {
-        return Err(AgentError::Config(format!(
-            "the controller token file {} holds characters a bearer token cannot have",
-            path.display()
-        )));
-    }
-    Ok(token.to_string())
+    Ok(format!("https://{listen}"))
 }
 
 /// What a report says about the host, gathered at one moment.
@@ -256,11 +235,9 @@ pub struct Reporter {
     current: usize,
     /// The instance that accepted the last accepted report.
     accepted_by: Option<usize>,
-    token_file: PathBuf,
-    token: String,
     advertise: String,
     capacity: HostCapacity,
-    http: reqwest::Client,
+    http: duplex_tls::client::Clients,
 }
 
 impl Reporter {
@@ -283,17 +260,16 @@ impl Reporter {
             Some(a) => url_text(&base_url("--advertise", a)?),
             None => default_advertise(cfg.listen)?,
         };
-        let http = reqwest::Client::builder()
-            .connect_timeout(REPORT_TIMEOUT)
-            .timeout(REPORT_TIMEOUT)
-            .build()
-            .map_err(|e| AgentError::Config(format!("HTTP client: {e}")))?;
+        let http = duplex_tls::client::Clients::new(cfg.tls.clone(), |b| {
+            b.connect_timeout(REPORT_TIMEOUT)
+                .timeout(REPORT_TIMEOUT)
+                .no_proxy()
+        })
+        .map_err(|e| AgentError::Config(format!("TLS: {e}")))?;
         Ok(Some(Reporter {
             targets,
             current: 0,
             accepted_by: None,
-            token: read_token(&c.token_file)?,
-            token_file: c.token_file.clone(),
             advertise,
             capacity: capacity(c)?,
             http,
@@ -336,15 +312,18 @@ impl Reporter {
     async fn send(&self, i: usize, report: &HostReport) -> Result<HeartbeatAck, Failed> {
         let resp = self
             .http
+            .get()
             .post(self.targets[i].heartbeat.clone())
-            .bearer_auth(&self.token)
             .json(report)
             .send()
             .await
             .map_err(|e| Failed::TryNext(crate::client::error_chain(&e)))?;
         let status = resp.status();
-        if status == StatusCode::UNAUTHORIZED {
-            return Err(Failed::Unauthorized);
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            let msg = serde_json::from_str::<ErrorBody>(&resp.text().await.unwrap_or_default())
+                .map(|b| b.error.message)
+                .unwrap_or_else(|_| status.to_string());
+            return Err(Failed::Refused(msg));
         }
         let text = resp
             .text()
@@ -404,24 +383,12 @@ impl Reporter {
             outcome: Err(Failed::TryNext(why)),
         }
     }
-
-    /// After a 401: the operator may have put a new token in the file.
-    fn reload_token(&mut self) {
-        match read_token(&self.token_file) {
-            Ok(t) if t != self.token => {
-                tracing::info!(file = %self.token_file.display(), "controller token file changed; using the new token");
-                self.token = t;
-            }
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "cannot re-read the controller token"),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Failed {
-    /// 401: the controller refused the token.
-    Unauthorized,
+    /// 401 or 403: the controller refused this host's certificate (why).
+    Refused(String),
     /// No answer (cannot connect, timed out, cut off) or 503 (not the
     /// leader): the report goes to the next controller.
     TryNext(String),
@@ -563,13 +530,13 @@ pub async fn run<S: Reportable>(
         }
         let note = match &round.outcome {
             Ok(_) => health.success(),
-            Err(f) => health.failure(Instant::now(), *f == Failed::Unauthorized),
+            Err(f) => health.failure(Instant::now(), matches!(f, Failed::Refused(_))),
         };
         let err = match &round.outcome {
-            Err(Failed::Other(m) | Failed::TryNext(m)) => m.as_str(),
+            Err(Failed::Other(m) | Failed::TryNext(m) | Failed::Refused(m)) => m.as_str(),
             _ => "",
         };
-        let file = r.token_file.display();
+        let bundle = r.http.bundle().dir.display();
         match note {
             None => {}
             Some(Note::Registered { after_failures: 0 }) => tracing::info!(
@@ -588,7 +555,7 @@ pub async fn run<S: Reportable>(
                 )
             }
             Some(Note::Down { unauthorized: true }) => tracing::error!(
-                "controller at {url} refused the token in {file} (401 Unauthorized); will keep trying"
+                "controller at {url} refused this host's certificate in {bundle}: {err}; will keep trying"
             ),
             Some(Note::Down {
                 unauthorized: false,
@@ -601,7 +568,7 @@ pub async fn run<S: Reportable>(
                 down_for,
                 unauthorized: true,
             }) => tracing::error!(
-                "controller at {url} still refuses the token in {file} (401 Unauthorized): {failures} failed reports over {} s",
+                "controller at {url} still refuses this host's certificate in {bundle}: {failures} failed reports over {} s",
                 down_for.as_secs()
             ),
             Some(Note::StillDown {
@@ -623,8 +590,7 @@ pub async fn run<S: Reportable>(
                     tracing::warn!("controller at {url} leads with fencing token {} but this agent has already obeyed token {seen}: its orders will be refused", ack.fence);
                 }
             }
-            Err(Failed::Unauthorized) => r.reload_token(),
-            Err(Failed::Other(_) | Failed::TryNext(_)) => {}
+            Err(Failed::Other(_) | Failed::TryNext(_) | Failed::Refused(_)) => {}
         }
         tokio::select! {
             _ = tokio::time::sleep_until(started + interval) => {}
@@ -640,12 +606,14 @@ mod tests {
     use super::*;
     use crate::fence::tests::temp_dir;
     use axum::extract::{Path as UrlPath, State};
-    use axum::http::HeaderMap;
     use axum::response::{IntoResponse, Response};
     use axum::routing::post;
+    use axum::Extension;
     use axum::{Json, Router};
     use duplex_core::agent_api::{AccelInfo, AccelKind, ErrorDetail, VmState};
+    use duplex_core::identity::Identity;
     use duplex_core::vm_spec::VmSpec;
+    use duplex_tls::test_pki::TestPki;
     use std::sync::Mutex;
 
     #[test]
@@ -689,26 +657,26 @@ mod tests {
 
     #[test]
     fn urls() {
-        let u = base_url("--controller", "http://10.77.0.1:7080/").unwrap();
-        assert_eq!(url_text(&u), "http://10.77.0.1:7080");
+        let u = base_url("--controller", "https://10.77.0.1:7080/").unwrap();
+        assert_eq!(url_text(&u), "https://10.77.0.1:7080");
         for bad in [
             "",
             "10.77.0.1:7080",
-            "https://c:7080",
-            "http://",
+            "http://c:7080",
+            "https://",
             "ftp://x",
-            "http://c/?a=1",
+            "https://c/?a=1",
         ] {
             let e = base_url("--controller", bad).unwrap_err().to_string();
             assert!(e.starts_with("--controller"), "{e}");
         }
         assert_eq!(
             default_advertise("10.77.0.11:7070".parse().unwrap()).unwrap(),
-            "http://10.77.0.11:7070"
+            "https://10.77.0.11:7070"
         );
         assert_eq!(
             default_advertise("[fd00::1]:7070".parse().unwrap()).unwrap(),
-            "http://[fd00::1]:7070"
+            "https://[fd00::1]:7070"
         );
         let e = default_advertise("0.0.0.0:7070".parse().unwrap()).unwrap_err();
         assert!(e.to_string().contains("--advertise"), "{e}");
@@ -718,14 +686,14 @@ mod tests {
     fn controller_lists() {
         let list = |s: &str| controller_urls(&ControllerConfig::split_urls(s));
         let texts = |s: &str| -> Vec<String> { list(s).unwrap().iter().map(url_text).collect() };
-        assert_eq!(texts("http://10.0.0.1:7080"), ["http://10.0.0.1:7080"]);
+        assert_eq!(texts("https://10.0.0.1:7080"), ["https://10.0.0.1:7080"]);
         assert_eq!(
-            texts("http://10.0.0.1:7080,http://10.0.0.2:7080/"),
-            ["http://10.0.0.1:7080", "http://10.0.0.2:7080"]
+            texts("https://10.0.0.1:7080,https://10.0.0.2:7080/"),
+            ["https://10.0.0.1:7080", "https://10.0.0.2:7080"]
         );
         assert_eq!(
-            texts(" http://a:1 , http://b:2/ctl,http://c:3 "),
-            ["http://a:1", "http://b:2/ctl", "http://c:3"]
+            texts(" https://a:1 , https://b:2/ctl,https://c:3 "),
+            ["https://a:1", "https://b:2/ctl", "https://c:3"]
         );
         // Nothing at all.
         for empty in ["", " ", ",", " , "] {
@@ -741,10 +709,10 @@ mod tests {
             .contains("no URL given"));
         // An empty entry, by position.
         for (bad, pos) in [
-            ("http://a:1,,http://b:2", "entry 2 is empty"),
-            ("http://a:1,", "entry 2 is empty"),
-            (",http://a:1", "entry 1 is empty"),
-            ("http://a:1, ,http://b:2", "entry 2 is empty"),
+            ("https://a:1,,https://b:2", "entry 2 is empty"),
+            ("https://a:1,", "entry 2 is empty"),
+            (",https://a:1", "entry 1 is empty"),
+            ("https://a:1, ,https://b:2", "entry 2 is empty"),
         ] {
             let e = list(bad).unwrap_err().to_string();
             assert!(
@@ -754,10 +722,10 @@ mod tests {
         }
         // A bad entry is named.
         for (bad, entry) in [
-            ("http://a:1,10.0.0.2:7080", "`10.0.0.2:7080`"),
-            ("https://a:1,http://b:2", "`https://a:1`"),
-            ("http://a:1,http://b:2/?x=1", "`http://b:2/?x=1`"),
-            ("http://a:1,http://", "`http://`"),
+            ("https://a:1,10.0.0.2:7080", "`10.0.0.2:7080`"),
+            ("https://a:1,http://b:2", "`http://b:2`"),
+            ("https://a:1,https://b:2/?x=1", "`https://b:2/?x=1`"),
+            ("https://a:1,https://", "`https://`"),
         ] {
             let e = list(bad).unwrap_err().to_string();
             assert!(
@@ -767,24 +735,22 @@ mod tests {
         }
         // Through the reporter: one heartbeat URL per entry, in order.
         let d = temp_dir("controller-lists");
-        let tok = d.join("token");
-        std::fs::write(&tok, "t\n").unwrap();
-        let c = controller_config("http://10.0.0.1:7080,http://10.0.0.2:7080/", &tok);
+        let c = controller_config("https://10.0.0.1:7080,https://10.0.0.2:7080/");
         let r = Reporter::from_config(&agent_config(&d, Some(c)))
             .unwrap()
             .unwrap();
         assert_eq!(
             r.heartbeat_urls(),
             [
-                "http://10.0.0.1:7080/v1/agents/host-a/heartbeat",
-                "http://10.0.0.2:7080/v1/agents/host-a/heartbeat"
+                "https://10.0.0.1:7080/v1/agents/host-a/heartbeat",
+                "https://10.0.0.2:7080/v1/agents/host-a/heartbeat"
             ]
         );
         assert_eq!(
             r.controllers(),
-            "http://10.0.0.1:7080, http://10.0.0.2:7080"
+            "https://10.0.0.1:7080, https://10.0.0.2:7080"
         );
-        let c = controller_config("http://10.0.0.1:7080,ftp://x", &tok);
+        let c = controller_config("https://10.0.0.1:7080,ftp://x");
         let e = Reporter::from_config(&agent_config(&d, Some(c)))
             .unwrap_err()
             .to_string();
@@ -792,35 +758,29 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
     }
 
-    #[test]
-    fn token_file() {
-        let d = temp_dir("token");
-        let p = d.join("token");
-        assert!(read_token(&p)
-            .unwrap_err()
-            .to_string()
-            .contains("cannot read"));
-        std::fs::write(&p, "  \n").unwrap();
-        assert!(read_token(&p).unwrap_err().to_string().contains("empty"));
-        std::fs::write(&p, "two words\n").unwrap();
-        assert!(read_token(&p).is_err());
-        std::fs::write(&p, "s3cret\n").unwrap();
-        assert_eq!(read_token(&p).unwrap(), "s3cret");
-        let _ = std::fs::remove_dir_all(&d);
+    /// The test PKI in `dir/pki`, made at the first call.
+    fn pki(dir: &std::path::Path) -> TestPki {
+        let p = dir.join("pki");
+        if p.exists() {
+            TestPki { dir: p }
+        } else {
+            TestPki::new(&p).unwrap()
+        }
     }
 
-    fn agent_config(dir: &Path, controller: Option<ControllerConfig>) -> AgentConfig {
+    /// An agent `host-a` with its bundle from `dir`'s PKI.
+    fn agent_config(dir: &std::path::Path, controller: Option<ControllerConfig>) -> AgentConfig {
         AgentConfig {
             controller,
+            tls: pki(dir).agent("host-a").unwrap(),
             ..crate::config::test_config(dir)
         }
     }
 
     /// `urls`: a `--controller` list.
-    fn controller_config(urls: &str, token_file: &Path) -> ControllerConfig {
+    fn controller_config(urls: &str) -> ControllerConfig {
         ControllerConfig {
             urls: ControllerConfig::split_urls(urls),
-            token_file: token_file.into(),
             advertise: None,
             memory_mib: Some(4096),
             vcpus: Some(4),
@@ -831,21 +791,19 @@ mod tests {
     #[test]
     fn reporter_settings() {
         let d = temp_dir("reporter-settings");
-        let tok = d.join("token");
-        std::fs::write(&tok, "t0k\n").unwrap();
         assert!(Reporter::from_config(&agent_config(&d, None))
             .unwrap()
             .is_none());
 
-        let c = controller_config("http://10.77.0.1:7080", &tok);
+        let c = controller_config("https://10.77.0.1:7080");
         let r = Reporter::from_config(&agent_config(&d, Some(c.clone())))
             .unwrap()
             .unwrap();
         assert_eq!(
             r.heartbeat_urls(),
-            ["http://10.77.0.1:7080/v1/agents/host-a/heartbeat"]
+            ["https://10.77.0.1:7080/v1/agents/host-a/heartbeat"]
         );
-        assert_eq!(r.advertise(), "http://127.0.0.1:7070");
+        assert_eq!(r.advertise(), "https://127.0.0.1:7070");
         assert_eq!(
             r.capacity(),
             HostCapacity {
@@ -857,7 +815,7 @@ mod tests {
         let r = Reporter::from_config(&agent_config(
             &d,
             Some(ControllerConfig {
-                advertise: Some("http://10.77.0.11:7070/".into()),
+                advertise: Some("https://10.77.0.11:7070/".into()),
                 memory_mib: None,
                 vcpus: None,
                 ..c.clone()
@@ -865,7 +823,7 @@ mod tests {
         ))
         .unwrap()
         .unwrap();
-        assert_eq!(r.advertise(), "http://10.77.0.11:7070");
+        assert_eq!(r.advertise(), "https://10.77.0.11:7070");
         assert!(r.capacity().vcpus > 0 && r.capacity().memory_mib > 0);
 
         let fails = |c: ControllerConfig, needle: &str| {
@@ -888,12 +846,12 @@ mod tests {
             },
             "--vcpus",
         );
-        fails(
-            ControllerConfig {
-                token_file: d.join("missing"),
-                ..c.clone()
-            },
-            "missing",
+        let mut no_bundle = agent_config(&d, Some(c.clone()));
+        no_bundle.tls = duplex_tls::Bundle::new(d.join("missing"));
+        let e = Reporter::from_config(&no_bundle).unwrap_err().to_string();
+        assert!(
+            e.contains("missing") && e.contains("duplex pki issue"),
+            "{e}"
         );
         fails(
             ControllerConfig {
@@ -1047,13 +1005,14 @@ mod tests {
         Silent,
     }
 
-    /// Stands in for the controller's heartbeat endpoint: records what it
-    /// gets and accepts only `Bearer <accept>`, when it leads.
+    /// Stands in for the controller's heartbeat endpoint over mutual TLS:
+    /// records what it gets and from whom, and accepts reports only from
+    /// the agent of host `accept`, when it leads.
     #[derive(Default)]
     struct FakeController {
-        accept: String,
+        accept: Mutex<String>,
         role: Mutex<Role>,
-        got: Mutex<Vec<(String, Option<String>, HostReport)>>,
+        got: Mutex<Vec<(String, Option<Identity>, HostReport)>>,
     }
 
     impl FakeController {
@@ -1073,16 +1032,14 @@ mod tests {
     async fn heartbeat(
         State(c): State<Arc<FakeController>>,
         UrlPath(host): UrlPath<String>,
-        headers: HeaderMap,
+        Extension(peer): Extension<duplex_tls::Peer>,
         Json(report): Json<HostReport>,
     ) -> Response {
-        let auth = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let ok = auth.as_deref() == Some(&format!("Bearer {}", c.accept));
+        let who = peer.0.ok();
+        let accept = Identity::agent(&c.accept.lock().unwrap()).ok();
+        let ok = who.is_some() && who == accept;
         let role = *c.role.lock().unwrap();
-        c.got.lock().unwrap().push((host, auth, report));
+        c.got.lock().unwrap().push((host, who, report));
         match role {
             Role::Follower => {
                 let body = ErrorBody {
@@ -1097,7 +1054,13 @@ mod tests {
             Role::Leader => {}
         }
         if !ok {
-            return StatusCode::UNAUTHORIZED.into_response();
+            let body = ErrorBody {
+                error: ErrorDetail {
+                    code: "forbidden".into(),
+                    message: "not that host's agent".into(),
+                },
+            };
+            return (StatusCode::FORBIDDEN, Json(body)).into_response();
         }
         Json(HeartbeatAck {
             interval_ms: 1, // clamped to 200
@@ -1107,24 +1070,25 @@ mod tests {
         .into_response()
     }
 
-    async fn fake_controller(accept: &str) -> (String, Arc<FakeController>) {
-        fake_instance(accept, Role::Leader).await
+    /// A stand-in controller with `d`'s PKI that accepts host `accept`.
+    async fn fake_controller(d: &std::path::Path, accept: &str) -> (String, Arc<FakeController>) {
+        fake_instance(d, accept, Role::Leader).await
     }
 
-    async fn fake_instance(accept: &str, role: Role) -> (String, Arc<FakeController>) {
+    async fn fake_instance(
+        d: &std::path::Path,
+        accept: &str,
+        role: Role,
+    ) -> (String, Arc<FakeController>) {
         let c = Arc::new(FakeController {
-            accept: accept.into(),
+            accept: Mutex::new(accept.into()),
             role: Mutex::new(role),
             ..Default::default()
         });
         let app = Router::new()
             .route("/v1/agents/{host}/heartbeat", post(heartbeat))
             .with_state(c.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let url = crate::api::tests::spawn(app, pki(d).controller().unwrap()).await;
         (url, c)
     }
 
@@ -1139,10 +1103,8 @@ mod tests {
     #[tokio::test]
     async fn reports_register_and_repeat() {
         let d = temp_dir("report-loop");
-        let tok = d.join("token");
-        std::fs::write(&tok, "s3cret\n").unwrap();
-        let (url, ctl) = fake_controller("s3cret").await;
-        let cfg = agent_config(&d, Some(controller_config(&url, &tok)));
+        let (url, ctl) = fake_controller(&d, "host-a").await;
+        let cfg = agent_config(&d, Some(controller_config(&url)));
         let r = Reporter::from_config(&cfg).unwrap().unwrap();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let started = Instant::now();
@@ -1157,12 +1119,12 @@ mod tests {
             .expect("the report task stops when told")
             .unwrap();
         let got = ctl.got.lock().unwrap();
-        for (i, (host, auth, report)) in got.iter().enumerate() {
+        for (i, (host, who, report)) in got.iter().enumerate() {
             assert_eq!(host, "host-a");
-            assert_eq!(auth.as_deref(), Some("Bearer s3cret"));
+            assert_eq!(who.as_ref(), Some(&Identity::agent("host-a").unwrap()));
             assert_eq!(report.seq, i as u64 + 1);
             assert_eq!(report.host.name, "host-a");
-            assert_eq!(report.url, "http://127.0.0.1:7070");
+            assert_eq!(report.url, "https://127.0.0.1:7070");
             assert_eq!(
                 report.capacity,
                 HostCapacity {
@@ -1178,18 +1140,18 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
     }
 
+    /// A controller that refuses this host's certificate: reports go on
+    /// at the default interval, and are taken once it accepts them.
     #[tokio::test]
-    async fn refused_token_is_reread_from_its_file() {
-        let d = temp_dir("report-401");
-        let tok = d.join("token");
-        std::fs::write(&tok, "old\n").unwrap();
-        let (url, ctl) = fake_controller("new").await;
-        let cfg = agent_config(&d, Some(controller_config(&url, &tok)));
+    async fn a_refused_certificate_is_retried() {
+        let d = temp_dir("report-403");
+        let (url, ctl) = fake_controller(&d, "host-b").await;
+        let cfg = agent_config(&d, Some(controller_config(&url)));
         let r = Reporter::from_config(&cfg).unwrap().unwrap();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(run(Arc::new(FakeHost { fence: 0 }), r, stopped));
         wait_for(&ctl, 1, Duration::from_secs(2)).await;
-        std::fs::write(&tok, "new\n").unwrap();
+        *ctl.accept.lock().unwrap() = "host-a".into();
         // Refused reports keep the default 1 s interval.
         wait_for(&ctl, 3, Duration::from_secs(4)).await;
         stop.send(true).unwrap();
@@ -1198,8 +1160,6 @@ mod tests {
             .unwrap()
             .unwrap();
         let got = ctl.got.lock().unwrap();
-        assert_eq!(got[0].1.as_deref(), Some("Bearer old"));
-        assert_eq!(got.last().unwrap().1.as_deref(), Some("Bearer new"));
         let seqs: Vec<u64> = got.iter().map(|g| g.2.seq).collect();
         assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
         let _ = std::fs::remove_dir_all(&d);
@@ -1209,11 +1169,9 @@ mod tests {
     async fn a_hung_controller_never_blocks_stopping() {
         // Accepts connections (in the backlog) but never answers.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let url = format!("https://{}", listener.local_addr().unwrap());
         let d = temp_dir("report-hung");
-        let tok = d.join("token");
-        std::fs::write(&tok, "t\n").unwrap();
-        let cfg = agent_config(&d, Some(controller_config(&url, &tok)));
+        let cfg = agent_config(&d, Some(controller_config(&url)));
         let r = Reporter::from_config(&cfg).unwrap().unwrap();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(run(Arc::new(FakeHost { fence: 0 }), r, stopped));
@@ -1242,27 +1200,25 @@ mod tests {
     /// A port nothing listens on.
     fn closed_port() -> String {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}", l.local_addr().unwrap())
+        format!("https://{}", l.local_addr().unwrap())
     }
 
     #[tokio::test]
     async fn reports_find_the_leader_and_follow_it() {
         let d = temp_dir("report-leader");
-        let tok = d.join("token");
-        std::fs::write(&tok, "s3cret\n").unwrap();
         let dead = closed_port();
 
         // Whatever the order, reports land on the leader; a follower is
         // tried at most once (in the first round), a dead one too.
         for leader_first in [false, true] {
-            let (a, follower) = fake_instance("s3cret", Role::Follower).await;
-            let (b, leader) = fake_instance("s3cret", Role::Leader).await;
+            let (a, follower) = fake_instance(&d, "host-a", Role::Follower).await;
+            let (b, leader) = fake_instance(&d, "host-a", Role::Leader).await;
             let list = if leader_first {
                 format!("{b},{dead},{a}")
             } else {
                 format!("{dead},{a},{b}")
             };
-            let cfg = agent_config(&d, Some(controller_config(&list, &tok)));
+            let cfg = agent_config(&d, Some(controller_config(&list)));
             let r = Reporter::from_config(&cfg).unwrap().unwrap();
             let (stop, stopped) = tokio::sync::watch::channel(false);
             let task = tokio::spawn(run(Arc::new(FakeHost { fence: 0 }), r, stopped));
@@ -1280,9 +1236,9 @@ mod tests {
         }
 
         // A failover: the leader goes silent, the follower takes over.
-        let (a, one) = fake_instance("s3cret", Role::Follower).await;
-        let (b, two) = fake_instance("s3cret", Role::Leader).await;
-        let cfg = agent_config(&d, Some(controller_config(&format!("{a},{b}"), &tok)));
+        let (a, one) = fake_instance(&d, "host-a", Role::Follower).await;
+        let (b, two) = fake_instance(&d, "host-a", Role::Leader).await;
+        let cfg = agent_config(&d, Some(controller_config(&format!("{a},{b}"))));
         let r = Reporter::from_config(&cfg).unwrap().unwrap();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(run(Arc::new(FakeHost { fence: 0 }), r, stopped));
@@ -1315,29 +1271,30 @@ mod tests {
     #[tokio::test]
     async fn a_round_moves_on_only_past_misses() {
         let d = temp_dir("report-round");
-        let tok = d.join("token");
-        std::fs::write(&tok, "wrong\n").unwrap();
         let dead = closed_port();
-        let (a, one) = fake_instance("wrong", Role::Follower).await;
-        let (b, two) = fake_instance("s3cret", Role::Leader).await;
-        let cfg = agent_config(
-            &d,
-            Some(controller_config(&format!("{dead},{a},{b}"), &tok)),
-        );
+        let (a, one) = fake_instance(&d, "host-a", Role::Follower).await;
+        let (b, two) = fake_instance(&d, "host-b", Role::Leader).await;
+        let cfg = agent_config(&d, Some(controller_config(&format!("{dead},{a},{b}"))));
         let mut r = Reporter::from_config(&cfg).unwrap().unwrap();
         let report = r.report(FakeHost { fence: 0 }.gather().await, 1);
-        // Past the dead one and the follower to two, which refuses the
-        // token: two stays current.
+        // Past the dead one and the follower to two, which refuses this
+        // host's certificate: two stays current.
         let round = r.deliver(&report).await;
         assert_eq!(
             (round.answered, round.outcome),
-            (Some(2), Err(Failed::Unauthorized))
+            (
+                Some(2),
+                Err(Failed::Refused("not that host's agent".into()))
+            )
         );
         assert_eq!(r.current, 2);
         let round = r.deliver(&report).await;
         assert_eq!(
             (round.answered, round.outcome),
-            (Some(2), Err(Failed::Unauthorized))
+            (
+                Some(2),
+                Err(Failed::Refused("not that host's agent".into()))
+            )
         );
         assert_eq!((one.count(), two.count()), (1, 2));
         // Nobody leads: every one is tried once, and the error names each.

@@ -7,10 +7,10 @@
 
 use std::net::Ipv4Addr;
 
-/// The destination's IPv4 address in an agent URL `http://A.B.C.D:PORT`.
+/// The destination's IPv4 address in an agent URL `https://A.B.C.D:PORT`.
 pub fn agent_ip(to: &str) -> Result<Ipv4Addr, String> {
-    let bad = || format!("`{to}` is not an agent URL like http://10.77.0.12:7070");
-    let rest = to.strip_prefix("http://").ok_or_else(bad)?;
+    let bad = || format!("`{to}` is not an agent URL like https://10.77.0.12:7070");
+    let rest = to.strip_prefix("https://").ok_or_else(bad)?;
     let (ip, port) = rest.trim_end_matches('/').split_once(':').ok_or_else(bad)?;
     port.parse::<u16>()
         .ok()
@@ -48,15 +48,15 @@ mod tests {
 
     #[test]
     fn only_an_agent_url_with_an_address_names_a_destination() {
-        assert_eq!(agent_ip("http://10.77.0.12:7070"), Ok(D));
-        assert_eq!(agent_ip("http://10.77.0.12:7070/"), Ok(D));
+        assert_eq!(agent_ip("https://10.77.0.12:7070"), Ok(D));
+        assert_eq!(agent_ip("https://10.77.0.12:7070/"), Ok(D));
         for bad in [
-            "https://10.77.0.12:7070",
-            "http://agent.example:7070",
-            "http://10.77.0.12",
-            "http://10.77.0.12:0",
-            "http://10.77.0.12:99999",
-            "http://10.77.0.12:7070/x",
+            "http://10.77.0.12:7070",
+            "https://agent.example:7070",
+            "https://10.77.0.12",
+            "https://10.77.0.12:0",
+            "https://10.77.0.12:99999",
+            "https://10.77.0.12:7070/x",
             "exec:sh",
             "",
         ] {

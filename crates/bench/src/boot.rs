@@ -6,7 +6,6 @@
 use crate::raw::{self, RawSpec};
 use crate::stats::{self, summarize, RunInfo, Summary};
 use crate::Lab;
-use duplex_agent::client::AgentClient;
 use duplex_core::agent_api::WaitFor;
 use duplex_core::vm_spec::VmSpec;
 use serde::Serialize;
@@ -27,7 +26,7 @@ struct BootResult {
 }
 
 pub async fn run(lab: &Lab, runs: usize, out: &Path) -> anyhow::Result<()> {
-    let h1 = AgentClient::new(&lab.agent_url(1)?);
+    let h1 = lab.agent(1)?;
     let accel = h1.host().await?.accel;
     let img = duplex_image::resolve(Path::new(duplex_image::DEFAULT_IMAGE_DIR), "default")?;
     let ip = lab.vm_ip(0)?;

@@ -21,7 +21,6 @@ use crate::s1::moves::cli;
 use crate::stats::{self, summarize, Summary};
 use crate::Lab;
 use anyhow::Context;
-use duplex_agent::client::AgentClient;
 use duplex_core::guest_proto::{Op, TargetRole};
 use duplex_sipp::parse::parse_rtt_csv;
 use duplex_sipp::{SippReport, SippRun};
@@ -191,7 +190,7 @@ async fn serve(lab: &Lab, vip: Ipv4Addr) -> anyhow::Result<()> {
     loop {
         let host = host_of("solo").await?;
         let n: u8 = host.trim_start_matches('h').parse().context("host name")?;
-        let agent = AgentClient::new(&lab.agent_url(n)?);
+        let agent = lab.agent(n)?;
         let configure = Op::Configure {
             vip,
             vip_prefix_len: 24,

@@ -96,13 +96,18 @@ impl Lab {
 
     /// The accelerator host h1's agent reports.
     pub async fn accel(&self) -> String {
-        let Ok(url) = self.agent_url(1) else {
+        let Ok(agent) = self.agent(1) else {
             return String::new();
         };
-        match duplex_agent::client::AgentClient::new(&url).host().await {
+        match agent.host().await {
             Ok(h) => format!("{:?}", h.accel.kind).to_lowercase(),
             Err(_) => String::new(),
         }
+    }
+
+    /// A client of host n's agent (as the lab's operator).
+    pub fn agent(&self, n: u8) -> anyhow::Result<duplex_agent::client::AgentClient> {
+        Ok(self.state.agent_client(n)?)
     }
 
     pub fn agent_url(&self, n: u8) -> anyhow::Result<String> {

@@ -135,10 +135,7 @@ impl RawSide<'_> {
 }
 
 pub async fn run(lab: &Lab, runs: usize, out: &Path) -> anyhow::Result<()> {
-    let h = [
-        AgentClient::new(&lab.agent_url(1)?),
-        AgentClient::new(&lab.agent_url(2)?),
-    ];
+    let h = [lab.agent(1)?, lab.agent(2)?];
     let accel = h[0].host().await?.accel;
     let raw_side = RawSide {
         lab,

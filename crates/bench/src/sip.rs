@@ -6,7 +6,6 @@
 
 use crate::stats::{self, RunInfo};
 use crate::Lab;
-use duplex_agent::client::AgentClient;
 use duplex_controller::pair_exec::{self as pair, SwitchoverReport};
 use duplex_sipp::{SippReport, SippRun};
 use serde::Serialize;
@@ -61,8 +60,8 @@ fn row(rate: f64, r: &SippReport) -> String {
 
 pub async fn run(lab: &Lab, out: &Path) -> anyhow::Result<()> {
     let (h1, h2) = (
-        std::sync::Arc::new(AgentClient::new(&lab.agent_url(1)?)) as _,
-        std::sync::Arc::new(AgentClient::new(&lab.agent_url(2)?)) as _,
+        std::sync::Arc::new(lab.agent(1)?) as _,
+        std::sync::Arc::new(lab.agent(2)?) as _,
     );
     let (ip_a, ip_b, vip) = (lab.vm_ip(0)?, lab.vm_ip(1)?, lab.vm_ip(100)?);
     let (a, b) = pair::boot(

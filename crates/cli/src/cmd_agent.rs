@@ -15,6 +15,12 @@ pub struct AgentArgs {
     /// (`<data-dir>/fence`).
     #[arg(long, default_value = "/var/lib/duplex/agent")]
     data_dir: PathBuf,
+    /// Directory with this host's TLS bundle (ca.crt, tls.crt, tls.key,
+    /// crl.pem), made by `duplex pki issue agent <name> --ip <its IP>`
+    /// (default: <data-dir>/tls). The agent serves with it and presents
+    /// it to the controller and to peer agents.
+    #[arg(long, value_name = "DIR")]
+    tls_dir: Option<PathBuf>,
     #[arg(long, env = "DUPLEX_IMAGE_DIR", default_value = duplex_image::DEFAULT_IMAGE_DIR)]
     image_dir: PathBuf,
     #[arg(long, env = "DUPLEX_CACHE", default_value = duplex_image::DEFAULT_CACHE_DIR)]
@@ -26,16 +32,13 @@ pub struct AgentArgs {
     #[arg(long, default_value = "auto", value_parser = ["auto", "kvm", "tcg"])]
     accel: String,
     /// Controller to register with and report to every second, e.g.
-    /// http://10.77.0.1:7080 (standalone without it). For a controller run
+    /// https://10.77.0.1:7080 (standalone without it). For a controller run
     /// as several instances, give all their URLs separated by commas
-    /// (http://10.77.0.1:7080,http://10.77.0.2:7080): reports go to
+    /// (https://10.77.0.1:7080,https://10.77.0.2:7080): reports go to
     /// whichever instance leads, and follow it when another takes over.
-    #[arg(long, value_name = "URL[,URL...]", requires = "controller_token_file")]
+    #[arg(long, value_name = "URL[,URL...]")]
     controller: Option<String>,
-    /// File holding the bearer token to present to the controller.
-    #[arg(long, value_name = "PATH", requires = "controller")]
-    controller_token_file: Option<PathBuf>,
-    /// URL the controller should reach this agent at [default: http://<listen>].
+    /// URL the controller should reach this agent at [default: https://<listen>].
     #[arg(long, value_name = "URL", requires = "controller")]
     advertise: Option<String>,
     /// Memory to offer the controller for VMs, in MiB [default: MemTotal - 1024].
@@ -61,21 +64,16 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
         "tcg" => AccelChoice::Tcg,
         _ => AccelChoice::Auto,
     };
-    let controller = match (a.controller, a.controller_token_file) {
-        (Some(list), Some(token_file)) => Some(ControllerConfig {
-            urls: ControllerConfig::split_urls(&list),
-            token_file,
-            advertise: a.advertise,
-            memory_mib: a.memory_mib,
-            vcpus: a.vcpus,
-            self_fence_ms: (a.self_fence_ms > 0).then_some(a.self_fence_ms),
-        }),
-        (None, None) => None,
-        // clap's `requires` rules these out; say so if they ever change.
-        (Some(_), None) => anyhow::bail!("--controller needs --controller-token-file"),
-        (None, Some(_)) => anyhow::bail!("--controller-token-file needs --controller"),
-    };
+    let controller = a.controller.map(|list| ControllerConfig {
+        urls: ControllerConfig::split_urls(&list),
+        advertise: a.advertise,
+        memory_mib: a.memory_mib,
+        vcpus: a.vcpus,
+        self_fence_ms: (a.self_fence_ms > 0).then_some(a.self_fence_ms),
+    });
+    let tls = duplex_tls::Bundle::new(a.tls_dir.unwrap_or_else(|| a.data_dir.join("tls")));
     duplex_agent::run(AgentConfig {
+        tls,
         name: a.name,
         listen: a.listen,
         data_dir: a.data_dir,

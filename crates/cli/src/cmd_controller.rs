@@ -11,9 +11,14 @@ pub struct ControllerArgs {
     /// Address to serve the API on.
     #[arg(long, default_value = "127.0.0.1:7080")]
     listen: SocketAddr,
-    /// Token file and embedded store live here.
+    /// The embedded store lives here.
     #[arg(long, default_value = crate::conn::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
+    /// Directory with this controller's TLS bundle (ca.crt, tls.crt,
+    /// tls.key, crl.pem), made by `duplex pki issue controller --ip ...`
+    /// (default: <data-dir>/tls).
+    #[arg(long, value_name = "DIR")]
+    tls_dir: Option<PathBuf>,
     /// embedded (a file under --data-dir, no other process) or etcd.
     #[arg(long, default_value = "embedded", value_parser = ["embedded", "etcd"])]
     store: String,
@@ -92,9 +97,11 @@ pub async fn run(a: ControllerArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|_| "controller".into());
         format!("{}-{}", host.trim(), std::process::id())
     });
+    let tls = duplex_tls::Bundle::new(a.tls_dir.unwrap_or_else(|| a.data_dir.join("tls")));
     duplex_controller::run(ControllerConfig {
         id,
         listen: a.listen,
+        tls,
         data_dir: a.data_dir,
         store,
         lease_ttl: Duration::from_millis(a.lease_ttl_ms),

@@ -127,8 +127,8 @@ pub async fn run(cmd: LabCmd) -> anyhow::Result<()> {
                     println!("client namespace {} ({})", state.client_ns, state.client_ip);
                     if let Some(c) = &state.controller {
                         println!(
-                            "controller {} ({:?} store), token {}; operator commands use it by default for lab `{}` (else --lab {})",
-                            c.url, c.store, c.token_file.display(), duplex_lab::DEFAULT_LAB, state.lab
+                            "controller {} ({:?} store), operator bundle {}; operator commands use it by default for lab `{}` (else --lab {})",
+                            c.url, c.store, state.operator_tls().display(), duplex_lab::DEFAULT_LAB, state.lab
                         );
                     }
                     for c in &state.standby_controllers {

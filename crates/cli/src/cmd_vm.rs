@@ -21,10 +21,18 @@ pub struct Target {
 }
 
 impl Target {
-    fn agent(&self) -> anyhow::Result<&str> {
+    fn agent_url(&self) -> anyhow::Result<&str> {
         self.agent.as_deref().ok_or_else(|| {
-            anyhow::anyhow!("this command talks to an agent directly: pass --agent URL (e.g. http://10.77.0.11:7070)")
+            anyhow::anyhow!("this command talks to an agent directly: pass --agent URL (e.g. https://10.77.0.11:7070)")
         })
+    }
+
+    /// A client of the `--agent`, presenting the operator's certificate
+    /// (an agent obeys admins and the controller; scope read may look).
+    fn agent(&self) -> anyhow::Result<AgentClient> {
+        let url = self.agent_url()?;
+        let http = self.c.http(duplex_agent::client::limits::shape)?;
+        Ok(AgentClient::new(url, http))
     }
 }
 
@@ -174,12 +182,12 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
             if host.is_some() {
                 anyhow::bail!("--host places a VM through the controller; with --agent the VM goes to that agent");
             }
-            let c = AgentClient::new(t.agent()?);
+            let c = t.agent()?;
             if !no_wait {
                 eprintln!(
                     "booting `{}` on {} (waiting for its guest to answer)...",
                     spec.name,
-                    t.agent()?
+                    t.agent_url()?
                 );
             }
             let vm = c
@@ -198,7 +206,7 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
                     "VM `{}` {:?} on {} (ip {}, mac {}, boot to /init {} ms)",
                     vm.spec.name,
                     vm.state,
-                    t.agent()?,
+                    t.agent_url()?,
                     vm.spec.ip,
                     vm.mac,
                     vm.boot_ms
@@ -215,7 +223,7 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
             crate::cmd_vm_ctl::delete(&t.c, &name, no_wait).await?
         }
         VmCmd::List { t } => {
-            let vms = AgentClient::new(t.agent()?).list().await?;
+            let vms = t.agent()?.list().await?;
             match t.c.output {
                 Format::Json => output::json(&vms)?,
                 Format::Table => {
@@ -234,25 +242,25 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
                 }
             }
         }
-        VmCmd::Show { t, name } => output::json(&AgentClient::new(t.agent()?).show(&name).await?)?,
+        VmCmd::Show { t, name } => output::json(&t.agent()?.show(&name).await?)?,
         VmCmd::Delete { t, name, .. } => {
-            AgentClient::new(t.agent()?).delete(&name).await?;
+            t.agent()?.delete(&name).await?;
             println!("VM `{name}` deleted");
         }
         VmCmd::Pause { t, name } => {
-            AgentClient::new(t.agent()?).pause(&name).await?;
+            t.agent()?.pause(&name).await?;
             println!("VM `{name}` paused");
         }
         VmCmd::Resume { t, name } => {
-            AgentClient::new(t.agent()?).resume(&name).await?;
+            t.agent()?.resume(&name).await?;
             println!("VM `{name}` resumed");
         }
         VmCmd::Reset { t, name } => {
-            AgentClient::new(t.agent()?).reset(&name).await?;
+            t.agent()?.reset(&name).await?;
             println!("VM `{name}` reset: its guest boots again");
         }
         VmCmd::Traffic { t, name } => {
-            let r = AgentClient::new(t.agent()?).traffic(&name).await?;
+            let r = t.agent()?.traffic(&name).await?;
             match t.c.output {
                 Format::Json => output::json(&r)?,
                 Format::Table => {
@@ -286,11 +294,7 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
                 }
             }
         }
-        VmCmd::Status { t, name } => output::json(
-            &AgentClient::new(t.agent()?)
-                .guest(&name, &Op::Status)
-                .await?,
-        )?,
+        VmCmd::Status { t, name } => output::json(&t.agent()?.guest(&name, &Op::Status).await?)?,
         VmCmd::Migrate {
             t,
             name,
@@ -307,7 +311,7 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
             tuning,
             no_wait,
         } => {
-            let c = AgentClient::new(t.agent()?);
+            let c = t.agent()?;
             let req = MigrateRequest {
                 to: to.clone(),
                 tuning: tuning.tuning(),

@@ -7,6 +7,7 @@ mod cmd_host;
 mod cmd_image;
 mod cmd_lab;
 mod cmd_pair;
+mod cmd_pki;
 mod cmd_placement;
 mod cmd_vm;
 mod cmd_vm_ctl;
@@ -39,6 +40,9 @@ enum Cmd {
     Image(cmd_image::ImageCmd),
     /// Show (probing once if needed) which accelerator QEMU uses here.
     Accel(cmd_image::AccelArgs),
+    /// The cluster's certificate authority: certificates for the
+    /// controller, each host's agent and each operator.
+    Pki(cmd_pki::PkiArgs),
     /// Run the controller (one leader; more on etcd stand by).
     Controller(cmd_controller::ControllerArgs),
     /// Hosts as the controller sees them.
@@ -129,6 +133,7 @@ fn main() -> ExitCode {
             Cmd::Image(c) => cmd_image::run(c).await,
             Cmd::Accel(a) => cmd_image::accel(a).await,
             Cmd::Controller(a) => cmd_controller::run(a).await,
+            Cmd::Pki(a) => cmd_pki::run(a),
             Cmd::Host(c) => cmd_host::run(c).await,
             Cmd::Vm(c) => cmd_vm::run(c).await,
             Cmd::Pair(c) => cmd_pair::run(c).await,

@@ -5,6 +5,7 @@
 //! to drive the reconcile path, and the agent refuses it for real).
 
 use duplex_store::etcd_server::{free_port, EtcdServer};
+use duplex_tls::test_pki::TestPki;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -72,13 +73,22 @@ enum Backend<'a> {
     Etcd(&'a EtcdServer),
 }
 
-fn controller(dir: &Path, port: u16, backend: &Backend, ttl_ms: u64, id: &str) -> Proc {
+fn controller(
+    dir: &Path,
+    port: u16,
+    backend: &Backend,
+    ttl_ms: u64,
+    id: &str,
+    pki: &TestPki,
+) -> Proc {
     let mut args: Vec<String> = vec![
         "controller".into(),
         "--listen".into(),
         format!("127.0.0.1:{port}"),
         "--data-dir".into(),
         dir.display().to_string(),
+        "--tls-dir".into(),
+        pki.controller().unwrap().dir.display().to_string(),
         "--id".into(),
         id.into(),
         "--lease-ttl-ms".into(),
@@ -96,7 +106,7 @@ fn controller(dir: &Path, port: u16, backend: &Backend, ttl_ms: u64, id: &str) -
     Proc::spawn(&args, &dir.join(format!("{id}.log")))
 }
 
-fn agent(dir: &Path, name: &str, port: u16, controllers: &[String], token_file: &Path) -> Proc {
+fn agent(dir: &Path, name: &str, port: u16, controllers: &[String], pki: &TestPki) -> Proc {
     let data = dir.join(name);
     std::fs::create_dir_all(&data).unwrap();
     let args: Vec<String> = vec![
@@ -107,31 +117,49 @@ fn agent(dir: &Path, name: &str, port: u16, controllers: &[String], token_file: 
         format!("127.0.0.1:{port}"),
         "--data-dir".into(),
         data.display().to_string(),
+        "--tls-dir".into(),
+        pki.agent(name).unwrap().dir.display().to_string(),
         "--controller".into(),
         controllers.join(","),
-        "--controller-token-file".into(),
-        token_file.display().to_string(),
         "--memory-mib".into(),
         "4096".into(),
     ];
     Proc::spawn(&args, &dir.join(format!("agent-{name}.log")))
 }
 
-fn http() -> reqwest::Client {
+/// A new PKI for one test, in `dir/pki`.
+fn pki(dir: &Path) -> TestPki {
+    TestPki::new(&dir.join("pki")).unwrap()
+}
+
+/// An HTTPS client presenting the bundle in `who`, or no certificate at
+/// all (it still checks the server against the CA that made `ca_of`).
+fn http(who: Option<&Path>) -> reqwest::Client {
+    let shape = |b: reqwest::ClientBuilder| b.no_proxy().timeout(Duration::from_secs(15));
+    match who {
+        Some(dir) => duplex_tls::client::Clients::new(duplex_tls::Bundle::new(dir), shape)
+            .unwrap()
+            .get(),
+        None => anonymous(),
+    }
+}
+
+/// A client with no certificate that trusts any server (it checks what
+/// the server refuses, not the server).
+fn anonymous() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
+        .danger_accept_invalid_certs(true)
         .timeout(Duration::from_secs(15))
         .build()
         .unwrap()
 }
 
-/// One API call: (status, JSON body or the text as a JSON string).
-async fn call(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value) {
+/// One API call as `who` (a bundle directory; `None`: no certificate):
+/// (status, JSON body or the text as a JSON string).
+async fn call(method: &str, url: &str, who: Option<&Path>, body: Option<&str>) -> (u16, Value) {
     let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut req = http().request(m, url);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
+    let mut req = http(who).request(m, url);
     if let Some(b) = body {
         req = req
             .header("content-type", "application/json")
@@ -179,10 +207,6 @@ async fn wait_leader(base: &str) -> u64 {
     health(base).await["fence"].as_u64().unwrap()
 }
 
-fn token(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap().trim().to_string()
-}
-
 fn code(v: &Value) -> String {
     v["error"]["code"].as_str().unwrap_or("").to_string()
 }
@@ -190,7 +214,7 @@ fn msg(v: &Value) -> String {
     v["error"]["message"].as_str().unwrap_or("").to_string()
 }
 
-async fn wait_host_ready(base: &str, tok: &str, name: &str) {
+async fn wait_host_ready(base: &str, tok: &Path, name: &str) {
     wait_for(
         &format!("host {name} registered"),
         Duration::from_secs(60),
@@ -203,25 +227,24 @@ async fn wait_host_ready(base: &str, tok: &str, name: &str) {
 }
 
 /// Everything the API offers that does not need a booted VM, then a
-/// restart with the same store: records, events and token survive, the
-/// fencing token grows.
+/// restart with the same store: records and events survive, the fencing
+/// token grows.
 async fn exercise_api(backend: Backend<'_>) {
     let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
     let cdir = dir.path().join("ctl");
     let port = free_port().unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut ctl = controller(&cdir, port, &backend, 2000, "c1");
+    let base = format!("https://127.0.0.1:{port}");
+    let mut ctl = controller(&cdir, port, &backend, 2000, "c1", &pki);
     let fence1 = wait_leader(&base).await;
-    let token_file = cdir.join("token");
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
-    let tok = token(&token_file);
-    let t = Some(tok.as_str());
+    let op = pki
+        .operator(duplex_core::identity::Scope::Operate)
+        .unwrap()
+        .dir;
+    let tok = op.as_path();
+    let t = Some(tok);
 
-    // The OpenAPI document lists every route, and needs no token.
+    // The OpenAPI document lists every route, and needs no certificate.
     let (s, doc) = call("GET", &format!("{base}/v1/openapi.json"), None, None).await;
     assert_eq!(s, 200);
     for p in [
@@ -235,23 +258,15 @@ async fn exercise_api(backend: Backend<'_>) {
         assert!(doc["paths"].get(p).is_some(), "openapi lacks {p}");
     }
 
-    // Tokens: missing, wrong.
+    // No certificate: refused, and told what to present.
     let (s, v) = call("GET", &format!("{base}/v1/hosts"), None, None).await;
-    assert_eq!((s, code(&v).as_str()), (401, "missing_token"), "{v}");
-    assert!(msg(&v).contains("token"), "{v}");
-    let (s, v) = call("GET", &format!("{base}/v1/hosts"), Some("nope"), None).await;
-    assert_eq!((s, code(&v).as_str()), (401, "bad_token"), "{v}");
+    assert_eq!((s, code(&v).as_str()), (401, "no_identity"), "{v}");
+    assert!(msg(&v).contains("duplex pki issue"), "{v}");
 
     // A real agent registers.
     let aport = free_port().unwrap();
-    let mut ag = agent(
-        dir.path(),
-        "h1",
-        aport,
-        std::slice::from_ref(&base),
-        &token_file,
-    );
-    wait_host_ready(&base, &tok, "h1").await;
+    let mut ag = agent(dir.path(), "h1", aport, std::slice::from_ref(&base), &pki);
+    wait_host_ready(&base, tok, "h1").await;
     let (_, hosts) = call("GET", &format!("{base}/v1/hosts"), t, None).await;
     assert_eq!(hosts[0]["capacity"]["memory_mib"], json!(4096), "{hosts}");
     assert!(hosts[0]["accel"]["kind"].is_string(), "{hosts}");
@@ -435,8 +450,12 @@ async fn exercise_api(backend: Backend<'_>) {
     })
     .await;
 
-    // Metrics, without a token.
-    let (s, m) = call("GET", &format!("{base}/metrics"), None, None).await;
+    // Metrics: any operator may read them.
+    let reader = pki
+        .operator(duplex_core::identity::Scope::Read)
+        .unwrap()
+        .dir;
+    let (s, m) = call("GET", &format!("{base}/metrics"), Some(&reader), None).await;
     assert_eq!(s, 200);
     let m = m.as_str().unwrap_or("").to_string();
     assert!(m.contains("duplex_hosts{state=\"ready\"} 1"), "{m}");
@@ -447,25 +466,13 @@ async fn exercise_api(backend: Backend<'_>) {
         "{m}"
     );
 
-    // Token rotation: the old token is now expired.
-    let (s, _) = call("POST", &format!("{base}/v1/token/rotate"), t, None).await;
-    assert_eq!(s, 200);
-    let (s, v) = call("GET", &format!("{base}/v1/hosts"), t, None).await;
-    assert_eq!((s, code(&v).as_str()), (401, "expired_token"), "{v}");
-    let tok = token(&token_file);
-    let t = Some(tok.as_str());
-    assert_eq!(
-        call("GET", &format!("{base}/v1/hosts"), t, None).await.0,
-        200
-    );
-
     // Restart: same store, state intact, a higher fencing token.
     ctl.term();
     assert!(
         call("GET", &format!("{base}/healthz"), None, None).await.0 == 0,
         "controller still answers after SIGTERM"
     );
-    let mut ctl = controller(&cdir, port, &backend, 2000, "c1b");
+    let mut ctl = controller(&cdir, port, &backend, 2000, "c1b", &pki);
     let fence2 = wait_leader(&base).await;
     assert!(
         fence2 > fence1,
@@ -482,7 +489,7 @@ async fn exercise_api(backend: Backend<'_>) {
             .any(|e| e["kind"] == json!("vm.created")),
         "{evs}"
     );
-    wait_host_ready(&base, &tok, "h1").await;
+    wait_host_ready(&base, tok, "h1").await;
 
     // The agent dies: the host is marked failed after the documented
     // timeout, with an event; when it reports again, it is back.
@@ -511,14 +518,8 @@ async fn exercise_api(backend: Backend<'_>) {
     );
     let (_, v) = call("GET", &format!("{vms}/keep"), t, None).await;
     assert_eq!(v["status"], json!("unknown"), "a VM on a failed host: {v}");
-    let _ag = agent(
-        dir.path(),
-        "h1",
-        aport,
-        std::slice::from_ref(&base),
-        &token_file,
-    );
-    wait_host_ready(&base, &tok, "h1").await;
+    let _ag = agent(dir.path(), "h1", aport, std::slice::from_ref(&base), &pki);
+    wait_host_ready(&base, tok, "h1").await;
     let (_, evs) = call("GET", &format!("{base}/v1/events?limit=1000"), t, None).await;
     assert!(
         evs.as_array()
@@ -556,38 +557,35 @@ async fn api_on_a_real_etcd() {
 async fn leader_failover_and_fencing_on_etcd() {
     const TTL_MS: u64 = 2000;
     let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
     let e = etcd(dir.path()).await;
     let b = Backend::Etcd(&e);
     let (pa, pb) = (free_port().unwrap(), free_port().unwrap());
     let (ua, ub) = (
-        format!("http://127.0.0.1:{pa}"),
-        format!("http://127.0.0.1:{pb}"),
+        format!("https://127.0.0.1:{pa}"),
+        format!("https://127.0.0.1:{pb}"),
     );
-    let mut a = controller(&dir.path().join("a"), pa, &b, TTL_MS, "ctl-a");
+    let mut a = controller(&dir.path().join("a"), pa, &b, TTL_MS, "ctl-a", &pki);
     let fence_a = wait_leader(&ua).await;
-    let mut cb = controller(&dir.path().join("b"), pb, &b, TTL_MS, "ctl-b");
+    let mut cb = controller(&dir.path().join("b"), pb, &b, TTL_MS, "ctl-b", &pki);
     wait_for("standby answers", Duration::from_secs(30), || async {
         health(&ub).await["ok"] == json!(true)
     })
     .await;
     assert_eq!(health(&ub).await["leader"], json!(false));
-    let token_file = dir.path().join("a/token");
-    let tok = token(&token_file);
+    let tok = pki
+        .operator(duplex_core::identity::Scope::Operate)
+        .unwrap()
+        .dir;
     let (s, v) = call("GET", &format!("{ub}/v1/hosts"), Some(&tok), None).await;
     assert_eq!((s, code(&v).as_str()), (503, "not_leader"), "{v}");
 
     let aport = free_port().unwrap();
-    let agent_url = format!("http://127.0.0.1:{aport}");
-    let _ag = agent(
-        dir.path(),
-        "h1",
-        aport,
-        &[ua.clone(), ub.clone()],
-        &token_file,
-    );
+    let agent_url = format!("https://127.0.0.1:{aport}");
+    let _ag = agent(dir.path(), "h1", aport, &[ua.clone(), ub.clone()], &pki);
     wait_host_ready(&ua, &tok, "h1").await;
     let agent_fence = || async {
-        call("GET", &format!("{agent_url}/v1/fence"), None, None)
+        call("GET", &format!("{agent_url}/v1/fence"), Some(&tok), None)
             .await
             .1["fence"]
             .as_u64()
@@ -620,10 +618,11 @@ async fn leader_failover_and_fencing_on_etcd() {
     .await;
 
     // An order from the old leader, arriving late: refused, not executed.
+    let old_leader = pki.controller().unwrap().dir;
     for (m, p) in [("POST", "/v1/fence"), ("DELETE", "/v1/vms/anything")] {
         let url = format!("{agent_url}{p}");
         let m2 = reqwest::Method::from_bytes(m.as_bytes()).unwrap();
-        let r = http()
+        let r = http(Some(&old_leader))
             .request(m2, &url)
             .header("duplex-fence", fence_a.to_string())
             .send()
@@ -641,7 +640,7 @@ async fn leader_failover_and_fencing_on_etcd() {
             "{v}"
         );
     }
-    // The new leader serves the API with the shared token, and the agent reports to it.
+    // The new leader serves the API to the same operators, and the agent reports to it.
     wait_host_ready(&ub, &tok, "h1").await;
     let (_, evs) = call(
         "GET",
@@ -667,6 +666,7 @@ async fn leader_failover_and_fencing_on_etcd() {
 #[tokio::test(flavor = "multi_thread")]
 async fn etcd_down_at_start_and_mid_run() {
     let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
     let nobody = free_port().unwrap();
     let out = Command::new(BIN)
         .args(["controller", "--store", "etcd", "--etcd-endpoints"])
@@ -675,6 +675,8 @@ async fn etcd_down_at_start_and_mid_run() {
         .arg(format!("127.0.0.1:{}", free_port().unwrap()))
         .arg("--data-dir")
         .arg(dir.path().join("x"))
+        .arg("--tls-dir")
+        .arg(&pki.controller().unwrap().dir)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -690,12 +692,15 @@ async fn etcd_down_at_start_and_mid_run() {
         .await
         .unwrap();
     let port = free_port().unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let base = format!("https://127.0.0.1:{port}");
     let cdir = dir.path().join("ctl");
-    let mut ctl = controller(&cdir, port, &Backend::Etcd(&e), 2000, "c");
+    let mut ctl = controller(&cdir, port, &Backend::Etcd(&e), 2000, "c", &pki);
     wait_leader(&base).await;
-    let tok = token(&cdir.join("token"));
-    let t = Some(tok.as_str());
+    let tok = pki
+        .operator(duplex_core::identity::Scope::Operate)
+        .unwrap()
+        .dir;
+    let t = Some(tok.as_path());
     let (s, before) = call("GET", &format!("{base}/v1/events?limit=1000"), t, None).await;
     assert_eq!(s, 200);
 

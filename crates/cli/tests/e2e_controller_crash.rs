@@ -54,7 +54,7 @@ async fn leader() -> (String, i32) {
     let t0 = Instant::now();
     loop {
         for (url, pid) in controllers() {
-            let c = ControllerClient::new(&url, None);
+            let c = ControllerClient::with_bundle(&url, &operator_tls()).unwrap();
             if let Ok(h) = c.get::<Value>("/healthz").await {
                 if h["leader"] == true {
                     return (url, pid);
@@ -66,11 +66,17 @@ async fn leader() -> (String, i32) {
     }
 }
 
+/// The lab operator's bundle.
+fn operator_tls() -> std::path::PathBuf {
+    duplex_lab::LabState::read(LAB)
+        .unwrap()
+        .expect("the lab is up")
+        .operator_tls()
+}
+
 fn client() -> ControllerClient {
-    let s = state();
-    let token = std::path::PathBuf::from(s["controller"]["token_file"].as_str().unwrap());
     let urls: Vec<String> = controllers().into_iter().map(|(u, _)| u).collect();
-    ControllerClient::with_token_file(&urls[0], &token)
+    ControllerClient::with_bundle(&urls[0], &operator_tls())
         .unwrap()
         .with_standbys(&urls[1..])
 }

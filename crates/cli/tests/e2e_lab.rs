@@ -73,8 +73,8 @@ async fn lab_vm_reach_migrate_and_failure_paths() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("already up"));
 
     let state = duplex_lab::LabPlan::load_state(LAB).expect("lab state");
-    let h1 = AgentClient::new(state.agent_url(1).unwrap());
-    let h2 = AgentClient::new(state.agent_url(2).unwrap());
+    let h1 = state.agent_client(1).unwrap();
+    let h2 = state.agent_client(2).unwrap();
     let client_ns = state.client_ns().to_string();
     let ip = state.vm_ip(0).unwrap();
 
@@ -214,7 +214,7 @@ async fn lab_vm_reach_migrate_and_failure_paths() {
     // A newer controller takes office half-way through a migration the
     // old one ordered: the source cancels it, the VM keeps running on h1.
     let f = h1.raise_fence().await.expect("read h1's fence");
-    let old_leader = AgentClient::new(state.agent_url(1).unwrap()).with_fence(f);
+    let old_leader = state.agent_client(1).unwrap().with_fence(f);
     old_leader.start_migration("e2e", &slow).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -229,7 +229,7 @@ async fn lab_vm_reach_migrate_and_failure_paths() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let new_leader = AgentClient::new(state.agent_url(1).unwrap()).with_fence(f + 1);
+    let new_leader = state.agent_client(1).unwrap().with_fence(f + 1);
     assert_eq!(new_leader.raise_fence().await.unwrap(), f + 1);
     let cancelled = wait_migration(&h1, "e2e", Duration::from_secs(60)).await;
     assert_eq!(cancelled.phase, MigrationPhase::Failed, "{cancelled:?}");

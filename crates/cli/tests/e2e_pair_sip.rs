@@ -6,7 +6,6 @@
 //! (their BYEs reach the new ACT) all end with 200 OK. Needs root, QEMU and
 //! the image (`./setup.sh`); the lab is removed even if the test fails.
 
-use duplex_agent::client::AgentClient;
 use duplex_controller::pair_exec::{self as pair, PairMember};
 use duplex_core::guest_proto::Op;
 use duplex_core::switchover::Phase;
@@ -44,8 +43,8 @@ async fn sip_calls_survive_a_switchover() {
     );
     let state = duplex_lab::LabPlan::load_state(LAB).unwrap();
     let (h1, h2) = (
-        std::sync::Arc::new(AgentClient::new(state.agent_url(1).unwrap())) as _,
-        std::sync::Arc::new(AgentClient::new(state.agent_url(2).unwrap())) as _,
+        std::sync::Arc::new(state.agent_client(1).unwrap()) as _,
+        std::sync::Arc::new(state.agent_client(2).unwrap()) as _,
     );
     let (ip_a, ip_b, vip) = (
         state.vm_ip(0).unwrap(),

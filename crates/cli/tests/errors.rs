@@ -22,11 +22,19 @@ fn fails_with(out: &Output, needle: &str) {
     assert!(!err.contains("panicked"), "panic: {err}");
 }
 
+/// A throwaway PKI in a temporary directory.
+fn pki() -> (tempfile::TempDir, duplex_tls::test_pki::TestPki) {
+    let d = tempfile::tempdir().unwrap();
+    let p = duplex_tls::test_pki::TestPki::new(&d.path().join("pki")).unwrap();
+    (d, p)
+}
+
 #[test]
 fn agent_refuses_a_port_in_use() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let dir = std::env::temp_dir().join(format!("duplex-port-{}", std::process::id()));
+    let (d, pki) = pki();
+    let tls = pki.agent("t").unwrap().dir;
     let out = duplex(
         &[
             "agent",
@@ -35,14 +43,36 @@ fn agent_refuses_a_port_in_use() {
             "--listen",
             &addr,
             "--data-dir",
-            dir.to_str().unwrap(),
+            d.path().to_str().unwrap(),
+            "--tls-dir",
+            tls.to_str().unwrap(),
             "--accel",
             "tcg",
         ],
         &[],
     );
     fails_with(&out, &format!("cannot listen on {addr}"));
-    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn agent_without_a_bundle_says_how_to_make_one() {
+    let d = tempfile::tempdir().unwrap();
+    let out = duplex(
+        &[
+            "agent",
+            "--name",
+            "t",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            d.path().to_str().unwrap(),
+            "--accel",
+            "tcg",
+        ],
+        &[],
+    );
+    fails_with(&out, "tls/ca.crt");
+    fails_with(&out, "duplex pki issue");
 }
 
 #[test]
@@ -65,8 +95,93 @@ fn agent_says_when_qemu_is_missing() {
 
 #[test]
 fn unreachable_agent_is_named() {
-    let out = duplex(&["vm", "list", "--agent", "http://127.0.0.1:9"], &[]);
+    let (_d, pki) = pki();
+    let op = pki
+        .operator(duplex_core::identity::Scope::Admin)
+        .unwrap()
+        .dir;
+    let out = duplex(
+        &[
+            "vm",
+            "list",
+            "--agent",
+            "https://127.0.0.1:9",
+            "--tls-dir",
+            op.to_str().unwrap(),
+        ],
+        &[],
+    );
     fails_with(&out, "unreachable");
+}
+
+#[test]
+fn an_operator_without_a_bundle_is_told_how_to_make_one() {
+    let d = tempfile::tempdir().unwrap();
+    let none = d.path().join("none");
+    let out = duplex(
+        &[
+            "host",
+            "list",
+            "--controller",
+            "https://127.0.0.1:9",
+            "--tls-dir",
+            none.to_str().unwrap(),
+        ],
+        &[],
+    );
+    fails_with(&out, "duplex pki issue operator");
+}
+
+#[test]
+fn pki_commands_refuse_bad_input_and_say_why() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("ca");
+    let dir = dir.to_str().unwrap();
+    let out = duplex(&["pki", "--dir", dir, "issue", "operator", "ann"], &[]);
+    fails_with(&out, "duplex pki init");
+    assert!(duplex(&["pki", "--dir", dir, "init"], &[]).status.success());
+    fails_with(
+        &duplex(&["pki", "--dir", dir, "init"], &[]),
+        "already holds a CA",
+    );
+    fails_with(
+        &duplex(&["pki", "--dir", dir, "issue", "agent", "h1"], &[]),
+        "--ip",
+    );
+    fails_with(
+        &duplex(
+            &[
+                "pki", "--dir", dir, "issue", "agent", "H_1", "--ip", "10.0.0.1",
+            ],
+            &[],
+        ),
+        "not a valid name",
+    );
+    fails_with(
+        &duplex(&["pki", "--dir", dir, "revoke", "h1.agent.duplex"], &[]),
+        "no certificate",
+    );
+    fails_with(
+        &duplex(&["pki", "--dir", dir, "revoke", "root"], &[]),
+        "not a Duplex identity name",
+    );
+    let ok = duplex(
+        &[
+            "pki", "--dir", dir, "issue", "operator", "ann", "--scope", "read",
+        ],
+        &[],
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let list = duplex(&["pki", "--dir", dir, "list"], &[]);
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        text.contains("ann.read.operator.duplex") && text.contains("valid"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -20,8 +20,8 @@ pub enum ClientError {
     },
     #[error("unexpected answer from {url}: {msg}")]
     Decode { url: String, msg: String },
-    #[error("cannot read the API token from {path}: {msg} (pass --token-file, or run on the controller's machine)")]
-    Token { path: String, msg: String },
+    #[error("cannot use the TLS bundle: {0} (pass --tls-dir, or make one with `duplex pki issue operator <name>`)")]
+    Tls(String),
 }
 
 impl ClientError {
@@ -39,25 +39,33 @@ pub struct ControllerClient {
     /// Other instances of the controller, asked in turn when `base` cannot
     /// be connected to or does not lead.
     standbys: Vec<String>,
-    token: Option<String>,
     http: reqwest::Client,
 }
 
+/// The shape of the operators' clients: no proxy, a connect limit, and a
+/// limit on any one request.
+pub fn shape(b: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+    b.no_proxy()
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(90))
+}
+
 impl ControllerClient {
-    /// `token`: the bearer token (none: requests go without, for tests of refusals).
-    pub fn new(base: &str, token: Option<String>) -> Self {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(90))
-            .build()
-            .unwrap_or_default();
+    /// A client of the controller at `base` (`https://...`) over `http`,
+    /// which presents the caller's certificate.
+    pub fn new(base: &str, http: reqwest::Client) -> Self {
         ControllerClient {
             base: base.trim_end_matches('/').to_string(),
             standbys: Vec::new(),
-            token,
             http,
         }
+    }
+
+    /// A client presenting the bundle in `dir` (an operator's).
+    pub fn with_bundle(base: &str, dir: &std::path::Path) -> Result<Self, ClientError> {
+        let clients = duplex_tls::client::Clients::new(duplex_tls::Bundle::new(dir), shape)
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        Ok(Self::new(base, clients.get()))
     }
 
     /// Also asks these instances, in turn, when one cannot be connected to
@@ -68,15 +76,6 @@ impl ControllerClient {
             .map(|u| u.trim_end_matches('/').to_string())
             .collect();
         self
-    }
-
-    /// Reads the token from `path` (the controller's `token` file).
-    pub fn with_token_file(base: &str, path: &std::path::Path) -> Result<Self, ClientError> {
-        let token = std::fs::read_to_string(path).map_err(|e| ClientError::Token {
-            path: path.display().to_string(),
-            msg: e.to_string(),
-        })?;
-        Ok(Self::new(base, Some(token.trim().to_string())))
     }
 
     pub fn base(&self) -> &str {
@@ -115,9 +114,6 @@ impl ControllerClient {
     ) -> Result<T, (ClientError, bool)> {
         let url = format!("{base}{path}");
         let mut req = self.http.request(method, &url);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
         if let Some(b) = body {
             req = req.json(b);
         }

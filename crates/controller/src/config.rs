@@ -16,8 +16,11 @@ pub struct ControllerConfig {
     /// Name for logs and the leader key (default: host name + pid).
     pub id: String,
     pub listen: SocketAddr,
-    /// Token file and embedded store live here.
+    /// The embedded store lives here.
     pub data_dir: PathBuf,
+    /// This controller's TLS bundle (`duplex pki issue controller`): it
+    /// serves with it and presents it to the agents.
+    pub tls: duplex_tls::Bundle,
     pub store: StoreChoice,
     /// Leader lease time to live (etcd): a dead leader is replaced after at most this.
     pub lease_ttl: Duration,

@@ -1,7 +1,6 @@
 //! The controller's shared state: store, what agents reported, the lease's
 //! fencing token, and views that combine desired and observed state.
 
-use crate::auth::TokenRecord;
 use crate::config::ControllerConfig;
 use crate::events::Events;
 use crate::metrics::Metrics;
@@ -14,7 +13,6 @@ use duplex_core::model::vm::observe;
 use duplex_core::model::{Host, HostState, Pair, PairHealth, Vm, VmStatus};
 use serde::Serialize;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
@@ -38,8 +36,6 @@ pub struct Ctl {
     pub moved: Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
     /// Operations running in this process.
     pub ops_running: AtomicU64,
-    pub token: Mutex<TokenRecord>,
-    pub token_path: PathBuf,
     /// Unmanaged VMs already reported (once each).
     pub reported_unmanaged: Mutex<BTreeSet<(String, String)>>,
     /// Wakes the reconciler early (after a write through the API).

@@ -37,6 +37,9 @@ impl ApiError {
     pub fn unauthorized(code: &'static str, message: &str) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, code, message)
     }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
     pub fn not_leader(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, NOT_LEADER, message)
     }
@@ -85,8 +88,6 @@ pub enum ControllerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Repo(#[from] RepoError),
-    #[error(transparent)]
-    Auth(#[from] crate::auth::AuthError),
     #[error(
         "cannot listen on {addr}: {source} (is another controller running there? use --listen)"
     )]
@@ -96,6 +97,8 @@ pub enum ControllerError {
     },
     #[error("topology file {path}: {reason}")]
     Topology { path: String, reason: String },
+    #[error("the controller's TLS bundle: {0}; make it on the CA's machine with `duplex pki issue controller --ip <its IP> --out <dir>` and pass --tls-dir <dir>")]
+    Tls(duplex_tls::TlsError),
     #[error("serving HTTP: {0}")]
     Serve(std::io::Error),
     #[error("lost the leader lease (token {token}): stopping so that only the new leader acts")]

@@ -5,7 +5,6 @@
 
 use crate::ctl::Ctl;
 use crate::error::ControllerError;
-use crate::repo::API_TOKEN;
 use duplex_core::model::Severity;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,11 +42,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 async fn lead(ctl: &Arc<Ctl>, mut lease: duplex_store::Leadership) {
     let token = lease.token;
     ctl.lock_observed().reset();
-    match ctl.repo.get::<crate::auth::TokenRecord>(API_TOKEN).await {
-        Ok(Some(r)) => *ctl.token.lock().unwrap_or_else(|p| p.into_inner()) = r.value,
-        Ok(None) => {}
-        Err(e) => tracing::warn!("cannot re-read the API token record: {e}"),
-    }
     ctl.office.take(token, lease.lost.clone());
     ctl.events
         .emit(

@@ -4,7 +4,6 @@
 //! (`pairs`) and serves the HTTP API (`api`).
 
 pub mod api;
-pub mod auth;
 pub mod client;
 pub mod config;
 pub mod ctl;
@@ -30,7 +29,6 @@ mod placement;
 pub mod reconciler;
 pub mod repo;
 
-pub use auth::TokenRecord;
 pub use config::{ControllerConfig, StoreChoice};
 pub use error::ControllerError;
 
@@ -40,8 +38,6 @@ use crate::repo::Repo;
 use duplex_store::Store;
 use std::sync::Arc;
 
-/// File name of the API token in the data directory.
-pub const TOKEN_FILE: &str = "token";
 /// File name of the embedded store in the data directory.
 pub const STORE_FILE: &str = "state.redb";
 
@@ -84,18 +80,18 @@ pub async fn run(cfg: ControllerConfig) -> Result<(), ControllerError> {
         Some(p) => Some(load_topology(p)?),
         None => None,
     };
+    // The TLS bundle first: a configuration error is told before any wait.
+    let tls = Arc::new(duplex_tls::serve::acceptor(cfg.tls.clone()).map_err(ControllerError::Tls)?);
+    let clients =
+        duplex_tls::client::Clients::new(cfg.tls.clone(), duplex_agent_client::limits::shape)
+            .map_err(ControllerError::Tls)?;
     let store = open_store(&cfg).await?;
     let repo = Repo::new(store);
-    let token_path = cfg.data_dir.join(TOKEN_FILE);
-    let (token, created) = auth::bootstrap(&repo, &token_path).await?;
-    if created {
-        tracing::info!("created the API token: {}", token_path.display());
-    }
     eprintln!(
-        "duplex controller {}: store {}; API token in {}",
+        "duplex controller {}: store {}; TLS bundle {}",
         cfg.id,
         repo.store.describe(),
-        token_path.display()
+        cfg.tls.dir.display()
     );
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -103,11 +99,11 @@ pub async fn run(cfg: ControllerConfig) -> Result<(), ControllerError> {
             addr: cfg.listen.to_string(),
             source,
         })?;
-    let connector = Arc::new(duplex_agent_client::HttpConnector);
-    let ctl = assemble(cfg, repo, connector, token, token_path, topology);
+    let connector = Arc::new(duplex_agent_client::HttpConnector::new(Arc::new(clients)));
+    let ctl = assemble(cfg, repo, connector, topology);
     tracing::info!(addr = %ctl.cfg.listen, id = %ctl.cfg.id, "controller API listening");
     let app = api::router(ctl.clone());
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
+    let server = duplex_tls::serve::serve(listener, tls, app, shutdown_signal());
     let _loops = start_loops(&ctl);
     tokio::select! {
         r = server => r.map_err(ControllerError::Serve),
@@ -121,8 +117,6 @@ pub fn assemble(
     cfg: ControllerConfig,
     repo: Repo,
     connector: Arc<dyn duplex_agent_client::Connector>,
-    token: TokenRecord,
-    token_path: std::path::PathBuf,
     topology: Option<duplex_core::placement::TopologyConfig>,
 ) -> Arc<Ctl> {
     Arc::new(Ctl {
@@ -135,8 +129,6 @@ pub fn assemble(
         busy: Default::default(),
         moved: Default::default(),
         ops_running: Default::default(),
-        token: std::sync::Mutex::new(token),
-        token_path,
         reported_unmanaged: Default::default(),
         kick: Default::default(),
         urgent: Default::default(),

@@ -1,6 +1,6 @@
 //! Typed records over the store: JSON with a schema version, written with
 //! compare-and-set. Key layout: `hosts/<name>`, `vms/<name>`,
-//! `pairs/<name>`, `ops/<id>`, `events/<id>`, `config/api-token`.
+//! `pairs/<name>`, `ops/<id>`, `events/<id>`.
 
 use duplex_core::model::SCHEMA_VERSION;
 use duplex_store::{Expect, Store, StoreError};
@@ -13,7 +13,6 @@ pub const VMS: &str = "vms/";
 pub const PAIRS: &str = "pairs/";
 pub const OPS: &str = "ops/";
 pub const EVENTS: &str = "events/";
-pub const API_TOKEN: &str = "config/api-token";
 
 /// How often a read-modify-write is retried when another writer got there first.
 const UPDATE_ATTEMPTS: usize = 5;

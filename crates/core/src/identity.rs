@@ -233,6 +233,14 @@ pub fn controller_access(
     }
 }
 
+/// May `who` raise an agent's fence, i.e. carry a fencing token higher
+/// than any it obeyed? Only the controller (a peer agent relays the
+/// controller's token when it sends a VM, and an admin's orders carry
+/// none): anyone else could lock the real controller out.
+pub fn raises_fence(who: &Identity) -> bool {
+    matches!(who, Identity::Controller)
+}
+
 /// May `who` make a `call` on an agent's `route`?
 pub fn agent_access(who: &Identity, route: AgentRoute, call: Call) -> Result<(), Denied> {
     match (who, route, call) {

@@ -16,9 +16,11 @@ const LOG_TAIL_LINES: usize = 20;
 
 /// Starts host `h`'s agent as a daemon in its namespace:
 /// `ip netns exec <ns> <duplex_bin> agent --name h<n> --listen <ip>:7070
-/// --data-dir <dir> --image-dir <image_dir> --bridge br0 <extra…>`,
+/// --data-dir <dir> --tls-dir <its bundle> --image-dir <image_dir>
+/// --bridge br0 <extra…>`,
 /// in its own session, stdin null, stdout+stderr appended to `agent.log`.
 pub(crate) fn spawn(
+    lab: &str,
     h: &HostPlan,
     duplex_bin: &Path,
     image_dir: &Path,
@@ -29,6 +31,8 @@ pub(crate) fn spawn(
     cmd.arg("agent")
         .args(["--name", &h.name, "--listen", &h.listen, "--data-dir"])
         .arg(&h.data_dir)
+        .arg("--tls-dir")
+        .arg(crate::pki::bundle(lab, &agent_identity(h)?))
         .arg("--image-dir")
         .arg(image_dir)
         .args(["--bridge", BRIDGE])
@@ -39,6 +43,10 @@ pub(crate) fn spawn(
         cmdline,
         source,
     })
+}
+
+fn agent_identity(h: &HostPlan) -> Result<duplex_core::identity::Identity, LabError> {
+    duplex_core::identity::Identity::agent(&h.name).map_err(|e| LabError::Tls(e.to_string()))
 }
 
 /// Starts `cmd` as a daemon in its own session, stdin null, stdout and
@@ -95,14 +103,14 @@ pub(crate) fn log_tail(path: &Path) -> String {
     }
 }
 
-/// HTTP client for the agents: no proxy (lab addresses are local), short timeouts.
-pub(crate) fn http_client() -> Result<reqwest::Client, LabError> {
-    reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(Duration::from_millis(800))
-        .timeout(Duration::from_millis(1500))
-        .build()
-        .map_err(|e| LabError::Http(e.to_string()))
+/// HTTPS client of lab `lab`'s operator, for its agents and controller:
+/// no proxy (lab addresses are local), short timeouts.
+pub(crate) fn http_client(lab: &str) -> Result<reqwest::Client, LabError> {
+    crate::pki::operator_client(lab, |b| {
+        b.no_proxy()
+            .connect_timeout(Duration::from_millis(800))
+            .timeout(Duration::from_millis(1500))
+    })
 }
 
 /// Answer of `GET <url>/v1/host`.

@@ -36,10 +36,9 @@ pub struct EtcdState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControllerState {
     pub pid: i32,
-    /// `http://10.i.0.1:7080`.
+    /// `https://10.i.0.1:7080`.
     pub url: String,
     pub data_dir: PathBuf,
-    pub token_file: PathBuf,
     pub log: PathBuf,
     pub store: LabStore,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -159,11 +158,7 @@ pub(crate) async fn start_standby(
 ) -> Result<ControllerState, LabError> {
     let st = spawn(plan, duplex_bin, leader.etcd.clone(), opts, n)?;
     wait_answering(plan, &st, false).await?;
-    Ok(ControllerState {
-        // The API token is the cluster's, in the store: the leader's file holds it.
-        token_file: leader.token_file.clone(),
-        ..st
-    })
+    Ok(st)
 }
 
 /// Spawns controller process `n` of the lab (0: the first).
@@ -191,6 +186,11 @@ fn spawn(
     let mut cmd = std::process::Command::new(duplex_bin);
     cmd.args(["controller", "--listen", &listen, "--data-dir"])
         .arg(&dir)
+        .arg("--tls-dir")
+        .arg(crate::pki::bundle(
+            plan.lab(),
+            &duplex_core::identity::Identity::Controller,
+        ))
         .args(["--id", &id])
         .args(["--lease-ttl-ms", &LAB_LEASE_TTL_MS.to_string()])
         // The lab segment's gateway (the management port) witnesses
@@ -215,8 +215,7 @@ fn spawn(
         spawn_daemon(cmd, &log).map_err(|(cmdline, source)| LabError::Spawn { cmdline, source })?;
     let st = ControllerState {
         pid: child.id() as i32,
-        url: format!("http://{listen}"),
-        token_file: dir.join("token"),
+        url: format!("https://{listen}"),
         data_dir: dir,
         log,
         store,
@@ -227,7 +226,7 @@ fn spawn(
 
 /// Waits until the controller answers `/healthz` (and leads, if `lead`).
 async fn wait_answering(plan: &LabPlan, st: &ControllerState, lead: bool) -> Result<(), LabError> {
-    let http = http_client()?;
+    let http = http_client(plan.lab())?;
     let deadline = Instant::now() + CONTROLLER_WAIT;
     let mut last = String::from("no answer yet");
     while Instant::now() < deadline {
@@ -265,32 +264,16 @@ async fn wait_answering(plan: &LabPlan, st: &ControllerState, lead: bool) -> Res
 /// follows whichever leads).
 pub(crate) fn agent_args(all: &[ControllerState]) -> Vec<String> {
     let urls: Vec<&str> = all.iter().map(|c| c.url.as_str()).collect();
-    let token = all
-        .first()
-        .map(|c| c.token_file.display().to_string())
-        .unwrap_or_default();
-    vec![
-        "--controller".into(),
-        urls.join(","),
-        "--controller-token-file".into(),
-        token,
-    ]
+    vec!["--controller".into(), urls.join(",")]
 }
 
 /// Waits until every host has registered with the controller.
 pub(crate) async fn wait_registered(plan: &LabPlan, st: &ControllerState) -> Result<(), LabError> {
-    let http = http_client()?;
-    let token = std::fs::read_to_string(&st.token_file)
-        .map_err(|e| LabError::io("cannot read", &st.token_file, e))?;
+    let http = http_client(plan.lab())?;
     let deadline = Instant::now() + CONTROLLER_WAIT;
     let mut seen = 0;
     while Instant::now() < deadline {
-        if let Ok(r) = http
-            .get(format!("{}/v1/hosts", st.url))
-            .bearer_auth(token.trim())
-            .send()
-            .await
-        {
+        if let Ok(r) = http.get(format!("{}/v1/hosts", st.url)).send().await {
             if let Ok(v) = r.json::<Vec<serde_json::Value>>().await {
                 seen = v.iter().filter(|h| h["state"] == "ready").count();
                 if seen >= plan.hosts() as usize {

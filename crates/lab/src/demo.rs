@@ -130,7 +130,11 @@ async fn run_in_lab(opts: &DemoOptions, state: &LabState) -> Result<DemoReport, 
     let dst_url = state
         .agent_url(2)
         .ok_or_else(|| DemoError::Step("lab has no host 2".into()))?;
-    let (src, dst) = (AgentClient::new(src_url), AgentClient::new(dst_url));
+    let http = crate::pki::operator_client(&state.lab, duplex_agent_client::limits::shape)?;
+    let (src, dst) = (
+        AgentClient::new(src_url, http.clone()),
+        AgentClient::new(dst_url, http),
+    );
     let ip = state
         .vm_ip(0)
         .ok_or_else(|| DemoError::Step("no VM address".into()))?;
@@ -150,7 +154,7 @@ async fn run_in_lab(opts: &DemoOptions, state: &LabState) -> Result<DemoReport, 
         .controller
         .as_ref()
         .ok_or_else(|| DemoError::Step("the lab has no controller".into()))?;
-    let ctl = ControllerClient::with_token_file(&ctl_state.url, &ctl_state.token_file)?;
+    let ctl = ControllerClient::with_bundle(&ctl_state.url, &state.operator_tls())?;
     let _: serde_json::Value = ctl
         .post("/v1/vms", &serde_json::json!({"spec": spec, "host": "h1"}))
         .await?;

@@ -101,6 +101,9 @@ pub enum LabError {
     #[error("HTTP client: {0}")]
     Http(String),
 
+    #[error("the lab's TLS: {0}")]
+    Tls(String),
+
     #[error("internal task failed: {0}")]
     Task(String),
 }

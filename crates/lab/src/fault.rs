@@ -150,12 +150,12 @@ pub fn partition(lab: &str, name: &str, link: Link) -> Result<String, LabError> 
 
 /// Undoes every fault on host `name`; powers it on if it was off.
 pub async fn heal(lab: &str, name: &str) -> Result<String, LabError> {
-    let (lab, n) = (lab.to_string(), name.to_string());
-    let (msg, restart) = tokio::task::spawn_blocking(move || heal_links(&lab, &n))
+    let (l, n) = (lab.to_string(), name.to_string());
+    let (msg, restart) = tokio::task::spawn_blocking(move || heal_links(&l, &n))
         .await
         .map_err(|e| LabError::Task(e.to_string()))??;
     if let Some(url) = restart {
-        let client = agent::http_client()?;
+        let client = agent::http_client(lab)?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while agent::get_host(&client, &url).await.is_err() {
             if tokio::time::Instant::now() > deadline {
@@ -184,7 +184,13 @@ fn heal_links(lab: &str, name: &str) -> Result<(String, Option<String>), LabErro
             .into_iter()
             .find(|h| h.n == a.n)
             .ok_or_else(|| LabError::Task(format!("no plan for host {name}")))?;
-        let child = agent::spawn(&h, &state.duplex_bin, &state.image_dir, &state.agent_args)?;
+        let child = agent::spawn(
+            &state.lab,
+            &h,
+            &state.duplex_bin,
+            &state.image_dir,
+            &state.agent_args,
+        )?;
         host(&mut state, name)?.pid = child.id() as i32;
         done.push(format!("powered on (agent pid {})", child.id()));
         restart = Some(a.url.clone());

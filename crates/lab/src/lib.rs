@@ -22,6 +22,7 @@ pub mod fault;
 mod ip;
 mod lock;
 mod netns;
+pub mod pki;
 mod plan;
 pub mod probe;
 mod procs;

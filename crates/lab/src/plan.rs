@@ -76,7 +76,7 @@ pub struct HostPlan {
     pub bridge_mac: String,
     /// `ip:7070`.
     pub listen: String,
-    /// `http://ip:7070`.
+    /// `https://ip:7070`.
     pub url: String,
     /// `/run/duplex/lab-<lab>/h<n>`.
     pub data_dir: PathBuf,
@@ -188,10 +188,10 @@ impl LabPlan {
     pub fn agent_ip(&self, n: u8) -> Option<Ipv4Addr> {
         (1..=self.hosts).contains(&n).then(|| self.addr(10 + n))
     }
-    /// `http://10.i.0.(10+n):7070`.
+    /// `https://10.i.0.(10+n):7070`.
     pub fn agent_url(&self, n: u8) -> Option<String> {
         self.agent_ip(n)
-            .map(|ip| format!("http://{ip}:{AGENT_PORT}"))
+            .map(|ip| format!("https://{ip}:{AGENT_PORT}"))
     }
     /// Address of VM k, `10.i.0.(100+k)`, k in 0..=154.
     pub fn vm_ip(&self, k: u8) -> Option<Ipv4Addr> {
@@ -211,7 +211,7 @@ impl LabPlan {
             ip,
             bridge_mac: Self::mac_for(ip),
             listen: format!("{ip}:{AGENT_PORT}"),
-            url: format!("http://{ip}:{AGENT_PORT}"),
+            url: format!("https://{ip}:{AGENT_PORT}"),
             data_dir: self.state_dir().join(format!("h{n}")),
         })
     }
@@ -471,7 +471,7 @@ mod tests {
                 for h in p.host_plans() {
                     assert_eq!(h.ip, Ipv4Addr::new(10, i, 0, 10 + h.n));
                     assert_eq!(h.listen, format!("10.{i}.0.{}:7070", 10 + h.n));
-                    assert_eq!(h.url, format!("http://10.{i}.0.{}:7070", 10 + h.n));
+                    assert_eq!(h.url, format!("https://10.{i}.0.{}:7070", 10 + h.n));
                     assert_eq!(p.agent_url(h.n).unwrap(), h.url);
                     all.push(h.ip);
                 }

@@ -28,7 +28,7 @@ pub struct AgentState {
     /// `<lab>-h<n>`.
     pub ns: String,
     pub ip: Ipv4Addr,
-    /// `http://10.i.0.(10+n):7070`.
+    /// `https://10.i.0.(10+n):7070`.
     pub url: String,
     /// Pid of the agent (the `ip netns exec` process execs into it).
     pub pid: i32,
@@ -106,12 +106,44 @@ impl LabState {
         LabPlan::new(&self.lab, self.hosts)
     }
 
+    /// The bundle of the lab's operator (scope admin), for the CLI.
+    pub fn operator_tls(&self) -> PathBuf {
+        crate::pki::bundle(&self.lab, &crate::pki::operator_identity())
+    }
+
+    /// A client of host n's agent as the lab's operator (admin).
+    pub fn agent_client(&self, n: u8) -> Result<duplex_agent_client::AgentClient, LabError> {
+        let url = self
+            .agent_url(n)
+            .ok_or_else(|| LabError::Task(format!("lab `{}` has no host {n}", self.lab)))?;
+        let http = crate::pki::operator_client(&self.lab, duplex_agent_client::limits::shape)?;
+        Ok(duplex_agent_client::AgentClient::new(url, http))
+    }
+
+    /// A client of the lab's controller (and its standbys) as the lab's
+    /// operator.
+    pub fn controller_client(
+        &self,
+    ) -> Result<duplex_controller::client::ControllerClient, LabError> {
+        let c = self
+            .controller
+            .as_ref()
+            .ok_or_else(|| LabError::Task(format!("lab `{}` has no controller", self.lab)))?;
+        let http = crate::pki::operator_client(&self.lab, duplex_controller::client::shape)?;
+        let standbys: Vec<String> = self
+            .standby_controllers
+            .iter()
+            .map(|c| c.url.clone())
+            .collect();
+        Ok(duplex_controller::client::ControllerClient::new(&c.url, http).with_standbys(&standbys))
+    }
+
     /// Agent of host n (1-based).
     pub fn agent(&self, n: u8) -> Option<&AgentState> {
         self.agents.iter().find(|a| a.n == n)
     }
 
-    /// `http://10.i.0.(10+n):7070` of host n's agent.
+    /// `https://10.i.0.(10+n):7070` of host n's agent.
     pub fn agent_url(&self, n: u8) -> Option<&str> {
         self.agent(n).map(|a| a.url.as_str())
     }

@@ -162,7 +162,7 @@ pub async fn status(lab: &str) -> Result<LabStatus, LabError> {
         .cloned()
         .collect();
 
-    let client = agent::http_client()?;
+    let client = agent::http_client(&state.lab)?;
     let mut probes = tokio::task::JoinSet::new();
     for (i, (a, (_, _, allowed))) in state.agents.iter().zip(&live.agents).enumerate() {
         if allowed.is_ok() {

@@ -103,7 +103,7 @@ async fn start(
     state.agent_args = agent_args.clone();
 
     for h in plan.host_plans() {
-        let child = agent::spawn(&h, duplex_bin, image_dir, &agent_args)?;
+        let child = agent::spawn(plan.lab(), &h, duplex_bin, image_dir, &agent_args)?;
         state.agents.push(AgentState {
             n: h.n,
             name: h.name.clone(),
@@ -184,6 +184,7 @@ fn create(plan: &LabPlan, duplex_bin: &Path, image_dir: &Path) -> Result<LabStat
         std::fs::create_dir_all(&h.data_dir)
             .map_err(|e| LabError::io("cannot create", &h.data_dir, e))?;
     }
+    crate::pki::make(plan)?;
     let state = LabState::new(plan, duplex_bin, image_dir);
     state.write()?;
     Ok(state)
@@ -196,7 +197,7 @@ async fn wait_agents(plan: &LabPlan, hosts: &mut [(HostPlan, Child)]) -> Result<
         let (ip, dev) = (h.ip, mgmt.clone());
         blocking(move || netns::ensure_routed_via(ip, &dev)).await?;
     }
-    let client = agent::http_client()?;
+    let client = agent::http_client(plan.lab())?;
     tracing::info!(
         "waiting up to {} s for {} agent(s) to answer /v1/host",
         AGENT_WAIT.as_secs(),

@@ -22,6 +22,7 @@ use axum::http::{Method, Request, StatusCode};
 use duplex_controller::repo::Repo;
 use duplex_controller::{ctl::Ctl, ControllerConfig, StoreChoice};
 use duplex_core::agent_api::HeartbeatAck;
+use duplex_core::identity::{Identity, Scope};
 use duplex_core::model::{OpState, Operation, Pair, PairPhase};
 use duplex_core::role::Role;
 use duplex_store::{MemoryInstance, MemoryStore};
@@ -32,7 +33,6 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
-const TOKEN: &str = "sim-operator-token";
 const HOSTS: [&str; 3] = ["h1", "h2", "h3"];
 const LEASE_TTL: Duration = Duration::from_secs(5);
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -119,6 +119,8 @@ fn start_proc(id: u64, store: &MemoryStore, world: &Shared, faults: &Faults) -> 
         id: format!("c{id}"),
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: std::path::PathBuf::from("/nonexistent"),
+        // Never loaded: the simulation calls the API in process.
+        tls: duplex_tls::Bundle::new("/nonexistent"),
         store: StoreChoice::Embedded,
         lease_ttl: LEASE_TTL,
         store_connect_timeout: Duration::from_secs(1),
@@ -133,9 +135,8 @@ fn start_proc(id: u64, store: &MemoryStore, world: &Shared, faults: &Faults) -> 
         store: store.clone(),
         faults: faults.clone(),
     });
-    let token = duplex_controller::auth::record_for(TOKEN);
     let repo = Repo::new(inst.clone());
-    let ctl = duplex_controller::assemble(cfg, repo, connector, token, Default::default(), None);
+    let ctl = duplex_controller::assemble(cfg, repo, connector, None);
     let mut tasks = duplex_controller::start_loops(&ctl);
     let c = ctl.clone();
     tasks.push(tokio::spawn(async move {
@@ -161,8 +162,11 @@ impl Proc {
     }
 }
 
+/// A request to a controller's API as `who` (what mutual TLS would have
+/// told it).
 async fn call(
     router: &axum::Router,
+    who: Identity,
     method: Method,
     path: &str,
     body: serde_json::Value,
@@ -170,12 +174,12 @@ async fn call(
     let req = Request::builder()
         .method(method)
         .uri(path)
-        .header("authorization", format!("Bearer {TOKEN}"))
         .header("content-type", "application/json")
         .body(Body::from(body.to_string()));
-    let Ok(req) = req else {
+    let Ok(mut req) = req else {
         return (StatusCode::BAD_REQUEST, serde_json::Value::Null);
     };
+    req.extensions_mut().insert(duplex_tls::Peer(Ok(who)));
     match router.clone().oneshot(req).await {
         Ok(resp) => {
             let status = resp.status();
@@ -212,8 +216,12 @@ async fn heartbeats(world: Shared, procs: Procs) {
             };
             let body = serde_json::to_value(&report).unwrap_or_default();
             for r in routers(&procs) {
+                let Ok(agent) = Identity::agent(h) else {
+                    continue;
+                };
                 let (status, answer) = call(
                     &r,
+                    agent,
                     Method::POST,
                     &format!("/v1/agents/{h}/heartbeat"),
                     body.clone(),
@@ -248,7 +256,11 @@ async fn operator(
     let mut last = (StatusCode::SERVICE_UNAVAILABLE, serde_json::Value::Null);
     for _ in 0..tries {
         for r in routers(procs) {
-            let got = call(&r, method.clone(), path, body.clone()).await;
+            let admin = Identity::Operator {
+                name: "sim".into(),
+                scope: Scope::Admin,
+            };
+            let got = call(&r, admin, method.clone(), path, body.clone()).await;
             if got.0 != StatusCode::SERVICE_UNAVAILABLE {
                 return got;
             }

@@ -18,7 +18,6 @@ mod restarts;
 use crate::stats::{self, RunInfo};
 use crate::Lab;
 use anyhow::Context;
-use duplex_agent::client::AgentClient;
 use duplex_core::guest_proto::Op;
 use duplex_sipp::parse::{parse_rtt_csv, RttSample};
 use duplex_sipp::SippRun;
@@ -190,7 +189,7 @@ async fn memory_load(lab: &Lab, mib: u32, mib_per_s: u32) -> anyhow::Result<()> 
             mib_per_s,
             while_act: true,
         };
-        AgentClient::new(&lab.agent_url(n)?)
+        lab.agent(n)?
             .guest(vm, &op)
             .await
             .with_context(|| format!("memory load in {vm}"))?;

@@ -1,12 +1,11 @@
-//! `/v1/events` (with long-poll for `--follow`), `/v1/operations`, token rotation.
+//! `/v1/events` (with long-poll for `--follow`), `/v1/operations`.
 
 use super::{ApiResult, Shared};
 use crate::error::ApiError;
-use crate::events::now_ms;
 use crate::repo::OPS;
 use axum::extract::{Path, Query};
 use axum::Json;
-use duplex_core::model::{Event, Operation, Severity};
+use duplex_core::model::{Event, Operation};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -69,29 +68,4 @@ pub async fn op(ctl: Shared, Path(id): Path<String>) -> ApiResult<Operation> {
         Some(r) => Ok(Json(r.value)),
         None => Err(ApiError::not_found(format!("no operation `{id}`"))),
     }
-}
-
-pub async fn rotate_token(ctl: Shared) -> ApiResult<serde_json::Value> {
-    let rec = crate::auth::rotate(&ctl.repo, &ctl.token_path, now_ms())
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "token_error",
-                e.to_string(),
-            )
-        })?;
-    *ctl.token.lock().unwrap_or_else(|p| p.into_inner()) = rec;
-    ctl.events
-        .emit(
-            Severity::Warning,
-            "controller.token_rotated",
-            "controller",
-            format!(
-                "API token replaced; the new one is in {}",
-                ctl.token_path.display()
-            ),
-        )
-        .await;
-    Ok(Json(serde_json::json!({"token_file": ctl.token_path})))
 }

@@ -1,8 +1,10 @@
 //! The controller's HTTP/JSON API under `/v1` (described by
-//! `/v1/openapi.json`), `/metrics` and `/healthz`. Every `/v1` route but the
-//! OpenAPI document needs the bearer token; while this controller is not
-//! the leader, everything but `/healthz`, `/metrics` and the document
-//! answers `503 not_leader`.
+//! `/v1/openapi.json`), `/metrics` and `/healthz`, over mutual TLS. Who
+//! may call what is `duplex_core::identity::controller_access`: operators'
+//! certificates for the operators' routes and `/metrics` (scope read for
+//! reads), a host's agent for that host's heartbeat; `/healthz` and the
+//! OpenAPI document are open. While this controller is not the leader,
+//! every `/v1` route but the document answers `503 not_leader`.
 
 mod agents;
 mod events;
@@ -15,12 +17,14 @@ mod vms;
 use crate::ctl::Ctl;
 use crate::error::ApiError;
 use crate::metrics::{RouteLabels, Snapshot};
+use axum::extract::Path;
 use axum::extract::{FromRequest, MatchedPath, Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::CONTENT_TYPE;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use duplex_core::identity::{controller_access, Call, ControllerRoute, Identity};
 use duplex_core::model::{HostState, OpState, Operation, PairHealth, VmStatus};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -45,8 +49,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 }
 
 pub fn router(ctl: Arc<Ctl>) -> Router {
-    let v1 = Router::new()
+    let heartbeat = Router::new()
         .route("/v1/agents/{host}/heartbeat", post(agents::heartbeat))
+        .route_layer(middleware::from_fn(own_host_only));
+    let operators = Router::new()
         .route("/v1/hosts", get(hosts::list))
         .route("/v1/hosts/{name}", get(hosts::show))
         .route("/v1/hosts/{name}/state", post(hosts::set_state))
@@ -62,15 +68,19 @@ pub fn router(ctl: Arc<Ctl>) -> Router {
         .route("/v1/operations", get(events::ops))
         .route("/v1/operations/{id}", get(events::op))
         .route("/v1/events", get(events::list))
-        .route("/v1/token/rotate", post(events::rotate_token))
         .route("/v1/controller", get(controller_info))
-        .layer(middleware::from_fn_with_state(ctl.clone(), authorize))
+        .route_layer(middleware::from_fn(operators_only));
+    let v1 = heartbeat
+        .merge(operators)
         .layer(middleware::from_fn_with_state(ctl.clone(), leader_only));
+    let metrics = Router::new()
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn(operators_only));
     Router::new()
         .merge(v1)
+        .merge(metrics)
         .route("/v1/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
         .fallback(|req: Request| async move {
             ApiError::not_found(format!(
                 "no such endpoint: {} {}",
@@ -94,20 +104,35 @@ async fn leader_only(State(ctl): Shared, req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-async fn authorize(State(ctl): Shared, req: Request, next: Next) -> Response {
-    let header = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned);
-    let rec = ctl.token.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    match crate::auth::check(&rec, header.as_deref()) {
+/// The caller's identity, from its certificate.
+fn caller(req: &Request) -> Result<Identity, ApiError> {
+    match req.extensions().get::<duplex_tls::Peer>() {
+        Some(duplex_tls::Peer(Ok(id))) => Ok(id.clone()),
+        Some(duplex_tls::Peer(Err(why))) => Err(ApiError::unauthorized("no_identity", why)),
+        None => Err(ApiError::unauthorized(
+            "no_identity",
+            "the request did not come over mutual TLS",
+        )),
+    }
+}
+
+fn allowed(req: &Request, route: &ControllerRoute) -> Result<(), ApiError> {
+    let who = caller(req)?;
+    let call = Call::of_method(req.method().as_str());
+    controller_access(&who, route, call).map_err(|d| ApiError::forbidden(d.to_string()))
+}
+
+async fn operators_only(req: Request, next: Next) -> Response {
+    match allowed(&req, &ControllerRoute::Operator) {
         Ok(()) => next.run(req).await,
-        Err(e) => {
-            let mut e = e;
-            e.message = format!("{} (token file: {})", e.message, ctl.token_path.display());
-            e.into_response()
-        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn own_host_only(Path(host): Path<String>, req: Request, next: Next) -> Response {
+    match allowed(&req, &ControllerRoute::Heartbeat { host }) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -152,7 +177,7 @@ async fn controller_info(State(ctl): Shared) -> Json<serde_json::Value> {
         "leader": ctl.is_leader(),
         "fence": ctl.fence(),
         "store": ctl.repo.store.describe(),
-        "token_file": ctl.token_path,
+        "tls_bundle": ctl.cfg.tls.dir,
         "host_failure_timeout_ms": ctl.cfg.liveness.suspect_after_ms,
         "probe_timeout_ms": ctl.cfg.probe_timeout.as_millis() as u64,
         "fence_device": ctl.cfg.fence_command,

@@ -21,6 +21,9 @@ use serde::Deserialize;
 use std::sync::Arc;
 
 type Shared = State<Arc<Host>>;
+
+/// Largest request body the agent takes (a VM spec, an order to a guest).
+pub const BODY_LIMIT: usize = 256 * 1024;
 type ApiResult<T> = Result<Json<T>, AgentError>;
 
 /// `Json` whose rejections are our JSON errors naming the problem.
@@ -31,6 +34,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(AgentError::TooLarge(
+                format!("the request body is larger than the {BODY_LIMIT} bytes the agent takes"),
+            )),
             Err(rej) => Err(AgentError::BadRequest(rej.body_text())),
         }
     }
@@ -77,6 +83,7 @@ pub fn router(host: Arc<Host>) -> Router {
                 req.uri().path()
             ))
         })
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(host)
 }
 
@@ -290,9 +297,11 @@ async fn migration(State(h): Shared, Path(name): Path<String>) -> ApiResult<Migr
 
 async fn incoming(
     State(h): Shared,
+    Extension(peer): Extension<duplex_tls::Peer>,
     ApiJson(req): ApiJson<IncomingRequest>,
 ) -> ApiResult<IncomingReady> {
-    Ok(Json(migrate::prepare_incoming(h, req).await?))
+    let caller = peer.0.as_ref().ok();
+    Ok(Json(migrate::prepare_incoming(h, req, caller).await?))
 }
 
 async fn complete(State(h): Shared, Path(name): Path<String>) -> ApiResult<VmInfo> {

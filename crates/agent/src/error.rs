@@ -49,6 +49,9 @@ pub enum AgentError {
     /// The order carries a fencing token lower than one already obeyed.
     #[error("{0}")]
     StaleFence(String),
+    /// The request body is over the limit (413).
+    #[error("{0}")]
+    TooLarge(String),
     /// The caller has no identity of the cluster's CA (401).
     #[error("{0}")]
     Unauthenticated(String),
@@ -88,6 +91,7 @@ impl AgentError {
             AgentError::Migration(_) => (StatusCode::BAD_GATEWAY, "migration_failed"),
             AgentError::BadFence(_) => (StatusCode::BAD_REQUEST, "bad_fence"),
             AgentError::StaleFence(_) => (StatusCode::CONFLICT, "stale_fence"),
+            AgentError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             AgentError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "no_identity"),
             AgentError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

@@ -15,6 +15,7 @@ pub mod report;
 pub mod self_fence;
 pub mod serial;
 pub mod stream_addr;
+pub mod stream_tls;
 pub mod vm;
 
 pub use config::AgentConfig;

@@ -169,14 +169,15 @@ async fn outgoing(
         &format!("{}/v1/incoming", req.to),
         &IncomingRequest {
             spec: vm.spec.clone(),
+            cleartext: req.tuning.cleartext,
         },
         fence,
     )
     .await?;
     // Never the answer itself: QEMU would run an `exec:` address.
-    let uri = crate::stream_addr::agent_ip(&req.to)
-        .and_then(|ip| crate::stream_addr::stream_uri(ip, &ready.uri))
-        .map_err(AgentError::Migration)?;
+    let dest = crate::stream_addr::agent_ip(&req.to).map_err(AgentError::Migration)?;
+    let uri = crate::stream_addr::stream_uri(dest, &ready.uri).map_err(AgentError::Migration)?;
+    let tls = crate::stream_tls::client(host, dest, req.tuning.cleartext)?;
     tracing::info!(vm = %name, %uri, "destination ready");
     let qmp = vm
         .qmp()
@@ -190,15 +191,22 @@ async fn outgoing(
     });
     info.phase = MigrationPhase::Active;
     let mut last_log = Instant::now();
-    let migrating = migration::migrate(&qmp, &uri, &req.tuning, Duration::from_millis(200), |p| {
-        info.progress = p.clone();
-        set_migration(host, vm, &info);
-        if last_log.elapsed() > Duration::from_secs(1) {
-            last_log = Instant::now();
-            tracing::info!(vm = %name, transferred = p.transferred_bytes, remaining = p.remaining_bytes,
+    let migrating = migration::migrate(
+        &qmp,
+        &uri,
+        &req.tuning,
+        &tls,
+        Duration::from_millis(200),
+        |p| {
+            info.progress = p.clone();
+            set_migration(host, vm, &info);
+            if last_log.elapsed() > Duration::from_secs(1) {
+                last_log = Instant::now();
+                tracing::info!(vm = %name, transferred = p.transferred_bytes, remaining = p.remaining_bytes,
                 passes = p.passes, "migration progress");
-        }
-    });
+            }
+        },
+    );
     tokio::pin!(migrating);
     let outcome = tokio::select! {
         biased;
@@ -291,6 +299,7 @@ async fn post_json<B: Serialize, T: DeserializeOwned>(
 pub async fn prepare_incoming(
     host: Arc<Host>,
     req: IncomingRequest,
+    caller: Option<&duplex_core::identity::Identity>,
 ) -> Result<IncomingReady, AgentError> {
     let ip = host.cfg.listen.ip();
     if ip.is_unspecified() {
@@ -303,7 +312,8 @@ pub async fn prepare_incoming(
             .qmp()
             .ok_or_else(|| AgentError::Unavailable("QEMU vanished".into()))?;
         let events = qmp.events();
-        let uri = migration::listen_incoming(&qmp, &ip.to_string()).await?;
+        let tls = crate::stream_tls::server(&host, caller, req.cleartext)?;
+        let uri = migration::listen_incoming(&qmp, &ip.to_string(), &tls).await?;
         Ok::<_, AgentError>((uri, events))
     }
     .await;

@@ -1,8 +1,9 @@
 //! Migration benchmark: the same idle 256 MiB guest moved between two lab
 //! hosts, through the agents (prepare destination, migrate, hand over)
-//! against raw QMP (start the destination QEMU by hand, `migrate-incoming`,
-//! `migrate`, wait until it runs). Same QEMU parameters in both arms (128
-//! MiB/s, 300 ms downtime limit), same path (the lab's veths), runs
+//! with the stream over TLS (the default) and in the clear, against raw
+//! QMP (start the destination QEMU by hand, `migrate-incoming`, `migrate`,
+//! wait until it runs; cleartext). Same QEMU parameters in every arm (128
+//! MiB/s, 50 ms downtime limit), same path (the lab's veths), runs
 //! alternating between arms.
 
 use crate::raw::{self, RawSpec, RawVm};
@@ -39,13 +40,22 @@ struct MigrateResult {
     benchmark: &'static str,
     run: RunInfo,
     runs_per_arm: usize,
+    /// Duplex with the stream over TLS (the default).
     duplex: Vec<Run>,
+    /// Duplex with `cleartext: true`.
+    duplex_cleartext: Vec<Run>,
     raw: Vec<Run>,
     duplex_summary: ArmSummary,
+    duplex_cleartext_summary: ArmSummary,
     raw_summary: ArmSummary,
+    /// Duplex cleartext / raw.
     ratio_total_median: f64,
     ratio_wall_median: f64,
     ratio_downtime_median: f64,
+    /// Duplex TLS / Duplex cleartext: what TLS costs.
+    tls_ratio_total_median: f64,
+    tls_ratio_wall_median: f64,
+    tls_ratio_downtime_median: f64,
 }
 
 fn summary(runs: &[Run]) -> ArmSummary {
@@ -67,10 +77,13 @@ fn from_stats(s: &MigrationStats, wall_ms: f64) -> Run {
     }
 }
 
-async fn duplex_move(from: &AgentClient, to: &AgentClient) -> anyhow::Result<Run> {
+async fn duplex_move(from: &AgentClient, to: &AgentClient, cleartext: bool) -> anyhow::Result<Run> {
     let req = MigrateRequest {
         to: to.base().to_string(),
-        tuning: Default::default(),
+        tuning: duplex_core::agent_api::MigrationTuning {
+            cleartext,
+            ..Default::default()
+        },
     };
     from.start_migration("bmig", &req).await?;
     loop {
@@ -116,11 +129,14 @@ impl RawSide<'_> {
     async fn migrate(&self, src: RawVm, to: u8, tag: &str) -> anyhow::Result<(RawVm, Run)> {
         let t = Instant::now();
         let dst = self.start(to, true, tag).await?;
-        let uri = migration::listen_incoming(&dst.qmp, &self.lab.agent_ip(to)?.to_string()).await?;
+        let off = migration::StreamTls::Off;
+        let ip = self.lab.agent_ip(to)?.to_string();
+        let uri = migration::listen_incoming(&dst.qmp, &ip, &off).await?;
         let s = migration::migrate(
             &src.qmp,
             &uri,
             &Default::default(),
+            &off,
             Duration::from_millis(200),
             |_| {},
         )
@@ -154,34 +170,64 @@ pub async fn run(lab: &Lab, runs: usize, out: &Path) -> anyhow::Result<()> {
     )
     .await
     .ok_or_else(|| anyhow::anyhow!("hand-started guest never got ready"))?;
-    let (mut duplex_runs, mut raw_runs) = (Vec::new(), Vec::new());
+    let (mut duplex_runs, mut clear_runs, mut raw_runs) = (Vec::new(), Vec::new(), Vec::new());
+    // Where the Duplex VM is (0: h1); every Duplex move sends it across.
+    let mut at = 0usize;
     for i in 0..runs {
-        let (from, to) = if i % 2 == 0 { (0usize, 1usize) } else { (1, 0) };
-        let d = duplex_move(&h[from], &h[to]).await?;
+        // TLS first on even runs, cleartext first on odd ones.
+        let order = if i % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        let (mut d, mut c) = (None, None);
+        for cleartext in order {
+            let r = duplex_move(&h[at], &h[1 - at], cleartext).await?;
+            at = 1 - at;
+            if cleartext {
+                c = Some(r);
+            } else {
+                d = Some(r);
+            }
+        }
+        let (Some(d), Some(c)) = (d, c) else {
+            anyhow::bail!("a Duplex arm did not run");
+        };
+        let to = (i + 1) % 2;
         let (next, r) = raw_side
             .migrate(raw_vm, to as u8 + 1, &format!("r{}", i + 1))
             .await?;
         raw_vm = next;
         eprintln!(
-            "  run {}/{runs} h{}->h{}: duplex total {:.0} ms, downtime {:.0} ms, wall {:.0} ms | raw total {:.0} ms, downtime {:.0} ms, wall {:.0} ms",
-            i + 1, from + 1, to + 1, d.total_ms, d.downtime_ms, d.wall_ms, r.total_ms, r.downtime_ms, r.wall_ms
+            "  run {}/{runs}: duplex TLS total {:.0} ms, downtime {:.0} ms, wall {:.0} ms | duplex cleartext total {:.0} ms, downtime {:.0} ms, wall {:.0} ms | raw total {:.0} ms, downtime {:.0} ms, wall {:.0} ms",
+            i + 1, d.total_ms, d.downtime_ms, d.wall_ms, c.total_ms, c.downtime_ms, c.wall_ms, r.total_ms, r.downtime_ms, r.wall_ms
         );
         duplex_runs.push(d);
+        clear_runs.push(c);
         raw_runs.push(r);
     }
     drop(raw_vm);
     let _ = std::fs::remove_dir_all(&raw_side.scratch);
-    let (ds, rs) = (summary(&duplex_runs), summary(&raw_runs));
+    let (ds, cs, rs) = (
+        summary(&duplex_runs),
+        summary(&clear_runs),
+        summary(&raw_runs),
+    );
     let result = MigrateResult {
         benchmark: "migrate",
         run: stats::run_info(&format!("{:?}", accel.kind)).await,
         runs_per_arm: runs,
-        ratio_total_median: ds.total_ms.median / rs.total_ms.median,
-        ratio_wall_median: ds.wall_ms.median / rs.wall_ms.median,
-        ratio_downtime_median: ds.downtime_ms.median / rs.downtime_ms.median,
+        ratio_total_median: cs.total_ms.median / rs.total_ms.median,
+        ratio_wall_median: cs.wall_ms.median / rs.wall_ms.median,
+        ratio_downtime_median: cs.downtime_ms.median / rs.downtime_ms.median,
+        tls_ratio_total_median: ds.total_ms.median / cs.total_ms.median,
+        tls_ratio_wall_median: ds.wall_ms.median / cs.wall_ms.median,
+        tls_ratio_downtime_median: ds.downtime_ms.median / cs.downtime_ms.median,
         duplex: duplex_runs,
+        duplex_cleartext: clear_runs,
         raw: raw_runs,
         duplex_summary: ds,
+        duplex_cleartext_summary: cs,
         raw_summary: rs,
     };
     let row = |name: &str, s: &ArmSummary| {
@@ -195,20 +241,26 @@ pub async fn run(lab: &Lab, runs: usize, out: &Path) -> anyhow::Result<()> {
     };
     let md = format!(
         "# Live migration, idle 256 MiB guest, h1 <-> h2 in the lab ({:?}, {} runs per arm, alternating)\n\n\
-         | arm | QEMU total ms (min / median / max) | downtime ms | whole operation ms | MiB sent (median) |\n|---|---|---|---|---|\n{}{}\n\
-         Median ratios Duplex / raw: total **{:.3}** (goal <= 1.1), whole operation **{:.3}**, downtime **{:.3}** (goal: no worse).\n\n\
+         | arm | QEMU total ms (min / median / max) | downtime ms | whole operation ms | MiB sent (median) |\n|---|---|---|---|---|\n{}{}{}\n\
+         Median ratios Duplex (cleartext) / raw: total **{:.3}** (goal <= 1.1), whole operation **{:.3}**, downtime **{:.3}** (goal: no worse).\n\n\
+         What TLS costs, median ratios Duplex TLS / Duplex cleartext: total **{:.3}**, whole operation **{:.3}**, downtime **{:.3}**. \
+         The stream is capped at 128 MiB/s in every arm (Duplex's default), so TLS shows where it adds time under that cap.\n\n\
          Whole operation: Duplex = the source agent's orchestrated time (ask the destination agent to prepare, which starts QEMU, \
          its tap and network element; migrate; destination confirms the VM runs). Raw = start the destination QEMU by hand, \
          `migrate-incoming`, `migrate`, until the destination reports `running`.\n",
         accel.kind,
         runs,
-        row("Duplex agents", &result.duplex_summary),
-        row("raw QMP", &result.raw_summary),
+        row("Duplex agents, TLS stream (default)", &result.duplex_summary),
+        row("Duplex agents, cleartext stream", &result.duplex_cleartext_summary),
+        row("raw QMP, cleartext", &result.raw_summary),
         result.ratio_total_median,
         result.ratio_wall_median,
-        result.ratio_downtime_median
+        result.ratio_downtime_median,
+        result.tls_ratio_total_median,
+        result.tls_ratio_wall_median,
+        result.tls_ratio_downtime_median
     );
     println!("{md}");
-    let _ = h[runs % 2].delete("bmig").await;
+    let _ = h[at].delete("bmig").await;
     stats::write(out, "migrate", &result, &md)
 }

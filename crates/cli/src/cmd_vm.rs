@@ -147,6 +147,7 @@ impl TuningArgs {
             max_bandwidth_mib: self.max_bandwidth_mib,
             downtime_limit_ms: self.downtime_limit_ms,
             auto_converge: self.auto_converge,
+            cleartext: false,
         }
     }
 }

@@ -122,6 +122,11 @@ pub struct MigrationTuning {
     /// than the link carries it never finishes.
     #[serde(default)]
     pub auto_converge: bool,
+    /// Send the stream in the clear instead of over TLS with the agents'
+    /// certificates: only to measure what TLS costs (`bench/migrate`). The
+    /// destination then takes the first connection to its port.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cleartext: bool,
 }
 
 impl MigrationTuning {
@@ -197,6 +202,9 @@ pub struct MigrationInfo {
 #[serde(deny_unknown_fields)]
 pub struct IncomingRequest {
     pub spec: VmSpec,
+    /// The stream comes in the clear (see [`MigrationTuning::cleartext`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cleartext: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

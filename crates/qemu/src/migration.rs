@@ -4,6 +4,7 @@
 use crate::{QemuError, Qmp};
 use duplex_core::agent_api::{MigrationProgress, MigrationStats, MigrationTuning};
 use serde_json::{json, Value};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Set explicitly on every migration: parameters persist in a QEMU
@@ -15,6 +16,80 @@ use std::time::{Duration, Instant};
 /// services at the price of a few more passes.
 pub const DEFAULT_MAX_BANDWIDTH_MIB: u64 = 128;
 pub const DEFAULT_DOWNTIME_LIMIT_MS: u64 = 50;
+
+/// How the migration stream is protected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamTls {
+    /// Cleartext: only to measure what TLS costs.
+    Off,
+    /// The destination: TLS with the x509 credentials in `dir` (QEMU's
+    /// layout, see [`CREDS_FILES`]), taking the stream only from a client
+    /// whose certificate's subject is `client_dn` (`CN=h1.agent.duplex`),
+    /// or from any certificate of the CA if `None`.
+    Server {
+        dir: PathBuf,
+        client_dn: Option<String>,
+    },
+    /// The source: TLS with the credentials in `dir`, the destination's
+    /// certificate checked against `hostname` (its address).
+    Client { dir: PathBuf, hostname: String },
+}
+
+/// The files QEMU's `tls-creds-x509` reads from its directory.
+pub const CREDS_FILES: [&str; 5] = [
+    "ca-cert.pem",
+    "server-cert.pem",
+    "server-key.pem",
+    "client-cert.pem",
+    "client-key.pem",
+];
+const TLS_ID: &str = "duplex-mig-tls";
+const AUTHZ_ID: &str = "duplex-mig-authz";
+
+/// Sets the stream's protection on one side, replacing whatever an earlier
+/// attempt in this QEMU set.
+pub async fn secure(qmp: &Qmp, tls: &StreamTls) -> Result<(), QemuError> {
+    // Absent objects answer an error, which is what we want gone anyway.
+    let _ = qmp
+        .execute("migrate-set-parameters", Some(json!({"tls-creds": ""})))
+        .await;
+    let _ = qmp
+        .execute("object-del", Some(json!({"id": AUTHZ_ID})))
+        .await;
+    let _ = qmp.execute("object-del", Some(json!({"id": TLS_ID}))).await;
+    let creds = |dir: &PathBuf, endpoint: &str| {
+        json!({"qom-type": "tls-creds-x509", "id": TLS_ID, "dir": dir,
+               "endpoint": endpoint, "verify-peer": true})
+    };
+    match tls {
+        StreamTls::Off => Ok(()),
+        StreamTls::Server { dir, client_dn } => {
+            qmp.execute("object-add", Some(creds(dir, "server")))
+                .await?;
+            let mut params = json!({"tls-creds": TLS_ID, "tls-authz": ""});
+            if let Some(dn) = client_dn {
+                qmp.execute(
+                    "object-add",
+                    Some(json!({"qom-type": "authz-simple", "id": AUTHZ_ID, "identity": dn})),
+                )
+                .await?;
+                params["tls-authz"] = json!(AUTHZ_ID);
+            }
+            qmp.execute("migrate-set-parameters", Some(params)).await?;
+            Ok(())
+        }
+        StreamTls::Client { dir, hostname } => {
+            qmp.execute("object-add", Some(creds(dir, "client")))
+                .await?;
+            qmp.execute(
+                "migrate-set-parameters",
+                Some(json!({"tls-creds": TLS_ID, "tls-hostname": hostname})),
+            )
+            .await?;
+            Ok(())
+        }
+    }
+}
 
 /// Capabilities and parameters of a migration (both sides).
 pub async fn prepare(qmp: &Qmp, tuning: &MigrationTuning) -> Result<(), QemuError> {
@@ -40,10 +115,11 @@ pub async fn prepare(qmp: &Qmp, tuning: &MigrationTuning) -> Result<(), QemuErro
     Ok(())
 }
 
-/// Destination: starts listening on `ip` (port chosen by the kernel) and
-/// returns the URI the source must use.
-pub async fn listen_incoming(qmp: &Qmp, ip: &str) -> Result<String, QemuError> {
+/// Destination: starts listening on `ip` (port chosen by the kernel),
+/// protected by `tls`, and returns the URI the source must use.
+pub async fn listen_incoming(qmp: &Qmp, ip: &str, tls: &StreamTls) -> Result<String, QemuError> {
     prepare(qmp, &MigrationTuning::default()).await?;
+    secure(qmp, tls).await?;
     qmp.execute(
         "migrate-incoming",
         Some(json!({"uri": format!("tcp:{ip}:0")})),
@@ -83,11 +159,13 @@ pub async fn migrate(
     qmp: &Qmp,
     uri: &str,
     tuning: &MigrationTuning,
+    tls: &StreamTls,
     every: Duration,
     mut on_progress: impl FnMut(&MigrationProgress),
 ) -> Result<MigrationStats, QemuError> {
     let started = Instant::now();
     prepare(qmp, tuning).await?;
+    secure(qmp, tls).await?;
     let mut max_throttle = 0;
     let mut events = qmp.events();
     qmp.execute("migrate", Some(json!({"uri": uri}))).await?;

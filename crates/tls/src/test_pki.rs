@@ -43,4 +43,48 @@ impl TestPki {
     pub fn operator(&self, scope: Scope) -> Result<Bundle, TlsError> {
         self.bundle(&Identity::operator("tester", scope)?)
     }
+
+    /// A bundle of `id` whose certificate expired yesterday (in
+    /// `expired/<name>`).
+    pub fn expired(&self, id: &Identity) -> Result<Bundle, TlsError> {
+        let now = time::OffsetDateTime::now_utc();
+        let mut req = IssueRequest::new(id.clone());
+        req.ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+        req.out = Some(self.dir.join("expired").join(id.dns_name()));
+        req.validity = Some((
+            now - time::Duration::days(30),
+            now - time::Duration::days(1),
+        ));
+        let e = Pki::open(&self.dir)?.issue(&req)?;
+        Ok(Bundle::new(e.bundle))
+    }
+
+    /// A client that presents the certificate in `dir` as it is (none of
+    /// our own checks: expired, revoked or foreign ones too), trusting
+    /// this PKI's CA: what an attacker holding those files would send.
+    pub fn raw_client(&self, dir: &Path) -> Result<reqwest::Client, TlsError> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |e: &dyn std::fmt::Display| TlsError::Config(e.to_string());
+        let ca = CertificateDer::from_pem_file(self.dir.join(crate::bundle::CA_FILE))
+            .map_err(|e| bad(&e))?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca)?;
+        let cert = CertificateDer::from_pem_file(dir.join(crate::bundle::CERT_FILE))
+            .map_err(|e| bad(&e))?;
+        let key =
+            PrivateKeyDer::from_pem_file(dir.join(crate::bundle::KEY_FILE)).map_err(|e| bad(&e))?;
+        let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![cert], key)?;
+        reqwest::Client::builder()
+            .use_preconfigured_tls(cfg)
+            .no_proxy()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|e| bad(&e))
+    }
 }

@@ -17,7 +17,7 @@ mod vms;
 use crate::ctl::Ctl;
 use crate::error::ApiError;
 use crate::metrics::{RouteLabels, Snapshot};
-use axum::extract::Path;
+use axum::extract::{DefaultBodyLimit, Path};
 use axum::extract::{FromRequest, MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware::{self, Next};
@@ -35,6 +35,12 @@ pub type ApiResult<T> = Result<Json<T>, ApiError>;
 
 pub const OPENAPI: &str = include_str!("openapi.json");
 
+/// Largest request body an operator route takes (a VM or pair spec is a
+/// few hundred bytes).
+pub const OPERATOR_BODY_LIMIT: usize = 64 * 1024;
+/// Largest heartbeat: a host's VMs, each with its 64 busiest peers.
+pub const HEARTBEAT_BODY_LIMIT: usize = 1024 * 1024;
+
 /// `Json` whose rejections name the problem (unknown field, bad type, syntax).
 pub struct ApiJson<T>(pub T);
 
@@ -43,6 +49,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rej) if rej.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::new(
+                    rej.status(),
+                    "too_large",
+                    "the request body is larger than this route takes",
+                ))
+            }
             Err(rej) => Err(ApiError::bad_request(rej.body_text())),
         }
     }
@@ -51,7 +64,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 pub fn router(ctl: Arc<Ctl>) -> Router {
     let heartbeat = Router::new()
         .route("/v1/agents/{host}/heartbeat", post(agents::heartbeat))
-        .route_layer(middleware::from_fn(own_host_only));
+        .route_layer(middleware::from_fn(own_host_only))
+        .layer(DefaultBodyLimit::max(HEARTBEAT_BODY_LIMIT));
     let operators = Router::new()
         .route("/v1/hosts", get(hosts::list))
         .route("/v1/hosts/{name}", get(hosts::show))
@@ -69,7 +83,8 @@ pub fn router(ctl: Arc<Ctl>) -> Router {
         .route("/v1/operations/{id}", get(events::op))
         .route("/v1/events", get(events::list))
         .route("/v1/controller", get(controller_info))
-        .route_layer(middleware::from_fn(operators_only));
+        .route_layer(middleware::from_fn(operators_only))
+        .layer(DefaultBodyLimit::max(OPERATOR_BODY_LIMIT));
     let v1 = heartbeat
         .merge(operators)
         .layer(middleware::from_fn_with_state(ctl.clone(), leader_only));

@@ -93,7 +93,8 @@ async fn lab_vm_reach_migrate_and_failure_paths() {
         }
         other => panic!("unknown image accepted: {other:?}"),
     }
-    let raw = reqwest::Client::new()
+    let raw = duplex_lab::pki::operator_client(LAB, |b| b)
+        .expect("the lab operator's client")
         .post(format!("{}/v1/vms", h1.base()))
         .header("content-type", "application/json")
         .body(r#"{"name":"x","ip":"10.1.1.1","memroy":5}"#)
@@ -126,7 +127,7 @@ async fn lab_vm_reach_migrate_and_failure_paths() {
     );
 
     // Unreachable destination: fails, VM keeps running on h1.
-    let nobody = format!("http://{}:7070", state.vm_ip(50).unwrap());
+    let nobody = format!("https://{}:7070", state.vm_ip(50).unwrap());
     h1.start_migration(
         "e2e",
         &MigrateRequest {
@@ -214,7 +215,8 @@ async fn lab_vm_reach_migrate_and_failure_paths() {
     // A newer controller takes office half-way through a migration the
     // old one ordered: the source cancels it, the VM keeps running on h1.
     let f = h1.raise_fence().await.expect("read h1's fence");
-    let old_leader = state.agent_client(1).unwrap().with_fence(f);
+    let as_controller = || state.agent_client_as_controller(1).unwrap();
+    let old_leader = as_controller().with_fence(f);
     old_leader.start_migration("e2e", &slow).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -229,7 +231,7 @@ async fn lab_vm_reach_migrate_and_failure_paths() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let new_leader = state.agent_client(1).unwrap().with_fence(f + 1);
+    let new_leader = as_controller().with_fence(f + 1);
     assert_eq!(new_leader.raise_fence().await.unwrap(), f + 1);
     let cancelled = wait_migration(&h1, "e2e", Duration::from_secs(60)).await;
     assert_eq!(cancelled.phase, MigrationPhase::Failed, "{cancelled:?}");
@@ -267,6 +269,7 @@ async fn lab_vm_reach_migrate_and_failure_paths() {
     let report = probe.stop().await.unwrap();
     let stats = done.stats.expect("stats");
     assert!(stats.transferred_bytes > 0 && stats.total_ms > 0);
+    assert!(stats.encrypted, "the stream must go over TLS: {stats:?}");
     assert!(report.sent > 50 && report.received > 0, "{report:?}");
     eprintln!("migration: {stats:?}\nprobe: {report:?}");
     assert_eq!(h2.show("e2e").await.unwrap().state, VmState::Running);

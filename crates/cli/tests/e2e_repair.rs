@@ -71,7 +71,7 @@ async fn a_reset_member_is_repaired_and_a_reset_act_fails_over_under_sip_load() 
     let _guard = LabGuard::new(LAB);
     let i = common::lab_up(LAB, &["--hosts", "2"]);
     let ip = |last: u8| format!("10.{i}.0.{last}");
-    let agent = |host: &str| format!("http://{}:7070", ip(10 + host[1..].parse::<u8>().unwrap()));
+    let agent = |host: &str| format!("https://{}:7070", ip(10 + host[1..].parse::<u8>().unwrap()));
     let (ma, mb, vip) = (format!("pa={}", ip(101)), format!("pb={}", ip(102)), ip(50));
     let p = json(&[
         "pair", "create", "sig", "--vip", &vip, "--member", &ma, "--member", &mb,

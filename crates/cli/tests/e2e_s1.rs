@@ -117,12 +117,10 @@ async fn pair_migrate_drain_and_a_dead_destination_under_sip_load() {
         "--no-wait",
     ]);
     let op = acc["operation"]["id"].as_str().unwrap().to_string();
-    let h1_url = format!("http://{}:7070", ip(11));
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(1))
-        .build()
-        .unwrap();
+    let h1_url = format!("https://{}:7070", ip(11));
+    let http =
+        duplex_lab::pki::operator_client(LAB, |b| b.no_proxy().timeout(Duration::from_secs(1)))
+            .expect("the lab operator's client");
     let t0 = Instant::now();
     loop {
         if let Ok(r) = http.get(format!("{h1_url}/v1/vms")).send().await {

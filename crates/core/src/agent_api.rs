@@ -186,6 +186,10 @@ pub struct MigrationStats {
     /// The most auto-converge slowed the guest's vCPUs (%); 0 without it.
     #[serde(default)]
     pub max_cpu_throttle_pct: u64,
+    /// The stream went over TLS: QEMU's own migration parameters named
+    /// TLS credentials when it started (read back, not assumed).
+    #[serde(default)]
+    pub encrypted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -416,9 +416,14 @@ impl std::fmt::Display for DemoReport {
         )?;
         writeln!(
             f,
-            "  transferred                     {:.1} MiB in {} passes",
+            "  transferred                     {:.1} MiB in {} passes, {}",
             m.transferred_bytes as f64 / 1048576.0,
-            m.passes
+            m.passes,
+            if m.encrypted {
+                "over TLS"
+            } else {
+                "in the clear"
+            }
         )?;
         writeln!(
             f,

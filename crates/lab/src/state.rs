@@ -120,6 +120,26 @@ impl LabState {
         Ok(duplex_agent_client::AgentClient::new(url, http))
     }
 
+    /// A client of host n's agent with the controller's certificate: for
+    /// tests that stand in for a (newer) controller, which alone may raise
+    /// an agent's fence.
+    pub fn agent_client_as_controller(
+        &self,
+        n: u8,
+    ) -> Result<duplex_agent_client::AgentClient, LabError> {
+        let url = self
+            .agent_url(n)
+            .ok_or_else(|| LabError::Task(format!("lab `{}` has no host {n}", self.lab)))?;
+        let bundle = duplex_tls::Bundle::new(crate::pki::bundle(
+            &self.lab,
+            &duplex_core::identity::Identity::Controller,
+        ));
+        let http = duplex_tls::client::Clients::new(bundle, duplex_agent_client::limits::shape)
+            .map_err(|e| LabError::Tls(e.to_string()))?
+            .get();
+        Ok(duplex_agent_client::AgentClient::new(url, http))
+    }
+
     /// A client of the lab's controller (and its standbys) as the lab's
     /// operator.
     pub fn controller_client(

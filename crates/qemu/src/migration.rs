@@ -166,6 +166,8 @@ pub async fn migrate(
     let started = Instant::now();
     prepare(qmp, tuning).await?;
     secure(qmp, tls).await?;
+    let params = qmp.execute("query-migrate-parameters", None).await?;
+    let encrypted = params["tls-creds"].as_str().is_some_and(|c| !c.is_empty());
     let mut max_throttle = 0;
     let mut events = qmp.events();
     qmp.execute("migrate", Some(json!({"uri": uri}))).await?;
@@ -212,6 +214,7 @@ pub async fn migrate(
                     passes: p.passes,
                     orchestrated_ms: started.elapsed().as_millis() as u64,
                     max_cpu_throttle_pct: max_throttle.max(p.cpu_throttle_pct),
+                    encrypted,
                 });
             }
             s @ ("failed" | "cancelled") => {

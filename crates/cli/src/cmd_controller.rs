@@ -23,7 +23,7 @@ pub struct ControllerArgs {
     #[arg(long, default_value = "embedded", value_parser = ["embedded", "etcd"])]
     store: String,
     /// etcd client URLs, comma-separated (with --store etcd).
-    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    #[arg(long, value_delimiter = ',', default_value = "https://127.0.0.1:2379")]
     etcd_endpoints: Vec<String>,
     /// Leader lease time to live in ms: a dead leader is replaced after about this long.
     #[arg(long, default_value_t = duplex_controller::config::DEFAULT_LEASE_TTL.as_millis() as u64)]

@@ -61,6 +61,9 @@ struct Where {
 enum IssueCmd {
     /// The controller (every instance of it may share one bundle).
     Controller(Where),
+    /// The cluster store's server (etcd, started with this bundle's
+    /// tls.crt, tls.key, ca.crt and crl.pem; see docs/security.md).
+    Store(Where),
     /// The agent of host NAME.
     Agent {
         name: String,
@@ -90,6 +93,7 @@ pub fn run(a: PkiArgs) -> anyhow::Result<()> {
         PkiCmd::Issue(c) => {
             let (identity, at) = match c {
                 IssueCmd::Controller(at) => (Identity::Controller, at),
+                IssueCmd::Store(at) => (Identity::Store, at),
                 IssueCmd::Agent { name, at } => (Identity::agent(&name)?, at),
                 IssueCmd::Operator { name, scope, at } => {
                     (Identity::operator(&name, Scope::parse(&scope)?)?, at)

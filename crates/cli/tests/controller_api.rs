@@ -1,5 +1,5 @@
 //! The controller's API against both store backends (embedded file, and a
-//! real etcd started here), restart with state intact, leader failover with
+//! real etcd started here, over TLS with authentication), restart with state intact, leader failover with
 //! fencing, and etcd outages. Real `duplex controller` and `duplex agent`
 //! processes on loopback; no VMs boot (a VM with an unknown image is enough
 //! to drive the reconcile path, and the agent refuses it for real).
@@ -7,6 +7,7 @@
 mod procs;
 
 use duplex_store::etcd_server::{free_port, EtcdServer};
+use duplex_tls::test_pki::TestPki;
 use procs::*;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -16,13 +17,11 @@ use std::time::{Duration, Instant};
 /// Everything the API offers that does not need a booted VM, then a
 /// restart with the same store: records and events survive, the fencing
 /// token grows.
-async fn exercise_api(backend: Backend<'_>) {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = pki(dir.path());
-    let cdir = dir.path().join("ctl");
+async fn exercise_api(dir: &Path, pki: &TestPki, backend: Backend<'_>) {
+    let cdir = dir.join("ctl");
     let port = free_port().unwrap();
     let base = format!("https://127.0.0.1:{port}");
-    let mut ctl = controller(&cdir, port, &backend, 2000, "c1", &pki);
+    let mut ctl = controller(&cdir, port, &backend, 2000, "c1", pki);
     let fence1 = wait_leader(&base).await;
     let op = pki
         .operator(duplex_core::identity::Scope::Operate)
@@ -52,7 +51,7 @@ async fn exercise_api(backend: Backend<'_>) {
 
     // A real agent registers.
     let aport = free_port().unwrap();
-    let mut ag = agent(dir.path(), "h1", aport, std::slice::from_ref(&base), &pki);
+    let mut ag = agent(dir, "h1", aport, std::slice::from_ref(&base), pki);
     wait_host_ready(&base, tok, "h1").await;
     let (_, hosts) = call("GET", &format!("{base}/v1/hosts"), t, None).await;
     assert_eq!(hosts[0]["capacity"]["memory_mib"], json!(4096), "{hosts}");
@@ -259,7 +258,7 @@ async fn exercise_api(backend: Backend<'_>) {
         call("GET", &format!("{base}/healthz"), None, None).await.0 == 0,
         "controller still answers after SIGTERM"
     );
-    let mut ctl = controller(&cdir, port, &backend, 2000, "c1b", &pki);
+    let mut ctl = controller(&cdir, port, &backend, 2000, "c1b", pki);
     let fence2 = wait_leader(&base).await;
     assert!(
         fence2 > fence1,
@@ -305,7 +304,7 @@ async fn exercise_api(backend: Backend<'_>) {
     );
     let (_, v) = call("GET", &format!("{vms}/keep"), t, None).await;
     assert_eq!(v["status"], json!("unknown"), "a VM on a failed host: {v}");
-    let _ag = agent(dir.path(), "h1", aport, std::slice::from_ref(&base), &pki);
+    let _ag = agent(dir, "h1", aport, std::slice::from_ref(&base), pki);
     wait_host_ready(&base, tok, "h1").await;
     let (_, evs) = call("GET", &format!("{base}/v1/events?limit=1000"), t, None).await;
     assert!(
@@ -320,21 +319,22 @@ async fn exercise_api(backend: Backend<'_>) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn api_on_the_embedded_store() {
-    exercise_api(Backend::Embedded).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    exercise_api(dir.path(), &pki, Backend::Embedded).await;
 }
 
-async fn etcd(dir: &Path) -> EtcdServer {
+async fn etcd(dir: &Path, pki: &TestPki) -> EtcdServer {
     let (c, p) = (free_port().unwrap(), free_port().unwrap());
-    EtcdServer::start(&dir.join("etcd"), c, p, &dir.join("etcd.log"))
-        .await
-        .unwrap()
+    secure_etcd(&dir.join("etcd"), c, p, &dir.join("etcd.log"), pki).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn api_on_a_real_etcd() {
     let dir = tempfile::tempdir().unwrap();
-    let e = etcd(dir.path()).await;
-    exercise_api(Backend::Etcd(&e)).await;
+    let pki = pki(dir.path());
+    let e = etcd(dir.path(), &pki).await;
+    exercise_api(dir.path(), &pki, Backend::Etcd(&e)).await;
 }
 
 /// Two controllers on etcd: the second stands by; kill -9 the leader, the
@@ -345,7 +345,7 @@ async fn leader_failover_and_fencing_on_etcd() {
     const TTL_MS: u64 = 2000;
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
-    let e = etcd(dir.path()).await;
+    let e = etcd(dir.path(), &pki).await;
     let b = Backend::Etcd(&e);
     let (pa, pb) = (free_port().unwrap(), free_port().unwrap());
     let (ua, ub) = (
@@ -457,7 +457,7 @@ async fn etcd_down_at_start_and_mid_run() {
     let nobody = free_port().unwrap();
     let out = Command::new(BIN)
         .args(["controller", "--store", "etcd", "--etcd-endpoints"])
-        .arg(format!("http://127.0.0.1:{nobody}"))
+        .arg(format!("https://127.0.0.1:{nobody}"))
         .args(["--store-timeout-s", "2", "--listen"])
         .arg(format!("127.0.0.1:{}", free_port().unwrap()))
         .arg("--data-dir")
@@ -475,9 +475,14 @@ async fn etcd_down_at_start_and_mid_run() {
     assert!(!err.contains("panicked"), "{err}");
 
     let (c, p) = (free_port().unwrap(), free_port().unwrap());
-    let mut e = EtcdServer::start(&dir.path().join("etcd"), c, p, &dir.path().join("etcd.log"))
-        .await
-        .unwrap();
+    let mut e = secure_etcd(
+        &dir.path().join("etcd"),
+        c,
+        p,
+        &dir.path().join("etcd.log"),
+        &pki,
+    )
+    .await;
     let port = free_port().unwrap();
     let base = format!("https://127.0.0.1:{port}");
     let cdir = dir.path().join("ctl");
@@ -507,14 +512,14 @@ async fn etcd_down_at_start_and_mid_run() {
     assert_eq!(health(&base).await["leader"], json!(false));
     assert!(ctl.alive(), "controller must keep retrying, not exit");
 
-    let e2 = EtcdServer::start(
+    let e2 = secure_etcd(
         &dir.path().join("etcd"),
         c,
         p,
         &dir.path().join("etcd2.log"),
+        &pki,
     )
-    .await
-    .unwrap();
+    .await;
     wait_leader(&base).await;
     let (s, after) = call("GET", &format!("{base}/v1/events?limit=1000"), t, None).await;
     assert_eq!(s, 200);

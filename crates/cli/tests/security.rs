@@ -421,3 +421,77 @@ fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
 }
+
+/// The cluster store: anyone who could write etcd could rewrite the
+/// cluster. etcd takes TLS only, with a certificate of the cluster's CA,
+/// and only the controller's certificate may read or write: an agent's or
+/// an admin operator's is refused, a plain connection and another CA's
+/// certificate do not get in, and nothing they tried is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_controller_may_use_the_store() {
+    use duplex_store::{EtcdOptions, EtcdStore, Expect, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let (cp, pp) = (free_port().unwrap(), free_port().unwrap());
+    let etcd = secure_etcd(
+        &dir.path().join("etcd"),
+        cp,
+        pp,
+        &dir.path().join("etcd.log"),
+        &pki,
+    )
+    .await;
+    let url = vec![etcd.client_url()];
+    let opts = |b: &duplex_tls::Bundle| EtcdOptions {
+        connect_timeout: Duration::from_secs(3),
+        tls: Some(duplex_controller::etcd_tls(b).unwrap()),
+        ..Default::default()
+    };
+    let ctl = EtcdStore::connect(&url, opts(&pki.controller().unwrap()))
+        .await
+        .expect("the controller connects");
+    ctl.put("hosts/h1", b"real", Expect::Any).await.unwrap();
+
+    for who in [
+        Identity::agent("h1").unwrap(),
+        Identity::operator("eve", Scope::Admin).unwrap(),
+    ] {
+        let s = EtcdStore::connect(&url, opts(&pki.bundle(&who).unwrap()))
+            .await
+            .expect("TLS itself is fine");
+        let e = s.put("hosts/h1", b"forged", Expect::Any).await.unwrap_err();
+        assert!(e.to_string().contains("permission denied"), "{who:?}: {e}");
+        let e = s.get("hosts/h1").await.unwrap_err();
+        assert!(e.to_string().contains("permission denied"), "{who:?}: {e}");
+    }
+    // Another CA's controller certificate: the handshake fails.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = TestPki::new(other_dir.path()).unwrap();
+    let mut foreign = opts(&other.controller().unwrap());
+    foreign.connect_timeout = Duration::from_millis(1500);
+    let e = EtcdStore::connect(&url, foreign)
+        .await
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("etcd"), "{e}");
+    // No TLS: the store refuses to talk http:// to a TLS etcd; a plain
+    // client of etcd itself gets no answer.
+    let plain = EtcdOptions {
+        connect_timeout: Duration::from_millis(1500),
+        ..Default::default()
+    };
+    let e = EtcdStore::connect(&url, plain)
+        .await
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("no TLS identity"), "{e}");
+    let http = vec![url[0].replace("https://", "http://")];
+    let plain = EtcdOptions {
+        connect_timeout: Duration::from_millis(1500),
+        ..Default::default()
+    };
+    assert!(EtcdStore::connect(&http, plain).await.is_err());
+
+    let v = ctl.get("hosts/h1").await.unwrap().expect("still there");
+    assert_eq!(v.value, b"real", "nothing forged was written");
+}

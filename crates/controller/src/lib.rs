@@ -51,10 +51,47 @@ pub async fn open_store(cfg: &ControllerConfig) -> Result<Arc<dyn Store>, Contro
             let opts = duplex_store::EtcdOptions {
                 connect_timeout: cfg.store_connect_timeout,
                 candidate_id: Some(cfg.id.clone()),
+                tls: Some(etcd_tls(&cfg.tls)?),
                 ..Default::default()
             };
             Arc::new(duplex_store::EtcdStore::connect(endpoints, opts).await?)
         }
+    })
+}
+
+/// The controller's side of mutual TLS to etcd, from its bundle: etcd
+/// must show the cluster store's certificate (`duplex pki issue store`),
+/// and takes this certificate's name as its user.
+pub fn etcd_tls(bundle: &duplex_tls::Bundle) -> Result<duplex_store::EtcdTls, ControllerError> {
+    let pem = bundle.pem().map_err(ControllerError::Tls)?;
+    Ok(duplex_store::EtcdTls {
+        ca_pem: pem.ca,
+        cert_pem: pem.cert,
+        key_pem: pem.key,
+        server_name: duplex_core::identity::Identity::Store.dns_name(),
+    })
+}
+
+/// How to start a cluster store (etcd) the controller can use: etcd
+/// serves with the `store` bundle, takes client certificates of the same
+/// CA, and lets only the controller's certificate read or write (it
+/// sets that up, as `admin`, on a new data directory).
+pub fn etcd_secure(
+    store: &duplex_tls::Bundle,
+    controller: &duplex_tls::Bundle,
+) -> Result<duplex_store::etcd_server::Secure, ControllerError> {
+    use duplex_tls::bundle::{CA_FILE, CERT_FILE, CRL_FILE, KEY_FILE};
+    store.load().map_err(ControllerError::Tls)?;
+    let crl = store.path(CRL_FILE);
+    Ok(duplex_store::etcd_server::Secure {
+        server: duplex_store::etcd_server::ServerTls {
+            cert: store.path(CERT_FILE),
+            key: store.path(KEY_FILE),
+            ca: store.path(CA_FILE),
+            crl: crl.exists().then_some(crl),
+        },
+        admin: etcd_tls(controller)?,
+        users: vec![duplex_core::identity::Identity::Controller.dns_name()],
     })
 }
 

@@ -55,13 +55,21 @@ impl Scope {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Identity {
     Controller,
-    Agent { host: String },
-    Operator { name: String, scope: Scope },
+    /// The cluster store's server (etcd): serves the controller, calls
+    /// no one.
+    Store,
+    Agent {
+        host: String,
+    },
+    Operator {
+        name: String,
+        scope: Scope,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {
-    #[error("`{0}` is not a Duplex identity name (controller.duplex, <host>.agent.duplex or <name>.<read|operate|admin>.operator.duplex)")]
+    #[error("`{0}` is not a Duplex identity name (controller.duplex, store.duplex, <host>.agent.duplex or <name>.<read|operate|admin>.operator.duplex)")]
     Form(String),
     #[error("`{0}` is not a valid name: 1-32 characters of a-z, 0-9 and '-', starting with a letter and not ending with '-'")]
     Label(String),
@@ -102,6 +110,7 @@ impl Identity {
     pub fn dns_name(&self) -> String {
         match self {
             Identity::Controller => format!("controller.{DOMAIN}"),
+            Identity::Store => format!("store.{DOMAIN}"),
             Identity::Agent { host } => format!("{host}.agent.{DOMAIN}"),
             Identity::Operator { name, scope } => {
                 format!("{name}.{}.operator.{DOMAIN}", scope.as_str())
@@ -118,6 +127,7 @@ impl Identity {
         let parts: Vec<&str> = rest.split('.').collect();
         match parts.as_slice() {
             ["controller"] => Ok(Identity::Controller),
+            ["store"] => Ok(Identity::Store),
             [host, "agent"] => Identity::agent(host),
             [who, scope, "operator"] => Identity::operator(who, Scope::parse(scope)?),
             _ => Err(form()),
@@ -146,6 +156,7 @@ impl Identity {
     pub fn describe(&self) -> String {
         match self {
             Identity::Controller => "the controller".into(),
+            Identity::Store => "the cluster store".into(),
             Identity::Agent { host } => format!("the agent of host {host}"),
             Identity::Operator { name, scope } => {
                 format!("operator {name} (scope {})", scope.as_str())
@@ -265,6 +276,7 @@ pub fn agent_access(who: &Identity, route: AgentRoute, call: Call) -> Result<(),
             "give another agent orders",
             "the controller does; agents only send VMs to each other",
         ),
+        (Identity::Store, _, _) => deny(who, "call an agent", "the store only serves"),
     }
 }
 
@@ -273,7 +285,11 @@ mod tests {
     use super::*;
 
     fn all_identities() -> Vec<Identity> {
-        let mut v = vec![Identity::Controller, Identity::agent("h1").unwrap()];
+        let mut v = vec![
+            Identity::Controller,
+            Identity::Store,
+            Identity::agent("h1").unwrap(),
+        ];
         for s in Scope::ALL {
             v.push(Identity::operator("alice", s).unwrap());
         }

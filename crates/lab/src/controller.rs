@@ -61,12 +61,26 @@ fn service_failed(plan: &LabPlan, what: &str, detail: String, log: &Path) -> Lab
     }
 }
 
-fn start_etcd(plan: &LabPlan) -> Result<EtcdState, LabError> {
+/// How long the lab waits for its new etcd to answer.
+const ETCD_WAIT: Duration = Duration::from_secs(20);
+/// Where the lab keeps the password of its etcd's `root` user (0600).
+const ETCD_ROOT_PASSWORD: &str = "root-password";
+
+/// Starts the lab's etcd with TLS (the lab PKI's store certificate) and
+/// client certificates required, waits until it answers, and turns its
+/// authentication on so that only the controller's certificate may use it.
+async fn start_etcd(plan: &LabPlan) -> Result<EtcdState, LabError> {
+    use duplex_core::identity::Identity;
     let dir = plan.state_dir().join("etcd");
     std::fs::create_dir_all(&dir).map_err(|e| LabError::io("cannot create", &dir, e))?;
+    let bundle = |id: &Identity| duplex_tls::Bundle::new(crate::pki::bundle(plan.lab(), id));
+    let secure =
+        duplex_controller::etcd_secure(&bundle(&Identity::Store), &bundle(&Identity::Controller))
+            .map_err(|e| LabError::Tls(e.to_string()))?;
+    let fresh = !dir.join("data").join("member").exists();
     let port = ETCD_BASE_PORT + 2 * u16::from(plan.index());
     let (client, peer) = (
-        format!("http://127.0.0.1:{port}"),
+        duplex_store::etcd_server::secure_client_url(port),
         format!("http://127.0.0.1:{}", port + 1),
     );
     let name = format!("{}-etcd", plan.lab());
@@ -93,15 +107,40 @@ fn start_etcd(plan: &LabPlan) -> Result<EtcdState, LabError> {
             "--initial-cluster-state",
             "new",
         ])
+        .args(secure.server.args())
         .current_dir(&dir);
     let child =
         spawn_daemon(cmd, &log).map_err(|(cmdline, source)| LabError::Spawn { cmdline, source })?;
+    let failed = |e: duplex_store::StoreError| service_failed(plan, "etcd", e.to_string(), &log);
+    duplex_store::etcd_server::wait_ready(&client, ETCD_WAIT, Some(&secure.admin))
+        .await
+        .map_err(failed)?;
+    if fresh {
+        let pw = duplex_store::etcd_auth::enable(&client, &secure.admin, &secure.users)
+            .await
+            .map_err(failed)?;
+        write_secret(&dir.join(ETCD_ROOT_PASSWORD), &pw)?;
+    }
     Ok(EtcdState {
         pid: child.id() as i32,
         url: client,
         data_dir: dir,
         log,
     })
+}
+
+/// Writes `text` to a new file only its owner may read.
+fn write_secret(path: &Path, text: &str) -> Result<(), LabError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| LabError::io("cannot write", path, e))
 }
 
 /// The lab's power switch as a fence command for its controller.
@@ -139,7 +178,7 @@ pub(crate) async fn start(
     opts: &crate::UpOptions,
 ) -> Result<ControllerState, LabError> {
     let etcd = match opts.store {
-        LabStore::Etcd => Some(start_etcd(plan)?),
+        LabStore::Etcd => Some(start_etcd(plan).await?),
         LabStore::Embedded => None,
     };
     let st = spawn(plan, duplex_bin, etcd, opts, 0)?;

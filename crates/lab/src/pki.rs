@@ -1,5 +1,5 @@
 //! The lab's PKI: a CA under the lab's state directory, and a bundle for
-//! its controller, each host's agent and the lab's operator (admin, so
+//! its controller, its etcd, each host's agent and the lab's operator (admin, so
 //! the CLI can also reach the agents directly). Made at `up`, gone at
 //! `down` with the state directory.
 
@@ -46,6 +46,10 @@ pub(crate) fn make(plan: &LabPlan) -> Result<(), LabError> {
         a.ips = vec![IpAddr::V4(h.ip)];
         pki.issue(&a).map_err(tls)?;
     }
+    // The lab's etcd (with --store etcd) serves on loopback.
+    let mut store = IssueRequest::new(Identity::Store);
+    store.ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+    pki.issue(&store).map_err(tls)?;
     pki.issue(&IssueRequest::new(operator_identity()))
         .map_err(tls)?;
     Ok(())

@@ -2,11 +2,14 @@
 //! 127.0.0.1, for tests and for the lab.
 //!
 //! [`EtcdServer::start`] runs it as a child that is killed when the
-//! [`EtcdServer`] is dropped; [`EtcdServer::spawn_detached`] runs it in its
-//! own session so that it outlives the process that started it.
+//! [`EtcdServer`] is dropped; [`EtcdServer::start_secure`] does so with
+//! TLS, client certificates and authentication on (as the controller
+//! requires); [`EtcdServer::spawn_detached`] runs it in its own session so
+//! that it outlives the process that started it.
 
-use crate::StoreError;
+use crate::{EtcdTls, StoreError};
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::net::TcpListener;
@@ -62,6 +65,51 @@ pub fn client_url(client_port: u16) -> String {
     format!("http://127.0.0.1:{client_port}")
 }
 
+/// The client URL of a secured etcd listening on 127.0.0.1:`client_port`.
+pub fn secure_client_url(client_port: u16) -> String {
+    format!("https://127.0.0.1:{client_port}")
+}
+
+/// A secured etcd's files: its certificate and key, the CA its clients'
+/// certificates must come from, and that CA's revocation list.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    pub crl: Option<PathBuf>,
+}
+
+impl ServerTls {
+    /// etcd's flags for TLS on its client port, with client certificates
+    /// required (their common name is the user once auth is on).
+    pub fn args(&self) -> Vec<OsString> {
+        let mut a: Vec<OsString> = vec![
+            "--cert-file".into(),
+            self.cert.clone().into(),
+            "--key-file".into(),
+            self.key.clone().into(),
+            "--trusted-ca-file".into(),
+            self.ca.clone().into(),
+            "--client-cert-auth".into(),
+        ];
+        if let Some(crl) = &self.crl {
+            a.extend(["--client-crl-file".into(), crl.clone().into()]);
+        }
+        a
+    }
+}
+
+/// How [`EtcdServer::start_secure`] secures etcd: its TLS files, the
+/// client identity that sets it up (before auth is on, any certificate of
+/// the CA may), and the users (certificate common names) that may use it.
+#[derive(Debug, Clone)]
+pub struct Secure {
+    pub server: ServerTls,
+    pub admin: EtcdTls,
+    pub users: Vec<String>,
+}
+
 /// A running etcd child process; killed (SIGKILL) when dropped.
 #[derive(Debug)]
 pub struct EtcdServer {
@@ -70,6 +118,9 @@ pub struct EtcdServer {
     client_port: u16,
     data_dir: PathBuf,
     log: PathBuf,
+    tls: Option<EtcdTls>,
+    /// The password of etcd's `root` user, if this start turned auth on.
+    root_password: Option<String>,
 }
 
 impl EtcdServer {
@@ -83,7 +134,48 @@ impl EtcdServer {
         peer_port: u16,
         log: &Path,
     ) -> Result<EtcdServer, StoreError> {
-        let mut cmd = command(data_dir, client_port, peer_port, log)?;
+        Self::run(data_dir, client_port, peer_port, log, None).await
+    }
+
+    /// [`start`](Self::start) with TLS and client certificates required;
+    /// on a new data directory it also turns authentication on for
+    /// `secure.users` (see [`crate::etcd_auth`]).
+    pub async fn start_secure(
+        data_dir: &Path,
+        client_port: u16,
+        peer_port: u16,
+        log: &Path,
+        secure: &Secure,
+    ) -> Result<EtcdServer, StoreError> {
+        let fresh = !data_dir.join("member").exists();
+        let mut server = Self::run(data_dir, client_port, peer_port, log, Some(secure)).await?;
+        if fresh {
+            let url = server.client_url();
+            let pw = crate::etcd_auth::enable(&url, &secure.admin, &secure.users).await?;
+            server.root_password = Some(pw);
+        }
+        Ok(server)
+    }
+
+    /// The password of etcd's `root` user if this start made it.
+    pub fn root_password(&self) -> Option<&str> {
+        self.root_password.as_deref()
+    }
+
+    async fn run(
+        data_dir: &Path,
+        client_port: u16,
+        peer_port: u16,
+        log: &Path,
+        secure: Option<&Secure>,
+    ) -> Result<EtcdServer, StoreError> {
+        let mut cmd = command(
+            data_dir,
+            client_port,
+            peer_port,
+            log,
+            secure.map(|s| &s.server),
+        )?;
         let child = cmd.spawn().map_err(|source| StoreError::Io {
             context: format!("starting {}", etcd_binary().display()),
             source,
@@ -94,6 +186,8 @@ impl EtcdServer {
             client_port,
             data_dir: data_dir.to_path_buf(),
             log: log.to_path_buf(),
+            tls: secure.map(|s| s.admin.clone()),
+            root_password: None,
         };
         let url = server.client_url();
         let deadline = Instant::now() + START_TIMEOUT;
@@ -108,7 +202,7 @@ impl EtcdServer {
                     )));
                 }
             }
-            let last = match probe(&url, Duration::from_secs(1)).await {
+            let last = match probe(&url, Duration::from_secs(1), server.tls.as_ref()).await {
                 Ok(()) => {
                     tracing::info!(url = %url, pid = server.pid, data_dir = %data_dir.display(), "etcd is up");
                     return Ok(server);
@@ -137,7 +231,7 @@ impl EtcdServer {
         peer_port: u16,
         log: &Path,
     ) -> Result<u32, StoreError> {
-        let mut cmd = command(data_dir, client_port, peer_port, log)?;
+        let mut cmd = command(data_dir, client_port, peer_port, log, None)?;
         // SAFETY: the closure only calls setsid(2), which is async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {
@@ -161,9 +255,13 @@ impl EtcdServer {
         Ok(pid)
     }
 
-    /// The URL clients connect to, e.g. `http://127.0.0.1:2379`.
+    /// The URL clients connect to, e.g. `http://127.0.0.1:2379`
+    /// (`https://` when secured).
     pub fn client_url(&self) -> String {
-        client_url(self.client_port)
+        match self.tls {
+            Some(_) => secure_client_url(self.client_port),
+            None => client_url(self.client_port),
+        }
     }
 
     /// The etcd process id.
@@ -222,12 +320,17 @@ impl Drop for EtcdServer {
     }
 }
 
-/// Waits until etcd at `url` answers a status request, for up to `limit`.
-pub async fn wait_ready(url: &str, limit: Duration) -> Result<(), StoreError> {
+/// Waits until etcd at `url` answers a status request, for up to `limit`
+/// (over TLS as `tls` when given).
+pub async fn wait_ready(
+    url: &str,
+    limit: Duration,
+    tls: Option<&EtcdTls>,
+) -> Result<(), StoreError> {
     let deadline = Instant::now() + limit;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let err = match probe(url, left.min(Duration::from_secs(1))).await {
+        let err = match probe(url, left.min(Duration::from_secs(1)), tls).await {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
@@ -242,9 +345,12 @@ pub async fn wait_ready(url: &str, limit: Duration) -> Result<(), StoreError> {
 }
 
 /// One status request to `url`.
-async fn probe(url: &str, limit: Duration) -> Result<(), String> {
+async fn probe(url: &str, limit: Duration, tls: Option<&EtcdTls>) -> Result<(), String> {
     let limit = limit.max(Duration::from_millis(50));
-    let opts = etcd_client::ConnectOptions::new().with_connect_timeout(limit);
+    let mut opts = etcd_client::ConnectOptions::new().with_connect_timeout(limit);
+    if let Some(t) = tls {
+        opts = opts.with_tls(t.options());
+    }
     let attempt = async {
         let mut client = etcd_client::Client::connect([url], Some(opts)).await?;
         client.status().await
@@ -261,6 +367,7 @@ fn command(
     client_port: u16,
     peer_port: u16,
     log: &Path,
+    tls: Option<&ServerTls>,
 ) -> Result<Command, StoreError> {
     if let Some(dir) = log.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
@@ -286,7 +393,10 @@ fn command(
         context: format!("opening etcd log {}", log.display()),
         source,
     })?;
-    let client = client_url(client_port);
+    let client = match tls {
+        Some(_) => secure_client_url(client_port),
+        None => client_url(client_port),
+    };
     let peer = format!("http://127.0.0.1:{peer_port}");
     let mut cmd = Command::new(etcd_binary());
     cmd.arg("--name")
@@ -312,6 +422,9 @@ fn command(
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
+    if let Some(t) = tls {
+        cmd.args(t.args());
+    }
     Ok(cmd)
 }
 

@@ -36,7 +36,8 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 pub use embedded::EmbeddedStore;
 pub use error::StoreError;
-pub use etcd::{EtcdOptions, EtcdStore};
+pub use etcd::tls::EtcdTls;
+pub use etcd::{auth as etcd_auth, EtcdOptions, EtcdStore};
 pub use memory::{MemoryInstance, MemoryStore};
 
 /// Prefix of keys the store keeps for itself (election keys).

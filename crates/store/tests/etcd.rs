@@ -294,7 +294,7 @@ async fn detached_server_outlives_its_handle() {
     }
     let _guard = KillOnDrop(pid as i32);
     let url = duplex_store::etcd_server::client_url(port);
-    duplex_store::etcd_server::wait_ready(&url, Duration::from_secs(20))
+    duplex_store::etcd_server::wait_ready(&url, Duration::from_secs(20), None)
         .await
         .unwrap();
     // Its own session: the session id is its pid.

@@ -92,6 +92,31 @@ impl Bundle {
     }
 }
 
+/// A bundle's files as PEM text, for clients that take PEM (etcd's).
+pub struct Pem {
+    pub ca: Vec<u8>,
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+    pub identity: Identity,
+}
+
+impl Bundle {
+    /// The bundle's PEM files, after [`load`](Self::load) checked them.
+    pub fn pem(&self) -> Result<Pem, TlsError> {
+        let identity = self.load()?.identity;
+        let read = |f: &str| {
+            let p = self.path(f);
+            std::fs::read(&p).map_err(TlsError::io("cannot read", &p))
+        };
+        Ok(Pem {
+            ca: read(CA_FILE)?,
+            cert: read(CERT_FILE)?,
+            key: read(KEY_FILE)?,
+            identity,
+        })
+    }
+}
+
 fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     if !path.exists() {
         return Err(TlsError::file(

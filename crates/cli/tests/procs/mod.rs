@@ -67,6 +67,23 @@ impl Drop for Proc {
     }
 }
 
+/// A real etcd on loopback as the controller needs it: TLS with the
+/// PKI's store certificate, client certificates required, and (on a new
+/// data directory) authentication on with only the controller as user.
+pub async fn secure_etcd(
+    data_dir: &Path,
+    client_port: u16,
+    peer_port: u16,
+    log: &Path,
+    pki: &TestPki,
+) -> EtcdServer {
+    let store = pki.bundle(&duplex_core::identity::Identity::Store).unwrap();
+    let secure = duplex_controller::etcd_secure(&store, &pki.controller().unwrap()).unwrap();
+    EtcdServer::start_secure(data_dir, client_port, peer_port, log, &secure)
+        .await
+        .unwrap()
+}
+
 pub enum Backend<'a> {
     Embedded,
     Etcd(&'a EtcdServer),

@@ -6,7 +6,9 @@
 //! fencing token is the revision of that put, which is also the key's create
 //! revision, so every later write carries `create_revision(key) == token`.
 
+pub mod auth;
 mod leader;
+pub mod tls;
 mod watching;
 
 use crate::{check_key, hidden, Entry, Expect, Leadership, Store, StoreError, WatchStream};
@@ -41,6 +43,9 @@ pub struct EtcdOptions {
     /// Value written to the election key while leading, to tell candidates
     /// apart in logs (default: `<host name>/<pid>`).
     pub candidate_id: Option<String>,
+    /// Mutual TLS to etcd (endpoints must then be https://); `None` only
+    /// for a plain etcd of the store's own tests.
+    pub tls: Option<tls::EtcdTls>,
 }
 
 impl Default for EtcdOptions {
@@ -49,6 +54,7 @@ impl Default for EtcdOptions {
             connect_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(5),
             candidate_id: None,
+            tls: None,
         }
     }
 }
@@ -107,6 +113,12 @@ impl EtcdStore {
                 reason: "no etcd endpoint given".into(),
             });
         }
+        tls::check_scheme(endpoints, opts.tls.is_some()).map_err(|reason| {
+            StoreError::Unavailable {
+                endpoint: endpoint.clone(),
+                reason,
+            }
+        })?;
         let started = Instant::now();
         let deadline = started + opts.connect_timeout;
         let mut backoff = Backoff::new();
@@ -169,11 +181,14 @@ async fn try_connect(
         .request_timeout
         .min(left)
         .max(Duration::from_millis(100));
-    let copts = ConnectOptions::new()
+    let mut copts = ConnectOptions::new()
         .with_connect_timeout(limit)
         // Finds dead connections under open streams (watch, lease keep-alive).
         // etcd refuses pings more often than every 5 s by default.
         .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+    if let Some(t) = &opts.tls {
+        copts = copts.with_tls(t.options());
+    }
     let mut client = Client::connect(endpoints, Some(copts))
         .await
         .map_err(|e| describe_err(&e))?;

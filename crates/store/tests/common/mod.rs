@@ -93,5 +93,6 @@ pub fn test_options() -> EtcdOptions {
         connect_timeout: Duration::from_secs(10),
         request_timeout: Duration::from_secs(2),
         candidate_id: None,
+        tls: None,
     }
 }

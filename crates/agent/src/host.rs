@@ -195,8 +195,25 @@ impl Host {
                 spec.ip, other.spec.name
             )));
         }
+        if let Some(other) = vms.values().find(|v| v.spec.mac() == spec.mac()) {
+            return Err(AgentError::Conflict(format!(
+                "MAC {} is already used by VM `{}`",
+                spec.mac(),
+                other.spec.name
+            )));
+        }
+        let tap = duplex_net::tap::free_tap_name(&spec.name, |t| {
+            vms.values().any(|v| v.tap == t) || interface_exists(t)
+        })
+        .ok_or_else(|| {
+            AgentError::Conflict(format!(
+                "no free interface name for VM `{}` after {} tries",
+                spec.name,
+                duplex_net::tap::TAP_NAME_TRIES
+            ))
+        })?;
         let paths = VmPaths::new(self.cfg.data_dir.join("vms").join(&spec.name));
-        let mut vm = Vm::new(spec.clone(), paths, state);
+        let mut vm = Vm::new(spec.clone(), paths, tap, state);
         vm.urgent = self.urgent.clone();
         let vm = Arc::new(vm);
         vms.insert(spec.name.clone(), vm.clone());
@@ -510,4 +527,10 @@ pub async fn watch_exit(host: Arc<Host>, vm: Arc<Vm>) {
 fn self_fence_period(cfg: &AgentConfig) -> Option<Duration> {
     let ms = cfg.controller.as_ref()?.self_fence_ms?;
     Some(Duration::from_millis(ms))
+}
+
+/// Whether a network interface of this name exists in this namespace
+/// (left by something else, or by a VM whose teardown has not finished).
+fn interface_exists(name: &str) -> bool {
+    std::path::Path::new("/sys/class/net").join(name).exists()
 }

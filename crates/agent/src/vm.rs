@@ -88,9 +88,11 @@ pub struct Vm {
 }
 
 impl Vm {
-    pub fn new(spec: VmSpec, paths: VmPaths, state: VmState) -> Self {
+    /// `tap`: a name no other VM of this host uses (see
+    /// [`duplex_net::tap::free_tap_name`]).
+    pub fn new(spec: VmSpec, paths: VmPaths, tap: String, state: VmState) -> Self {
         Vm {
-            tap: duplex_net::tap::tap_name(&spec.name),
+            tap,
             spec,
             paths,
             status: Mutex::new(VmStatus {

@@ -209,6 +209,17 @@ async fn exercise_api(dir: &Path, pki: &TestPki, backend: Backend<'_>) {
         msg(&v).contains("field `ip`") && msg(&v).contains("keep"),
         "{v}"
     );
+    // The MAC is the VM's too: another VM may not have it.
+    let keep_mac = duplex_core::mac::Mac::for_vm("keep");
+    let body = format!(
+        r#"{{"spec":{{"name":"other","ip":"10.9.0.9","mac":"{keep_mac}","image":"nosuch"}}}}"#
+    );
+    let (s, v) = call("POST", &vms, t, Some(&body)).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        msg(&v).contains("field `mac`") && msg(&v).contains("keep"),
+        "{v}"
+    );
     wait_for("vm.start_failed event", Duration::from_secs(30), || async {
         let (_, evs) = call("GET", &format!("{base}/v1/events?limit=1000"), t, None).await;
         evs.as_array().is_some_and(|a| {
@@ -313,6 +324,26 @@ async fn exercise_api(dir: &Path, pki: &TestPki, backend: Backend<'_>) {
             .iter()
             .any(|e| e["kind"] == json!("host.recovered")),
         "{evs}"
+    );
+
+    // Many requests for one address at once: exactly one VM gets it.
+    let mut racers = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let (vms, who) = (vms.clone(), op.clone());
+        racers.spawn(async move {
+            let body =
+                format!(r#"{{"spec":{{"name":"racer{i}","ip":"10.9.0.20","image":"nosuch"}}}}"#);
+            call("POST", &vms, Some(&who), Some(&body)).await
+        });
+    }
+    let answers = racers.join_all().await;
+    let won: Vec<_> = answers.iter().filter(|(s, _)| *s == 201).collect();
+    assert_eq!(won.len(), 1, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|(s, v)| *s == 201 || (*s == 409 && msg(v).contains("field `ip`"))),
+        "{answers:?}"
     );
     ctl.kill9();
 }

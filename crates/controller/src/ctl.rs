@@ -29,6 +29,10 @@ pub struct Ctl {
     pub metrics: Metrics,
     /// VMs an operation is working on: the reconciler leaves them alone.
     pub busy: Mutex<BTreeSet<String>>,
+    /// Held from the checks of a new VM or pair to its records' writes:
+    /// only the leader writes (fenced in the store), and it makes one at a
+    /// time, so no name, address or MAC is ever taken twice.
+    pub creating: tokio::sync::Mutex<()>,
     /// VMs live-migrated a moment ago, and when: until the hosts' reports
     /// are newer than the move, the reconciler leaves them alone (a report
     /// from the source, sent before the move, would have it "adopt" the VM

@@ -164,6 +164,7 @@ pub fn assemble(
         office: Default::default(),
         metrics: Default::default(),
         busy: Default::default(),
+        creating: Default::default(),
         moved: Default::default(),
         ops_running: Default::default(),
         reported_unmanaged: Default::default(),

@@ -208,7 +208,7 @@ where
     F: FnOnce(std::sync::Arc<Ctl>, Pair, crate::ops::OpHandle) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let id = crate::ops::new_id();
+    let id = crate::ops::new_id(ctl);
     let guard = ctl.office.reserve(&id);
     let (before, pair) = claim(ctl, name, w, &id, also).await?;
     let subject = format!("pair/{name}");

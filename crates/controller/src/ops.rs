@@ -14,13 +14,17 @@ pub struct OpHandle {
     pub id: String,
 }
 
-/// Operations numbered in this process (with the time, ids never repeat).
+/// Operations numbered in this process.
 static NUMBERED: AtomicU64 = AtomicU64::new(0);
 
-/// A fresh operation id.
-pub fn new_id() -> String {
-    let n = NUMBERED.fetch_add(1, Ordering::Relaxed) % 1_000_000;
-    format!("op-{}-{n:06}", now_ms())
+/// A fresh operation id, `op-<fencing token>-<ms>-<n>`: unique by
+/// construction, not by chance. Only the leader records operations, every
+/// leadership has a token no other had (a controller that restarts must
+/// win the lease again, with a new token), and within one process the
+/// number never repeats. The time only makes ids readable and sortable.
+pub fn new_id(ctl: &Ctl) -> String {
+    let n = NUMBERED.fetch_add(1, Ordering::Relaxed);
+    format!("op-{}-{}-{n:06}", ctl.office.token(), now_ms())
 }
 
 /// Records a new running operation with id `id` (from [`new_id`]).

@@ -113,7 +113,7 @@ async fn take_up(ctl: &Arc<Ctl>, pair: &Pair, what: Orphan) -> Result<(), RepoEr
             "settling its roles from what its guests report",
         ),
     };
-    let id = ops::new_id();
+    let id = ops::new_id(ctl);
     let guard = ctl.office.reserve(&id);
     let from = pair.journal.as_ref().map(|j| j.op.as_str());
     let taken = match lifecycle::adopt(ctl, &pair.name, from, (w, phase), &id).await {

@@ -25,19 +25,32 @@ pub struct Tap {
     pub fd: AsyncFd<OwnedFd>,
 }
 
-/// The tap name for a VM: `dxt-<name>` if that fits in 15 chars, else a
-/// stable hash of the name.
-pub fn tap_name(vm: &str) -> String {
+/// How many names [`free_tap_name`] tries before it gives up.
+pub const TAP_NAME_TRIES: u32 = 64;
+
+/// Candidate `n` of a VM's tap name: first `dxt-<name>` if that fits in
+/// 15 chars, then hashes of the name salted with the candidate's number.
+fn tap_candidate(vm: &str, n: u32) -> Option<String> {
     let plain = format!("dxt-{vm}");
-    if plain.len() <= 15 {
-        return plain;
+    let fits = plain.len() <= 15;
+    if n == 0 && fits {
+        return Some(plain);
     }
     let mut h: u32 = 0x811c_9dc5;
-    for b in vm.bytes() {
+    for b in vm.bytes().chain(n.to_be_bytes()) {
         h ^= u32::from(b);
         h = h.wrapping_mul(0x0100_0193);
     }
-    format!("dxt-{h:08x}")
+    Some(format!("dxt-{h:08x}"))
+}
+
+/// A tap name for `vm` that no other VM on this host uses (`in_use`
+/// answers for a name): interface names are host-wide, and two VMs must
+/// never share one.
+pub fn free_tap_name(vm: &str, in_use: impl Fn(&str) -> bool) -> Option<String> {
+    (0..TAP_NAME_TRIES)
+        .filter_map(|n| tap_candidate(vm, n))
+        .find(|c| !in_use(c))
 }
 
 #[repr(C)]
@@ -158,11 +171,28 @@ async fn ip(args: &[&str]) -> Result<(), TapError> {
 mod tests {
     use super::*;
 
+    fn free(vm: &str, used: &[String]) -> String {
+        free_tap_name(vm, |n| used.iter().any(|u| u == n)).unwrap()
+    }
+
     #[test]
-    fn names_fit() {
-        assert_eq!(tap_name("vm1"), "dxt-vm1");
-        let long = tap_name("a-very-long-vm-name-indeed");
+    fn names_fit_and_never_collide() {
+        assert_eq!(free("vm1", &[]), "dxt-vm1");
+        let long = free("a-very-long-vm-name-indeed", &[]);
         assert!(long.len() <= 15 && long.starts_with("dxt-"));
-        assert_eq!(long, tap_name("a-very-long-vm-name-indeed"));
+        assert_eq!(long, free("a-very-long-vm-name-indeed", &[]));
+        // Taken (by a VM whose name hashes the same, or a plain name that
+        // looks like a hash): the next candidate, still short.
+        let next = free("a-very-long-vm-name-indeed", std::slice::from_ref(&long));
+        assert_ne!(next, long);
+        assert!(next.len() <= 15);
+        assert_ne!(free("vm1", &["dxt-vm1".into()]), "dxt-vm1");
+        // Many VMs on one host: all different.
+        let mut used: Vec<String> = Vec::new();
+        for i in 0..2000 {
+            let t = free(&format!("service-member-number-{i}"), &used);
+            assert!(!used.contains(&t));
+            used.push(t);
+        }
     }
 }

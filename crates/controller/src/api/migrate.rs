@@ -113,7 +113,7 @@ pub async fn migrate(
             "VM `{name}` has an operation in progress: wait for it"
         )));
     }
-    let id = ops::new_id();
+    let id = ops::new_id(&ctl);
     let guard = ctl.office.reserve(&id);
     let started = ops::record(&ctl, id, OpKind::VmMigrate, &format!("vm/{name}")).await;
     let (op, handle) = match started {

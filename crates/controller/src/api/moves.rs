@@ -132,7 +132,7 @@ pub async fn drain(
             "host {name} is failed: its VMs cannot be live-migrated (they need a restart elsewhere)"
         )));
     }
-    let id = ops::new_id();
+    let id = ops::new_id(&ctl);
     let guard = ctl.office.reserve(&id);
     let (op, handle) = ops::record(&ctl, id, OpKind::HostDrain, &format!("host/{name}")).await?;
     let f = crate::drain::run(ctl.clone(), name, req.concurrency, handle);

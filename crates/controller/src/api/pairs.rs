@@ -105,6 +105,19 @@ pub async fn create(
             "field `members`: the members' addresses and the service address `vip` must all differ",
         ));
     }
+    if a.mac() == b.mac() {
+        return Err(ApiError::bad_request(format!(
+            "field `members`: both members would have MAC {}; give one a `mac`",
+            a.mac()
+        )));
+    }
+    let _one_at_a_time = ctl.creating.lock().await;
+    if let Some(p) = ctl.pairs().await?.iter().find(|p| p.vip == req.vip) {
+        return Err(ApiError::conflict(format!(
+            "field `vip`: {} is already pair `{}`'s service address",
+            req.vip, p.name
+        )));
+    }
     if ctl.pair(&req.name).await?.is_some() {
         return Err(ApiError::conflict(format!(
             "field `name`: a pair `{}` already exists",
@@ -136,7 +149,7 @@ pub async fn create(
         Some((h0.as_str(), a)),
     )
     .await?;
-    let op_id = ops::new_id();
+    let op_id = ops::new_id(&ctl);
     let guard = ctl.office.reserve(&op_id);
     let pair = Pair {
         v: duplex_core::model::SCHEMA_VERSION,

@@ -42,7 +42,8 @@ pub async fn show(ctl: Shared, Path(name): Path<String>) -> ApiResult<VmView> {
     }
 }
 
-/// Checks a spec for the cluster: valid, name and address not taken.
+/// Checks a spec for the cluster: valid; name, address and MAC not taken.
+/// Call it holding [`Ctl::creating`] until the VM is written.
 pub async fn check_new(ctl: &Ctl, spec: &VmSpec, field: &str) -> Result<(), ApiError> {
     spec.validate()
         .map_err(|e| ApiError::bad_request(format!("{field}{e}")))?;
@@ -59,6 +60,24 @@ pub async fn check_new(ctl: &Ctl, spec: &VmSpec, field: &str) -> Result<(), ApiE
             spec.ip, o.spec.name
         )));
     }
+    if let Some(p) = ctl.pairs().await?.iter().find(|p| p.vip == spec.ip) {
+        return Err(ApiError::conflict(format!(
+            "{field}field `ip`: {} is pair `{}`'s service address",
+            spec.ip, p.name
+        )));
+    }
+    if let Some(o) = vms.iter().find(|v| v.spec.mac() == spec.mac()) {
+        let how = if spec.mac.is_none() {
+            " (derived from the name; give a `mac`)"
+        } else {
+            ""
+        };
+        return Err(ApiError::conflict(format!(
+            "{field}field `mac`: {} is already used by VM `{}`{how}",
+            spec.mac(),
+            o.spec.name
+        )));
+    }
     Ok(())
 }
 
@@ -66,6 +85,7 @@ pub async fn create(
     ctl: Shared,
     ApiJson(req): ApiJson<CreateVm>,
 ) -> Result<(StatusCode, Json<VmView>), ApiError> {
+    let _one_at_a_time = ctl.creating.lock().await;
     check_new(&ctl, &req.spec, "spec: ").await?;
     let host = crate::placement::choose(&ctl, &req.spec, req.host.as_deref(), None).await?;
     let vm = Vm {

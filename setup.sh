@@ -38,6 +38,13 @@ if ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then
     apt-get update -qq
 fi
 
+# QEMU runs as this unprivileged user, never as root (agent --qemu-user).
+if ! id -u duplex-qemu >/dev/null 2>&1; then
+    say "adding the system user duplex-qemu (QEMU runs as it)"
+    useradd --system --user-group --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin duplex-qemu
+fi
+
 say "building duplex (release, static)"
 cargo build --release --locked
 BIN="$PWD/target/x86_64-unknown-linux-gnu/release/duplex"

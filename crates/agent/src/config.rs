@@ -22,6 +22,9 @@ pub struct AgentConfig {
     pub bridge: String,
     pub accel: AccelChoice,
     pub qemu: PathBuf,
+    /// The unprivileged user QEMU runs as (`--qemu-user`); `None`: as the
+    /// agent (root).
+    pub qemu_user: Option<duplex_qemu::runas::RunAs>,
     /// Report to (and register with) a controller; standalone if `None`.
     pub controller: Option<ControllerConfig>,
     /// This agent's TLS bundle (`duplex pki issue agent <name>`): it
@@ -68,6 +71,7 @@ pub(crate) fn test_config(dir: &std::path::Path) -> AgentConfig {
         bridge: "br0".into(),
         accel: AccelChoice::Tcg,
         qemu: "qemu-system-x86_64".into(),
+        qemu_user: None,
         controller: None,
         tls: duplex_tls::Bundle::new(dir.join("tls")),
     }

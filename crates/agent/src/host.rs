@@ -45,6 +45,9 @@ impl Host {
         let qemu_version = duplex_qemu::version(&cfg.qemu).await?;
         std::fs::create_dir_all(cfg.data_dir.join("vms"))
             .map_err(AgentError::io(format!("create {}", cfg.data_dir.display())))?;
+        if let Some(u) = &cfg.qemu_user {
+            crate::qemu_user::check_reachable(&cfg.data_dir.join("vms"), u)?;
+        }
         let accel = match cfg.accel {
             AccelChoice::Tcg => AccelInfo {
                 kind: AccelKind::Tcg,
@@ -234,9 +237,12 @@ impl Host {
         let _ = std::fs::remove_dir_all(&p.dir);
         std::fs::create_dir_all(&p.dir)
             .map_err(AgentError::io(format!("create {}", p.dir.display())))?;
+        let user = self.cfg.qemu_user.as_ref();
+        crate::qemu_user::give(user, &p.dir, 0o700)?;
         let tap = Tap::create(&vm.tap, &self.cfg.bridge).await?;
         let listener = tokio::net::UnixListener::bind(&p.net)
             .map_err(AgentError::io(format!("bind {}", p.net.display())))?;
+        crate::qemu_user::give(user, &p.net, 0o600)?;
         let element = duplex_net::element::start(&spec.name, spec.mac(), listener, tap, Vec::new());
         let launch = Launch {
             name: spec.name.clone(),
@@ -253,7 +259,7 @@ impl Host {
             serial_log: p.serial.clone(),
             incoming,
         };
-        let qemu = QemuProcess::spawn(&self.cfg.qemu, &launch, &p.qemu_log).await?;
+        let qemu = QemuProcess::spawn(&self.cfg.qemu, &launch, &p.qemu_log, user).await?;
         let pid = qemu.pid;
         if let Ok(mut q) = vm.qmp.lock() {
             *q = Some(qemu.qmp.clone());

@@ -11,6 +11,7 @@ pub mod error;
 pub mod fence;
 pub mod host;
 pub mod migrate;
+pub mod qemu_user;
 pub mod report;
 pub mod self_fence;
 pub mod serial;

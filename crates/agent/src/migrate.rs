@@ -177,7 +177,7 @@ async fn outgoing(
     // Never the answer itself: QEMU would run an `exec:` address.
     let dest = crate::stream_addr::agent_ip(&req.to).map_err(AgentError::Migration)?;
     let uri = crate::stream_addr::stream_uri(dest, &ready.uri).map_err(AgentError::Migration)?;
-    let tls = crate::stream_tls::client(host, dest, req.tuning.cleartext)?;
+    let tls = crate::stream_tls::client(host, vm, dest, req.tuning.cleartext)?;
     tracing::info!(vm = %name, %uri, "destination ready");
     let qmp = vm
         .qmp()
@@ -312,7 +312,7 @@ pub async fn prepare_incoming(
             .qmp()
             .ok_or_else(|| AgentError::Unavailable("QEMU vanished".into()))?;
         let events = qmp.events();
-        let tls = crate::stream_tls::server(&host, caller, req.cleartext)?;
+        let tls = crate::stream_tls::server(&host, &vm, caller, req.cleartext)?;
         let uri = migration::listen_incoming(&qmp, &ip.to_string(), &tls).await?;
         Ok::<_, AgentError>((uri, events))
     }

@@ -2,9 +2,12 @@
 //! from one directory under its own names, so the agent writes this host's
 //! bundle there (refreshed before every migration, as the bundle may have
 //! been rotated): the agent's certificate serves both as QEMU's server
-//! certificate (destination) and its client certificate (source).
+//! certificate (destination) and its client certificate (source). The
+//! directory is the VM's own (`<vm dir>/tls`), given to the QEMU user,
+//! which reads it after it dropped its privileges.
 
 use crate::host::Host;
+use crate::vm::Vm;
 use crate::AgentError;
 use duplex_core::identity::Identity;
 use duplex_qemu::migration::{StreamTls, CREDS_FILES};
@@ -12,19 +15,16 @@ use duplex_tls::bundle::{CA_FILE, CERT_FILE, KEY_FILE};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
 
-/// `<data_dir>/qemu-tls`.
-fn dir(host: &Host) -> PathBuf {
-    host.cfg.data_dir.join("qemu-tls")
-}
-
-/// Writes the bundle in QEMU's layout; the directory.
-fn write_creds(host: &Host) -> Result<PathBuf, AgentError> {
-    let dir = dir(host);
+/// Writes the bundle in QEMU's layout into `<vm dir>/tls`; the directory.
+fn write_creds(host: &Host, vm: &Vm) -> Result<PathBuf, AgentError> {
+    let dir = vm.paths.dir.join("tls");
+    let user = host.cfg.qemu_user.as_ref();
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&dir)
         .map_err(AgentError::io(format!("cannot create {}", dir.display())))?;
+    crate::qemu_user::give(user, &dir, 0o700)?;
     let bundle = &host.cfg.tls;
     for name in CREDS_FILES {
         let from = match name {
@@ -46,6 +46,7 @@ fn write_creds(host: &Host) -> Result<PathBuf, AgentError> {
             .map_err(AgentError::io(format!("cannot write {}", to.display())))?;
         std::io::Write::write_all(&mut f, &bytes)
             .map_err(AgentError::io(format!("cannot write {}", to.display())))?;
+        crate::qemu_user::give(user, &to, 0o600)?;
     }
     Ok(dir)
 }
@@ -54,6 +55,7 @@ fn write_creds(host: &Host) -> Result<PathBuf, AgentError> {
 /// agent that asked (`caller`), unless the request asked for cleartext.
 pub fn server(
     host: &Host,
+    vm: &Vm,
     caller: Option<&Identity>,
     cleartext: bool,
 ) -> Result<StreamTls, AgentError> {
@@ -65,7 +67,7 @@ pub fn server(
         _ => None,
     };
     Ok(StreamTls::Server {
-        dir: write_creds(host)?,
+        dir: write_creds(host, vm)?,
         client_dn,
     })
 }
@@ -74,6 +76,7 @@ pub fn server(
 /// address it is reached at.
 pub fn client(
     host: &Host,
+    vm: &Vm,
     dest: std::net::Ipv4Addr,
     cleartext: bool,
 ) -> Result<StreamTls, AgentError> {
@@ -81,7 +84,7 @@ pub fn client(
         return Ok(StreamTls::Off);
     }
     Ok(StreamTls::Client {
-        dir: write_creds(host)?,
+        dir: write_creds(host, vm)?,
         hostname: dest.to_string(),
     })
 }

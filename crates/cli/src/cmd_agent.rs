@@ -56,6 +56,10 @@ pub struct AgentArgs {
     #[arg(long, value_name = "MS", requires = "controller",
           default_value_t = duplex_agent::self_fence::DEFAULT_LEASE_MS)]
     self_fence_ms: u64,
+    /// The unprivileged user QEMU runs as (its VM directories are given
+    /// to it, 0700); `root` runs QEMU as the agent, not recommended.
+    #[arg(long, value_name = "USER", default_value = duplex_qemu::runas::DEFAULT_USER)]
+    qemu_user: String,
 }
 
 pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
@@ -71,6 +75,10 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
         vcpus: a.vcpus,
         self_fence_ms: (a.self_fence_ms > 0).then_some(a.self_fence_ms),
     });
+    let qemu_user = match a.qemu_user.as_str() {
+        "root" => None,
+        name => Some(duplex_qemu::runas::RunAs::lookup(name)?),
+    };
     let tls = duplex_tls::Bundle::new(a.tls_dir.unwrap_or_else(|| a.data_dir.join("tls")));
     duplex_agent::run(AgentConfig {
         tls,
@@ -82,6 +90,7 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
         bridge: a.bridge,
         accel,
         qemu: duplex_qemu::qemu_binary(),
+        qemu_user,
         controller,
     })
     .await?;

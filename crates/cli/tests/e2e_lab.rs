@@ -116,6 +116,25 @@ async fn lab_vm_reach_migrate_and_failure_paths() {
         ping(&client_ns, &ip.to_string()).await,
         "VM not reachable from the client"
     );
+    // QEMU runs as the unprivileged QEMU user, in a directory only it
+    // (and root) can enter.
+    let pids = qemu_pids(state.host_ns(1).unwrap());
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pids[0])).unwrap();
+    let uids: Vec<u32> = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .unwrap()
+        .split_whitespace()
+        .map(|u| u.parse().unwrap())
+        .collect();
+    let qemu_uid = duplex_qemu::runas::RunAs::lookup(duplex_qemu::runas::DEFAULT_USER)
+        .unwrap()
+        .uid;
+    assert!(uids.iter().all(|u| *u == qemu_uid), "QEMU uids {uids:?}");
+    let dir = std::fs::metadata(format!("/run/duplex/lab-{LAB}/h1/vms/e2e")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((dir.uid(), dir.mode() & 0o777), (qemu_uid, 0o700));
     let traffic = h1.traffic("e2e").await.unwrap();
     let client_ip = state.client_ip;
     assert!(

@@ -7,6 +7,7 @@ pub mod launch;
 pub mod migration;
 pub mod process;
 pub mod qmp;
+pub mod runas;
 
 pub use error::QemuError;
 pub use launch::Launch;

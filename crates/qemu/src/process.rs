@@ -1,5 +1,6 @@
 //! One running QEMU process and its QMP connection.
 
+use crate::runas::RunAs;
 use crate::{Launch, QemuError, Qmp};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -19,7 +20,13 @@ const QMP_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl QemuProcess {
     /// Starts QEMU with `launch`'s arguments; its stdout/stderr go to `log`.
-    pub async fn spawn(bin: &Path, launch: &Launch, log: &Path) -> Result<Self, QemuError> {
+    /// As `user` if given (see [`crate::runas`]), else as this process.
+    pub async fn spawn(
+        bin: &Path,
+        launch: &Launch,
+        log: &Path,
+        user: Option<&RunAs>,
+    ) -> Result<Self, QemuError> {
         let file_err = |e| QemuError::File {
             path: log.to_path_buf(),
             source: e,
@@ -30,9 +37,17 @@ impl QemuProcess {
         let _ = std::fs::remove_file(&launch.ctl_socket);
         let started = Instant::now();
         let mut cmd = Command::new(bin);
-        // SAFETY: the closure only calls prctl(2), which is async-signal-safe.
+        let user = user.cloned();
+        // SAFETY: the closure only makes async-signal-safe system calls
+        // (setgroups, setgid, setuid, prctl) and allocates nothing.
         unsafe {
-            cmd.pre_exec(die_with_parent);
+            cmd.pre_exec(move || {
+                if let Some(u) = &user {
+                    u.become_user()?;
+                }
+                // After the user change, which would clear it.
+                die_with_parent()
+            });
         }
         let mut child = cmd
             .args(launch.args())

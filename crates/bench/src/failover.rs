@@ -196,6 +196,7 @@ async fn serve(lab: &Lab, vip: Ipv4Addr) -> anyhow::Result<()> {
             vip_prefix_len: 24,
             peer: None,
             witness: None,
+            key: None,
         };
         let act = Op::SetRole {
             role: TargetRole::Act,

@@ -71,6 +71,9 @@ pub async fn run(lab: &Lab, out: &Path) -> anyhow::Result<()> {
             vip,
             prefix: 24,
             witness: None,
+            // Replication authenticated as in a real pair (the bench's own
+            // pair, on its own lab: any key does).
+            key: Some(duplex_core::replica_key::ReplicaKey([0x42; 32])),
         },
         1,
     )

@@ -82,8 +82,10 @@ fn client() -> ControllerClient {
 }
 
 /// Waits until the pair's journal says its operation is at `step`, then
-/// kills the leading controller with SIGKILL. Returns the operation's id.
-async fn kill_leader_at(step: &str) -> String {
+/// kills the leading controller with SIGKILL. Returns the operation's id,
+/// or `None` if the operation ended (no journal, pair ready) before a
+/// read caught the step.
+async fn kill_leader_at(step: &str) -> Option<String> {
     let (url, pid) = leader().await;
     let c = client();
     let t0 = Instant::now();
@@ -93,7 +95,10 @@ async fn kill_leader_at(step: &str) -> String {
             // SAFETY: kill(2) on a pid we started; no memory is touched.
             unsafe { libc::kill(pid, libc::SIGKILL) };
             eprintln!("killed the leader {url} (pid {pid}) at: {}", p["journal"]);
-            return p["journal"]["op"].as_str().unwrap().to_string();
+            return Some(p["journal"]["op"].as_str().unwrap().to_string());
+        }
+        if p.get("journal").is_none() && p["phase"] == "ready" {
+            return None;
         }
         assert!(
             t0.elapsed() < STEP_WAIT,
@@ -101,6 +106,22 @@ async fn kill_leader_at(step: &str) -> String {
         );
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// A switchover is over in well under a second, and a read of the journal
+/// may fall before and after its step: switched over again until one
+/// catches it.
+async fn kill_leader_mid_switchover() -> String {
+    const TRIES: usize = 8;
+    for _ in 0..TRIES {
+        json(&["pair", "switchover", "sig", "--no-wait"]);
+        if let Some(op) = kill_leader_at("switchover").await {
+            return op;
+        }
+        eprintln!("a switchover ended before a read caught it; again");
+        healed().await;
+    }
+    panic!("no read caught any of {TRIES} switchovers mid-way");
 }
 
 /// The pair healthy again, one ACT and one SBY as the guests report them.
@@ -171,7 +192,9 @@ async fn the_leader_killed_mid_migrate_and_mid_switchover_under_sip_load() {
 
     // 1. Mid `pair migrate`: while a member's live migration runs.
     json(&["pair", "migrate", "sig", "--to", "h3", "--no-wait"]);
-    let op = kill_leader_at("migrate").await;
+    let op = kill_leader_at("migrate")
+        .await
+        .expect("the migration ended before a read caught it");
     let p = healed().await;
     eprintln!("after the kill mid-migrate: {p}");
     let said = recovery_of(&op).await;
@@ -187,8 +210,7 @@ async fn the_leader_killed_mid_migrate_and_mid_switchover_under_sip_load() {
 
     // 2. Mid switchover, killing the controller that took over.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    json(&["pair", "switchover", "sig", "--no-wait"]);
-    let op = kill_leader_at("switchover").await;
+    let op = kill_leader_mid_switchover().await;
     let p = healed().await;
     eprintln!("after the kill mid-switchover: {p}");
     let said = recovery_of(&op).await;

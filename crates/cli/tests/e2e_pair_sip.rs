@@ -58,6 +58,8 @@ async fn sip_calls_survive_a_switchover() {
             vip,
             prefix: 24,
             witness: None,
+            // Replication authenticated, as a pair the controller makes.
+            key: Some(duplex_core::replica_key::ReplicaKey([0x24; 32])),
         },
         1,
     )

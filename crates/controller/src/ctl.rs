@@ -234,7 +234,11 @@ impl Ctl {
         }
         PairView {
             health: health(&pair, views),
-            pair,
+            // The guests' secret: never shown.
+            pair: Pair {
+                replica_key: None,
+                ..pair
+            },
             members_status,
         }
     }

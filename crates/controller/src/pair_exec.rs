@@ -7,6 +7,7 @@ use duplex_core::agent_api::{HandoverOrder, WaitFor};
 use duplex_core::agent_api::{GUEST_NOT_CONNECTED, GUEST_UNCHANGED};
 use duplex_core::guest_proto::{Op, TargetRole};
 use duplex_core::mac::Mac;
+use duplex_core::replica_key::ReplicaKey;
 use duplex_core::switchover::{Member, Order, Outcome, Phase, START};
 use duplex_core::vm_spec::VmSpec;
 use serde::Serialize;
@@ -33,6 +34,8 @@ pub struct Service {
     pub vip: Ipv4Addr,
     pub prefix: u8,
     pub witness: Option<Ipv4Addr>,
+    /// The members' replication key.
+    pub key: Option<ReplicaKey>,
 }
 
 impl Service {
@@ -41,6 +44,7 @@ impl Service {
             vip: pair.vip,
             prefix: pair.prefix_len,
             witness,
+            key: pair.replica_key,
         }
     }
 }
@@ -102,6 +106,7 @@ pub async fn configure(
         vip_prefix_len: service.prefix,
         peer: Some(peer.ip),
         witness: service.witness,
+        key: service.key,
     };
     guest(m, op).await
 }

@@ -42,6 +42,10 @@ pub enum Op {
         peer: Option<Ipv4Addr>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         witness: Option<Ipv4Addr>,
+        /// The pair's replication key: every message to and from the peer
+        /// is authenticated with it (`None`: a pair made before keys).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<crate::replica_key::ReplicaKey>,
     },
     /// Become ACT or SBY.
     SetRole { role: TargetRole, token: u64 },
@@ -427,6 +431,7 @@ mod tests {
                 vip_prefix_len: 24,
                 peer: None,
                 witness: Some(Ipv4Addr::new(10, 0, 0, 1)),
+                key: Some(crate::replica_key::ReplicaKey([7; 32])),
             },
             Op::SetRole {
                 role: TargetRole::Sby,

@@ -9,6 +9,7 @@ pub mod model;
 pub mod pair_lifecycle;
 pub mod pair_migration;
 pub mod placement;
+pub mod replica_key;
 pub mod role;
 pub mod switchover;
 pub mod vm_spec;

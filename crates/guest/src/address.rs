@@ -79,6 +79,7 @@ pub fn rehearse() -> Result<(), String> {
         vip_prefix_len: 24,
         peer: None,
         witness: None,
+        key: None,
     };
     let claimed = claim_announcing(&probe, 1, || {});
     release(&probe)?;

@@ -52,6 +52,9 @@ impl RoleView for Middleware {
             .and_then(crate::peer_beat::heard)
             .is_some_and(|p| p.lost)
     }
+    fn key(&self) -> Option<duplex_core::replica_key::ReplicaKey> {
+        self.persisted().config.and_then(|c| c.key)
+    }
 }
 
 /// An op's failure, answered with this code and message.
@@ -111,6 +114,7 @@ impl Middleware {
                 vip_prefix_len,
                 peer,
                 witness,
+                key,
             } => {
                 if !(8..=32).contains(vip_prefix_len) {
                     return Err(OpError(
@@ -123,6 +127,7 @@ impl Middleware {
                     vip_prefix_len: *vip_prefix_len,
                     peer: *peer,
                     witness: *witness,
+                    key: *key,
                 };
                 let old = self.persisted().config;
                 if let Some(o) = old.filter(|o| o.vip != new.vip && self.is_active()) {

@@ -8,6 +8,7 @@
 //! [`LinkTimeouts::answer`] while some are owed) is dead: every answer
 //! still owed is `None`, and so is every later post. The owner replaces it.
 
+use crate::replica::seal::{Seal, Unseal};
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, ErrorKind, Write};
@@ -42,6 +43,7 @@ struct Owed {
 
 pub struct PeerLink {
     writer: TcpStream,
+    seal: Seal,
     owed: Arc<Mutex<Owed>>,
 }
 
@@ -63,13 +65,18 @@ impl PeerLink {
     /// Takes over a connected stream (anything exchanged on it before is
     /// done); the peer must answer each line within `answer_timeout` of the
     /// previous answer while any is owed.
-    pub fn start(stream: TcpStream, answer_timeout: Duration) -> std::io::Result<PeerLink> {
+    /// `halves` seal the lines and open the answers ([`crate::replica::seal`]).
+    pub fn start(
+        stream: TcpStream,
+        answer_timeout: Duration,
+        (seal, unseal): (Seal, Unseal),
+    ) -> std::io::Result<PeerLink> {
         let writer = stream.try_clone()?;
         stream.set_read_timeout(Some(answer_timeout))?;
         let owed = Arc::new(Mutex::new(Owed::default()));
         let o = owed.clone();
-        std::thread::spawn(move || read_answers(stream, &o));
-        Ok(PeerLink { writer, owed })
+        std::thread::spawn(move || read_answers(stream, &o, unseal));
+        Ok(PeerLink { writer, seal, owed })
     }
 
     pub fn is_dead(&self) -> bool {
@@ -80,7 +87,7 @@ impl PeerLink {
     /// answers `None` at once.
     pub fn post(&mut self, msg: &Value) -> Ticket {
         let (tx, rx) = channel();
-        let line = format!("{msg}\n");
+        let line = self.seal.line(msg);
         let mut o = lock(&self.owed);
         if o.dead {
             let _ = tx.send(None);
@@ -107,15 +114,24 @@ impl Drop for PeerLink {
     }
 }
 
-fn read_answers(stream: TcpStream, owed: &Mutex<Owed>) {
+/// Longest answer line taken from the peer.
+const MAX_ANSWER: usize = 64 * 1024;
+
+fn read_answers(stream: TcpStream, owed: &Mutex<Owed>, mut unseal: Unseal) {
     let mut r = BufReader::new(stream);
     // Kept across timeouts: a line may arrive in pieces.
     let mut line = String::new();
     loop {
-        match r.read_line(&mut line) {
+        let room = (MAX_ANSWER + 1).saturating_sub(line.len()) as u64;
+        match std::io::Read::take(&mut r, room).read_line(&mut line) {
             Ok(0) => break,
+            // An answer is a few fields: a peer that sends more is broken.
+            Ok(_) if line.len() > MAX_ANSWER => break,
             Ok(_) if line.ends_with('\n') => {
-                let answer = serde_json::from_str::<Value>(&line).ok();
+                let answer = unseal
+                    .open(line.as_bytes())
+                    .map_err(|e| eprintln!("duplex guest: answer from the peer: {e}"))
+                    .ok();
                 line.clear();
                 let mut o = lock(owed);
                 match o.waiting.pop_front() {
@@ -181,7 +197,8 @@ mod tests {
     fn lines_go_out_before_earlier_answers_and_answers_pair_in_order() {
         let addr = peer(10, usize::MAX);
         let s = TcpStream::connect(addr).unwrap();
-        let mut link = PeerLink::start(s, Duration::from_secs(5)).unwrap();
+        let mut link =
+            PeerLink::start(s, Duration::from_secs(5), crate::replica::seal::plain()).unwrap();
         let tickets: Vec<Ticket> = (0..10).map(|i| link.post(&json!({"i": i}))).collect();
         for (n, t) in tickets.into_iter().enumerate() {
             assert_eq!(t.wait(), Some(json!({"ok": true, "n": n})));
@@ -194,7 +211,8 @@ mod tests {
     fn a_silent_peer_fails_every_owed_answer_and_later_posts() {
         let addr = peer(1, 2);
         let s = TcpStream::connect(addr).unwrap();
-        let mut link = PeerLink::start(s, Duration::from_millis(200)).unwrap();
+        let mut link =
+            PeerLink::start(s, Duration::from_millis(200), crate::replica::seal::plain()).unwrap();
         assert!(link.ask(&json!({})).is_some());
         assert!(link.ask(&json!({})).is_some());
         let (a, b) = (link.post(&json!({})), link.post(&json!({})));
@@ -207,7 +225,8 @@ mod tests {
     fn an_idle_link_outlives_the_answer_timeout() {
         let addr = peer(1, usize::MAX);
         let s = TcpStream::connect(addr).unwrap();
-        let mut link = PeerLink::start(s, Duration::from_millis(50)).unwrap();
+        let mut link =
+            PeerLink::start(s, Duration::from_millis(50), crate::replica::seal::plain()).unwrap();
         std::thread::sleep(Duration::from_millis(200));
         assert!(!link.is_dead());
         assert!(link.ask(&json!({})).is_some());

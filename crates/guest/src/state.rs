@@ -19,6 +19,9 @@ pub struct PairConfig {
     /// The service network's witness (`crate::witness`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub witness: Option<Ipv4Addr>,
+    /// The pair's replication key (`crate::replica::seal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<duplex_core::replica_key::ReplicaKey>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use duplex_core::model::{valid_name, Desired, OpKind, Operation, Pair, PairPhase, Severity, Vm};
 use duplex_core::pair_lifecycle::{Journal, Slot, Workflow};
+use duplex_core::replica_key::ReplicaKey;
 use duplex_core::vm_spec::VmSpec;
 use duplex_store::Expect;
 use serde::{Deserialize, Serialize};
@@ -166,6 +167,7 @@ pub async fn create(
             workflow: Workflow::Create,
             intent: None,
         }),
+        replica_key: Some(new_replica_key()?),
     };
     let pkey = format!("{PAIRS}{}", pair.name);
     ctl.repo
@@ -226,6 +228,22 @@ pub async fn create(
             operation: op,
         }),
     ))
+}
+
+/// A fresh replication key for a new pair's guests, from the kernel.
+fn new_replica_key() -> Result<ReplicaKey, ApiError> {
+    use std::io::Read;
+    let mut k = [0u8; duplex_core::replica_key::KEY_LEN];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut k))
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("cannot read /dev/urandom: {e}"),
+            )
+        })?;
+    Ok(ReplicaKey(k))
 }
 
 pub async fn switchover(

@@ -74,6 +74,10 @@ pub struct Pair {
     /// before the step is carried out (`pair_lifecycle`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal: Option<Journal>,
+    /// The members' replication key (made with the pair; `None` for a
+    /// pair made before keys). Never shown by the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_key: Option<crate::replica_key::ReplicaKey>,
 }
 
 impl Pair {
@@ -196,6 +200,7 @@ pub(crate) fn example(phase: PairPhase, active: usize) -> Pair {
         phase,
         created_ms: 0,
         journal: None,
+        replica_key: None,
     }
 }
 

@@ -1,7 +1,8 @@
 //! A late write's way to the new ACT: offered over a connection of its
 //! own (op `late`), again while the peer is still taking over.
 
-use super::{ask, PEER_PORT, PEER_TIMEOUT};
+use super::{ask, seal, PEER_PORT, PEER_TIMEOUT};
+use duplex_core::replica_key::ReplicaKey;
 use serde_json::{json, Value};
 use std::io::BufReader;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -18,6 +19,7 @@ const LATE_RETRY: Duration = Duration::from_millis(50);
 /// True if taken by either.
 pub(super) fn hand_on(
     peer: Ipv4Addr,
+    key: Option<&ReplicaKey>,
     req: &Value,
     prev: Option<&Value>,
     deadline: std::time::Instant,
@@ -34,7 +36,9 @@ pub(super) fn hand_on(
             .and_then(|s| {
                 let _ = s.set_read_timeout(Some(PEER_TIMEOUT));
                 let _ = s.set_nodelay(true);
-                ask(&mut BufReader::new(s), &msg)
+                let mut r = BufReader::new(s);
+                let mut halves = seal::client(&mut r, key).ok()?;
+                ask(&mut r, &mut halves, &msg)
             });
         match answer {
             Some(a) if a["ok"] == json!(true) => return true,

@@ -15,9 +15,10 @@ mod hand_on;
 
 use crate::peer_link::{PeerLink, Ticket};
 use hand_on::{hand_on, NOT_ACT_YET};
+use seal::{Seal, Unseal};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::Ordering;
@@ -25,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod admit;
+pub mod seal;
 
 pub const PEER_PORT: u16 = 7001;
 const PEER_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -45,6 +47,10 @@ pub trait RoleView: Send + Sync {
     /// an answer that will not come (the peer's host may be powered off).
     fn peer_lost(&self) -> bool {
         false
+    }
+    /// The pair's replication key ([`seal`]); `None`: plain lines.
+    fn key(&self) -> Option<duplex_core::replica_key::ReplicaKey> {
+        None
     }
 }
 
@@ -170,7 +176,7 @@ impl Replica {
                 .peer()
                 .filter(|_| retry_at.is_none_or(|t| Instant::now() >= t))
                 .and_then(|peer| {
-                    let l = self.connect_with_snapshot(peer, PEER_TIMEOUT);
+                    let l = self.connect_with_snapshot(peer, PEER_TIMEOUT, roles);
                     *lock(&self.retry_at) = l.is_none().then(|| Instant::now() + PEER_RETRY);
                     l
                 });
@@ -198,18 +204,26 @@ impl Replica {
 
     /// A new link to the peer that starts with a full snapshot of the store
     /// (called with `link` locked).
-    fn connect_with_snapshot(&self, peer: Ipv4Addr, timeout: Duration) -> Option<PeerLink> {
+    fn connect_with_snapshot(
+        &self,
+        peer: Ipv4Addr,
+        timeout: Duration,
+        roles: &dyn RoleView,
+    ) -> Option<PeerLink> {
         let addr = SocketAddr::from((peer, PEER_PORT));
         let s = TcpStream::connect_timeout(&addr, timeout).ok()?;
         let _ = s.set_read_timeout(Some(timeout));
         let _ = s.set_nodelay(true);
         let mut r = BufReader::new(s);
+        let mut halves = seal::client(&mut r, roles.key().as_ref())
+            .map_err(|e| eprintln!("duplex guest: replication link to {peer}: {e}"))
+            .ok()?;
         let snapshot = json!({"op": "snapshot", "entries": Value::Object(lock(&self.kv).clone().into_iter().collect::<Map<_, _>>())});
-        if !exchange(&mut r, &snapshot) {
+        if !exchange(&mut r, &mut halves, &snapshot) {
             return None;
         }
         self.dirty.store(false, Ordering::SeqCst);
-        PeerLink::start(r.into_inner(), PEER_TIMEOUT).ok()
+        PeerLink::start(r.into_inner(), PEER_TIMEOUT, halves).ok()
     }
 
     /// Handover barrier, on the ACT before it gives up the service address:
@@ -253,9 +267,11 @@ impl Replica {
             }
         }
         *link = None;
-        let r = self.connect_with_snapshot(peer, timeout).ok_or_else(|| {
-            format!("peer {peer}:{PEER_PORT} did not take a snapshot within {timeout:?}")
-        })?;
+        let r = self
+            .connect_with_snapshot(peer, timeout, roles)
+            .ok_or_else(|| {
+                format!("peer {peer}:{PEER_PORT} did not take a snapshot within {timeout:?}")
+            })?;
         *link = Some(r);
         Ok(lock(&self.kv).len())
     }
@@ -396,9 +412,10 @@ impl Replica {
                     }
                     _ => false,
                 };
-                let handed = roles
-                    .peer()
-                    .is_some_and(|peer| hand_on(peer, &req, prev.as_ref(), deadline, take_here));
+                let key = roles.key();
+                let handed = roles.peer().is_some_and(|peer| {
+                    hand_on(peer, key.as_ref(), &req, prev.as_ref(), deadline, take_here)
+                });
                 if let Some(answer) = here.take() {
                     return answer;
                 }
@@ -475,17 +492,20 @@ fn apply_to(kv: &mut BTreeMap<String, Value>, op: &Value) -> Result<(), String> 
 }
 
 /// Sends one line and tells whether the peer's answer says `ok`.
-fn exchange(r: &mut BufReader<TcpStream>, msg: &Value) -> bool {
-    ask(r, msg).is_some_and(|v| v["ok"] == json!(true))
+fn exchange(r: &mut BufReader<TcpStream>, halves: &mut (Seal, Unseal), msg: &Value) -> bool {
+    ask(r, halves, msg).is_some_and(|v| v["ok"] == json!(true))
 }
 
 /// Sends one line and returns the peer's answer, whatever it says.
-fn ask(r: &mut BufReader<TcpStream>, msg: &Value) -> Option<Value> {
-    let line = format!("{msg}\n");
-    r.get_mut().write_all(line.as_bytes()).ok()?;
-    let mut answer = String::new();
-    match r.read_line(&mut answer) {
-        Ok(n) if n > 0 => serde_json::from_str::<Value>(&answer).ok(),
+fn ask(r: &mut BufReader<TcpStream>, halves: &mut (Seal, Unseal), msg: &Value) -> Option<Value> {
+    let (seal, unseal) = halves;
+    r.get_mut().write_all(seal.line(msg).as_bytes()).ok()?;
+    let mut answer = Vec::new();
+    match admit::read_line(r, &mut answer, admit::MAX_LINE) {
+        Ok(Some(())) => unseal
+            .open(&answer)
+            .map_err(|e| eprintln!("duplex guest: answer from the peer: {e}"))
+            .ok(),
         _ => None,
     }
 }
@@ -510,7 +530,8 @@ pub fn serve_services(
             std::thread::spawn(move || {
                 let (r2, roles2) = (replica.clone(), roles.clone());
                 serve_lines(
-                    conn,
+                    BufReader::new(conn),
+                    seal::plain(),
                     move |v| replica.take_service(&v, &*roles),
                     move |t| r2.finish(t, &*roles2),
                 )
@@ -546,8 +567,20 @@ pub fn serve_peer(replica: Arc<Replica>, roles: Arc<dyn RoleView>) -> std::io::R
             let (replica, roles) = (replica.clone(), roles.clone());
             std::thread::spawn(move || {
                 let _slot = slot;
+                let mut r = BufReader::new(conn);
+                // The hello must come as quickly as any answer would.
+                let _ = r.get_ref().set_read_timeout(Some(PEER_TIMEOUT));
+                let halves = match seal::server(&mut r, roles.key().as_ref()) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        eprintln!("duplex guest: refused a replication connection: {e}");
+                        return;
+                    }
+                };
+                let _ = r.get_ref().set_read_timeout(None);
                 serve_lines(
-                    conn,
+                    r,
+                    halves,
                     move |v| Taken::Answer(replica.handle_peer(&v, &*roles)),
                     |t| match t {
                         Taken::Answer(v) | Taken::HandOn { write: v, .. } => v,
@@ -562,27 +595,28 @@ pub fn serve_peer(replica: Arc<Replica>, roles: Arc<dyn RoleView>) -> std::io::R
     Ok(())
 }
 
-/// Reads JSON lines and takes each in at once (`take`); a second thread
-/// completes them (`finish`) and writes the answers, in the same order.
-/// Bad lines get an error answer.
+/// Reads lines (opened by `halves`' [`Unseal`]) and takes each in at once
+/// (`take`); a second thread completes them (`finish`) and writes the
+/// answers (sealed), in the same order. A line that is not JSON gets an
+/// error answer; one that is not authentic ends the connection.
 fn serve_lines<S: std::io::Read + Write + TryCloneStream + Send + 'static>(
-    conn: S,
+    mut r: BufReader<S>,
+    (mut seal, mut unseal): (Seal, Unseal),
     mut take: impl FnMut(Value) -> Taken,
     mut finish: impl FnMut(Taken) -> Value + Send + 'static,
 ) {
-    let Ok(mut w) = conn.try_clone_stream() else {
+    let Ok(mut w) = r.get_ref().try_clone_stream() else {
         return;
     };
     let (tx, rx) = std::sync::mpsc::channel::<Taken>();
     let writer = std::thread::spawn(move || {
         for t in rx {
             let answer = finish(t);
-            if w.write_all(format!("{answer}\n").as_bytes()).is_err() {
+            if w.write_all(seal.line(&answer).as_bytes()).is_err() {
                 return;
             }
         }
     });
-    let mut r = BufReader::new(conn);
     let mut line = Vec::new();
     loop {
         match admit::read_line(&mut r, &mut line, admit::MAX_LINE) {
@@ -593,9 +627,15 @@ fn serve_lines<S: std::io::Read + Write + TryCloneStream + Send + 'static>(
                 break;
             }
         }
-        let taken = match serde_json::from_slice::<Value>(&line) {
+        let taken = match unseal.open(&line) {
             Ok(v) => take(v),
-            Err(e) => Taken::Answer(json!({"ok": false, "error": format!("bad JSON: {e}")})),
+            Err(e @ seal::Refused::Json(_)) => {
+                Taken::Answer(json!({"ok": false, "error": e.to_string()}))
+            }
+            Err(e @ seal::Refused::Forged(_)) => {
+                eprintln!("duplex guest: {e}; closing the connection");
+                break;
+            }
         };
         if tx.send(taken).is_err() {
             break;

@@ -1,6 +1,8 @@
 //! The replica's tests (over real TCP on loopback where the peer matters).
 
 use super::*;
+use duplex_core::replica_key::ReplicaKey;
+use std::io::BufRead;
 use std::sync::atomic::AtomicBool;
 
 struct Roles(AtomicBool, Option<Ipv4Addr>);
@@ -191,15 +193,22 @@ fn peer_updates_apply_on_sby_only_and_snapshot_replaces() {
 /// Over real TCP on loopback: the handover barrier sends nothing more
 /// when the peer has every update, and a full snapshot when the peer
 /// lost its store (e.g. it restarted) without the ACT noticing.
+///
+/// Both hold the pair's key: every line is authenticated, and a
+/// connection from the peer's very address (a forged source) without the
+/// key, with another key, or replaying a line, changes nothing.
 #[test]
 fn handover_barrier_resends_only_what_the_peer_lacks() {
+    let key = ReplicaKey([5; 32]);
     let sby_store = Arc::new(Replica::default());
     // Its peer, the ACT, connects from loopback: only it is let in.
-    let sby_roles: Arc<dyn RoleView> =
-        Arc::new(Roles(AtomicBool::new(false), Some(Ipv4Addr::LOCALHOST)));
+    let sby_roles: Arc<dyn RoleView> = Arc::new(Keyed(
+        Roles(AtomicBool::new(false), Some(Ipv4Addr::LOCALHOST)),
+        key,
+    ));
     serve_peer(sby_store.clone(), sby_roles.clone()).unwrap();
     let act = Replica::default();
-    let act_roles = Roles(AtomicBool::new(true), Some(Ipv4Addr::LOCALHOST));
+    let act_roles = Keyed(Roles(AtomicBool::new(true), Some(Ipv4Addr::LOCALHOST)), key);
     for k in ["a", "b"] {
         let a = act.handle_service(&json!({"op":"put","key":k,"value":1}), &act_roles);
         assert_eq!(a, json!({"ok": true}));
@@ -215,6 +224,63 @@ fn handover_barrier_resends_only_what_the_peer_lacks() {
         sby_store.handle_service(&json!({"op":"get_all"}), &*sby_roles)["entries"],
         json!({"a": 1, "b": 1})
     );
+
+    // Attacks from the peer's address: a plain snapshot, a hello with
+    // another key, and a replay of a line tagged for another connection.
+    let wipe = json!({"op":"snapshot","entries":{}});
+    let attempt = |k: Option<ReplicaKey>, line: Option<String>| {
+        let s = TcpStream::connect((Ipv4Addr::LOCALHOST, PEER_PORT)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut r = BufReader::new(s);
+        let mut halves = match k {
+            Some(k) => seal::client(&mut r, Some(&k)).unwrap(),
+            None => seal::plain(),
+        };
+        let line = line.unwrap_or_else(|| halves.0.line(&wipe));
+        r.get_mut().write_all(line.as_bytes()).unwrap();
+        let mut answer = String::new();
+        let n = r.read_line(&mut answer).unwrap_or(0);
+        (n, answer, halves)
+    };
+    let (n, answer, _) = attempt(None, None);
+    assert_eq!(
+        n, 0,
+        "a plain line gets no answer, only a closed connection: {answer}"
+    );
+    let (n, _, _) = attempt(Some(ReplicaKey([6; 32])), None);
+    assert_eq!(n, 0, "another key gets nowhere");
+    let tagged_elsewhere = {
+        let (mut s, _) = seal_for_test(key);
+        s.line(&wipe)
+    };
+    let (n, _, _) = attempt(Some(key), Some(tagged_elsewhere));
+    assert_eq!(n, 0, "a line tagged for another connection is refused");
+    assert_eq!(sby_store.len(), 2, "no attack changed the SBY's state");
+}
+
+/// Halves of a connection that never happened (its own nonces).
+fn seal_for_test(key: ReplicaKey) -> (seal::Seal, seal::Unseal) {
+    let (a, b) = UnixStream::pair().unwrap();
+    let t =
+        std::thread::spawn(move || seal::server(&mut BufReader::new(b), Some(&key)).map(|_| ()));
+    let h = seal::client(&mut BufReader::new(a), Some(&key)).unwrap();
+    t.join().unwrap().unwrap();
+    h
+}
+
+/// [`Roles`] with the pair's key.
+struct Keyed(Roles, ReplicaKey);
+
+impl RoleView for Keyed {
+    fn is_active(&self) -> bool {
+        self.0.is_active()
+    }
+    fn peer(&self) -> Option<Ipv4Addr> {
+        self.0.peer()
+    }
+    fn key(&self) -> Option<ReplicaKey> {
+        Some(self.1)
+    }
 }
 
 /// A reply the old ACT's service could not send (the handover took the

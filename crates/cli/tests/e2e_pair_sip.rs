@@ -134,6 +134,9 @@ async fn sip_calls_survive_a_switchover() {
     // BYE the new ACT answered: none is left in its replicated store.
     let status = b.agent.guest(&b.vm, &Op::Status).await.unwrap();
     assert_eq!(status["replica"]["keys"], serde_json::json!(0), "{status}");
+    // ... over authenticated replication, and the key stays in the guest.
+    assert_eq!(status["authenticated"], serde_json::json!(true), "{status}");
+    assert!(status["config"].get("key").is_none(), "{status}");
 
     // Restart phases really happen on the new ACT, and it serves afterwards.
     use duplex_core::guest_proto::RestartPhase;

@@ -293,7 +293,9 @@ impl Middleware {
             "pid": std::process::id(),
             "role": p.role.role,
             "token": p.role.token,
-            "config": p.config,
+            // The replication key stays in the guest: only whether it has one.
+            "config": p.config.map(|c| PairConfig { key: None, ..c }),
+            "authenticated": p.config.is_some_and(|c| c.key.is_some()),
             "service": self.service.status(),
             "phases": p.phases,
             "middleware_starts": p.middleware_starts,

@@ -145,6 +145,28 @@ async fn lab_vm_reach_migrate_and_failure_paths() {
         "element did not count the pings per peer: {traffic:?}"
     );
 
+    // Destinations that are not agent URLs (QEMU runs an `exec:` stream
+    // address as a shell command): refused before anything starts.
+    for to in [
+        "exec:touch /tmp/duplex-e2e-pwned",
+        "tcp:10.0.0.1:4444",
+        "http://10.0.0.1:7070",
+    ] {
+        let order = MigrateRequest {
+            to: to.into(),
+            tuning: Default::default(),
+        };
+        match h1.start_migration("e2e", &order).await {
+            Err(ClientError::Api {
+                status: 400,
+                message,
+                ..
+            }) => assert!(message.contains("field `to`"), "{message}"),
+            other => panic!("destination {to} accepted: {other:?}"),
+        }
+    }
+    assert!(!std::path::Path::new("/tmp/duplex-e2e-pwned").exists());
+
     // Unreachable destination: fails, VM keeps running on h1.
     let nobody = format!("https://{}:7070", state.vm_ip(50).unwrap());
     h1.start_migration(

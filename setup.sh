@@ -53,6 +53,15 @@ install -m 0755 "$BIN" /usr/local/bin/duplex
 say "building the default guest image"
 /usr/local/bin/duplex image build
 
+# The cluster's CA for clusters made by hand, and an admin bundle for this
+# machine's CLI (labs make their own CA at `lab up`). Never replaced.
+if [ ! -e /var/lib/duplex/pki/ca.key ]; then
+    say "making the cluster CA in /var/lib/duplex/pki and an admin bundle in /var/lib/duplex/operator"
+    /usr/local/bin/duplex pki --dir /var/lib/duplex/pki init
+    /usr/local/bin/duplex pki --dir /var/lib/duplex/pki issue operator admin \
+        --scope admin --out /var/lib/duplex/operator
+fi
+
 say "probing the accelerator (KVM if a probe boot works, else TCG)"
 /usr/local/bin/duplex accel
 

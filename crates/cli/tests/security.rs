@@ -342,24 +342,33 @@ async fn oversized_bodies_are_refused() {
     let c = Cluster::up().await;
     let before = c.snapshot().await;
     let h1 = c.as_(&Identity::agent("h1").unwrap());
-    let huge = format!(r#"{{"pad":"{}"}}"#, "x".repeat(2 * 1024 * 1024));
+    // Just over each limit: the server answers 413 once the limit is
+    // passed and closes; a body much larger would still be on its way,
+    // and the client would see the reset instead of the answer.
+    let over = |limit: usize| format!(r#"{{"pad":"{}"}}"#, "x".repeat(limit + 16 * 1024));
     let got = call(
         "POST",
         &format!("{}/v1/agents/h1/heartbeat", c.ctl),
         Some(&h1),
-        Some(&huge),
+        Some(&over(duplex_controller::api::HEARTBEAT_BODY_LIMIT)),
     )
     .await;
     assert_refused(got, 413, "too_large", "larger than");
     let op = c.who(Scope::Operate);
-    let got = call("POST", &format!("{}/v1/vms", c.ctl), Some(&op), Some(&huge)).await;
+    let got = call(
+        "POST",
+        &format!("{}/v1/vms", c.ctl),
+        Some(&op),
+        Some(&over(duplex_controller::api::OPERATOR_BODY_LIMIT)),
+    )
+    .await;
     assert_refused(got, 413, "too_large", "larger than");
     let ctl_cert = c.as_(&Identity::Controller);
     let got = call(
         "POST",
         &format!("{}/v1/vms", c.agent),
         Some(&ctl_cert),
-        Some(&huge),
+        Some(&over(duplex_agent::api::BODY_LIMIT)),
     )
     .await;
     assert_refused(got, 413, "too_large", "larger than");

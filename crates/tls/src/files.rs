@@ -6,8 +6,13 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-/// Creates `dir` (and parents) with mode 0700, or tightens an existing one.
+/// Creates `dir` with mode 0700 (its missing parents with the usual
+/// mode: they may hold other things others must reach, such as an agent's
+/// data directory the QEMU user passes through), or tightens an existing one.
 pub fn private_dir(dir: &Path) -> Result<(), TlsError> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(TlsError::io("cannot create", parent))?;
+    }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

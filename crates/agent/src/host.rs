@@ -345,11 +345,39 @@ impl Host {
 
     pub async fn delete_vm(&self, name: &str) -> Result<(), AgentError> {
         let vm = self.get(name)?;
-        self.forget(name);
-        self.teardown(&vm).await;
-        let _ = std::fs::remove_dir_all(&vm.paths.dir);
+        self.retire(&vm, |_| {}).await;
         tracing::info!(vm = %name, "VM deleted");
         Ok(())
+    }
+
+    /// Takes a VM off this host for good. Its directory is moved aside
+    /// first (QEMU keeps its open files), so that a VM of the same name
+    /// reserved the moment the name is free (one migrating straight back)
+    /// launches in a directory of its own, which this teardown's removal
+    /// never touches; then the name is freed, QEMU and the element are
+    /// stopped, `last_look` may read the old files, and they are removed.
+    pub async fn retire(&self, vm: &Vm, last_look: impl FnOnce(&VmPaths)) {
+        static RETIRED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = RETIRED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let aside = vm.paths.dir.with_file_name(format!(
+            ".retired-{}-{}-{n}",
+            vm.spec.name,
+            std::process::id()
+        ));
+        let moved = match std::fs::rename(&vm.paths.dir, &aside) {
+            Ok(()) => Some(VmPaths::new(aside)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                tracing::warn!(vm = %vm.spec.name, error = %e, "cannot move the VM's directory aside; leaving it");
+                None
+            }
+        };
+        self.forget(&vm.spec.name);
+        self.teardown(vm).await;
+        if let Some(old) = moved {
+            last_look(&old);
+            let _ = std::fs::remove_dir_all(&old.dir);
+        }
     }
 
     pub async fn set_paused(&self, name: &str, paused: bool) -> Result<Arc<Vm>, AgentError> {

@@ -109,10 +109,7 @@ async fn run_outgoing(
             info.phase = MigrationPhase::Completed;
             info.stats = Some(stats);
             set_migration(&host, &vm, &info);
-            host.forget(&name);
-            host.teardown(&vm).await;
-            keep_console(&vm.paths);
-            let _ = std::fs::remove_dir_all(&vm.paths.dir);
+            host.retire(&vm, |old| keep_console(old, &vm.paths)).await;
         }
         Err(Failure { error, source_runs }) => {
             let msg = if source_runs {
@@ -432,23 +429,22 @@ pub async fn abort_incoming(host: &Host, name: &str) -> Result<(), AgentError> {
             "VM `{name}` is not an incoming migration here"
         )));
     }
-    host.forget(name);
-    host.teardown(&vm).await;
-    let _ = std::fs::remove_dir_all(&vm.paths.dir);
+    host.retire(&vm, |_| {}).await;
     tracing::info!(vm = %name, "incoming migration aborted");
     Ok(())
 }
 
 /// The console of a VM that left: kept for the operator (what the guest
 /// said while here, a panic included), not removed with its directory.
-fn keep_console(paths: &crate::vm::VmPaths) {
+/// `old`: the departed VM's files, moved aside; `paths`: where they were.
+fn keep_console(old: &crate::vm::VmPaths, paths: &crate::vm::VmPaths) {
     let Some(to) = paths.departed_serial() else {
         return;
     };
     let kept = to
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| std::fs::rename(&paths.serial, &to));
+        .and_then(|()| std::fs::rename(&old.serial, &to));
     match kept {
         Ok(()) => tracing::info!(log = %to.display(), "console log of the departed VM kept"),
         Err(e) => tracing::warn!(error = %e, "keeping the departed VM's console log"),

@@ -10,7 +10,7 @@ use crate::host::Host;
 use crate::vm::Vm;
 use crate::AgentError;
 use duplex_core::identity::Identity;
-use duplex_qemu::migration::{StreamTls, CREDS_FILES};
+use duplex_qemu::migration::{StreamTls, CREDS_FILES, DH_PARAMS_FILE, FFDHE2048_PEM};
 use duplex_tls::bundle::{CA_FILE, CERT_FILE, KEY_FILE};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
@@ -36,19 +36,28 @@ fn write_creds(host: &Host, vm: &Vm) -> Result<PathBuf, AgentError> {
             "cannot read {}",
             bundle.path(from).display()
         )))?;
-        let to = dir.join(name);
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&to)
-            .map_err(AgentError::io(format!("cannot write {}", to.display())))?;
-        std::io::Write::write_all(&mut f, &bytes)
-            .map_err(AgentError::io(format!("cannot write {}", to.display())))?;
-        crate::qemu_user::give(user, &to, 0o600)?;
+        write_private(&dir.join(name), &bytes, user)?;
     }
+    write_private(&dir.join(DH_PARAMS_FILE), FFDHE2048_PEM.as_bytes(), user)?;
     Ok(dir)
+}
+
+/// Writes `bytes` to a file only the QEMU user (or the agent) reads.
+fn write_private(
+    to: &std::path::Path,
+    bytes: &[u8],
+    user: Option<&duplex_qemu::runas::RunAs>,
+) -> Result<(), AgentError> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(to)
+        .map_err(AgentError::io(format!("cannot write {}", to.display())))?;
+    std::io::Write::write_all(&mut f, bytes)
+        .map_err(AgentError::io(format!("cannot write {}", to.display())))?;
+    crate::qemu_user::give(user, to, 0o600)
 }
 
 /// The destination's protection: TLS taking the stream only from the

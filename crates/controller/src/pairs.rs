@@ -296,6 +296,17 @@ async fn switchover_steps(ctl: &Arc<Ctl>, pair: &Pair, op: &OpHandle) -> Result<
     .await;
     let report = pair_exec::switchover(old, new, pair.token, pair.vip).await;
     let swapped = matches!(report.outcome, Phase::Done { .. });
+    if let Phase::Done { commit_failed } = report.outcome {
+        // The guests just answered Activate (and Commit): their roles are
+        // known before their next heartbeats say so. Recorded before the
+        // pair is released, or a `pair show` in between would read the old
+        // ACT's last heartbeat as a second ACT (seen in CI: split_brain).
+        let mut obs = ctl.lock_observed();
+        obs.confirm(&new.vm, Role::Act);
+        if !commit_failed {
+            obs.confirm(&old.vm, Role::Sby);
+        }
+    }
     let now = lifecycle::release(ctl, &pair.name, w, swapped, |p| {
         if swapped {
             p.active = from.other();

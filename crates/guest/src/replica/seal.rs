@@ -49,15 +49,23 @@ impl std::fmt::Display for Refused {
 }
 
 /// One direction's state: the connection key and the next line's number.
+/// The HMAC is keyed once per connection and cloned per line: keying
+/// hashes the key's pads, which every replicated write would redo.
+#[derive(Clone)]
 struct Dir {
-    key: [u8; 32],
+    keyed: HmacSha256,
     dir: u8,
     n: u64,
 }
 
 impl Dir {
+    fn new(key: [u8; 32], dir: u8) -> Dir {
+        let keyed = <HmacSha256 as Mac>::new_from_slice(&key).expect("HMAC takes any key");
+        Dir { keyed, dir, n: 0 }
+    }
+
     fn mac(&self) -> HmacSha256 {
-        let mut m = <HmacSha256 as Mac>::new_from_slice(&self.key).expect("HMAC takes any key");
+        let mut m = self.keyed.clone();
         m.update(&[self.dir]);
         m.update(&self.n.to_be_bytes());
         m
@@ -141,16 +149,8 @@ pub fn server<S: Read + Write>(
 
 fn halves(key: [u8; 32], out: u8, inn: u8) -> (Seal, Unseal) {
     (
-        Seal(Some(Dir {
-            key,
-            dir: out,
-            n: 0,
-        })),
-        Unseal(Some(Dir {
-            key,
-            dir: inn,
-            n: 0,
-        })),
+        Seal(Some(Dir::new(key, out))),
+        Unseal(Some(Dir::new(key, inn))),
     )
 }
 
@@ -238,7 +238,7 @@ mod tests {
             &"zz {}\n".to_string(),
             &"{}\n".to_string(),
         ] {
-            let mut su2 = Unseal(su.0.as_ref().map(|d| Dir { ..*d }));
+            let mut su2 = Unseal(su.0.clone());
             assert!(
                 matches!(su2.open(bad.as_bytes()), Err(Refused::Forged(_))),
                 "{bad}"

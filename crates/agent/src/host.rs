@@ -243,6 +243,11 @@ impl Host {
         let listener = tokio::net::UnixListener::bind(&p.net)
             .map_err(AgentError::io(format!("bind {}", p.net.display())))?;
         crate::qemu_user::give(user, &p.net, 0o600)?;
+        let disk = match &img.rootfs {
+            Some(base) => Some(crate::vm_disk::make_overlay(base, &p.dir, user).await?),
+            None => None,
+        };
+        let user_data = crate::vm_disk::write_user_data(spec, &p.dir, user)?;
         let element = duplex_net::element::start(&spec.name, spec.mac(), listener, tap, Vec::new());
         let launch = Launch {
             name: spec.name.clone(),
@@ -258,6 +263,8 @@ impl Host {
             qmp_socket: p.qmp.clone(),
             serial_log: p.serial.clone(),
             incoming,
+            disk,
+            user_data,
         };
         let qemu = QemuProcess::spawn(&self.cfg.qemu, &launch, &p.qemu_log, user).await?;
         let pid = qemu.pid;

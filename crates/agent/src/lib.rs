@@ -18,6 +18,7 @@ pub mod serial;
 pub mod stream_addr;
 pub mod stream_tls;
 pub mod vm;
+pub mod vm_disk;
 
 pub use config::AgentConfig;
 pub use error::AgentError;

@@ -193,6 +193,7 @@ async fn outgoing(
         &uri,
         &req.tuning,
         &tls,
+        vm.paths.dir.join(crate::vm_disk::OVERLAY).exists(),
         Duration::from_millis(200),
         |p| {
             info.progress = p.clone();

@@ -137,6 +137,7 @@ impl RawSide<'_> {
             &uri,
             &Default::default(),
             &off,
+            false,
             Duration::from_millis(200),
             |_| {},
         )

@@ -56,6 +56,8 @@ pub async fn start(s: &RawSpec<'_>) -> anyhow::Result<RawVm> {
         qmp_socket: s.dir.join("qmp.sock"),
         serial_log: s.dir.join("serial.log"),
         incoming: s.incoming,
+        disk: None,
+        user_data: None,
     };
     for p in [
         &launch.net_socket,

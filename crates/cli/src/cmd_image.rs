@@ -6,7 +6,9 @@ use std::time::Duration;
 
 #[derive(Subcommand)]
 pub enum ImageCmd {
-    /// Build a guest image (Debian cloud kernel + busybox + this binary).
+    /// Build a guest image: the diskless default (Debian cloud kernel +
+    /// busybox + this binary), or with --spec FILE an image whose root disk
+    /// holds Debian with the user's service (docs/images.md).
     Build(BuildArgs),
     /// List built images.
     List {
@@ -17,8 +19,13 @@ pub enum ImageCmd {
 
 #[derive(Args)]
 pub struct BuildArgs {
-    #[arg(long, default_value = duplex_image::DEFAULT_NAME)]
+    /// Image name (with --spec: the spec's `name`).
+    #[arg(long, default_value = duplex_image::DEFAULT_NAME, conflicts_with = "spec")]
     name: String,
+    /// An image spec (TOML): Debian release, packages, files, the service
+    /// and its hooks.
+    #[arg(long)]
+    spec: Option<PathBuf>,
     #[arg(long, env = "DUPLEX_IMAGE_DIR", default_value = duplex_image::DEFAULT_IMAGE_DIR)]
     image_dir: PathBuf,
     #[arg(long, env = "DUPLEX_CACHE", default_value = duplex_image::DEFAULT_CACHE_DIR)]
@@ -45,12 +52,17 @@ pub async fn run(cmd: ImageCmd) -> anyhow::Result<()> {
             let opts = duplex_image::BuildOptions {
                 name: a.name,
                 cache_dir: a.cache_dir,
-                image_dir: a.image_dir,
+                image_dir: a.image_dir.clone(),
                 duplex_binary: bin,
                 kernel_package: a.kernel_package,
                 busybox: a.busybox,
             };
-            let m = tokio::task::spawn_blocking(move || duplex_image::build(&opts)).await??;
+            let spec = a.spec;
+            let m = tokio::task::spawn_blocking(move || match spec {
+                Some(spec) => duplex_image::build_spec(&opts, &spec),
+                None => duplex_image::build(&opts),
+            })
+            .await??;
             match a.output {
                 Format::Json => output::json(&m)?,
                 Format::Table => {
@@ -60,6 +72,19 @@ pub async fn run(cmd: ImageCmd) -> anyhow::Result<()> {
                         "  {}  {}",
                         m.outputs.initramfs.sha256, m.outputs.initramfs.path
                     );
+                    if let Some(d) = &m.disk {
+                        println!("  {}  {}", d.rootfs.sha256, d.rootfs.path);
+                        println!(
+                            "  Debian {}, {} packages, {} MiB filesystem; versions in {}",
+                            d.release,
+                            d.packages.len(),
+                            d.size_mib,
+                            a.image_dir
+                                .join(&m.name)
+                                .join(duplex_image::MANIFEST)
+                                .display()
+                        );
+                    }
                 }
             }
             Ok(())

@@ -31,6 +31,9 @@ pub enum PairCmd {
         memory_mib: u32,
         #[arg(long, default_value = "default")]
         image: String,
+        /// User data for both members (TOML or .json; docs/images.md).
+        #[arg(long)]
+        user_data: Option<std::path::PathBuf>,
         /// Return at once instead of waiting for the pair to be ready.
         #[arg(long)]
         no_wait: bool,
@@ -89,14 +92,27 @@ pub enum PairCmd {
     },
 }
 
-fn member(arg: &str, memory_mib: u32, image: &str) -> anyhow::Result<Value> {
+fn member(
+    arg: &str,
+    memory_mib: u32,
+    image: &str,
+    user_data: Option<&duplex_core::user_data::UserData>,
+) -> anyhow::Result<duplex_core::vm_spec::VmSpec> {
     let (name, ip) = arg
         .split_once('=')
         .with_context(|| format!("--member `{arg}`: expected NAME=IP, e.g. sip-a=10.77.0.101"))?;
     let ip: Ipv4Addr = ip
         .parse()
         .with_context(|| format!("--member `{arg}`: `{ip}` is not an IPv4 address"))?;
-    Ok(json!({"name": name, "ip": ip, "memory_mib": memory_mib, "image": image}))
+    let spec = duplex_core::vm_spec::VmSpec {
+        memory_mib,
+        image: image.to_string(),
+        user_data: user_data.cloned(),
+        ..duplex_core::vm_spec::VmSpec::new(name, ip)
+    };
+    spec.validate()
+        .with_context(|| format!("--member `{arg}`"))?;
+    Ok(spec)
 }
 
 async fn finish(
@@ -144,9 +160,13 @@ pub async fn run(cmd: PairCmd) -> anyhow::Result<()> {
             hosts,
             memory_mib,
             image,
+            user_data,
             no_wait,
             timeout_s,
         } => {
+            let user_data = user_data
+                .map(|p| crate::user_data_file::read(&p))
+                .transpose()?;
             if members.len() != 2 {
                 anyhow::bail!(
                     "--member: give exactly two members (NAME=IP), got {}",
@@ -156,9 +176,9 @@ pub async fn run(cmd: PairCmd) -> anyhow::Result<()> {
             if !hosts.is_empty() && hosts.len() != 2 {
                 anyhow::bail!("--hosts: give two hosts, HOST1,HOST2");
             }
-            let ms: Vec<Value> = members
+            let ms: Vec<duplex_core::vm_spec::VmSpec> = members
                 .iter()
-                .map(|m| member(m, memory_mib, &image))
+                .map(|m| member(m, memory_mib, &image, user_data.as_ref()))
                 .collect::<Result<_, _>>()?;
             let mut body =
                 json!({"name": name, "vip": vip, "prefix_len": prefix_len, "members": ms});

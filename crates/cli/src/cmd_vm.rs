@@ -61,6 +61,10 @@ pub enum VmCmd {
         /// Through the controller: put it on this host instead of letting the controller place it.
         #[arg(long)]
         host: Option<String>,
+        /// User data (files and environment for the guest, TOML or .json;
+        /// docs/images.md).
+        #[arg(long)]
+        user_data: Option<std::path::PathBuf>,
     },
     List {
         #[command(flatten)]
@@ -165,7 +169,11 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
             vcpus,
             no_wait,
             host,
+            user_data,
         } => {
+            let user_data = user_data
+                .map(|p| crate::user_data_file::read(&p))
+                .transpose()?;
             let spec = VmSpec {
                 name,
                 image,
@@ -175,6 +183,7 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
                 prefix_len,
                 gateway,
                 mac: None,
+                user_data,
             };
             spec.validate()?;
             if t.agent.is_none() {

@@ -13,6 +13,7 @@ mod cmd_vm;
 mod cmd_vm_ctl;
 mod conn;
 mod output;
+mod user_data_file;
 mod wait;
 
 use clap::{Parser, Subcommand};

@@ -12,4 +12,5 @@ pub mod placement;
 pub mod replica_key;
 pub mod role;
 pub mod switchover;
+pub mod user_data;
 pub mod vm_spec;

@@ -30,6 +30,9 @@ pub struct VmSpec {
     /// Defaults to [`Mac::for_vm`] of the name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<Mac>,
+    /// Configuration the guest receives at boot (files, environment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<crate::user_data::UserData>,
 }
 
 fn default_image() -> String {
@@ -61,6 +64,8 @@ pub enum SpecError {
     Ip(Ipv4Addr),
     #[error("field `mac`: {0} is multicast; a NIC needs a unicast MAC")]
     Mac(Mac),
+    #[error("field `user_data`: {0}")]
+    UserData(#[from] crate::user_data::UserDataError),
 }
 
 pub fn valid_name(s: &str) -> bool {
@@ -83,6 +88,7 @@ impl VmSpec {
             prefix_len: default_prefix(),
             gateway: None,
             mac: None,
+            user_data: None,
         }
     }
 
@@ -117,7 +123,18 @@ impl VmSpec {
                 return Err(SpecError::Mac(mac));
             }
         }
+        if let Some(data) = &self.user_data {
+            data.check()?;
+        }
         Ok(())
+    }
+
+    /// The spec as API answers show it: secret user files redacted.
+    pub fn redacted(&self) -> VmSpec {
+        VmSpec {
+            user_data: self.user_data.as_ref().map(|d| d.redacted()),
+            ..self.clone()
+        }
     }
 
     pub fn mac(&self) -> Mac {

@@ -8,6 +8,7 @@
 pub mod address;
 pub mod control;
 pub mod echo;
+pub mod in_root;
 pub mod load;
 pub mod middleware;
 pub mod peer_beat;
@@ -16,6 +17,7 @@ pub mod port;
 pub mod replica;
 pub mod service;
 pub mod state;
+pub mod user_data;
 pub mod witness;
 
 use std::path::Path;
@@ -26,6 +28,8 @@ use std::time::Instant;
 #[derive(Debug, Clone)]
 pub struct GuestFacts {
     pub name: String,
+    /// This VM's own address (`duplex.ip=`), if the command line has it.
+    pub address: Option<std::net::Ipv4Addr>,
     pub boot_id: String,
     pub started: Instant,
 }
@@ -38,11 +42,17 @@ impl GuestFacts {
             .find_map(|w| w.strip_prefix("duplex.name="))
             .unwrap_or("unnamed")
             .to_string();
+        let address = cmdline
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("duplex.ip="))
+            .and_then(|a| a.split('/').next())
+            .and_then(|a| a.parse().ok());
         let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
         GuestFacts {
             name,
+            address,
             boot_id,
             started: Instant::now(),
         }
@@ -60,17 +70,43 @@ pub enum GuestError {
     },
     #[error("service configuration: {0}")]
     Config(String),
+    #[error("user data: {0}")]
+    UserData(String),
+}
+
+/// The service's root and environment; the user data's files are written
+/// into that root first (again at every middleware start: they are the
+/// operator's, a restart puts them back).
+fn launcher(
+    facts: &GuestFacts,
+    root: Option<std::path::PathBuf>,
+) -> Result<service::Launcher, GuestError> {
+    let data = user_data::load().map_err(GuestError::UserData)?;
+    let env = match &data {
+        Some(d) => {
+            user_data::apply(root.as_deref().unwrap_or(Path::new("/")), d)
+                .map_err(GuestError::UserData)?;
+            d.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        }
+        None => Vec::new(),
+    };
+    Ok(service::Launcher {
+        root,
+        address: facts.address,
+        env,
+    })
 }
 
 /// Runs the middleware until the control channel fails for good.
 pub fn run() -> Result<(), GuestError> {
     let facts = GuestFacts::read();
     echo::spawn(7);
-    let config = service::ServiceConfig::load().map_err(GuestError::Config)?;
+    let (config, root) = service::ServiceConfig::load().map_err(GuestError::Config)?;
+    let launcher = launcher(&facts, root)?;
     let mw = Arc::new(middleware::Middleware {
         facts,
         state: Mutex::new(state::Persisted::load(Path::new(state::RUN_DIR))),
-        service: service::Supervisor::new(config),
+        service: service::Supervisor::new(config, launcher),
         replica: Arc::default(),
         load: load::MemoryLoad::default(),
         claiming: Default::default(),

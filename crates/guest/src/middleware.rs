@@ -2,7 +2,7 @@
 //! machine), restart phases and configuration, and reports status.
 
 use crate::replica::{Replica, RoleView};
-use crate::service::{run_hook, Supervisor};
+use crate::service::{Supervisor, Vars};
 use crate::state::{PairConfig, Persisted, RUN_DIR};
 use crate::{address, GuestFacts};
 use duplex_core::guest_proto::{Op, RestartPhase, EFFECT_FAILED, NOT_CONFIGURED, REFUSED, VERSION};
@@ -13,7 +13,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const HOOK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the peer may take to acknowledge the handover snapshot.
 const HANDOVER_SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -87,7 +86,7 @@ impl Middleware {
         self.update(|p| p.middleware_starts += 1);
         let p = self.persisted();
         if let Some(c) = p.config {
-            self.service.want(c.vip);
+            self.service.want(vars(&c));
             if p.role.role == Role::Act {
                 if let Err(e) = address::claim(&c, || {}) {
                     eprintln!("duplex guest: re-claiming {}: {e}", c.vip);
@@ -140,7 +139,7 @@ impl Middleware {
                     ));
                 }
                 self.update(|p| p.config = Some(new));
-                self.service.want(new.vip);
+                self.service.want(vars(&new));
                 Ok(self.status())
             }
             Op::RestartPhase { phase } => self.restart(*phase),
@@ -209,10 +208,10 @@ impl Middleware {
                         .store(true, std::sync::atomic::Ordering::SeqCst)
                 }),
                 Effect::ServiceActive => {
-                    self.hook(self.service.config.become_active.as_deref(), c.vip)
+                    self.hook(self.service.config.become_active.as_deref(), vars(&c))
                 }
                 Effect::ServiceStandby => {
-                    self.hook(self.service.config.become_standby.as_deref(), c.vip)
+                    self.hook(self.service.config.become_standby.as_deref(), vars(&c))
                 }
             };
             if let Err(e) = res {
@@ -238,10 +237,10 @@ impl Middleware {
         Ok(self.status())
     }
 
-    fn hook(&self, cmd: Option<&[String]>, vip: Ipv4Addr) -> Result<(), String> {
+    fn hook(&self, cmd: Option<&[String]>, vars: Vars) -> Result<(), String> {
         match cmd {
             None => Ok(()),
-            Some(c) => match run_hook(c, vip, HOOK_TIMEOUT)? {
+            Some(c) => match self.service.hook(c, vars)? {
                 true => Ok(()),
                 false => Err(format!("hook {c:?} failed")),
             },
@@ -252,7 +251,7 @@ impl Middleware {
         let vip = self
             .persisted()
             .config
-            .map(|c| c.vip)
+            .map(|c| vars(&c))
             .ok_or_else(|| OpError(NOT_CONFIGURED, "no service configured yet".into()))?;
         match phase {
             RestartPhase::Ph0_5 => self.service.kill(),
@@ -310,11 +309,19 @@ impl Middleware {
         let p = self.persisted();
         match (p.role.role, p.config, self.service.config.health.as_deref()) {
             (Role::Act, Some(c), Some(h)) => {
-                let ok = run_hook(h, c.vip, Duration::from_secs(2)).unwrap_or(false);
+                let ok = self.service.hook(h, vars(&c)).unwrap_or(false);
                 self.service.set_health(Some(ok));
             }
             _ => self.service.set_health(None),
         }
+    }
+}
+
+/// The values a service hook is filled with.
+fn vars(c: &PairConfig) -> Vars {
+    Vars {
+        vip: c.vip,
+        peer: c.peer,
     }
 }
 

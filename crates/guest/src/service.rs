@@ -1,19 +1,29 @@
 //! The supervised service: its hooks (from `/etc/duplex/service.json` in
-//! the image) and the process the middleware keeps running. Nothing here
-//! knows what the service does.
+//! the image, or in the VM's root disk) and the process the middleware
+//! keeps running. Nothing here knows what the service does.
 
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub const CONFIG_PATH: &str = "/etc/duplex/service.json";
 pub const SYNC_SOCKET: &str = "/run/duplex/sync.sock";
+/// Where /init mounts a VM's root disk; a service configured there runs
+/// chrooted into it.
+pub const SYSROOT: &str = "/sysroot";
+/// The PATH hooks run with (Debian's).
+const HOOK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const DEFAULT_HOOK_TIMEOUT_MS: u64 = 5000;
 
-/// Hook commands; `{vip}` and `{sync_socket}` are replaced before running.
-/// `start` runs the service (it must stay in the foreground); the others are
-/// short commands, each optional.
+/// Hook commands. In every word `{vip}`, `{peer}` (the pair peer's
+/// address, empty until known), `{address}` (this VM's own) and
+/// `{sync_socket}` are replaced; the same values are in the environment as
+/// `DUPLEX_VIP`, `DUPLEX_PEER`, `DUPLEX_ADDRESS`, `DUPLEX_SYNC_SOCKET`,
+/// beside the user data's variables. `start` runs the service (it must
+/// stay in the foreground); the others are short commands, each optional.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
@@ -31,6 +41,9 @@ pub struct ServiceConfig {
     /// Application re-initialization (PH1.0), run while the service is stopped.
     #[serde(default)]
     pub reset: Option<Vec<String>>,
+    /// How long a short hook may run (default 5000 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_timeout_ms: Option<u64>,
 }
 
 /// The sample SIP service, as the image ships it.
@@ -43,45 +56,108 @@ pub const DEFAULT_CONFIG: &str = r#"{
 "#;
 
 impl ServiceConfig {
-    pub fn load() -> Result<ServiceConfig, String> {
-        let text =
-            std::fs::read_to_string(CONFIG_PATH).unwrap_or_else(|_| DEFAULT_CONFIG.to_string());
-        serde_json::from_str(&text).map_err(|e| format!("{CONFIG_PATH}: {e}"))
+    /// The service of this VM and the root it runs in: the root disk's
+    /// (chrooted) if it has one, else the image's, else the sample SIP
+    /// service.
+    pub fn load() -> Result<(ServiceConfig, Option<PathBuf>), String> {
+        let on_disk = Path::new(SYSROOT).join(CONFIG_PATH.trim_start_matches('/'));
+        let (path, root) = if on_disk.is_file() {
+            (on_disk, Some(PathBuf::from(SYSROOT)))
+        } else {
+            (PathBuf::from(CONFIG_PATH), None)
+        };
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|_| DEFAULT_CONFIG.to_string());
+        let config = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok((config, root))
+    }
+
+    pub fn hook_timeout(&self) -> Duration {
+        Duration::from_millis(self.hook_timeout_ms.unwrap_or(DEFAULT_HOOK_TIMEOUT_MS))
     }
 }
 
-fn fill(cmd: &[String], vip: Ipv4Addr) -> Vec<String> {
-    cmd.iter()
-        .map(|a| {
-            a.replace("{vip}", &vip.to_string())
-                .replace("{sync_socket}", SYNC_SOCKET)
-        })
-        .collect()
+/// What a hook's words and environment are filled from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vars {
+    pub vip: Ipv4Addr,
+    pub peer: Option<Ipv4Addr>,
 }
 
-/// Runs a short hook to completion (bounded); Ok(true) if it exited 0.
-pub fn run_hook(cmd: &[String], vip: Ipv4Addr, timeout: Duration) -> Result<bool, String> {
-    let argv = fill(cmd, vip);
-    let (prog, args) = argv.split_first().ok_or("empty hook command")?;
-    let mut child = Command::new(prog)
-        .args(args)
-        .stdin(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("{prog}: {e}"))?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(s)) => return Ok(s.success()),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "{prog} did not finish within {} ms",
-                    timeout.as_millis()
-                ));
+/// How hooks are started: the root they run in and the environment of the
+/// VM (its own address, the user data's variables).
+#[derive(Debug, Clone, Default)]
+pub struct Launcher {
+    pub root: Option<PathBuf>,
+    pub address: Option<Ipv4Addr>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Launcher {
+    fn fill(&self, cmd: &[String], vars: Vars) -> Vec<String> {
+        let peer = vars.peer.map(|p| p.to_string()).unwrap_or_default();
+        let address = self.address.map(|a| a.to_string()).unwrap_or_default();
+        cmd.iter()
+            .map(|a| {
+                a.replace("{vip}", &vars.vip.to_string())
+                    .replace("{peer}", &peer)
+                    .replace("{address}", &address)
+                    .replace("{sync_socket}", SYNC_SOCKET)
+            })
+            .collect()
+    }
+
+    /// The command for a hook, chrooted when the service has a root.
+    pub fn command(&self, cmd: &[String], vars: Vars) -> Result<Command, String> {
+        let argv = self.fill(cmd, vars);
+        let (prog, args) = argv.split_first().ok_or("empty hook command")?;
+        let mut c = match &self.root {
+            Some(root) => {
+                let mut c = Command::new("/bin/chroot");
+                c.arg(root).arg(prog);
+                c
             }
-            Err(e) => return Err(e.to_string()),
+            None => Command::new(prog),
+        };
+        c.args(args).stdin(Stdio::null());
+        if self.root.is_some() {
+            c.env("PATH", HOOK_PATH);
+        }
+        c.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        c.env("DUPLEX_VIP", vars.vip.to_string())
+            .env(
+                "DUPLEX_PEER",
+                vars.peer.map(|p| p.to_string()).unwrap_or_default(),
+            )
+            .env(
+                "DUPLEX_ADDRESS",
+                self.address.map(|a| a.to_string()).unwrap_or_default(),
+            )
+            .env("DUPLEX_SYNC_SOCKET", SYNC_SOCKET);
+        Ok(c)
+    }
+
+    /// Runs a short hook to completion (bounded); Ok(true) if it exited 0.
+    pub fn run_hook(&self, cmd: &[String], vars: Vars, timeout: Duration) -> Result<bool, String> {
+        let mut c = self.command(cmd, vars)?;
+        let prog = cmd.first().cloned().unwrap_or_default();
+        let mut child = c.spawn().map_err(|e| format!("{prog}: {e}"))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            match child.try_wait() {
+                Ok(Some(s)) => return Ok(s.success()),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!(
+                        "{prog} did not finish within {} ms",
+                        timeout.as_millis()
+                    ));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
         }
     }
 }
@@ -99,23 +175,25 @@ pub struct ServiceStatus {
 /// Keeps the service process running while `wanted`.
 pub struct Supervisor {
     pub config: ServiceConfig,
+    pub launcher: Launcher,
     inner: Mutex<Inner>,
 }
 
 struct Inner {
     child: Option<Child>,
-    wanted: Option<Ipv4Addr>,
+    wanted: Option<Vars>,
     status: ServiceStatus,
 }
 
 impl Supervisor {
-    pub fn new(config: ServiceConfig) -> Self {
+    pub fn new(config: ServiceConfig, launcher: Launcher) -> Self {
         let status = ServiceStatus {
             name: config.name.clone(),
             ..Default::default()
         };
         Supervisor {
             config,
+            launcher,
             inner: Mutex::new(Inner {
                 child: None,
                 wanted: None,
@@ -136,10 +214,16 @@ impl Supervisor {
         self.lock().status.healthy = h;
     }
 
-    /// Wants the service running for this service address.
-    pub fn want(&self, vip: Ipv4Addr) {
-        self.lock().wanted = Some(vip);
+    /// Wants the service running for this service address and peer.
+    pub fn want(&self, vars: Vars) {
+        self.lock().wanted = Some(vars);
         self.tick();
+    }
+
+    /// Runs one of the service's short hooks with the wanted values.
+    pub fn hook(&self, cmd: &[String], vars: Vars) -> Result<bool, String> {
+        self.launcher
+            .run_hook(cmd, vars, self.config.hook_timeout())
     }
 
     /// Starts the service if wanted and not running; reaps it if it exited.
@@ -159,12 +243,13 @@ impl Supervisor {
             g.status.running = false;
             g.status.pid = None;
         }
-        let Some(vip) = g.wanted else { return };
-        let argv = fill(&self.config.start, vip);
-        let Some((prog, args)) = argv.split_first() else {
-            return;
-        };
-        match Command::new(prog).args(args).stdin(Stdio::null()).spawn() {
+        let Some(vars) = g.wanted else { return };
+        let prog = self.config.start.first().cloned().unwrap_or_default();
+        let spawned = self
+            .launcher
+            .command(&self.config.start, vars)
+            .and_then(|mut c| c.spawn().map_err(|e| e.to_string()));
+        match spawned {
             Ok(c) => {
                 g.status.pid = Some(c.id());
                 g.status.running = true;
@@ -229,12 +314,46 @@ impl Supervisor {
 mod tests {
     use super::*;
 
+    fn vars() -> Vars {
+        Vars {
+            vip: Ipv4Addr::new(10, 0, 0, 5),
+            peer: Some(Ipv4Addr::new(10, 0, 0, 6)),
+        }
+    }
+
+    #[test]
+    fn hooks_get_the_environment() {
+        let l = Launcher {
+            root: None,
+            address: Some(Ipv4Addr::new(10, 0, 0, 7)),
+            env: vec![("UPSTREAM".into(), "10.9.9.9".into())],
+        };
+        let script = "test \"$UPSTREAM $DUPLEX_VIP $DUPLEX_PEER $DUPLEX_ADDRESS\" = \"10.9.9.9 10.0.0.5 10.0.0.6 10.0.0.7\"";
+        let cmd = ["/bin/sh".to_string(), "-c".into(), script.into()];
+        assert_eq!(l.run_hook(&cmd, vars(), Duration::from_secs(5)), Ok(true));
+        let cmd = [
+            "/bin/sh".to_string(),
+            "-c".into(),
+            "test \"$UPSTREAM\" = other".into(),
+        ];
+        assert_eq!(l.run_hook(&cmd, vars(), Duration::from_secs(5)), Ok(false));
+    }
+
     #[test]
     fn default_config_parses_and_fills() {
         let c: ServiceConfig = serde_json::from_str(DEFAULT_CONFIG).unwrap();
-        let argv = fill(&c.start, Ipv4Addr::new(10, 0, 0, 5));
+        let argv = Launcher::default().fill(&c.start, vars());
         assert!(argv.contains(&"10.0.0.5:5060".to_string()));
         assert!(argv.contains(&SYNC_SOCKET.to_string()));
+        let l = Launcher {
+            address: Some(Ipv4Addr::new(10, 0, 0, 7)),
+            ..Launcher::default()
+        };
+        let words = ["{peer}".to_string(), "a={address}".into(), "{vip}".into()];
+        assert_eq!(
+            l.fill(&words, vars()),
+            ["10.0.0.6", "a=10.0.0.7", "10.0.0.5"]
+        );
         assert!(
             serde_json::from_str::<ServiceConfig>(r#"{"name":"x","start":["a"],"bogus":1}"#)
                 .is_err()
@@ -251,9 +370,10 @@ mod tests {
             become_standby: None,
             health: None,
             reset: None,
+            hook_timeout_ms: None,
         };
-        let s = Supervisor::new(c);
-        s.want(Ipv4Addr::LOCALHOST);
+        let s = Supervisor::new(c, Launcher::default());
+        s.want(vars());
         let first = s.status().pid.unwrap();
         s.kill();
         assert!(s.wait_running(Duration::from_secs(2)));
@@ -263,21 +383,7 @@ mod tests {
         s.stop();
         s.tick();
         assert!(!s.status().running);
-        assert_eq!(
-            run_hook(
-                &["true".into()],
-                Ipv4Addr::LOCALHOST,
-                Duration::from_secs(1)
-            ),
-            Ok(true)
-        );
-        assert_eq!(
-            run_hook(
-                &["false".into()],
-                Ipv4Addr::LOCALHOST,
-                Duration::from_secs(1)
-            ),
-            Ok(false)
-        );
+        assert_eq!(s.hook(&["true".into()], vars()), Ok(true));
+        assert_eq!(s.hook(&["false".into()], vars()), Ok(false));
     }
 }

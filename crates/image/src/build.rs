@@ -13,7 +13,12 @@ use crate::{
     debian, fsutil, init_script, initramfs, kernel, BuildOptions, INITRAMFS, MANIFEST, VMLINUZ,
 };
 
-pub fn build(opts: &BuildOptions) -> Result<Manifest, ImageError> {
+/// Build the kernel and initramfs of `opts.name` and write its manifest,
+/// which carries `disk` when the image has a root disk.
+pub fn build(
+    opts: &BuildOptions,
+    disk: Option<crate::manifest::Disk>,
+) -> Result<Manifest, ImageError> {
     let started = Instant::now();
     crate::check_name(&opts.name)?;
 
@@ -129,7 +134,15 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest, ImageError> {
             vmlinuz: fsutil::record(VMLINUZ, &vmlinuz),
             initramfs: fsutil::record(INITRAMFS, &initramfs),
         },
+        disk,
     };
+    if manifest.disk.is_none() {
+        // A diskless rebuild of a name that had a disk: the old base goes.
+        let stale = dir.join(crate::disk::ROOTFS);
+        if stale.exists() {
+            std::fs::remove_file(&stale).map_err(|e| ImageError::io("remove", &stale, e))?;
+        }
+    }
     let manifest_path = dir.join(MANIFEST);
     fsutil::write_atomic(&manifest_path, manifest.to_json().as_bytes())?;
     info!(
@@ -156,4 +169,99 @@ fn read_input(op: &'static str, path: &Path) -> Result<Vec<u8>, ImageError> {
 
 fn ms(since: Instant) -> u64 {
     since.elapsed().as_millis() as u64
+}
+
+/// The spec's root disk first (the long part), then the boot files and the
+/// manifest, which names the disk.
+pub fn build_spec(opts: &BuildOptions, spec_path: &Path) -> Result<Manifest, ImageError> {
+    let started = Instant::now();
+    let spec = crate::spec::ImageSpec::load(spec_path)?;
+    let spec_dir = spec_path.parent().unwrap_or(Path::new("."));
+    let spec_record = fsutil::record_file(spec_path)?;
+    let opts = BuildOptions {
+        name: spec.name.clone(),
+        ..opts.clone()
+    };
+    let work = WorkDir::new(opts.cache_dir.join("build").join(format!(
+        "{}.{}",
+        spec.name,
+        std::process::id()
+    )))?;
+    let root = work.0.join("root");
+
+    info!(
+        release = %spec.release,
+        packages = spec.packages.len(),
+        "bootstrapping the root filesystem with mmdebstrap (a minute or more)"
+    );
+    let step = Instant::now();
+    crate::rootfs::bootstrap(&spec, &root)?;
+    let files = crate::rootfs::add_files(&spec, spec_dir, &root)?;
+    let packages = crate::rootfs::packages(&root)?;
+    info!(
+        packages = packages.len(),
+        elapsed_ms = ms(step),
+        "root filesystem ready"
+    );
+
+    let step = Instant::now();
+    let needed = crate::disk::needed_bytes(&root)?;
+    let size_mib = crate::disk::size_mib(needed, spec.disk.size_mib)?;
+    let dir = opts.image_dir.join(&spec.name);
+    fsutil::create_dir_all(&dir)?;
+    let rootfs = dir.join(crate::disk::ROOTFS);
+    let tmp = fsutil::temp_sibling(&rootfs);
+    crate::disk::make(&root, size_mib, &work.0.join("rootfs.raw"), &tmp)?;
+    let record = fsutil::record_file(&tmp);
+    let record = match record {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    fsutil::rename(&tmp, &rootfs)?;
+    info!(
+        size_mib,
+        bytes = record.size,
+        elapsed_ms = ms(step),
+        "root disk written"
+    );
+
+    let disk = crate::manifest::Disk {
+        spec: spec_record,
+        release: spec.release.clone(),
+        packages,
+        files,
+        size_mib,
+        rootfs: crate::manifest::FileRecord {
+            path: crate::disk::ROOTFS.into(),
+            ..record
+        },
+    };
+    let manifest = build(&opts, Some(disk))?;
+    info!(
+        elapsed_ms = ms(started),
+        "image {} built from its spec", spec.name
+    );
+    Ok(manifest)
+}
+
+/// A build's scratch directory, removed however the build ends.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn new(path: PathBuf) -> Result<WorkDir, ImageError> {
+        fsutil::remove_dir_all_if_exists(&path)?;
+        fsutil::create_dir_all(&path)?;
+        Ok(WorkDir(path))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            tracing::warn!(dir = %self.0.display(), "cannot remove the build's scratch directory: {e}");
+        }
+    }
 }

@@ -163,7 +163,7 @@ pub fn extract(deb: &Path, deb_sha256: &str, dest: &Path) -> Result<bool, ImageE
 
 /// Run a command, mapping "not installed" and non-zero exit to errors that
 /// show the command line and its stderr.
-fn run(cmd: &mut Command, hint: &str) -> Result<Output, ImageError> {
+pub(crate) fn run(cmd: &mut Command, hint: &str) -> Result<Output, ImageError> {
     let program = cmd.get_program().to_string_lossy().into_owned();
     let command = std::iter::once(program.clone())
         .chain(cmd.get_args().map(|a| a.to_string_lossy().into_owned()))

@@ -107,6 +107,10 @@ pub enum ImageError {
         available: Vec<String>,
     },
 
+    /// An image spec that cannot be read or breaks a rule.
+    #[error(transparent)]
+    Spec(#[from] crate::spec::SpecError),
+
     /// A manifest could not be encoded or decoded.
     #[error("bad manifest {}: {source}", path.display())]
     Manifest {

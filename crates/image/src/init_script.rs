@@ -8,7 +8,7 @@
 /// of a kernel command line file (`/proc/cmdline` in the guest). Kept
 /// separate so tests can run it against a fake command line.
 pub const CMDLINE_PARSER: &str = r#"parse_cmdline() {
-  name=duplex; ip=; gw=
+  name=duplex; ip=; gw=; root=
   set -f
   read -r cmdline < "$1"
   for w in $cmdline; do
@@ -16,6 +16,7 @@ pub const CMDLINE_PARSER: &str = r#"parse_cmdline() {
       duplex.name=*) name="${w#duplex.name=}" ;;
       duplex.ip=*) ip="${w#duplex.ip=}" ;;
       duplex.gw=*) gw="${w#duplex.gw=}" ;;
+      duplex.root=*) root="${w#duplex.root=}" ;;
     esac
   done
   set +f
@@ -51,6 +52,33 @@ done
 
 parse_cmdline /proc/cmdline
 hostname "$name" || echo "DUPLEX-INIT-ERROR hostname $name"
+mkdir -p /run/duplex /sysroot
+
+# The root disk of an image built from a spec (duplex.root=/dev/vda): the
+# VM's own overlay, mounted at /sysroot with the kernel's file systems;
+# the middleware runs the service chrooted into it.
+if [ -n "$root" ]; then
+  i=0
+  while [ ! -b "$root" ] && [ "$i" -lt 50 ]; do
+    usleep 100000
+    i=$((i + 1))
+  done
+  if mount -t ext4 -o noatime "$root" /sysroot; then
+    for d in proc sys dev run; do
+      mount -o bind "/$d" "/sysroot/$d" || echo "DUPLEX-INIT-ERROR bind /$d"
+    done
+    mount -t tmpfs -o mode=1777 tmpfs /sysroot/tmp || echo "DUPLEX-INIT-ERROR tmpfs /sysroot/tmp"
+    echo "DUPLEX-ROOT-UP $root"
+  else
+    echo "DUPLEX-INIT-ERROR mount $root /sysroot"
+  fi
+fi
+
+# User data: QEMU's firmware file, for the middleware to apply.
+ud=/sys/firmware/qemu_fw_cfg/by_name/opt/org.duplex/user-data/raw
+if [ -r "$ud" ]; then
+  cat "$ud" > /run/duplex/user-data.json || echo "DUPLEX-INIT-ERROR user data"
+fi
 ip link set lo up || echo "DUPLEX-INIT-ERROR ip link set lo up"
 ip link set eth0 up || echo "DUPLEX-INIT-ERROR ip link set eth0 up"
 if [ -z "$ip" ]; then
@@ -119,6 +147,20 @@ mod tests {
         let guest = s.find("/bin/duplex guest").unwrap();
         assert!(insmod < eth0 && eth0 < guest);
         assert!(s.trim_end().ends_with("done"));
+    }
+
+    #[test]
+    fn user_data_and_root_disk_paths_match_the_middleware() {
+        let s = render(&[]);
+        let fw = format!(
+            "/sys/firmware/qemu_fw_cfg/by_name/{}/raw",
+            duplex_core::user_data::FW_CFG_NAME
+        );
+        assert!(s.contains(&fw), "{fw}");
+        assert!(s.contains(&format!("> {}", duplex_core::user_data::GUEST_PATH)));
+        assert!(s.contains(&format!("\"$root\" {}", duplex_guest::service::SYSROOT)));
+        // The disk is mounted before the middleware starts.
+        assert!(s.find("DUPLEX-ROOT-UP").unwrap() < s.find("/bin/duplex guest").unwrap());
     }
 
     #[test]

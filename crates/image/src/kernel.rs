@@ -16,6 +16,8 @@ pub const MODULES: &[&str] = &[
     "drivers/net/net_failover.ko",
     "drivers/net/virtio_net.ko",
     "drivers/char/virtio_console.ko",
+    "drivers/block/virtio_blk.ko",
+    "drivers/firmware/qemu_fw_cfg.ko",
 ];
 
 /// `drivers/virtio/virtio_ring.ko` -> `virtio_ring`.
@@ -122,7 +124,9 @@ mod tests {
                 "failover",
                 "net_failover",
                 "virtio_net",
-                "virtio_console"
+                "virtio_console",
+                "virtio_blk",
+                "qemu_fw_cfg"
             ]
         );
     }
@@ -141,7 +145,7 @@ mod tests {
             fs::write(p, m.as_bytes()).unwrap();
         }
         let err = locate(&root, "pkg").unwrap_err().to_string();
-        assert!(err.contains("drivers/char/virtio_console.ko"), "{err}");
+        assert!(err.contains("drivers/firmware/qemu_fw_cfg.ko"), "{err}");
 
         let last = kdir.join(MODULES[MODULES.len() - 1]);
         fs::create_dir_all(last.parent().unwrap()).unwrap();

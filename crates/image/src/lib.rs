@@ -1,16 +1,19 @@
-//! Reproducible guest images for Duplex VMs: a Debian cloud kernel plus a
-//! small gzip'd initramfs (busybox, the static `duplex` binary, the virtio
-//! modules and an `/init` script), built without root tools other than
-//! `apt-cache`, `apt-get download` and `dpkg-deb`.
+//! Guest images for Duplex VMs: a Debian cloud kernel plus a small gzip'd
+//! initramfs (busybox, the static `duplex` binary, the virtio modules and
+//! an `/init` script), built without root tools other than `apt-cache`,
+//! `apt-get download` and `dpkg-deb`; and, for an image built from a spec
+//! (docs/images.md), a Debian root filesystem as a qcow2 disk
+//! (`mmdebstrap`, `mkfs.ext4 -d`, `qemu-img`) that the initramfs mounts.
 //!
 //! Layout (see docs/conventions.md):
-//! `<image_dir>/<name>/{vmlinuz,initramfs.img,manifest.json}`, with the
-//! download/extraction cache in `<cache_dir>/{debs,kernels}`.
+//! `<image_dir>/<name>/{vmlinuz,initramfs.img,rootfs.qcow2,manifest.json}`,
+//! with the download/extraction cache in `<cache_dir>/{debs,kernels}`.
 //!
 //! Same inputs give a byte-identical `initramfs.img`.
 
 mod build;
 mod debian;
+pub mod disk;
 mod elf;
 mod error;
 mod fsutil;
@@ -19,13 +22,15 @@ mod initramfs;
 mod kernel;
 mod manifest;
 pub mod newc;
+pub mod rootfs;
+pub mod spec;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 pub use error::ImageError;
 pub use kernel::MODULES;
-pub use manifest::{FileRecord, Inputs, Manifest, Outputs, FORMAT_VERSION};
+pub use manifest::{Disk, FileRecord, Inputs, Manifest, Outputs, FORMAT_VERSION};
 
 /// Default image name.
 pub const DEFAULT_NAME: &str = "default";
@@ -78,7 +83,14 @@ impl BuildOptions {
 /// `cache_dir`; the initramfs is always rebuilt (it takes about a second).
 /// Outputs are replaced atomically, `manifest.json` last.
 pub fn build(opts: &BuildOptions) -> Result<Manifest, ImageError> {
-    build::build(opts)
+    build::build(opts, None)
+}
+
+/// Build the image a spec describes (its name is the spec's): the root disk
+/// from Debian's packages and the spec's files, then the kernel and
+/// initramfs as for [`build`], the manifest last.
+pub fn build_spec(opts: &BuildOptions, spec_path: &Path) -> Result<Manifest, ImageError> {
+    build::build_spec(opts, spec_path)
 }
 
 /// The files of a built image.
@@ -88,15 +100,19 @@ pub struct ImagePaths {
     pub vmlinuz: PathBuf,
     pub initramfs: PathBuf,
     pub manifest: PathBuf,
+    /// The root disk's base, for an image built from a spec.
+    pub rootfs: Option<PathBuf>,
 }
 
 impl ImagePaths {
     fn of(image_dir: &Path, name: &str) -> Self {
         let dir = image_dir.join(name);
+        let rootfs = dir.join(disk::ROOTFS);
         ImagePaths {
             vmlinuz: dir.join(VMLINUZ),
             initramfs: dir.join(INITRAMFS),
             manifest: dir.join(MANIFEST),
+            rootfs: rootfs.is_file().then_some(rootfs),
             dir,
         }
     }

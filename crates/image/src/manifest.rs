@@ -54,6 +54,26 @@ pub struct Manifest {
     pub kernel_version: String,
     pub inputs: Inputs,
     pub outputs: Outputs,
+    /// The root disk of an image built from a spec; none for the diskless
+    /// default image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<Disk>,
+}
+
+/// What an image's root disk was built from and holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disk {
+    /// The spec file (path as given, its sha256 and size).
+    pub spec: FileRecord,
+    pub release: String,
+    /// Every installed package with its version, sorted by name.
+    pub packages: Vec<crate::rootfs::PackageRecord>,
+    /// The files the spec added (`path` in the VM), and the service config.
+    pub files: Vec<FileRecord>,
+    /// Filesystem size in MiB.
+    pub size_mib: u64,
+    /// `rootfs.qcow2`, the read-only base of every VM's overlay.
+    pub rootfs: FileRecord,
 }
 
 impl Manifest {
@@ -105,6 +125,7 @@ mod tests {
                 vmlinuz: rec("vmlinuz"),
                 initramfs: rec("initramfs.img"),
             },
+            disk: None,
         };
         let json = m.to_json();
         assert!(json.contains("\"format_version\": 1"));

@@ -40,7 +40,17 @@ pub struct Launch {
     pub serial_log: PathBuf,
     /// Start as a migration destination (`-incoming defer`).
     pub incoming: bool,
+    /// The VM's qcow2 overlay of its image's root disk: a virtio-blk
+    /// device, `/dev/vda` in the guest, named by `duplex.root=`.
+    pub disk: Option<PathBuf>,
+    /// User data (JSON) handed to the guest as a firmware file.
+    pub user_data: Option<PathBuf>,
 }
+
+/// The QEMU drive id of the root disk (block migration names it).
+pub const DISK_ID: &str = "disk0";
+/// The guest device the root disk appears as.
+pub const GUEST_ROOT_DEVICE: &str = "/dev/vda";
 
 /// Kernel words every Duplex guest needs: serial console, a TSC frequency
 /// so microvm's kernel does not hang calibrating against the PIT, and reboot
@@ -84,10 +94,34 @@ impl Launch {
         push("-initrd".into());
         push(p(&self.initrd));
         push("-append".into());
+        let root = match self.disk {
+            Some(_) => format!(" duplex.root={GUEST_ROOT_DEVICE}"),
+            None => String::new(),
+        };
         push(match self.accel {
-            AccelKind::Tcg => format!("{BASE_KERNEL_ARGS} {TCG_KERNEL_ARGS} {}", self.kernel_args),
-            AccelKind::Kvm => format!("{BASE_KERNEL_ARGS} {}", self.kernel_args),
+            AccelKind::Tcg => format!(
+                "{BASE_KERNEL_ARGS} {TCG_KERNEL_ARGS} {}{root}",
+                self.kernel_args
+            ),
+            AccelKind::Kvm => format!("{BASE_KERNEL_ARGS} {}{root}", self.kernel_args),
         });
+        if let Some(disk) = &self.disk {
+            push("-drive".into());
+            push(format!(
+                "if=none,id={DISK_ID},format=qcow2,file={}",
+                p(disk)
+            ));
+            push("-device".into());
+            push(format!("virtio-blk-device,drive={DISK_ID}"));
+        }
+        if let Some(data) = &self.user_data {
+            push("-fw_cfg".into());
+            push(format!(
+                "name={},file={}",
+                duplex_core::user_data::FW_CFG_NAME,
+                p(data)
+            ));
+        }
         push("-chardev".into());
         push(format!("file,id=serial0,path={}", p(&self.serial_log)));
         push("-serial".into());
@@ -140,6 +174,8 @@ mod tests {
             qmp_socket: "/d/qmp.sock".into(),
             serial_log: "/d/serial.log".into(),
             incoming: false,
+            disk: None,
+            user_data: None,
         }
     }
 
@@ -167,6 +203,27 @@ mod tests {
             .iter()
             .any(|d| d.contains("name=org.duplex.ctl")));
         assert!(!a.contains(&"-incoming".to_string()));
+        assert!(value_of(&a, "-drive").is_empty());
+        assert!(value_of(&a, "-fw_cfg").is_empty());
+        assert!(!value_of(&a, "-append")[0].contains("duplex.root"));
+    }
+
+    #[test]
+    fn a_root_disk_and_user_data() {
+        let mut l = launch();
+        l.disk = Some("/d/disk.qcow2".into());
+        l.user_data = Some("/d/user-data.json".into());
+        let a = l.args();
+        assert_eq!(
+            value_of(&a, "-drive"),
+            ["if=none,id=disk0,format=qcow2,file=/d/disk.qcow2"]
+        );
+        assert!(value_of(&a, "-device").contains(&"virtio-blk-device,drive=disk0".to_string()));
+        assert!(value_of(&a, "-append")[0].ends_with("duplex.name=vm1 duplex.root=/dev/vda"));
+        assert_eq!(
+            value_of(&a, "-fw_cfg"),
+            ["name=opt/org.duplex/user-data,file=/d/user-data.json"]
+        );
     }
 
     #[test]

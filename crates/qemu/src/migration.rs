@@ -109,14 +109,22 @@ pub async fn secure(qmp: &Qmp, tls: &StreamTls) -> Result<(), QemuError> {
     }
 }
 
-/// Capabilities and parameters of a migration (both sides).
-pub async fn prepare(qmp: &Qmp, tuning: &MigrationTuning) -> Result<(), QemuError> {
+/// Capabilities and parameters of a migration (both sides). `disk`: the VM
+/// has a root disk whose overlay goes along (QEMU 7.2's block migration,
+/// incremental: only the overlay's blocks, the base is on both hosts).
+pub async fn prepare(qmp: &Qmp, tuning: &MigrationTuning, disk: bool) -> Result<(), QemuError> {
     qmp.execute(
         "migrate-set-capabilities",
         Some(json!({"capabilities": [
             {"capability": "events", "state": true},
             {"capability": "auto-converge", "state": tuning.auto_converge},
+            {"capability": "block", "state": disk},
         ]})),
+    )
+    .await?;
+    qmp.execute(
+        "migrate-set-parameters",
+        Some(json!({"block-incremental": disk})),
     )
     .await?;
     let bw = tuning
@@ -136,7 +144,7 @@ pub async fn prepare(qmp: &Qmp, tuning: &MigrationTuning) -> Result<(), QemuErro
 /// Destination: starts listening on `ip` (port chosen by the kernel),
 /// protected by `tls`, and returns the URI the source must use.
 pub async fn listen_incoming(qmp: &Qmp, ip: &str, tls: &StreamTls) -> Result<String, QemuError> {
-    prepare(qmp, &MigrationTuning::default()).await?;
+    prepare(qmp, &MigrationTuning::default(), false).await?;
     secure(qmp, tls).await?;
     qmp.execute(
         "migrate-incoming",
@@ -178,11 +186,12 @@ pub async fn migrate(
     uri: &str,
     tuning: &MigrationTuning,
     tls: &StreamTls,
+    disk: bool,
     every: Duration,
     mut on_progress: impl FnMut(&MigrationProgress),
 ) -> Result<MigrationStats, QemuError> {
     let started = Instant::now();
-    prepare(qmp, tuning).await?;
+    prepare(qmp, tuning, disk).await?;
     secure(qmp, tls).await?;
     let params = qmp.execute("query-migrate-parameters", None).await?;
     let encrypted = params["tls-creds"].as_str().is_some_and(|c| !c.is_empty());

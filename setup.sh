@@ -18,8 +18,9 @@ fi
 # for a service address), nftables (lab partitions), sip-tester (sipp, SIP load), etcd-server (the
 # distributed store backend), protobuf-compiler (protoc: the etcd client's
 # gRPC code is generated at build time; libprotobuf-dev has the well-known
-# .proto files it imports).
-PACKAGES=(qemu-system-x86 busybox-static iproute2 iputils-ping iputils-arping nftables sip-tester etcd-server protobuf-compiler libprotobuf-dev)
+# .proto files it imports), qemu-utils (qemu-img: VMs' root disk overlays)
+# and mmdebstrap (root filesystems of images built from a spec).
+PACKAGES=(qemu-system-x86 qemu-utils mmdebstrap busybox-static iproute2 iputils-ping iputils-arping nftables sip-tester etcd-server protobuf-compiler libprotobuf-dev)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

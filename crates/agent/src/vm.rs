@@ -134,7 +134,8 @@ impl Vm {
     pub fn info(&self) -> VmInfo {
         let s = self.status();
         VmInfo {
-            spec: self.spec.clone(),
+            // Secret user files never leave the host in answers or reports.
+            spec: self.spec.redacted(),
             mac: self.spec.mac(),
             state: s.state,
             pid: s.pid,

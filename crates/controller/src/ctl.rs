@@ -180,7 +180,9 @@ impl Ctl {
             .any(|h| h.name == name && h.state != HostState::Failed)
     }
 
-    pub fn vm_view(&self, vm: Vm, hosts: &[Host], full: bool) -> VmView {
+    /// A VM as API answers show it (secret user files redacted).
+    pub fn vm_view(&self, mut vm: Vm, hosts: &[Host], full: bool) -> VmView {
+        vm.spec = vm.spec.redacted();
         let obs = self.lock_observed();
         let alive = Self::host_alive(hosts, &vm.host) && obs.get(&vm.host).is_some();
         let info = obs.vm(&vm.host, &vm.spec.name).cloned();

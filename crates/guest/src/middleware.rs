@@ -237,13 +237,16 @@ impl Middleware {
         Ok(self.status())
     }
 
+    /// Runs a role or reset hook; what it printed goes to the console.
     fn hook(&self, cmd: Option<&[String]>, vars: Vars) -> Result<(), String> {
-        match cmd {
-            None => Ok(()),
-            Some(c) => match self.service.hook(c, vars)? {
-                true => Ok(()),
-                false => Err(format!("hook {c:?} failed")),
-            },
+        let Some(c) = cmd else { return Ok(()) };
+        let run = self.service.hook(c, vars)?;
+        for line in run.output.lines() {
+            println!("duplex guest: hook {}: {line}", c[0]);
+        }
+        match run.ok {
+            true => Ok(()),
+            false => Err(format!("hook {c:?} failed")),
         }
     }
 
@@ -309,7 +312,7 @@ impl Middleware {
         let p = self.persisted();
         match (p.role.role, p.config, self.service.config.health.as_deref()) {
             (Role::Act, Some(c), Some(h)) => {
-                let ok = self.service.hook(h, vars(&c)).unwrap_or(false);
+                let ok = self.service.hook(h, vars(&c)).is_ok_and(|r| r.ok);
                 self.service.set_health(Some(ok));
             }
             _ => self.service.set_health(None),

@@ -136,15 +136,26 @@ impl Launcher {
         Ok(c)
     }
 
-    /// Runs a short hook to completion (bounded); Ok(true) if it exited 0.
-    pub fn run_hook(&self, cmd: &[String], vars: Vars, timeout: Duration) -> Result<bool, String> {
+    /// Runs a short hook to completion (bounded): whether it exited 0, and
+    /// the start of what it printed (stdout and stderr).
+    pub fn run_hook(
+        &self,
+        cmd: &[String],
+        vars: Vars,
+        timeout: Duration,
+    ) -> Result<HookRun, String> {
         let mut c = self.command(cmd, vars)?;
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
         let prog = cmd.first().cloned().unwrap_or_default();
         let mut child = c.spawn().map_err(|e| format!("{prog}: {e}"))?;
+        let readers = [
+            child.stdout.take().map(|o| read_bounded(Box::new(o))),
+            child.stderr.take().map(|e| read_bounded(Box::new(e))),
+        ];
         let deadline = Instant::now() + timeout;
-        loop {
+        let ok = loop {
             match child.try_wait() {
-                Ok(Some(s)) => return Ok(s.success()),
+                Ok(Some(s)) => break s.success(),
                 Ok(None) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(10))
                 }
@@ -158,8 +169,41 @@ impl Launcher {
                 }
                 Err(e) => return Err(e.to_string()),
             }
+        };
+        let mut output = String::new();
+        for r in readers.into_iter().flatten() {
+            output.push_str(&r.join().unwrap_or_default());
         }
+        Ok(HookRun { ok, output })
     }
+}
+
+/// What a short hook did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookRun {
+    pub ok: bool,
+    /// The first [`HOOK_OUTPUT_LIMIT`] bytes it printed.
+    pub output: String,
+}
+
+/// How much of a hook's output is kept (the rest is read and dropped).
+pub const HOOK_OUTPUT_LIMIT: usize = 4096;
+
+/// Reads a pipe to its end in a thread, keeping the first
+/// [`HOOK_OUTPUT_LIMIT`] bytes, so a chatty hook never blocks on a full pipe.
+fn read_bounded(mut from: Box<dyn std::io::Read + Send>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let room = HOOK_OUTPUT_LIMIT.saturating_sub(kept.len());
+            kept.extend_from_slice(&buf[..n.min(room)]);
+        }
+        String::from_utf8_lossy(&kept).into_owned()
+    })
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -221,7 +265,7 @@ impl Supervisor {
     }
 
     /// Runs one of the service's short hooks with the wanted values.
-    pub fn hook(&self, cmd: &[String], vars: Vars) -> Result<bool, String> {
+    pub fn hook(&self, cmd: &[String], vars: Vars) -> Result<HookRun, String> {
         self.launcher
             .run_hook(cmd, vars, self.config.hook_timeout())
     }
@@ -330,13 +374,22 @@ mod tests {
         };
         let script = "test \"$UPSTREAM $DUPLEX_VIP $DUPLEX_PEER $DUPLEX_ADDRESS\" = \"10.9.9.9 10.0.0.5 10.0.0.6 10.0.0.7\"";
         let cmd = ["/bin/sh".to_string(), "-c".into(), script.into()];
-        assert_eq!(l.run_hook(&cmd, vars(), Duration::from_secs(5)), Ok(true));
+        assert!(l.run_hook(&cmd, vars(), Duration::from_secs(5)).unwrap().ok);
         let cmd = [
             "/bin/sh".to_string(),
             "-c".into(),
             "test \"$UPSTREAM\" = other".into(),
         ];
-        assert_eq!(l.run_hook(&cmd, vars(), Duration::from_secs(5)), Ok(false));
+        assert!(!l.run_hook(&cmd, vars(), Duration::from_secs(5)).unwrap().ok);
+        // Output is kept, bounded; a hook that prints a lot still ends.
+        let cmd = [
+            "/bin/sh".to_string(),
+            "-c".into(),
+            "echo hi; head -c 200000 /dev/zero; echo err >&2".into(),
+        ];
+        let run = l.run_hook(&cmd, vars(), Duration::from_secs(5)).unwrap();
+        assert!(run.ok && run.output.starts_with("hi\n") && run.output.ends_with("err\n"));
+        assert_eq!(run.output.len(), HOOK_OUTPUT_LIMIT + 4);
     }
 
     #[test]
@@ -383,7 +436,7 @@ mod tests {
         s.stop();
         s.tick();
         assert!(!s.status().running);
-        assert_eq!(s.hook(&["true".into()], vars()), Ok(true));
-        assert_eq!(s.hook(&["false".into()], vars()), Ok(false));
+        assert!(s.hook(&["true".into()], vars()).unwrap().ok);
+        assert!(!s.hook(&["false".into()], vars()).unwrap().ok);
     }
 }

@@ -17,6 +17,9 @@ use serde::Serialize;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// The image of the disk-backed arm: the Kamailio example's.
+pub const DISK_IMAGE: &str = "kamailio";
+
 #[derive(Serialize, Clone)]
 struct Run {
     /// QEMU's total time (setup to completion).
@@ -44,10 +47,18 @@ struct MigrateResult {
     duplex: Vec<Run>,
     /// Duplex with `cleartext: true`.
     duplex_cleartext: Vec<Run>,
+    /// Duplex (TLS) moving a VM booted from a root disk (image `kamailio`):
+    /// its overlay goes along by block migration.
+    duplex_disk: Vec<Run>,
     raw: Vec<Run>,
     duplex_summary: ArmSummary,
     duplex_cleartext_summary: ArmSummary,
+    duplex_disk_summary: ArmSummary,
     raw_summary: ArmSummary,
+    /// Disk-backed / diskless (both Duplex, TLS).
+    disk_ratio_total_median: f64,
+    disk_ratio_wall_median: f64,
+    disk_ratio_downtime_median: f64,
     /// Duplex cleartext / raw.
     ratio_total_median: f64,
     ratio_wall_median: f64,
@@ -77,7 +88,12 @@ fn from_stats(s: &MigrationStats, wall_ms: f64) -> Run {
     }
 }
 
-async fn duplex_move(from: &AgentClient, to: &AgentClient, cleartext: bool) -> anyhow::Result<Run> {
+async fn duplex_move(
+    vm: &str,
+    from: &AgentClient,
+    to: &AgentClient,
+    cleartext: bool,
+) -> anyhow::Result<Run> {
     let req = MigrateRequest {
         to: to.base().to_string(),
         tuning: duplex_core::agent_api::MigrationTuning {
@@ -85,9 +101,9 @@ async fn duplex_move(from: &AgentClient, to: &AgentClient, cleartext: bool) -> a
             ..Default::default()
         },
     };
-    from.start_migration("bmig", &req).await?;
+    from.start_migration(vm, &req).await?;
     loop {
-        let i = from.migration("bmig").await?;
+        let i = from.migration(vm).await?;
         match i.phase {
             MigrationPhase::Completed => {
                 let s = i.stats.ok_or_else(|| anyhow::anyhow!("no stats"))?;
@@ -163,6 +179,11 @@ pub async fn run(lab: &Lab, runs: usize, out: &Path) -> anyhow::Result<()> {
     eprintln!("  booting the Duplex VM on h1 and the hand-started VM in h1's namespace");
     let spec = VmSpec::new("bmig", lab.vm_ip(0)?);
     h[0].create(&spec, WaitFor::Ready).await?;
+    let disk_spec = VmSpec {
+        image: DISK_IMAGE.into(),
+        ..VmSpec::new("bdisk", lab.vm_ip(2)?)
+    };
+    h[0].create(&disk_spec, WaitFor::Ready).await?;
     let mut raw_vm = raw_side.start(1, false, "r0").await?;
     duplex_agent::serial::wait_marker(
         &raw_vm.serial,
@@ -172,8 +193,10 @@ pub async fn run(lab: &Lab, runs: usize, out: &Path) -> anyhow::Result<()> {
     .await
     .ok_or_else(|| anyhow::anyhow!("hand-started guest never got ready"))?;
     let (mut duplex_runs, mut clear_runs, mut raw_runs) = (Vec::new(), Vec::new(), Vec::new());
+    let mut disk_runs = Vec::new();
     // Where the Duplex VM is (0: h1); every Duplex move sends it across.
     let mut at = 0usize;
+    let mut disk_at = 0usize;
     for i in 0..runs {
         // TLS first on even runs, cleartext first on odd ones.
         let order = if i % 2 == 0 {
@@ -182,8 +205,10 @@ pub async fn run(lab: &Lab, runs: usize, out: &Path) -> anyhow::Result<()> {
             [true, false]
         };
         let (mut d, mut c) = (None, None);
+        let k = duplex_move("bdisk", &h[disk_at], &h[1 - disk_at], false).await?;
+        disk_at = 1 - disk_at;
         for cleartext in order {
-            let r = duplex_move(&h[at], &h[1 - at], cleartext).await?;
+            let r = duplex_move("bmig", &h[at], &h[1 - at], cleartext).await?;
             at = 1 - at;
             if cleartext {
                 c = Some(r);
@@ -200,6 +225,15 @@ pub async fn run(lab: &Lab, runs: usize, out: &Path) -> anyhow::Result<()> {
             .await?;
         raw_vm = next;
         eprintln!(
+            "  run {}/{runs}: disk-backed total {:.0} ms, downtime {:.0} ms, wall {:.0} ms, {:.1} MiB",
+            i + 1,
+            k.total_ms,
+            k.downtime_ms,
+            k.wall_ms,
+            k.transferred_bytes as f64 / 1048576.0
+        );
+        disk_runs.push(k);
+        eprintln!(
             "  run {}/{runs}: duplex TLS total {:.0} ms, downtime {:.0} ms, wall {:.0} ms | duplex cleartext total {:.0} ms, downtime {:.0} ms, wall {:.0} ms | raw total {:.0} ms, downtime {:.0} ms, wall {:.0} ms",
             i + 1, d.total_ms, d.downtime_ms, d.wall_ms, c.total_ms, c.downtime_ms, c.wall_ms, r.total_ms, r.downtime_ms, r.wall_ms
         );
@@ -214,6 +248,7 @@ pub async fn run(lab: &Lab, runs: usize, out: &Path) -> anyhow::Result<()> {
         summary(&clear_runs),
         summary(&raw_runs),
     );
+    let ks = summary(&disk_runs);
     let result = MigrateResult {
         benchmark: "migrate",
         run: stats::run_info(&format!("{:?}", accel.kind)).await,
@@ -224,11 +259,16 @@ pub async fn run(lab: &Lab, runs: usize, out: &Path) -> anyhow::Result<()> {
         tls_ratio_total_median: ds.total_ms.median / cs.total_ms.median,
         tls_ratio_wall_median: ds.wall_ms.median / cs.wall_ms.median,
         tls_ratio_downtime_median: ds.downtime_ms.median / cs.downtime_ms.median,
+        disk_ratio_total_median: ks.total_ms.median / ds.total_ms.median,
+        disk_ratio_wall_median: ks.wall_ms.median / ds.wall_ms.median,
+        disk_ratio_downtime_median: ks.downtime_ms.median / ds.downtime_ms.median,
         duplex: duplex_runs,
         duplex_cleartext: clear_runs,
+        duplex_disk: disk_runs,
         raw: raw_runs,
         duplex_summary: ds,
         duplex_cleartext_summary: cs,
+        duplex_disk_summary: ks,
         raw_summary: rs,
     };
     let row = |name: &str, s: &ArmSummary| {
@@ -242,10 +282,13 @@ pub async fn run(lab: &Lab, runs: usize, out: &Path) -> anyhow::Result<()> {
     };
     let md = format!(
         "# Live migration, idle 256 MiB guest, h1 <-> h2 in the lab ({:?}, {} runs per arm, alternating)\n\n\
-         | arm | QEMU total ms (min / median / max) | downtime ms | whole operation ms | MiB sent (median) |\n|---|---|---|---|---|\n{}{}{}\n\
+         | arm | QEMU total ms (min / median / max) | downtime ms | whole operation ms | MiB sent (median) |\n|---|---|---|---|---|\n{}{}{}{}\n\
          Median ratios Duplex (cleartext) / raw: total **{:.3}** (goal <= 1.1), whole operation **{:.3}**, downtime **{:.3}** (goal: no worse).\n\n\
          What TLS costs, median ratios Duplex TLS / Duplex cleartext: total **{:.3}**, whole operation **{:.3}**, downtime **{:.3}**. \
          The stream is capped at 128 MiB/s in every arm (Duplex's default), so TLS shows where it adds time under that cap.\n\n\
+         What a root disk costs, median ratios disk-backed / diskless (Duplex, TLS): total **{:.3}**, whole operation **{:.3}**, downtime **{:.3}**. \
+         The disk-backed VM boots image `{DISK_IMAGE}` (examples/kamailio) with a qcow2 overlay of its own; QEMU's incremental block \
+         migration sends the overlay's blocks (the base is on every host) in the same stream; MiB sent counts RAM and disk.\n\n\
          Whole operation: Duplex = the source agent's orchestrated time (ask the destination agent to prepare, which starts QEMU, \
          its tap and network element; migrate; destination confirms the VM runs). Raw = start the destination QEMU by hand, \
          `migrate-incoming`, `migrate`, until the destination reports `running`.\n",
@@ -253,15 +296,20 @@ pub async fn run(lab: &Lab, runs: usize, out: &Path) -> anyhow::Result<()> {
         runs,
         row("Duplex agents, TLS stream (default)", &result.duplex_summary),
         row("Duplex agents, cleartext stream", &result.duplex_cleartext_summary),
+        row("Duplex agents, TLS, disk-backed", &result.duplex_disk_summary),
         row("raw QMP, cleartext", &result.raw_summary),
         result.ratio_total_median,
         result.ratio_wall_median,
         result.ratio_downtime_median,
         result.tls_ratio_total_median,
         result.tls_ratio_wall_median,
-        result.tls_ratio_downtime_median
+        result.tls_ratio_downtime_median,
+        result.disk_ratio_total_median,
+        result.disk_ratio_wall_median,
+        result.disk_ratio_downtime_median
     );
     println!("{md}");
     let _ = h[at].delete("bmig").await;
+    let _ = h[disk_at].delete("bdisk").await;
     stats::write(out, "migrate", &result, &md)
 }

@@ -293,3 +293,69 @@ fn controller_refuses_bad_topology_files() {
     fails_with(&out, "/nonexistent/topo.json");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `duplex image build --spec` refuses a spec that breaks a rule before
+/// it bootstraps anything, naming the field.
+#[test]
+fn image_specs_that_break_a_rule_name_the_field() {
+    let d = tempfile::tempdir().unwrap();
+    let good = "name = \"svc\"\npackages = [\"kamailio\"]\n\n[[files]]\npath = \"/etc/svc.cfg\"\nsource = \"svc.cfg\"\n\n[service]\nname = \"svc\"\nstart = [\"/usr/sbin/svc\"]\n";
+    let cases: &[(&str, &str, &str)] = &[
+        ("packages =", "pakages =", "pakages"),
+        ("\"kamailio\"", "\"Kam ailio\"", "`packages[0]`"),
+        ("path = \"/etc/svc.cfg\"", "path = \"etc/svc.cfg\"", "`files[0].path`"),
+        ("start = [\"/usr/sbin/svc\"]", "start = [\"svc\"]", "`service.start`"),
+        ("name = \"svc\"\npackages", "name = \"../svc\"\npackages", "`name`"),
+        // The source file is missing: found before the bootstrap.
+        ("source = \"svc.cfg\"", "source = \"missing.cfg\"", "`files[0].source`"),
+    ];
+    std::fs::write(d.path().join("svc.cfg"), "x").unwrap();
+    for (from, to, want) in cases {
+        assert!(good.contains(from), "{from}");
+        let spec = d.path().join("spec.toml");
+        std::fs::write(&spec, good.replacen(from, to, 1)).unwrap();
+        let out = duplex(
+            &[
+                "image",
+                "build",
+                "--spec",
+                spec.to_str().unwrap(),
+                "--image-dir",
+                d.path().join("images").to_str().unwrap(),
+                "--cache-dir",
+                d.path().join("cache").to_str().unwrap(),
+            ],
+            &[],
+        );
+        fails_with(&out, want);
+        assert!(!d.path().join("images").exists(), "{to}: nothing is built");
+    }
+    let out = duplex(&["image", "build", "--spec", "/nonexistent/spec.toml"], &[]);
+    fails_with(&out, "/nonexistent/spec.toml");
+}
+
+/// User data that breaks a rule is refused before anything is sent,
+/// naming the field.
+#[test]
+fn user_data_that_breaks_a_rule_names_the_field() {
+    let d = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &str)] = &[
+        ("[[files]]\npath = \"etc/x\"\ncontent = \"y\"\n", "`files[0].path`"),
+        ("[[files]]\npath = \"/etc/x\"\ncontent = \"y\"\nmode = \"4755\"\n", "`files[0].mode`"),
+        ("[env]\nlower = \"v\"\n", "`env.lower`"),
+        ("[[write_files]]\npath = \"/x\"\n", "write_files"),
+        ("[env\n", "user data file"),
+    ];
+    for (text, want) in cases {
+        let file = d.path().join("ud.toml");
+        std::fs::write(&file, text).unwrap();
+        for create in [
+            vec!["vm", "create", "x", "--ip", "10.9.9.9", "--agent", "http://127.0.0.1:9"],
+            vec!["pair", "create", "p", "--vip", "10.9.9.8", "--member", "a=10.9.9.9", "--member", "b=10.9.9.10"],
+        ] {
+            let mut args = create.clone();
+            args.extend(["--user-data", file.to_str().unwrap()]);
+            fails_with(&duplex(&args, &[("DUPLEX_LAB", "")]), want);
+        }
+    }
+}

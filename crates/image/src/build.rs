@@ -178,6 +178,16 @@ pub fn build_spec(opts: &BuildOptions, spec_path: &Path) -> Result<Manifest, Ima
     let spec = crate::spec::ImageSpec::load(spec_path)?;
     let spec_dir = spec_path.parent().unwrap_or(Path::new("."));
     let spec_record = fsutil::record_file(spec_path)?;
+    // Every source file is readable before the long bootstrap starts.
+    for (i, f) in spec.files.iter().enumerate() {
+        if let Some(source) = &f.source {
+            let path = spec_dir.join(source);
+            std::fs::File::open(&path).map_err(|e| crate::spec::SpecError::Field {
+                field: format!("files[{i}].source"),
+                reason: format!("cannot read {}: {e}", path.display()),
+            })?;
+        }
+    }
     let opts = BuildOptions {
         name: spec.name.clone(),
         ..opts.clone()

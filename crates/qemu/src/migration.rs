@@ -237,7 +237,9 @@ pub async fn migrate(
                     total_ms: q["total-time"].as_u64().unwrap_or(0),
                     downtime_ms: q["downtime"].as_u64().unwrap_or(0),
                     setup_ms: q["setup-time"].as_u64().unwrap_or(0),
-                    transferred_bytes: p.transferred_bytes,
+                    // RAM, plus the root disk's blocks under block migration.
+                    transferred_bytes: p.transferred_bytes
+                        + q["disk"]["transferred"].as_u64().unwrap_or(0),
                     passes: p.passes,
                     orchestrated_ms: started.elapsed().as_millis() as u64,
                     max_cpu_throttle_pct: max_throttle.max(p.cpu_throttle_pct),

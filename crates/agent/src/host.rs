@@ -243,10 +243,19 @@ impl Host {
         let listener = tokio::net::UnixListener::bind(&p.net)
             .map_err(AgentError::io(format!("bind {}", p.net.display())))?;
         crate::qemu_user::give(user, &p.net, 0o600)?;
-        let disk = match &img.rootfs {
+        // An incoming VM has exactly the disk it had at the source (none,
+        // or the base it ran on); a new one takes its image's current base.
+        let base = match incoming {
+            true => vm.disk_base().map(|name| img.base(&name)).transpose()?,
+            false => img.rootfs.clone(),
+        };
+        let disk = match &base {
             Some(base) => Some(crate::vm_disk::make_overlay(base, &p.dir, user).await?),
             None => None,
         };
+        if let Ok(mut b) = vm.disk_base.lock() {
+            *b = base.and_then(|b| b.file_name().map(|n| n.to_string_lossy().into_owned()));
+        }
         let user_data = crate::vm_disk::write_user_data(spec, &p.dir, user)?;
         let element = duplex_net::element::start(&spec.name, spec.mac(), listener, tap, Vec::new());
         let launch = Launch {

@@ -166,6 +166,7 @@ async fn outgoing(
         &format!("{}/v1/incoming", req.to),
         &IncomingRequest {
             spec: vm.spec.clone(),
+            disk_base: vm.disk_base(),
             cleartext: req.tuning.cleartext,
         },
         fence,
@@ -193,7 +194,7 @@ async fn outgoing(
         &uri,
         &req.tuning,
         &tls,
-        vm.paths.dir.join(crate::vm_disk::OVERLAY).exists(),
+        vm.disk_base().is_some(),
         Duration::from_millis(200),
         |p| {
             info.progress = p.clone();
@@ -304,6 +305,11 @@ pub async fn prepare_incoming(
         return Err(AgentError::Unavailable("this agent listens on an unspecified address; start it with --listen <its own IP>:PORT to receive migrations".into()));
     }
     let vm = host.reserve(&req.spec, VmState::Incoming)?;
+    if let Some(base) = &req.disk_base {
+        if let Ok(mut b) = vm.disk_base.lock() {
+            *b = Some(base.clone());
+        }
+    }
     let prepared = async {
         host.launch(&vm, true).await?;
         let qmp = vm

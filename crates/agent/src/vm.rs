@@ -85,6 +85,10 @@ pub struct Vm {
     /// Notified when the guest loses or finds its peer: the agent reports
     /// at once.
     pub urgent: Arc<tokio::sync::Notify>,
+    /// The root disk base (file name in its image's directory) the VM runs
+    /// on: set before launch for an incoming VM (the source's), at launch
+    /// otherwise; none for a diskless VM.
+    pub disk_base: Mutex<Option<String>>,
 }
 
 impl Vm {
@@ -110,6 +114,7 @@ impl Vm {
             ctl: tokio::sync::Mutex::new(None),
             qmp: Mutex::new(None),
             urgent: Arc::default(),
+            disk_base: Mutex::new(None),
         }
     }
 
@@ -125,6 +130,11 @@ impl Vm {
             Ok(mut s) => f(&mut s),
             Err(p) => f(&mut p.into_inner()),
         }
+    }
+
+    /// The root disk base the VM runs on, if it has a disk.
+    pub fn disk_base(&self) -> Option<String> {
+        self.disk_base.lock().ok().and_then(|b| b.clone())
     }
 
     pub fn qmp(&self) -> Option<Arc<Qmp>> {

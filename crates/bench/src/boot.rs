@@ -89,7 +89,10 @@ pub async fn run(lab: &Lab, runs: usize, out: &Path) -> anyhow::Result<()> {
             h1.create(&spec, WaitFor::Ready).await?;
             let ms = t.elapsed().as_secs_f64() * 1000.0;
             h1.delete("bready").await?;
-            eprintln!("  run {}/{runs}: to guest ready, image {image}: {ms:.0} ms", i + 1);
+            eprintln!(
+                "  run {}/{runs}: to guest ready, image {image}: {ms:.0} ms",
+                i + 1
+            );
             if image == DISK_IMAGE {
                 disk_ms.push(ms);
             } else {

@@ -303,11 +303,27 @@ fn image_specs_that_break_a_rule_name_the_field() {
     let cases: &[(&str, &str, &str)] = &[
         ("packages =", "pakages =", "pakages"),
         ("\"kamailio\"", "\"Kam ailio\"", "`packages[0]`"),
-        ("path = \"/etc/svc.cfg\"", "path = \"etc/svc.cfg\"", "`files[0].path`"),
-        ("start = [\"/usr/sbin/svc\"]", "start = [\"svc\"]", "`service.start`"),
-        ("name = \"svc\"\npackages", "name = \"../svc\"\npackages", "`name`"),
+        (
+            "path = \"/etc/svc.cfg\"",
+            "path = \"etc/svc.cfg\"",
+            "`files[0].path`",
+        ),
+        (
+            "start = [\"/usr/sbin/svc\"]",
+            "start = [\"svc\"]",
+            "`service.start`",
+        ),
+        (
+            "name = \"svc\"\npackages",
+            "name = \"../svc\"\npackages",
+            "`name`",
+        ),
         // The source file is missing: found before the bootstrap.
-        ("source = \"svc.cfg\"", "source = \"missing.cfg\"", "`files[0].source`"),
+        (
+            "source = \"svc.cfg\"",
+            "source = \"missing.cfg\"",
+            "`files[0].source`",
+        ),
     ];
     std::fs::write(d.path().join("svc.cfg"), "x").unwrap();
     for (from, to, want) in cases {
@@ -340,8 +356,14 @@ fn image_specs_that_break_a_rule_name_the_field() {
 fn user_data_that_breaks_a_rule_names_the_field() {
     let d = tempfile::tempdir().unwrap();
     let cases: &[(&str, &str)] = &[
-        ("[[files]]\npath = \"etc/x\"\ncontent = \"y\"\n", "`files[0].path`"),
-        ("[[files]]\npath = \"/etc/x\"\ncontent = \"y\"\nmode = \"4755\"\n", "`files[0].mode`"),
+        (
+            "[[files]]\npath = \"etc/x\"\ncontent = \"y\"\n",
+            "`files[0].path`",
+        ),
+        (
+            "[[files]]\npath = \"/etc/x\"\ncontent = \"y\"\nmode = \"4755\"\n",
+            "`files[0].mode`",
+        ),
         ("[env]\nlower = \"v\"\n", "`env.lower`"),
         ("[[write_files]]\npath = \"/x\"\n", "write_files"),
         ("[env\n", "user data file"),
@@ -350,8 +372,26 @@ fn user_data_that_breaks_a_rule_names_the_field() {
         let file = d.path().join("ud.toml");
         std::fs::write(&file, text).unwrap();
         for create in [
-            vec!["vm", "create", "x", "--ip", "10.9.9.9", "--agent", "http://127.0.0.1:9"],
-            vec!["pair", "create", "p", "--vip", "10.9.9.8", "--member", "a=10.9.9.9", "--member", "b=10.9.9.10"],
+            vec![
+                "vm",
+                "create",
+                "x",
+                "--ip",
+                "10.9.9.9",
+                "--agent",
+                "http://127.0.0.1:9",
+            ],
+            vec![
+                "pair",
+                "create",
+                "p",
+                "--vip",
+                "10.9.9.8",
+                "--member",
+                "a=10.9.9.9",
+                "--member",
+                "b=10.9.9.10",
+            ],
         ] {
             let mut args = create.clone();
             args.extend(["--user-data", file.to_str().unwrap()]);

@@ -206,6 +206,11 @@ pub struct MigrationInfo {
 #[serde(deny_unknown_fields)]
 pub struct IncomingRequest {
     pub spec: VmSpec,
+    /// The root disk base the VM runs on (`rootfs-<hash>.qcow2` of its
+    /// image), which the destination must have: its overlay goes along by
+    /// block migration and only means something on the same base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_base: Option<String>,
     /// The stream comes in the clear (see [`MigrationTuning::cleartext`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cleartext: bool,

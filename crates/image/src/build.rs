@@ -136,13 +136,6 @@ pub fn build(
         },
         disk,
     };
-    if manifest.disk.is_none() {
-        // A diskless rebuild of a name that had a disk: the old base goes.
-        let stale = dir.join(crate::disk::ROOTFS);
-        if stale.exists() {
-            std::fs::remove_file(&stale).map_err(|e| ImageError::io("remove", &stale, e))?;
-        }
-    }
     let manifest_path = dir.join(MANIFEST);
     fsutil::write_atomic(&manifest_path, manifest.to_json().as_bytes())?;
     info!(
@@ -219,8 +212,7 @@ pub fn build_spec(opts: &BuildOptions, spec_path: &Path) -> Result<Manifest, Ima
     let size_mib = crate::disk::size_mib(needed, spec.disk.size_mib)?;
     let dir = opts.image_dir.join(&spec.name);
     fsutil::create_dir_all(&dir)?;
-    let rootfs = dir.join(crate::disk::ROOTFS);
-    let tmp = fsutil::temp_sibling(&rootfs);
+    let tmp = fsutil::temp_sibling(&dir.join("rootfs.qcow2"));
     crate::disk::make(&root, size_mib, &work.0.join("rootfs.raw"), &tmp)?;
     let record = fsutil::record_file(&tmp);
     let record = match record {
@@ -230,7 +222,10 @@ pub fn build_spec(opts: &BuildOptions, spec_path: &Path) -> Result<Manifest, Ima
             return Err(e);
         }
     };
-    fsutil::rename(&tmp, &rootfs)?;
+    // Named by its content: a rebuild never replaces a base that running
+    // VMs' overlays stand on, and a host that has the name has the content.
+    let base_name = crate::disk::base_name(&record.sha256);
+    fsutil::rename(&tmp, &dir.join(&base_name))?;
     info!(
         size_mib,
         bytes = record.size,
@@ -245,11 +240,15 @@ pub fn build_spec(opts: &BuildOptions, spec_path: &Path) -> Result<Manifest, Ima
         files,
         size_mib,
         rootfs: crate::manifest::FileRecord {
-            path: crate::disk::ROOTFS.into(),
+            path: base_name.clone(),
             ..record
         },
     };
     let manifest = build(&opts, Some(disk))?;
+    let removed = crate::disk::prune_bases(&dir, &base_name)?;
+    if !removed.is_empty() {
+        info!(?removed, "older root disk bases no VM runs on removed");
+    }
     info!(
         elapsed_ms = ms(started),
         "image {} built from its spec", spec.name

@@ -9,8 +9,18 @@ use std::process::Command;
 use crate::debian;
 use crate::error::ImageError;
 
-/// The base disk's file name in an image directory.
-pub const ROOTFS: &str = "rootfs.qcow2";
+/// The base disk's file name in an image directory: `rootfs-<first 16 hex
+/// digits of its sha256>.qcow2`. A rebuild writes a new one beside the old.
+pub fn base_name(sha256: &str) -> String {
+    format!("rootfs-{}.qcow2", &sha256[..sha256.len().min(16)])
+}
+
+/// Whether `name` is a base's file name (and nothing that could be a path).
+pub fn is_base_name(name: &str) -> bool {
+    name.strip_prefix("rootfs-")
+        .and_then(|n| n.strip_suffix(".qcow2"))
+        .is_some_and(|h| h.len() == 16 && h.chars().all(|c| c.is_ascii_hexdigit()))
+}
 /// The filesystem label the guest's /init looks for.
 pub const LABEL: &str = "duplex-root";
 /// Room for what the service writes, on top of what the files need.
@@ -86,9 +96,84 @@ pub fn make(root: &Path, size_mib: u64, raw: &Path, out: &Path) -> Result<(), Im
     result
 }
 
+/// Remove this image's bases other than `keep` that no process of this
+/// machine has open (no QEMU runs a VM on them). A base still in use stays;
+/// a VM moving here later on a removed base is refused by name, and the
+/// move fails cleanly. Returns the names removed.
+pub fn prune_bases(dir: &Path, keep: &str) -> Result<Vec<String>, ImageError> {
+    let open = open_files();
+    let mut removed = Vec::new();
+    let entries = fs::read_dir(dir).map_err(|e| ImageError::io("list", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| ImageError::io("list", dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !is_base_name(&name) || name == keep || open.contains(&entry.path()) {
+            continue;
+        }
+        fs::remove_file(entry.path()).map_err(|e| ImageError::io("remove", entry.path(), e))?;
+        removed.push(name);
+    }
+    removed.sort();
+    Ok(removed)
+}
+
+/// Every file some process of this machine has open (what `/proc` lets us
+/// see; run as root to see all).
+fn open_files() -> std::collections::HashSet<std::path::PathBuf> {
+    let mut open = std::collections::HashSet::new();
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return open;
+    };
+    for p in procs.flatten() {
+        let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        open.extend(fds.flatten().filter_map(|fd| fs::read_link(fd.path()).ok()));
+    }
+    open
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base_names() {
+        let name = base_name("26fd81c6b1b84772fc927d2bad1b7281");
+        assert_eq!(name, "rootfs-26fd81c6b1b84772.qcow2");
+        assert!(is_base_name(&name));
+        for bad in [
+            "rootfs.qcow2",
+            "rootfs-../../x.qcow2",
+            "rootfs-26fd81c6b1b8477.qcow2",
+            "/etc/passwd",
+        ] {
+            assert!(!is_base_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn prune_keeps_the_current_base_and_open_ones() {
+        let dir = std::env::temp_dir().join(format!("duplex-prune-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let names: Vec<String> = ["1", "2", "3"]
+            .iter()
+            .map(|d| base_name(&d.repeat(16)))
+            .collect();
+        for n in &names {
+            fs::write(dir.join(n), b"x").unwrap();
+        }
+        fs::write(dir.join("vmlinuz"), b"k").unwrap();
+        let held = fs::File::open(dir.join(&names[1])).unwrap();
+        let removed = prune_bases(&dir, &names[2]).unwrap();
+        assert_eq!(removed, [names[0].clone()]);
+        assert!(dir.join(&names[1]).exists() && dir.join(&names[2]).exists());
+        assert!(dir.join("vmlinuz").exists());
+        drop(held);
+        assert_eq!(prune_bases(&dir, &names[2]).unwrap(), [names[1].clone()]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn sizes() {

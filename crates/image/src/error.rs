@@ -111,6 +111,13 @@ pub enum ImageError {
     #[error(transparent)]
     Spec(#[from] crate::spec::SpecError),
 
+    /// A VM's root disk base is not in this host's copy of its image.
+    #[error(
+        "this host has no root disk base {name} in {}: build the same image here (`duplex image build --spec`) or copy that file",
+        dir.display()
+    )]
+    MissingBase { name: String, dir: PathBuf },
+
     /// A manifest could not be encoded or decoded.
     #[error("bad manifest {}: {source}", path.display())]
     Manifest {

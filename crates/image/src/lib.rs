@@ -6,7 +6,7 @@
 //! (`mmdebstrap`, `mkfs.ext4 -d`, `qemu-img`) that the initramfs mounts.
 //!
 //! Layout (see docs/conventions.md):
-//! `<image_dir>/<name>/{vmlinuz,initramfs.img,rootfs.qcow2,manifest.json}`,
+//! `<image_dir>/<name>/{vmlinuz,initramfs.img,rootfs-<hash>.qcow2,manifest.json}`,
 //! with the download/extraction cache in `<cache_dir>/{debs,kernels}`.
 //!
 //! Same inputs give a byte-identical `initramfs.img`.
@@ -100,19 +100,19 @@ pub struct ImagePaths {
     pub vmlinuz: PathBuf,
     pub initramfs: PathBuf,
     pub manifest: PathBuf,
-    /// The root disk's base, for an image built from a spec.
+    /// The root disk's current base (the manifest's), for an image built
+    /// from a spec.
     pub rootfs: Option<PathBuf>,
 }
 
 impl ImagePaths {
     fn of(image_dir: &Path, name: &str) -> Self {
         let dir = image_dir.join(name);
-        let rootfs = dir.join(disk::ROOTFS);
         ImagePaths {
             vmlinuz: dir.join(VMLINUZ),
             initramfs: dir.join(INITRAMFS),
             manifest: dir.join(MANIFEST),
-            rootfs: rootfs.is_file().then_some(rootfs),
+            rootfs: None,
             dir,
         }
     }
@@ -134,11 +134,32 @@ pub fn resolve(image_dir: &Path, name: &str) -> Result<ImagePaths, ImageError> {
     if check_name(name).is_err() {
         return unknown();
     }
-    let paths = ImagePaths::of(image_dir, name);
-    if paths.is_complete() {
-        Ok(paths)
-    } else {
-        unknown()
+    let mut paths = ImagePaths::of(image_dir, name);
+    if !paths.is_complete() {
+        return unknown();
+    }
+    if paths.manifest.is_file() {
+        if let Some(disk) = Manifest::load(&paths.manifest)?.disk {
+            paths.rootfs = Some(paths.base(&disk.rootfs.path)?);
+        }
+    }
+    Ok(paths)
+}
+
+impl ImagePaths {
+    /// The base `name` (`rootfs-<hash>.qcow2`) of this image: a VM's own,
+    /// which may be older than the manifest's current one. Refused, naming
+    /// it, when this host does not have it.
+    pub fn base(&self, name: &str) -> Result<PathBuf, ImageError> {
+        let path = self.dir.join(name);
+        if disk::is_base_name(name) && path.is_file() {
+            Ok(path)
+        } else {
+            Err(ImageError::MissingBase {
+                name: name.to_string(),
+                dir: self.dir.clone(),
+            })
+        }
     }
 }
 
@@ -199,6 +220,62 @@ mod tests {
         for bad in ["", ".", "..", ".hidden", "a/b", "a b", "../x"] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_disk_image_resolves_to_its_current_base_and_names_a_missing_one() {
+        let dir = std::env::temp_dir().join(format!("duplex-images-disk-{}", std::process::id()));
+        let img = dir.join("svc");
+        fs::create_dir_all(&img).unwrap();
+        fs::write(img.join(VMLINUZ), b"k").unwrap();
+        fs::write(img.join(INITRAMFS), b"i").unwrap();
+        let rec = |p: &str| FileRecord {
+            path: p.into(),
+            sha256: "00".into(),
+            size: 1,
+        };
+        let base = disk::base_name("0123456789abcdef0123");
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            name: "svc".into(),
+            kernel_package: "k".into(),
+            kernel_version: "v".into(),
+            inputs: Inputs {
+                kernel_deb: rec("d"),
+                vmlinuz: rec("v"),
+                modules: vec![],
+                busybox: rec("b"),
+                duplex_binary: rec("x"),
+                init_script: rec("init"),
+            },
+            outputs: Outputs {
+                vmlinuz: rec(VMLINUZ),
+                initramfs: rec(INITRAMFS),
+            },
+            disk: Some(Disk {
+                spec: rec("spec.toml"),
+                release: "bookworm".into(),
+                packages: vec![],
+                files: vec![],
+                size_mib: 64,
+                rootfs: rec(&base),
+            }),
+        };
+        fs::write(img.join(MANIFEST), manifest.to_json()).unwrap();
+        // The manifest names a base this host does not have.
+        let e = resolve(&dir, "svc").unwrap_err().to_string();
+        assert!(
+            e.contains(&base) && e.contains("build the same image here"),
+            "{e}"
+        );
+        fs::write(img.join(&base), b"qcow2").unwrap();
+        let p = resolve(&dir, "svc").unwrap();
+        assert_eq!(p.rootfs, Some(img.join(&base)));
+        assert_eq!(p.base(&base).unwrap(), img.join(&base));
+        for bad in ["rootfs-ffffffffffffffff.qcow2", "../svc/vmlinuz", "vmlinuz"] {
+            assert!(p.base(bad).is_err(), "{bad}");
+        }
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

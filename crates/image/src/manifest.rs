@@ -72,7 +72,7 @@ pub struct Disk {
     pub files: Vec<FileRecord>,
     /// Filesystem size in MiB.
     pub size_mib: u64,
-    /// `rootfs.qcow2`, the read-only base of every VM's overlay.
+    /// `rootfs-<hash>.qcow2`, the read-only base of VMs' overlays.
     pub rootfs: FileRecord,
 }
 

@@ -105,6 +105,15 @@ async fn exercise_api(dir: &Path, pki: &TestPki, backend: Backend<'_>) {
         "POST",
         &vms,
         t,
+        Some(r#"{"spec":{"name":"a","ip":"10.9.0.5","user_data":{"files":[{"path":"/dev/sda","content":"x"}]}}}"#),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(msg(&v).contains("`files[0].path`"), "{v}");
+    let (s, v) = call(
+        "POST",
+        &vms,
+        t,
         Some(r#"{"spec":{"name":"a","ip":"10.9.0.5"},"host":"h9"}"#),
     )
     .await;

@@ -22,16 +22,7 @@ fn json(args: &[&str]) -> Value {
 /// The pair's (ACT host, SBY host), as the guests report them.
 fn layout() -> (String, String) {
     let p = common::wait_pair_healthy(LAB, "kam", Duration::from_secs(60));
-    let m = p["members_status"].as_array().unwrap();
-    let host_of = |role: &str| {
-        m.iter()
-            .find(|x| x["role"] == role)
-            .unwrap_or_else(|| panic!("no {role}: {p}"))["host"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    (host_of("act"), host_of("sby"))
+    common::act_sby_hosts(&p)
 }
 
 /// sipp's built-in UAS, the SIP server behind the proxy; killed on drop.

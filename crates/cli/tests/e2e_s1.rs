@@ -25,16 +25,7 @@ fn json(args: &[&str]) -> Value {
 fn layout() -> (String, String) {
     let p = json(&["pair", "show", "sig"]);
     assert_eq!(p["health"], "healthy", "{p}");
-    let m = p["members_status"].as_array().unwrap();
-    let host_of = |role: &str| {
-        m.iter()
-            .find(|x| x["role"] == role)
-            .unwrap_or_else(|| panic!("no {role}: {p}"))["host"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    (host_of("act"), host_of("sby"))
+    common::act_sby_hosts(&p)
 }
 
 fn wait_healthy() {

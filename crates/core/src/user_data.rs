@@ -17,7 +17,6 @@ pub const GUEST_PATH: &str = "/run/duplex/user-data.json";
 pub const MAX_BYTES: usize = 64 * 1024;
 pub const MAX_FILES: usize = 32;
 pub const MAX_ENV: usize = 64;
-const MAX_PATH: usize = 255;
 const MAX_ENV_NAME: usize = 64;
 
 /// Directories a user file may not be written under: the kernel's and the
@@ -65,7 +64,7 @@ pub enum UserDataError {
     Path {
         index: usize,
         path: String,
-        reason: &'static str,
+        reason: String,
     },
     #[error("user data field `files[{index}].path`: {path:?} is written twice")]
     Duplicate { index: usize, path: String },
@@ -141,44 +140,12 @@ impl UserFile {
     }
 }
 
-fn check_path(path: &str) -> Result<(), &'static str> {
-    if !path.starts_with('/') {
-        return Err("is not absolute");
-    }
-    if path.len() > MAX_PATH {
-        return Err("is longer than 255 bytes");
-    }
-    if path.ends_with('/') {
-        return Err("names a directory, not a file");
-    }
-    if path.chars().any(|c| c.is_control()) {
-        return Err("contains a control character");
-    }
-    if path
-        .split('/')
-        .skip(1)
-        .any(|c| c.is_empty() || c == "." || c == "..")
-    {
-        return Err("has an empty, `.` or `..` component");
-    }
-    if RESERVED
-        .iter()
-        .any(|r| path == *r || path.starts_with(&format!("{r}/")))
-    {
-        return Err("is under /proc, /sys, /dev or /run/duplex, which the guest owns");
-    }
-    Ok(())
+fn check_path(path: &str) -> Result<(), String> {
+    crate::file_rule::check_path(path, RESERVED)
 }
 
 fn parse_mode(mode: &str) -> Result<u32, &'static str> {
-    if mode.is_empty() || mode.len() > 4 || !mode.chars().all(|c| ('0'..='7').contains(&c)) {
-        return Err("is not an octal mode such as 0644");
-    }
-    let bits = u32::from_str_radix(mode, 8).map_err(|_| "is not an octal mode such as 0644")?;
-    if bits & !0o777 != 0 {
-        return Err("has set-id or sticky bits, which user files may not have");
-    }
-    Ok(bits)
+    crate::file_rule::parse_mode(mode, false)
 }
 
 fn check_env(name: &str, value: &str) -> Result<(), &'static str> {

@@ -276,35 +276,15 @@ fn check_service(s: &ServiceConfig) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// Paths in the image: absolute, no empty, `.` or `..` components, not
-/// under the kernel's file systems.
-pub(crate) fn check_image_path(path: &str) -> Result<(), &'static str> {
-    if !path.starts_with('/') || path.ends_with('/') {
-        return Err("is not an absolute file path");
-    }
-    if path
-        .split('/')
-        .skip(1)
-        .any(|c| c.is_empty() || c == "." || c == "..")
-    {
-        return Err("has an empty, `.` or `..` component");
-    }
-    if path.chars().any(|c| c.is_control()) {
-        return Err("contains a control character");
-    }
-    for reserved in ["/proc", "/sys", "/dev", "/run"] {
-        if path.starts_with(&format!("{reserved}/")) {
-            return Err("is under /proc, /sys, /dev or /run, which are mounted at boot");
-        }
-    }
-    Ok(())
+/// Paths in the image: the file rule, not under the file systems mounted
+/// at boot.
+pub(crate) fn check_image_path(path: &str) -> Result<(), String> {
+    duplex_core::file_rule::check_path(path, &["/proc", "/sys", "/dev", "/run"])
 }
 
+/// Image files may be set-id (a package's helper might need it).
 pub(crate) fn parse_mode(mode: &str) -> Result<u32, &'static str> {
-    if mode.is_empty() || mode.len() > 4 || !mode.chars().all(|c| ('0'..='7').contains(&c)) {
-        return Err("is not an octal mode such as 0644");
-    }
-    u32::from_str_radix(mode, 8).map_err(|_| "is not an octal mode such as 0644")
+    duplex_core::file_rule::parse_mode(mode, true)
 }
 
 #[cfg(test)]

@@ -98,6 +98,22 @@ pub fn wait_pair_healthy(lab: &str, pair: &str, within: std::time::Duration) -> 
     }
 }
 
+/// (ACT host, SBY host) of a pair as `pair show -o json` gives it, from
+/// the roles its guests report; panics naming the pair if one is missing.
+#[allow(dead_code)]
+pub fn act_sby_hosts(p: &serde_json::Value) -> (String, String) {
+    let m = p["members_status"].as_array().expect("members_status");
+    let host_of = |role: &str| {
+        m.iter()
+            .find(|x| x["role"] == role)
+            .unwrap_or_else(|| panic!("no {role}: {p}"))["host"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    (host_of("act"), host_of("sby"))
+}
+
 /// `duplex lab up --lab LAB EXTRA...`, insisting on success; the lab's
 /// index `i` (its addresses are `10.i.0.x`).
 #[allow(dead_code)]

@@ -22,6 +22,17 @@ pub const INIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest from QEMU start until the guest answers on the control channel.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// How a VM's QEMU starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// Booting: a root disk (if its image has one) on the image's current
+    /// base.
+    Fresh,
+    /// Waiting for a migration stream, with the disk the VM has at the
+    /// source: none, or an overlay on the base of this name.
+    Incoming { disk_base: Option<String> },
+}
+
 pub struct Host {
     pub cfg: AgentConfig,
     pub accel: AccelInfo,
@@ -230,7 +241,8 @@ impl Host {
     }
 
     /// Starts QEMU and the network element for a reserved VM.
-    pub async fn launch(&self, vm: &Arc<Vm>, incoming: bool) -> Result<(), AgentError> {
+    pub async fn launch(&self, vm: &Arc<Vm>, start: Start) -> Result<(), AgentError> {
+        let incoming = matches!(start, Start::Incoming { .. });
         let spec = &vm.spec;
         let img = duplex_image::resolve(&self.cfg.image_dir, &spec.image)?;
         let p = &vm.paths;
@@ -245,9 +257,11 @@ impl Host {
         crate::qemu_user::give(user, &p.net, 0o600)?;
         // An incoming VM has exactly the disk it had at the source (none,
         // or the base it ran on); a new one takes its image's current base.
-        let base = match incoming {
-            true => vm.disk_base().map(|name| img.base(&name)).transpose()?,
-            false => img.rootfs.clone(),
+        let base = match &start {
+            Start::Incoming { disk_base } => {
+                disk_base.as_ref().map(|name| img.base(name)).transpose()?
+            }
+            Start::Fresh => img.rootfs.clone(),
         };
         let disk = match &base {
             Some(base) => Some(crate::vm_disk::make_overlay(base, &p.dir, user).await?),
@@ -293,7 +307,7 @@ impl Host {
     ) -> Result<Arc<Vm>, AgentError> {
         let vm = self.reserve(&spec, VmState::Booting)?;
         let started = Instant::now();
-        if let Err(e) = self.launch(&vm, false).await {
+        if let Err(e) = self.launch(&vm, Start::Fresh).await {
             self.teardown(&vm).await;
             self.forget(&spec.name);
             return Err(e);

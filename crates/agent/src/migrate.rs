@@ -305,13 +305,11 @@ pub async fn prepare_incoming(
         return Err(AgentError::Unavailable("this agent listens on an unspecified address; start it with --listen <its own IP>:PORT to receive migrations".into()));
     }
     let vm = host.reserve(&req.spec, VmState::Incoming)?;
-    if let Some(base) = &req.disk_base {
-        if let Ok(mut b) = vm.disk_base.lock() {
-            *b = Some(base.clone());
-        }
-    }
     let prepared = async {
-        host.launch(&vm, true).await?;
+        let start = crate::host::Start::Incoming {
+            disk_base: req.disk_base.clone(),
+        };
+        host.launch(&vm, start).await?;
         let qmp = vm
             .qmp()
             .ok_or_else(|| AgentError::Unavailable("QEMU vanished".into()))?;

@@ -86,8 +86,7 @@ pub struct Vm {
     /// at once.
     pub urgent: Arc<tokio::sync::Notify>,
     /// The root disk base (file name in its image's directory) the VM runs
-    /// on: set before launch for an incoming VM (the source's), at launch
-    /// otherwise; none for a diskless VM.
+    /// on, set by its launch; none for a diskless VM.
     pub disk_base: Mutex<Option<String>>,
 }
 

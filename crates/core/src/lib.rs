@@ -2,6 +2,7 @@
 //! shell (agent, controller, CLI) executes what these types describe.
 
 pub mod agent_api;
+pub mod escalation;
 pub mod file_rule;
 pub mod guest_proto;
 pub mod identity;

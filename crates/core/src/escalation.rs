@@ -1,0 +1,268 @@
+//! S3's restart control unit, pure: given a VM's restart counters, the
+//! policy and a failure just detected, which phase to run, whether the
+//! pair's SBY takes over first, and whether the fast path applies. Time is
+//! an argument; the counters are plain data the shell keeps on the external
+//! disk.
+//!
+//! ```text
+//!  failure (cause) ──> lowest phase the cause needs (process exit: PH0.5,
+//!                      hang: PH1.0, middleware silent: PH2.0, guest
+//!                      silent / panic / QEMU crash: PH2.5, data damaged:
+//!                      PH3.0)
+//!                 ──> counters older than their probation window are
+//!                      forgotten (AMF's probation)
+//!                 ──> climb while a phase has used up its threshold:
+//!                      PH0.5 → PH1.0 → PH2.0 → PH2.5 → PH3.0 → PH3.5 → autoheal
+//!  fast path (the seed's point): the ACT's first failure (nothing counted
+//!  within probation) that needs PH2.5 or more skips the climb: the ACT is
+//!  re-created on a spare host and, at the same time, the SBY rebooted;
+//!  whichever is up first becomes ACT.
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+/// The phases, in escalation order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Phase {
+    /// One process reset.
+    #[serde(rename = "PH0.5")]
+    Ph0_5,
+    /// The application re-initialized (volatile state reset).
+    #[serde(rename = "PH1.0")]
+    Ph1_0,
+    /// Application and middleware re-initialized.
+    #[serde(rename = "PH2.0")]
+    Ph2_0,
+    /// The guest OS rebooted, the current files reloaded from the external
+    /// disk.
+    #[serde(rename = "PH2.5")]
+    Ph2_5,
+    /// As PH2.5, from the last LAF backup.
+    #[serde(rename = "PH3.0")]
+    Ph3_0,
+    /// As PH2.5, from the REF data set.
+    #[serde(rename = "PH3.5")]
+    Ph3_5,
+    /// The VM deleted and re-created on other hardware (a spare host
+    /// first) from its init info.
+    #[serde(rename = "autoheal")]
+    Autoheal,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 7] = [
+        Phase::Ph0_5,
+        Phase::Ph1_0,
+        Phase::Ph2_0,
+        Phase::Ph2_5,
+        Phase::Ph3_0,
+        Phase::Ph3_5,
+        Phase::Autoheal,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The next wider phase (autoheal is the last).
+    pub fn next(self) -> Phase {
+        Phase::ALL[(self.index() + 1).min(Phase::ALL.len() - 1)]
+    }
+
+    /// Whether the phase restarts the guest OS or more.
+    pub fn restarts_os(self) -> bool {
+        self >= Phase::Ph2_5
+    }
+
+    /// The phases the guest performs itself, as its protocol names them.
+    pub fn in_guest(self) -> Option<crate::guest_proto::RestartPhase> {
+        use crate::guest_proto::RestartPhase as R;
+        match self {
+            Phase::Ph0_5 => Some(R::Ph0_5),
+            Phase::Ph1_0 => Some(R::Ph1_0),
+            Phase::Ph2_0 => Some(R::Ph2_0),
+            _ => None,
+        }
+    }
+}
+
+/// What was detected, and by whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// The middleware saw the service process exit.
+    ProcessExited,
+    /// The service's health hook failed.
+    HealthFailed,
+    /// The service stopped answering (its health hook timed out).
+    ServiceHung,
+    /// The agent heard no heartbeat from the middleware, but QEMU runs
+    /// and the guest kernel answers.
+    MiddlewareSilent,
+    /// Nothing answers in the guest (watchdog NG, kernel panic).
+    GuestSilent,
+    /// The VM's QEMU process died.
+    QemuCrashed,
+    /// The service's data is damaged (it says so at start).
+    DataDamaged,
+}
+
+impl Cause {
+    /// The narrowest phase that can clear this cause.
+    pub fn minimum_phase(self) -> Phase {
+        match self {
+            Cause::ProcessExited => Phase::Ph0_5,
+            Cause::HealthFailed | Cause::ServiceHung => Phase::Ph1_0,
+            Cause::MiddlewareSilent => Phase::Ph2_0,
+            Cause::GuestSilent | Cause::QemuCrashed => Phase::Ph2_5,
+            Cause::DataDamaged => Phase::Ph3_0,
+        }
+    }
+}
+
+/// How far each phase may be repeated before the next is tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhasePolicy {
+    /// Runs of this phase within the probation window before escalating.
+    pub threshold: u32,
+    /// A phase's count is forgotten once it last ran this long ago.
+    pub probation_ms: u64,
+}
+
+/// A pair's or VM's escalation policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Indexed by [`Phase`] order.
+    pub phases: [PhasePolicy; 7],
+    /// The fast path (on by default).
+    pub fast_path: bool,
+}
+
+impl Default for Policy {
+    /// Three tries of each in-guest phase and two of each reboot within
+    /// ten minutes, autoheal always allowed.
+    fn default() -> Policy {
+        let p = |threshold, minutes: u64| PhasePolicy {
+            threshold,
+            probation_ms: minutes * 60_000,
+        };
+        Policy {
+            phases: [
+                p(3, 10),
+                p(3, 10),
+                p(2, 10),
+                p(2, 10),
+                p(1, 30),
+                p(1, 30),
+                p(u32::MAX, 60),
+            ],
+            fast_path: true,
+        }
+    }
+}
+
+impl Policy {
+    pub fn of(&self, phase: Phase) -> PhasePolicy {
+        self.phases[phase.index()]
+    }
+}
+
+/// One phase's count within its probation window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Count {
+    pub runs: u32,
+    pub last_ms: u64,
+}
+
+/// A VM's restart counters, as kept on the external disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Indexed by [`Phase`] order.
+    pub phases: [Count; 7],
+}
+
+/// The failing VM's place in its pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Standing {
+    /// ACT, with an SBY that can take over.
+    ActWithSby,
+    /// ACT with no usable SBY (or a lone VM).
+    Alone,
+    /// The SBY.
+    Sby,
+}
+
+/// What to do about one failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub phase: Phase,
+    /// The SBY takes over before the failed ACT is restarted.
+    pub failover_first: bool,
+    /// The fast path: the ACT is re-created on a spare host (autoheal) while
+    /// the SBY is rebooted; whichever is up first becomes ACT.
+    pub fast_path: bool,
+}
+
+impl Counters {
+    /// Counters with every count older than its probation window dropped.
+    pub fn expired(&self, policy: &Policy, now_ms: u64) -> Counters {
+        let mut out = self.clone();
+        for phase in Phase::ALL {
+            let c = &mut out.phases[phase.index()];
+            if c.runs > 0 && now_ms.saturating_sub(c.last_ms) > policy.of(phase).probation_ms {
+                *c = Count::default();
+            }
+        }
+        out
+    }
+
+    /// Nothing counted (within probation, if `expired` first).
+    pub fn is_clear(&self) -> bool {
+        self.phases.iter().all(|c| c.runs == 0)
+    }
+
+    fn record(&mut self, phase: Phase, now_ms: u64) {
+        let c = &mut self.phases[phase.index()];
+        c.runs = c.runs.saturating_add(1);
+        c.last_ms = now_ms;
+    }
+}
+
+/// The restart control unit's decision for a failure of `cause` at
+/// `now_ms`: the plan and the counters to store (before acting on it).
+pub fn decide(
+    counters: &Counters,
+    policy: &Policy,
+    cause: Cause,
+    standing: Standing,
+    now_ms: u64,
+) -> (Plan, Counters) {
+    let mut next = counters.expired(policy, now_ms);
+    let first = next.is_clear();
+    let needed = cause.minimum_phase();
+    if policy.fast_path && first && needed.restarts_os() && standing == Standing::ActWithSby {
+        next.record(Phase::Autoheal, now_ms);
+        let plan = Plan {
+            phase: Phase::Autoheal,
+            failover_first: false,
+            fast_path: true,
+        };
+        return (plan, next);
+    }
+    let mut phase = needed;
+    while phase != Phase::Autoheal && next.phases[phase.index()].runs >= policy.of(phase).threshold
+    {
+        phase = phase.next();
+    }
+    next.record(phase, now_ms);
+    let plan = Plan {
+        phase,
+        failover_first: standing == Standing::ActWithSby,
+        fast_path: false,
+    };
+    (plan, next)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,252 @@
+//! S3's external disk: what Duplex keeps per VM outside the VM and its
+//! host — its init info (user data and software version), LAF backups of
+//! the ACT's service data, the REF data set, and its restart counters —
+//! so that they survive the VM's re-creation and a controller's crash.
+//!
+//! Stored through `object_store`: a local directory by default, an
+//! S3-compatible store in production. Every write is a new version
+//! (`vms/<vm>/<kind>/<version, 20 digits>`), the newest [`KEEP`] of each
+//! kind are kept, and every object is sealed with its sha256
+//! ([`envelope`]): a damaged one is refused with the reason.
+
+pub mod envelope;
+
+use futures::TryStreamExt;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, PutPayload};
+use std::sync::Arc;
+
+/// Versions kept of each kind of object per VM.
+pub const KEEP: usize = 8;
+
+/// What an object is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// User data and the application software version the VM was made
+    /// with.
+    InitInfo,
+    /// A LAF backup: the ACT's service data.
+    Laf,
+    /// The REF data set the service starts from.
+    Ref,
+    /// The restart counters per phase.
+    Counters,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::InitInfo => "init",
+            Kind::Laf => "laf",
+            Kind::Ref => "ref",
+            Kind::Counters => "counters",
+        }
+    }
+}
+
+/// A stored version of one object.
+pub type Version = u64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExtDiskError {
+    #[error("external disk: {what}: {source}")]
+    Store {
+        what: String,
+        source: object_store::Error,
+    },
+    #[error("external disk: object {key} is damaged: {reason}; refusing to use it")]
+    Damaged { key: String, reason: String },
+    #[error("external disk: {0:?} is not a VM name")]
+    BadName(String),
+    #[error("external disk: cannot use {dir}: {source}")]
+    Open {
+        dir: String,
+        source: object_store::Error,
+    },
+}
+
+/// The external disk, shared by the controller's workflows.
+#[derive(Clone)]
+pub struct ExternalDisk {
+    store: Arc<dyn ObjectStore>,
+}
+
+impl std::fmt::Debug for ExternalDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ExternalDisk({})", self.store)
+    }
+}
+
+impl ExternalDisk {
+    /// On a local directory (made if missing).
+    pub fn local(dir: &std::path::Path) -> Result<ExternalDisk, ExtDiskError> {
+        let open = |source| ExtDiskError::Open {
+            dir: dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| {
+            open(object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(e),
+            })
+        })?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(open)?;
+        Ok(ExternalDisk::on(Arc::new(store)))
+    }
+
+    /// On any object store (an S3-compatible one in production).
+    pub fn on(store: Arc<dyn ObjectStore>) -> ExternalDisk {
+        ExternalDisk { store }
+    }
+
+    fn prefix(vm: &str, kind: Kind) -> Result<StorePath, ExtDiskError> {
+        let ok = !vm.is_empty()
+            && vm.len() <= 64
+            && vm
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !ok {
+            return Err(ExtDiskError::BadName(vm.to_string()));
+        }
+        Ok(StorePath::from(format!("vms/{vm}/{}", kind.name())))
+    }
+
+    /// The stored versions of `vm`'s `kind`, oldest first.
+    pub async fn versions(&self, vm: &str, kind: Kind) -> Result<Vec<Version>, ExtDiskError> {
+        let prefix = Self::prefix(vm, kind)?;
+        let metas: Vec<_> =
+            self.store
+                .list(Some(&prefix))
+                .try_collect()
+                .await
+                .map_err(|source| ExtDiskError::Store {
+                    what: format!("list {prefix}"),
+                    source,
+                })?;
+        let mut versions: Vec<Version> = metas
+            .iter()
+            .filter_map(|m| m.location.filename()?.parse().ok())
+            .collect();
+        versions.sort_unstable();
+        Ok(versions)
+    }
+
+    /// Store a new version; older ones beyond [`KEEP`] are removed.
+    pub async fn put(&self, vm: &str, kind: Kind, payload: &[u8]) -> Result<Version, ExtDiskError> {
+        let prefix = Self::prefix(vm, kind)?;
+        let versions = self.versions(vm, kind).await?;
+        let version = versions.last().map_or(1, |v| v + 1);
+        let key = prefix.child(format!("{version:020}"));
+        self.store
+            .put(&key, PutPayload::from(envelope::seal(payload)))
+            .await
+            .map_err(|source| ExtDiskError::Store {
+                what: format!("write {key}"),
+                source,
+            })?;
+        let excess = (versions.len() + 1).saturating_sub(KEEP);
+        for old in &versions[..excess] {
+            let key = prefix.child(format!("{old:020}"));
+            self.store
+                .delete(&key)
+                .await
+                .map_err(|source| ExtDiskError::Store {
+                    what: format!("remove {key}"),
+                    source,
+                })?;
+        }
+        Ok(version)
+    }
+
+    /// One version's payload, checked.
+    pub async fn get(
+        &self,
+        vm: &str,
+        kind: Kind,
+        version: Version,
+    ) -> Result<Vec<u8>, ExtDiskError> {
+        let key = Self::prefix(vm, kind)?.child(format!("{version:020}"));
+        let stored = self
+            .store
+            .get(&key)
+            .await
+            .map_err(|source| ExtDiskError::Store {
+                what: format!("read {key}"),
+                source,
+            })?
+            .bytes()
+            .await
+            .map_err(|source| ExtDiskError::Store {
+                what: format!("read {key}"),
+                source,
+            })?;
+        envelope::open(&stored)
+            .map(<[u8]>::to_vec)
+            .map_err(|reason| ExtDiskError::Damaged {
+                key: key.to_string(),
+                reason,
+            })
+    }
+
+    /// The newest version and its payload, if any is stored.
+    pub async fn latest(
+        &self,
+        vm: &str,
+        kind: Kind,
+    ) -> Result<Option<(Version, Vec<u8>)>, ExtDiskError> {
+        match self.versions(vm, kind).await?.last() {
+            Some(&v) => Ok(Some((v, self.get(vm, kind, v).await?))),
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn versions_are_kept_checked_and_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = ExternalDisk::local(dir.path()).unwrap();
+        assert_eq!(disk.latest("vm1", Kind::Counters).await.unwrap(), None);
+        for i in 1..=(KEEP as u64 + 3) {
+            let v = disk
+                .put("vm1", Kind::Counters, format!("c{i}").as_bytes())
+                .await
+                .unwrap();
+            assert_eq!(v, i);
+        }
+        let versions = disk.versions("vm1", Kind::Counters).await.unwrap();
+        assert_eq!(versions, (4..=KEEP as u64 + 3).collect::<Vec<_>>());
+        let (v, data) = disk.latest("vm1", Kind::Counters).await.unwrap().unwrap();
+        assert_eq!((v, data.as_slice()), (KEEP as u64 + 3, b"c11".as_slice()));
+        // Kinds and VMs are apart.
+        assert_eq!(disk.latest("vm1", Kind::Laf).await.unwrap(), None);
+        assert_eq!(disk.latest("vm2", Kind::Counters).await.unwrap(), None);
+        // A new handle on the same directory (a restarted controller) sees it.
+        let again = ExternalDisk::local(dir.path()).unwrap();
+        assert_eq!(again.get("vm1", Kind::Counters, 5).await.unwrap(), b"c5");
+    }
+
+    #[tokio::test]
+    async fn a_damaged_object_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = ExternalDisk::local(dir.path()).unwrap();
+        disk.put("vm1", Kind::Laf, b"service data").await.unwrap();
+        let file = dir.path().join("vms/vm1/laf").join(format!("{:020}", 1));
+        let mut bytes = std::fs::read(&file).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x20;
+        std::fs::write(&file, bytes).unwrap();
+        let e = disk.latest("vm1", Kind::Laf).await.unwrap_err().to_string();
+        assert!(
+            e.contains("vms/vm1/laf/00000000000000000001") && e.contains("damaged"),
+            "{e}"
+        );
+        assert!(matches!(
+            disk.put("../x", Kind::Laf, b"").await,
+            Err(ExtDiskError::BadName(_))
+        ));
+    }
+}

@@ -46,6 +46,13 @@ if ! id -u duplex-qemu >/dev/null 2>&1; then
         --shell /usr/sbin/nologin duplex-qemu
 fi
 
+# An S3-protocol server for the external disk's test against a real S3
+# store (s3s-fs, from crates.io; 0.13 builds with the Rust of this machine).
+if ! command -v s3s-fs >/dev/null 2>&1; then
+    say "installing s3s-fs (an S3-protocol server) from crates.io"
+    cargo install --quiet s3s-fs --version "~0.13" --features binary --root /usr/local
+fi
+
 say "building duplex (release, static)"
 cargo build --release --locked
 BIN="$PWD/target/x86_64-unknown-linux-gnu/release/duplex"

@@ -58,11 +58,57 @@ pub enum ExtDiskError {
     Damaged { key: String, reason: String },
     #[error("external disk: {0:?} is not a VM name")]
     BadName(String),
+    #[error("external disk: endpoint {0:?}: {1}")]
+    Endpoint(String, String),
     #[error("external disk: cannot use {dir}: {source}")]
     Open {
         dir: String,
         source: object_store::Error,
     },
+}
+
+/// Where an S3-compatible external disk is.
+#[derive(Clone)]
+pub struct S3Target {
+    /// `https://host:port`; `http://` only to a loopback address.
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Display for S3Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "bucket {} at {}", self.bucket, self.endpoint)
+    }
+}
+
+impl S3Target {
+    /// The endpoint is HTTPS, or plain HTTP on this machine only (nothing
+    /// of the external disk crosses a network in the clear).
+    pub fn check(&self) -> Result<(), ExtDiskError> {
+        let bad = |why: &str| {
+            Err(ExtDiskError::Endpoint(
+                self.endpoint.clone(),
+                why.to_string(),
+            ))
+        };
+        let Some((scheme, rest)) = self.endpoint.split_once("://") else {
+            return bad("not a URL");
+        };
+        let host = rest.split(['/', ':']).next().unwrap_or("");
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|a| a.is_loopback());
+        match scheme {
+            "https" => Ok(()),
+            "http" if loopback => Ok(()),
+            "http" => bad("plain http is only accepted to a loopback address; use https"),
+            _ => bad("the scheme must be https"),
+        }
+    }
 }
 
 /// The external disk, shared by the controller's workflows.
@@ -94,7 +140,26 @@ impl ExternalDisk {
         Ok(ExternalDisk::on(Arc::new(store)))
     }
 
-    /// On any object store (an S3-compatible one in production).
+    /// On a bucket of an S3-compatible store.
+    pub fn s3(target: &S3Target) -> Result<ExternalDisk, ExtDiskError> {
+        target.check()?;
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&target.endpoint)
+            .with_bucket_name(&target.bucket)
+            .with_region(&target.region)
+            .with_access_key_id(&target.access_key_id)
+            .with_secret_access_key(&target.secret_access_key)
+            .with_allow_http(target.endpoint.starts_with("http://"))
+            .with_virtual_hosted_style_request(false)
+            .build()
+            .map_err(|source| ExtDiskError::Open {
+                dir: target.to_string(),
+                source,
+            })?;
+        Ok(ExternalDisk::on(Arc::new(store)))
+    }
+
+    /// On any object store.
     pub fn on(store: Arc<dyn ObjectStore>) -> ExternalDisk {
         ExternalDisk { store }
     }
@@ -227,6 +292,33 @@ mod tests {
         // A new handle on the same directory (a restarted controller) sees it.
         let again = ExternalDisk::local(dir.path()).unwrap();
         assert_eq!(again.get("vm1", Kind::Counters, 5).await.unwrap(), b"c5");
+    }
+
+    #[test]
+    fn s3_endpoints_are_https_or_loopback() {
+        let t = |endpoint: &str| S3Target {
+            endpoint: endpoint.into(),
+            bucket: "b".into(),
+            region: "us-east-1".into(),
+            access_key_id: "k".into(),
+            secret_access_key: "s".into(),
+        };
+        for ok in [
+            "https://s3.example:443",
+            "http://127.0.0.1:9000",
+            "http://localhost:9000",
+        ] {
+            assert!(t(ok).check().is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://10.0.0.5:9000",
+            "ftp://x",
+            "s3.example",
+            "http://127.0.0.1.evil:80",
+        ] {
+            let e = t(bad).check().unwrap_err().to_string();
+            assert!(e.contains(bad), "{e}");
+        }
     }
 
     #[tokio::test]

@@ -7,7 +7,9 @@
 //! S3-compatible store in production. Every write is a new version
 //! (`vms/<vm>/<kind>/<version, 20 digits>`), the newest [`KEEP`] of each
 //! kind are kept, and every object is sealed with its sha256
-//! ([`envelope`]): a damaged one is refused with the reason.
+//! ([`envelope`]): a damaged one is refused with the reason. One writer
+//! at a time (the leading controller, whose store writes are fenced): a
+//! version number is the last one listed plus one.
 
 pub mod envelope;
 

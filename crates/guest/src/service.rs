@@ -29,6 +29,10 @@ const DEFAULT_HOOK_TIMEOUT_MS: u64 = 5000;
 pub struct ServiceConfig {
     pub name: String,
     pub start: Vec<String>,
+    /// Asks the service to stop (its own way); without it, or if it fails,
+    /// the process gets SIGTERM. Either way SIGKILL after `stop_timeout_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Vec<String>>,
     #[serde(default)]
     pub stop_timeout_ms: Option<u64>,
     #[serde(default)]
@@ -317,15 +321,24 @@ impl Supervisor {
         g.status.last_exit = Some("killed (process reset)".into());
     }
 
-    /// Stops the process gracefully (SIGTERM, then SIGKILL) and keeps it
-    /// stopped until `want` is called again.
+    /// Stops the process gracefully (the stop hook or SIGTERM, then
+    /// SIGKILL) and keeps it stopped until `want` is called again.
     pub fn stop(&self) {
         let timeout = Duration::from_millis(self.config.stop_timeout_ms.unwrap_or(2000));
         let mut g = self.lock();
-        g.wanted = None;
+        let vars = g.wanted.take();
         if let Some(mut c) = g.child.take() {
-            // SAFETY: kill(2) on our own child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let asked = match (&self.config.stop, vars) {
+                (Some(cmd), Some(vars)) => self
+                    .launcher
+                    .run_hook(cmd, vars, timeout)
+                    .is_ok_and(|r| r.ok),
+                _ => false,
+            };
+            if !asked {
+                // SAFETY: kill(2) on our own child.
+                unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            }
             let deadline = Instant::now() + timeout;
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -393,6 +406,39 @@ mod tests {
     }
 
     #[test]
+    fn the_stop_hook_stops_the_service_its_own_way() {
+        let dir = std::env::temp_dir().join(format!("duplex-stop-hook-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let marker = dir.join("stopped");
+        let c = ServiceConfig {
+            name: "sleeper".into(),
+            start: vec!["sleep".into(), "37.25".into()],
+            // Records that it ran, then ends the service its own way.
+            stop: Some(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!(
+                    "touch {} && pkill -x -f 'sleep 37.25'; true",
+                    marker.display()
+                ),
+            ]),
+            stop_timeout_ms: Some(3000),
+            become_active: None,
+            become_standby: None,
+            health: None,
+            reset: None,
+            hook_timeout_ms: None,
+        };
+        let s = Supervisor::new(c, Launcher::default());
+        s.want(vars());
+        assert!(s.status().running);
+        s.stop();
+        assert!(marker.exists(), "the stop hook ran");
+        assert!(!s.status().running);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn default_config_parses_and_fills() {
         let c: ServiceConfig = serde_json::from_str(DEFAULT_CONFIG).unwrap();
         let argv = Launcher::default().fill(&c.start, vars());
@@ -418,6 +464,7 @@ mod tests {
         let c = ServiceConfig {
             name: "sleeper".into(),
             start: vec!["sleep".into(), "30".into()],
+            stop: None,
             stop_timeout_ms: Some(500),
             become_active: None,
             become_standby: None,

@@ -254,8 +254,9 @@ fn check_service(s: &ServiceConfig) -> Result<(), SpecError> {
     if s.name.is_empty() || s.name.len() > 64 || s.name.chars().any(|c| c.is_control()) {
         return Err(field("service.name", "give 1-64 printable characters"));
     }
-    let hooks: [(&str, Option<&Vec<String>>); 5] = [
+    let hooks: [(&str, Option<&Vec<String>>); 6] = [
         ("start", Some(&s.start)),
+        ("stop", s.stop.as_ref()),
         ("become_active", s.become_active.as_ref()),
         ("become_standby", s.become_standby.as_ref()),
         ("health", s.health.as_ref()),

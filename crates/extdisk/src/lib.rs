@@ -113,6 +113,11 @@ impl S3Target {
     }
 }
 
+/// Maps a store failure to an error saying what was being done.
+fn store_error(what: String) -> impl FnOnce(object_store::Error) -> ExtDiskError {
+    move |source| ExtDiskError::Store { what, source }
+}
+
 /// The external disk, shared by the controller's workflows.
 #[derive(Clone)]
 pub struct ExternalDisk {
@@ -181,15 +186,12 @@ impl ExternalDisk {
     /// The stored versions of `vm`'s `kind`, oldest first.
     pub async fn versions(&self, vm: &str, kind: Kind) -> Result<Vec<Version>, ExtDiskError> {
         let prefix = Self::prefix(vm, kind)?;
-        let metas: Vec<_> =
-            self.store
-                .list(Some(&prefix))
-                .try_collect()
-                .await
-                .map_err(|source| ExtDiskError::Store {
-                    what: format!("list {prefix}"),
-                    source,
-                })?;
+        let metas: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(store_error(format!("list {prefix}")))?;
         let mut versions: Vec<Version> = metas
             .iter()
             .filter_map(|m| m.location.filename()?.parse().ok())
@@ -207,20 +209,14 @@ impl ExternalDisk {
         self.store
             .put(&key, PutPayload::from(envelope::seal(payload)))
             .await
-            .map_err(|source| ExtDiskError::Store {
-                what: format!("write {key}"),
-                source,
-            })?;
+            .map_err(store_error(format!("write {key}")))?;
         let excess = (versions.len() + 1).saturating_sub(KEEP);
         for old in &versions[..excess] {
             let key = prefix.child(format!("{old:020}"));
             self.store
                 .delete(&key)
                 .await
-                .map_err(|source| ExtDiskError::Store {
-                    what: format!("remove {key}"),
-                    source,
-                })?;
+                .map_err(store_error(format!("remove {key}")))?;
         }
         Ok(version)
     }
@@ -237,16 +233,10 @@ impl ExternalDisk {
             .store
             .get(&key)
             .await
-            .map_err(|source| ExtDiskError::Store {
-                what: format!("read {key}"),
-                source,
-            })?
+            .map_err(store_error(format!("read {key}")))?
             .bytes()
             .await
-            .map_err(|source| ExtDiskError::Store {
-                what: format!("read {key}"),
-                source,
-            })?;
+            .map_err(store_error(format!("read {key}")))?;
         envelope::open(&stored)
             .map(<[u8]>::to_vec)
             .map_err(|reason| ExtDiskError::Damaged {

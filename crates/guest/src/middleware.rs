@@ -312,7 +312,7 @@ impl Middleware {
         let p = self.persisted();
         match (p.role.role, p.config, self.service.config.health.as_deref()) {
             (Role::Act, Some(c), Some(h)) => {
-                let ok = self.service.hook(h, vars(&c)).is_ok_and(|r| r.ok);
+                let ok = self.service.healthy(h, vars(&c));
                 self.service.set_health(Some(ok));
             }
             _ => self.service.set_health(None),

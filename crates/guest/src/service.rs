@@ -148,8 +148,28 @@ impl Launcher {
         vars: Vars,
         timeout: Duration,
     ) -> Result<HookRun, String> {
+        self.run(cmd, vars, timeout, true)
+    }
+
+    /// [`Launcher::run_hook`] for a hook whose output nobody reads (the
+    /// health check, every tick): no pipes, no reader threads.
+    pub fn run_quiet(&self, cmd: &[String], vars: Vars, timeout: Duration) -> Result<bool, String> {
+        self.run(cmd, vars, timeout, false).map(|r| r.ok)
+    }
+
+    fn run(
+        &self,
+        cmd: &[String],
+        vars: Vars,
+        timeout: Duration,
+        keep_output: bool,
+    ) -> Result<HookRun, String> {
         let mut c = self.command(cmd, vars)?;
-        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        if keep_output {
+            c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        } else {
+            c.stdout(Stdio::null()).stderr(Stdio::null());
+        }
         let prog = cmd.first().cloned().unwrap_or_default();
         let mut child = c.spawn().map_err(|e| format!("{prog}: {e}"))?;
         let readers = [
@@ -272,6 +292,13 @@ impl Supervisor {
     pub fn hook(&self, cmd: &[String], vars: Vars) -> Result<HookRun, String> {
         self.launcher
             .run_hook(cmd, vars, self.config.hook_timeout())
+    }
+
+    /// Runs the health hook: whether it passed (its output is dropped).
+    pub fn healthy(&self, cmd: &[String], vars: Vars) -> bool {
+        self.launcher
+            .run_quiet(cmd, vars, self.config.hook_timeout())
+            .unwrap_or(false)
     }
 
     /// Starts the service if wanted and not running; reaps it if it exited.
@@ -485,5 +512,7 @@ mod tests {
         assert!(!s.status().running);
         assert!(s.hook(&["true".into()], vars()).unwrap().ok);
         assert!(!s.hook(&["false".into()], vars()).unwrap().ok);
+        assert!(s.healthy(&["true".into()], vars()));
+        assert!(!s.healthy(&["false".into()], vars()));
     }
 }

@@ -66,6 +66,9 @@ pub enum Op {
         #[serde(default)]
         while_act: bool,
     },
+    /// Inject a fault for a test or a drill (S3's failure classes); the
+    /// agent forwards it only when started with `--allow-faults`.
+    InjectFault { fault: Fault },
     /// Run the takeover path once with nothing at stake (the agent sends it
     /// after a VM arrived by live migration): under emulation, code not run
     /// since the move is translated first, which made the first takeover
@@ -93,6 +96,41 @@ pub enum RestartPhase {
     /// itself too.
     #[serde(rename = "PH2.0")]
     Ph2_0,
+}
+
+/// A fault the guest inflicts on itself (`Op::InjectFault`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// SIGKILL the service process.
+    KillService,
+    /// SIGSTOP the service process and its children: it stops answering.
+    HangService,
+    /// The middleware ends at once (as a crash would).
+    KillMiddleware,
+    /// The guest kernel panics (`/proc/sysrq-trigger`).
+    Panic,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 4] = [
+        Fault::KillService,
+        Fault::HangService,
+        Fault::KillMiddleware,
+        Fault::Panic,
+    ];
+}
+
+/// Name of the event the middleware sends when it finds the service (or
+/// itself) failed; its data is a [`ServiceFailed`]. It is sent once per
+/// failure; the restart that follows is the controller's to order.
+pub const SERVICE_FAILED_EVENT: &str = "service_failed";
+
+/// The data of the `service_failed` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceFailed {
+    pub cause: crate::escalation::Cause,
+    pub detail: String,
 }
 
 impl Op {
@@ -370,6 +408,7 @@ const KNOWN_OPS: &[&str] = &[
     "switchover_commit",
     "restart_phase",
     "memory_load",
+    "inject_fault",
     "rehearse",
 ];
 
@@ -446,6 +485,9 @@ mod tests {
                 mib: 1,
                 mib_per_s: 1,
                 while_act: true,
+            },
+            Op::InjectFault {
+                fault: Fault::HangService,
             },
             Op::Rehearse,
         ] {

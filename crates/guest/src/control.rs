@@ -10,7 +10,7 @@ use crate::witness;
 use crate::GuestError;
 use duplex_core::guest_proto::{
     decode, encode, Frame, Heartbeat, Op, ProtoError, HEARTBEAT_EVENT, HEARTBEAT_MS, MAX_LINE,
-    PEER_BEAT_PORT,
+    PEER_BEAT_PORT, SERVICE_FAILED_EVENT,
 };
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
@@ -91,6 +91,34 @@ fn start_ears(out: &SyncSender<String>, mw: &Arc<Middleware>) {
     }
 }
 
+/// How often the service process is looked at (a dead one is found within
+/// this) and failures are sent.
+const SERVICE_TICK: Duration = Duration::from_millis(100);
+
+/// Two threads: one keeps the service process as wanted and sends each
+/// failure found as a `service_failed` event; one runs the health check
+/// every [`HEARTBEAT_MS`] (a hung hook blocks neither the heartbeat nor
+/// the reaping of a dead process).
+fn spawn_service_watch(out: &SyncSender<String>, mw: &Arc<Middleware>) {
+    let (o, m) = (out.clone(), mw.clone());
+    std::thread::spawn(move || loop {
+        m.service.tick();
+        for f in m.service.take_failures() {
+            eprintln!("duplex guest: reporting failure: {:?}: {}", f.cause, f.detail);
+            let _ = o.send(encode(&Frame::Event {
+                event: SERVICE_FAILED_EVENT.into(),
+                data: serde_json::to_value(&f).unwrap_or_default(),
+            }));
+        }
+        std::thread::sleep(SERVICE_TICK);
+    });
+    let m = mw.clone();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(HEARTBEAT_MS));
+        m.check_health();
+    });
+}
+
 fn spawn_writer(mut port: std::fs::File) -> SyncSender<String> {
     let (tx, rx) = sync_channel::<String>(256);
     std::thread::spawn(move || {
@@ -124,11 +152,11 @@ pub fn serve(dev: &Path, mw: Arc<Middleware>) -> Result<(), GuestError> {
         let (out, mw) = (out.clone(), mw.clone());
         std::thread::spawn(move || loop {
             std::thread::sleep(Duration::from_millis(HEARTBEAT_MS));
-            mw.tick();
             // A full queue means the host is not reading: skip a beat.
             let _ = out.try_send(heartbeat(&mw));
         });
     }
+    spawn_service_watch(&out, &mw);
     let mut reader = BufReader::new(file);
     let mut buf = Vec::new();
     loop {

@@ -113,6 +113,7 @@ pub fn run() -> Result<(), GuestError> {
         beats: Default::default(),
         ear: Default::default(),
         witness: Default::default(),
+        health_fails: Default::default(),
     });
     let roles: Arc<dyn replica::RoleView> = mw.clone();
     replica::serve_services(mw.replica.clone(), roles.clone(), service::SYNC_SOCKET).map_err(

@@ -2,10 +2,13 @@
 //! machine), restart phases and configuration, and reports status.
 
 use crate::replica::{Replica, RoleView};
-use crate::service::{Supervisor, Vars};
+use crate::service::{Health, Supervisor, Vars};
 use crate::state::{PairConfig, Persisted, RUN_DIR};
 use crate::{address, GuestFacts};
-use duplex_core::guest_proto::{Op, RestartPhase, EFFECT_FAILED, NOT_CONFIGURED, REFUSED, VERSION};
+use duplex_core::escalation::Cause;
+use duplex_core::guest_proto::{
+    Fault, Op, RestartPhase, ServiceFailed, EFFECT_FAILED, NOT_CONFIGURED, REFUSED, VERSION,
+};
 use duplex_core::role::{Effect, Role};
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
@@ -35,7 +38,16 @@ pub struct Middleware {
     pub ear: std::sync::OnceLock<crate::peer_beat::Shared>,
     /// What the pings hear of the service network's witness, once started.
     pub witness: std::sync::OnceLock<crate::peer_beat::Shared>,
+    /// Health checks failed in a row (reported once at [`HEALTH_FAILS`]).
+    pub health_fails: std::sync::atomic::AtomicU32,
 }
+
+/// Health checks that must fail in a row before the service is reported
+/// failed (one bad answer is not a failure).
+pub const HEALTH_FAILS: u32 = 3;
+/// How long after answering a fault order the middleware carries it out
+/// (the answer must leave first).
+const FAULT_DELAY: Duration = Duration::from_millis(200);
 
 impl RoleView for Middleware {
     fn is_active(&self) -> bool {
@@ -85,6 +97,16 @@ impl Middleware {
     pub fn resume(&self) {
         self.update(|p| p.middleware_starts += 1);
         let p = self.persisted();
+        if p.middleware_starts > 1 && !p.restart_ordered {
+            self.service.report(ServiceFailed {
+                cause: Cause::MiddlewareSilent,
+                detail: format!(
+                    "the middleware ended unexpectedly and was restarted (start {} in this boot)",
+                    p.middleware_starts
+                ),
+            });
+        }
+        self.update(|p| p.restart_ordered = false);
         if let Some(c) = p.config {
             self.service.want(vars(&c));
             if p.role.role == Role::Act {
@@ -143,6 +165,7 @@ impl Middleware {
                 Ok(self.status())
             }
             Op::RestartPhase { phase } => self.restart(*phase),
+            Op::InjectFault { fault } => self.inject(*fault),
             Op::Rehearse => {
                 let started = std::time::Instant::now();
                 // The handover barrier's digest, then the address path.
@@ -269,7 +292,11 @@ impl Middleware {
                 }
             }
         }
-        self.update(|p| *p.phases.entry(phase).or_default() += 1);
+        self.health_fails.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.update(|p| {
+            *p.phases.entry(phase).or_default() += 1;
+            p.restart_ordered = phase == RestartPhase::Ph2_0;
+        });
         if phase == RestartPhase::Ph2_0 {
             // Answer first, then replace this process with a fresh
             // middleware, which restores the service from the saved state.
@@ -306,17 +333,69 @@ impl Middleware {
         })
     }
 
-    /// Periodic work: keep the service running, check its health on the ACT.
-    pub fn tick(&self) {
-        self.service.tick();
+    /// Runs the health hook on the ACT while the service runs; after
+    /// [`HEALTH_FAILS`] failures in a row the service is reported failed
+    /// (hung if the hook timed out), once, until it passes again or a
+    /// restart phase runs.
+    pub fn check_health(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
         let p = self.persisted();
-        match (p.role.role, p.config, self.service.config.health.as_deref()) {
-            (Role::Act, Some(c), Some(h)) => {
-                let ok = self.service.healthy(h, vars(&c));
-                self.service.set_health(Some(ok));
-            }
-            _ => self.service.set_health(None),
+        let st = self.service.status();
+        let (Role::Act, Some(c), Some(h), true) = (
+            p.role.role,
+            p.config,
+            self.service.config.health.as_deref(),
+            st.running,
+        ) else {
+            self.service.set_health(None);
+            self.health_fails.store(0, Relaxed);
+            return;
+        };
+        let health = self.service.health(h, vars(&c));
+        self.service.set_health(Some(health == Health::Passed));
+        if health == Health::Passed {
+            self.health_fails.store(0, Relaxed);
+            return;
         }
+        if self.health_fails.fetch_add(1, Relaxed) + 1 != HEALTH_FAILS {
+            return;
+        }
+        let (cause, how) = match health {
+            Health::TimedOut => (Cause::ServiceHung, "did not finish"),
+            _ => (Cause::HealthFailed, "failed"),
+        };
+        self.service.report(ServiceFailed {
+            cause,
+            detail: format!(
+                "service {}: its health check {how} {HEALTH_FAILS} times in a row",
+                st.name
+            ),
+        });
+    }
+
+    /// Inflicts a fault on this guest (tests and drills; the agent lets
+    /// the order through only when allowed).
+    fn inject(&self, fault: Fault) -> Result<Value, OpError> {
+        eprintln!("duplex guest: injecting fault {fault:?} on order");
+        match fault {
+            Fault::KillService => self.service.signal(libc::SIGKILL),
+            Fault::HangService => self.service.signal(libc::SIGSTOP),
+            Fault::KillMiddleware => {
+                later(|| {
+                    // SAFETY: kill(2) of this very process.
+                    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+                });
+                Ok(std::process::id())
+            }
+            Fault::Panic => {
+                later(|| {
+                    let _ = std::fs::write("/proc/sysrq-trigger", "c");
+                });
+                Ok(std::process::id())
+            }
+        }
+        .map(|pid| json!({"fault": fault, "pid": pid}))
+        .map_err(|e| OpError("failed", e))
     }
 }
 
@@ -326,6 +405,14 @@ fn vars(c: &PairConfig) -> Vars {
         vip: c.vip,
         peer: c.peer,
     }
+}
+
+/// Runs `f` after [`FAULT_DELAY`], in a thread of its own.
+fn later(f: impl FnOnce() + Send + 'static) {
+    std::thread::spawn(move || {
+        std::thread::sleep(FAULT_DELAY);
+        f();
+    });
 }
 
 fn reexec() {

@@ -2,8 +2,11 @@
 //! the image, or in the VM's root disk) and the process the middleware
 //! keeps running. Nothing here knows what the service does.
 
+use duplex_core::escalation::Cause;
+use duplex_core::guest_proto::ServiceFailed;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -17,13 +20,24 @@ pub const SYSROOT: &str = "/sysroot";
 /// The PATH hooks run with (Debian's).
 const HOOK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const DEFAULT_HOOK_TIMEOUT_MS: u64 = 5000;
+/// How long a service that failed stays down for the controller's restart
+/// order (S3's restart control unit decides the phase) before the
+/// middleware restarts it itself, as it would with no controller at all.
+pub const ORDER_WAIT: Duration = Duration::from_secs(10);
+/// The exit status by which a service says its data is damaged (BSD's
+/// `EX_DATAERR`): a restart needs its data restored (PH3.0 and up).
+pub const DATA_DAMAGED_EXIT: i32 = 65;
+/// Failures kept for the control channel until it takes them.
+const MAX_PENDING_FAILURES: usize = 16;
 
 /// Hook commands. In every word `{vip}`, `{peer}` (the pair peer's
 /// address, empty until known), `{address}` (this VM's own) and
 /// `{sync_socket}` are replaced; the same values are in the environment as
 /// `DUPLEX_VIP`, `DUPLEX_PEER`, `DUPLEX_ADDRESS`, `DUPLEX_SYNC_SOCKET`,
 /// beside the user data's variables. `start` runs the service (it must
-/// stay in the foreground); the others are short commands, each optional.
+/// stay in the foreground, in a process group of its own, which a restart
+/// ends whole; exit status [`DATA_DAMAGED_EXIT`] says its data is
+/// damaged); the others are short commands, each optional.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
@@ -238,6 +252,8 @@ pub struct ServiceStatus {
     pub starts: u64,
     pub last_exit: Option<String>,
     pub healthy: Option<bool>,
+    /// Down after a failure, waiting for the controller's restart order.
+    pub held: bool,
 }
 
 /// Keeps the service process running while `wanted`.
@@ -251,6 +267,25 @@ struct Inner {
     child: Option<Child>,
     wanted: Option<Vars>,
     status: ServiceStatus,
+    /// Since when the failed service waits for a restart order.
+    held: Option<Instant>,
+    failures: std::collections::VecDeque<ServiceFailed>,
+}
+
+/// What a health check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Passed,
+    Failed,
+    /// The hook did not finish in time: the service hangs.
+    TimedOut,
+}
+
+/// Signals the process group led by `pid` (the service's, see
+/// `process_group(0)` at its start).
+fn signal_group(pid: u32, signal: i32) {
+    // SAFETY: kill(2) on the group of our own child; no memory involved.
+    unsafe { libc::kill(-(pid as i32), signal) };
 }
 
 impl Supervisor {
@@ -266,6 +301,8 @@ impl Supervisor {
                 child: None,
                 wanted: None,
                 status,
+                held: None,
+                failures: Default::default(),
             }),
         }
     }
@@ -275,7 +312,11 @@ impl Supervisor {
     }
 
     pub fn status(&self) -> ServiceStatus {
-        self.lock().status.clone()
+        let g = self.lock();
+        ServiceStatus {
+            held: g.held.is_some(),
+            ..g.status.clone()
+        }
     }
 
     pub fn set_health(&self, h: Option<bool>) {
@@ -294,36 +335,100 @@ impl Supervisor {
             .run_hook(cmd, vars, self.config.hook_timeout())
     }
 
-    /// Runs the health hook: whether it passed (its output is dropped).
-    pub fn healthy(&self, cmd: &[String], vars: Vars) -> bool {
-        self.launcher
+    /// Runs the health hook (its output is dropped).
+    pub fn health(&self, cmd: &[String], vars: Vars) -> Health {
+        match self
+            .launcher
             .run_quiet(cmd, vars, self.config.hook_timeout())
-            .unwrap_or(false)
+        {
+            Ok(true) => Health::Passed,
+            Ok(false) => Health::Failed,
+            Err(_) => Health::TimedOut,
+        }
     }
 
-    /// Starts the service if wanted and not running; reaps it if it exited.
+    /// Runs the health hook: whether it passed.
+    pub fn healthy(&self, cmd: &[String], vars: Vars) -> bool {
+        self.health(cmd, vars) == Health::Passed
+    }
+
+    /// Queues a failure for the control channel (the oldest are dropped
+    /// past [`MAX_PENDING_FAILURES`]).
+    pub fn report(&self, failure: ServiceFailed) {
+        let mut g = self.lock();
+        if g.failures.len() == MAX_PENDING_FAILURES {
+            g.failures.pop_front();
+        }
+        g.failures.push_back(failure);
+    }
+
+    /// The failures found since the last call.
+    pub fn take_failures(&self) -> Vec<ServiceFailed> {
+        self.lock().failures.drain(..).collect()
+    }
+
+    /// Whether the service is down after a failure, waiting for a restart
+    /// order.
+    pub fn held(&self) -> bool {
+        self.lock().held.is_some()
+    }
+
+    /// Reaps the service if it exited (a failure: it stays down for the
+    /// restart order, up to [`ORDER_WAIT`]); starts it if wanted and not
+    /// running.
     pub fn tick(&self) {
         let mut g = self.lock();
         if let Some(c) = g.child.as_mut() {
-            match c.try_wait() {
+            let pid = c.id();
+            let failure = match c.try_wait() {
                 Ok(None) => return,
                 Ok(Some(s)) => {
-                    let s = s.to_string();
-                    eprintln!("duplex guest: service {} exited: {s}", g.status.name);
-                    g.status.last_exit = Some(s);
+                    let text = s.to_string();
+                    eprintln!("duplex guest: service {} {text}", g.status.name);
+                    g.status.last_exit = Some(text.clone());
+                    let cause = match s.code() {
+                        Some(DATA_DAMAGED_EXIT) => Cause::DataDamaged,
+                        _ => Cause::ProcessExited,
+                    };
+                    ServiceFailed {
+                        cause,
+                        detail: format!("service {} {text}", g.status.name),
+                    }
                 }
-                Err(e) => g.status.last_exit = Some(e.to_string()),
-            }
+                Err(e) => {
+                    g.status.last_exit = Some(e.to_string());
+                    ServiceFailed {
+                        cause: Cause::ProcessExited,
+                        detail: format!("service {}: {e}", g.status.name),
+                    }
+                }
+            };
+            // What it left behind in its group goes with it.
+            signal_group(pid, libc::SIGKILL);
             g.child = None;
             g.status.running = false;
             g.status.pid = None;
+            g.held = Some(Instant::now());
+            drop(g);
+            self.report(failure);
+            g = self.lock();
+        }
+        match g.held {
+            Some(at) if at.elapsed() < ORDER_WAIT => return,
+            Some(_) => {
+                eprintln!(
+                    "duplex guest: no restart ordered within {} s; restarting the service",
+                    ORDER_WAIT.as_secs()
+                );
+                g.held = None;
+            }
+            None => {}
         }
         let Some(vars) = g.wanted else { return };
         let prog = self.config.start.first().cloned().unwrap_or_default();
-        let spawned = self
-            .launcher
-            .command(&self.config.start, vars)
-            .and_then(|mut c| c.spawn().map_err(|e| e.to_string()));
+        let spawned = self.launcher.command(&self.config.start, vars).and_then(|mut c| {
+            c.process_group(0).spawn().map_err(|e| e.to_string())
+        });
         match spawned {
             Ok(c) => {
                 g.status.pid = Some(c.id());
@@ -335,17 +440,28 @@ impl Supervisor {
         }
     }
 
-    /// Kills the process at once (PH0.5); the next tick restarts it.
+    /// Kills the process and its group at once (PH0.5) and ends any wait
+    /// for an order; the next tick starts it again.
     pub fn kill(&self) {
         let mut g = self.lock();
         if let Some(c) = g.child.as_mut() {
+            signal_group(c.id(), libc::SIGKILL);
             let _ = c.kill();
             let _ = c.wait();
         }
         g.child = None;
+        g.held = None;
         g.status.running = false;
         g.status.pid = None;
         g.status.last_exit = Some("killed (process reset)".into());
+    }
+
+    /// Sends `signal` to the service's process group (fault injection).
+    pub fn signal(&self, signal: i32) -> Result<u32, String> {
+        let g = self.lock();
+        let pid = g.status.pid.ok_or("the service is not running")?;
+        signal_group(pid, signal);
+        Ok(pid)
     }
 
     /// Stops the process gracefully (the stop hook or SIGTERM, then
@@ -354,6 +470,7 @@ impl Supervisor {
         let timeout = Duration::from_millis(self.config.stop_timeout_ms.unwrap_or(2000));
         let mut g = self.lock();
         let vars = g.wanted.take();
+        g.held = None;
         if let Some(mut c) = g.child.take() {
             let asked = match (&self.config.stop, vars) {
                 (Some(cmd), Some(vars)) => self
@@ -363,9 +480,10 @@ impl Supervisor {
                 _ => false,
             };
             if !asked {
-                // SAFETY: kill(2) on our own child.
-                unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+                signal_group(c.id(), libc::SIGTERM);
             }
+            // A hung (stopped) service must run to hear it.
+            signal_group(c.id(), libc::SIGCONT);
             let deadline = Instant::now() + timeout;
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -373,6 +491,7 @@ impl Supervisor {
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
+            signal_group(c.id(), libc::SIGKILL);
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -463,6 +582,62 @@ mod tests {
         assert!(marker.exists(), "the stop hook ran");
         assert!(!s.status().running);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_service_is_reported_and_waits_for_its_order() {
+        let c = ServiceConfig {
+            name: "damaged".into(),
+            start: vec!["/bin/sh".into(), "-c".into(), "sleep 0.2; exit 65".into()],
+            stop: None,
+            stop_timeout_ms: Some(500),
+            become_active: None,
+            become_standby: None,
+            health: None,
+            reset: None,
+            hook_timeout_ms: None,
+        };
+        let s = Supervisor::new(c, Launcher::default());
+        s.want(vars());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while s.status().running {
+            assert!(Instant::now() < deadline, "the service never ended");
+            std::thread::sleep(Duration::from_millis(50));
+            s.tick();
+        }
+        let failed = s.take_failures();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert_eq!(failed[0].cause, Cause::DataDamaged);
+        // It stays down: the restart is the controller's to order.
+        s.tick();
+        let st = s.status();
+        assert!(st.held && !st.running && st.starts == 1, "{st:?}");
+        assert!(s.take_failures().is_empty());
+        // The order (PH0.5) starts it again at once.
+        s.kill();
+        assert!(s.wait_running(Duration::from_secs(2)));
+        assert_eq!(s.status().starts, 2);
+        s.stop();
+    }
+
+    #[test]
+    fn a_hung_health_check_is_told_from_a_failed_one() {
+        let c = ServiceConfig {
+            name: "x".into(),
+            start: vec!["true".into()],
+            stop: None,
+            stop_timeout_ms: None,
+            become_active: None,
+            become_standby: None,
+            health: None,
+            reset: None,
+            hook_timeout_ms: Some(200),
+        };
+        let s = Supervisor::new(c, Launcher::default());
+        assert_eq!(s.health(&["true".into()], vars()), Health::Passed);
+        assert_eq!(s.health(&["false".into()], vars()), Health::Failed);
+        let hang = ["sleep".to_string(), "5".into()];
+        assert_eq!(s.health(&hang, vars()), Health::TimedOut);
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub struct Persisted {
     pub phases: BTreeMap<RestartPhase, u64>,
     /// How often the middleware started in this boot.
     pub middleware_starts: u64,
+    /// The middleware is restarting on order (PH2.0), not after a crash.
+    #[serde(default)]
+    pub restart_ordered: bool,
 }
 
 impl Persisted {

@@ -30,6 +30,8 @@ pub struct AgentConfig {
     /// This agent's TLS bundle (`duplex pki issue agent <name>`): it
     /// serves with it, and presents it to the controller and to peers.
     pub tls: duplex_tls::Bundle,
+    /// Guests may be sent `inject_fault` (`--allow-faults`: labs, drills).
+    pub allow_faults: bool,
 }
 
 /// Where and how the agent reports to its controller (`--controller`).
@@ -74,5 +76,6 @@ pub(crate) fn test_config(dir: &std::path::Path) -> AgentConfig {
         qemu_user: None,
         controller: None,
         tls: duplex_tls::Bundle::new(dir.join("tls")),
+        allow_faults: false,
     }
 }

@@ -9,6 +9,7 @@ use crate::AgentError;
 use duplex_core::agent_api::{
     AccelInfo, AccelKind, HostInfo, MigrationInfo, TrafficReport, VmInfo, VmState, WaitFor,
 };
+use duplex_core::escalation::Cause;
 use duplex_core::guest_proto::Op;
 use duplex_core::vm_spec::VmSpec;
 use duplex_net::tap::Tap;
@@ -481,12 +482,22 @@ impl Host {
         let qmp = vm
             .qmp()
             .ok_or_else(|| AgentError::Conflict(format!("VM `{name}` has no running QEMU")))?;
-        qmp.execute("system_reset", None).await?;
+        vm.update(|s| s.reset_ordered = true);
+        if let Err(e) = qmp.execute("system_reset", None).await {
+            vm.update(|s| s.reset_ordered = false);
+            return Err(e.into());
+        }
         tracing::warn!(vm = %name, "VM reset on request");
         Ok(vm)
     }
 
     pub async fn guest_request(&self, name: &str, op: Op) -> Result<serde_json::Value, AgentError> {
+        if matches!(op, Op::InjectFault { .. }) && !self.cfg.allow_faults {
+            return Err(AgentError::Forbidden(format!(
+                "fault injection is off on host {} (start its agent with --allow-faults)",
+                self.cfg.name
+            )));
+        }
         let vm = self.get(name)?;
         let ctl = vm.ctl.lock().await;
         let c = ctl.as_ref().ok_or_else(|| {
@@ -579,10 +590,12 @@ pub async fn watch_exit(host: Arc<Host>, vm: Arc<Vm>) {
         };
         let Some(r) = rt.as_mut() else { return };
         if let Some(status) = r.qemu.try_exited() {
-            tracing::error!(vm = %vm.spec.name, %status, "QEMU exited unexpectedly");
             vm.update(|s| s.state = VmState::Crashed);
+            vm.fail(Cause::QemuCrashed, format!("QEMU exited unexpectedly: {status}"));
             return;
         }
+        drop(rt);
+        vm.check_silence();
     }
 }
 

@@ -963,6 +963,7 @@ mod tests {
             heartbeat_age_ms: None,
             reset_age_ms: None,
             isolated: false,
+            failure: None,
         }
     }
 

@@ -2,8 +2,13 @@
 //! control channel, and what is known about it.
 
 use crate::control::ControlClient;
-use duplex_core::agent_api::{MigrationInfo, TrafficReport, VmInfo, VmState, VmSummary};
-use duplex_core::guest_proto::{Heartbeat, HEARTBEAT_EVENT};
+use duplex_core::agent_api::{
+    MigrationInfo, TrafficReport, VmFailure, VmInfo, VmState, VmSummary,
+};
+use duplex_core::escalation::Cause;
+use duplex_core::guest_proto::{
+    Heartbeat, ServiceFailed, HEARTBEAT_EVENT, HEARTBEAT_MS, SERVICE_FAILED_EVENT,
+};
 use duplex_core::vm_spec::VmSpec;
 use duplex_net::element::ElementHandle;
 use duplex_qemu::qmp::QmpEvent;
@@ -65,7 +70,24 @@ pub struct VmStatus {
     pub arrived: bool,
     /// Isolated by the controller's order ([`crate::host::Host::isolate`]).
     pub isolated: bool,
+    /// The latest failure found, and when.
+    pub failure: Option<(std::time::Instant, Failure)>,
+    /// A reset was ordered: the next `RESET` is no failure.
+    pub reset_ordered: bool,
+    /// The guest's silence was reported; cleared by its next heartbeat.
+    pub silence_reported: bool,
 }
+
+/// A failure as the agent keeps it (see [`VmFailure`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub id: String,
+    pub cause: Cause,
+    pub detail: String,
+}
+
+/// A guest that sent no heartbeat for this long (five beats) is silent.
+pub const GUEST_SILENT_MS: u64 = 5 * HEARTBEAT_MS;
 
 /// What runs for a VM: QEMU and the network element.
 pub struct Runtime {
@@ -108,6 +130,9 @@ impl Vm {
                 reset_at: None,
                 arrived: false,
                 isolated: false,
+                failure: None,
+                reset_ordered: false,
+                silence_reported: false,
             }),
             rt: tokio::sync::Mutex::new(None),
             ctl: tokio::sync::Mutex::new(None),
@@ -160,6 +185,47 @@ impl Vm {
             heartbeat: s.heartbeat.map(|(_, v)| v),
             reset_age_ms: s.reset_at.map(|at| at.elapsed().as_millis() as u64),
             isolated: s.isolated,
+            failure: s.failure.map(|(at, f)| VmFailure {
+                id: f.id,
+                cause: f.cause,
+                detail: f.detail,
+                age_ms: at.elapsed().as_millis() as u64,
+            }),
+        }
+    }
+
+    /// Records a failure of this VM and has it reported at once.
+    pub fn fail(&self, cause: Cause, detail: String) {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        static STARTED: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+        let started = STARTED.get_or_init(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or_default()
+        });
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let id = format!("{}@{started}.{n}", self.spec.name);
+        tracing::error!(vm = %self.spec.name, ?cause, %detail, %id, "VM failure");
+        self.update(|s| s.failure = Some((std::time::Instant::now(), Failure { id, cause, detail })));
+        self.urgent.notify_one();
+    }
+
+    /// The watchdog's look (every pass of the exit watch): a running guest
+    /// that answered once and sent no heartbeat for [`GUEST_SILENT_MS`]
+    /// is reported silent, once until it beats again.
+    pub fn check_silence(&self) {
+        let s = self.status();
+        let age = s.heartbeat.as_ref().map(|(at, _)| at.elapsed().as_millis() as u64);
+        let silent = s.state == VmState::Running
+            && !s.silence_reported
+            && age.is_some_and(|a| a > GUEST_SILENT_MS);
+        if silent {
+            self.update(|s| s.silence_reported = true);
+            self.fail(
+                Cause::GuestSilent,
+                format!("no heartbeat from the guest for {} ms", age.unwrap_or_default()),
+            );
         }
     }
 
@@ -172,6 +238,14 @@ impl Vm {
     pub fn event_sink(self: &Arc<Self>) -> crate::control::EventSink {
         let vm = Arc::downgrade(self);
         Arc::new(move |event: &str, data: &Value| {
+            if event == SERVICE_FAILED_EVENT {
+                let Some(vm) = vm.upgrade() else { return };
+                match serde_json::from_value::<ServiceFailed>(data.clone()) {
+                    Ok(f) => vm.fail(f.cause, f.detail),
+                    Err(e) => tracing::warn!(vm = %vm.spec.name, error = %e, %data, "bad service_failed event from the guest"),
+                }
+                return;
+            }
             if event == HEARTBEAT_EVENT {
                 if let Some(vm) = vm.upgrade() {
                     let mut turned = false;
@@ -180,6 +254,7 @@ impl Vm {
                         turned = before.unwrap_or_default() != alarm(data);
                         s.heartbeat = Some((std::time::Instant::now(), data.clone()));
                         s.reset_at = None;
+                        s.silence_reported = false;
                     });
                     if turned {
                         let (peer_lost, cut_off) = alarm(data);
@@ -202,10 +277,18 @@ impl Vm {
                     Ok(e) if e.name == "RESET" => {
                         let Some(vm) = vm.upgrade() else { break };
                         tracing::warn!(vm = %vm.spec.name, data = %e.data, "guest reset");
+                        let mut ordered = false;
                         vm.update(|s| {
                             s.heartbeat = None;
                             s.reset_at = Some(std::time::Instant::now());
+                            ordered = std::mem::take(&mut s.reset_ordered);
                         });
+                        if !ordered {
+                            vm.fail(
+                                Cause::GuestSilent,
+                                format!("the guest rebooted by itself (kernel panic or reset from inside; QEMU says {})", e.data),
+                            );
+                        }
                     }
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => break,

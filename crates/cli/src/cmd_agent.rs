@@ -60,6 +60,10 @@ pub struct AgentArgs {
     /// to it, 0700); `root` runs QEMU as the agent, not recommended.
     #[arg(long, value_name = "USER", default_value = duplex_qemu::runas::DEFAULT_USER)]
     qemu_user: String,
+    /// Let the guests be sent injected faults (`duplex vm fault`): for
+    /// labs and drills, never in production.
+    #[arg(long)]
+    allow_faults: bool,
 }
 
 pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
@@ -92,6 +96,7 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
         qemu: duplex_qemu::qemu_binary(),
         qemu_user,
         controller,
+        allow_faults: a.allow_faults,
     })
     .await?;
     Ok(())

@@ -6,7 +6,7 @@ use crate::output::{self, Format};
 use clap::{Args, Subcommand};
 use duplex_agent::client::AgentClient;
 use duplex_core::agent_api::{MigrateRequest, MigrationPhase, MigrationTuning, WaitFor};
-use duplex_core::guest_proto::Op;
+use duplex_core::guest_proto::{Fault, Op};
 use duplex_core::vm_spec::VmSpec;
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -106,6 +106,16 @@ pub enum VmCmd {
         #[command(flatten)]
         t: Target,
         name: String,
+    },
+    /// Inject a fault into the guest, for a drill (through its agent,
+    /// which must run with --allow-faults, as a lab's do): kill-service,
+    /// hang-service, kill-middleware or panic.
+    Fault {
+        #[command(flatten)]
+        t: Target,
+        name: String,
+        #[arg(value_parser = parse_fault)]
+        fault: Fault,
     },
     /// Ask the guest for its status over the control channel.
     Status {
@@ -305,6 +315,9 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
             }
         }
         VmCmd::Status { t, name } => output::json(&t.agent()?.guest(&name, &Op::Status).await?)?,
+        VmCmd::Fault { t, name, fault } => {
+            output::json(&t.agent()?.guest(&name, &Op::InjectFault { fault }).await?)?
+        }
         VmCmd::Migrate {
             t,
             name,
@@ -362,4 +375,35 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A fault's name as the command line spells it (`kill-service`).
+fn parse_fault(s: &str) -> Result<Fault, String> {
+    Fault::ALL
+        .into_iter()
+        .find(|f| fault_name(*f) == s)
+        .ok_or_else(|| {
+            let names: Vec<String> = Fault::ALL.into_iter().map(fault_name).collect();
+            format!("unknown fault `{s}` (one of: {})", names.join(", "))
+        })
+}
+
+fn fault_name(f: Fault) -> String {
+    serde_json::to_value(f)
+        .ok()
+        .and_then(|v| v.as_str().map(|s| s.replace('_', "-")))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod fault_tests {
+    use super::*;
+
+    #[test]
+    fn fault_names_round_trip() {
+        for f in Fault::ALL {
+            assert_eq!(parse_fault(&fault_name(f)), Ok(f));
+        }
+        assert!(parse_fault("kill_service").unwrap_err().contains("kill-service"));
+    }
 }

@@ -79,6 +79,24 @@ pub struct VmInfo {
     /// out of service until it is deleted.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub isolated: bool,
+    /// The latest failure found in the VM (S3 detection), until it is
+    /// deleted: the controller acts once per `id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<VmFailure>,
+}
+
+/// A failure of a VM, found by its guest's middleware (the service died,
+/// failed or hung its health check, the middleware died) or by its agent
+/// (the guest went silent or rebooted by itself, QEMU died).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmFailure {
+    /// Unique for this failure of this VM on this host (`<vm>@<agent
+    /// start>.<n>`): a report repeats it until the next.
+    pub id: String,
+    pub cause: crate::escalation::Cause,
+    pub detail: String,
+    /// How long ago it was found.
+    pub age_ms: u64,
 }
 
 /// Query of `POST /v1/vms`: how long the request waits.

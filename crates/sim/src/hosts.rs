@@ -271,6 +271,7 @@ fn info(v: &SimVm) -> VmInfo {
         heartbeat_age_ms: (!v.isolated).then_some(0),
         reset_age_ms: None,
         isolated: v.isolated,
+        failure: None,
     }
 }
 

@@ -218,6 +218,13 @@ impl AgentClient {
             .await
     }
 
+    /// Starts QEMU again for a VM whose QEMU died, keeping its disk.
+    pub async fn restart(&self, vm: &str) -> Result<VmInfo, ClientError> {
+        let u = self.url(&format!("/v1/vms/{vm}/restart"));
+        self.call(self.http.post(&u).timeout(limits::CONTROL), u)
+            .await
+    }
+
     /// Hard reset, as a guest crash would be.
     pub async fn reset(&self, vm: &str) -> Result<VmInfo, ClientError> {
         let u = self.url(&format!("/v1/vms/{vm}/reset"));
@@ -308,6 +315,12 @@ impl crate::AgentApi for AgentClient {
     }
     async fn isolate(&self, vm: &str) -> Result<VmInfo, ClientError> {
         AgentClient::isolate(self, vm).await
+    }
+    async fn reset(&self, vm: &str) -> Result<VmInfo, ClientError> {
+        AgentClient::reset(self, vm).await
+    }
+    async fn restart(&self, vm: &str) -> Result<VmInfo, ClientError> {
+        AgentClient::restart(self, vm).await
     }
     async fn guest(&self, vm: &str, op: &Op) -> Result<serde_json::Value, ClientError> {
         AgentClient::guest(self, vm, op).await

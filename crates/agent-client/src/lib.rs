@@ -35,6 +35,10 @@ pub trait AgentApi: Send + Sync {
     /// The fence of one VM whose host still answers: its element drops
     /// every frame and it is paused, until it is deleted.
     async fn isolate(&self, vm: &str) -> Result<VmInfo, ClientError>;
+    /// Hard reset of the VM, on order (its agent reports no failure for it).
+    async fn reset(&self, vm: &str) -> Result<VmInfo, ClientError>;
+    /// Starts QEMU again for a VM whose QEMU died, on the same disk.
+    async fn restart(&self, vm: &str) -> Result<VmInfo, ClientError>;
     /// An order to the VM's guest, relayed by the agent; the guest's answer.
     async fn guest(&self, vm: &str, op: &Op) -> Result<serde_json::Value, ClientError>;
     /// An order to the VM's network element about a service address.

@@ -61,6 +61,7 @@ pub fn router(host: Arc<Host>) -> Router {
         .route("/v1/vms/{name}/pause", post(pause))
         .route("/v1/vms/{name}/resume", post(resume))
         .route("/v1/vms/{name}/reset", post(reset))
+        .route("/v1/vms/{name}/restart", post(restart))
         .route("/v1/vms/{name}/isolate", post(isolate))
         .route("/v1/vms/{name}/traffic", get(traffic))
         .route(
@@ -227,6 +228,10 @@ async fn resume(State(h): Shared, Path(name): Path<String>) -> ApiResult<VmInfo>
 
 async fn isolate(State(h): Shared, Path(name): Path<String>) -> ApiResult<VmInfo> {
     Ok(Json(h.isolate(&name).await?.info()))
+}
+
+async fn restart(State(h): Shared, Path(name): Path<String>) -> ApiResult<VmInfo> {
+    Ok(Json(h.restart_vm(&name).await?.info()))
 }
 
 async fn reset(State(h): Shared, Path(name): Path<String>) -> ApiResult<VmInfo> {

@@ -32,6 +32,9 @@ pub enum Start {
     /// Waiting for a migration stream, with the disk the VM has at the
     /// source: none, or an overlay on the base of this name.
     Incoming { disk_base: Option<String> },
+    /// Booting again after QEMU died (S3's PH2.5): the overlay it had is
+    /// kept (its current files), on the base it ran on.
+    Again { disk_base: Option<String> },
 }
 
 pub struct Host {
@@ -247,7 +250,16 @@ impl Host {
         let spec = &vm.spec;
         let img = duplex_image::resolve(&self.cfg.image_dir, &spec.image)?;
         let p = &vm.paths;
-        let _ = std::fs::remove_dir_all(&p.dir);
+        match &start {
+            Start::Again { .. } => {
+                for socket in [&p.net, &p.ctl, &p.qmp] {
+                    let _ = std::fs::remove_file(socket);
+                }
+            }
+            _ => {
+                let _ = std::fs::remove_dir_all(&p.dir);
+            }
+        }
         std::fs::create_dir_all(&p.dir)
             .map_err(AgentError::io(format!("create {}", p.dir.display())))?;
         let user = self.cfg.qemu_user.as_ref();
@@ -259,12 +271,14 @@ impl Host {
         // An incoming VM has exactly the disk it had at the source (none,
         // or the base it ran on); a new one takes its image's current base.
         let base = match &start {
-            Start::Incoming { disk_base } => {
+            Start::Incoming { disk_base } | Start::Again { disk_base } => {
                 disk_base.as_ref().map(|name| img.base(name)).transpose()?
             }
             Start::Fresh => img.rootfs.clone(),
         };
+        let kept = p.dir.join(crate::vm_disk::OVERLAY);
         let disk = match &base {
+            Some(_) if matches!(start, Start::Again { .. }) && kept.exists() => Some(kept),
             Some(base) => Some(crate::vm_disk::make_overlay(base, &p.dir, user).await?),
             None => None,
         };
@@ -469,6 +483,37 @@ impl Host {
         Ok(vm)
     }
 
+    /// Starts QEMU again for a VM whose QEMU died (S3's PH2.5 after a
+    /// crash): same spec, same overlay, the guest boots with no role.
+    pub async fn restart_vm(self: &Arc<Self>, name: &str) -> Result<Arc<Vm>, AgentError> {
+        let vm = self.get(name)?;
+        if vm.status().state != VmState::Crashed {
+            return Err(AgentError::Conflict(format!(
+                "VM `{name}` is {:?}; only a VM whose QEMU died can be restarted",
+                vm.status().state
+            )));
+        }
+        self.teardown(&vm).await;
+        vm.update(|s| {
+            s.state = VmState::Booting;
+            s.boot_ms = None;
+            s.guest = None;
+            s.heartbeat = None;
+            s.reset_at = None;
+            s.pid = None;
+        });
+        let disk_base = vm.disk_base();
+        let started = Instant::now();
+        if let Err(e) = self.launch(&vm, Start::Again { disk_base }).await {
+            vm.update(|s| s.state = VmState::Crashed);
+            return Err(e);
+        }
+        tracing::warn!(vm = %name, "QEMU started again after it died");
+        tokio::spawn(watch_boot(vm.clone(), started));
+        tokio::spawn(watch_exit(self.clone(), vm.clone()));
+        Ok(vm)
+    }
+
     /// Hard reset of the VM (QMP `system_reset`), as a crash and reboot of
     /// its guest would be: the guest boots again with no role.
     pub async fn reset(&self, name: &str) -> Result<Arc<Vm>, AgentError> {
@@ -591,7 +636,10 @@ pub async fn watch_exit(host: Arc<Host>, vm: Arc<Vm>) {
         let Some(r) = rt.as_mut() else { return };
         if let Some(status) = r.qemu.try_exited() {
             vm.update(|s| s.state = VmState::Crashed);
-            vm.fail(Cause::QemuCrashed, format!("QEMU exited unexpectedly: {status}"));
+            vm.fail(
+                Cause::QemuCrashed,
+                format!("QEMU exited unexpectedly: {status}"),
+            );
             return;
         }
         drop(rt);

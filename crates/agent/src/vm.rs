@@ -2,9 +2,7 @@
 //! control channel, and what is known about it.
 
 use crate::control::ControlClient;
-use duplex_core::agent_api::{
-    MigrationInfo, TrafficReport, VmFailure, VmInfo, VmState, VmSummary,
-};
+use duplex_core::agent_api::{MigrationInfo, TrafficReport, VmFailure, VmInfo, VmState, VmSummary};
 use duplex_core::escalation::Cause;
 use duplex_core::guest_proto::{
     Heartbeat, ServiceFailed, HEARTBEAT_EVENT, HEARTBEAT_MS, SERVICE_FAILED_EVENT,
@@ -207,7 +205,9 @@ impl Vm {
         let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let id = format!("{}@{started}.{n}", self.spec.name);
         tracing::error!(vm = %self.spec.name, ?cause, %detail, %id, "VM failure");
-        self.update(|s| s.failure = Some((std::time::Instant::now(), Failure { id, cause, detail })));
+        self.update(|s| {
+            s.failure = Some((std::time::Instant::now(), Failure { id, cause, detail }))
+        });
         self.urgent.notify_one();
     }
 
@@ -216,7 +216,10 @@ impl Vm {
     /// is reported silent, once until it beats again.
     pub fn check_silence(&self) {
         let s = self.status();
-        let age = s.heartbeat.as_ref().map(|(at, _)| at.elapsed().as_millis() as u64);
+        let age = s
+            .heartbeat
+            .as_ref()
+            .map(|(at, _)| at.elapsed().as_millis() as u64);
         let silent = s.state == VmState::Running
             && !s.silence_reported
             && age.is_some_and(|a| a > GUEST_SILENT_MS);
@@ -224,7 +227,10 @@ impl Vm {
             self.update(|s| s.silence_reported = true);
             self.fail(
                 Cause::GuestSilent,
-                format!("no heartbeat from the guest for {} ms", age.unwrap_or_default()),
+                format!(
+                    "no heartbeat from the guest for {} ms",
+                    age.unwrap_or_default()
+                ),
             );
         }
     }
@@ -242,7 +248,9 @@ impl Vm {
                 let Some(vm) = vm.upgrade() else { return };
                 match serde_json::from_value::<ServiceFailed>(data.clone()) {
                     Ok(f) => vm.fail(f.cause, f.detail),
-                    Err(e) => tracing::warn!(vm = %vm.spec.name, error = %e, %data, "bad service_failed event from the guest"),
+                    Err(e) => {
+                        tracing::warn!(vm = %vm.spec.name, error = %e, %data, "bad service_failed event from the guest")
+                    }
                 }
                 return;
             }

@@ -69,6 +69,13 @@ pub struct ControllerArgs {
     /// service network alone leaves the pair degraded.
     #[arg(long, value_name = "IPV4")]
     service_witness: Option<std::net::Ipv4Addr>,
+    /// S3's external disk (restart counters and history per VM): a
+    /// directory (default <data-dir>/external-disk), or
+    /// s3+https://HOST[:PORT]/BUCKET with DUPLEX_S3_ACCESS_KEY_ID and
+    /// DUPLEX_S3_SECRET_ACCESS_KEY set. Controllers that stand by for one
+    /// another must share it.
+    #[arg(long, value_name = "DIR|URL")]
+    external_disk: Option<String>,
 }
 
 pub async fn run(a: ControllerArgs) -> anyhow::Result<()> {
@@ -114,6 +121,7 @@ pub async fn run(a: ControllerArgs) -> anyhow::Result<()> {
         },
         probe_timeout: Duration::from_millis(a.probe_timeout_ms),
         service_witness: a.service_witness,
+        external_disk: a.external_disk,
     })
     .await?;
     Ok(())

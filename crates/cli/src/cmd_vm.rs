@@ -404,6 +404,8 @@ mod fault_tests {
         for f in Fault::ALL {
             assert_eq!(parse_fault(&fault_name(f)), Ok(f));
         }
-        assert!(parse_fault("kill_service").unwrap_err().contains("kill-service"));
+        assert!(parse_fault("kill_service")
+            .unwrap_err()
+            .contains("kill-service"));
     }
 }

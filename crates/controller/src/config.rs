@@ -41,6 +41,9 @@ pub struct ControllerConfig {
     /// peer still hears the witness is the one cut off, and fails over.
     /// `None`: a cut of the service network alone leaves the pair degraded.
     pub service_witness: Option<std::net::Ipv4Addr>,
+    /// S3's external disk (`duplex_extdisk::ExternalDisk::open`): a
+    /// directory, or an S3 bucket; default `<data_dir>/external-disk`.
+    pub external_disk: Option<String>,
 }
 
 /// Default of [`ControllerConfig::probe_timeout`].

@@ -52,6 +52,11 @@ pub struct Ctl {
     pub topology: Option<duplex_core::placement::TopologyConfig>,
     /// Traffic between VMs, smoothed from the agents' element counters.
     pub traffic: Mutex<Traffic>,
+    /// S3's external disk: per-VM restart records (and, to come, init
+    /// info, LAF and REF data).
+    pub extdisk: duplex_extdisk::ExternalDisk,
+    /// The restart unit's memory between passes.
+    pub restarts: Mutex<crate::restart_unit::Memory>,
 }
 
 /// The traffic sampler and when each VM was last sampled.

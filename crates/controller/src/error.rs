@@ -101,6 +101,8 @@ pub enum ControllerError {
     Tls(duplex_tls::TlsError),
     #[error("serving HTTP: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    ExternalDisk(#[from] duplex_extdisk::ExtDiskError),
     #[error("lost the leader lease (token {token}): stopping so that only the new leader acts")]
     Deposed { token: u64 },
 }

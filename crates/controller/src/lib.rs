@@ -28,6 +28,8 @@ mod pairs;
 mod placement;
 pub mod reconciler;
 pub mod repo;
+mod restart_exec;
+mod restart_unit;
 
 pub use config::{ControllerConfig, StoreChoice};
 pub use error::ControllerError;
@@ -136,8 +138,12 @@ pub async fn run(cfg: ControllerConfig) -> Result<(), ControllerError> {
             addr: cfg.listen.to_string(),
             source,
         })?;
+    let extdisk = match &cfg.external_disk {
+        Some(spec) => duplex_extdisk::ExternalDisk::open(spec, |k| std::env::var(k).ok()),
+        None => duplex_extdisk::ExternalDisk::local(&cfg.data_dir.join("external-disk")),
+    }?;
     let connector = Arc::new(duplex_agent_client::HttpConnector::new(Arc::new(clients)));
-    let ctl = assemble(cfg, repo, connector, topology);
+    let ctl = assemble(cfg, repo, connector, (topology, extdisk));
     tracing::info!(addr = %ctl.cfg.listen, id = %ctl.cfg.id, "controller API listening");
     let app = api::router(ctl.clone());
     let server = duplex_tls::serve::serve(listener, tls, app, shutdown_signal());
@@ -154,9 +160,14 @@ pub fn assemble(
     cfg: ControllerConfig,
     repo: Repo,
     connector: Arc<dyn duplex_agent_client::Connector>,
-    topology: Option<duplex_core::placement::TopologyConfig>,
+    (topology, extdisk): (
+        Option<duplex_core::placement::TopologyConfig>,
+        duplex_extdisk::ExternalDisk,
+    ),
 ) -> Arc<Ctl> {
     Arc::new(Ctl {
+        extdisk,
+        restarts: Default::default(),
         connector,
         events: Events::new(repo.clone()),
         repo,
@@ -189,6 +200,7 @@ pub fn start_loops(ctl: &Arc<Ctl>) -> Vec<tokio::task::JoinHandle<()>> {
         tokio::spawn(reconciler::run(ctl.clone())),
         tokio::spawn(host_watch::run(ctl.clone())),
         tokio::spawn(pair_repair::run(ctl.clone())),
+        tokio::spawn(restart_unit::run(ctl.clone())),
     ]
 }
 

@@ -180,6 +180,12 @@ impl AgentApi for Guarded {
     async fn isolate(&self, vm: &str) -> Result<VmInfo, ClientError> {
         self.check()?.isolate(vm).await
     }
+    async fn reset(&self, vm: &str) -> Result<VmInfo, ClientError> {
+        self.check()?.reset(vm).await
+    }
+    async fn restart(&self, vm: &str) -> Result<VmInfo, ClientError> {
+        self.check()?.restart(vm).await
+    }
     async fn guest(&self, vm: &str, op: &Op) -> Result<serde_json::Value, ClientError> {
         self.check()?.guest(vm, op).await
     }

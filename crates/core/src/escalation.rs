@@ -19,6 +19,8 @@
 //!  whichever is up first becomes ACT.
 //! ```
 
+pub mod record;
+
 use serde::{Deserialize, Serialize};
 
 /// The phases, in escalation order.

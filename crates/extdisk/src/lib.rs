@@ -167,6 +167,39 @@ impl ExternalDisk {
     }
 
     /// On any object store.
+    /// The external disk a `--external-disk` value names: a directory,
+    /// or `s3+https://HOST[:PORT]/BUCKET` (`s3+http://` to loopback only)
+    /// with the credentials from `env` (`DUPLEX_S3_ACCESS_KEY_ID`,
+    /// `DUPLEX_S3_SECRET_ACCESS_KEY`, optional `DUPLEX_S3_REGION`).
+    pub fn open(
+        spec: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<ExternalDisk, ExtDiskError> {
+        let Some(url) = spec.strip_prefix("s3+") else {
+            return ExternalDisk::local(std::path::Path::new(spec));
+        };
+        let bad = |why: &str| ExtDiskError::Endpoint(spec.to_string(), why.to_string());
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("not a URL"))?;
+        let (host, bucket) = rest
+            .split_once('/')
+            .filter(|(h, b)| !h.is_empty() && !b.is_empty() && !b.contains('/'))
+            .ok_or_else(|| bad("expected s3+https://HOST[:PORT]/BUCKET"))?;
+        let var = |name: &str| env(name).ok_or_else(|| bad(&format!("{name} is not set")));
+        let target = S3Target {
+            endpoint: format!("{scheme}://{host}"),
+            bucket: bucket.to_string(),
+            region: env("DUPLEX_S3_REGION").unwrap_or_else(|| "us-east-1".into()),
+            access_key_id: var("DUPLEX_S3_ACCESS_KEY_ID")?,
+            secret_access_key: var("DUPLEX_S3_SECRET_ACCESS_KEY")?,
+        };
+        ExternalDisk::s3(&target)
+    }
+
+    /// An external disk in this process's memory (simulations, tests).
+    pub fn memory() -> ExternalDisk {
+        ExternalDisk::on(Arc::new(object_store::memory::InMemory::new()))
+    }
+
     pub fn on(store: Arc<dyn ObjectStore>) -> ExternalDisk {
         ExternalDisk { store }
     }
@@ -310,6 +343,33 @@ mod tests {
         ] {
             let e = t(bad).check().unwrap_err().to_string();
             assert!(e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn open_takes_a_directory_or_an_s3_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = |_: &str| None;
+        assert!(ExternalDisk::open(dir.path().to_str().unwrap(), none).is_ok());
+        let creds = |k: &str| match k {
+            "DUPLEX_S3_ACCESS_KEY_ID" | "DUPLEX_S3_SECRET_ACCESS_KEY" => Some("x".to_string()),
+            _ => None,
+        };
+        assert!(ExternalDisk::open("s3+http://127.0.0.1:9000/b", creds).is_ok());
+        let cases = [
+            (
+                "s3+http://127.0.0.1:9000/b",
+                "DUPLEX_S3_ACCESS_KEY_ID is not set",
+            ),
+            ("s3+http://10.1.1.1:9000/b", "loopback"),
+            ("s3+https://host", "BUCKET"),
+            ("s3+https://host/a/b", "BUCKET"),
+            ("s3+host/b", "not a URL"),
+        ];
+        for (spec, why) in cases {
+            let env = if why.contains("not set") { none } else { creds };
+            let e = ExternalDisk::open(spec, env).unwrap_err().to_string();
+            assert!(e.contains(why), "{spec}: {e}");
         }
     }
 

@@ -104,7 +104,10 @@ fn spawn_service_watch(out: &SyncSender<String>, mw: &Arc<Middleware>) {
     std::thread::spawn(move || loop {
         m.service.tick();
         for f in m.service.take_failures() {
-            eprintln!("duplex guest: reporting failure: {:?}: {}", f.cause, f.detail);
+            eprintln!(
+                "duplex guest: reporting failure: {:?}: {}",
+                f.cause, f.detail
+            );
             let _ = o.send(encode(&Frame::Event {
                 event: SERVICE_FAILED_EVENT.into(),
                 data: serde_json::to_value(&f).unwrap_or_default(),

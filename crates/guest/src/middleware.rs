@@ -292,7 +292,8 @@ impl Middleware {
                 }
             }
         }
-        self.health_fails.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.health_fails
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         self.update(|p| {
             *p.phases.entry(phase).or_default() += 1;
             p.restart_ordered = phase == RestartPhase::Ph2_0;

@@ -426,9 +426,10 @@ impl Supervisor {
         }
         let Some(vars) = g.wanted else { return };
         let prog = self.config.start.first().cloned().unwrap_or_default();
-        let spawned = self.launcher.command(&self.config.start, vars).and_then(|mut c| {
-            c.process_group(0).spawn().map_err(|e| e.to_string())
-        });
+        let spawned = self
+            .launcher
+            .command(&self.config.start, vars)
+            .and_then(|mut c| c.process_group(0).spawn().map_err(|e| e.to_string()));
         match spawned {
             Ok(c) => {
                 g.status.pid = Some(c.id());

@@ -526,6 +526,22 @@ impl AgentApi for SimAgent {
             .await?;
         decode(a, &self.url)
     }
+    async fn reset(&self, vm: &str) -> Result<VmInfo, ClientError> {
+        let a = self
+            .order("reset", |w, h| {
+                let v = self.vm(w, h, vm)?;
+                // The guest boots again with no role.
+                v.guest = RoleState::default();
+                v.configured = false;
+                Ok(serde_json::to_value(info(v)).unwrap_or_default())
+            })
+            .await?;
+        decode(a, &self.url)
+    }
+    async fn restart(&self, vm: &str) -> Result<VmInfo, ClientError> {
+        // Simulated QEMU never dies: a restart is a reset.
+        self.reset(vm).await
+    }
     async fn guest(&self, vm: &str, op: &Op) -> Result<serde_json::Value, ClientError> {
         let name = format!("guest {op:?} of {vm}");
         self.order(&name, |w, h| {

@@ -129,6 +129,7 @@ fn start_proc(id: u64, store: &MemoryStore, world: &Shared, faults: &Faults) -> 
         liveness: Default::default(),
         probe_timeout: duplex_controller::config::DEFAULT_PROBE_TIMEOUT,
         service_witness: Some(std::net::Ipv4Addr::new(10, 0, 0, 1)),
+        external_disk: None,
     };
     let connector = Arc::new(SimConnector {
         world: world.clone(),
@@ -136,7 +137,12 @@ fn start_proc(id: u64, store: &MemoryStore, world: &Shared, faults: &Faults) -> 
         faults: faults.clone(),
     });
     let repo = Repo::new(inst.clone());
-    let ctl = duplex_controller::assemble(cfg, repo, connector, None);
+    let ctl = duplex_controller::assemble(
+        cfg,
+        repo,
+        connector,
+        (None, duplex_extdisk::ExternalDisk::memory()),
+    );
     let mut tasks = duplex_controller::start_loops(&ctl);
     let c = ctl.clone();
     tasks.push(tokio::spawn(async move {

@@ -1,0 +1,169 @@
+//! Carries out one restart phase the restart unit decided
+//! (`restart_unit`), through the failed VM's agent and the pair
+//! workflows that already exist:
+//!
+//! - PH0.5 / PH1.0 / PH2.0: the guest performs them (`restart_phase`);
+//!   when the failed VM is the ACT with an SBY standing by, a switchover
+//!   first hands the service to the SBY.
+//! - PH2.5: a VM whose QEMU died is started again on its disk; a guest
+//!   that already rebooted by itself is left to finish; any other is
+//!   reset. The repair loop then gives it its role back (a lost ACT's SBY
+//!   takes over there).
+//! - PH3.0 / PH3.5: the VM is deleted on its host and the reconciler
+//!   creates it again from its image and init info.
+//! - autoheal (and the fast path): the VM is isolated; the failover pass
+//!   promotes its peer if it was the ACT, and heals it: re-created as the
+//!   new SBY on another host, a spare one first.
+
+use crate::ctl::Ctl;
+use duplex_core::agent_api::VmState;
+use duplex_core::escalation::{Phase, Plan};
+use duplex_core::guest_proto::{Op, RestartPhase};
+use duplex_core::model::{OpState, Operation, Pair, Vm};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long the switchover before an ACT's in-guest phase may take.
+const SWITCHOVER_WAIT: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(200);
+
+pub async fn carry_out(
+    ctl: &Arc<Ctl>,
+    vm: &Vm,
+    pair: Option<&Pair>,
+    plan: Plan,
+) -> Result<String, String> {
+    if plan.fast_path || plan.phase == Phase::Autoheal {
+        return autoheal(ctl, vm, pair).await;
+    }
+    let mut said = Vec::new();
+    if let (Some(p), true, Some(_)) = (pair, plan.failover_first, plan.phase.in_guest()) {
+        said.push(match switch_over(ctl, p).await {
+            Ok(m) => m,
+            Err(e) => format!("the switchover first failed ({e}); restarting anyway"),
+        });
+    }
+    let done = match (plan.phase.in_guest(), plan.phase) {
+        (Some(ph), _) => in_guest(ctl, vm, ph).await?,
+        (None, Phase::Ph2_5) => reboot(ctl, vm).await?,
+        (None, _) => recreate(ctl, vm).await?,
+    };
+    said.push(done);
+    Ok(said.join("; "))
+}
+
+async fn agent(ctl: &Ctl, vm: &Vm) -> Result<Arc<dyn duplex_agent_client::AgentApi>, String> {
+    let host = ctl
+        .host(&vm.host)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("host {} has no record", vm.host))?;
+    Ok(ctl.agent(&host.url))
+}
+
+async fn in_guest(ctl: &Ctl, vm: &Vm, phase: RestartPhase) -> Result<String, String> {
+    let name = &vm.spec.name;
+    agent(ctl, vm)
+        .await?
+        .guest(name, &Op::RestartPhase { phase })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(format!("the guest of {name} performed it"))
+}
+
+async fn reboot(ctl: &Ctl, vm: &Vm) -> Result<String, String> {
+    let name = &vm.spec.name;
+    let info = ctl.lock_observed().vm(&vm.host, name).cloned();
+    let a = agent(ctl, vm).await?;
+    match info {
+        Some(i) if i.state == VmState::Crashed => {
+            a.restart(name).await.map_err(|e| e.to_string())?;
+            Ok(format!(
+                "QEMU of {name} started again on {} on its disk",
+                vm.host
+            ))
+        }
+        Some(i) if i.reset_age_ms.is_some() => Ok(format!(
+            "the guest of {name} rebooted by itself; it boots on {}",
+            vm.host
+        )),
+        _ => {
+            a.reset(name).await.map_err(|e| e.to_string())?;
+            Ok(format!(
+                "{name} reset on {}: its guest OS boots again",
+                vm.host
+            ))
+        }
+    }
+}
+
+async fn recreate(ctl: &Ctl, vm: &Vm) -> Result<String, String> {
+    let name = &vm.spec.name;
+    agent(ctl, vm)
+        .await?
+        .delete(name)
+        .await
+        .map_err(|e| e.to_string())?;
+    ctl.kick.notify_one();
+    Ok(format!(
+        "{name} deleted on {}; the reconciler creates it again there from its image and init info (restoring LAF or REF service data is not built yet)",
+        vm.host
+    ))
+}
+
+async fn autoheal(ctl: &Ctl, vm: &Vm, pair: Option<&Pair>) -> Result<String, String> {
+    let name = &vm.spec.name;
+    let Some(pair) = pair else {
+        return Err(format!(
+            "autoheal of {name}, a VM outside any pair, is not built yet"
+        ));
+    };
+    agent(ctl, vm)
+        .await?
+        .isolate(name)
+        .await
+        .map_err(|e| e.to_string())?;
+    ctl.urgent.notify_one();
+    Ok(format!(
+        "{name} isolated on {}; pair {} fails over to its peer if needed and re-creates {name} on another host, a spare one first",
+        vm.host, pair.name
+    ))
+}
+
+/// Hands the pair's service to its SBY and waits for the switchover to end.
+async fn switch_over(ctl: &Arc<Ctl>, pair: &Pair) -> Result<String, String> {
+    let (op, _) = crate::pairs::start_switchover(ctl, &pair.name)
+        .await
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + SWITCHOVER_WAIT;
+    let key = format!("{}{}", crate::repo::OPS, op.id);
+    loop {
+        tokio::time::sleep(POLL).await;
+        let now = ctl
+            .repo
+            .get::<Operation>(&key)
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|r| r.value);
+        match now {
+            Some(o) if o.state == OpState::Succeeded => {
+                return Ok(format!(
+                    "switchover {} handed the service to the SBY",
+                    op.id
+                ))
+            }
+            Some(o) if o.state == OpState::Failed => {
+                return Err(o.error.unwrap_or_else(|| "failed".into()))
+            }
+            _ if Instant::now() > deadline => {
+                return Err(format!(
+                    "switchover {} not done within {} s",
+                    op.id,
+                    SWITCHOVER_WAIT.as_secs()
+                ))
+            }
+            _ => {}
+        }
+    }
+}

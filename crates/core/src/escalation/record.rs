@@ -1,0 +1,180 @@
+//! What the external disk keeps of a VM's restarts: its counters, the
+//! last failure acted on (a report repeats a failure until the next one,
+//! and a controller that restarts must not act on it twice), and a bounded
+//! history for the operator. Pure: `on_failure` is `decide` plus that
+//! bookkeeping.
+
+use super::{decide, Cause, Counters, Phase, Plan, Policy, Standing};
+use serde::{Deserialize, Serialize};
+
+/// History entries kept per VM (the oldest go first).
+pub const HISTORY_KEEP: usize = 64;
+
+/// One failure and what was decided about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub at_ms: u64,
+    /// The failure's id, as its agent gave it.
+    pub failure: String,
+    pub cause: Cause,
+    pub detail: String,
+    /// The host the VM ran on.
+    pub host: String,
+    pub standing: Standing,
+    pub phase: Phase,
+    pub failover_first: bool,
+    pub fast_path: bool,
+    /// How it ended, once it has (`None`: under way, or the controller
+    /// stopped before it could say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub ok: bool,
+    pub message: String,
+    pub at_ms: u64,
+}
+
+/// A VM's restart record, one object of kind `counters` on the external
+/// disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub counters: Counters,
+    /// The id of the last failure acted on.
+    #[serde(default)]
+    pub handled: Option<String>,
+    #[serde(default)]
+    pub history: Vec<Entry>,
+}
+
+/// A failure as the restart unit sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub id: String,
+    pub cause: Cause,
+    pub detail: String,
+    pub host: String,
+}
+
+impl Record {
+    /// The plan for `failure` and the record to store before acting on
+    /// it; `None` if this failure was acted on already.
+    pub fn on_failure(
+        &self,
+        policy: &Policy,
+        failure: &Failure,
+        standing: Standing,
+        now_ms: u64,
+    ) -> Option<(Plan, Record)> {
+        if self.handled.as_deref() == Some(failure.id.as_str()) {
+            return None;
+        }
+        let (plan, counters) = decide(&self.counters, policy, failure.cause, standing, now_ms);
+        let mut history = self.history.clone();
+        history.push(Entry {
+            at_ms: now_ms,
+            failure: failure.id.clone(),
+            cause: failure.cause,
+            detail: failure.detail.clone(),
+            host: failure.host.clone(),
+            standing,
+            phase: plan.phase,
+            failover_first: plan.failover_first,
+            fast_path: plan.fast_path,
+            outcome: None,
+        });
+        let excess = history.len().saturating_sub(HISTORY_KEEP);
+        history.drain(..excess);
+        let next = Record {
+            counters,
+            handled: Some(failure.id.clone()),
+            history,
+        };
+        Some((plan, next))
+    }
+
+    /// The record with the outcome of failure `id` noted (unchanged if
+    /// that entry is gone).
+    pub fn concluded(&self, id: &str, outcome: Outcome) -> Record {
+        let mut next = self.clone();
+        if let Some(e) = next.history.iter_mut().rev().find(|e| e.failure == id) {
+            e.outcome = Some(outcome);
+        }
+        next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(id: &str, cause: Cause) -> Failure {
+        Failure {
+            id: id.into(),
+            cause,
+            detail: "d".into(),
+            host: "h1".into(),
+        }
+    }
+
+    #[test]
+    fn a_failure_is_acted_on_once_and_counted() {
+        let p = Policy::default();
+        let r = Record::default();
+        let f = failure("a@1.1", Cause::ProcessExited);
+        let (plan, r) = r.on_failure(&p, &f, Standing::Sby, 1000).unwrap();
+        assert_eq!(plan.phase, Phase::Ph0_5);
+        assert_eq!(r.handled.as_deref(), Some("a@1.1"));
+        assert_eq!(r.counters.phases[0].runs, 1);
+        assert!(r.on_failure(&p, &f, Standing::Sby, 2000).is_none());
+        let (plan, r) = r
+            .on_failure(
+                &p,
+                &failure("a@1.2", Cause::ProcessExited),
+                Standing::Sby,
+                3000,
+            )
+            .unwrap();
+        assert_eq!(plan.phase, Phase::Ph0_5);
+        assert_eq!(r.history.len(), 2);
+        let r = r.concluded(
+            "a@1.1",
+            Outcome {
+                ok: true,
+                message: "m".into(),
+                at_ms: 4000,
+            },
+        );
+        assert!(r.history[0].outcome.as_ref().is_some_and(|o| o.ok));
+        assert!(r.history[1].outcome.is_none());
+    }
+
+    #[test]
+    fn history_is_bounded_and_keeps_the_newest() {
+        let p = Policy::default();
+        let mut r = Record::default();
+        for i in 0..(HISTORY_KEEP as u64 + 10) {
+            let f = failure(&format!("a@1.{i}"), Cause::ProcessExited);
+            r = r.on_failure(&p, &f, Standing::Sby, i * 1000).unwrap().1;
+        }
+        assert_eq!(r.history.len(), HISTORY_KEEP);
+        assert_eq!(
+            r.history.last().unwrap().failure,
+            format!("a@1.{}", HISTORY_KEEP + 9)
+        );
+    }
+
+    #[test]
+    fn a_record_survives_its_json() {
+        let p = Policy::default();
+        let f = failure("a@1.1", Cause::GuestSilent);
+        let (_, r) = Record::default()
+            .on_failure(&p, &f, Standing::ActWithSby, 5)
+            .unwrap();
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), r);
+        assert!(text.contains("\"autoheal\"") && text.contains("guest_silent"));
+    }
+}

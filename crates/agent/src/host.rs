@@ -264,7 +264,7 @@ impl Host {
             .map_err(AgentError::io(format!("create {}", p.dir.display())))?;
         let user = self.cfg.qemu_user.as_ref();
         crate::qemu_user::give(user, &p.dir, 0o700)?;
-        let tap = Tap::create(&vm.tap, &self.cfg.bridge).await?;
+        let tap = create_tap(&vm.tap, &self.cfg.bridge).await?;
         let listener = tokio::net::UnixListener::bind(&p.net)
             .map_err(AgentError::io(format!("bind {}", p.net.display())))?;
         crate::qemu_user::give(user, &p.net, 0o600)?;
@@ -384,7 +384,7 @@ impl Host {
         }
         if let Some(rt) = vm.rt.lock().await.take() {
             rt.qemu.stop().await;
-            rt.element.stop();
+            rt.element.stop().await;
         }
     }
 
@@ -658,4 +658,23 @@ fn self_fence_period(cfg: &AgentConfig) -> Option<Duration> {
 /// (left by something else, or by a VM whose teardown has not finished).
 fn interface_exists(name: &str) -> bool {
     std::path::Path::new("/sys/class/net").join(name).exists()
+}
+
+/// How long a tap of the same name may take to go away: the element of a
+/// VM's previous QEMU closes it from tasks that end just after it stopped.
+const TAP_FREE_WAIT: Duration = Duration::from_secs(3);
+
+async fn create_tap(name: &str, bridge: &str) -> Result<Tap, duplex_net::tap::TapError> {
+    let deadline = Instant::now() + TAP_FREE_WAIT;
+    loop {
+        match Tap::create(name, bridge).await {
+            Err(duplex_net::tap::TapError::Create { source, .. })
+                if source.kind() == std::io::ErrorKind::ResourceBusy
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
 }

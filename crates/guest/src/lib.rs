@@ -106,7 +106,8 @@ pub fn run() -> Result<(), GuestError> {
     let mw = Arc::new(middleware::Middleware {
         facts,
         state: Mutex::new(state::Persisted::load(Path::new(state::RUN_DIR))),
-        service: service::Supervisor::new(config, launcher),
+        service: service::Supervisor::new(config, launcher)
+            .with_group_file(Path::new(state::RUN_DIR).join("service.group")),
         replica: Arc::default(),
         load: load::MemoryLoad::default(),
         claiming: Default::default(),
@@ -126,6 +127,7 @@ pub fn run() -> Result<(), GuestError> {
         what: format!("listen on port {}", replica::PEER_PORT),
         source,
     })?;
+    mw.service.end_left_over();
     mw.resume();
     let port = port::find(
         duplex_core::guest_proto::PORT_NAME,

@@ -261,6 +261,11 @@ pub struct Supervisor {
     pub config: ServiceConfig,
     pub launcher: Launcher,
     inner: Mutex<Inner>,
+    /// Where the running service's process group is noted, so that a
+    /// middleware started after a crash of its predecessor ends the
+    /// service that one left behind (it runs in its own group and
+    /// outlives it, holding its ports).
+    group_file: Option<PathBuf>,
 }
 
 struct Inner {
@@ -304,7 +309,35 @@ impl Supervisor {
                 held: None,
                 failures: Default::default(),
             }),
+            group_file: None,
         }
+    }
+
+    /// Notes the service's process group in `path` (see `group_file`).
+    pub fn with_group_file(mut self, path: PathBuf) -> Self {
+        self.group_file = Some(path);
+        self
+    }
+
+    /// Ends the service a crashed predecessor left running, if any.
+    pub fn end_left_over(&self) {
+        let Some(path) = &self.group_file else { return };
+        let left = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok());
+        if let Some(pid) = left {
+            eprintln!("duplex guest: ending the service (group {pid}) a previous middleware left");
+            signal_group(pid, libc::SIGKILL);
+        }
+        let _ = std::fs::remove_file(path);
+    }
+
+    fn note_group(&self, pid: Option<u32>) {
+        let Some(path) = &self.group_file else { return };
+        let _ = match pid {
+            Some(pid) => std::fs::write(path, pid.to_string()),
+            None => std::fs::remove_file(path),
+        };
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -408,6 +441,7 @@ impl Supervisor {
             g.child = None;
             g.status.running = false;
             g.status.pid = None;
+            self.note_group(None);
             g.held = Some(Instant::now());
             drop(g);
             self.report(failure);
@@ -435,6 +469,7 @@ impl Supervisor {
                 g.status.pid = Some(c.id());
                 g.status.running = true;
                 g.status.starts += 1;
+                self.note_group(Some(c.id()));
                 g.child = Some(c);
             }
             Err(e) => g.status.last_exit = Some(format!("cannot start {prog}: {e}")),
@@ -454,6 +489,7 @@ impl Supervisor {
         g.held = None;
         g.status.running = false;
         g.status.pid = None;
+        self.note_group(None);
         g.status.last_exit = Some("killed (process reset)".into());
     }
 
@@ -498,6 +534,7 @@ impl Supervisor {
         }
         g.status.running = false;
         g.status.pid = None;
+        self.note_group(None);
     }
 
     /// Waits until the service runs (after a restart), up to `within`.
@@ -583,6 +620,42 @@ mod tests {
         assert!(marker.exists(), "the stop hook ran");
         assert!(!s.status().running);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_service_left_by_a_crashed_middleware_is_ended_by_the_next() {
+        let file = std::env::temp_dir().join(format!("duplex-group-{}", std::process::id()));
+        let c = ServiceConfig {
+            name: "sleeper".into(),
+            start: vec!["/bin/sh".into(), "-c".into(), "sleep 30 & wait".into()],
+            stop: None,
+            stop_timeout_ms: Some(500),
+            become_active: None,
+            become_standby: None,
+            health: None,
+            reset: None,
+            hook_timeout_ms: None,
+        };
+        let first = Supervisor::new(c.clone(), Launcher::default()).with_group_file(file.clone());
+        first.want(vars());
+        assert!(first.wait_running(Duration::from_secs(5)));
+        let pid = first.status().pid.unwrap() as i32;
+        // The first middleware "crashes": nothing stops its service.
+        std::mem::forget(first);
+        let next = Supervisor::new(c, Launcher::default()).with_group_file(file.clone());
+        next.end_left_over();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // SAFETY: kill(2) with signal 0 only probes the group.
+        while unsafe { libc::kill(-pid, 0) } == 0 {
+            // Reap our own child (the test process is its parent).
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+            assert!(
+                Instant::now() < deadline,
+                "the left-over group {pid} still runs"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!file.exists());
     }
 
     #[test]

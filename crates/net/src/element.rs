@@ -81,9 +81,12 @@ impl ElementHandle {
         self.isolation.is_on()
     }
 
-    /// Stops the element; the tap disappears with it.
-    pub fn stop(self) {
+    /// Stops the element and waits until its task has ended, so that the
+    /// tap it owned is gone when this returns (a VM started again at once
+    /// creates a tap of the same name).
+    pub async fn stop(mut self) {
         self.task.abort();
+        let _ = (&mut self.task).await;
     }
 }
 

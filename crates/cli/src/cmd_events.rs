@@ -54,12 +54,9 @@ pub async fn run(a: EventsArgs) -> anyhow::Result<()> {
 }
 
 fn line(e: &Value) -> String {
-    let ms = e["at_ms"].as_u64().unwrap_or(0);
-    let secs = ms / 1000;
-    let (h, m, sec) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
     format!(
-        "{h:02}:{m:02}:{sec:02}.{:03} {:<7} {:<24} {:<14} {}",
-        ms % 1000,
+        "{} {:<7} {:<24} {:<14} {}",
+        crate::output::clock(e["at_ms"].as_u64().unwrap_or(0)),
         s(&e["severity"]),
         s(&e["kind"]),
         s(&e["subject"]),

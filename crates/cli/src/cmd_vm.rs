@@ -117,6 +117,13 @@ pub enum VmCmd {
         #[arg(value_parser = parse_fault)]
         fault: Fault,
     },
+    /// Restart counters per phase and the failures acted on (S3): when,
+    /// where, cause, phase, outcome. Through the controller only.
+    History {
+        #[command(flatten)]
+        t: Target,
+        name: String,
+    },
     /// Ask the guest for its status over the control channel.
     Status {
         #[command(flatten)]
@@ -315,6 +322,12 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
             }
         }
         VmCmd::Status { t, name } => output::json(&t.agent()?.guest(&name, &Op::Status).await?)?,
+        VmCmd::History { t, name } => {
+            if t.agent.is_some() {
+                anyhow::bail!("`duplex vm history` asks the controller, which keeps the counters; drop --agent");
+            }
+            crate::cmd_vm_ctl::history(&t.c, &name).await?
+        }
         VmCmd::Fault { t, name, fault } => {
             output::json(&t.agent()?.guest(&name, &Op::InjectFault { fault }).await?)?
         }

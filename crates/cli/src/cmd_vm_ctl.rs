@@ -3,6 +3,8 @@
 use crate::conn::Conn;
 use crate::output::{self, s, Format};
 use duplex_core::agent_api::MigrationTuning;
+use duplex_core::escalation::record::History;
+use duplex_core::escalation::Phase;
 use duplex_core::vm_spec::VmSpec;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -102,6 +104,75 @@ pub async fn list(c: &Conn) -> anyhow::Result<()> {
 pub async fn show(c: &Conn, name: &str) -> anyhow::Result<()> {
     let v: Value = c.client()?.get(&format!("/v1/vms/{name}")).await?;
     output::json(&v)
+}
+
+/// `duplex vm history`: the VM's restart counters and the failures acted
+/// on, oldest first.
+pub async fn history(c: &Conn, name: &str) -> anyhow::Result<()> {
+    let h: History = c.client()?.get(&format!("/v1/vms/{name}/history")).await?;
+    if let Format::Json = c.output {
+        return output::json(&h);
+    }
+    let phase = |p: Phase| serde_json::to_value(p).map(|v| s(&v)).unwrap_or_default();
+    if h.counters.is_empty() {
+        println!("VM {name}: no restart counted");
+    } else {
+        let counts: Vec<String> = h
+            .counters
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} x{} (last {})",
+                    phase(c.phase),
+                    c.runs,
+                    output::clock(c.last_ms)
+                )
+            })
+            .collect();
+        println!("VM {name}: {}", counts.join(", "));
+    }
+    let rows: Vec<Vec<String>> = h
+        .history
+        .iter()
+        .map(|e| {
+            let how = match (e.fast_path, e.failover_first) {
+                (true, _) => "fast path",
+                (false, true) => "SBY first",
+                _ => "",
+            };
+            let outcome = match &e.outcome {
+                None => "under way".to_string(),
+                Some(o) if o.ok => "done".to_string(),
+                Some(o) => format!("failed: {}", o.message),
+            };
+            vec![
+                output::clock(e.at_ms),
+                e.host.clone(),
+                serde_json::to_value(e.cause)
+                    .map(|v| s(&v))
+                    .unwrap_or_default(),
+                phase(e.phase),
+                how.to_string(),
+                outcome,
+                e.detail.clone(),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        output::table(
+            &[
+                "TIME (UTC)",
+                "HOST",
+                "CAUSE",
+                "PHASE",
+                "HOW",
+                "OUTCOME",
+                "DETAIL",
+            ],
+            &rows,
+        );
+    }
+    Ok(())
 }
 
 pub async fn delete(c: &Conn, name: &str, no_wait: bool) -> anyhow::Result<()> {

@@ -46,3 +46,10 @@ pub fn s(v: &serde_json::Value) -> String {
         other => other.to_string(),
     }
 }
+
+/// A UTC wall-clock time of day with milliseconds, from ms since the epoch.
+pub fn clock(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (h, m, sec) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    format!("{h:02}:{m:02}:{sec:02}.{:03}", ms % 1000)
+}

@@ -140,7 +140,15 @@ pub async fn run(cfg: ControllerConfig) -> Result<(), ControllerError> {
         })?;
     let extdisk = match &cfg.external_disk {
         Some(spec) => duplex_extdisk::ExternalDisk::open(spec, |k| std::env::var(k).ok()),
-        None => duplex_extdisk::ExternalDisk::local(&cfg.data_dir.join("external-disk")),
+        None => {
+            if matches!(cfg.store, config::StoreChoice::Etcd { .. }) {
+                tracing::warn!(
+                    "the external disk (S3's restart counters) is this controller's own directory; \
+                     controllers sharing an etcd should share it too (--external-disk URL or a shared directory)"
+                );
+            }
+            duplex_extdisk::ExternalDisk::local(&cfg.data_dir.join("external-disk"))
+        }
     }?;
     let connector = Arc::new(duplex_agent_client::HttpConnector::new(Arc::new(clients)));
     let ctl = assemble(cfg, repo, connector, (topology, extdisk));

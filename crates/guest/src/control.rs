@@ -120,7 +120,15 @@ fn spawn_service_watch(out: &SyncSender<String>, mw: &Arc<Middleware>) {
         std::thread::sleep(Duration::from_millis(HEARTBEAT_MS));
         m.check_health();
     });
+    let m = mw.clone();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(CATCH_UP_TICK);
+        m.replica.catch_up(&*m);
+    });
 }
+
+/// How often the ACT looks whether its peer is back and needs the state.
+const CATCH_UP_TICK: Duration = Duration::from_millis(250);
 
 fn spawn_writer(mut port: std::fs::File) -> SyncSender<String> {
     let (tx, rx) = sync_channel::<String>(256);

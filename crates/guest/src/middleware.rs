@@ -63,6 +63,12 @@ impl RoleView for Middleware {
             .and_then(crate::peer_beat::heard)
             .is_some_and(|p| p.lost)
     }
+    fn peer_heard(&self) -> bool {
+        self.ear
+            .get()
+            .and_then(crate::peer_beat::heard)
+            .is_some_and(|p| !p.lost)
+    }
     fn key(&self) -> Option<duplex_core::replica_key::ReplicaKey> {
         self.persisted().config.and_then(|c| c.key)
     }

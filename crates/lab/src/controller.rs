@@ -235,6 +235,10 @@ fn spawn(
         // The lab segment's gateway (the management port) witnesses
         // which member of a pair is cut off the service network.
         .args(["--service-witness", &plan.mgmt_ip().to_string()])
+        // One external disk for every controller of the lab (S3's restart
+        // counters must outlive the one that leads).
+        .arg("--external-disk")
+        .arg(plan.state_dir().join("external-disk"))
         .current_dir(&dir);
     if let Some(e) = &etcd {
         cmd.args(["--store", "etcd", "--etcd-endpoints", &e.url]);

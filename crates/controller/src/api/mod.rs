@@ -73,6 +73,7 @@ pub fn router(ctl: Arc<Ctl>) -> Router {
         .route("/v1/vms", get(vms::list).post(vms::create))
         .route("/v1/vms/{name}", get(vms::show).delete(vms::delete))
         .route("/v1/vms/{name}/migrate", post(migrate::migrate))
+        .route("/v1/vms/{name}/history", get(vms::history))
         .route("/v1/placement/{vm}", get(migrate::explain))
         .route("/v1/pairs", get(pairs::list).post(pairs::create))
         .route("/v1/pairs/{name}", get(pairs::show).delete(pairs::delete))

@@ -8,6 +8,7 @@ use crate::repo::VMS;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::Json;
+use duplex_core::escalation::record::{History, Record};
 use duplex_core::model::{Desired, Severity, Vm};
 use duplex_core::vm_spec::VmSpec;
 use duplex_store::Expect;
@@ -40,6 +41,20 @@ pub async fn show(ctl: Shared, Path(name): Path<String>) -> ApiResult<VmView> {
             "no VM `{name}` (see `duplex vm list`)"
         ))),
     }
+}
+
+/// `GET /v1/vms/{name}/history`: the VM's restart counters and the
+/// failures acted on, from the external disk (kept after the VM is gone).
+pub async fn history(ctl: Shared, Path(name): Path<String>) -> ApiResult<History> {
+    let record = crate::restart_unit::load(&ctl, &name)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "external_disk", e))?;
+    if record == Record::default() && ctl.vm(&name).await?.is_none() {
+        return Err(ApiError::not_found(format!(
+            "no VM `{name}` and no restart record for it (see `duplex vm list`)"
+        )));
+    }
+    Ok(Json(record.history(&name)))
 }
 
 /// Checks a spec for the cluster: valid; name, address and MAC not taken.

@@ -58,7 +58,44 @@ pub struct Failure {
     pub host: String,
 }
 
+/// A VM's restart record as the operator reads it (`duplex vm history`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    pub vm: String,
+    /// Each phase that ran, with its count within probation as of the
+    /// last failure and when it last ran.
+    pub counters: Vec<PhaseCount>,
+    /// Oldest first, at most [`HISTORY_KEEP`].
+    pub history: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseCount {
+    pub phase: Phase,
+    pub runs: u32,
+    pub last_ms: u64,
+}
+
 impl Record {
+    /// The operator's view of this record.
+    pub fn history(&self, vm: &str) -> History {
+        let counters = Phase::ALL
+            .iter()
+            .zip(self.counters.phases.iter())
+            .filter(|(_, c)| c.runs > 0)
+            .map(|(&phase, c)| PhaseCount {
+                phase,
+                runs: c.runs,
+                last_ms: c.last_ms,
+            })
+            .collect();
+        History {
+            vm: vm.to_string(),
+            counters,
+            history: self.history.clone(),
+        }
+    }
+
     /// The plan for `failure` and the record to store before acting on
     /// it; `None` if this failure was acted on already.
     pub fn on_failure(

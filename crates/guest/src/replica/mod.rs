@@ -48,6 +48,10 @@ pub trait RoleView: Send + Sync {
     fn peer_lost(&self) -> bool {
         false
     }
+    /// The guest-to-guest heartbeat hears the peer now.
+    fn peer_heard(&self) -> bool {
+        false
+    }
     /// The pair's replication key ([`seal`]); `None`: plain lines.
     fn key(&self) -> Option<duplex_core::replica_key::ReplicaKey> {
         None
@@ -166,6 +170,20 @@ impl Replica {
         msg: &Value,
         roles: &dyn RoleView,
     ) -> Option<Ticket> {
+        self.relink(link, roles);
+        match link {
+            Some(l) => Some(l.post(msg)),
+            None => {
+                self.dirty.store(true, Ordering::SeqCst);
+                None
+            }
+        }
+    }
+
+    /// Drops a dead link (or one to a lost peer) and, unless the peer is
+    /// lost or was tried less than [`PEER_RETRY`] ago, connects anew with a
+    /// full snapshot.
+    fn relink(&self, link: &mut Option<PeerLink>, roles: &dyn RoleView) {
         if link.as_ref().is_some_and(PeerLink::is_dead) || roles.peer_lost() {
             // Dropping a live link fails the answers still owed at once.
             *link = None;
@@ -181,13 +199,24 @@ impl Replica {
                     l
                 });
         }
-        match link {
-            Some(l) => Some(l.post(msg)),
-            None => {
-                self.dirty.store(true, Ordering::SeqCst);
-                None
-            }
+    }
+
+    /// On the ACT, brings a peer that is back (rebooted, re-created) up to
+    /// date at once, rather than at the service's next write: a peer that
+    /// became SBY holds the service's state within a second of being heard
+    /// again, even if nothing is written. True if a link is up.
+    pub fn catch_up(&self, roles: &dyn RoleView) -> bool {
+        // Neither heard nor lost: the heartbeat knows nothing yet (or does
+        // not run), and a connection could block writes for its timeout.
+        let known = roles.peer_heard() || roles.peer_lost();
+        if !roles.is_active() || !known || self.handing_over.load(Ordering::SeqCst) {
+            return false;
         }
+        // A lost peer's link is dropped here (even with nothing written
+        // meanwhile), so the peer gets a snapshot once it is heard again.
+        let mut link = lock(&self.link);
+        self.relink(&mut link, roles);
+        link.is_some()
     }
 
     /// Waits for the peer's answer to a posted write: true if it stored

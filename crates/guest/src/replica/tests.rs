@@ -256,6 +256,17 @@ fn handover_barrier_resends_only_what_the_peer_lacks() {
     let (n, _, _) = attempt(Some(key), Some(tagged_elsewhere));
     assert_eq!(n, 0, "a line tagged for another connection is refused");
     assert_eq!(sby_store.len(), 2, "no attack changed the SBY's state");
+
+    // The peer comes back empty (it rebooted) after the ACT's link went:
+    // the ACT brings it up to date at once, with nothing written.
+    sby_store.handle_peer(&json!({"op":"snapshot","entries":{}}), &*sby_roles);
+    // (The barriers above began handovers; this ACT stays ACT.)
+    act.handing_over.store(false, Ordering::SeqCst);
+    *lock(&act.link) = None;
+    assert!(act.catch_up(&act_roles));
+    assert_eq!(sby_store.len(), 2, "the returning peer was not caught up");
+    // With the link up there is nothing to do.
+    assert!(act.catch_up(&act_roles));
 }
 
 /// Halves of a connection that never happened (its own nonces).
@@ -280,6 +291,10 @@ impl RoleView for Keyed {
     }
     fn key(&self) -> Option<ReplicaKey> {
         Some(self.1)
+    }
+    /// The peer (loopback) is heard: `catch_up` may connect.
+    fn peer_heard(&self) -> bool {
+        true
     }
 }
 

@@ -1,0 +1,256 @@
+//! S3, restart escalation, on real VMs under SIP load, in one lab of three
+//! hosts (h3 spare) and two controllers on etcd:
+//! 1. the ACT's first failure is a kernel panic: the fast path, the SBY is
+//!    ACT at once and the failed member is re-created on the spare h3;
+//! 2. that member's service is killed four times: PH0.5 three times (its
+//!    threshold), then PH1.0; its record outlived its re-creation;
+//! 3. the ACT's service is killed: the SBY takes over first, then PH0.5;
+//! 4. the ACT's service hangs: the SBY takes over first, then PH1.0;
+//! 5. the SBY's middleware is killed: PH2.0;
+//! 6. the leading controller is `kill -9`ed: the next one shows the same
+//!    counters (they live on the external disk);
+//! 7. the SBY's QEMU is killed: PH2.5 starts it again on its disk;
+//! 8. the ACT, whose failures started small, panics: no fast path, the SBY
+//!    takes over and the ACT reboots (PH2.5).
+//!
+//! After each the pair is healthy again; sipp must see no failed call.
+//! Not exercised yet: PH3.0 / PH3.5 (restoring LAF / REF data is not built).
+
+mod common;
+
+use common::{in_lab_json, LabGuard};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const LAB: &str = "e2es3";
+const WAIT: Duration = Duration::from_secs(120);
+
+fn pair() -> Value {
+    in_lab_json(LAB, &["pair", "show", "sig"])
+}
+
+/// (VM, host) of the member whose guest reports `role`.
+fn member(role: &str) -> (String, String) {
+    let p = common::wait_pair_healthy(LAB, "sig", WAIT);
+    let m = p["members_status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == role && m["wanted"] == role)
+        .unwrap_or_else(|| panic!("no {role}: {p}"))
+        .clone();
+    (
+        m["vm"].as_str().unwrap().to_string(),
+        m["host"].as_str().unwrap().to_string(),
+    )
+}
+
+fn history(vm: &str) -> Vec<Value> {
+    in_lab_json(LAB, &["vm", "history", vm])["history"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Injects `fault` into `vm`'s guest through its host's agent.
+fn inject(vm: &str, host: &str, fault: &str) {
+    let url = in_lab_json(LAB, &["host", "show", host])["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    in_lab_json(LAB, &["vm", "fault", "--agent", &url, vm, fault]);
+}
+
+/// Waits for `vm`'s history to grow past `before` entries and its newest
+/// entry to be concluded; returns that entry.
+fn next_entry(vm: &str, before: usize) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let h = history(vm);
+        if h.len() > before {
+            let last = h.last().unwrap().clone();
+            if !last["outcome"].is_null() {
+                assert_eq!(last["outcome"]["ok"], true, "the phase failed: {last}");
+                return last;
+            }
+        }
+        assert!(t0.elapsed() < WAIT, "no new restart of {vm}: {h:#?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Injects `fault` into the member in `role` and returns the restart entry
+/// it led to, once the pair is healthy again.
+async fn drill(role: &str, fault: &str) -> (String, Value) {
+    let (vm, host) = member(role);
+    let before = history(&vm).len();
+    inject(&vm, &host, fault);
+    let e = next_entry(&vm, before);
+    eprintln!("{fault} on the {role} {vm}: {e}");
+    // The service settles before the next drill.
+    common::wait_pair_healthy(LAB, "sig", WAIT);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    (vm, e)
+}
+
+fn kill_leader() {
+    let s: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("/run/duplex/lab-{LAB}/state.json")).unwrap(),
+    )
+    .unwrap();
+    let pid = s["controller"]["pid"].as_i64().unwrap() as i32;
+    // SAFETY: kill(2) of the lab's own controller process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    eprintln!("killed the leading controller (pid {pid})");
+}
+
+/// `vm history` as the controller in office answers it, once one is.
+fn counters_when_led(vm: &str) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let (ok, out, _) = common::in_lab(LAB, &["vm", "history", vm, "-o", "json"]);
+        if ok {
+            let v: Value = serde_json::from_str(&out).unwrap();
+            return v["counters"].clone();
+        }
+        assert!(t0.elapsed() < WAIT, "no controller answers");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_restart_phase_and_the_fast_path_under_sip_load() {
+    let _guard = LabGuard::new(LAB);
+    let i = common::lab_up(
+        LAB,
+        &["--hosts", "3", "--store", "etcd", "--controllers", "2"],
+    );
+    in_lab_json(LAB, &["host", "state", "h3", "spare"]);
+    let load = common::PairUnderLoad::start(LAB, i, WAIT).await;
+
+    // 1. The ACT's first failure is a kernel panic: the fast path, the SBY
+    //    is ACT at once and the failed member is re-created on spare h3.
+    let (healed, act_host) = member("act");
+    inject(&healed, &act_host, "panic");
+    let e = next_entry(&healed, 0);
+    assert_eq!(
+        (e["phase"].as_str(), e["fast_path"].as_bool()),
+        (Some("autoheal"), Some(true)),
+        "{e}"
+    );
+    let t0 = Instant::now();
+    while member("sby") != (healed.clone(), "h3".to_string()) {
+        assert!(
+            t0.elapsed() < WAIT,
+            "{healed} not re-created on the spare h3: {}",
+            pair()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let said = common::events(LAB);
+    for kind in ["pair.failed_over", "pair.healed", "host.spare_used"] {
+        assert!(
+            said.iter().any(|e| e.starts_with(kind)),
+            "no {kind} event: {said:#?}"
+        );
+    }
+
+    // 2. The (re-created) SBY's service dies four times: PH0.5 up to its
+    //    threshold, then PH1.0; its record outlived the re-creation.
+    let mut phases = Vec::new();
+    for _ in 0..4 {
+        let (vm, e) = drill("sby", "kill-service").await;
+        assert_eq!(
+            (vm.as_str(), &e["cause"]),
+            (healed.as_str(), &Value::from("process_exited"))
+        );
+        phases.push(e["phase"].as_str().unwrap().to_string());
+    }
+    assert_eq!(phases, ["PH0.5", "PH0.5", "PH0.5", "PH1.0"]);
+    assert_eq!(history(&healed)[0]["phase"], "autoheal");
+
+    // 3. The ACT's service dies: the SBY takes over first, then PH0.5.
+    let (vm, e) = drill("act", "kill-service").await;
+    assert_eq!(
+        (e["phase"].as_str(), e["failover_first"].as_bool()),
+        (Some("PH0.5"), Some(true)),
+        "{e}"
+    );
+    assert_eq!(
+        member("sby").0,
+        vm,
+        "the failed ACT did not hand over: {}",
+        pair()
+    );
+    assert_eq!(member("act").0, healed);
+
+    // 4. The ACT's service hangs. The SIP service's health hook gives up
+    //    before its deadline, so a hang shows as a failing health check
+    //    (both are PH1.0).
+    let (_, e) = drill("act", "hang-service").await;
+    assert!(
+        e["cause"] == "service_hung" || e["cause"] == "health_failed",
+        "{e}"
+    );
+    assert_eq!(
+        (e["phase"].as_str(), e["failover_first"].as_bool()),
+        (Some("PH1.0"), Some(true)),
+        "{e}"
+    );
+
+    // 5. The SBY's middleware dies.
+    let (_, e) = drill("sby", "kill-middleware").await;
+    assert_eq!(
+        (e["cause"].as_str(), e["phase"].as_str()),
+        (Some("middleware_silent"), Some("PH2.0")),
+        "{e}"
+    );
+
+    // 6. The counters outlive the controller.
+    let before = counters_when_led(&healed);
+    assert!(before.as_array().is_some_and(|c| c.len() >= 4), "{before}");
+    kill_leader();
+    assert_eq!(
+        counters_when_led(&healed),
+        before,
+        "the next controller lost {healed}'s counters"
+    );
+
+    // 7. The SBY's QEMU dies: PH2.5 starts it again on its disk.
+    let (vm, host) = member("sby");
+    let pid = in_lab_json(LAB, &["vm", "show", &vm])["info"]["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    let n = history(&vm).len();
+    // SAFETY: kill(2) of the lab VM's QEMU process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let e = next_entry(&vm, n);
+    assert_eq!(
+        (e["cause"].as_str(), e["phase"].as_str()),
+        (Some("qemu_crashed"), Some("PH2.5")),
+        "{e}"
+    );
+    assert_eq!(
+        member("sby"),
+        (vm, host),
+        "the SBY did not come back where it was"
+    );
+    // The ACT sends the returning SBY its state within a second or so of
+    // the repair (the pair reports healthy at the repair itself).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // 8. A panic of an ACT whose failures started small within probation
+    //    is no first failure: no fast path, the SBY takes over and the
+    //    ACT reboots (PH2.5).
+    let (_, e) = drill("act", "panic").await;
+    assert_eq!(
+        (
+            e["phase"].as_str(),
+            e["fast_path"].as_bool(),
+            e["failover_first"].as_bool()
+        ),
+        (Some("PH2.5"), Some(false), Some(true)),
+        "{e}"
+    );
+    load.finish().await;
+}

@@ -50,6 +50,15 @@ pub enum PairCmd {
         c: Conn,
         name: String,
     },
+    /// Show or change the pair's S3 restart policy, which its members
+    /// follow unless they have their own (`duplex vm policy`).
+    Policy {
+        #[command(flatten)]
+        c: Conn,
+        name: String,
+        #[command(flatten)]
+        policy: crate::cmd_policy::PolicyArgs,
+    },
     /// Swap ACT and SBY.
     Switchover {
         #[command(flatten)]
@@ -225,6 +234,9 @@ pub async fn run(cmd: PairCmd) -> anyhow::Result<()> {
                 Format::Table => show(&p),
             }
             Ok(())
+        }
+        PairCmd::Policy { c, name, policy } => {
+            crate::cmd_policy::run(&c, &format!("/v1/pairs/{name}/policy"), &policy).await
         }
         PairCmd::Switchover {
             c,

@@ -124,6 +124,15 @@ pub enum VmCmd {
         t: Target,
         name: String,
     },
+    /// Show or change the VM's S3 restart policy (its own, else its
+    /// pair's, else the defaults): thresholds, probation windows, fast path.
+    Policy {
+        #[command(flatten)]
+        t: Target,
+        name: String,
+        #[command(flatten)]
+        policy: crate::cmd_policy::PolicyArgs,
+    },
     /// Ask the guest for its status over the control channel.
     Status {
         #[command(flatten)]
@@ -322,6 +331,12 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
             }
         }
         VmCmd::Status { t, name } => output::json(&t.agent()?.guest(&name, &Op::Status).await?)?,
+        VmCmd::Policy { t, name, policy } => {
+            if t.agent.is_some() {
+                anyhow::bail!("`duplex vm policy` is the controller's; drop --agent");
+            }
+            crate::cmd_policy::run(&t.c, &format!("/v1/vms/{name}/policy"), &policy).await?
+        }
         VmCmd::History { t, name } => {
             if t.agent.is_some() {
                 anyhow::bail!("`duplex vm history` asks the controller, which keeps the counters; drop --agent");

@@ -9,6 +9,7 @@ mod cmd_lab;
 mod cmd_pair;
 mod cmd_pki;
 mod cmd_placement;
+mod cmd_policy;
 mod cmd_vm;
 mod cmd_vm_ctl;
 mod conn;

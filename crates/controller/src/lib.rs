@@ -29,6 +29,7 @@ mod placement;
 pub mod reconciler;
 pub mod repo;
 mod restart_exec;
+pub mod restart_policy;
 mod restart_unit;
 
 pub use config::{ControllerConfig, StoreChoice};

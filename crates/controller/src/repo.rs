@@ -13,6 +13,8 @@ pub const VMS: &str = "vms/";
 pub const PAIRS: &str = "pairs/";
 pub const OPS: &str = "ops/";
 pub const EVENTS: &str = "events/";
+/// S3 restart policies: `policies/vm/<name>`, `policies/pair/<name>`.
+pub const POLICIES: &str = "policies/";
 
 /// How often a read-modify-write is retried when another writer got there first.
 const UPDATE_ATTEMPTS: usize = 5;

@@ -11,7 +11,7 @@
 use crate::ctl::Ctl;
 use duplex_core::agent_api::VmFailure;
 use duplex_core::escalation::record::{Failure, Outcome, Record};
-use duplex_core::escalation::{Plan, Policy, Standing};
+use duplex_core::escalation::{Plan, Standing};
 use duplex_core::model::{Pair, PairPhase, Severity, Vm};
 use duplex_core::role::Role;
 use duplex_extdisk::Kind;
@@ -123,7 +123,10 @@ async fn act(
         host: vm.host.clone(),
     };
     let now = crate::events::now_ms();
-    let Some((plan, next)) = record.on_failure(&Policy::default(), &f, standing, now) else {
+    let (policy, _) = crate::restart_policy::effective(ctl, vm)
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some((plan, next)) = record.on_failure(&policy, &f, standing, now) else {
         remember(ctl, &name, &f.id);
         return Ok(());
     };
@@ -188,18 +191,11 @@ async fn announce(ctl: &Ctl, vm: &str, f: &Failure, plan: &Plan) {
             .as_str()
             .unwrap_or("?"),
         f.detail,
-        phase_name(plan),
+        plan.phase.label(),
     );
     ctl.events
         .emit(Severity::Warning, "vm.restart", &format!("vm/{vm}"), msg)
         .await;
-}
-
-pub fn phase_name(plan: &Plan) -> String {
-    serde_json::to_value(plan.phase)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 async fn conclude(ctl: &Ctl, vm: &str, f: &Failure, plan: Plan, res: Result<String, String>) {
@@ -207,7 +203,7 @@ async fn conclude(ctl: &Ctl, vm: &str, f: &Failure, plan: Plan, res: Result<Stri
         Ok(m) => (Severity::Info, "vm.restarted", m.clone(), true),
         Err(e) => (Severity::Error, "vm.restart_failed", e.clone(), false),
     };
-    let text = format!("VM {vm}: phase {}: {message}", phase_name(&plan));
+    let text = format!("VM {vm}: phase {}: {message}", plan.phase.label());
     ctl.events
         .emit(severity, kind, &format!("vm/{vm}"), text)
         .await;

@@ -71,6 +71,14 @@ impl Phase {
         Phase::ALL[(self.index() + 1).min(Phase::ALL.len() - 1)]
     }
 
+    /// The phase's name as the seed and the API write it (`PH0.5`).
+    pub fn label(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
     /// Whether the phase restarts the guest OS or more.
     pub fn restarts_os(self) -> bool {
         self >= Phase::Ph2_5
@@ -167,6 +175,73 @@ impl Policy {
     pub fn of(&self, phase: Phase) -> PhasePolicy {
         self.phases[phase.index()]
     }
+
+    /// This policy with `change` applied; refused, naming the field, if a
+    /// value is out of range (nothing is changed then).
+    pub fn changed(&self, change: &PolicyChange) -> Result<Policy, String> {
+        let mut next = *self;
+        for (phase, c) in &change.phases {
+            let name = phase.label();
+            let p = &mut next.phases[phase.index()];
+            if let Some(t) = c.threshold {
+                if t == 0 {
+                    return Err(format!("phases.{name}.threshold: must be at least 1"));
+                }
+                p.threshold = t;
+            }
+            if let Some(ms) = c.probation_ms {
+                if !(MIN_PROBATION_MS..=MAX_PROBATION_MS).contains(&ms) {
+                    return Err(format!(
+                        "phases.{name}.probation_ms: {ms} is outside {MIN_PROBATION_MS}..={MAX_PROBATION_MS}"
+                    ));
+                }
+                p.probation_ms = ms;
+            }
+        }
+        if let Some(f) = change.fast_path {
+            next.fast_path = f;
+        }
+        Ok(next)
+    }
+
+    /// The policy as the operator reads it: phases by name.
+    pub fn view(&self) -> PolicyView {
+        PolicyView {
+            phases: Phase::ALL.iter().map(|&p| (p, self.of(p))).collect(),
+            fast_path: self.fast_path,
+        }
+    }
+}
+
+/// Shortest probation window a policy may set (one second).
+pub const MIN_PROBATION_MS: u64 = 1_000;
+/// Longest probation window a policy may set (30 days).
+pub const MAX_PROBATION_MS: u64 = 30 * 24 * 3_600_000;
+
+/// A change to a policy: only what is given changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyChange {
+    #[serde(default)]
+    pub phases: std::collections::BTreeMap<Phase, PhaseChange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fast_path: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseChange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probation_ms: Option<u64>,
+}
+
+/// A policy by phase name (`GET /v1/vms/{name}/policy`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyView {
+    pub phases: std::collections::BTreeMap<Phase, PhasePolicy>,
+    pub fast_path: bool,
 }
 
 /// One phase's count within its probation window.

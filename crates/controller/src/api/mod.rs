@@ -12,6 +12,7 @@ mod hosts;
 mod migrate;
 pub(crate) mod moves;
 mod pairs;
+mod policy;
 mod vms;
 
 use crate::ctl::Ctl;
@@ -74,6 +75,14 @@ pub fn router(ctl: Arc<Ctl>) -> Router {
         .route("/v1/vms/{name}", get(vms::show).delete(vms::delete))
         .route("/v1/vms/{name}/migrate", post(migrate::migrate))
         .route("/v1/vms/{name}/history", get(vms::history))
+        .route(
+            "/v1/vms/{name}/policy",
+            get(policy::show_vm).post(policy::set_vm),
+        )
+        .route(
+            "/v1/pairs/{name}/policy",
+            get(policy::show_pair).post(policy::set_pair),
+        )
         .route("/v1/placement/{vm}", get(migrate::explain))
         .route("/v1/pairs", get(pairs::list).post(pairs::create))
         .route("/v1/pairs/{name}", get(pairs::show).delete(pairs::delete))

@@ -217,3 +217,42 @@ fn phases_name_themselves_as_the_seed_does() {
     assert_eq!(Phase::Ph2_5.in_guest(), None);
     assert_eq!(Phase::Autoheal.next(), Phase::Autoheal);
 }
+
+#[test]
+fn a_policy_change_sets_only_what_it_gives_and_refuses_bad_values() {
+    let base = Policy::default();
+    let change: PolicyChange = serde_json::from_str(
+        r#"{"phases": {"PH0.5": {"threshold": 5}, "PH2.5": {"probation_ms": 60000}}, "fast_path": false}"#,
+    )
+    .unwrap();
+    let next = base.changed(&change).unwrap();
+    assert_eq!(next.of(Phase::Ph0_5).threshold, 5);
+    assert_eq!(
+        next.of(Phase::Ph0_5).probation_ms,
+        base.of(Phase::Ph0_5).probation_ms
+    );
+    assert_eq!(next.of(Phase::Ph2_5).probation_ms, 60_000);
+    assert!(!next.fast_path);
+    for p in [
+        Phase::Ph1_0,
+        Phase::Ph2_0,
+        Phase::Ph3_0,
+        Phase::Ph3_5,
+        Phase::Autoheal,
+    ] {
+        assert_eq!(next.of(p), base.of(p));
+    }
+    let zero: PolicyChange =
+        serde_json::from_str(r#"{"phases": {"PH1.0": {"threshold": 0}}}"#).unwrap();
+    assert_eq!(
+        base.changed(&zero),
+        Err("phases.PH1.0.threshold: must be at least 1".into())
+    );
+    let long: PolicyChange =
+        serde_json::from_str(r#"{"phases": {"PH1.0": {"probation_ms": 99999999999}}}"#).unwrap();
+    assert!(base.changed(&long).unwrap_err().contains("probation_ms"));
+    assert!(serde_json::from_str::<PolicyChange>(r#"{"phases": {"PH9": {}}}"#).is_err());
+    assert!(serde_json::from_str::<PolicyChange>(r#"{"fastpath": true}"#).is_err());
+    // The view names every phase.
+    assert_eq!(next.view().phases.len(), Phase::ALL.len());
+}

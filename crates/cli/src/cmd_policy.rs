@@ -28,16 +28,10 @@ impl PolicyArgs {
             ..Default::default()
         };
         for &(p, t) in &self.threshold {
-            c.phases
-                .entry(p)
-                .or_insert_with(PhaseChange::default)
-                .threshold = Some(t);
+            c.phases.entry(p).or_default().threshold = Some(t);
         }
         for &(p, s) in &self.probation {
-            c.phases
-                .entry(p)
-                .or_insert_with(PhaseChange::default)
-                .probation_ms = Some(s.saturating_mul(1000));
+            c.phases.entry(p).or_default().probation_ms = Some(s.saturating_mul(1000));
         }
         (c != PolicyChange::default()).then_some(c)
     }

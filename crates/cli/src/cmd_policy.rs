@@ -5,7 +5,7 @@ use crate::conn::Conn;
 use crate::output::{self, Format};
 use clap::Args;
 use duplex_controller::restart_policy::PolicyAnswer;
-use duplex_core::escalation::{Phase, PhaseChange, PolicyChange};
+use duplex_core::escalation::{Phase, PolicyChange};
 
 #[derive(Args, Debug)]
 pub struct PolicyArgs {

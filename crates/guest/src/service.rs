@@ -286,6 +286,18 @@ pub enum Health {
     TimedOut,
 }
 
+/// Whether process `pid` is stopped (SIGSTOP: state `T` in
+/// `/proc/PID/stat`, after the command name in parentheses).
+fn is_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|t| {
+            t.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+        })
+        .is_some_and(|state| state == 'T')
+}
+
 /// Signals the process group led by `pid` (the service's, see
 /// `process_group(0)` at its start).
 fn signal_group(pid: u32, signal: i32) {
@@ -509,6 +521,19 @@ impl Supervisor {
         let vars = g.wanted.take();
         g.held = None;
         if let Some(mut c) = g.child.take() {
+            if is_stopped(c.id()) {
+                // A stopped (hung) service is ended without running again:
+                // let go, it would act on the requests queued while it hung
+                // after this VM handed the service over (and its late
+                // writes would undo the new ACT's state).
+                signal_group(c.id(), libc::SIGKILL);
+                let _ = c.kill();
+                let _ = c.wait();
+                g.status.running = false;
+                g.status.pid = None;
+                self.note_group(None);
+                return;
+            }
             let asked = match (&self.config.stop, vars) {
                 (Some(cmd), Some(vars)) => self
                     .launcher
@@ -712,6 +737,52 @@ mod tests {
         assert_eq!(s.health(&["false".into()], vars()), Health::Failed);
         let hang = ["sleep".to_string(), "5".into()];
         assert_eq!(s.health(&hang, vars()), Health::TimedOut);
+    }
+
+    #[test]
+    fn a_hung_service_is_ended_without_running_again() {
+        let mark = std::env::temp_dir().join(format!("duplex-hung-{}", std::process::id()));
+        let _ = std::fs::remove_file(&mark);
+        let script = format!(
+            "trap 'touch {m}; exit 0' TERM; while :; do sleep 0.05; done",
+            m = mark.display()
+        );
+        let c = ServiceConfig {
+            name: "hung".into(),
+            start: vec!["/bin/sh".into(), "-c".into(), script],
+            stop: Some(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("touch {}", mark.display()),
+            ]),
+            stop_timeout_ms: Some(1000),
+            become_active: None,
+            become_standby: None,
+            health: None,
+            reset: None,
+            hook_timeout_ms: None,
+        };
+        let s = Supervisor::new(c, Launcher::default());
+        s.want(vars());
+        assert!(s.wait_running(Duration::from_secs(5)));
+        // (Sent again until seen: the stop of a just-started shell can be
+        // missed when the crate's tests run side by side.)
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let pid = s.signal(libc::SIGSTOP).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            if is_stopped(pid) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{pid} never stopped");
+        }
+        s.stop();
+        assert!(!s.status().running);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            !mark.exists(),
+            "the hung service ran again (its TERM trap or the stop hook ran)"
+        );
     }
 
     #[test]

@@ -580,6 +580,21 @@ impl Supervisor {
 mod tests {
     use super::*;
 
+    /// A service named `name` started by `start`, with no hooks.
+    fn config(name: &str, start: Vec<String>) -> ServiceConfig {
+        ServiceConfig {
+            name: name.into(),
+            start,
+            stop: None,
+            stop_timeout_ms: None,
+            become_active: None,
+            become_standby: None,
+            health: None,
+            reset: None,
+            hook_timeout_ms: None,
+        }
+    }
+
     fn vars() -> Vars {
         Vars {
             vip: Ipv4Addr::new(10, 0, 0, 5),
@@ -651,15 +666,13 @@ mod tests {
     fn a_service_left_by_a_crashed_middleware_is_ended_by_the_next() {
         let file = std::env::temp_dir().join(format!("duplex-group-{}", std::process::id()));
         let c = ServiceConfig {
-            name: "sleeper".into(),
-            start: vec!["/bin/sh".into(), "-c".into(), "sleep 30 & wait".into()],
             stop: None,
             stop_timeout_ms: Some(500),
-            become_active: None,
-            become_standby: None,
-            health: None,
-            reset: None,
             hook_timeout_ms: None,
+            ..config(
+                "sleeper",
+                vec!["/bin/sh".into(), "-c".into(), "sleep 30 & wait".into()],
+            )
         };
         let first = Supervisor::new(c.clone(), Launcher::default()).with_group_file(file.clone());
         first.want(vars());
@@ -686,15 +699,13 @@ mod tests {
     #[test]
     fn a_failed_service_is_reported_and_waits_for_its_order() {
         let c = ServiceConfig {
-            name: "damaged".into(),
-            start: vec!["/bin/sh".into(), "-c".into(), "sleep 0.2; exit 65".into()],
             stop: None,
             stop_timeout_ms: Some(500),
-            become_active: None,
-            become_standby: None,
-            health: None,
-            reset: None,
             hook_timeout_ms: None,
+            ..config(
+                "damaged",
+                vec!["/bin/sh".into(), "-c".into(), "sleep 0.2; exit 65".into()],
+            )
         };
         let s = Supervisor::new(c, Launcher::default());
         s.want(vars());
@@ -722,15 +733,10 @@ mod tests {
     #[test]
     fn a_hung_health_check_is_told_from_a_failed_one() {
         let c = ServiceConfig {
-            name: "x".into(),
-            start: vec!["true".into()],
             stop: None,
             stop_timeout_ms: None,
-            become_active: None,
-            become_standby: None,
-            health: None,
-            reset: None,
             hook_timeout_ms: Some(200),
+            ..config("x", vec!["true".into()])
         };
         let s = Supervisor::new(c, Launcher::default());
         assert_eq!(s.health(&["true".into()], vars()), Health::Passed);
@@ -748,19 +754,13 @@ mod tests {
             m = mark.display()
         );
         let c = ServiceConfig {
-            name: "hung".into(),
-            start: vec!["/bin/sh".into(), "-c".into(), script],
             stop: Some(vec![
                 "/bin/sh".into(),
                 "-c".into(),
                 format!("touch {}", mark.display()),
             ]),
             stop_timeout_ms: Some(1000),
-            become_active: None,
-            become_standby: None,
-            health: None,
-            reset: None,
-            hook_timeout_ms: None,
+            ..config("hung", vec!["/bin/sh".into(), "-c".into(), script])
         };
         let s = Supervisor::new(c, Launcher::default());
         s.want(vars());
@@ -809,15 +809,10 @@ mod tests {
     #[test]
     fn supervises_restarts_and_stops_a_real_process() {
         let c = ServiceConfig {
-            name: "sleeper".into(),
-            start: vec!["sleep".into(), "30".into()],
             stop: None,
             stop_timeout_ms: Some(500),
-            become_active: None,
-            become_standby: None,
-            health: None,
-            reset: None,
             hook_timeout_ms: None,
+            ..config("sleeper", vec!["sleep".into(), "30".into()])
         };
         let s = Supervisor::new(c, Launcher::default());
         s.want(vars());

@@ -184,6 +184,15 @@ impl Observed {
             .unwrap_or_default()
     }
 
+    /// Every failure a host reports now, as (VM, failure id).
+    pub fn failures(&self) -> Vec<(String, String)> {
+        self.hosts
+            .values()
+            .flat_map(|s| s.report.vms.iter())
+            .filter_map(|v| Some((v.spec.name.clone(), v.failure.as_ref()?.id.clone())))
+            .collect()
+    }
+
     pub fn vm(&self, host: &str, vm: &str) -> Option<&VmInfo> {
         self.hosts
             .get(host)?

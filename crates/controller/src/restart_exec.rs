@@ -17,7 +17,7 @@
 
 use crate::ctl::Ctl;
 use duplex_core::agent_api::VmState;
-use duplex_core::escalation::{Phase, Plan};
+use duplex_core::escalation::{self, Phase, Plan, Reboot};
 use duplex_core::guest_proto::{Op, RestartPhase};
 use duplex_core::model::{OpState, Operation, Pair, Vm};
 use std::sync::Arc;
@@ -76,19 +76,22 @@ async fn reboot(ctl: &Ctl, vm: &Vm) -> Result<String, String> {
     let name = &vm.spec.name;
     let info = ctl.lock_observed().vm(&vm.host, name).cloned();
     let a = agent(ctl, vm).await?;
-    match info {
-        Some(i) if i.state == VmState::Crashed => {
+    let (dead, rebooted) = info.map_or((false, false), |i| {
+        (i.state == VmState::Crashed, i.reset_age_ms.is_some())
+    });
+    match escalation::reboot(dead, rebooted) {
+        Reboot::StartQemu => {
             a.restart(name).await.map_err(|e| e.to_string())?;
             Ok(format!(
                 "QEMU of {name} started again on {} on its disk",
                 vm.host
             ))
         }
-        Some(i) if i.reset_age_ms.is_some() => Ok(format!(
+        Reboot::LetItBoot => Ok(format!(
             "the guest of {name} rebooted by itself; it boots on {}",
             vm.host
         )),
-        _ => {
+        Reboot::Reset => {
             a.reset(name).await.map_err(|e| e.to_string())?;
             Ok(format!(
                 "{name} reset on {}: its guest OS boots again",

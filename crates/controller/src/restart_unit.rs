@@ -11,9 +11,8 @@
 use crate::ctl::Ctl;
 use duplex_core::agent_api::VmFailure;
 use duplex_core::escalation::record::{Failure, Outcome, Record};
-use duplex_core::escalation::{Plan, Standing};
+use duplex_core::escalation::{self, Plan, Standing};
 use duplex_core::model::{Pair, PairPhase, Severity, Vm};
-use duplex_core::role::Role;
 use duplex_extdisk::Kind;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -46,6 +45,11 @@ pub async fn run(ctl: Arc<Ctl>) {
 }
 
 async fn pass(ctl: &Arc<Ctl>) -> Result<(), String> {
+    // Most passes find nothing new in memory and read no store.
+    let now = ctl.lock_observed().failures();
+    if !now.iter().any(|(vm, id)| fresh(ctl, vm, id)) {
+        return Ok(());
+    }
     let vms = ctl.vms().await.map_err(|e| e.to_string())?;
     let pairs = ctl.pairs().await.map_err(|e| e.to_string())?;
     for vm in &vms {
@@ -91,20 +95,13 @@ fn busy(ctl: &Ctl, vm: &Vm, pairs: &[Pair]) -> bool {
 /// The failing VM's place in its pair: ACT with an SBY standing by, ACT
 /// without one (or a lone VM), or the SBY.
 fn standing(ctl: &Ctl, vm: &str, pair: Option<&Pair>, vms: &[Vm]) -> Standing {
-    let Some(pair) = pair else {
-        return Standing::Alone;
-    };
-    if pair.sby() == vm {
-        return Standing::Sby;
-    }
-    let Some(sby) = vms.iter().find(|v| v.spec.name == pair.sby()) else {
-        return Standing::Alone;
-    };
-    let view = ctl.lock_observed().member_view(&sby.host, &sby.spec.name);
-    match view.role {
-        Some(Role::Sby) => Standing::ActWithSby,
-        _ => Standing::Alone,
-    }
+    let sby = pair.and_then(|p| vms.iter().find(|v| v.spec.name == p.sby()));
+    let sby_role = sby.and_then(|v| ctl.lock_observed().member_view(&v.host, &v.spec.name).role);
+    escalation::standing(
+        pair.is_some(),
+        pair.is_some_and(|p| p.sby() == vm),
+        sby_role,
+    )
 }
 
 async fn act(

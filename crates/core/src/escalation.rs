@@ -306,6 +306,36 @@ impl Counters {
     }
 }
 
+/// Where the failing VM stands: outside a pair, the pair's SBY, or its
+/// ACT, with an SBY standing by only if that one's guest reports SBY.
+pub fn standing(in_pair: bool, is_sby: bool, sby_role: Option<crate::role::Role>) -> Standing {
+    match (in_pair, is_sby, sby_role) {
+        (false, _, _) => Standing::Alone,
+        (true, true, _) => Standing::Sby,
+        (true, false, Some(crate::role::Role::Sby)) => Standing::ActWithSby,
+        (true, false, _) => Standing::Alone,
+    }
+}
+
+/// How PH2.5 reboots a VM's guest OS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reboot {
+    /// Its QEMU died: start it again on the VM's disk.
+    StartQemu,
+    /// The guest already rebooted by itself (a panic): let it boot.
+    LetItBoot,
+    /// A hard reset.
+    Reset,
+}
+
+pub fn reboot(qemu_dead: bool, rebooted_itself: bool) -> Reboot {
+    match (qemu_dead, rebooted_itself) {
+        (true, _) => Reboot::StartQemu,
+        (false, true) => Reboot::LetItBoot,
+        (false, false) => Reboot::Reset,
+    }
+}
+
 /// The restart control unit's decision for a failure of `cause` at
 /// `now_ms`: the plan and the counters to store (before acting on it).
 pub fn decide(

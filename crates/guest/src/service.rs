@@ -286,6 +286,13 @@ pub enum Health {
     TimedOut,
 }
 
+/// Ends the service process and what it left in its group, and reaps it.
+fn end_group(c: &mut Child) {
+    signal_group(c.id(), libc::SIGKILL);
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
 /// Whether process `pid` is stopped (SIGSTOP: state `T` in
 /// `/proc/PID/stat`, after the command name in parentheses).
 fn is_stopped(pid: u32) -> bool {
@@ -493,9 +500,7 @@ impl Supervisor {
     pub fn kill(&self) {
         let mut g = self.lock();
         if let Some(c) = g.child.as_mut() {
-            signal_group(c.id(), libc::SIGKILL);
-            let _ = c.kill();
-            let _ = c.wait();
+            end_group(c);
         }
         g.child = None;
         g.held = None;
@@ -521,45 +526,40 @@ impl Supervisor {
         let vars = g.wanted.take();
         g.held = None;
         if let Some(mut c) = g.child.take() {
-            if is_stopped(c.id()) {
-                // A stopped (hung) service is ended without running again:
-                // let go, it would act on the requests queued while it hung
-                // after this VM handed the service over (and its late
-                // writes would undo the new ACT's state).
-                signal_group(c.id(), libc::SIGKILL);
-                let _ = c.kill();
-                let _ = c.wait();
-                g.status.running = false;
-                g.status.pid = None;
-                self.note_group(None);
-                return;
+            // A stopped (hung) service is ended without running again:
+            // let go, it would act on the requests queued while it hung
+            // after this VM handed the service over (and its late writes
+            // would undo the new ACT's state).
+            if !is_stopped(c.id()) {
+                self.ask_to_stop(&mut c, vars, timeout);
             }
-            let asked = match (&self.config.stop, vars) {
-                (Some(cmd), Some(vars)) => self
-                    .launcher
-                    .run_hook(cmd, vars, timeout)
-                    .is_ok_and(|r| r.ok),
-                _ => false,
-            };
-            if !asked {
-                signal_group(c.id(), libc::SIGTERM);
-            }
-            // A hung (stopped) service must run to hear it.
-            signal_group(c.id(), libc::SIGCONT);
-            let deadline = Instant::now() + timeout;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            signal_group(c.id(), libc::SIGKILL);
-            let _ = c.kill();
-            let _ = c.wait();
+            end_group(&mut c);
         }
         g.status.running = false;
         g.status.pid = None;
         self.note_group(None);
+    }
+
+    /// The stop hook, or SIGTERM if there is none or it failed; then
+    /// waits up to `timeout` for the process to end.
+    fn ask_to_stop(&self, c: &mut Child, vars: Option<Vars>, timeout: Duration) {
+        let asked = match (&self.config.stop, vars) {
+            (Some(cmd), Some(vars)) => self
+                .launcher
+                .run_hook(cmd, vars, timeout)
+                .is_ok_and(|r| r.ok),
+            _ => false,
+        };
+        if !asked {
+            signal_group(c.id(), libc::SIGTERM);
+        }
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Waits until the service runs (after a restart), up to `within`.

@@ -256,3 +256,22 @@ fn a_policy_change_sets_only_what_it_gives_and_refuses_bad_values() {
     // The view names every phase.
     assert_eq!(next.view().phases.len(), Phase::ALL.len());
 }
+
+#[test]
+fn standing_and_reboot_for_every_input() {
+    use crate::role::Role;
+    for role in [None, Some(Role::Act), Some(Role::Sby)] {
+        assert_eq!(standing(false, false, role), Standing::Alone);
+        assert_eq!(standing(true, true, role), Standing::Sby);
+        let act = standing(true, false, role);
+        assert_eq!(
+            act == Standing::ActWithSby,
+            role == Some(Role::Sby),
+            "{role:?}"
+        );
+    }
+    assert_eq!(reboot(true, true), Reboot::StartQemu);
+    assert_eq!(reboot(true, false), Reboot::StartQemu);
+    assert_eq!(reboot(false, true), Reboot::LetItBoot);
+    assert_eq!(reboot(false, false), Reboot::Reset);
+}

@@ -110,16 +110,17 @@ async fn kill_leader_at(step: &str) -> Option<String> {
 
 /// A switchover is over in well under a second, and a read of the journal
 /// may fall before and after its step: switched over again until one
-/// catches it.
-async fn kill_leader_mid_switchover() -> String {
+/// catches it. Returns the operation and the pair's ACT index before that switchover
+/// (earlier tries that finished swapped it already).
+async fn kill_leader_mid_switchover() -> (String, Value) {
     const TRIES: usize = 8;
     for _ in 0..TRIES {
+        let active_before = healed().await["active"].clone();
         json(&["pair", "switchover", "sig", "--no-wait"]);
         if let Some(op) = kill_leader_at("switchover").await {
-            return op;
+            return (op, active_before);
         }
         eprintln!("a switchover ended before a read caught it; again");
-        healed().await;
     }
     panic!("no read caught any of {TRIES} switchovers mid-way");
 }
@@ -210,8 +211,7 @@ async fn the_leader_killed_mid_migrate_and_mid_switchover_under_sip_load() {
 
     // 2. Mid switchover, killing the controller that took over.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let active_before = healed().await["active"].clone();
-    let op = kill_leader_mid_switchover().await;
+    let (op, active_before) = kill_leader_mid_switchover().await;
     let p = healed().await;
     eprintln!("after the kill mid-switchover: {p}");
     // The kill lands after the step was journaled: either the switchover

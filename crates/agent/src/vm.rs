@@ -265,8 +265,8 @@ impl Vm {
                         s.silence_reported = false;
                     });
                     if turned {
-                        let (peer_lost, cut_off) = alarm(data);
-                        tracing::warn!(vm = %vm.spec.name, peer_lost, cut_off, "guest lost or found its peer or the witness; reporting now");
+                        let (peer_lost, cut_off, peer_synced) = alarm(data);
+                        tracing::warn!(vm = %vm.spec.name, peer_lost, cut_off, ?peer_synced, "guest lost or found its peer or the witness, or its peer's sync turned; reporting now");
                         vm.urgent.notify_one();
                     }
                 }
@@ -315,10 +315,14 @@ impl Vm {
     }
 }
 
-/// Whether a heartbeat says the guest lost its peer, and the witness.
-fn alarm(beat: &Value) -> (bool, bool) {
+/// Whether a heartbeat says the guest lost its peer, and the witness, and
+/// (an ACT) whether its peer holds its writes: reported at once on change.
+fn alarm(beat: &Value) -> (bool, bool, Option<bool>) {
     serde_json::from_value::<Heartbeat>(beat.clone())
-        .map(|b| b.alarm())
+        .map(|b| {
+            let (lost, cut_off) = b.alarm();
+            (lost, cut_off, b.peer_synced)
+        })
         .unwrap_or_default()
 }
 

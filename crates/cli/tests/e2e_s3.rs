@@ -119,6 +119,22 @@ fn counters_when_led(vm: &str) -> Value {
     }
 }
 
+/// Waits for a `pair.repair.done` event at or after `at_ms`.
+fn repaired_after(at_ms: u64) {
+    let t0 = Instant::now();
+    loop {
+        let ev = in_lab_json(LAB, &["events", "--last", "50"]);
+        let done = ev.as_array().unwrap().iter().any(|e| {
+            e["kind"] == "pair.repair.done" && e["at_ms"].as_u64().is_some_and(|t| t >= at_ms)
+        });
+        if done {
+            return;
+        }
+        assert!(t0.elapsed() < WAIT, "the pair was not repaired: {ev:#}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_restart_phase_and_the_fast_path_under_sip_load() {
     let _guard = LabGuard::new(LAB);
@@ -241,9 +257,11 @@ async fn every_restart_phase_and_the_fast_path_under_sip_load() {
         (vm, host),
         "the SBY did not come back where it was"
     );
-    // The ACT sends the returning SBY its state within a second or so of
-    // the repair (the pair reports healthy at the repair itself).
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The pair is repaired once the rebooted guest is SBY again; it is
+    // healthy (`drill` waits for that) once the ACT says the SBY holds
+    // its state: a panic before that would lose calls, as it would in
+    // any pair.
+    repaired_after(e["at_ms"].as_u64().unwrap());
 
     // 8. A panic of an ACT whose failures started small within probation
     //    is no first failure: no fast path, the SBY takes over and the

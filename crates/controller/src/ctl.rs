@@ -94,6 +94,9 @@ pub struct MemberStatus {
     pub peer_lost: bool,
     /// Its guest stopped hearing the service network's witness.
     pub cut_off: bool,
+    /// Said by an ACT: its peer holds every write it made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_synced: Option<bool>,
     pub status: VmStatus,
 }
 
@@ -236,6 +239,7 @@ impl Ctl {
                 healthy: view.healthy,
                 peer_lost: view.peer_lost,
                 cut_off: view.cut_off,
+                peer_synced: view.peer_synced,
                 status,
             });
         }

@@ -282,12 +282,14 @@ impl Observed {
 
 /// What a heartbeat says of the guest's peer and witness.
 fn alarm(hb: &serde_json::Value) -> MemberView {
-    let (peer_lost, cut_off) = serde_json::from_value::<Heartbeat>(hb.clone())
-        .map(|b| b.alarm())
-        .unwrap_or_default();
+    let Ok(b) = serde_json::from_value::<Heartbeat>(hb.clone()) else {
+        return MemberView::default();
+    };
+    let (peer_lost, cut_off) = b.alarm();
     MemberView {
         peer_lost,
         cut_off,
+        peer_synced: b.peer_synced,
         ..MemberView::default()
     }
 }

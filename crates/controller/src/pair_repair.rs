@@ -68,6 +68,7 @@ async fn pass(
                 healthy: m.healthy,
                 peer_lost: m.peer_lost,
                 cut_off: m.cut_off,
+                peer_synced: m.peer_synced,
             };
         }
         let Some(r) = decide(&pair, views) else {

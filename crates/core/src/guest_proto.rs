@@ -190,6 +190,11 @@ pub struct Heartbeat {
     /// never answered since it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub witness: Option<PeerHeard>,
+    /// On the ACT: its peer holds every write (a live replication link
+    /// that missed nothing since its snapshot). `None`: not ACT, or a
+    /// guest that does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_synced: Option<bool>,
 }
 
 impl Heartbeat {

@@ -42,12 +42,15 @@ pub fn handle_line(line: &str, mw: &Middleware) -> Option<Frame> {
 
 /// The `heartbeat` event as it is now.
 fn heartbeat(mw: &Middleware) -> String {
+    let role = mw.persisted().role.role;
     let beat = Heartbeat {
         seq: mw.beats.fetch_add(1, Ordering::Relaxed) + 1,
-        role: mw.persisted().role.role,
+        role,
         service: serde_json::to_value(mw.service.status()).unwrap_or_default(),
         peer: mw.ear.get().and_then(peer_beat::heard),
         witness: mw.witness.get().and_then(peer_beat::heard),
+        peer_synced: (role == duplex_core::role::Role::Act && mw.peer_address().is_some())
+            .then(|| mw.replica.in_sync()),
     };
     encode(&Frame::Event {
         event: HEARTBEAT_EVENT.into(),
@@ -98,7 +101,7 @@ const SERVICE_TICK: Duration = Duration::from_millis(100);
 /// Two threads: one keeps the service process as wanted and sends each
 /// failure found as a `service_failed` event; one runs the health check
 /// every [`HEARTBEAT_MS`] (a hung hook blocks neither the heartbeat nor
-/// the reaping of a dead process).
+/// the reaping of a dead process). And the catch-up's.
 fn spawn_service_watch(out: &SyncSender<String>, mw: &Arc<Middleware>) {
     let (o, m) = (out.clone(), mw.clone());
     std::thread::spawn(move || loop {
@@ -120,10 +123,23 @@ fn spawn_service_watch(out: &SyncSender<String>, mw: &Arc<Middleware>) {
         std::thread::sleep(Duration::from_millis(HEARTBEAT_MS));
         m.check_health();
     });
-    let m = mw.clone();
+    spawn_catch_up(out, mw);
+}
+
+/// On the ACT, brings a returning peer up to date ([`Replica::catch_up`]);
+/// when that changes whether the peer holds every write, a `heartbeat`
+/// says so at once.
+///
+/// [`Replica::catch_up`]: crate::replica::Replica::catch_up
+fn spawn_catch_up(out: &SyncSender<String>, mw: &Arc<Middleware>) {
+    let (o, m) = (out.clone(), mw.clone());
     std::thread::spawn(move || loop {
         std::thread::sleep(CATCH_UP_TICK);
+        let was = m.replica.in_sync();
         m.replica.catch_up(&*m);
+        if m.replica.in_sync() != was {
+            let _ = o.try_send(heartbeat(&m));
+        }
     });
 }
 

@@ -101,8 +101,8 @@ pub enum PairHealth {
     Healthy,
     /// Not set up yet, or a switchover is under way.
     Transition,
-    /// One ACT, but the SBY is missing / not standing by, or the ACT's
-    /// service fails its health check.
+    /// One ACT, but the SBY is missing / not standing by / not yet holding
+    /// the service's state, or the ACT's service fails its health check.
     Degraded,
     /// No member is reported ACT, and some member sent no fresh report.
     Unknown,
@@ -147,6 +147,8 @@ pub struct MemberView {
     /// Its guest stopped hearing the service network's witness: it is
     /// the one cut off (when its peer still hears the witness).
     pub cut_off: bool,
+    /// Said by an ACT: its peer holds every write (`None`: not said).
+    pub peer_synced: Option<bool>,
 }
 
 /// Judges the pair from the two members' reports (`views` in `members` order).
@@ -176,6 +178,7 @@ pub fn health(pair: &Pair, views: [MemberView; 2]) -> PairHealth {
     let apart = act.peer_lost || sby.peer_lost;
     if act.role == Some(Role::Act)
         && act.healthy != Some(false)
+        && act.peer_synced != Some(false)
         && sby.role == Some(Role::Sby)
         && !apart
     {
@@ -250,6 +253,18 @@ mod tests {
                                     assert_ne!(h, PairHealth::Healthy, "{apart:?}");
                                     if got != PairHealth::Healthy {
                                         assert_eq!(h, got, "{apart:?}");
+                                    }
+                                }
+                                // Nor is a pair whose SBY lacks writes.
+                                for synced in [None, Some(true), Some(false)] {
+                                    let mut said = views;
+                                    said[active].peer_synced = synced;
+                                    let h = health(&p, said);
+                                    match synced {
+                                        Some(false) if got == PairHealth::Healthy => {
+                                            assert_eq!(h, PairHealth::Degraded, "{said:?}")
+                                        }
+                                        _ => assert_eq!(h, got, "{said:?}"),
                                     }
                                 }
                                 let acts =

@@ -64,7 +64,7 @@ pub enum Taken {
     Answer(Value),
     /// Stored here and sent to the peer (`None`: no link); the answer
     /// waits for the peer's.
-    Replicate(Option<Ticket>),
+    Replicate(Option<Posted>),
     /// A write that reached the middleware once the handover barrier had
     /// begun, or just after this VM gave up ACT (the service handled a
     /// request that arrived before the handover):
@@ -81,6 +81,14 @@ pub enum Taken {
     },
 }
 
+/// A write sent to the peer on one link.
+#[derive(Debug)]
+pub struct Posted {
+    ticket: Ticket,
+    /// Which link ([`Replica::links`]) carried it.
+    link: u64,
+}
+
 #[derive(Default)]
 pub struct Replica {
     kv: Mutex<BTreeMap<String, Value>>,
@@ -93,10 +101,14 @@ pub struct Replica {
     retry_at: Mutex<Option<Instant>>,
     /// ACT side: a local write may be missing on the peer (one was not
     /// acknowledged since the last snapshot it took). Cleared only with
-    /// `link` locked, by a new link's snapshot; set when a write misses
-    /// the peer, possibly just after a new snapshot already covered it,
-    /// which costs the next barrier a needless snapshot, never a miss.
+    /// `link` locked, by a new link's snapshot; set when a write finds no
+    /// link, or the link that carried it (by [`Self::links`]) is still the
+    /// current one and did not store it. A write that failed with an
+    /// older link is in the newer link's snapshot: writes are stored and
+    /// posted with `link` locked, and a snapshot is taken with it locked.
     dirty: std::sync::atomic::AtomicBool,
+    /// Links made so far: the current link's number.
+    links: std::sync::atomic::AtomicU64,
     /// When this VM last gave up ACT (released the service address).
     left_act: Mutex<Option<std::time::Instant>>,
     /// The handover barrier has begun: writes are no longer taken as this
@@ -120,6 +132,13 @@ impl Replica {
 
     pub fn peer_connected(&self) -> bool {
         lock(&self.link).as_ref().is_some_and(|l| !l.is_dead())
+    }
+
+    /// On the ACT: no write is known to be missing on the peer. False
+    /// from a missed write, a lost peer or a broken link (a restarted
+    /// peer's middleware holds nothing) until the next snapshot.
+    pub fn in_sync(&self) -> bool {
+        !self.dirty.load(Ordering::SeqCst)
     }
 
     /// SHA-256 of the store's canonical JSON (keys sorted): equal on both
@@ -169,10 +188,13 @@ impl Replica {
         link: &mut Option<PeerLink>,
         msg: &Value,
         roles: &dyn RoleView,
-    ) -> Option<Ticket> {
+    ) -> Option<Posted> {
         self.relink(link, roles);
         match link {
-            Some(l) => Some(l.post(msg)),
+            Some(l) => Some(Posted {
+                ticket: l.post(msg),
+                link: self.links.load(Ordering::SeqCst),
+            }),
             None => {
                 self.dirty.store(true, Ordering::SeqCst);
                 None
@@ -213,20 +235,35 @@ impl Replica {
             return false;
         }
         // A lost peer's link is dropped here (even with nothing written
-        // meanwhile), so the peer gets a snapshot once it is heard again.
+        // meanwhile), so the peer gets a snapshot once it is heard again;
+        // so is one that missed a write, so the peer gets it now rather
+        // than at the next handover. A peer that was lost, or whose link
+        // broke, may have restarted with nothing: it owes a snapshot too.
         let mut link = lock(&self.link);
+        if roles.peer_lost() || link.as_ref().is_some_and(PeerLink::is_dead) {
+            self.dirty.store(true, Ordering::SeqCst);
+        }
+        if self.dirty.load(Ordering::SeqCst) {
+            *link = None;
+        }
         self.relink(&mut link, roles);
         link.is_some()
     }
 
     /// Waits for the peer's answer to a posted write: true if it stored
-    /// it. If not, the peer may lack it: the next barrier sends a snapshot.
-    fn settle(&self, ticket: Option<Ticket>) -> bool {
-        let ok = ticket
-            .and_then(Ticket::wait)
-            .is_some_and(|a| a["ok"] == json!(true));
+    /// it. If not, and no newer link's snapshot covers it, the peer lacks
+    /// it: it gets a snapshot at the next catch-up or barrier. (`None`:
+    /// there was no link, which [`Self::post`] marked already.)
+    fn settle(&self, posted: Option<Posted>) -> bool {
+        let Some(Posted { ticket, link }) = posted else {
+            return false;
+        };
+        let ok = ticket.wait().is_some_and(|a| a["ok"] == json!(true));
         if !ok {
-            self.dirty.store(true, Ordering::SeqCst);
+            let _link = lock(&self.link);
+            if self.links.load(Ordering::SeqCst) == link {
+                self.dirty.store(true, Ordering::SeqCst);
+            }
         }
         ok
     }
@@ -251,8 +288,10 @@ impl Replica {
         if !exchange(&mut r, &mut halves, &snapshot) {
             return None;
         }
+        let l = PeerLink::start(r.into_inner(), PEER_TIMEOUT, halves).ok()?;
+        self.links.fetch_add(1, Ordering::SeqCst);
         self.dirty.store(false, Ordering::SeqCst);
-        PeerLink::start(r.into_inner(), PEER_TIMEOUT, halves).ok()
+        Some(l)
     }
 
     /// Handover barrier, on the ACT before it gives up the service address:

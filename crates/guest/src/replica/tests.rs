@@ -267,6 +267,16 @@ fn handover_barrier_resends_only_what_the_peer_lacks() {
     assert_eq!(sby_store.len(), 2, "the returning peer was not caught up");
     // With the link up there is nothing to do.
     assert!(act.catch_up(&act_roles));
+    assert!(act.in_sync());
+
+    // A peer the heartbeat lost may come back with nothing: until it has
+    // a snapshot the ACT says it lacks writes (the pair is not healthy).
+    assert!(!act.catch_up(&LostPeer(Ipv4Addr::LOCALHOST)));
+    assert!(!act.in_sync());
+    sby_store.handle_peer(&json!({"op":"snapshot","entries":{}}), &*sby_roles);
+    assert!(act.catch_up(&act_roles));
+    assert!(act.in_sync());
+    assert_eq!(sby_store.len(), 2, "the returning peer was not caught up");
 }
 
 /// Halves of a connection that never happened (its own nonces).
@@ -359,6 +369,7 @@ fn a_lost_peer_is_not_waited_for() {
     let a = r.handle_service(&json!({"op":"put","key":"k","value":1}), &roles);
     assert_eq!(a, json!({"ok": true, "replicated": false}));
     assert!(!r.peer_connected());
+    assert!(!r.in_sync(), "a write the peer missed is owed to it");
     if let Ok(l) = l {
         l.set_nonblocking(true).unwrap();
         assert!(l.accept().is_err(), "nobody connected");

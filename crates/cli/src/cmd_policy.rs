@@ -19,12 +19,17 @@ pub struct PolicyArgs {
     /// The fast path for an ACT's first failure that needs a reboot.
     #[arg(long, value_parser = ["on", "off"])]
     fast_path: Option<String>,
+    /// How often a LAF backup of the service data is taken, in seconds
+    /// (default a day; 60 at least).
+    #[arg(long, value_name = "SECONDS")]
+    laf_every: Option<u64>,
 }
 
 impl PolicyArgs {
     fn change(&self) -> Option<PolicyChange> {
         let mut c = PolicyChange {
             fast_path: self.fast_path.as_deref().map(|f| f == "on"),
+            laf_every_ms: self.laf_every.map(|s| s.saturating_mul(1000)),
             ..Default::default()
         };
         for &(p, t) in &self.threshold {
@@ -52,9 +57,10 @@ pub async fn run(c: &Conn, path: &str, args: &PolicyArgs) -> anyhow::Result<()> 
         .map(|v| output::s(&v))
         .unwrap_or_default();
     println!(
-        "restart policy of {} (from: {source}); fast path {}",
+        "restart policy of {} (from: {source}); fast path {}; LAF backup every {} s",
         a.name,
-        if a.policy.fast_path { "on" } else { "off" }
+        if a.policy.fast_path { "on" } else { "off" },
+        a.policy.laf_every_ms / 1000
     );
     let rows: Vec<Vec<String>> = a
         .policy

@@ -109,7 +109,7 @@ pub enum VmCmd {
     },
     /// Inject a fault into the guest, for a drill (through its agent,
     /// which must run with --allow-faults, as a lab's do): kill-service,
-    /// hang-service, kill-middleware or panic.
+    /// hang-service, kill-middleware, panic or damage-data.
     Fault {
         #[command(flatten)]
         t: Target,
@@ -123,6 +123,30 @@ pub enum VmCmd {
         #[command(flatten)]
         t: Target,
         name: String,
+    },
+    /// Take a LAF backup of the VM's service data now (of its pair's ACT),
+    /// onto the external disk. Through the controller only.
+    Backup {
+        #[command(flatten)]
+        t: Target,
+        name: String,
+    },
+    /// The LAF backups and REF data sets stored for the VM, newest first;
+    /// a damaged version says why. Through the controller only.
+    Data {
+        #[command(flatten)]
+        t: Target,
+        name: String,
+    },
+    /// Give the VM a REF data set: the state PH3.5 re-creates it with
+    /// (and PH3.0 when there is no LAF backup). FILE is one JSON object of
+    /// key → value, as the service stores its state.
+    Ref {
+        #[command(flatten)]
+        t: Target,
+        name: String,
+        #[arg(long)]
+        file: std::path::PathBuf,
     },
     /// Show or change the VM's S3 restart policy (its own, else its
     /// pair's, else the defaults): thresholds, probation windows, fast path.
@@ -343,6 +367,15 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
             }
             crate::cmd_vm_ctl::history(&t.c, &name).await?
         }
+        VmCmd::Backup { t, name } => {
+            crate::cmd_data::backup(controller_only(&t, "backup")?, &name).await?
+        }
+        VmCmd::Data { t, name } => {
+            crate::cmd_data::list(controller_only(&t, "data")?, &name).await?
+        }
+        VmCmd::Ref { t, name, file } => {
+            crate::cmd_data::set_ref(controller_only(&t, "ref")?, &name, &file).await?
+        }
         VmCmd::Fault { t, name, fault } => {
             output::json(&t.agent()?.guest(&name, &Op::InjectFault { fault }).await?)?
         }
@@ -406,6 +439,17 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
 }
 
 /// A fault's name as the command line spells it (`kill-service`).
+/// The controller connection of a command only the controller answers
+/// (the external disk is its).
+fn controller_only<'a>(t: &'a Target, what: &str) -> anyhow::Result<&'a crate::conn::Conn> {
+    if t.agent.is_some() {
+        anyhow::bail!(
+            "`duplex vm {what}` asks the controller, which keeps the external disk; drop --agent"
+        );
+    }
+    Ok(&t.c)
+}
+
 fn parse_fault(s: &str) -> Result<Fault, String> {
     Fault::ALL
         .into_iter()

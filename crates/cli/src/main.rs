@@ -2,6 +2,7 @@
 
 mod cmd_agent;
 mod cmd_controller;
+mod cmd_data;
 mod cmd_events;
 mod cmd_host;
 mod cmd_image;

@@ -12,10 +12,12 @@
 //!    counters (they live on the external disk);
 //! 7. the SBY's QEMU is killed: PH2.5 starts it again on its disk;
 //! 8. the ACT, whose failures started small, panics: no fast path, the SBY
-//!    takes over and the ACT reboots (PH2.5).
+//!    takes over and the ACT reboots (PH2.5);
+//! 9. a REF data set is given to the SBY, a LAF backup taken on demand;
+//! 10. the SBY's data is damaged: PH3.0 re-creates it and its guest is
+//!     given the LAF backup before its role; again: PH3.5, the REF set.
 //!
 //! After each the pair is healthy again; sipp must see no failed call.
-//! Not exercised yet: PH3.0 / PH3.5 (restoring LAF / REF data is not built).
 
 mod common;
 
@@ -119,20 +121,42 @@ fn counters_when_led(vm: &str) -> Value {
     }
 }
 
-/// Waits for a `pair.repair.done` event at or after `at_ms`.
-fn repaired_after(at_ms: u64) {
+/// Waits for an event of `kind` about `subject` at or after `at_ms`.
+fn event_after(kind: &str, subject: &str, at_ms: u64) -> Value {
     let t0 = Instant::now();
     loop {
-        let ev = in_lab_json(LAB, &["events", "--last", "50"]);
-        let done = ev.as_array().unwrap().iter().any(|e| {
-            e["kind"] == "pair.repair.done" && e["at_ms"].as_u64().is_some_and(|t| t >= at_ms)
+        let ev = in_lab_json(LAB, &["events", "--last", "80"]);
+        let found = ev.as_array().unwrap().iter().find(|e| {
+            e["kind"] == kind
+                && e["subject"] == subject
+                && e["at_ms"].as_u64().is_some_and(|t| t >= at_ms)
         });
-        if done {
-            return;
+        if let Some(e) = found {
+            return e.clone();
         }
-        assert!(t0.elapsed() < WAIT, "the pair was not repaired: {ev:#}");
+        assert!(t0.elapsed() < WAIT, "no {kind} of {subject}: {ev:#}");
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+/// The service data is damaged on the SBY: PH3.0 (or PH3.5 when PH3.0
+/// was used up) re-creates it and gives its guest the set named `from`.
+async fn damaged_sby_restored(phase: &str, from: &str) -> Value {
+    let (vm, e) = drill("sby", "damage-data").await;
+    assert_eq!(
+        (e["cause"].as_str(), e["phase"].as_str()),
+        (Some("data_damaged"), Some(phase)),
+        "{e}"
+    );
+    let said = e["outcome"]["message"].as_str().unwrap_or("");
+    assert!(said.contains(&format!("is given {from}")), "{e}");
+    let restored = event_after(
+        "vm.restored",
+        &format!("vm/{vm}"),
+        e["at_ms"].as_u64().unwrap(),
+    );
+    eprintln!("{phase}: {}", restored["message"]);
+    restored
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -261,7 +285,7 @@ async fn every_restart_phase_and_the_fast_path_under_sip_load() {
     // healthy (`drill` waits for that) once the ACT says the SBY holds
     // its state: a panic before that would lose calls, as it would in
     // any pair.
-    repaired_after(e["at_ms"].as_u64().unwrap());
+    event_after("pair.repair.done", "pair/sig", e["at_ms"].as_u64().unwrap());
 
     // 8. A panic of an ACT whose failures started small within probation
     //    is no first failure: no fast path, the SBY takes over and the
@@ -275,6 +299,54 @@ async fn every_restart_phase_and_the_fast_path_under_sip_load() {
         ),
         (Some("PH2.5"), Some(false), Some(true)),
         "{e}"
+    );
+
+    // 9. The service data on the external disk: a REF set for the SBY, a
+    //    LAF backup of the pair's ACT on demand; both listed.
+    let (sby, _) = member("sby");
+    let (act, _) = member("act");
+    let work = std::env::temp_dir().join(format!("duplex-e2e-s3-ref-{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap();
+    let ref_file = work.join("ref.json");
+    std::fs::write(&ref_file, r#"{"ref/a": {"n": 1}, "ref/b": {"n": 2}}"#).unwrap();
+    let file = ref_file.to_str().unwrap();
+    let r = in_lab_json(LAB, &["vm", "ref", &sby, "--file", file]);
+    assert_eq!(
+        (r["kind"].as_str(), r["keys"].as_u64()),
+        (Some("ref"), Some(2)),
+        "{r}"
+    );
+    let _ = std::fs::remove_dir_all(&work);
+    let laf = in_lab_json(LAB, &["vm", "backup", &sby]);
+    assert_eq!(
+        (laf["kind"].as_str(), laf["vm"].as_str()),
+        (Some("laf"), Some(act.as_str())),
+        "{laf}"
+    );
+    let listed = in_lab_json(LAB, &["vm", "data", &act]);
+    assert!(
+        listed["stored"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["version"] == laf["version"]),
+        "{listed}"
+    );
+
+    // 10. The SBY's data is damaged: PH3.0 re-creates it from the LAF
+    //     backup; again within probation: PH3.5, from the REF set.
+    let from = format!("LAF v{} of {act}", laf["version"]);
+    let restored = damaged_sby_restored("PH3.0", &from).await;
+    let keys = format!("{} keys", laf["keys"]);
+    assert!(
+        restored["message"].as_str().unwrap().contains(&keys),
+        "{restored} {laf}"
+    );
+    let from = format!("REF v{} of {sby}", r["version"]);
+    let restored = damaged_sby_restored("PH3.5", &from).await;
+    assert!(
+        restored["message"].as_str().unwrap().contains("2 keys"),
+        "{restored}"
     );
     load.finish().await;
 }

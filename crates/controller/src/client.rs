@@ -168,6 +168,13 @@ impl ControllerClient {
     ) -> Result<T, ClientError> {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
+    pub async fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.call::<(), T>(reqwest::Method::DELETE, path, None)
             .await

@@ -57,6 +57,9 @@ pub struct Ctl {
     pub extdisk: duplex_extdisk::ExternalDisk,
     /// The restart unit's memory between passes.
     pub restarts: Mutex<crate::restart_unit::Memory>,
+    /// Some VM's record may name a data set its re-created guest waits for
+    /// (`service_data`).
+    pub restore_due: std::sync::atomic::AtomicBool,
 }
 
 /// The traffic sampler and when each VM was last sampled.

@@ -31,6 +31,7 @@ pub mod repo;
 mod restart_exec;
 pub mod restart_policy;
 mod restart_unit;
+mod service_data;
 
 pub use config::{ControllerConfig, StoreChoice};
 pub use error::ControllerError;
@@ -177,6 +178,7 @@ pub fn assemble(
     Arc::new(Ctl {
         extdisk,
         restarts: Default::default(),
+        restore_due: Default::default(),
         connector,
         events: Events::new(repo.clone()),
         repo,
@@ -210,6 +212,7 @@ pub fn start_loops(ctl: &Arc<Ctl>) -> Vec<tokio::task::JoinHandle<()>> {
         tokio::spawn(host_watch::run(ctl.clone())),
         tokio::spawn(pair_repair::run(ctl.clone())),
         tokio::spawn(restart_unit::run(ctl.clone())),
+        tokio::spawn(service_data::run(ctl.clone())),
     ]
 }
 

@@ -258,9 +258,15 @@ impl Observed {
             })
             .map(|(r, _)| *r);
         if let Some(role) = confirmed {
-            // A health verdict from before a confirmed role change is moot.
+            // A health verdict from before a confirmed role change is moot;
+            // an ACT's word on its peer's sync is not (a repair confirms
+            // the ACT it leaves in place, whose peer may still lack state).
+            let peer_synced = hb
+                .filter(|_| role == Role::Act)
+                .and_then(|h| alarm(h).peer_synced);
             return MemberView {
                 role: Some(role),
+                peer_synced,
                 ..MemberView::default()
             };
         }
@@ -344,6 +350,31 @@ mod tests {
         // A report from after the move is taken as it is.
         o.record("h2", report("h2", vec![vm("paused")]));
         assert_eq!(o.vm("h2", "v").unwrap().state, VmState::Paused);
+    }
+
+    /// A role a workflow confirmed outranks the heartbeat's role and
+    /// health, but an ACT's word that its peer lacks state still counts.
+    #[test]
+    fn a_confirmed_act_keeps_its_word_on_its_peers_sync() {
+        let mut o = Observed::default();
+        let mut info = vm("running");
+        info.heartbeat = Some(json!({
+            "seq": 3, "role": "act", "service": {"healthy": false}, "peer_synced": false
+        }));
+        o.record("h1", report("h1", vec![info]));
+        let seen = o.member_view("h1", "v");
+        assert_eq!(
+            (seen.role, seen.peer_synced),
+            (Some(Role::Act), Some(false))
+        );
+        o.confirm("v", Role::Act);
+        let act = o.member_view("h1", "v");
+        assert_eq!(
+            (act.role, act.healthy, act.peer_synced),
+            (Some(Role::Act), None, Some(false))
+        );
+        o.confirm("v", Role::Sby);
+        assert_eq!(o.member_view("h1", "v").peer_synced, None);
     }
 
     #[test]

@@ -60,6 +60,13 @@ async fn pass(
     let mut due = Vec::new();
     let mut wanted = HashMap::new();
     for pair in pairs {
+        // A member re-created by PH3.0 / PH3.5 first takes its data.
+        let restoring = vms
+            .iter()
+            .any(|v| pair.members.contains(&v.spec.name) && v.restore.is_some());
+        if restoring {
+            continue;
+        }
         let view = ctl.pair_view(pair.clone(), &vms, &hosts);
         let mut views = [MemberView::default(); 2];
         for (v, m) in views.iter_mut().zip(&view.members_status) {

@@ -10,16 +10,20 @@
 //!   reset. The repair loop then gives it its role back (a lost ACT's SBY
 //!   takes over there).
 //! - PH3.0 / PH3.5: the VM is deleted on its host and the reconciler
-//!   creates it again from its image and init info.
+//!   creates it again from its image and user data; its guest is given
+//!   the newest intact LAF backup (PH3.0) or the REF set (PH3.5) before
+//!   it gets a role (`service_data`).
 //! - autoheal (and the fast path): the VM is isolated; the failover pass
 //!   promotes its peer if it was the ACT, and heals it: re-created as the
 //!   new SBY on another host, a spare one first.
 
 use crate::ctl::Ctl;
+use crate::service_data;
 use duplex_core::agent_api::VmState;
 use duplex_core::escalation::{self, Phase, Plan, Reboot};
 use duplex_core::guest_proto::{Op, RestartPhase};
 use duplex_core::model::{OpState, Operation, Pair, Vm};
+use duplex_core::service_data::{DataKind, RestoreRef};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -47,7 +51,7 @@ pub async fn carry_out(
     let done = match (plan.phase.in_guest(), plan.phase) {
         (Some(ph), _) => in_guest(ctl, vm, ph).await?,
         (None, Phase::Ph2_5) => reboot(ctl, vm).await?,
-        (None, _) => recreate(ctl, vm).await?,
+        (None, _) => recreate(ctl, vm, pair, plan.phase).await?,
     };
     said.push(done);
     Ok(said.join("; "))
@@ -101,8 +105,12 @@ async fn reboot(ctl: &Ctl, vm: &Vm) -> Result<String, String> {
     }
 }
 
-async fn recreate(ctl: &Ctl, vm: &Vm) -> Result<String, String> {
+/// PH3.0 / PH3.5: the data set is chosen (and read, so a damaged one is
+/// passed over) before the VM is deleted, and noted on its record.
+async fn recreate(ctl: &Ctl, vm: &Vm, pair: Option<&Pair>, phase: Phase) -> Result<String, String> {
     let name = &vm.spec.name;
+    let (chosen, said) = data_for(ctl, vm, pair, phase).await?;
+    service_data::note_restore(ctl, name, chosen).await?;
     agent(ctl, vm)
         .await?
         .delete(name)
@@ -110,9 +118,35 @@ async fn recreate(ctl: &Ctl, vm: &Vm) -> Result<String, String> {
         .map_err(|e| e.to_string())?;
     ctl.kick.notify_one();
     Ok(format!(
-        "{name} deleted on {}; the reconciler creates it again there from its image and init info (restoring LAF or REF service data is not built yet)",
+        "{name} deleted on {}; the reconciler creates it again there from its image and user data; {said}",
         vm.host
     ))
+}
+
+/// PH3.0 starts from the newest LAF backup (the REF set if there is
+/// none), PH3.5 from the REF set.
+async fn data_for(
+    ctl: &Ctl,
+    vm: &Vm,
+    pair: Option<&Pair>,
+    phase: Phase,
+) -> Result<(Option<RestoreRef>, String), String> {
+    let kinds: &[DataKind] = match phase {
+        Phase::Ph3_0 => &[DataKind::Laf, DataKind::Ref],
+        _ => &[DataKind::Ref],
+    };
+    let mut notes = Vec::new();
+    for &kind in kinds {
+        let (best, passed_over) = service_data::choose(ctl, vm, pair, kind).await?;
+        notes.extend(passed_over.into_iter().map(|e| format!("passed over: {e}")));
+        if let Some((r, _)) = best {
+            notes.insert(0, format!("its guest is given {r}"));
+            return Ok((Some(r), notes.join("; ")));
+        }
+        notes.push(format!("no intact {} stored", kind.label()));
+    }
+    notes.push("it starts with no service data".into());
+    Ok((None, notes.join("; ")))
 }
 
 async fn autoheal(ctl: &Ctl, vm: &Vm, pair: Option<&Pair>) -> Result<String, String> {

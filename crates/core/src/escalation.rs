@@ -146,6 +146,13 @@ pub struct Policy {
     pub phases: [PhasePolicy; 7],
     /// The fast path (on by default).
     pub fast_path: bool,
+    /// How often a LAF backup of the service data is taken.
+    #[serde(default = "default_laf_every")]
+    pub laf_every_ms: u64,
+}
+
+fn default_laf_every() -> u64 {
+    crate::service_data::DEFAULT_LAF_EVERY_MS
 }
 
 impl Default for Policy {
@@ -167,6 +174,7 @@ impl Default for Policy {
                 p(u32::MAX, 60),
             ],
             fast_path: true,
+            laf_every_ms: default_laf_every(),
         }
     }
 }
@@ -201,6 +209,13 @@ impl Policy {
         if let Some(f) = change.fast_path {
             next.fast_path = f;
         }
+        if let Some(ms) = change.laf_every_ms {
+            use crate::service_data::{MAX_LAF_EVERY_MS as MAX, MIN_LAF_EVERY_MS as MIN};
+            if !(MIN..=MAX).contains(&ms) {
+                return Err(format!("laf_every_ms: {ms} is outside {MIN}..={MAX}"));
+            }
+            next.laf_every_ms = ms;
+        }
         Ok(next)
     }
 
@@ -209,6 +224,7 @@ impl Policy {
         PolicyView {
             phases: Phase::ALL.iter().map(|&p| (p, self.of(p))).collect(),
             fast_path: self.fast_path,
+            laf_every_ms: self.laf_every_ms,
         }
     }
 }
@@ -226,6 +242,8 @@ pub struct PolicyChange {
     pub phases: std::collections::BTreeMap<Phase, PhaseChange>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fast_path: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub laf_every_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,6 +260,7 @@ pub struct PhaseChange {
 pub struct PolicyView {
     pub phases: std::collections::BTreeMap<Phase, PhasePolicy>,
     pub fast_path: bool,
+    pub laf_every_ms: u64,
 }
 
 /// One phase's count within its probation window.

@@ -69,6 +69,22 @@ pub enum Op {
     /// Inject a fault for a test or a drill (S3's failure classes); the
     /// agent forwards it only when started with `--allow-faults`.
     InjectFault { fault: Fault },
+    /// S3's LAF backup: a page of the service's replicated store, in key
+    /// order, after key `after` (from the start if `None`); answered with
+    /// a [`crate::service_data::BackupPage`].
+    Backup {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+    },
+    /// PH3.0 / PH3.5: a page of the data set a re-created VM starts from
+    /// (LAF or REF); `first` replaces what the store holds. Refused once
+    /// the VM has a role: its pair's state is newer then.
+    Restore {
+        entries: serde_json::Map<String, Value>,
+        first: bool,
+        /// What it is, for the guest's log ("LAF v3 of pa").
+        source: String,
+    },
     /// Run the takeover path once with nothing at stake (the agent sends it
     /// after a VM arrived by live migration): under emulation, code not run
     /// since the move is translated first, which made the first takeover
@@ -110,14 +126,18 @@ pub enum Fault {
     KillMiddleware,
     /// The guest kernel panics (`/proc/sysrq-trigger`).
     Panic,
+    /// The service's data is declared damaged: the service is stopped
+    /// and reported as one that exits with code 65 at start would be.
+    DamageData,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 4] = [
+    pub const ALL: [Fault; 5] = [
         Fault::KillService,
         Fault::HangService,
         Fault::KillMiddleware,
         Fault::Panic,
+        Fault::DamageData,
     ];
 }
 
@@ -414,6 +434,8 @@ const KNOWN_OPS: &[&str] = &[
     "restart_phase",
     "memory_load",
     "inject_fault",
+    "backup",
+    "restore",
     "rehearse",
 ];
 
@@ -493,6 +515,12 @@ mod tests {
             },
             Op::InjectFault {
                 fault: Fault::HangService,
+            },
+            Op::Backup { after: None },
+            Op::Restore {
+                entries: serde_json::Map::new(),
+                first: true,
+                source: "REF v1 of a".into(),
             },
             Op::Rehearse,
         ] {

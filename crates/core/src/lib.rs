@@ -13,6 +13,7 @@ pub mod pair_migration;
 pub mod placement;
 pub mod replica_key;
 pub mod role;
+pub mod service_data;
 pub mod switchover;
 pub mod user_data;
 pub mod vm_spec;

@@ -233,6 +233,27 @@ impl ExternalDisk {
         Ok(versions)
     }
 
+    /// When the newest version of `vm`'s `kind` was stored (ms since the
+    /// epoch, from the store's listing: nothing is read).
+    pub async fn newest_at(&self, vm: &str, kind: Kind) -> Result<Option<u64>, ExtDiskError> {
+        let prefix = Self::prefix(vm, kind)?;
+        let metas: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(store_error(format!("list {prefix}")))?;
+        Ok(metas
+            .iter()
+            .filter(|m| {
+                m.location
+                    .filename()
+                    .is_some_and(|f| f.parse::<Version>().is_ok())
+            })
+            .map(|m| m.last_modified.timestamp_millis().max(0) as u64)
+            .max())
+    }
+
     /// Store a new version; older ones beyond [`KEEP`] are removed.
     pub async fn put(&self, vm: &str, kind: Kind, payload: &[u8]) -> Result<Version, ExtDiskError> {
         let prefix = Self::prefix(vm, kind)?;
@@ -300,6 +321,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let disk = ExternalDisk::local(dir.path()).unwrap();
         assert_eq!(disk.latest("vm1", Kind::Counters).await.unwrap(), None);
+        assert_eq!(disk.newest_at("vm1", Kind::Counters).await.unwrap(), None);
         for i in 1..=(KEEP as u64 + 3) {
             let v = disk
                 .put("vm1", Kind::Counters, format!("c{i}").as_bytes())
@@ -310,6 +332,16 @@ mod tests {
         let versions = disk.versions("vm1", Kind::Counters).await.unwrap();
         assert_eq!(versions, (4..=KEEP as u64 + 3).collect::<Vec<_>>());
         let (v, data) = disk.latest("vm1", Kind::Counters).await.unwrap().unwrap();
+        let at = disk
+            .newest_at("vm1", Kind::Counters)
+            .await
+            .unwrap()
+            .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(at <= now + 1000 && at + 60_000 > now, "{at} vs {now}");
         assert_eq!((v, data.as_slice()), (KEEP as u64 + 3, b"c11".as_slice()));
         // Kinds and VMs are apart.
         assert_eq!(disk.latest("vm1", Kind::Laf).await.unwrap(), None);

@@ -172,6 +172,31 @@ impl Middleware {
             }
             Op::RestartPhase { phase } => self.restart(*phase),
             Op::InjectFault { fault } => self.inject(*fault),
+            Op::Backup { after } => self
+                .replica
+                .backup_page(after.as_deref())
+                .map_err(|e| OpError("failed", e.to_string()))
+                .and_then(|p| {
+                    serde_json::to_value(p).map_err(|e| OpError("failed", e.to_string()))
+                }),
+            Op::Restore {
+                entries,
+                first,
+                source,
+            } => {
+                let role = self.persisted().role.role;
+                if role != Role::None {
+                    return Err(OpError(
+                        duplex_core::guest_proto::REFUSED,
+                        format!(
+                            "this VM is {role:?} already: its pair's state is newer than {source}"
+                        ),
+                    ));
+                }
+                let keys = self.replica.restore(entries, *first);
+                eprintln!("duplex guest: service data from {source}: {keys} keys stored");
+                Ok(json!({"keys": keys}))
+            }
             Op::Rehearse => {
                 let started = std::time::Instant::now();
                 // The handover barrier's digest, then the address path.
@@ -387,6 +412,7 @@ impl Middleware {
         match fault {
             Fault::KillService => self.service.signal(libc::SIGKILL),
             Fault::HangService => self.service.signal(libc::SIGSTOP),
+            Fault::DamageData => self.service.declare_damaged(),
             Fault::KillMiddleware => {
                 later(|| {
                     // SAFETY: kill(2) of this very process.

@@ -275,6 +275,9 @@ struct Inner {
     /// Since when the failed service waits for a restart order.
     held: Option<Instant>,
     failures: std::collections::VecDeque<ServiceFailed>,
+    /// A drill declared its data damaged: its end is reported as a
+    /// service exiting with [`DATA_DAMAGED_EXIT`].
+    damaged: bool,
 }
 
 /// What a health check found.
@@ -327,6 +330,7 @@ impl Supervisor {
                 status,
                 held: None,
                 failures: Default::default(),
+                damaged: false,
             }),
             group_file: None,
         }
@@ -438,13 +442,20 @@ impl Supervisor {
                     let text = s.to_string();
                     eprintln!("duplex guest: service {} {text}", g.status.name);
                     g.status.last_exit = Some(text.clone());
+                    let damaged = std::mem::take(&mut g.damaged);
                     let cause = match s.code() {
                         Some(DATA_DAMAGED_EXIT) => Cause::DataDamaged,
+                        _ if damaged => Cause::DataDamaged,
                         _ => Cause::ProcessExited,
+                    };
+                    let why = if damaged {
+                        " (its data declared damaged by a drill)"
+                    } else {
+                        ""
                     };
                     ServiceFailed {
                         cause,
-                        detail: format!("service {} {text}", g.status.name),
+                        detail: format!("service {} {text}{why}", g.status.name),
                     }
                 }
                 Err(e) => {
@@ -515,6 +526,16 @@ impl Supervisor {
         let g = self.lock();
         let pid = g.status.pid.ok_or("the service is not running")?;
         signal_group(pid, signal);
+        Ok(pid)
+    }
+
+    /// A drill: the service's data is declared damaged; the service is
+    /// killed and its end reported as [`Cause::DataDamaged`].
+    pub fn declare_damaged(&self) -> Result<u32, String> {
+        let mut g = self.lock();
+        let pid = g.status.pid.ok_or("the service is not running")?;
+        g.damaged = true;
+        signal_group(pid, libc::SIGKILL);
         Ok(pid)
     }
 

@@ -13,6 +13,7 @@ mod migrate;
 pub(crate) mod moves;
 mod pairs;
 mod policy;
+mod service_data;
 mod vms;
 
 use crate::ctl::Ctl;
@@ -23,7 +24,7 @@ use axum::extract::{FromRequest, MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use duplex_core::identity::{controller_access, Call, ControllerRoute, Identity};
 use duplex_core::model::{HostState, OpState, Operation, PairHealth, VmStatus};
@@ -75,6 +76,8 @@ pub fn router(ctl: Arc<Ctl>) -> Router {
         .route("/v1/vms/{name}", get(vms::show).delete(vms::delete))
         .route("/v1/vms/{name}/migrate", post(migrate::migrate))
         .route("/v1/vms/{name}/history", get(vms::history))
+        .route("/v1/vms/{name}/backup", post(service_data::backup))
+        .route("/v1/vms/{name}/data", get(service_data::list))
         .route(
             "/v1/vms/{name}/policy",
             get(policy::show_vm).post(policy::set_vm),
@@ -95,8 +98,13 @@ pub fn router(ctl: Arc<Ctl>) -> Router {
         .route("/v1/controller", get(controller_info))
         .route_layer(middleware::from_fn(operators_only))
         .layer(DefaultBodyLimit::max(OPERATOR_BODY_LIMIT));
+    let data = Router::new()
+        .route("/v1/vms/{name}/ref", put(service_data::set_ref))
+        .route_layer(middleware::from_fn(operators_only))
+        .layer(DefaultBodyLimit::max(service_data::REF_BODY_LIMIT));
     let v1 = heartbeat
         .merge(operators)
+        .merge(data)
         .layer(middleware::from_fn_with_state(ctl.clone(), leader_only));
     let metrics = Router::new()
         .route("/metrics", get(metrics))

@@ -186,6 +186,7 @@ pub async fn create(
             host: host.clone(),
             desired: Desired::Running,
             pair: Some(pair.name.clone()),
+            restore: None,
             created_ms: now_ms(),
         };
         if let Err(e) = ctl

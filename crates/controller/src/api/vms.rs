@@ -109,6 +109,7 @@ pub async fn create(
         host: host.clone(),
         desired: Desired::Running,
         pair: None,
+        restore: None,
         created_ms: now_ms(),
     };
     let name = vm.spec.name.clone();

@@ -255,6 +255,25 @@ fn a_policy_change_sets_only_what_it_gives_and_refuses_bad_values() {
     assert!(serde_json::from_str::<PolicyChange>(r#"{"fastpath": true}"#).is_err());
     // The view names every phase.
     assert_eq!(next.view().phases.len(), Phase::ALL.len());
+    // The LAF schedule: a day by default, a minute to 30 days allowed.
+    assert_eq!(next.laf_every_ms, 24 * 3_600_000);
+    let hourly: PolicyChange = serde_json::from_str(r#"{"laf_every_ms": 3600000}"#).unwrap();
+    assert_eq!(base.changed(&hourly).unwrap().laf_every_ms, 3_600_000);
+    for bad in [0u64, 59_999, 31 * 24 * 3_600_000] {
+        let c = PolicyChange {
+            laf_every_ms: Some(bad),
+            ..PolicyChange::default()
+        };
+        assert!(
+            base.changed(&c).unwrap_err().contains("laf_every_ms"),
+            "{bad}"
+        );
+    }
+    // A policy stored before the schedule existed reads with the default.
+    let mut old = serde_json::to_value(base).unwrap();
+    old.as_object_mut().unwrap().remove("laf_every_ms");
+    let read: Policy = serde_json::from_value(old).unwrap();
+    assert_eq!(read, base);
 }
 
 #[test]

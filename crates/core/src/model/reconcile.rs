@@ -147,6 +147,7 @@ mod tests {
             host: host.into(),
             desired,
             pair: None,
+            restore: None,
             created_ms: 0,
         }
     }

@@ -25,6 +25,10 @@ pub struct Vm {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pair: Option<String>,
     pub created_ms: u64,
+    /// PH3.0 / PH3.5: the data set its re-created guest is to be given
+    /// before it gets a role (cleared once given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<crate::service_data::RestoreRef>,
 }
 
 /// What the controller sees of a VM, from its host's latest report.

@@ -501,6 +501,38 @@ impl Replica {
         }
     }
 
+    /// The store becomes `entries`; local services are told what changed.
+    fn replace(&self, entries: BTreeMap<String, Value>) {
+        let old = std::mem::replace(&mut *lock(&self.kv), entries.clone());
+        for k in old.keys().filter(|k| !entries.contains_key(*k)) {
+            self.push(&json!({"event": "del", "key": k}));
+        }
+        for (k, v) in entries.iter().filter(|(k, v)| old.get(*k) != Some(*v)) {
+            self.push(&json!({"event": "put", "key": k, "value": v}));
+        }
+    }
+
+    /// A page of the store after key `after`, for a LAF backup.
+    pub fn backup_page(
+        &self,
+        after: Option<&str>,
+    ) -> Result<duplex_core::service_data::BackupPage, duplex_core::service_data::PageError> {
+        duplex_core::service_data::page(lock(&self.kv).iter(), after)
+    }
+
+    /// Stores a page of restored service data (PH3.0 / PH3.5; the first
+    /// replaces the store) and tells local services; the key count after.
+    pub fn restore(&self, entries: &Map<String, Value>, first: bool) -> usize {
+        let mut next = if first {
+            BTreeMap::new()
+        } else {
+            lock(&self.kv).clone()
+        };
+        next.extend(entries.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.replace(next);
+        self.len()
+    }
+
     /// A line from the ACT peer; the SBY stores and pushes it.
     pub fn handle_peer(&self, msg: &Value, roles: &dyn RoleView) -> Value {
         if msg["op"] == "late" {
@@ -515,13 +547,7 @@ impl Replica {
                     .as_object()
                     .map(|m| m.clone().into_iter().collect())
                     .unwrap_or_default();
-                let old = std::mem::replace(&mut *lock(&self.kv), entries.clone());
-                for k in old.keys().filter(|k| !entries.contains_key(*k)) {
-                    self.push(&json!({"event": "del", "key": k}));
-                }
-                for (k, v) in entries.iter().filter(|(k, v)| old.get(*k) != Some(*v)) {
-                    self.push(&json!({"event": "put", "key": k, "value": v}));
-                }
+                self.replace(entries);
                 json!({"ok": true})
             }
             Some("digest") => json!({"ok": true, "digest": self.digest()}),

@@ -375,3 +375,27 @@ fn a_lost_peer_is_not_waited_for() {
         assert!(l.accept().is_err(), "nobody connected");
     }
 }
+
+/// PH3.0 / PH3.5 give a re-created guest its data page by page (the first
+/// replaces the store); a LAF backup reads it back page by page.
+#[test]
+fn restored_pages_make_the_store_and_backup_reads_it_back() {
+    let r = Replica::default();
+    let page = |kv: &[(&str, i64)]| -> Map<String, Value> {
+        kv.iter().map(|(k, v)| (k.to_string(), json!(v))).collect()
+    };
+    assert_eq!(r.restore(&page(&[("old", 1)]), true), 1);
+    assert_eq!(r.restore(&page(&[("a", 1), ("b", 2)]), true), 2);
+    assert_eq!(r.restore(&page(&[("c", 3)]), false), 3);
+    let mut all = Map::new();
+    let mut after = None;
+    loop {
+        let p = r.backup_page(after.as_deref()).unwrap();
+        all.extend(p.entries);
+        match p.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(all, page(&[("a", 1), ("b", 2), ("c", 3)]));
+}

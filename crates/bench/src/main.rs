@@ -6,6 +6,7 @@ mod failover;
 mod migrate;
 mod raw;
 mod s1;
+mod s3;
 mod sip;
 mod stats;
 
@@ -36,6 +37,9 @@ enum Cmd {
     /// The ACT's host powered off under SIP load: Duplex's failover against
     /// no failover (host back later) and a cold restart of a lone VM.
     Failover,
+    /// S3: the ACT's kernel panics under SIP load: the fast path against
+    /// the full escalation, alternating in one lab.
+    S3,
     /// S1: a pair's ACT member moved off its host under SIP load, Duplex
     /// pair migration against plain live migration.
     S1 {
@@ -169,6 +173,7 @@ async fn main() -> anyhow::Result<()> {
             migrate::run(&lab, cli.runs, &cli.out).await
         }
         Cmd::Failover => failover::run(cli.runs, &cli.out).await,
+        Cmd::S3 => s3::run(cli.runs, &cli.out).await,
         Cmd::Sip => {
             let lab = Lab::up(2).await?;
             sip::run(&lab, &cli.out).await

@@ -114,6 +114,10 @@ pub enum RestartPhase {
     Ph2_0,
 }
 
+/// A fault is inflicted this long after the guest answered the order
+/// (so that the answer gets out first).
+pub const FAULT_DELAY_MS: u64 = 200;
+
 /// A fault the guest inflicts on itself (`Op::InjectFault`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

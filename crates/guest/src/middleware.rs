@@ -45,9 +45,7 @@ pub struct Middleware {
 /// Health checks that must fail in a row before the service is reported
 /// failed (one bad answer is not a failure).
 pub const HEALTH_FAILS: u32 = 3;
-/// How long after answering a fault order the middleware carries it out
-/// (the answer must leave first).
-const FAULT_DELAY: Duration = Duration::from_millis(200);
+const FAULT_DELAY: Duration = Duration::from_millis(duplex_core::guest_proto::FAULT_DELAY_MS);
 
 impl RoleView for Middleware {
     fn is_active(&self) -> bool {

@@ -619,10 +619,27 @@ pub async fn connect_guest(vm: &Arc<Vm>, within: Duration) {
     tracing::warn!(vm = %name, "guest never answered on the control channel");
 }
 
-/// Marks the VM crashed if its QEMU exits while it is still in the table.
+/// Marks the VM crashed if its QEMU exits while it is still in the table;
+/// reports its guest silent, or panicking on its console.
 pub async fn watch_exit(host: Arc<Host>, vm: Arc<Vm>) {
+    let start = std::fs::metadata(&vm.paths.serial).map_or(0, |m| m.len());
+    let mut console = Some(crate::console_watch::ConsoleWatch::from(start));
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Some(mut c) = console.take() {
+            let log = vm.paths.serial.clone();
+            let looked = tokio::task::spawn_blocking(move || {
+                let r = c.look(&log);
+                (c, r)
+            })
+            .await;
+            if let Ok((c, r)) = looked {
+                if let Ok(Some(line)) = r {
+                    vm.panicked(&line);
+                }
+                console = Some(c);
+            }
+        }
         if host
             .get(&vm.spec.name)
             .map(|v| !Arc::ptr_eq(&v, &vm))

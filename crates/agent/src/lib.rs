@@ -6,6 +6,7 @@ pub mod api;
 /// The agent API's client lives in its own crate; kept here under its old path.
 pub use duplex_agent_client as client;
 pub mod config;
+pub mod console_watch;
 pub mod control;
 pub mod error;
 pub mod fence;

@@ -74,6 +74,10 @@ pub struct VmStatus {
     pub reset_ordered: bool,
     /// The guest's silence was reported; cleared by its next heartbeat.
     pub silence_reported: bool,
+    /// Its kernel's panic, or its reboot, was reported: a reboot or a
+    /// panic line found after is the same failure. Cleared by its next
+    /// heartbeat.
+    pub panic_reported: bool,
 }
 
 /// A failure as the agent keeps it (see [`VmFailure`]).
@@ -131,6 +135,7 @@ impl Vm {
                 failure: None,
                 reset_ordered: false,
                 silence_reported: false,
+                panic_reported: false,
             }),
             rt: tokio::sync::Mutex::new(None),
             ctl: tokio::sync::Mutex::new(None),
@@ -235,6 +240,23 @@ impl Vm {
         }
     }
 
+    /// Its console showed the kernel's panic `line`: reported at once,
+    /// and the silence and the reboot that follow are the same failure.
+    pub fn panicked(&self, line: &str) {
+        let mut first = false;
+        self.update(|s| {
+            first = !s.panic_reported && !s.silence_reported;
+            s.panic_reported = true;
+            s.silence_reported = true;
+        });
+        if first {
+            self.fail(
+                Cause::GuestSilent,
+                format!("the guest's kernel panicked (its console: {line})"),
+            );
+        }
+    }
+
     /// The counters of its network element; `None` if none runs.
     pub async fn traffic(&self) -> Option<TrafficReport> {
         self.rt.lock().await.as_ref().map(|r| r.element.report())
@@ -263,6 +285,7 @@ impl Vm {
                         s.heartbeat = Some((std::time::Instant::now(), data.clone()));
                         s.reset_at = None;
                         s.silence_reported = false;
+                        s.panic_reported = false;
                     });
                     if turned {
                         let (peer_lost, cut_off, peer_synced) = alarm(data);
@@ -285,13 +308,17 @@ impl Vm {
                     Ok(e) if e.name == "RESET" => {
                         let Some(vm) = vm.upgrade() else { break };
                         tracing::warn!(vm = %vm.spec.name, data = %e.data, "guest reset");
-                        let mut ordered = false;
+                        let (mut ordered, mut after_panic) = (false, false);
                         vm.update(|s| {
                             s.heartbeat = None;
                             s.reset_at = Some(std::time::Instant::now());
                             ordered = std::mem::take(&mut s.reset_ordered);
+                            after_panic = s.panic_reported;
+                            // Till its next heartbeat, a panic line read
+                            // from its console is this reboot's cause.
+                            s.panic_reported = true;
                         });
-                        if !ordered {
+                        if !ordered && !after_panic {
                             vm.fail(
                                 Cause::GuestSilent,
                                 format!("the guest rebooted by itself (kernel panic or reset from inside; QEMU says {})", e.data),

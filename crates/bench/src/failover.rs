@@ -18,12 +18,11 @@
 //! is healthy again on live hosts.
 
 use crate::s1::moves::cli;
-use crate::stats::{self, summarize, Summary};
+use crate::stats::{self, cell, first_answer, summarize, Summary};
 use crate::Lab;
 use anyhow::Context;
 use duplex_core::guest_proto::{Op, TargetRole};
-use duplex_sipp::parse::parse_rtt_csv;
-use duplex_sipp::{SippReport, SippRun};
+use duplex_sipp::SippRun;
 use serde::Serialize;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -336,32 +335,6 @@ async fn power_on(lab: String, host: String) -> anyhow::Result<()> {
     let said = duplex_lab::fault::heal(&lab, &host).await?;
     eprintln!("    {said}");
     Ok(())
-}
-
-/// The earliest answer sipp received after `off_ms` (ms since it started),
-/// counted from `off_ms`.
-fn first_answer(report: &SippReport, off_ms: f64) -> anyhow::Result<Option<f64>> {
-    for e in std::fs::read_dir(&report.work_dir)? {
-        let p = e?.path();
-        if p.to_string_lossy()
-            .ends_with(duplex_sipp::config::RTT_SUFFIX)
-        {
-            let samples = parse_rtt_csv(&std::fs::read_to_string(&p)?)?;
-            return Ok(samples
-                .iter()
-                .map(|s| s.date_ms - off_ms)
-                .filter(|d| *d > 0.0)
-                .min_by(|a, b| a.total_cmp(b)));
-        }
-    }
-    Ok(None)
-}
-
-fn cell(s: &Summary) -> String {
-    if s.n == 0 {
-        return "-".into();
-    }
-    format!("{:.0} ({:.0}–{:.0})", s.median, s.min, s.max)
 }
 
 fn markdown(r: &FailoverResult) -> String {

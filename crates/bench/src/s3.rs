@@ -16,12 +16,11 @@
 //! failure.
 
 use crate::s1::moves::cli;
-use crate::stats::{self, summarize, Summary};
+use crate::stats::{self, cell, first_answer, summarize, Summary};
 use crate::Lab;
 use anyhow::Context;
 use duplex_core::guest_proto::{Fault, Op, FAULT_DELAY_MS};
-use duplex_sipp::parse::parse_rtt_csv;
-use duplex_sipp::{SippReport, SippRun};
+use duplex_sipp::SippRun;
 use serde::Serialize;
 use serde_json::Value;
 use std::net::Ipv4Addr;
@@ -285,32 +284,6 @@ async fn one_run(lab: &Lab, way: Way, vip: Ipv4Addr, r: usize) -> anyhow::Result
     };
     let _ = std::fs::remove_dir_all(&work);
     Ok(res)
-}
-
-/// The earliest answer sipp received after `at_ms` (ms since it started),
-/// counted from `at_ms`.
-fn first_answer(report: &SippReport, at_ms: f64) -> anyhow::Result<Option<f64>> {
-    for e in std::fs::read_dir(&report.work_dir)? {
-        let p = e?.path();
-        if p.to_string_lossy()
-            .ends_with(duplex_sipp::config::RTT_SUFFIX)
-        {
-            let samples = parse_rtt_csv(&std::fs::read_to_string(&p)?)?;
-            return Ok(samples
-                .iter()
-                .map(|s| s.date_ms - at_ms)
-                .filter(|d| *d > 0.0)
-                .min_by(|a, b| a.total_cmp(b)));
-        }
-    }
-    Ok(None)
-}
-
-fn cell(s: &Summary) -> String {
-    if s.n == 0 {
-        return "-".into();
-    }
-    format!("{:.0} ({:.0}–{:.0})", s.median, s.min, s.max)
 }
 
 fn markdown(r: &S3Result) -> String {

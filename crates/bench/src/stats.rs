@@ -73,6 +73,33 @@ pub async fn run_info(accel: &str) -> RunInfo {
     }
 }
 
+/// A summary as a table cell: median (min–max), `-` if empty.
+pub fn cell(s: &Summary) -> String {
+    if s.n == 0 {
+        return "-".into();
+    }
+    format!("{:.0} ({:.0}–{:.0})", s.median, s.min, s.max)
+}
+
+/// The earliest answer sipp received after `at_ms` (ms since it started),
+/// counted from `at_ms`, from its per-call INVITE→200 trace.
+pub fn first_answer(report: &duplex_sipp::SippReport, at_ms: f64) -> anyhow::Result<Option<f64>> {
+    for e in std::fs::read_dir(&report.work_dir)? {
+        let p = e?.path();
+        if p.to_string_lossy()
+            .ends_with(duplex_sipp::config::RTT_SUFFIX)
+        {
+            let samples = duplex_sipp::parse::parse_rtt_csv(&std::fs::read_to_string(&p)?)?;
+            return Ok(samples
+                .iter()
+                .map(|s| s.date_ms - at_ms)
+                .filter(|d| *d > 0.0)
+                .min_by(|a, b| a.total_cmp(b)));
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

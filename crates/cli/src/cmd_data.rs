@@ -48,6 +48,21 @@ pub async fn list(c: &Conn, name: &str) -> anyhow::Result<()> {
     if let Format::Json = c.output {
         return output::json(&a);
     }
+    match a.get("init_info") {
+        Some(i) => println!(
+            "init info v{} on the external disk (image {}, stored {})",
+            i["version"],
+            output::s(&i["image"]),
+            i["stored_ms"]
+                .as_u64()
+                .map(output::clock)
+                .unwrap_or_default()
+        ),
+        None => println!("no intact init info on the external disk"),
+    }
+    for e in a["init_damaged"].as_array().into_iter().flatten() {
+        println!("  passed over: {}", output::s(e));
+    }
     if let Some(r) = a.get("restore") {
         println!(
             "{name} waits for {} v{} of {} (re-created by PH3.0/PH3.5)",

@@ -14,8 +14,9 @@
 //! 8. the ACT, whose failures started small, panics: no fast path, the SBY
 //!    takes over and the ACT reboots (PH2.5);
 //! 9. a REF data set is given to the SBY, a LAF backup taken on demand;
-//! 10. the SBY's data is damaged: PH3.0 re-creates it and its guest is
-//!     given the LAF backup before its role; again: PH3.5, the REF set.
+//! 10. the SBY's data is damaged: PH3.0 re-creates it from its init info
+//!     on the external disk and its guest is given the LAF backup before
+//!     its role; again: PH3.5, the REF set.
 //!
 //! After each the pair is healthy again; sipp must see no failed call.
 
@@ -150,6 +151,10 @@ async fn damaged_sby_restored(phase: &str, from: &str) -> Value {
     );
     let said = e["outcome"]["message"].as_str().unwrap_or("");
     assert!(said.contains(&format!("is given {from}")), "{e}");
+    assert!(
+        said.contains("from its init info v1 on the external disk"),
+        "{e}"
+    );
     let restored = event_after(
         "vm.restored",
         &format!("vm/{vm}"),
@@ -332,6 +337,8 @@ async fn every_restart_phase_and_the_fast_path_under_sip_load() {
             .any(|d| d["version"] == laf["version"]),
         "{listed}"
     );
+    let init = in_lab_json(LAB, &["vm", "data", &sby]);
+    assert_eq!(init["init_info"]["image"], "default", "{init}");
 
     // 10. The SBY's data is damaged: PH3.0 re-creates it from the LAF
     //     backup; again within probation: PH3.5, from the REF set.

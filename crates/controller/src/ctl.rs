@@ -136,6 +136,16 @@ impl Ctl {
         self.office.agent(&*self.connector, url)
     }
 
+    /// Client for the agent of the host `vm` is placed on.
+    pub async fn vm_agent(&self, vm: &Vm) -> Result<std::sync::Arc<dyn AgentApi>, String> {
+        let host = self
+            .host(&vm.host)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("host {} has no record", vm.host))?;
+        Ok(self.agent(&host.url))
+    }
+
     pub async fn hosts(&self) -> Result<Vec<Host>, RepoError> {
         Ok(self
             .repo

@@ -57,18 +57,9 @@ pub async fn carry_out(
     Ok(said.join("; "))
 }
 
-async fn agent(ctl: &Ctl, vm: &Vm) -> Result<Arc<dyn duplex_agent_client::AgentApi>, String> {
-    let host = ctl
-        .host(&vm.host)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("host {} has no record", vm.host))?;
-    Ok(ctl.agent(&host.url))
-}
-
 async fn in_guest(ctl: &Ctl, vm: &Vm, phase: RestartPhase) -> Result<String, String> {
     let name = &vm.spec.name;
-    agent(ctl, vm)
+    ctl.vm_agent(vm)
         .await?
         .guest(name, &Op::RestartPhase { phase })
         .await
@@ -79,7 +70,7 @@ async fn in_guest(ctl: &Ctl, vm: &Vm, phase: RestartPhase) -> Result<String, Str
 async fn reboot(ctl: &Ctl, vm: &Vm) -> Result<String, String> {
     let name = &vm.spec.name;
     let info = ctl.lock_observed().vm(&vm.host, name).cloned();
-    let a = agent(ctl, vm).await?;
+    let a = ctl.vm_agent(vm).await?;
     let (dead, rebooted) = info.map_or((false, false), |i| {
         (i.state == VmState::Crashed, i.reset_age_ms.is_some())
     });
@@ -109,17 +100,51 @@ async fn reboot(ctl: &Ctl, vm: &Vm) -> Result<String, String> {
 /// passed over) before the VM is deleted, and noted on its record.
 async fn recreate(ctl: &Ctl, vm: &Vm, pair: Option<&Pair>, phase: Phase) -> Result<String, String> {
     let name = &vm.spec.name;
+    let from = init_for(ctl, vm).await?;
     let (chosen, said) = data_for(ctl, vm, pair, phase).await?;
     service_data::note_restore(ctl, name, chosen).await?;
-    agent(ctl, vm)
+    ctl.vm_agent(vm)
         .await?
         .delete(name)
         .await
         .map_err(|e| e.to_string())?;
     ctl.kick.notify_one();
     Ok(format!(
-        "{name} deleted on {}; the reconciler creates it again there from its image and user data; {said}",
+        "{name} deleted on {}; the reconciler creates it again there {from}; {said}",
         vm.host
+    ))
+}
+
+/// The spec the VM is re-created from: its init info on the external disk
+/// (put back on its record if the record differs); its record's spec if
+/// no intact version is there.
+async fn init_for(ctl: &Ctl, vm: &Vm) -> Result<String, String> {
+    let name = &vm.spec.name;
+    let (found, passed_over) = service_data::init_info(ctl, name).await?;
+    let passed = passed_over
+        .iter()
+        .map(|e| format!(" (passed over: {e})"))
+        .collect::<String>();
+    let Some((v, info)) = found else {
+        return Ok(format!(
+            "from its record (no intact init info on the external disk){passed}"
+        ));
+    };
+    if info.spec == vm.spec {
+        return Ok(format!(
+            "from its init info v{v} on the external disk{passed}"
+        ));
+    }
+    ctl.repo
+        .update::<Vm, std::convert::Infallible, _>(&format!("{}{name}", crate::repo::VMS), |r| {
+            r.spec = info.spec.clone();
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .ok();
+    Ok(format!(
+        "from its init info v{v} on the external disk, which its record no longer matched{passed}"
     ))
 }
 
@@ -156,7 +181,7 @@ async fn autoheal(ctl: &Ctl, vm: &Vm, pair: Option<&Pair>) -> Result<String, Str
             "autoheal of {name}, a VM outside any pair, is not built yet"
         ));
     };
-    agent(ctl, vm)
+    ctl.vm_agent(vm)
         .await?
         .isolate(name)
         .await

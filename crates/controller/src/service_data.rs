@@ -10,7 +10,7 @@ use duplex_core::guest_proto::Op;
 use duplex_core::model::{Pair, Severity, Vm};
 use duplex_core::role::Role;
 use duplex_core::service_data::{
-    self as sd, BackupPage, DataKind, RestoreRef, ServiceData, MAX_PAGES,
+    self as sd, BackupPage, DataKind, InitInfo, RestoreRef, ServiceData, MAX_PAGES,
 };
 use duplex_extdisk::Kind;
 use serde::Serialize;
@@ -63,15 +63,6 @@ impl Stored {
     }
 }
 
-async fn agent_of(ctl: &Ctl, vm: &Vm) -> Result<Arc<dyn duplex_agent_client::AgentApi>, String> {
-    let host = ctl
-        .host(&vm.host)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("host {} has no record", vm.host))?;
-    Ok(ctl.agent(&host.url))
-}
-
 /// The VM whose store holds `vm`'s service data: its pair's ACT, or itself.
 async fn holder(ctl: &Ctl, vm: &Vm) -> Result<Vm, String> {
     let Some(pair) = &vm.pair else {
@@ -94,7 +85,7 @@ async fn holder(ctl: &Ctl, vm: &Vm) -> Result<Vm, String> {
 pub async fn backup(ctl: &Ctl, vm: &Vm) -> Result<Stored, String> {
     let src = holder(ctl, vm).await?;
     let name = &src.spec.name;
-    let agent = agent_of(ctl, &src).await?;
+    let agent = ctl.vm_agent(&src).await?;
     let mut entries = Map::new();
     let mut after = None;
     let mut done = false;
@@ -176,6 +167,73 @@ pub async fn set_ref(ctl: &Ctl, vm: &Vm, entries: Map<String, Value>) -> Result<
         .emit(Severity::Info, "vm.ref_set", &format!("vm/{name}"), msg)
         .await;
     Ok(Stored::of(DataKind::Ref, version, &data))
+}
+
+/// The newest intact init info of `vm`; damaged versions passed over are
+/// named in the second part.
+pub async fn init_info(
+    ctl: &Ctl,
+    vm: &str,
+) -> Result<(Option<(u64, InitInfo)>, Vec<String>), String> {
+    let versions = ctl
+        .extdisk
+        .versions(vm, Kind::InitInfo)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut passed_over = Vec::new();
+    for version in versions.into_iter().rev() {
+        let read = ctl
+            .extdisk
+            .get(vm, Kind::InitInfo, version)
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                serde_json::from_slice::<InitInfo>(&b)
+                    .map_err(|e| format!("init info v{version} of {vm} does not parse: {e}"))
+            });
+        match read {
+            Ok(info) => return Ok((Some((version, info)), passed_over)),
+            Err(e) => passed_over.push(e),
+        }
+    }
+    Ok((None, passed_over))
+}
+
+/// Stores `vm`'s init info (its spec) on the external disk unless the
+/// newest intact version already holds it; the version holding it.
+pub async fn save_init_info(ctl: &Ctl, vm: &Vm) -> Result<u64, String> {
+    let name = &vm.spec.name;
+    if let (Some((v, info)), _) = init_info(ctl, name).await? {
+        if info.spec == vm.spec {
+            return Ok(v);
+        }
+    }
+    let info = InitInfo {
+        spec: vm.spec.clone(),
+        stored_ms: crate::events::now_ms(),
+    };
+    let bytes = serde_json::to_vec(&info).map_err(|e| e.to_string())?;
+    ctl.extdisk
+        .put(name, Kind::InitInfo, &bytes)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// [`save_init_info`] at a VM's creation: a failure is an event, not a
+/// failed creation (the controller's store holds the spec too).
+pub async fn note_init_info(ctl: &Ctl, vm: &Vm) {
+    if let Err(e) = save_init_info(ctl, vm).await {
+        let name = &vm.spec.name;
+        let msg = format!("{name}'s init info is not on the external disk: {e}");
+        ctl.events
+            .emit(
+                Severity::Warning,
+                "vm.init_info_failed",
+                &format!("vm/{name}"),
+                msg,
+            )
+            .await;
+    }
 }
 
 /// One version, read and checked.
@@ -286,7 +344,7 @@ pub async fn note_restore(ctl: &Ctl, vm: &str, r: Option<RestoreRef>) -> Result<
 /// Pages the set into the guest, which must have no role yet.
 async fn give(ctl: &Ctl, vm: &Vm, r: &RestoreRef) -> Result<usize, String> {
     let data = read(ctl, r).await?;
-    let agent = agent_of(ctl, vm).await?;
+    let agent = ctl.vm_agent(vm).await?;
     let pages = sd::pages(&data.entries).map_err(|e| format!("{r}: {e}"))?;
     for (i, entries) in pages.into_iter().enumerate() {
         let op = Op::Restore {
@@ -383,6 +441,11 @@ async fn schedule_pass(ctl: &Ctl) -> Result<(), String> {
     let pairs = ctl.pairs().await.map_err(|e| e.to_string())?;
     let now = crate::events::now_ms();
     for vm in &vms {
+        // VMs made before init info was kept get it here.
+        let kept = ctl.extdisk.newest_at(&vm.spec.name, Kind::InitInfo).await;
+        if kept.is_ok_and(|at| at.is_none()) {
+            note_init_info(ctl, vm).await;
+        }
         let pair = vm
             .pair
             .as_ref()

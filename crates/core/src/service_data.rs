@@ -50,6 +50,15 @@ pub struct ServiceData {
     pub entries: Map<String, Value>,
 }
 
+/// A VM's init info on the external disk: what it is created from (its
+/// image, the application software, and its user data), kept apart from
+/// the controller's store so that PH3.0 / PH3.5 re-create it from there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InitInfo {
+    pub spec: crate::vm_spec::VmSpec,
+    pub stored_ms: u64,
+}
+
 /// A data set a re-created VM is to be given, noted on its record until
 /// its guest took it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

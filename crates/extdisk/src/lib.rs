@@ -216,18 +216,32 @@ impl ExternalDisk {
         Ok(StorePath::from(format!("vms/{vm}/{}", kind.name())))
     }
 
-    /// The stored versions of `vm`'s `kind`, oldest first.
-    pub async fn versions(&self, vm: &str, kind: Kind) -> Result<Vec<Version>, ExtDiskError> {
+    /// The stored versions of `vm`'s `kind`, as the store lists them.
+    async fn listed(
+        &self,
+        vm: &str,
+        kind: Kind,
+    ) -> Result<Vec<(Version, object_store::ObjectMeta)>, ExtDiskError> {
         let prefix = Self::prefix(vm, kind)?;
-        let metas: Vec<_> = self
+        let metas: Vec<object_store::ObjectMeta> = self
             .store
             .list(Some(&prefix))
             .try_collect()
             .await
             .map_err(store_error(format!("list {prefix}")))?;
-        let mut versions: Vec<Version> = metas
-            .iter()
-            .filter_map(|m| m.location.filename()?.parse().ok())
+        Ok(metas
+            .into_iter()
+            .filter_map(|m| Some((m.location.filename()?.parse().ok()?, m)))
+            .collect())
+    }
+
+    /// The stored versions of `vm`'s `kind`, oldest first.
+    pub async fn versions(&self, vm: &str, kind: Kind) -> Result<Vec<Version>, ExtDiskError> {
+        let mut versions: Vec<Version> = self
+            .listed(vm, kind)
+            .await?
+            .into_iter()
+            .map(|(v, _)| v)
             .collect();
         versions.sort_unstable();
         Ok(versions)
@@ -236,21 +250,11 @@ impl ExternalDisk {
     /// When the newest version of `vm`'s `kind` was stored (ms since the
     /// epoch, from the store's listing: nothing is read).
     pub async fn newest_at(&self, vm: &str, kind: Kind) -> Result<Option<u64>, ExtDiskError> {
-        let prefix = Self::prefix(vm, kind)?;
-        let metas: Vec<_> = self
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(store_error(format!("list {prefix}")))?;
-        Ok(metas
+        Ok(self
+            .listed(vm, kind)
+            .await?
             .iter()
-            .filter(|m| {
-                m.location
-                    .filename()
-                    .is_some_and(|f| f.parse::<Version>().is_ok())
-            })
-            .map(|m| m.last_modified.timestamp_millis().max(0) as u64)
+            .map(|(_, m)| m.last_modified.timestamp_millis().max(0) as u64)
             .max())
     }
 

@@ -202,6 +202,7 @@ pub async fn create(
             let _ = ctl.repo.delete(&pkey, Expect::Any).await;
             return Err(e.into());
         }
+        crate::service_data::note_init_info(&ctl, &vm).await;
     }
     // Once recorded, the pair is created even if this request fails from
     // here on: the recovery pass runs the create again.

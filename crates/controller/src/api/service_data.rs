@@ -45,6 +45,19 @@ pub struct DataAnswer {
     restore: Option<RestoreRef>,
     /// Newest first, LAF then REF.
     stored: Vec<Stored>,
+    /// Its newest intact init info on the external disk (version, when
+    /// stored, image), and the damaged versions passed over.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    init_info: Option<InitSeen>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    init_damaged: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct InitSeen {
+    version: u64,
+    stored_ms: u64,
+    image: String,
 }
 
 /// `GET /v1/vms/{name}/data`: the LAF backups and REF sets stored for the
@@ -54,7 +67,15 @@ pub async fn list(ctl: Shared, Path(name): Path<String>) -> ApiResult<DataAnswer
     let stored = service_data::catalog(&ctl, &name)
         .await
         .map_err(unavailable)?;
-    if vm.is_none() && stored.is_empty() {
+    let (init, init_damaged) = service_data::init_info(&ctl, &name)
+        .await
+        .map_err(unavailable)?;
+    let init_info = init.map(|(version, i)| InitSeen {
+        version,
+        stored_ms: i.stored_ms,
+        image: i.spec.image,
+    });
+    if vm.is_none() && stored.is_empty() && init_info.is_none() {
         return Err(ApiError::not_found(format!(
             "no VM `{name}` and no service data stored for it (see `duplex vm list`)"
         )));
@@ -63,6 +84,8 @@ pub async fn list(ctl: Shared, Path(name): Path<String>) -> ApiResult<DataAnswer
         vm: name,
         restore: vm.and_then(|v| v.restore),
         stored,
+        init_info,
+        init_damaged,
     }))
 }
 

@@ -122,6 +122,7 @@ pub async fn create(
             }
             e => e.into(),
         })?;
+    crate::service_data::note_init_info(&ctl, &vm).await;
     ctl.events
         .emit(
             Severity::Info,

@@ -22,7 +22,6 @@ use crate::stats::{self, cell, first_answer, summarize, Summary};
 use crate::Lab;
 use anyhow::Context;
 use duplex_core::guest_proto::{Op, TargetRole};
-use duplex_sipp::SippRun;
 use serde::Serialize;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -285,18 +284,7 @@ async fn one_run(lab: &Lab, way: Way, vip: Ipv4Addr, r: usize) -> anyhow::Result
     ready(way).await?;
     let work =
         std::env::temp_dir().join(format!("duplex-bench-failover-{}-{r}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work)?;
-    let mut run = SippRun::new(std::net::SocketAddr::from((vip, 5060)), work.clone());
-    (run.rate_cps, run.call_length_ms, run.calls) = (RATE_CPS, CALL_MS, None);
-    run.duration = Some(WAIT * 2);
-    run.recv_timeout = Some(Duration::from_secs(10));
-    run.timeout = WAIT * 2 + Duration::from_secs(60);
-    let prefix: Vec<String> = ["ip", "netns", "exec", lab.client_ns()]
-        .map(String::from)
-        .to_vec();
-    let started = Instant::now();
-    let sipp = duplex_sipp::spawn(&run, &prefix)?;
+    let (sipp, started) = lab.sipp_load(vip, &work, (RATE_CPS, CALL_MS), WAIT * 2)?;
     tokio::time::sleep(BEFORE).await;
     let gone = serving_host(way).await?;
     let off = Instant::now();

@@ -142,6 +142,31 @@ impl Lab {
     pub fn vm_ip(&self, k: u8) -> anyhow::Result<std::net::Ipv4Addr> {
         self.state.vm_ip(k).context("no VM address")
     }
+
+    /// sipp from the client namespace against `vip`: `rate_cps` calls/s of
+    /// `call_ms` until stopped (at most `longest`), its work directory
+    /// `work` made afresh; with the instant it was started.
+    pub fn sipp_load(
+        &self,
+        vip: std::net::Ipv4Addr,
+        work: &std::path::Path,
+        (rate_cps, call_ms): (f64, u64),
+        longest: std::time::Duration,
+    ) -> anyhow::Result<(duplex_sipp::RunningSipp, std::time::Instant)> {
+        let _ = std::fs::remove_dir_all(work);
+        std::fs::create_dir_all(work)?;
+        let mut run =
+            duplex_sipp::SippRun::new(std::net::SocketAddr::from((vip, 5060)), work.into());
+        (run.rate_cps, run.call_length_ms, run.calls) = (rate_cps, call_ms, None);
+        run.duration = Some(longest);
+        run.recv_timeout = Some(std::time::Duration::from_secs(10));
+        run.timeout = longest + std::time::Duration::from_secs(60);
+        let prefix: Vec<String> = ["ip", "netns", "exec", self.client_ns()]
+            .map(String::from)
+            .to_vec();
+        let started = std::time::Instant::now();
+        Ok((duplex_sipp::spawn(&run, &prefix)?, started))
+    }
 }
 
 impl Drop for Lab {

@@ -23,7 +23,7 @@ use duplex_core::agent_api::VmState;
 use duplex_core::escalation::{self, Phase, Plan, Reboot};
 use duplex_core::guest_proto::{Op, RestartPhase};
 use duplex_core::model::{OpState, Operation, Pair, Vm};
-use duplex_core::service_data::{DataKind, RestoreRef};
+use duplex_core::service_data::RestoreRef;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -156,12 +156,8 @@ async fn data_for(
     pair: Option<&Pair>,
     phase: Phase,
 ) -> Result<(Option<RestoreRef>, String), String> {
-    let kinds: &[DataKind] = match phase {
-        Phase::Ph3_0 => &[DataKind::Laf, DataKind::Ref],
-        _ => &[DataKind::Ref],
-    };
     let mut notes = Vec::new();
-    for &kind in kinds {
+    for &kind in duplex_core::service_data::sources(phase) {
         let (best, passed_over) = service_data::choose(ctl, vm, pair, kind).await?;
         notes.extend(passed_over.into_iter().map(|e| format!("passed over: {e}")));
         if let Some((r, _)) = best {

@@ -149,6 +149,60 @@ pub fn pages(entries: &Map<String, Value>) -> Result<Vec<Map<String, Value>>, Pa
     }
 }
 
+/// The data sets a re-creating phase starts a VM from, in order of
+/// preference: PH3.0 the last LAF backup (the REF set if there is none),
+/// PH3.5 the REF set; other phases none.
+pub fn sources(phase: crate::escalation::Phase) -> &'static [DataKind] {
+    use crate::escalation::Phase;
+    match phase {
+        Phase::Ph3_0 => &[DataKind::Laf, DataKind::Ref],
+        Phase::Ph3_5 => &[DataKind::Ref],
+        _ => &[],
+    }
+}
+
+/// Whether a candidate set (stored at `taken_ms`) beats the best found so
+/// far among a VM's and its peer's: a LAF backup the newer, a REF set the
+/// first found (the VM's own is looked at first).
+pub fn better(kind: DataKind, best_taken_ms: Option<u64>, taken_ms: u64) -> bool {
+    match kind {
+        DataKind::Laf => best_taken_ms.is_none_or(|t| taken_ms > t),
+        DataKind::Ref => best_taken_ms.is_none(),
+    }
+}
+
+/// How long a re-created VM's guest may take to come up for its data;
+/// after that it goes on without it (its pair repair waits till then).
+pub const RESTORE_WAIT_MS: u64 = 180_000;
+
+/// What to do with a VM waiting for its data set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreStep {
+    /// Its re-created guest is up with no role: give it the set.
+    Give,
+    /// Not yet (the deleted guest's last report may still speak for it,
+    /// the new one is not up, or giving failed): look again.
+    Wait,
+    /// Waited [`RESTORE_WAIT_MS`]: it goes on without the set.
+    GiveUp,
+}
+
+/// The step for a waiting VM whose guest reports `role` (`None`: no fresh
+/// report), noted at `noted_ms`; `failed`: giving it the set just failed.
+pub fn restore_step(
+    role: Option<crate::role::Role>,
+    noted_ms: u64,
+    now_ms: u64,
+    failed: bool,
+) -> RestoreStep {
+    let overdue = now_ms.saturating_sub(noted_ms) > RESTORE_WAIT_MS;
+    match (role, failed, overdue) {
+        (Some(crate::role::Role::None), false, _) => RestoreStep::Give,
+        (_, _, true) => RestoreStep::GiveUp,
+        _ => RestoreStep::Wait,
+    }
+}
+
 /// Whether a LAF backup is due: none yet, or the last one `every_ms` old.
 pub fn laf_due(last_taken_ms: Option<u64>, now_ms: u64, every_ms: u64) -> bool {
     last_taken_ms.is_none_or(|t| now_ms.saturating_sub(t) >= every_ms)
@@ -206,6 +260,55 @@ mod tests {
             matches!(&e, PageError::TooLarge { key, .. } if key == "huge"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn phases_take_their_sets_and_the_better_one_wins() {
+        use crate::escalation::Phase;
+        for p in Phase::ALL {
+            let want: &[DataKind] = match p {
+                Phase::Ph3_0 => &[DataKind::Laf, DataKind::Ref],
+                Phase::Ph3_5 => &[DataKind::Ref],
+                _ => &[],
+            };
+            assert_eq!(sources(p), want, "{p:?}");
+        }
+        assert!(better(DataKind::Laf, None, 5));
+        assert!(better(DataKind::Laf, Some(4), 5));
+        assert!(!better(DataKind::Laf, Some(5), 5));
+        assert!(better(DataKind::Ref, None, 1));
+        assert!(
+            !better(DataKind::Ref, Some(1), 9),
+            "the VM's own REF set first"
+        );
+    }
+
+    #[test]
+    fn a_waiting_vm_is_given_its_set_only_with_no_role_and_in_time() {
+        use crate::role::Role;
+        let roles = [
+            None,
+            Some(Role::None),
+            Some(Role::Sby),
+            Some(Role::Act),
+            Some(Role::Quiesced),
+        ];
+        for role in roles {
+            for failed in [false, true] {
+                for (now, overdue) in [(10, false), (RESTORE_WAIT_MS + 11, true)] {
+                    let got = restore_step(role, 10, now, failed);
+                    // A guest up with no role gets a try even late.
+                    let want = if role == Some(Role::None) && !failed {
+                        RestoreStep::Give
+                    } else if overdue {
+                        RestoreStep::GiveUp
+                    } else {
+                        RestoreStep::Wait
+                    };
+                    assert_eq!(got, want, "{role:?} failed={failed} overdue={overdue}");
+                }
+            }
+        }
     }
 
     #[test]

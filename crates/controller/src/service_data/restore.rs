@@ -6,12 +6,8 @@ use crate::ctl::Ctl;
 use duplex_core::guest_proto::Op;
 use duplex_core::model::{Pair, Severity, Vm};
 use duplex_core::role::Role;
-use duplex_core::service_data::{self as sd, DataKind, RestoreRef};
+use duplex_core::service_data::{self as sd, DataKind, RestoreRef, RestoreStep};
 use std::sync::atomic::Ordering;
-
-/// How long a re-created VM's guest may take to come up for its data;
-/// after that it goes on without it (its pair repair waits till then).
-const RESTORE_WAIT_MS: u64 = 180_000;
 
 /// The set a re-created `vm` is to start from: the newest intact version
 /// of `kind` stored for it or for its pair's other member (LAF: whichever
@@ -44,11 +40,7 @@ pub async fn choose(
             };
             match read(ctl, &r).await {
                 Ok(d) => {
-                    let newer = match kind {
-                        DataKind::Laf => best.as_ref().is_none_or(|(_, t)| d.taken_ms > *t),
-                        DataKind::Ref => best.is_none(),
-                    };
-                    if newer {
+                    if sd::better(kind, best.as_ref().map(|(_, t)| *t), d.taken_ms) {
                         best = Some((r, d.taken_ms));
                     }
                     break;
@@ -94,51 +86,44 @@ async fn give(ctl: &Ctl, vm: &Vm, r: &RestoreRef) -> Result<usize, String> {
 }
 
 /// Gives every VM waiting for its data, whose guest is up with no role,
-/// its set; true if some VM still waits.
+/// its set (`sd::restore_step` decides); true if some VM still waits.
 pub(super) async fn restore_pass(ctl: &Ctl) -> Result<bool, String> {
     let vms = ctl.vms().await.map_err(|e| e.to_string())?;
     let mut waiting = false;
-    for vm in vms.iter().filter(|v| v.restore.is_some()) {
+    for vm in &vms {
         let Some(r) = vm.restore.clone() else {
             continue;
         };
         let name = &vm.spec.name;
         let role = ctl.lock_observed().member_view(&vm.host, name).role;
-        let overdue = crate::events::now_ms().saturating_sub(r.noted_ms) > RESTORE_WAIT_MS;
-        let (severity, kind, msg) = match role {
-            Some(Role::None) => match give(ctl, vm, &r).await {
+        let step = |failed| sd::restore_step(role, r.noted_ms, crate::events::now_ms(), failed);
+        let (severity, kind, msg) = match step(false) {
+            RestoreStep::Wait => {
+                waiting = true;
+                continue;
+            }
+            RestoreStep::GiveUp => (
+                Severity::Error,
+                "vm.restore_failed",
+                given_up(name, role, &r),
+            ),
+            RestoreStep::Give => match give(ctl, vm, &r).await {
                 Ok(keys) => (
                     Severity::Info,
                     "vm.restored",
                     format!("{name} starts from {r}: {keys} keys given to its guest"),
                 ),
-                Err(e) if !overdue => {
-                    tracing::debug!(vm = %name, "restoring {r}: {e}; again");
-                    waiting = true;
-                    continue;
-                }
-                Err(e) => (
+                Err(e) if step(true) == RestoreStep::GiveUp => (
                     Severity::Error,
                     "vm.restore_failed",
                     format!("{name} could not be given {r}: {e}; it goes on without it"),
                 ),
+                Err(e) => {
+                    tracing::debug!(vm = %name, "restoring {r}: {e}; again");
+                    waiting = true;
+                    continue;
+                }
             },
-            // The deleted guest's last report may still speak for it;
-            // the re-created one has no role until it took its data.
-            _ if !overdue => {
-                waiting = true;
-                continue;
-            }
-            Some(other) => (
-                Severity::Error,
-                "vm.restore_failed",
-                format!("{name} is {other:?}: {r} is not given (its pair's state is newer)"),
-            ),
-            None => (
-                Severity::Error,
-                "vm.restore_failed",
-                format!("{name}'s guest did not come up for {r}; it goes on without it"),
-            ),
         };
         ctl.events
             .emit(severity, kind, &format!("vm/{name}"), msg)
@@ -146,4 +131,12 @@ pub(super) async fn restore_pass(ctl: &Ctl) -> Result<bool, String> {
         note_restore(ctl, name, None).await?;
     }
     Ok(waiting)
+}
+
+/// Why a VM went on without its set.
+fn given_up(name: &str, role: Option<Role>, r: &RestoreRef) -> String {
+    match role {
+        Some(other) => format!("{name} is {other:?}: {r} is not given (its pair's state is newer)"),
+        None => format!("{name}'s guest did not come up for {r}; it goes on without it"),
+    }
 }

@@ -177,7 +177,7 @@ pub async fn history(c: &Conn, name: &str) -> anyhow::Result<()> {
 
 pub async fn delete(c: &Conn, name: &str, no_wait: bool) -> anyhow::Result<()> {
     let client = c.client()?;
-    let _: Value = client.delete(&format!("/v1/vms/{name}")).await?;
+    let accepted: Value = client.delete(&format!("/v1/vms/{name}")).await?;
     if !no_wait {
         eprintln!("deleting VM {name}...");
         let deadline = Instant::now() + DELETE_WAIT;
@@ -192,8 +192,18 @@ pub async fn delete(c: &Conn, name: &str, no_wait: bool) -> anyhow::Result<()> {
             }
         }
     }
-    println!("VM {name} deleted");
-    Ok(())
+    match (c.output, no_wait) {
+        (Format::Json, true) => output::json(&accepted),
+        (Format::Json, false) => output::json(&json!({"vm": name, "deleted": true})),
+        (_, true) => {
+            println!("VM {name} is being deleted");
+            Ok(())
+        }
+        (_, false) => {
+            println!("VM {name} deleted");
+            Ok(())
+        }
+    }
 }
 
 pub async fn migrate(

@@ -16,7 +16,12 @@
 //! 9. a REF data set is given to the SBY, a LAF backup taken on demand;
 //! 10. the SBY's data is damaged: PH3.0 re-creates it from its init info
 //!     on the external disk and its guest is given the LAF backup before
-//!     its role; again: PH3.5, the REF set.
+//!     its role; again: PH3.5, the REF set;
+//! 11. a VM outside any pair, whose policy allows PH2.5 once, panics:
+//!     PH2.5 and PH3.0 give its rebooted / re-created guest its last LAF
+//!     backup, PH3.5 its REF set; then autoheal re-creates it on another
+//!     host with the backup of that; PH2.5 again reloads it; deleted, its
+//!     restart record goes, its data sets stay.
 //!
 //! After each the pair is healthy again; sipp must see no failed call.
 
@@ -356,4 +361,113 @@ async fn every_restart_phase_and_the_fast_path_under_sip_load() {
         "{restored}"
     );
     load.finish().await;
+
+    alone(i).await;
+}
+
+/// Step 11: restarts of a VM outside any pair (no peer to take over or to
+/// hold its state: its data comes from the external disk). Its guest runs
+/// no service (that needs a role), so its failures are kernel panics.
+async fn alone(i: u64) {
+    let vm = "solo";
+    let ip = format!("10.{i}.0.103");
+    in_lab_json(LAB, &["vm", "create", vm, "--ip", &ip, "--host", "h1"]);
+    let running = |host: &str| {
+        let v = in_lab_json(LAB, &["vm", "show", vm]);
+        v["status"] == "running" && v["host"] == host
+    };
+    let t0 = Instant::now();
+    while !running("h1") {
+        assert!(t0.elapsed() < WAIT, "{vm} does not run on h1");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let work = std::env::temp_dir().join(format!("duplex-e2e-s3-solo-{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap();
+    let ref_file = work.join("ref.json");
+    std::fs::write(&ref_file, r#"{"s/a": 1, "s/b": 2, "s/c": 3}"#).unwrap();
+    let r = in_lab_json(
+        LAB,
+        &["vm", "ref", vm, "--file", ref_file.to_str().unwrap()],
+    );
+    let _ = std::fs::remove_dir_all(&work);
+    in_lab_json(LAB, &["vm", "policy", vm, "--threshold", "PH2.5=1"]);
+    let backup = || {
+        let laf = in_lab_json(LAB, &["vm", "backup", vm]);
+        assert_eq!(laf["vm"].as_str(), Some(vm), "{laf}");
+        format!("LAF v{} of {vm}", laf["version"])
+    };
+    // Its restart, the set its guest was given and how many keys.
+    let panic = |phase: &str, set: &str, keys: u64| {
+        let n = history(vm).len();
+        let host = in_lab_json(LAB, &["vm", "show", vm])["host"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        inject(vm, &host, "panic");
+        let e = next_entry(vm, n);
+        eprintln!("panic of {vm}: {e}");
+        assert_eq!(
+            (e["phase"].as_str(), e["standing"].as_str()),
+            (Some(phase), Some("alone")),
+            "{e}"
+        );
+        let said = e["outcome"]["message"].as_str().unwrap();
+        assert!(said.contains(&format!("is given {set}")), "{e}");
+        let subject = format!("vm/{vm}");
+        let got = event_after("vm.restored", &subject, e["at_ms"].as_u64().unwrap());
+        let msg = got["message"].as_str().unwrap_or("");
+        assert!(msg.contains(&format!(" {set}: {keys} keys")), "{got}");
+        e
+    };
+    // Its store is empty: PH2.5 reloads the (empty) backup, PH3.0 too;
+    // PH3.5 gives it the REF set.
+    let empty = backup();
+    panic("PH2.5", &empty, 0);
+    panic("PH3.0", &empty, 0);
+    panic("PH3.5", &format!("REF v{} of {vm}", r["version"]), 3);
+    // The REF set is in its store now, and so in the next backup.
+    let full = backup();
+    // PH2.5..PH3.5 are used up within probation: autoheal re-creates it
+    // on another host, from its init info, with that backup.
+    let e = panic("autoheal", &full, 3);
+    assert!(
+        e["outcome"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("from its init info"),
+        "{e}"
+    );
+    let host = in_lab_json(LAB, &["vm", "show", vm])["host"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(host, "h1", "{vm} was not moved");
+    let t0 = Instant::now();
+    while !running(&host) {
+        assert!(t0.elapsed() < WAIT, "{vm} does not run on {host}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // PH2.5 allowed again: the rebooted guest gets its current files back.
+    in_lab_json(LAB, &["vm", "policy", vm, "--threshold", "PH2.5=10"]);
+    panic("PH2.5", &full, 3);
+    // Deleted: its restart counts and policy go with it (a VM created
+    // again under its name starts afresh), its data sets stay.
+    in_lab_json(LAB, &["vm", "delete", vm]);
+    let t0 = Instant::now();
+    loop {
+        let (ok, _, err) = common::in_lab(LAB, &["vm", "history", vm]);
+        if !ok && err.contains("no restart record") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < WAIT,
+            "{vm}'s restart record outlived it: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let kept = in_lab_json(LAB, &["vm", "data", vm]);
+    assert!(
+        kept["stored"].as_array().is_some_and(|s| s.len() >= 3),
+        "{kept}"
+    );
 }

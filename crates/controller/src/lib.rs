@@ -32,6 +32,7 @@ mod restart_exec;
 pub mod restart_policy;
 mod restart_unit;
 mod service_data;
+mod vm_heal;
 
 pub use config::{ControllerConfig, StoreChoice};
 pub use error::ControllerError;

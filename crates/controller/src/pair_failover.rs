@@ -10,24 +10,16 @@ use crate::lifecycle::{self, LifecycleError};
 use crate::ops::OpHandle;
 use crate::pair_exec;
 use crate::pairs;
-use crate::repo::{HOSTS, VMS};
+use crate::vm_heal;
 use duplex_core::guest_proto::TargetRole;
 use duplex_core::model::failover::{decide, preempts, Failover, MemberSight};
-use duplex_core::model::{Host, HostState, OpKind, Pair, Severity, Vm, VmStatus};
+use duplex_core::model::{Host, OpKind, Pair, Severity, Vm};
 use duplex_core::pair_lifecycle::{Intent, Slot, Workflow};
 use duplex_core::role::Role;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
-
-/// How long a re-created member gets to boot before the heal fails (it is
-/// tried again on a later pass).
-const BOOT_WAIT: Duration = Duration::from_secs(180);
-/// How long a live host gets to report that it deleted the member the heal
-/// replaces.
-const GONE_WAIT: Duration = Duration::from_secs(10);
-const POLL: Duration = Duration::from_millis(250);
 
 /// After a promotion or heal was launched, the earliest the pass launches
 /// another for the same pair (a heal with no host to go to fails at once;
@@ -260,30 +252,13 @@ async fn promote(
 }
 
 /// Where the lost member goes: a spare host first, else placement's
-/// choice, never the ACT's host or a failed one.
+/// choice, never the ACT's host or its own.
 async fn target(ctl: &Ctl, pair: &Pair, slot: Slot) -> Result<String, String> {
     let vms = ctl.vms().await.map_err(|e| e.to_string())?;
-    let hosts = ctl.hosts().await.map_err(|e| e.to_string())?;
     let rec = |name: &str| vms.iter().find(|v| v.spec.name == name).cloned();
     let lost = rec(pair.member(slot)).ok_or("the lost member has no record")?;
     let act = rec(pair.member(slot.other())).ok_or("the ACT has no record")?;
-    let fits = |h: &&Host| {
-        h.name != act.host
-            && ctl.lock_observed().live(h, &ctl.cfg.liveness)
-            && h.capacity.memory_mib >= u64::from(lost.spec.memory_mib)
-    };
-    if let Some(s) = hosts
-        .iter()
-        .filter(fits)
-        .find(|h| h.state == HostState::Spare)
-    {
-        return Ok(s.name.clone());
-    }
-    let avoid = [act.host.clone(), lost.host.clone()];
-    crate::placement::decide_avoiding(ctl, &lost.spec.name, &avoid)
-        .await
-        .map(|d| d.to)
-        .map_err(|e| format!("no host for {}: {}", lost.spec.name, e.message))
+    vm_heal::target(ctl, &lost, &[act.host]).await
 }
 
 /// Re-creates the member in `slot` on a live host and makes it SBY.
@@ -297,23 +272,21 @@ async fn heal(ctl: &Arc<Ctl>, pair: &Pair, slot: Slot, op: &OpHandle) -> Result<
     lifecycle::step(ctl, &pair.name, &op.id, intent, |_| {})
         .await
         .map_err(|e| e.to_string())?;
-    use_spare(ctl, &on).await?;
+    vm_heal::use_spare(ctl, &on).await?;
     let moved = {
         // The reconciler must not start it on its old host meanwhile.
         let _claim = ctl.claim_vms(std::slice::from_ref(&name))?;
-        delete_on_live_host(ctl, pair, slot, op).await?;
-        ctl.repo
-            .update::<Vm, std::convert::Infallible, _>(&format!("{VMS}{name}"), |v| {
-                v.host = on.clone();
-                Ok(())
-            })
+        let vm = ctl
+            .vm(&name)
             .await
             .map_err(|e| e.to_string())?
-            .unwrap_or_else(|never| match never {})
+            .ok_or_else(|| format!("{name} has no record"))?;
+        vm_heal::remove(ctl, &vm, Some(op)).await?;
+        vm_heal::rehome(ctl, &name, &on).await?
     };
     op.progress(format!("re-creating {name} on {on}; waiting for its guest"))
         .await;
-    wait_running(ctl, &moved).await?;
+    vm_heal::wait_running(ctl, &moved).await?;
     let m = pairs::members(ctl, pair).await?;
     let (sby, act) = (&m[slot.i()], &m[slot.other().i()]);
     op.progress(format!(
@@ -327,102 +300,4 @@ async fn heal(ctl: &Arc<Ctl>, pair: &Pair, slot: Slot, op: &OpHandle) -> Result<
         "pair {}: {name} re-created on {on} as SBY of {} (token {})",
         pair.name, act.vm, pair.token
     ))
-}
-
-/// The member replaced by a heal is deleted first if its host still runs
-/// it (it was isolated, or is cut off the service network), and the heal
-/// waits for that host's report without it: a copy left there would be
-/// adopted back.
-async fn delete_on_live_host(
-    ctl: &Ctl,
-    pair: &Pair,
-    slot: Slot,
-    op: &OpHandle,
-) -> Result<(), String> {
-    let name = pair.member(slot);
-    let Some(vm) = ctl.vm(name).await.map_err(|e| e.to_string())? else {
-        return Err(format!("{name} has no record"));
-    };
-    if !ctl.lock_observed().vm_names(&vm.host).contains(name) {
-        return Ok(());
-    }
-    let hosts = ctl.hosts().await.map_err(|e| e.to_string())?;
-    let live = hosts
-        .iter()
-        .any(|h| h.name == vm.host && ctl.lock_observed().live(h, &ctl.cfg.liveness));
-    if !live {
-        return Ok(());
-    }
-    op.progress(format!("deleting {name} on {} first", vm.host))
-        .await;
-    let m = pairs::members(ctl, pair).await?;
-    m[slot.i()]
-        .agent
-        .delete(name)
-        .await
-        .map_err(|e| format!("cannot delete {name} on {}: {e}", vm.host))?;
-    let deadline = Instant::now() + GONE_WAIT;
-    while ctl.lock_observed().vm_names(&vm.host).contains(name) {
-        if Instant::now() > deadline {
-            return Err(format!(
-                "{} still reports {name} {} s after deleting it",
-                vm.host,
-                GONE_WAIT.as_secs()
-            ));
-        }
-        tokio::time::sleep(POLL).await;
-    }
-    Ok(())
-}
-
-/// A spare host that autoheal uses takes VMs from now on.
-async fn use_spare(ctl: &Ctl, host: &str) -> Result<(), String> {
-    let mut was_spare = false;
-    ctl.repo
-        .update::<Host, std::convert::Infallible, _>(&format!("{HOSTS}{host}"), |h| {
-            was_spare = h.state == HostState::Spare;
-            if was_spare {
-                h.state = HostState::Ready;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .unwrap_or_else(|never| match never {});
-    if was_spare {
-        let msg = format!("spare host {host} taken into use by autoheal: ready");
-        ctl.events
-            .emit(
-                Severity::Info,
-                "host.spare_used",
-                &format!("host/{host}"),
-                msg,
-            )
-            .await;
-    }
-    Ok(())
-}
-
-/// Waits until the re-created VM's guest answers on its new host.
-async fn wait_running(ctl: &Ctl, vm: &Vm) -> Result<(), String> {
-    let deadline = Instant::now() + BOOT_WAIT;
-    loop {
-        let hosts = ctl.hosts().await.map_err(|e| e.to_string())?;
-        let current = ctl.vm(&vm.spec.name).await.map_err(|e| e.to_string())?;
-        let Some(current) = current else {
-            return Err(format!("{} was deleted", vm.spec.name));
-        };
-        if ctl.vm_view(current, &hosts, false).status == VmStatus::Running {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "{} did not boot on {} within {} s",
-                vm.spec.name,
-                vm.host,
-                BOOT_WAIT.as_secs()
-            ));
-        }
-        tokio::time::sleep(POLL).await;
-    }
 }

@@ -429,6 +429,10 @@ async fn remove(ctl: &Arc<Ctl>, pair: &Pair, op: &OpHandle) -> Result<String, St
             .delete(&key(&pair.name), duplex_store::Expect::Revision(r.revision))
             .await
             .map_err(|e| e.to_string())?;
+        let scope = crate::restart_policy::Scope::Pair;
+        crate::restart_policy::forget(ctl, scope, &pair.name)
+            .await
+            .map_err(|e| e.to_string())?;
     }
     Ok(format!("pair {} and its members are gone", pair.name))
 }

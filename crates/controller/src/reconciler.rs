@@ -235,6 +235,7 @@ async fn execute(
         }
         Action::Forget { vm } => {
             if ctl.repo.delete(&format!("{VMS}{vm}"), Expect::Any).await? {
+                forget_restarts(ctl, &vm).await;
                 ctl.events
                     .emit(
                         Severity::Info,
@@ -289,4 +290,16 @@ async fn execute(
         }
     }
     Ok(())
+}
+
+/// A deleted VM's restart policy and counts go with it; its data sets
+/// stay on the external disk.
+async fn forget_restarts(ctl: &Ctl, vm: &str) {
+    let scope = crate::restart_policy::Scope::Vm;
+    if let Err(e) = crate::restart_policy::forget(ctl, scope, vm).await {
+        tracing::warn!(vm = %vm, "cannot drop the deleted VM's restart policy: {e}");
+    }
+    if let Err(e) = crate::restart_unit::retire(ctl, vm).await {
+        tracing::warn!(vm = %vm, "cannot reset the deleted VM's restart counts: {e}");
+    }
 }

@@ -81,3 +81,12 @@ pub async fn change(
     ctl.repo.put(&scope.key(name), &next, Expect::Any).await?;
     Ok(Ok(next))
 }
+
+/// Drops the policy set on a VM or pair that is gone (one created again
+/// under its name starts from the defaults).
+pub async fn forget(ctl: &Ctl, scope: Scope, name: &str) -> Result<(), RepoError> {
+    ctl.repo
+        .delete(&scope.key(name), Expect::Any)
+        .await
+        .map(|_| ())
+}

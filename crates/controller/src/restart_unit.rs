@@ -11,7 +11,7 @@
 use crate::ctl::Ctl;
 use duplex_core::agent_api::VmFailure;
 use duplex_core::escalation::record::{Failure, Outcome, Record};
-use duplex_core::escalation::{self, Plan, Standing};
+use duplex_core::escalation::{self, Phase, Plan, Policy, Standing};
 use duplex_core::model::{Pair, PairPhase, Severity, Vm};
 use duplex_extdisk::Kind;
 use std::collections::{BTreeSet, HashMap};
@@ -137,8 +137,7 @@ async fn act(
         .insert(name.clone());
     let (ctl, vm, pair) = (ctl.clone(), vm.clone(), pair.cloned());
     tokio::spawn(async move {
-        let res = crate::restart_exec::carry_out(&ctl, &vm, pair.as_ref(), plan).await;
-        conclude(&ctl, &vm.spec.name, &f, plan, res).await;
+        run_phases(&ctl, &vm, pair.as_ref(), &f, plan, standing, policy).await;
         ctl.restarts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -146,6 +145,46 @@ async fn act(
             .remove(&vm.spec.name);
     });
     Ok(())
+}
+
+/// Carries out `plan`; while a phase fails, the next wider one
+/// (`Record::on_phase_failed`), stored and announced first, up to
+/// autoheal: at most one run per phase.
+async fn run_phases(
+    ctl: &Arc<Ctl>,
+    vm: &Vm,
+    pair: Option<&Pair>,
+    f: &Failure,
+    mut plan: Plan,
+    standing: Standing,
+    policy: Policy,
+) {
+    let name = &vm.spec.name;
+    for _ in Phase::ALL {
+        let res = crate::restart_exec::carry_out(ctl, vm, pair, plan, standing).await;
+        let failed = res.as_ref().err().cloned();
+        conclude(ctl, name, f, plan, res).await;
+        let Some(why) = failed else {
+            return;
+        };
+        let now = crate::events::now_ms();
+        let next = match load(ctl, name).await {
+            Ok(r) => r.on_phase_failed(&policy, &f.id, &why, now),
+            Err(e) => {
+                tracing::warn!(vm = %name, "cannot escalate the failed phase: {e}");
+                None
+            }
+        };
+        let Some((next_plan, record)) = next else {
+            return;
+        };
+        if let Err(e) = store(ctl, name, &record).await {
+            tracing::warn!(vm = %name, "cannot escalate the failed phase: {e}");
+            return;
+        }
+        plan = next_plan;
+        announce_escalation(ctl, name, &plan, &why).await;
+    }
 }
 
 fn remember(ctl: &Ctl, vm: &str, id: &str) {
@@ -162,6 +201,17 @@ pub async fn load(ctl: &Ctl, vm: &str) -> Result<Record, String> {
         Ok(Some((v, bytes))) => serde_json::from_slice(&bytes)
             .map_err(|e| format!("restart record {vm} version {v} does not parse: {e}")),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A deleted VM's restart record starts again from nothing (a new
+/// version: the old ones stay on the external disk), so a VM created
+/// again under its name does not inherit its counts.
+pub async fn retire(ctl: &Ctl, vm: &str) -> Result<(), String> {
+    let none = ctl.extdisk.newest_at(vm, Kind::Counters).await;
+    match none.map_err(|e| e.to_string())? {
+        Some(_) => store(ctl, vm, &Record::default()).await,
+        None => Ok(()),
     }
 }
 
@@ -189,6 +239,16 @@ async fn announce(ctl: &Ctl, vm: &str, f: &Failure, plan: &Plan) {
             .unwrap_or("?"),
         f.detail,
         plan.phase.label(),
+    );
+    ctl.events
+        .emit(Severity::Warning, "vm.restart", &format!("vm/{vm}"), msg)
+        .await;
+}
+
+async fn announce_escalation(ctl: &Ctl, vm: &str, plan: &Plan, why: &str) {
+    let msg = format!(
+        "VM {vm}: the phase before failed ({why}); restart phase {}",
+        plan.phase.label()
     );
     ctl.events
         .emit(Severity::Warning, "vm.restart", &format!("vm/{vm}"), msg)

@@ -376,11 +376,7 @@ pub fn decide(
         };
         return (plan, next);
     }
-    let mut phase = needed;
-    while phase != Phase::Autoheal && next.phases[phase.index()].runs >= policy.of(phase).threshold
-    {
-        phase = phase.next();
-    }
+    let phase = climb(&next, policy, needed);
     next.record(phase, now_ms);
     let plan = Plan {
         phase,
@@ -388,6 +384,42 @@ pub fn decide(
         fast_path: false,
     };
     (plan, next)
+}
+
+/// The narrowest phase from `from` up that has not used up its threshold
+/// (autoheal never does).
+fn climb(counters: &Counters, policy: &Policy, from: Phase) -> Phase {
+    let mut phase = from;
+    while phase != Phase::Autoheal
+        && counters.phases[phase.index()].runs >= policy.of(phase).threshold
+    {
+        phase = phase.next();
+    }
+    phase
+}
+
+/// When phase `failed` could not be carried out, the next wider phase
+/// (climbing past used-up ones) and the counters to store; `None` after
+/// autoheal, there is nothing wider. No SBY takes over first: a
+/// switchover the failed phase needed was already tried.
+pub fn escalate(
+    counters: &Counters,
+    policy: &Policy,
+    failed: Phase,
+    now_ms: u64,
+) -> Option<(Plan, Counters)> {
+    if failed == Phase::Autoheal {
+        return None;
+    }
+    let mut next = counters.expired(policy, now_ms);
+    let phase = climb(&next, policy, failed.next());
+    next.record(phase, now_ms);
+    let plan = Plan {
+        phase,
+        failover_first: false,
+        fast_path: false,
+    };
+    Some((plan, next))
 }
 
 #[cfg(test)]

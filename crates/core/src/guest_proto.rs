@@ -219,6 +219,10 @@ pub struct Heartbeat {
     /// guest that does not say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_synced: Option<bool>,
+    /// The guest kernel's boot id: a heartbeat with a new one comes from
+    /// a guest that booted again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
 }
 
 impl Heartbeat {

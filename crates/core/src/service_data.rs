@@ -71,6 +71,18 @@ pub struct RestoreRef {
     /// from then).
     #[serde(default)]
     pub noted_ms: u64,
+    /// The boot id of the guest that ran when it was noted: the set goes
+    /// only to a guest booted since (never to the one being restarted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_boot: Option<String>,
+}
+
+impl RestoreRef {
+    /// Whether a guest whose last heartbeat carried `boot` booted after
+    /// this set was noted.
+    pub fn booted_since(&self, boot: Option<&str>) -> bool {
+        boot.is_some() && boot != self.not_boot.as_deref()
+    }
 }
 
 impl std::fmt::Display for RestoreRef {
@@ -149,14 +161,23 @@ pub fn pages(entries: &Map<String, Value>) -> Result<Vec<Map<String, Value>>, Pa
     }
 }
 
-/// The data sets a re-creating phase starts a VM from, in order of
-/// preference: PH3.0 the last LAF backup (the REF set if there is none),
-/// PH3.5 the REF set; other phases none.
-pub fn sources(phase: crate::escalation::Phase) -> &'static [DataKind] {
-    use crate::escalation::Phase;
+/// The data sets a phase that restarts a VM's guest OS gives it, in
+/// order of preference: PH3.0 the last LAF backup (the REF set if there
+/// is none), PH3.5 the REF set. PH2.5 reloads the current files, the last
+/// LAF backup, and autoheal starts from LAF (else REF), but only for a VM
+/// standing alone: a pair member gets the state from its ACT instead. The
+/// in-guest phases keep the guest's own.
+pub fn sources(
+    phase: crate::escalation::Phase,
+    standing: crate::escalation::Standing,
+) -> &'static [DataKind] {
+    use crate::escalation::{Phase, Standing};
+    let alone = standing == Standing::Alone;
     match phase {
         Phase::Ph3_0 => &[DataKind::Laf, DataKind::Ref],
         Phase::Ph3_5 => &[DataKind::Ref],
+        Phase::Ph2_5 if alone => &[DataKind::Laf],
+        Phase::Autoheal if alone => &[DataKind::Laf, DataKind::Ref],
         _ => &[],
     }
 }
@@ -188,17 +209,19 @@ pub enum RestoreStep {
 }
 
 /// The step for a waiting VM whose guest reports `role` (`None`: no fresh
-/// report), noted at `noted_ms`; `failed`: giving it the set just failed.
+/// report) and `booted_since` the set was noted at `noted_ms`; `failed`:
+/// giving it the set just failed.
 pub fn restore_step(
     role: Option<crate::role::Role>,
+    booted_since: bool,
     noted_ms: u64,
     now_ms: u64,
     failed: bool,
 ) -> RestoreStep {
     let overdue = now_ms.saturating_sub(noted_ms) > RESTORE_WAIT_MS;
-    match (role, failed, overdue) {
-        (Some(crate::role::Role::None), false, _) => RestoreStep::Give,
-        (_, _, true) => RestoreStep::GiveUp,
+    match (role, booted_since, failed, overdue) {
+        (Some(crate::role::Role::None), true, false, _) => RestoreStep::Give,
+        (_, _, _, true) => RestoreStep::GiveUp,
         _ => RestoreStep::Wait,
     }
 }
@@ -264,14 +287,20 @@ mod tests {
 
     #[test]
     fn phases_take_their_sets_and_the_better_one_wins() {
-        use crate::escalation::Phase;
+        use crate::escalation::{Phase, Standing};
+        let both: &[DataKind] = &[DataKind::Laf, DataKind::Ref];
         for p in Phase::ALL {
-            let want: &[DataKind] = match p {
-                Phase::Ph3_0 => &[DataKind::Laf, DataKind::Ref],
-                Phase::Ph3_5 => &[DataKind::Ref],
-                _ => &[],
-            };
-            assert_eq!(sources(p), want, "{p:?}");
+            for st in [Standing::ActWithSby, Standing::Alone, Standing::Sby] {
+                let alone = st == Standing::Alone;
+                let want: &[DataKind] = match p {
+                    Phase::Ph3_0 => both,
+                    Phase::Ph3_5 => &[DataKind::Ref],
+                    Phase::Ph2_5 if alone => &[DataKind::Laf],
+                    Phase::Autoheal if alone => both,
+                    _ => &[],
+                };
+                assert_eq!(sources(p, st), want, "{p:?} {st:?}");
+            }
         }
         assert!(better(DataKind::Laf, None, 5));
         assert!(better(DataKind::Laf, Some(4), 5));
@@ -294,21 +323,43 @@ mod tests {
             Some(Role::Quiesced),
         ];
         for role in roles {
-            for failed in [false, true] {
-                for (now, overdue) in [(10, false), (RESTORE_WAIT_MS + 11, true)] {
-                    let got = restore_step(role, 10, now, failed);
-                    // A guest up with no role gets a try even late.
-                    let want = if role == Some(Role::None) && !failed {
-                        RestoreStep::Give
-                    } else if overdue {
-                        RestoreStep::GiveUp
-                    } else {
-                        RestoreStep::Wait
-                    };
-                    assert_eq!(got, want, "{role:?} failed={failed} overdue={overdue}");
+            for booted in [false, true] {
+                for failed in [false, true] {
+                    for (now, overdue) in [(10, false), (RESTORE_WAIT_MS + 11, true)] {
+                        let got = restore_step(role, booted, 10, now, failed);
+                        // A guest booted since, up with no role, gets a
+                        // try even late.
+                        let want = if role == Some(Role::None) && booted && !failed {
+                            RestoreStep::Give
+                        } else if overdue {
+                            RestoreStep::GiveUp
+                        } else {
+                            RestoreStep::Wait
+                        };
+                        assert_eq!(
+                            got, want,
+                            "{role:?} booted={booted} failed={failed} overdue={overdue}"
+                        );
+                    }
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_set_goes_only_to_a_guest_booted_since() {
+        let r = |not_boot: Option<&str>| RestoreRef {
+            kind: DataKind::Laf,
+            vm: "a".into(),
+            version: 1,
+            noted_ms: 0,
+            not_boot: not_boot.map(str::to_string),
+        };
+        assert!(!r(Some("b1")).booted_since(Some("b1")));
+        assert!(r(Some("b1")).booted_since(Some("b2")));
+        assert!(!r(Some("b1")).booted_since(None));
+        assert!(r(None).booted_since(Some("b2")));
+        assert!(!r(None).booted_since(None));
     }
 
     #[test]

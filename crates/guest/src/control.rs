@@ -51,6 +51,7 @@ fn heartbeat(mw: &Middleware) -> String {
         witness: mw.witness.get().and_then(peer_beat::heard),
         peer_synced: (role == duplex_core::role::Role::Act && mw.peer_address().is_some())
             .then(|| mw.replica.in_sync()),
+        boot_id: Some(mw.facts.boot_id.clone()),
     };
     encode(&Frame::Event {
         event: HEARTBEAT_EVENT.into(),

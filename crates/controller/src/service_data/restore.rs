@@ -3,7 +3,7 @@
 
 use super::sets::{disk_kind, read};
 use crate::ctl::Ctl;
-use duplex_core::guest_proto::Op;
+use duplex_core::guest_proto::{Heartbeat, Op};
 use duplex_core::model::{Pair, Severity, Vm};
 use duplex_core::role::Role;
 use duplex_core::service_data::{self as sd, DataKind, RestoreRef, RestoreStep};
@@ -23,6 +23,7 @@ pub async fn choose(
     if let Some(p) = pair {
         owners.extend(p.members.iter().filter(|m| **m != vm.spec.name).cloned());
     }
+    let not_boot = boot_id(ctl, vm);
     let mut best: Option<(RestoreRef, u64)> = None;
     let mut passed_over = Vec::new();
     for owner in owners {
@@ -37,6 +38,7 @@ pub async fn choose(
                 vm: owner.clone(),
                 version,
                 noted_ms: crate::events::now_ms(),
+                not_boot: not_boot.clone(),
             };
             match read(ctl, &r).await {
                 Ok(d) => {
@@ -50,6 +52,13 @@ pub async fn choose(
         }
     }
     Ok((best, passed_over))
+}
+
+/// The boot id in the last heartbeat `vm`'s guest sent, fresh or not.
+fn boot_id(ctl: &Ctl, vm: &Vm) -> Option<String> {
+    let obs = ctl.lock_observed();
+    let hb = obs.vm(&vm.host, &vm.spec.name)?.heartbeat.clone()?;
+    serde_json::from_value::<Heartbeat>(hb).ok()?.boot_id
 }
 
 /// Notes on `vm`'s record the set its re-created guest is to be given.
@@ -96,7 +105,11 @@ pub(super) async fn restore_pass(ctl: &Ctl) -> Result<bool, String> {
         };
         let name = &vm.spec.name;
         let role = ctl.lock_observed().member_view(&vm.host, name).role;
-        let step = |failed| sd::restore_step(role, r.noted_ms, crate::events::now_ms(), failed);
+        let booted = r.booted_since(boot_id(ctl, vm).as_deref());
+        let step = |failed| {
+            let now = crate::events::now_ms();
+            sd::restore_step(role, booted, r.noted_ms, now, failed)
+        };
         let (severity, kind, msg) = match step(false) {
             RestoreStep::Wait => {
                 waiting = true;

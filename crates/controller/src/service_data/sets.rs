@@ -180,6 +180,7 @@ pub async fn catalog(ctl: &Ctl, name: &str) -> Result<Vec<Stored>, String> {
                 vm: name.to_string(),
                 version,
                 noted_ms: 0,
+                not_boot: None,
             };
             out.push(match read(ctl, &r).await {
                 Ok(d) => Stored::of(kind, version, &d),

@@ -4,7 +4,7 @@
 //! history for the operator. Pure: `on_failure` is `decide` plus that
 //! bookkeeping.
 
-use super::{decide, Cause, Counters, Phase, Plan, Policy, Standing};
+use super::{decide, escalate, Cause, Counters, Phase, Plan, Policy, Standing};
 use serde::{Deserialize, Serialize};
 
 /// History entries kept per VM (the oldest go first).
@@ -109,8 +109,12 @@ impl Record {
             return None;
         }
         let (plan, counters) = decide(&self.counters, policy, failure.cause, standing, now_ms);
-        let mut history = self.history.clone();
-        history.push(Entry {
+        let mut next = Record {
+            counters,
+            handled: Some(failure.id.clone()),
+            history: self.history.clone(),
+        };
+        next.push(Entry {
             at_ms: now_ms,
             failure: failure.id.clone(),
             cause: failure.cause,
@@ -122,14 +126,46 @@ impl Record {
             fast_path: plan.fast_path,
             outcome: None,
         });
-        let excess = history.len().saturating_sub(HISTORY_KEEP);
-        history.drain(..excess);
-        let next = Record {
-            counters,
-            handled: Some(failure.id.clone()),
-            history,
-        };
         Some((plan, next))
+    }
+
+    /// The plan and the record to store when the phase run for failure
+    /// `id` failed (`why`): the next wider phase, noted as a new history
+    /// entry of the same failure. `None` if that phase was autoheal, or a
+    /// newer failure was acted on since (it escalates by itself).
+    pub fn on_phase_failed(
+        &self,
+        policy: &Policy,
+        id: &str,
+        why: &str,
+        now_ms: u64,
+    ) -> Option<(Plan, Record)> {
+        if self.handled.as_deref() != Some(id) {
+            return None;
+        }
+        let last = self.history.iter().rev().find(|e| e.failure == id)?;
+        let (plan, counters) = escalate(&self.counters, policy, last.phase, now_ms)?;
+        let entry = Entry {
+            at_ms: now_ms,
+            detail: format!("{} failed: {why}", last.phase.label()),
+            phase: plan.phase,
+            failover_first: false,
+            fast_path: false,
+            outcome: None,
+            ..last.clone()
+        };
+        let mut next = Record {
+            counters,
+            ..self.clone()
+        };
+        next.push(entry);
+        Some((plan, next))
+    }
+
+    fn push(&mut self, entry: Entry) {
+        self.history.push(entry);
+        let excess = self.history.len().saturating_sub(HISTORY_KEEP);
+        self.history.drain(..excess);
     }
 
     /// The record with the outcome of failure `id` noted (unchanged if
@@ -213,5 +249,49 @@ mod tests {
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), r);
         assert!(text.contains("\"autoheal\"") && text.contains("guest_silent"));
+    }
+
+    #[test]
+    fn a_failed_phase_escalates_by_itself_up_to_autoheal() {
+        let p = Policy::default();
+        let f = failure("a@1.1", Cause::ProcessExited);
+        let (plan, mut r) = Record::default()
+            .on_failure(&p, &f, Standing::Alone, 1000)
+            .unwrap();
+        let mut phases = vec![plan.phase];
+        let mut now = 2000;
+        while let Some((plan, next)) = r.on_phase_failed(&p, "a@1.1", "no answer", now) {
+            assert!(!plan.failover_first && !plan.fast_path);
+            let last = next.history.last().unwrap();
+            assert_eq!((last.failure.as_str(), last.phase), ("a@1.1", plan.phase));
+            assert!(last.detail.contains("failed: no answer"), "{}", last.detail);
+            assert_eq!(next.counters.phases[plan.phase as usize].runs, 1);
+            phases.push(plan.phase);
+            r = next;
+            now += 1000;
+        }
+        assert_eq!(phases, Phase::ALL.to_vec());
+        assert_eq!(r.history.len(), Phase::ALL.len());
+        // A newer failure was acted on: the old one's phase is not escalated.
+        let g = failure("a@1.2", Cause::ProcessExited);
+        let (_, r) = r.on_failure(&p, &g, Standing::Alone, now).unwrap();
+        assert!(r.on_phase_failed(&p, "a@1.1", "late", now).is_none());
+        assert!(r.on_phase_failed(&p, "a@1.9", "unknown", now).is_none());
+    }
+
+    #[test]
+    fn an_escalation_climbs_past_used_up_phases() {
+        let p = Policy::default();
+        let mut r = Record::default();
+        for (i, t) in [1000, 2000, 3000].into_iter().enumerate() {
+            let f = failure(&format!("a@1.{i}"), Cause::HealthFailed);
+            r = r.on_failure(&p, &f, Standing::Sby, t).unwrap().1;
+        }
+        let f = failure("a@1.9", Cause::ProcessExited);
+        let (plan, r) = r.on_failure(&p, &f, Standing::Sby, 4000).unwrap();
+        assert_eq!(plan.phase, Phase::Ph0_5);
+        // PH1.0 used its three runs: PH0.5's failure goes to PH2.0.
+        let (plan, _) = r.on_phase_failed(&p, "a@1.9", "x", 5000).unwrap();
+        assert_eq!(plan.phase, Phase::Ph2_0);
     }
 }

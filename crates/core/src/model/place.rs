@@ -123,6 +123,35 @@ pub fn place(hosts: &[HostRoom], req: &Request) -> Result<String, PlaceError> {
         .ok_or(PlaceError::NoRoom(refusals))
 }
 
+/// A host as autoheal's first choice sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealCandidate<'a> {
+    pub name: &'a str,
+    pub state: HostState,
+    /// Its agent reports within the liveness limit.
+    pub live: bool,
+    pub free_mib: u64,
+}
+
+/// Where autoheal re-creates a VM of `memory_mib` first: a live spare
+/// host (kept empty for this) with the memory, not in `avoid` (the failed
+/// VM's host, its peer's). `None`: placement chooses among ready hosts.
+pub fn spare_for<'a>(
+    hosts: &[HealCandidate<'a>],
+    memory_mib: u64,
+    avoid: &[String],
+) -> Option<&'a str> {
+    hosts
+        .iter()
+        .find(|h| {
+            h.state == HostState::Spare
+                && h.live
+                && h.free_mib >= memory_mib
+                && !avoid.iter().any(|a| a == h.name)
+        })
+        .map(|h| h.name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,5 +248,44 @@ mod tests {
             }
         }
         assert_eq!(n, 4 * 4 * 3 * 3 * 3);
+    }
+
+    #[test]
+    fn autoheal_takes_a_live_spare_with_room_not_avoided() {
+        let states = [
+            HostState::Ready,
+            HostState::Maintenance,
+            HostState::Failed,
+            HostState::Spare,
+        ];
+        let names = ["h1", "h2"];
+        let avoid = vec!["h1".to_string()];
+        for s1 in states {
+            for s2 in states {
+                for live in [[false, false], [true, false], [false, true], [true, true]] {
+                    for free in [[100, 100], [512, 100], [100, 512], [512, 512]] {
+                        let hosts: Vec<HealCandidate> = (0..2)
+                            .map(|i| HealCandidate {
+                                name: names[i],
+                                state: [s1, s2][i],
+                                live: live[i],
+                                free_mib: free[i],
+                            })
+                            .collect();
+                        let fit = |i: usize| {
+                            hosts[i].state == HostState::Spare && live[i] && free[i] >= 256
+                        };
+                        let want = match (fit(0), fit(1)) {
+                            (true, _) => Some("h1"),
+                            (false, true) => Some("h2"),
+                            _ => None,
+                        };
+                        assert_eq!(spare_for(&hosts, 256, &[]), want);
+                        let want_avoiding = fit(1).then_some("h2");
+                        assert_eq!(spare_for(&hosts, 256, &avoid), want_avoiding);
+                    }
+                }
+            }
+        }
     }
 }

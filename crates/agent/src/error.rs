@@ -36,6 +36,8 @@ pub enum AgentError {
     Image(#[from] duplex_image::ImageError),
     #[error(transparent)]
     Tap(#[from] duplex_net::tap::TapError),
+    #[error(transparent)]
+    Element(#[from] duplex_net::element::ElementError),
     #[error("{what}: {source}")]
     Io {
         what: String,

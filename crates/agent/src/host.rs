@@ -265,7 +265,7 @@ impl Host {
         let user = self.cfg.qemu_user.as_ref();
         crate::qemu_user::give(user, &p.dir, 0o700)?;
         let tap = create_tap(&vm.tap, &self.cfg.bridge).await?;
-        let listener = tokio::net::UnixListener::bind(&p.net)
+        let listener = std::os::unix::net::UnixListener::bind(&p.net)
             .map_err(AgentError::io(format!("bind {}", p.net.display())))?;
         crate::qemu_user::give(user, &p.net, 0o600)?;
         // An incoming VM has exactly the disk it had at the source (none,
@@ -286,7 +286,8 @@ impl Host {
             *b = base.and_then(|b| b.file_name().map(|n| n.to_string_lossy().into_owned()));
         }
         let user_data = crate::vm_disk::write_user_data(spec, &p.dir, user)?;
-        let element = duplex_net::element::start(&spec.name, spec.mac(), listener, tap, Vec::new());
+        let element =
+            duplex_net::element::start(&spec.name, spec.mac(), listener, tap, Vec::new())?;
         let launch = Launch {
             name: spec.name.clone(),
             accel: self.accel.kind,

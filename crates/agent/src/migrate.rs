@@ -380,7 +380,7 @@ async fn watch_incoming(
     }
     if let Some(rt) = vm.rt.lock().await.as_ref() {
         let garp = duplex_net::frame::gratuitous_arp(vm.spec.mac(), vm.spec.ip);
-        rt.element.inject(Direction::FromGuest, garp).await;
+        rt.element.inject(Direction::FromGuest, garp);
     }
     vm.update(|s| s.state = VmState::Running);
     tracing::info!(vm = %name, "VM resumed here after migration; announced");

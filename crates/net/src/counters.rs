@@ -156,11 +156,17 @@ impl Counters {
 pub struct CountStage(pub Arc<Mutex<Counters>>);
 
 impl Stage for CountStage {
-    fn on_frame(&mut self, dir: Direction, info: Option<&FrameInfo>, frame: Vec<u8>) -> Verdict {
+    fn on_frame(
+        &mut self,
+        dir: Direction,
+        info: Option<&FrameInfo>,
+        frame: &[u8],
+        _: Instant,
+    ) -> Verdict {
         if let Ok(mut c) = self.0.lock() {
             c.count(dir, info, frame.len());
         }
-        Verdict::Pass(frame)
+        Verdict::Pass
     }
 }
 

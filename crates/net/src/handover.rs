@@ -143,21 +143,21 @@ impl Handover {
         }
     }
 
-    /// What to do with one frame.
+    /// What to do with one frame (a frame held or forwarded is copied).
     pub fn on_frame(
         &mut self,
         dir: Direction,
         info: Option<&FrameInfo>,
-        frame: Vec<u8>,
+        frame: &[u8],
         now: Instant,
     ) -> Verdict {
         self.tick(now);
         let vip = match self.mode {
-            Mode::Idle => return Verdict::Pass(frame),
+            Mode::Idle => return Verdict::Pass,
             Mode::Holding { vip, .. } | Mode::Forwarding { vip, .. } => vip,
         };
         let Some(info) = info else {
-            return Verdict::Pass(frame);
+            return Verdict::Pass;
         };
         match dir {
             Direction::FromGuest => {
@@ -169,12 +169,12 @@ impl Handover {
                 if announces {
                     self.release();
                 }
-                Verdict::Pass(frame)
+                Verdict::Pass
             }
             Direction::ToGuest => {
                 let for_vip = info.dst_ip == Some(vip) && info.dst.0[0] & 1 == 0;
                 if !for_vip {
-                    return Verdict::Pass(frame);
+                    return Verdict::Pass;
                 }
                 match self.mode {
                     Mode::Holding { .. } if self.held.len() >= MAX_HELD => {
@@ -182,14 +182,14 @@ impl Handover {
                     }
                     Mode::Holding { .. } => {
                         self.held_total += 1;
-                        self.held.push_back(frame);
+                        self.held.push_back(frame.to_vec());
                         Verdict::Held
                     }
                     Mode::Forwarding { to, .. } => {
-                        self.send_on(frame, to);
+                        self.send_on(frame.to_vec(), to);
                         Verdict::Held
                     }
-                    Mode::Idle => Verdict::Pass(frame),
+                    Mode::Idle => Verdict::Pass,
                 }
             }
         }
@@ -223,17 +223,23 @@ impl Handover {
 pub struct HandoverStage(pub Arc<Mutex<Handover>>);
 
 impl Stage for HandoverStage {
-    fn on_frame(&mut self, dir: Direction, info: Option<&FrameInfo>, frame: Vec<u8>) -> Verdict {
+    fn on_frame(
+        &mut self,
+        dir: Direction,
+        info: Option<&FrameInfo>,
+        frame: &[u8],
+        now: Instant,
+    ) -> Verdict {
         match self.0.lock() {
-            Ok(mut h) => h.on_frame(dir, info, frame, Instant::now()),
-            Err(_) => Verdict::Pass(frame),
+            Ok(mut h) => h.on_frame(dir, info, frame, now),
+            Err(_) => Verdict::Pass,
         }
     }
 
-    fn released(&mut self) -> Vec<(Direction, Vec<u8>)> {
+    fn released(&mut self, now: Instant) -> Vec<(Direction, Vec<u8>)> {
         match self.0.lock() {
             Ok(mut h) => {
-                h.tick(Instant::now());
+                h.tick(now);
                 h.take_out()
             }
             Err(_) => Vec::new(),

@@ -7,6 +7,7 @@ use crate::frame::FrameInfo;
 use crate::stage::{Direction, Stage, Verdict};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Drop reason of a frame of an isolated VM.
 pub const FENCED: &str = "host_fenced";
@@ -27,11 +28,11 @@ impl Isolation {
 pub struct IsolateStage(pub Isolation);
 
 impl Stage for IsolateStage {
-    fn on_frame(&mut self, _: Direction, _: Option<&FrameInfo>, frame: Vec<u8>) -> Verdict {
+    fn on_frame(&mut self, _: Direction, _: Option<&FrameInfo>, _: &[u8], _: Instant) -> Verdict {
         if self.0.is_on() {
             Verdict::Drop(FENCED)
         } else {
-            Verdict::Pass(frame)
+            Verdict::Pass
         }
     }
 }
@@ -44,13 +45,14 @@ mod tests {
     #[test]
     fn frames_pass_until_isolated_and_again_after() {
         let iso = Isolation::default();
+        let now = Instant::now();
         let mut p = Pipeline::new(vec![Box::new(IsolateStage(iso.clone()))]);
-        assert_eq!(p.process(Direction::ToGuest, vec![1]).len(), 1);
+        assert!(p.process(Direction::ToGuest, &[1], now));
         iso.set(true);
-        assert!(p.process(Direction::ToGuest, vec![2]).is_empty());
-        assert!(p.process(Direction::FromGuest, vec![3]).is_empty());
+        assert!(!p.process(Direction::ToGuest, &[2], now));
+        assert!(!p.process(Direction::FromGuest, &[3], now));
         assert_eq!(p.drops.get(FENCED), Some(&2));
         iso.set(false);
-        assert_eq!(p.process(Direction::FromGuest, vec![4]).len(), 1);
+        assert!(p.process(Direction::FromGuest, &[4], now));
     }
 }

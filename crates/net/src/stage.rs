@@ -5,6 +5,7 @@
 
 use crate::frame::FrameInfo;
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Direction {
@@ -14,17 +15,27 @@ pub enum Direction {
     ToGuest,
 }
 
+/// What a stage does with a frame. Frames are borrowed: the element reads
+/// them into its own buffers and writes them out from there, so the hot
+/// path allocates and copies nothing; a stage that holds one keeps a copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    Pass(Vec<u8>),
-    /// The stage keeps the frame; it comes back through [`Stage::released`].
+    Pass,
+    /// The stage kept a copy; it comes back through [`Stage::released`].
     Held,
     Drop(&'static str),
 }
 
 pub trait Stage: Send {
-    fn on_frame(&mut self, dir: Direction, info: Option<&FrameInfo>, frame: Vec<u8>) -> Verdict;
+    fn on_frame(
+        &mut self,
+        dir: Direction,
+        info: Option<&FrameInfo>,
+        frame: &[u8],
+        now: Instant,
+    ) -> Verdict;
     /// Frames held earlier that may go on now, in order.
-    fn released(&mut self) -> Vec<(Direction, Vec<u8>)> {
+    fn released(&mut self, _now: Instant) -> Vec<(Direction, Vec<u8>)> {
         Vec::new()
     }
 }
@@ -33,6 +44,9 @@ pub trait Stage: Send {
 pub struct Pipeline {
     stages: Vec<Box<dyn Stage>>,
     pub drops: BTreeMap<&'static str, u64>,
+    /// A stage held a frame since the last [`Pipeline::poll_released`]:
+    /// it may have something to release at once (a forwarded frame).
+    held_since_poll: bool,
 }
 
 impl Pipeline {
@@ -40,6 +54,7 @@ impl Pipeline {
         Pipeline {
             stages,
             drops: BTreeMap::new(),
+            held_since_poll: false,
         }
     }
 
@@ -47,41 +62,45 @@ impl Pipeline {
         *self.drops.entry(reason).or_default() += 1;
     }
 
-    /// Runs a frame through the stages from `from` on; returns it if every
+    /// Runs a frame through the stages from `from` on; true if every
     /// stage passed it.
-    fn run_from(&mut self, from: usize, dir: Direction, mut frame: Vec<u8>) -> Option<Vec<u8>> {
-        // Parsed once per frame: stages pass frames on unchanged.
-        let info = crate::frame::parse(&frame);
+    fn run_from(&mut self, from: usize, dir: Direction, frame: &[u8], now: Instant) -> bool {
+        // Parsed once per frame: stages do not change frames they pass.
+        let info = crate::frame::parse(frame);
         for i in from..self.stages.len() {
-            match self.stages[i].on_frame(dir, info.as_ref(), frame) {
-                Verdict::Pass(f) => frame = f,
-                Verdict::Held => return None,
+            match self.stages[i].on_frame(dir, info.as_ref(), frame, now) {
+                Verdict::Pass => {}
+                Verdict::Held => {
+                    self.held_since_poll = true;
+                    return false;
+                }
                 Verdict::Drop(reason) => {
                     self.count_drop(reason);
-                    return None;
+                    return false;
                 }
             }
         }
-        Some(frame)
+        true
     }
 
-    /// Processes one frame; returns what is to be delivered now (the frame
-    /// itself if it passed, plus anything a stage released meanwhile).
-    pub fn process(&mut self, dir: Direction, frame: Vec<u8>) -> Vec<(Direction, Vec<u8>)> {
-        let mut out = Vec::new();
-        if let Some(f) = self.run_from(0, dir, frame) {
-            out.push((dir, f));
-        }
-        out.extend(self.poll_released());
-        out
+    /// Processes one frame: true if it is to be delivered now, as it is.
+    /// Frames a stage releases come from [`Pipeline::poll_released`].
+    pub fn process(&mut self, dir: Direction, frame: &[u8], now: Instant) -> bool {
+        self.run_from(0, dir, frame, now)
+    }
+
+    /// Whether a stage held a frame since the last poll (poll at once).
+    pub fn release_due(&self) -> bool {
+        self.held_since_poll
     }
 
     /// Frames that stages released, after the remaining stages ran on them.
-    pub fn poll_released(&mut self) -> Vec<(Direction, Vec<u8>)> {
+    pub fn poll_released(&mut self, now: Instant) -> Vec<(Direction, Vec<u8>)> {
+        self.held_since_poll = false;
         let mut out = Vec::new();
         for i in 0..self.stages.len() {
-            for (dir, f) in self.stages[i].released() {
-                if let Some(f) = self.run_from(i + 1, dir, f) {
+            for (dir, f) in self.stages[i].released(now) {
+                if self.run_from(i + 1, dir, &f, now) {
                     out.push((dir, f));
                 }
             }
@@ -101,15 +120,21 @@ mod tests {
     }
 
     impl Stage for Gate {
-        fn on_frame(&mut self, dir: Direction, _: Option<&FrameInfo>, frame: Vec<u8>) -> Verdict {
+        fn on_frame(
+            &mut self,
+            dir: Direction,
+            _: Option<&FrameInfo>,
+            frame: &[u8],
+            _: Instant,
+        ) -> Verdict {
             if dir == Direction::FromGuest && !self.open {
-                self.held.push((dir, frame));
+                self.held.push((dir, frame.to_vec()));
                 Verdict::Held
             } else {
-                Verdict::Pass(frame)
+                Verdict::Pass
             }
         }
-        fn released(&mut self) -> Vec<(Direction, Vec<u8>)> {
+        fn released(&mut self, _: Instant) -> Vec<(Direction, Vec<u8>)> {
             if self.open {
                 std::mem::take(&mut self.held)
             } else {
@@ -120,17 +145,24 @@ mod tests {
 
     struct DropShort;
     impl Stage for DropShort {
-        fn on_frame(&mut self, _: Direction, info: Option<&FrameInfo>, frame: Vec<u8>) -> Verdict {
+        fn on_frame(
+            &mut self,
+            _: Direction,
+            info: Option<&FrameInfo>,
+            _: &[u8],
+            _: Instant,
+        ) -> Verdict {
             if info.is_none() {
                 Verdict::Drop("runt frame")
             } else {
-                Verdict::Pass(frame)
+                Verdict::Pass
             }
         }
     }
 
     #[test]
     fn pass_hold_release_drop() {
+        let now = Instant::now();
         let mut p = Pipeline::new(vec![
             Box::new(Gate {
                 open: false,
@@ -139,9 +171,13 @@ mod tests {
             Box::new(DropShort),
         ]);
         let frame = vec![0u8; 60];
-        assert!(p.process(Direction::FromGuest, frame.clone()).is_empty());
-        assert_eq!(p.process(Direction::ToGuest, frame.clone()).len(), 1);
-        assert!(p.process(Direction::ToGuest, vec![1, 2]).is_empty());
+        assert!(!p.release_due());
+        assert!(!p.process(Direction::FromGuest, &frame, now));
+        assert!(p.release_due(), "a frame was held");
+        assert!(p.poll_released(now).is_empty());
+        assert!(!p.release_due());
+        assert!(p.process(Direction::ToGuest, &frame, now));
+        assert!(!p.process(Direction::ToGuest, &[1, 2], now));
         assert_eq!(p.drops.get("runt frame"), Some(&1));
         // Opening the gate is a stage-internal decision; simulate it.
         let mut opened = Pipeline::new(vec![
@@ -154,7 +190,7 @@ mod tests {
             }),
             Box::new(DropShort),
         ]);
-        let out = opened.poll_released();
+        let out = opened.poll_released(now);
         assert_eq!(out, vec![(Direction::FromGuest, frame)]);
         assert_eq!(opened.drops.get("runt frame"), Some(&1));
     }

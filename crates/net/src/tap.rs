@@ -3,7 +3,6 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use tokio::io::unix::AsyncFd;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {
@@ -20,9 +19,10 @@ pub enum TapError {
     Name(String),
 }
 
+/// An open tap, non-blocking: one frame per read and per write.
 pub struct Tap {
     pub name: String,
-    pub fd: AsyncFd<OwnedFd>,
+    pub fd: OwnedFd,
 }
 
 /// How many names [`free_tap_name`] tries before it gives up.
@@ -99,52 +99,31 @@ impl Tap {
         }
         ip(&["link", "set", "dev", name, "master", bridge]).await?;
         ip(&["link", "set", "dev", name, "up"]).await?;
-        // SAFETY: the OwnedFd stays open and unchanged for the AsyncFd's life.
-        let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| TapError::Create {
-            name: name.into(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
         Ok(Tap {
             name: name.into(),
             fd,
         })
     }
 
-    /// Reads one frame (waits until one is there).
-    pub async fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            let mut guard = self.fd.readable().await?;
-            match guard.try_io(|fd| {
-                // SAFETY: read(2) into a buffer we own, of its length.
-                let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-                if n < 0 {
-                    Err(std::io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            }) {
-                Ok(r) => return r,
-                Err(_would_block) => continue,
-            }
+    /// Reads one frame into `buf`; `WouldBlock` when none is there.
+    pub fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // SAFETY: read(2) into a buffer we own, of its length.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
         }
     }
 
-    /// Writes one frame.
-    pub async fn write(&self, frame: &[u8]) -> std::io::Result<()> {
-        loop {
-            let mut guard = self.fd.writable().await?;
-            match guard.try_io(|fd| {
-                // SAFETY: write(2) from a buffer we own, of its length.
-                let n = unsafe { libc::write(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
-                if n < 0 {
-                    Err(std::io::Error::last_os_error())
-                } else {
-                    Ok(())
-                }
-            }) {
-                Ok(r) => return r,
-                Err(_would_block) => continue,
-            }
+    /// Writes one frame; `WouldBlock` when the tap cannot take it now.
+    pub fn write(&self, frame: &[u8]) -> std::io::Result<()> {
+        // SAFETY: write(2) from a buffer we own, of its length.
+        let n = unsafe { libc::write(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
+        if n < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
         }
     }
 }

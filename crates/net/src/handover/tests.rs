@@ -18,16 +18,14 @@ fn udp(to: Mac, dst: Ipv4Addr, n: u8) -> Vec<u8> {
     f
 }
 
-fn feed(h: &mut Handover, dir: Direction, f: Vec<u8>, now: Instant) -> Verdict {
+/// The verdict on `f`, with the frame if it passed.
+fn feed(h: &mut Handover, dir: Direction, f: Vec<u8>, now: Instant) -> (Verdict, Vec<u8>) {
     let info = parse(&f);
-    h.on_frame(dir, info.as_ref(), f, now)
+    (h.on_frame(dir, info.as_ref(), &f, now), f)
 }
 
-fn passed(v: Verdict) -> Option<Vec<u8>> {
-    match v {
-        Verdict::Pass(f) => Some(f),
-        _ => None,
-    }
+fn passed((v, f): (Verdict, Vec<u8>)) -> Option<Vec<u8>> {
+    (v == Verdict::Pass).then_some(f)
 }
 
 #[test]
@@ -50,7 +48,7 @@ fn hold_then_forward_sends_everything_on_in_order_from_own_mac() {
     h.order(HandoverOrder::Hold { vip: VIP }, t);
     for n in 0..3 {
         assert!(matches!(
-            feed(&mut h, Direction::ToGuest, udp(OWN, VIP, n), t),
+            feed(&mut h, Direction::ToGuest, udp(OWN, VIP, n), t).0,
             Verdict::Held
         ));
     }
@@ -65,7 +63,7 @@ fn hold_then_forward_sends_everything_on_in_order_from_own_mac() {
 
     h.order(HandoverOrder::Forward { vip: VIP, to: NEW }, t);
     assert!(matches!(
-        feed(&mut h, Direction::ToGuest, udp(OWN, VIP, 3), t),
+        feed(&mut h, Direction::ToGuest, udp(OWN, VIP, 3), t).0,
         Verdict::Held
     ));
     let out = h.take_out();
@@ -153,12 +151,12 @@ fn a_full_hold_drops_with_a_reason_and_other_addresses_are_not_forwarded() {
     h.order(HandoverOrder::Hold { vip: VIP }, t);
     for _ in 0..MAX_HELD {
         assert!(matches!(
-            feed(&mut h, Direction::ToGuest, udp(OWN, VIP, 0), t),
+            feed(&mut h, Direction::ToGuest, udp(OWN, VIP, 0), t).0,
             Verdict::Held
         ));
     }
     assert!(matches!(
-        feed(&mut h, Direction::ToGuest, udp(OWN, VIP, 0), t),
+        feed(&mut h, Direction::ToGuest, udp(OWN, VIP, 0), t).0,
         Verdict::Drop("handover hold full")
     ));
     // A forward for another address: what was held goes to the VM.
@@ -204,8 +202,8 @@ fn simulation_accounts_for_every_frame() {
                 _ => {
                     sent += 1;
                     let f = udp(OWN, VIP, (step % 251) as u8);
-                    match feed(&mut h, Direction::ToGuest, f, t) {
-                        Verdict::Pass(_) => passed_n += 1,
+                    match feed(&mut h, Direction::ToGuest, f, t).0 {
+                        Verdict::Pass => passed_n += 1,
                         Verdict::Held => {}
                         Verdict::Drop(_) => dropped += 1,
                     }

@@ -65,6 +65,7 @@ pub async fn run(lab: &Lab, runs: usize, out: &Path) -> anyhow::Result<()> {
             ip: "10.255.255.1",
             netns: None,
             incoming: false,
+            net: raw::RawNet::Drain,
         })
         .await?;
         let seen =

@@ -2,6 +2,7 @@
 //! side in one run, writing JSON + Markdown to `bench/results/`.
 
 mod boot;
+mod element;
 mod failover;
 mod migrate;
 mod raw;
@@ -42,6 +43,51 @@ enum Cmd {
     S3,
     /// S1: a pair's ACT member moved off its host under SIP load, Duplex
     /// pair migration against plain live migration.
+    /// The network element: plain tap, the element before, the element
+    /// now; without a guest and in front of guests.
+    Element {
+        /// Echoes/s offered between a tap and a stand-in QEMU.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "500,5000,25000,50000,100000"
+        )]
+        micro_rates: Vec<u32>,
+        /// Echoes/s offered to guests.
+        #[arg(long, value_delimiter = ',', default_value = "300,1000,2000")]
+        guest_rates: Vec<u32>,
+        /// Seconds per point.
+        #[arg(long, default_value_t = 3.0)]
+        secs: f64,
+    },
+    /// (internal) One arm's VM side of `element`, run in its namespace.
+    #[command(hide = true)]
+    ElementServe {
+        #[arg(long, value_enum)]
+        r#impl: element::Impl,
+        #[arg(long)]
+        tap: String,
+        #[arg(long)]
+        bridge: String,
+        #[arg(long)]
+        sock: PathBuf,
+        #[arg(long)]
+        mac: duplex_core::mac::Mac,
+    },
+    /// (internal) The client of `element`: timed UDP echoes, one JSON line.
+    #[command(hide = true)]
+    ElementProbe {
+        #[arg(long)]
+        to: std::net::Ipv4Addr,
+        #[arg(long, default_value_t = 7)]
+        port: u16,
+        #[arg(long)]
+        rate: u32,
+        #[arg(long)]
+        size: usize,
+        #[arg(long)]
+        secs: f64,
+    },
     S1 {
         /// Moves there and back per arm.
         #[arg(long, default_value_t = 3)]
@@ -198,6 +244,38 @@ async fn main() -> anyhow::Result<()> {
             migrate::run(&lab, cli.runs, &cli.out).await
         }
         Cmd::Failover => failover::run(cli.runs, &cli.out).await,
+        Cmd::Element {
+            micro_rates,
+            guest_rates,
+            secs,
+        } => {
+            anyhow::ensure!((0.5..=60.0).contains(&secs), "--secs must be in 0.5..=60");
+            let plan = element::Plan {
+                runs: cli.runs,
+                micro_rates,
+                guest_rates,
+                secs,
+            };
+            element::run(&plan, &cli.out).await
+        }
+        Cmd::ElementServe {
+            r#impl,
+            tap,
+            bridge,
+            sock,
+            mac,
+        } => element::serve(r#impl, &tap, &bridge, &sock, mac).await,
+        Cmd::ElementProbe {
+            to,
+            port,
+            rate,
+            size,
+            secs,
+        } => {
+            let p = element::probe(to, port, rate, size, secs)?;
+            println!("{}", serde_json::to_string(&p)?);
+            Ok(())
+        }
         Cmd::S3 => s3::run(cli.runs, &cli.out).await,
         Cmd::Sip => {
             let lab = Lab::up(2).await?;

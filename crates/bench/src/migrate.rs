@@ -137,6 +137,7 @@ impl RawSide<'_> {
             ip: &self.lab.vm_ip(1)?.to_string(),
             netns: Some(&ns),
             incoming,
+            net: raw::RawNet::Drain,
         })
         .await
     }

@@ -37,6 +37,18 @@ pub struct RawSpec<'a> {
     /// Run inside this network namespace (lab host), else here.
     pub netns: Option<&'a str>,
     pub incoming: bool,
+    pub net: RawNet<'a>,
+}
+
+/// The NIC's other end.
+#[derive(Debug, Clone, Copy)]
+pub enum RawNet<'a> {
+    /// A netdev socket we serve ourselves and drain.
+    Drain,
+    /// Whoever already listens on `<dir>/net.sock` (a network element).
+    Served,
+    /// QEMU's own tap backend on an existing tap of this name (no element).
+    Tap(&'a str),
 }
 
 /// Starts QEMU by hand; returns once QMP answers.
@@ -59,22 +71,30 @@ pub async fn start(s: &RawSpec<'_>) -> anyhow::Result<RawVm> {
         disk: None,
         user_data: None,
     };
-    for p in [
-        &launch.net_socket,
-        &launch.ctl_socket,
-        &launch.qmp_socket,
-        &launch.serial_log,
-    ] {
+    for p in [&launch.ctl_socket, &launch.qmp_socket, &launch.serial_log] {
         let _ = std::fs::remove_file(p);
     }
-    // The NIC's other end: accept QEMU's connection and discard its frames.
-    let listener = UnixListener::bind(&launch.net_socket)?;
-    let drain = tokio::spawn(async move {
-        if let Ok((mut c, _)) = listener.accept().await {
-            let mut buf = vec![0u8; 65_536];
-            while matches!(c.read(&mut buf).await, Ok(n) if n > 0) {}
+    let drain = match s.net {
+        RawNet::Drain => {
+            let _ = std::fs::remove_file(&launch.net_socket);
+            // Accept QEMU's connection and discard its frames.
+            let listener = UnixListener::bind(&launch.net_socket)?;
+            tokio::spawn(async move {
+                if let Ok((mut c, _)) = listener.accept().await {
+                    let mut buf = vec![0u8; 65_536];
+                    while matches!(c.read(&mut buf).await, Ok(n) if n > 0) {}
+                }
+            })
         }
-    });
+        RawNet::Served | RawNet::Tap(_) => tokio::spawn(async {}),
+    };
+    let mut args = launch.args();
+    if let RawNet::Tap(tap) = s.net {
+        let netdev = args.iter().position(|a| a == "-netdev").map(|i| i + 1);
+        if let Some(i) = netdev {
+            args[i] = format!("tap,id=net0,ifname={tap},script=no,downscript=no");
+        }
+    }
     let qemu = duplex_qemu::qemu_binary();
     let mut cmd = match s.netns {
         Some(ns) => {
@@ -87,7 +107,7 @@ pub async fn start(s: &RawSpec<'_>) -> anyhow::Result<RawVm> {
     let log = std::fs::File::create(s.dir.join("qemu.log"))?;
     let started = Instant::now();
     let child = cmd
-        .args(launch.args())
+        .args(&args)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

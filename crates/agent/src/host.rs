@@ -11,6 +11,7 @@ use duplex_core::agent_api::{
 };
 use duplex_core::escalation::Cause;
 use duplex_core::guest_proto::Op;
+use duplex_core::guest_watch::Sign;
 use duplex_core::vm_spec::VmSpec;
 use duplex_net::tap::Tap;
 use duplex_qemu::{Launch, QemuProcess};
@@ -528,9 +529,9 @@ impl Host {
         let qmp = vm
             .qmp()
             .ok_or_else(|| AgentError::Conflict(format!("VM `{name}` has no running QEMU")))?;
-        vm.update(|s| s.reset_ordered = true);
+        vm.sign(Sign::ResetOrdered);
         if let Err(e) = qmp.execute("system_reset", None).await {
-            vm.update(|s| s.reset_ordered = false);
+            vm.sign(Sign::ResetFailed);
             return Err(e.into());
         }
         tracing::warn!(vm = %name, "VM reset on request");

@@ -7,6 +7,7 @@ use duplex_core::escalation::Cause;
 use duplex_core::guest_proto::{
     Heartbeat, ServiceFailed, HEARTBEAT_EVENT, HEARTBEAT_MS, SERVICE_FAILED_EVENT,
 };
+use duplex_core::guest_watch::{Sign, Watch};
 use duplex_core::vm_spec::VmSpec;
 use duplex_net::element::ElementHandle;
 use duplex_qemu::qmp::QmpEvent;
@@ -70,14 +71,10 @@ pub struct VmStatus {
     pub isolated: bool,
     /// The latest failure found, and when.
     pub failure: Option<(std::time::Instant, Failure)>,
-    /// A reset was ordered: the next `RESET` is no failure.
-    pub reset_ordered: bool,
-    /// The guest's silence was reported; cleared by its next heartbeat.
-    pub silence_reported: bool,
-    /// Its kernel's panic, or its reboot, was reported: a reboot or a
-    /// panic line found after is the same failure. Cleared by its next
-    /// heartbeat.
-    pub panic_reported: bool,
+    /// Which signs of a failure were reported since its last heartbeat
+    /// (a panic, its silence and its reboot are one failure), and whether
+    /// the next reset was ordered.
+    pub watch: Watch,
 }
 
 /// A failure as the agent keeps it (see [`VmFailure`]).
@@ -133,9 +130,7 @@ impl Vm {
                 arrived: false,
                 isolated: false,
                 failure: None,
-                reset_ordered: false,
-                silence_reported: false,
-                panic_reported: false,
+                watch: Watch::default(),
             }),
             rt: tokio::sync::Mutex::new(None),
             ctl: tokio::sync::Mutex::new(None),
@@ -225,11 +220,8 @@ impl Vm {
             .heartbeat
             .as_ref()
             .map(|(at, _)| at.elapsed().as_millis() as u64);
-        let silent = s.state == VmState::Running
-            && !s.silence_reported
-            && age.is_some_and(|a| a > GUEST_SILENT_MS);
-        if silent {
-            self.update(|s| s.silence_reported = true);
+        let silent = s.state == VmState::Running && age.is_some_and(|a| a > GUEST_SILENT_MS);
+        if silent && self.sign(Sign::Silent) {
             self.fail(
                 Cause::GuestSilent,
                 format!(
@@ -240,16 +232,17 @@ impl Vm {
         }
     }
 
+    /// Feeds `sign` to the VM's watch; whether it is a new failure.
+    pub fn sign(&self, sign: Sign) -> bool {
+        let mut report = false;
+        self.update(|s| (s.watch, report) = s.watch.on(sign));
+        report
+    }
+
     /// Its console showed the kernel's panic `line`: reported at once,
     /// and the silence and the reboot that follow are the same failure.
     pub fn panicked(&self, line: &str) {
-        let mut first = false;
-        self.update(|s| {
-            first = !s.panic_reported && !s.silence_reported;
-            s.panic_reported = true;
-            s.silence_reported = true;
-        });
-        if first {
+        if self.sign(Sign::PanicLine) {
             self.fail(
                 Cause::GuestSilent,
                 format!("the guest's kernel panicked (its console: {line})"),
@@ -284,8 +277,7 @@ impl Vm {
                         turned = before.unwrap_or_default() != alarm(data);
                         s.heartbeat = Some((std::time::Instant::now(), data.clone()));
                         s.reset_at = None;
-                        s.silence_reported = false;
-                        s.panic_reported = false;
+                        (s.watch, _) = s.watch.on(Sign::Heartbeat);
                     });
                     if turned {
                         let (peer_lost, cut_off, peer_synced) = alarm(data);
@@ -308,17 +300,11 @@ impl Vm {
                     Ok(e) if e.name == "RESET" => {
                         let Some(vm) = vm.upgrade() else { break };
                         tracing::warn!(vm = %vm.spec.name, data = %e.data, "guest reset");
-                        let (mut ordered, mut after_panic) = (false, false);
                         vm.update(|s| {
                             s.heartbeat = None;
                             s.reset_at = Some(std::time::Instant::now());
-                            ordered = std::mem::take(&mut s.reset_ordered);
-                            after_panic = s.panic_reported;
-                            // Till its next heartbeat, a panic line read
-                            // from its console is this reboot's cause.
-                            s.panic_reported = true;
                         });
-                        if !ordered && !after_panic {
+                        if vm.sign(Sign::Reset) {
                             vm.fail(
                                 Cause::GuestSilent,
                                 format!("the guest rebooted by itself (kernel panic or reset from inside; QEMU says {})", e.data),

@@ -5,6 +5,7 @@ pub mod agent_api;
 pub mod escalation;
 pub mod file_rule;
 pub mod guest_proto;
+pub mod guest_watch;
 pub mod identity;
 pub mod mac;
 pub mod model;

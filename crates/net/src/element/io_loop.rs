@@ -11,8 +11,8 @@
 //! - the pipeline is locked once per batch, not per frame.
 //!
 //! Nothing is dropped without a counted reason: a VM not connected or not
-//! reading (more than [`TO_VM_LIMIT`] bytes waiting), a tap that cannot
-//! take a frame.
+//! reading (more than [`TO_VM_LIMIT`] bytes or [`TO_VM_FRAMES`] frames
+//! waiting), a tap that cannot take a frame.
 
 use crate::framing::MAX_FRAME;
 use crate::stage::{Direction, Pipeline};
@@ -29,8 +29,11 @@ use std::time::{Duration, Instant};
 const BATCH: usize = 64;
 /// Bytes read from QEMU's stream at once.
 const STREAM_READ: usize = 256 * 1024;
-/// Bytes waiting to go to QEMU before frames towards the VM are dropped.
+/// Bytes, and frames, waiting to go to QEMU (a VM not reading) before
+/// frames towards it are dropped: a deeper queue would only deliver them
+/// later than a sender's retransmission.
 const TO_VM_LIMIT: usize = 1 << 20;
+const TO_VM_FRAMES: usize = 1024;
 /// How often stages may release frames on their own (expiry).
 const TICK: Duration = Duration::from_millis(100);
 /// The netdev stream's length prefix.
@@ -56,9 +59,11 @@ struct Stream {
     /// Bytes read from QEMU; `filled` of them not yet parsed.
     input: Box<[u8]>,
     filled: usize,
-    /// Framed bytes for QEMU, from `sent` on not yet written.
+    /// Framed bytes for QEMU, from `sent` on not yet written, and where
+    /// each frame not wholly written ends.
     output: Vec<u8>,
     sent: usize,
+    ends: std::collections::VecDeque<usize>,
 }
 
 impl Stream {
@@ -69,6 +74,7 @@ impl Stream {
             filled: 0,
             output: Vec::with_capacity(64 * 1024),
             sent: 0,
+            ends: std::collections::VecDeque::with_capacity(TO_VM_FRAMES),
         }
     }
 
@@ -176,10 +182,9 @@ impl Fds {
             pfd(self.tap.unwrap_or(-1), libc::POLLIN),
             pfd(sfd, stream_events),
         ];
-        let ms = until
-            .saturating_duration_since(Instant::now())
-            .as_millis()
-            .min(TICK.as_millis()) as libc::c_int;
+        // Rounded up: a wait cut to 0 ms would spin until the tick.
+        let left = until.saturating_duration_since(Instant::now());
+        let ms = left.as_micros().div_ceil(1000).min(TICK.as_millis()) as libc::c_int;
         // SAFETY: poll(2) on an array we own, of its length.
         let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
         if rc < 0 {
@@ -331,13 +336,14 @@ fn to_vm(stream: Option<&mut Stream>, f: &[u8], p: &mut Pipeline) {
         p.count_drop(NOT_CONNECTED);
         return;
     };
-    if s.waiting() + HEADER + f.len() > TO_VM_LIMIT {
+    if s.waiting() + HEADER + f.len() > TO_VM_LIMIT || s.ends.len() >= TO_VM_FRAMES {
         p.count_drop(VM_BACKLOG);
         return;
     }
     // Within MAX_FRAME (what a tap or the pipeline hands over).
     s.output.extend_from_slice(&(f.len() as u32).to_be_bytes());
     s.output.extend_from_slice(f);
+    s.ends.push_back(s.output.len());
 }
 
 /// Writes what waits for QEMU; false if the connection broke.
@@ -351,11 +357,17 @@ fn flush(s: &mut Stream) -> bool {
             Err(_) => return false,
         }
     }
+    while s.ends.front().is_some_and(|&e| e <= s.sent) {
+        s.ends.pop_front();
+    }
     if s.sent == s.output.len() {
         s.output.clear();
         s.sent = 0;
     } else if s.sent >= TO_VM_LIMIT / 2 {
         s.output.drain(..s.sent);
+        for e in s.ends.iter_mut() {
+            *e -= s.sent;
+        }
         s.sent = 0;
     }
     true

@@ -208,3 +208,45 @@ async fn an_isolated_vm_hears_and_says_nothing() {
     assert_eq!(r.heard(), udp(VIP, 3));
     r.el.stop().await;
 }
+
+#[tokio::test]
+async fn a_vm_not_reading_gets_a_bounded_queue_then_drops_counted() {
+    let r = rig("backlog");
+    let mut q = r.qemu();
+    // Connected once a frame comes through.
+    r.net.send(&udp(VIP, 0)).unwrap();
+    assert_eq!(read_framed(&mut q), udp(VIP, 0));
+    // QEMU reads nothing now: the socket buffer fills, then the element's
+    // queue (at most 1024 frames), then frames are dropped and counted.
+    let total: u16 = 4000;
+    for chunk in (1..total).collect::<Vec<u16>>().chunks(8) {
+        for &n in chunk {
+            r.net.send(&udp(VIP, n)).unwrap();
+        }
+        let seen = u64::from(chunk[chunk.len() - 1]) + 1;
+        r.until(|r| r.el.report().rx_packets == seen);
+    }
+    let dropped = r.drops("guest backlog full (VM not reading)");
+    assert!(dropped > 0, "nothing dropped");
+    // What was queued arrives, in order, with nothing missing before the
+    // first drop.
+    q.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut got = 1u16;
+    loop {
+        let mut len = [0u8; 4];
+        if q.read_exact(&mut len).is_err() {
+            break;
+        }
+        let mut f = vec![0u8; u32::from_be_bytes(len) as usize];
+        q.read_exact(&mut f).unwrap();
+        assert_eq!(f, udp(VIP, got), "frame {got}");
+        got += 1;
+    }
+    assert_eq!(
+        u64::from(got) + dropped,
+        u64::from(total),
+        "got {got}, dropped {dropped}"
+    );
+    r.el.stop().await;
+}

@@ -29,7 +29,6 @@ use duplex_core::agent_api::VmState;
 use duplex_core::escalation::{self, Phase, Plan, Reboot, Standing};
 use duplex_core::guest_proto::{Op, RestartPhase};
 use duplex_core::model::{OpState, Operation, Pair, Vm};
-use duplex_core::role::Role;
 use duplex_core::service_data::RestoreRef;
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,18 +93,15 @@ async fn reboot(
         (i.state == VmState::Crashed, i.reset_age_ms.is_some())
     });
     let how = escalation::reboot(dead, rebooted);
-    let has_role = matches!(
-        ctl.lock_observed().member_view(&vm.host, name).role,
-        Some(Role::Act | Role::Sby)
-    );
-    let reload = if how == Reboot::LetItBoot && has_role {
-        "it has its role again, and its state from its peer".to_string()
-    } else {
+    let role = ctl.lock_observed().member_view(&vm.host, name).role;
+    let reload = if escalation::reloads(how, role) {
         let (chosen, said) = data_for(ctl, vm, pair, Phase::Ph2_5, standing).await?;
         if chosen.is_some() {
             service_data::note_restore(ctl, name, chosen).await?;
         }
         said
+    } else {
+        "it has its role again, and its state from its peer".to_string()
     };
     let done = match how {
         Reboot::StartQemu => a

@@ -355,6 +355,15 @@ pub fn reboot(qemu_dead: bool, rebooted_itself: bool) -> Reboot {
     }
 }
 
+/// Whether PH2.5 notes the current files for the rebooted guest (its
+/// phase's sources decide which, if any): not when the guest rebooted by
+/// itself and already reports a role again, which its pair gave it along
+/// with the state (a set noted now would never be taken).
+pub fn reloads(how: Reboot, role: Option<crate::role::Role>) -> bool {
+    use crate::role::Role;
+    !(how == Reboot::LetItBoot && matches!(role, Some(Role::Act | Role::Sby)))
+}
+
 /// The restart control unit's decision for a failure of `cause` at
 /// `now_ms`: the plan and the counters to store (before acting on it).
 pub fn decide(

@@ -315,14 +315,7 @@ mod tests {
     #[test]
     fn a_waiting_vm_is_given_its_set_only_with_no_role_and_in_time() {
         use crate::role::Role;
-        let roles = [
-            None,
-            Some(Role::None),
-            Some(Role::Sby),
-            Some(Role::Act),
-            Some(Role::Quiesced),
-        ];
-        for role in roles {
+        for role in std::iter::once(None).chain(Role::ALL.map(Some)) {
             for booted in [false, true] {
                 for failed in [false, true] {
                     for (now, overdue) in [(10, false), (RESTORE_WAIT_MS + 11, true)] {

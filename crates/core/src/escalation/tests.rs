@@ -293,4 +293,15 @@ fn standing_and_reboot_for_every_input() {
     assert_eq!(reboot(true, false), Reboot::StartQemu);
     assert_eq!(reboot(false, true), Reboot::LetItBoot);
     assert_eq!(reboot(false, false), Reboot::Reset);
+    let roles = std::iter::once(None).chain(Role::ALL.map(Some));
+    for role in roles {
+        for how in [Reboot::StartQemu, Reboot::LetItBoot, Reboot::Reset] {
+            let has_role = matches!(role, Some(Role::Act | Role::Sby));
+            assert_eq!(
+                reloads(how, role),
+                !(how == Reboot::LetItBoot && has_role),
+                "{how:?} {role:?}"
+            );
+        }
+    }
 }

@@ -266,6 +266,38 @@ pub struct TrafficReport {
     pub drops: Vec<DropCount>,
 }
 
+/// What an S2 transmit buffer did with a replicated VM's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassReport {
+    pub ruleset_version: u64,
+    /// Class-2 frames are being held (epochs are running).
+    pub holding: bool,
+    /// Frames held now belong to this epoch.
+    pub open_epoch: u64,
+    pub committed_epoch: u64,
+    /// Frames each rule decided, since this ruleset version was applied.
+    pub rules: Vec<RuleHits>,
+    pub default_class: crate::classify::Class,
+    pub default_frames: u64,
+    pub sent_at_once: u64,
+    pub held_now: u64,
+    pub held_bytes_now: u64,
+    pub held_max: u64,
+    pub held_total: u64,
+    pub released: u64,
+    /// Held frames dropped at failover (from state that was lost).
+    pub discarded: u64,
+    /// Class-2 frames dropped because the buffer was full.
+    pub dropped_full: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleHits {
+    pub rule: String,
+    pub class: crate::classify::Class,
+    pub frames: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DropCount {
     pub reason: String,

@@ -2,6 +2,8 @@
 //! shell (agent, controller, CLI) executes what these types describe.
 
 pub mod agent_api;
+pub mod classify;
+pub mod epoch;
 pub mod escalation;
 pub mod file_rule;
 pub mod guest_proto;

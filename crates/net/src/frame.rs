@@ -1,6 +1,8 @@
 //! Just enough Ethernet/IPv4/ARP parsing to know who a frame is from and to
 //! (pure; never panics on short or odd frames).
 
+use duplex_core::classify::rule_match::{SCTP, TCP};
+use duplex_core::classify::{Packet, Proto};
 use duplex_core::mac::Mac;
 use std::net::Ipv4Addr;
 
@@ -66,6 +68,79 @@ pub fn parse(frame: &[u8]) -> Option<FrameInfo> {
     Some(info)
 }
 
+/// The facts the S2 classifier looks at (protocol, addresses, ports,
+/// DSCP, the transport payload), from a frame. Never panics: what a short
+/// or odd frame lacks is `None` (or an empty payload). A non-first IPv4
+/// fragment has no ports and its payload is the fragment's data.
+pub fn packet(frame: &[u8]) -> Packet<'_> {
+    let mut p = Packet {
+        proto: Proto::Other,
+        src: None,
+        dst: None,
+        src_port: None,
+        dst_port: None,
+        dscp: None,
+        payload: &[],
+    };
+    let Some(info) = parse(frame) else { return p };
+    let l3 = if frame.get(12..14) == Some(&ETHERTYPE_VLAN.to_be_bytes()[..]) {
+        18
+    } else {
+        14
+    };
+    p.src = info.src_ip;
+    p.dst = info.dst_ip;
+    match info.ethertype {
+        ETHERTYPE_ARP => p.proto = Proto::Arp,
+        ETHERTYPE_IPV4 => {
+            let Some(proto) = info.ip_proto else { return p };
+            p.proto = Proto::Ip(proto);
+            p.dscp = frame.get(l3 + 1).map(|tos| tos >> 2);
+            l4(frame, l3, proto, &mut p);
+        }
+        _ => {}
+    }
+    p
+}
+
+/// Ports and payload of an IPv4 packet whose header starts at `l3`.
+fn l4<'a>(frame: &'a [u8], l3: usize, proto: u8, p: &mut Packet<'a>) {
+    let Some(&vihl) = frame.get(l3) else { return };
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    let total = frame
+        .get(l3 + 2..l3 + 4)
+        .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        .unwrap_or(0);
+    // The IP total length bounds the packet (Ethernet pads short frames).
+    let end = (l3 + total).min(frame.len());
+    let first_fragment = frame
+        .get(l3 + 6..l3 + 8)
+        .is_some_and(|b| u16::from_be_bytes([b[0], b[1]]) & 0x1fff == 0);
+    let start = l3 + ihl;
+    if ihl < 20 || start > end {
+        return;
+    }
+    let body = &frame[start..end];
+    if !first_fragment || !Proto::Ip(proto).has_ports() {
+        p.payload = body;
+        return;
+    }
+    let port = |at: usize| {
+        body.get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    p.src_port = port(0);
+    p.dst_port = port(2);
+    let header = match proto {
+        TCP => body
+            .get(12)
+            .map_or(usize::MAX, |off| usize::from(off >> 4) * 4),
+        SCTP => 12,
+        _ => 8,
+    };
+    p.payload = body.get(header..).unwrap_or(&[]);
+}
+
 /// A gratuitous ARP request announcing that `ip` is at `mac`.
 pub fn gratuitous_arp(mac: Mac, ip: Ipv4Addr) -> Vec<u8> {
     let mut f = Vec::with_capacity(60);
@@ -106,6 +181,34 @@ mod tests {
     }
 
     #[test]
+    fn packet_facts_for_the_classifier() {
+        let mut f = udp_frame();
+        f[15] = 46 << 2; // TOS: DSCP EF
+        f[16..18].copy_from_slice(&(28u16 + 4).to_be_bytes());
+        f[34..36].copy_from_slice(&5060u16.to_be_bytes());
+        f[36..38].copy_from_slice(&40000u16.to_be_bytes());
+        f.extend_from_slice(b"SIP/");
+        f.extend_from_slice(&[0; 8]); // Ethernet padding, not payload
+        let p = packet(&f);
+        assert_eq!(p.proto, Proto::Ip(17));
+        assert_eq!(
+            (p.src_port, p.dst_port, p.dscp),
+            (Some(5060), Some(40000), Some(46))
+        );
+        assert_eq!(p.payload, b"SIP/");
+        // A later fragment: no ports, its data as payload.
+        f[20] = 0x00;
+        f[21] = 0x10;
+        let p = packet(&f);
+        assert_eq!(p.src_port, None);
+        assert_eq!(p.payload.len(), 12);
+        let garp = gratuitous_arp(Mac([2; 6]), Ipv4Addr::new(1, 2, 3, 4));
+        let arp = packet(&garp);
+        assert_eq!(arp.proto, Proto::Arp);
+        assert_eq!(arp.dscp, None);
+    }
+
+    #[test]
     fn parses_garp() {
         let mac = Mac([0x52, 0x54, 0, 9, 9, 9]);
         let ip = Ipv4Addr::new(10, 77, 0, 100);
@@ -125,6 +228,16 @@ mod tests {
         let g = gratuitous_arp(Mac([2; 6]), Ipv4Addr::new(1, 2, 3, 4));
         for n in 0..g.len() {
             let _ = parse(&g[..n]);
+            let _ = packet(&g[..n]);
         }
+        for n in 0..f.len() {
+            let _ = packet(&f[..n]);
+        }
+        // A TCP header claiming more than the frame holds.
+        let mut t = udp_frame();
+        t[23] = 6;
+        t.extend_from_slice(&[0; 12]);
+        t[46] = 0xf0;
+        assert_eq!(packet(&t).payload, b"");
     }
 }

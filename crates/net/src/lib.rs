@@ -9,3 +9,4 @@ pub mod handover;
 pub mod isolate;
 pub mod stage;
 pub mod tap;
+pub mod txbuf;

@@ -1,0 +1,133 @@
+use super::*;
+use duplex_core::classify::default_ruleset;
+
+/// An Ethernet/IPv4/UDP frame from `sport` to `dport` with `payload`.
+fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+    let total = (28 + payload.len()) as u16;
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&total.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&(8 + payload.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+fn sip(n: u8) -> Vec<u8> {
+    udp(5060, 5060, &[b'I', b'N', b'V', n])
+}
+
+fn rtp(n: u8) -> Vec<u8> {
+    udp(20000, 30000, &[0x80, 0, 0, n])
+}
+
+#[test]
+fn signalling_waits_for_its_epoch_media_goes_at_once() {
+    let mut b = TxBuffer::new(default_ruleset());
+    // Before the first checkpoint nothing is held.
+    assert_eq!(b.on_frame(Direction::FromGuest, &sip(0)), Verdict::Pass);
+    b.close_epoch(1);
+    assert_eq!(b.on_frame(Direction::FromGuest, &sip(1)), Verdict::Held);
+    assert_eq!(b.on_frame(Direction::FromGuest, &rtp(1)), Verdict::Pass);
+    assert_eq!(b.on_frame(Direction::ToGuest, &sip(9)), Verdict::Pass);
+    b.close_epoch(2);
+    assert_eq!(b.on_frame(Direction::FromGuest, &sip(2)), Verdict::Held);
+    b.commit(1);
+    assert!(b.take_out().is_empty(), "sip(1) was sent during epoch 2");
+    b.commit(2);
+    let out: Vec<_> = b.take_out().into_iter().map(|(_, f)| f).collect();
+    assert_eq!(out, vec![sip(1)]);
+    b.close_epoch(3);
+    b.commit(3);
+    assert_eq!(b.take_out(), vec![(Direction::FromGuest, sip(2))]);
+    let r = b.report();
+    assert_eq!((r.held_total, r.released, r.sent_at_once), (2, 2, 2));
+    let hits = |name: &str| r.rules.iter().find(|h| h.rule == name).unwrap().frames;
+    assert_eq!((hits("sip-udp"), hits("rtp")), (3, 1));
+}
+
+#[test]
+fn commits_release_in_order_and_never_twice() {
+    let mut b = TxBuffer::new(default_ruleset());
+    for e in 1..=5u8 {
+        b.close_epoch(u64::from(e));
+        b.on_frame(Direction::FromGuest, &sip(e));
+        b.on_frame(Direction::FromGuest, &sip(e + 100));
+    }
+    b.commit(3);
+    b.commit(2);
+    b.commit(6);
+    let out: Vec<u8> = b.take_out().iter().map(|(_, f)| f[f.len() - 1]).collect();
+    assert_eq!(out, vec![1, 101, 2, 102, 3, 103, 4, 104, 5, 105]);
+    b.commit(6);
+    assert!(b.take_out().is_empty());
+}
+
+#[test]
+fn discard_at_failover_and_unprotect() {
+    let mut b = TxBuffer::new(default_ruleset());
+    b.close_epoch(1);
+    b.on_frame(Direction::FromGuest, &sip(1));
+    b.on_frame(Direction::FromGuest, &sip(2));
+    assert_eq!(b.discard(), 2);
+    b.commit(5);
+    assert!(b.take_out().is_empty(), "discarded frames never leave");
+    b.on_frame(Direction::FromGuest, &sip(3));
+    b.unprotect();
+    assert_eq!(b.take_out().len(), 1);
+    assert_eq!(b.on_frame(Direction::FromGuest, &sip(4)), Verdict::Pass);
+    let r = b.report();
+    assert_eq!((r.discarded, r.holding, r.held_now), (2, false, 0));
+}
+
+#[test]
+fn full_buffer_drops_new_signalling_but_not_media() {
+    let mut b = TxBuffer::new(default_ruleset());
+    b.close_epoch(1);
+    for _ in 0..MAX_HELD_FRAMES {
+        assert_eq!(b.on_frame(Direction::FromGuest, &sip(1)), Verdict::Held);
+    }
+    assert_eq!(
+        b.on_frame(Direction::FromGuest, &sip(2)),
+        Verdict::Drop(DROP_FULL)
+    );
+    assert_eq!(b.on_frame(Direction::FromGuest, &rtp(2)), Verdict::Pass);
+    let big = udp(5060, 5060, &vec![b'S'; 9000]);
+    let mut bytes = TxBuffer::new(default_ruleset());
+    bytes.close_epoch(1);
+    let fit = MAX_HELD_BYTES / big.len();
+    for _ in 0..fit {
+        assert_eq!(bytes.on_frame(Direction::FromGuest, &big), Verdict::Held);
+    }
+    assert_eq!(
+        bytes.on_frame(Direction::FromGuest, &big),
+        Verdict::Drop(DROP_FULL)
+    );
+    assert_eq!(bytes.report().dropped_full, 1);
+    bytes.commit(2);
+    assert_eq!(bytes.take_out().len(), fit);
+    assert_eq!(bytes.report().held_bytes_now, 0);
+}
+
+#[test]
+fn a_new_ruleset_applies_to_the_next_frame_and_old_versions_are_ignored() {
+    let mut b = TxBuffer::new(default_ruleset());
+    b.close_epoch(1);
+    assert_eq!(b.on_frame(Direction::FromGuest, &sip(1)), Verdict::Held);
+    let all_send = default_ruleset().with_default(Class::Send);
+    let sip_sent = all_send
+        .without_rule("sip-udp")
+        .expect("the default set has sip-udp");
+    assert!(b.set_rules(sip_sent.clone()));
+    assert_eq!(b.on_frame(Direction::FromGuest, &sip(2)), Verdict::Pass);
+    let r = b.report();
+    assert_eq!((r.ruleset_version, r.default_frames), (sip_sent.version, 1));
+    assert!(
+        !b.set_rules(default_ruleset()),
+        "an older version is ignored"
+    );
+    assert_eq!(b.on_frame(Direction::FromGuest, &sip(3)), Verdict::Pass);
+}

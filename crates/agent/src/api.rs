@@ -70,11 +70,13 @@ pub fn router(host: Arc<Host>) -> Router {
         )
         .route("/v1/vms/{name}/guest", post(guest))
         .route("/v1/vms/{name}/migrate", post(migrate_vm))
-        .route("/v1/migrations/{name}", get(migration));
+        .route("/v1/migrations/{name}", get(migration))
+        .merge(crate::api_replication::orders());
     let incoming = Router::new()
         .route("/v1/incoming", post(incoming))
         .route("/v1/incoming/{name}/complete", post(complete))
-        .route("/v1/incoming/{name}/abort", post(abort));
+        .route("/v1/incoming/{name}/abort", post(abort))
+        .merge(crate::api_replication::peers());
     guarded(orders, &host, AgentRoute::Order)
         .merge(guarded(incoming, &host, AgentRoute::Incoming))
         .fallback(|req: Request| async move {

@@ -24,6 +24,30 @@ pub const INIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest from QEMU start until the guest answers on the control channel.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// Where this agent's RAM files live in `/dev/shm` (`ram_prefix` + the VM's
+/// name + `.ram` or `.replica`).
+fn ram_prefix(cfg: &AgentConfig) -> String {
+    use sha2::Digest;
+    let dir = sha2::Sha256::digest(cfg.data_dir.as_os_str().as_encoded_bytes());
+    format!("/dev/shm/duplex-{}-{}-", cfg.name, hex::encode(&dir[..4]))
+}
+
+/// Removes RAM files an earlier run of this agent left (it was killed):
+/// an agent starts with no VMs and no replicas.
+fn remove_stale_ram(cfg: &AgentConfig) {
+    let prefix = ram_prefix(cfg);
+    let Ok(dir) = std::fs::read_dir("/dev/shm") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let path = entry.path();
+        if path.to_string_lossy().starts_with(&prefix) {
+            tracing::info!(file = %path.display(), "removing a RAM file an earlier run left");
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
 /// How a VM's QEMU starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Start {
@@ -36,6 +60,9 @@ pub enum Start {
     /// Booting again after QEMU died (S3's PH2.5): the overlay it had is
     /// kept (its current files), on the base it ran on.
     Again { disk_base: Option<String> },
+    /// An S2 failover: on the replica's RAM (already at the VM's RAM
+    /// file), waiting for the last committed checkpoint's device state.
+    Checkpoint,
 }
 
 pub struct Host {
@@ -53,6 +80,10 @@ pub struct Host {
     pub self_fence: Arc<crate::self_fence::SelfFence>,
     /// Asks the report task to report now (a guest lost its peer).
     pub urgent: Arc<tokio::sync::Notify>,
+    /// The S2 ruleset this host's transmit buffers classify with.
+    pub rules: Mutex<duplex_core::classify::Ruleset>,
+    /// S2 replicas of VMs whose primary runs elsewhere.
+    pub replicas: crate::replica::Replicas,
 }
 
 impl Host {
@@ -91,6 +122,7 @@ impl Host {
             },
         };
         tracing::info!(host = %cfg.name, accel = ?accel.kind, reason = %accel.reason, qemu = %qemu_version, "agent starting");
+        remove_stale_ram(&cfg);
         let http = duplex_tls::client::Clients::new(cfg.tls.clone(), |b| {
             b.connect_timeout(Duration::from_secs(3)).no_proxy()
         })
@@ -110,6 +142,8 @@ impl Host {
             fence,
             cfg,
             urgent: Arc::default(),
+            rules: Mutex::new(duplex_core::classify::default_ruleset()),
+            replicas: crate::replica::Replicas::default(),
         }))
     }
 
@@ -133,6 +167,8 @@ impl Host {
             http,
             self_fence: Arc::new(crate::self_fence::SelfFence::new(None)),
             urgent: Arc::default(),
+            rules: Mutex::new(duplex_core::classify::default_ruleset()),
+            replicas: crate::replica::Replicas::default(),
         })
     }
 
@@ -234,6 +270,7 @@ impl Host {
         let paths = VmPaths::new(self.cfg.data_dir.join("vms").join(&spec.name));
         let mut vm = Vm::new(spec.clone(), paths, tap, state);
         vm.urgent = self.urgent.clone();
+        vm.ram_file = spec.replicated.then(|| self.ram_file(&spec.name));
         let vm = Arc::new(vm);
         vms.insert(spec.name.clone(), vm.clone());
         Ok(vm)
@@ -247,7 +284,7 @@ impl Host {
 
     /// Starts QEMU and the network element for a reserved VM.
     pub async fn launch(&self, vm: &Arc<Vm>, start: Start) -> Result<(), AgentError> {
-        let incoming = matches!(start, Start::Incoming { .. });
+        let incoming = matches!(start, Start::Incoming { .. } | Start::Checkpoint);
         let spec = &vm.spec;
         let img = duplex_image::resolve(&self.cfg.image_dir, &spec.image)?;
         let p = &vm.paths;
@@ -276,7 +313,18 @@ impl Host {
                 disk_base.as_ref().map(|name| img.base(name)).transpose()?
             }
             Start::Fresh => img.rootfs.clone(),
+            Start::Checkpoint => None,
         };
+        if let (Some(ram), false) = (&vm.ram_file, start == Start::Checkpoint) {
+            // A boot starts from zeros, not from an earlier run's RAM.
+            let _ = std::fs::remove_file(ram);
+        }
+        if spec.replicated && base.is_some() {
+            return Err(AgentError::BadRequest(format!(
+                "VM `{}`: image `{}` has a root disk; S2 replication covers RAM and devices only, so a replicated VM must run a diskless image",
+                spec.name, spec.image
+            )));
+        }
         let kept = p.dir.join(crate::vm_disk::OVERLAY);
         let disk = match &base {
             Some(_) if matches!(start, Start::Again { .. }) && kept.exists() => Some(kept),
@@ -287,8 +335,8 @@ impl Host {
             *b = base.and_then(|b| b.file_name().map(|n| n.to_string_lossy().into_owned()));
         }
         let user_data = crate::vm_disk::write_user_data(spec, &p.dir, user)?;
-        let element =
-            duplex_net::element::start(&spec.name, spec.mac(), listener, tap, Vec::new())?;
+        let extra = self.transmit_buffer(vm);
+        let element = duplex_net::element::start(&spec.name, spec.mac(), listener, tap, extra)?;
         let launch = Launch {
             name: spec.name.clone(),
             accel: self.accel.kind,
@@ -305,6 +353,8 @@ impl Host {
             incoming,
             disk,
             user_data,
+            ram_file: vm.ram_file.clone(),
+            from_checkpoint: start == Start::Checkpoint,
         };
         let qemu = QemuProcess::spawn(&self.cfg.qemu, &launch, &p.qemu_log, user).await?;
         let pid = qemu.pid;
@@ -315,6 +365,31 @@ impl Host {
         *vm.rt.lock().await = Some(Runtime { qemu, element });
         vm.update(|s| s.pid = Some(pid));
         Ok(())
+    }
+
+    /// Where a replicated VM's RAM lives: a file in `/dev/shm`, named
+    /// after this agent's data directory too (a lab runs several agents on
+    /// one machine, possibly with the same host names).
+    pub fn ram_file(&self, vm: &str) -> std::path::PathBuf {
+        std::path::PathBuf::from(format!("{}{vm}.ram", ram_prefix(&self.cfg)))
+    }
+
+    /// The S2 stage of a replicated VM's element (none for others): a
+    /// transmit buffer with this host's ruleset, kept by the VM.
+    fn transmit_buffer(&self, vm: &Vm) -> Vec<Box<dyn duplex_net::stage::Stage>> {
+        if !vm.spec.replicated {
+            return Vec::new();
+        }
+        let rules = self
+            .rules
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        let buf = Arc::new(Mutex::new(duplex_net::txbuf::TxBuffer::new(rules)));
+        if let Ok(mut b) = vm.txbuf.lock() {
+            *b = Some(buf.clone());
+        }
+        vec![Box::new(duplex_net::txbuf::TxStage(buf))]
     }
 
     pub async fn create_vm(
@@ -380,6 +455,10 @@ impl Host {
 
     /// Stops QEMU and the element of a VM (the VM stays in the table).
     pub async fn teardown(&self, vm: &Vm) {
+        if let Ok(mut p) = vm.protection.lock() {
+            // Dropping it stops the epochs.
+            p.take();
+        }
         *vm.ctl.lock().await = None;
         if let Ok(mut q) = vm.qmp.lock() {
             *q = None;
@@ -387,6 +466,10 @@ impl Host {
         if let Some(rt) = vm.rt.lock().await.take() {
             rt.qemu.stop().await;
             rt.element.stop().await;
+        }
+        if let Some(ram) = &vm.ram_file {
+            // QEMU is gone: nothing maps its RAM any more.
+            let _ = std::fs::remove_file(ram);
         }
     }
 
@@ -568,6 +651,9 @@ impl Host {
     pub async fn shutdown(&self) {
         for vm in self.all() {
             self.teardown(&vm).await;
+        }
+        for r in self.replicas.list() {
+            let _ = self.replicas.delete(&r.vm);
         }
     }
 }

@@ -3,6 +3,7 @@
 //! migrations with its peer agents. HTTP/JSON API under `/v1`.
 
 pub mod api;
+pub mod api_replication;
 /// The agent API's client lives in its own crate; kept here under its old path.
 pub use duplex_agent_client as client;
 pub mod config;
@@ -12,7 +13,10 @@ pub mod error;
 pub mod fence;
 pub mod host;
 pub mod migrate;
+pub mod protect;
+pub mod protect_capture;
 pub mod qemu_user;
+pub mod replica;
 pub mod report;
 pub mod self_fence;
 pub mod serial;

@@ -109,6 +109,12 @@ pub struct Vm {
     /// The root disk base (file name in its image's directory) the VM runs
     /// on, set by its launch; none for a diskless VM.
     pub disk_base: Mutex<Option<String>>,
+    /// A replicated VM's RAM file (S2), which the agent reads.
+    pub ram_file: Option<PathBuf>,
+    /// A replicated VM's transmit buffer (S2), set by its launch.
+    pub txbuf: Mutex<Option<Arc<Mutex<duplex_net::txbuf::TxBuffer>>>>,
+    /// Its epochs towards a backup, while they run.
+    pub protection: Mutex<Option<crate::protect::Protection>>,
 }
 
 impl Vm {
@@ -137,6 +143,9 @@ impl Vm {
             qmp: Mutex::new(None),
             urgent: Arc::default(),
             disk_base: Mutex::new(None),
+            ram_file: None,
+            txbuf: Mutex::new(None),
+            protection: Mutex::new(None),
         }
     }
 
@@ -157,6 +166,10 @@ impl Vm {
     /// The root disk base the VM runs on, if it has a disk.
     pub fn disk_base(&self) -> Option<String> {
         self.disk_base.lock().ok().and_then(|b| b.clone())
+    }
+
+    pub fn txbuf(&self) -> Option<Arc<Mutex<duplex_net::txbuf::TxBuffer>>> {
+        self.txbuf.lock().ok().and_then(|b| b.clone())
     }
 
     pub fn qmp(&self) -> Option<Arc<Qmp>> {

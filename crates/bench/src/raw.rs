@@ -70,6 +70,8 @@ pub async fn start(s: &RawSpec<'_>) -> anyhow::Result<RawVm> {
         incoming: s.incoming,
         disk: None,
         user_data: None,
+        ram_file: None,
+        from_checkpoint: false,
     };
     for p in [&launch.ctl_socket, &launch.qmp_socket, &launch.serial_log] {
         let _ = std::fs::remove_file(p);

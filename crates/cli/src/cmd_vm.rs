@@ -65,6 +65,10 @@ pub enum VmCmd {
         /// docs/images.md).
         #[arg(long)]
         user_data: Option<std::path::PathBuf>,
+        /// S2: checkpoint the whole VM to a backup host every epoch (its
+        /// image must be diskless; docs/epochs.md).
+        #[arg(long)]
+        replicated: bool,
     },
     List {
         #[command(flatten)]
@@ -220,6 +224,7 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
             no_wait,
             host,
             user_data,
+            replicated,
         } => {
             let user_data = user_data
                 .map(|p| crate::user_data_file::read(&p))
@@ -234,6 +239,7 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
                 gateway,
                 mac: None,
                 user_data,
+                replicated,
             };
             spec.validate()?;
             if t.agent.is_none() {

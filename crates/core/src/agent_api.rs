@@ -454,3 +454,79 @@ pub const GUEST_UNCHANGED: &str = "guest_unchanged";
 pub const GUEST_NOT_CONNECTED: &str = "guest_not_connected";
 /// Error code of an order carrying a fencing token older than one obeyed.
 pub const STALE_FENCE: &str = "stale_fence";
+
+/// `POST /v1/vms/{name}/protect`: start S2 epochs of a replicated VM
+/// towards the replica the agent at `backup` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectRequest {
+    /// The backup host's agent URL (`https://IP:PORT`).
+    pub backup: String,
+    #[serde(default)]
+    pub epochs: crate::epoch::EpochConfig,
+}
+
+/// How one epoch's checkpoint went, for operators and `bench/s2`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochTiming {
+    pub epoch: u64,
+    /// From the `stop` order until QEMU confirmed it.
+    pub stop_us: u64,
+    /// Saving the device state.
+    pub save_us: u64,
+    /// Finding and copying the changed pages.
+    pub scan_us: u64,
+    /// From the `cont` order until QEMU confirmed it.
+    pub cont_us: u64,
+    /// The guest's whole pause.
+    pub pause_us: u64,
+    pub pages: u64,
+    pub bytes: u64,
+    /// From the capture until the backup's acknowledgement (0: not yet).
+    pub commit_us: u64,
+}
+
+/// The primary's side of a replicated VM (`GET /v1/vms/{name}/protect`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProtectionInfo {
+    pub backup: String,
+    pub epochs: crate::epoch::EpochConfig,
+    /// `base`: the backup is being filled; else the epoch machine's mode.
+    pub phase: String,
+    /// Newest epoch the backup applied (0: it cannot take over yet).
+    pub committed: u64,
+    pub captured: u64,
+    pub failed_captures: u64,
+    pub base_pages: u64,
+    pub last_error: Option<String>,
+    /// The newest epochs, oldest first (at most [`RECENT_EPOCHS`]).
+    pub recent: Vec<EpochTiming>,
+}
+
+/// How many epochs' timings a primary keeps.
+pub const RECENT_EPOCHS: usize = 512;
+
+/// `POST /v1/replicas`: hold a replica of a replicated VM here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaRequest {
+    pub spec: crate::vm_spec::VmSpec,
+}
+
+/// A backup's replica (`GET /v1/replicas/{name}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaInfo {
+    pub vm: String,
+    pub ram_bytes: u64,
+    /// Newest consistent epoch held (`None`: it cannot be started yet).
+    pub applied: Option<u64>,
+    pub checkpoints: u64,
+    pub bytes_received: u64,
+    pub last_error: Option<String>,
+}
+
+/// The backup's answer to a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochAck {
+    pub applied: Option<u64>,
+}

@@ -196,7 +196,8 @@ pub enum AgentRoute {
     /// VMs, their guests, elements, fences and outgoing migrations: the
     /// controller's orders.
     Order,
-    /// `/v1/incoming/...`: a peer agent sending a VM here.
+    /// `/v1/incoming/...`: a peer agent sending a VM here; and
+    /// `/v1/replicas/{name}/epochs`: a primary's agent sending checkpoints.
     Incoming,
 }
 

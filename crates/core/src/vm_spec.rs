@@ -33,6 +33,10 @@ pub struct VmSpec {
     /// Configuration the guest receives at boot (files, environment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_data: Option<crate::user_data::UserData>,
+    /// S2: the whole VM is checkpointed to a backup host every epoch, and
+    /// its output classified (its RAM is a shared file for that).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replicated: bool,
 }
 
 fn default_image() -> String {
@@ -89,6 +93,7 @@ impl VmSpec {
             gateway: None,
             mac: None,
             user_data: None,
+            replicated: false,
         }
     }
 

@@ -45,7 +45,16 @@ pub struct Launch {
     pub disk: Option<PathBuf>,
     /// User data (JSON) handed to the guest as a firmware file.
     pub user_data: Option<PathBuf>,
+    /// Guest RAM as this file (in `/dev/shm`), mapped shared so the agent
+    /// can read it (an S2 primary) or start a VM on a copy (its backup).
+    pub ram_file: Option<PathBuf>,
+    /// Start from an S2 checkpoint: its device state carries no
+    /// configuration section (see [`crate::checkpoint`]).
+    pub from_checkpoint: bool,
 }
+
+/// The QEMU object id of a VM's RAM when it is a shared file.
+pub const RAM_ID: &str = "ram0";
 
 /// The QEMU drive id of the root disk (block migration names it).
 pub const DISK_ID: &str = "disk0";
@@ -70,7 +79,22 @@ impl Launch {
         push("-name".into());
         push(format!("guest={},debug-threads=on", self.name));
         push("-M".into());
-        push("microvm,acpi=on,pit=on,rtc=on".into());
+        push(match self.ram_file {
+            Some(_) => format!("microvm,acpi=on,pit=on,rtc=on,memory-backend={RAM_ID}"),
+            None => "microvm,acpi=on,pit=on,rtc=on".into(),
+        });
+        if let Some(ram) = &self.ram_file {
+            push("-object".into());
+            push(format!(
+                "memory-backend-file,id={RAM_ID},size={}M,mem-path={},share=on",
+                self.memory_mib,
+                p(ram)
+            ));
+        }
+        if self.from_checkpoint {
+            push("-global".into());
+            push("migration.send-configuration=off".into());
+        }
         push("-accel".into());
         push(match self.accel {
             AccelKind::Kvm => "kvm".into(),
@@ -176,6 +200,8 @@ mod tests {
             incoming: false,
             disk: None,
             user_data: None,
+            ram_file: None,
+            from_checkpoint: false,
         }
     }
 
@@ -223,6 +249,27 @@ mod tests {
         assert_eq!(
             value_of(&a, "-fw_cfg"),
             ["name=opt/org.duplex/user-data,file=/d/user-data.json"]
+        );
+    }
+
+    #[test]
+    fn shared_ram_file_and_a_start_from_a_checkpoint() {
+        assert!(value_of(&launch().args(), "-object").is_empty());
+        let mut l = launch();
+        l.ram_file = Some("/dev/shm/duplex-vm1".into());
+        l.from_checkpoint = true;
+        let a = l.args();
+        assert_eq!(
+            value_of(&a, "-M"),
+            ["microvm,acpi=on,pit=on,rtc=on,memory-backend=ram0"]
+        );
+        assert_eq!(
+            value_of(&a, "-object"),
+            ["memory-backend-file,id=ram0,size=256M,mem-path=/dev/shm/duplex-vm1,share=on"]
+        );
+        assert_eq!(
+            value_of(&a, "-global"),
+            ["migration.send-configuration=off"]
         );
     }
 

@@ -2,6 +2,7 @@
 //! the accelerator, drive live migration.
 
 pub mod accel;
+pub mod checkpoint;
 pub mod error;
 pub mod launch;
 pub mod migration;

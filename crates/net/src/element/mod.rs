@@ -127,6 +127,12 @@ impl ElementHandle {
     }
 
     /// Cuts the VM off the network (`true`) or lets it back (`false`).
+    /// Wakes the data path: frames a stage released (an epoch committed)
+    /// go out now rather than at the next frame or tick.
+    pub fn wake(&self) {
+        self.control.wake();
+    }
+
     pub fn isolate(&self, on: bool) {
         self.parts.isolation.set(on);
     }

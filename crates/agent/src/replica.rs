@@ -1,0 +1,206 @@
+//! The backup's side of S2: replicas of VMs whose primary runs on another
+//! host. A replica takes checkpoints whole and in order
+//! (`duplex_replica::image`); on the controller's order it is activated:
+//! QEMU starts on its RAM with the last committed epoch's device state and
+//! the guest runs on from exactly that state, announced on the network.
+
+use crate::host::{connect_guest, watch_exit, Host, Start, READY_TIMEOUT};
+use crate::AgentError;
+use duplex_core::agent_api::{EpochAck, ReplicaInfo, ReplicaRequest, VmInfo, VmState};
+use duplex_core::vm_spec::VmSpec;
+use duplex_net::stage::Direction;
+use duplex_replica::image::Replica;
+use duplex_replica::wire::Checkpoint;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Largest checkpoint a backup takes in one message (a 128 MiB guest
+/// rewriting all of its RAM within one epoch, with room to spare).
+pub const MAX_CHECKPOINT_BYTES: usize = 192 << 20;
+
+#[derive(Default)]
+pub struct Replicas {
+    map: Mutex<BTreeMap<String, Arc<Slot>>>,
+}
+
+pub struct Slot {
+    spec: VmSpec,
+    ram_file: PathBuf,
+    /// `None` once activated (later checkpoints are refused).
+    replica: Mutex<Option<Replica>>,
+    info: Mutex<ReplicaInfo>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Replicas {
+    fn get(&self, name: &str) -> Result<Arc<Slot>, AgentError> {
+        lock(&self.map)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| AgentError::NotFound(format!("no replica of VM `{name}` on this host")))
+    }
+
+    pub fn list(&self) -> Vec<ReplicaInfo> {
+        lock(&self.map)
+            .values()
+            .map(|s| lock(&s.info).clone())
+            .collect()
+    }
+
+    pub fn info(&self, name: &str) -> Result<ReplicaInfo, AgentError> {
+        Ok(lock(&self.get(name)?.info).clone())
+    }
+
+    /// Drops a replica and its files.
+    pub fn delete(&self, name: &str) -> Result<(), AgentError> {
+        let slot = lock(&self.map).remove(name).ok_or_else(|| {
+            AgentError::NotFound(format!("no replica of VM `{name}` on this host"))
+        })?;
+        if lock(&slot.replica).take().is_some() {
+            let _ = std::fs::remove_file(&slot.ram_file);
+        }
+        Ok(())
+    }
+}
+
+/// Makes a new, empty replica of `req.spec` here (replacing one of the
+/// same VM: its primary starts over with a base round).
+pub fn create(host: &Host, req: ReplicaRequest) -> Result<ReplicaInfo, AgentError> {
+    let spec = req.spec;
+    spec.validate()
+        .map_err(|e| AgentError::BadRequest(e.to_string()))?;
+    if !spec.replicated {
+        return Err(AgentError::BadRequest(format!(
+            "VM `{}` is not replicated (`replicated: true`)",
+            spec.name
+        )));
+    }
+    if host.get(&spec.name).is_ok() {
+        return Err(AgentError::Conflict(format!(
+            "VM `{}` runs on this host; its replica must be on another",
+            spec.name
+        )));
+    }
+    let _ = host.replicas.delete(&spec.name);
+    let ram_bytes = u64::from(spec.memory_mib) << 20;
+    let ram_file = host.ram_file(&spec.name).with_extension("replica");
+    let dir = host.cfg.data_dir.join("replicas");
+    std::fs::create_dir_all(&dir).map_err(AgentError::io(format!("create {}", dir.display())))?;
+    let state = dir.join(format!("{}.state", spec.name));
+    let replica = Replica::create(&ram_file, &state, ram_bytes)
+        .map_err(|e| AgentError::Unavailable(e.to_string()))?;
+    let info = ReplicaInfo {
+        vm: spec.name.clone(),
+        ram_bytes,
+        applied: None,
+        checkpoints: 0,
+        bytes_received: 0,
+        last_error: None,
+    };
+    let slot = Arc::new(Slot {
+        spec: spec.clone(),
+        ram_file,
+        replica: Mutex::new(Some(replica)),
+        info: Mutex::new(info.clone()),
+    });
+    lock(&host.replicas.map).insert(spec.name.clone(), slot);
+    tracing::info!(vm = %spec.name, ram_bytes, "S2 replica created");
+    Ok(info)
+}
+
+/// Applies one checkpoint (the body of `PUT /v1/replicas/{name}/epochs`).
+pub async fn apply(host: &Host, name: &str, body: Vec<u8>) -> Result<EpochAck, AgentError> {
+    let slot = host.replicas.get(name)?;
+    let len = body.len() as u64;
+    let result = tokio::task::spawn_blocking({
+        let slot = slot.clone();
+        move || -> Result<Option<u64>, String> {
+            let cp = Checkpoint::decode(&body).map_err(|e| e.to_string())?;
+            let mut guard = lock(&slot.replica);
+            let replica = guard.as_mut().ok_or_else(|| {
+                "the replica was activated; it takes no more checkpoints".to_string()
+            })?;
+            replica.apply(&cp).map_err(|e| e.to_string())
+        }
+    })
+    .await
+    .map_err(|e| AgentError::Unavailable(format!("applying a checkpoint: {e}")))?;
+    let mut info = lock(&slot.info);
+    info.checkpoints += 1;
+    info.bytes_received += len;
+    match result {
+        Ok(applied) => {
+            info.applied = applied;
+            Ok(EpochAck { applied })
+        }
+        Err(e) => {
+            info.last_error = Some(e.clone());
+            Err(AgentError::BadRequest(format!(
+                "checkpoint for `{name}` refused: {e}"
+            )))
+        }
+    }
+}
+
+/// Failover: runs the VM here from the replica's last committed epoch.
+pub async fn activate(host: &Arc<Host>, name: &str) -> Result<VmInfo, AgentError> {
+    let slot = host.replicas.get(name)?;
+    let (epoch, state_path) = {
+        let mut guard = lock(&slot.replica);
+        let replica = guard.as_ref().ok_or_else(|| {
+            AgentError::Conflict(format!("the replica of `{name}` was activated already"))
+        })?;
+        let Some(epoch) = replica.applied() else {
+            return Err(AgentError::Conflict(format!(
+                "the replica of `{name}` holds no committed epoch yet (its base round is not done): it cannot run"
+            )));
+        };
+        let path = replica.state_path().to_path_buf();
+        *guard = None;
+        (epoch, path)
+    };
+    let state = std::fs::read(&state_path)
+        .map_err(AgentError::io(format!("read {}", state_path.display())))?;
+    let vm = host.reserve(&slot.spec, VmState::Incoming)?;
+    let ram = vm
+        .ram_file
+        .clone()
+        .ok_or_else(|| AgentError::Unavailable("a replicated VM without a RAM file".into()))?;
+    let started = async {
+        std::fs::rename(&slot.ram_file, &ram).map_err(AgentError::io(format!(
+            "move {} to {}",
+            slot.ram_file.display(),
+            ram.display()
+        )))?;
+        crate::qemu_user::give(host.cfg.qemu_user.as_ref(), &ram, 0o600)?;
+        host.launch(&vm, Start::Checkpoint).await?;
+        let qmp = vm
+            .qmp()
+            .ok_or_else(|| AgentError::Unavailable("QEMU vanished".into()))?;
+        let socket = vm.paths.dir.join("checkpoint-in.sock");
+        duplex_qemu::checkpoint::load_device_state(&qmp, &socket, &state).await?;
+        Ok::<_, AgentError>(())
+    }
+    .await;
+    if let Err(e) = started {
+        host.teardown(&vm).await;
+        host.forget(name);
+        return Err(e);
+    }
+    lock(&host.replicas.map).remove(name);
+    // The guest does not know it moved: announce its address from here.
+    if let Some(rt) = vm.rt.lock().await.as_ref() {
+        let garp = duplex_net::frame::gratuitous_arp(vm.spec.mac(), vm.spec.ip);
+        rt.element.inject(Direction::FromGuest, garp);
+    }
+    vm.update(|s| s.state = VmState::Running);
+    tracing::info!(vm = %name, epoch, "S2 replica activated: the VM runs here from its last committed epoch");
+    tokio::spawn(watch_exit(host.clone(), vm.clone()));
+    let guest = vm.clone();
+    tokio::spawn(async move { connect_guest(&guest, READY_TIMEOUT).await });
+    Ok(vm.info())
+}

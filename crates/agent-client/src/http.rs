@@ -63,8 +63,8 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 
 #[derive(Clone)]
 pub struct AgentClient {
-    base: String,
-    http: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
     /// Fencing token sent with every request (`duplex-fence`).
     fence: Option<u64>,
 }
@@ -98,7 +98,7 @@ impl AgentClient {
         &self.base
     }
 
-    async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         req: reqwest::RequestBuilder,
         url: String,
@@ -142,7 +142,7 @@ impl AgentClient {
         })
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
@@ -341,5 +341,24 @@ impl crate::AgentApi for AgentClient {
     }
     async fn migration(&self, vm: &str) -> Result<MigrationInfo, ClientError> {
         AgentClient::migration(self, vm).await
+    }
+    async fn create_replica(
+        &self,
+        spec: &VmSpec,
+    ) -> Result<duplex_core::agent_api::ReplicaInfo, ClientError> {
+        AgentClient::create_replica(self, spec).await
+    }
+    async fn delete_replica(&self, vm: &str) -> Result<(), ClientError> {
+        AgentClient::delete_replica(self, vm).await
+    }
+    async fn protect(
+        &self,
+        vm: &str,
+        req: &duplex_core::agent_api::ProtectRequest,
+    ) -> Result<duplex_core::agent_api::ProtectionInfo, ClientError> {
+        AgentClient::protect(self, vm, req).await
+    }
+    async fn activate(&self, vm: &str) -> Result<VmInfo, ClientError> {
+        AgentClient::activate(self, vm).await
     }
 }

@@ -6,11 +6,13 @@
 
 mod http;
 pub mod limits;
+mod replication;
 
 pub use http::{error_chain, AgentClient, ClientError};
 
 use duplex_core::agent_api::{
-    HandoverOrder, HandoverStatus, MigrateRequest, MigrationInfo, MigrationPhase, VmInfo, WaitFor,
+    HandoverOrder, HandoverStatus, MigrateRequest, MigrationInfo, MigrationPhase, ProtectRequest,
+    ProtectionInfo, ReplicaInfo, VmInfo, WaitFor,
 };
 use duplex_core::guest_proto::Op;
 use duplex_core::vm_spec::VmSpec;
@@ -53,6 +55,13 @@ pub trait AgentApi: Send + Sync {
         req: &MigrateRequest,
     ) -> Result<MigrationInfo, ClientError>;
     async fn migration(&self, vm: &str) -> Result<MigrationInfo, ClientError>;
+    /// S2: a new, empty replica of `spec` on this (the backup's) agent.
+    async fn create_replica(&self, spec: &VmSpec) -> Result<ReplicaInfo, ClientError>;
+    async fn delete_replica(&self, vm: &str) -> Result<(), ClientError>;
+    /// S2: epochs of `vm` towards the replica at `req.backup`.
+    async fn protect(&self, vm: &str, req: &ProtectRequest) -> Result<ProtectionInfo, ClientError>;
+    /// S2: run `vm` from its replica here.
+    async fn activate(&self, vm: &str) -> Result<VmInfo, ClientError>;
 }
 
 /// Makes the client for one agent, carrying a fencing token.

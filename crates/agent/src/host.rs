@@ -27,21 +27,31 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// Where this agent's RAM files live in `/dev/shm` (`ram_prefix` + the VM's
 /// name + `.ram` or `.replica`).
 fn ram_prefix(cfg: &AgentConfig) -> String {
+    ram_prefix_of(&cfg.name, &cfg.data_dir)
+}
+
+/// [`ram_prefix`] of the agent named `name` with data in `data_dir`.
+pub fn ram_prefix_of(name: &str, data_dir: &std::path::Path) -> String {
     use sha2::Digest;
-    let dir = sha2::Sha256::digest(cfg.data_dir.as_os_str().as_encoded_bytes());
-    format!("/dev/shm/duplex-{}-{}-", cfg.name, hex::encode(&dir[..4]))
+    let dir = sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
+    format!("/dev/shm/duplex-{name}-{}-", hex::encode(&dir[..4]))
 }
 
 /// Removes RAM files an earlier run of this agent left (it was killed):
 /// an agent starts with no VMs and no replicas.
 fn remove_stale_ram(cfg: &AgentConfig) {
-    let prefix = ram_prefix(cfg);
+    remove_ram_files(&ram_prefix(cfg));
+}
+
+/// Removes the RAM files whose path starts with `prefix` (an agent's:
+/// [`ram_prefix_of`]), when nothing runs that maps them.
+pub fn remove_ram_files(prefix: &str) {
     let Ok(dir) = std::fs::read_dir("/dev/shm") else {
         return;
     };
     for entry in dir.flatten() {
         let path = entry.path();
-        if path.to_string_lossy().starts_with(&prefix) {
+        if path.to_string_lossy().starts_with(prefix) {
             tracing::info!(file = %path.display(), "removing a RAM file an earlier run left");
             let _ = std::fs::remove_file(&path);
         }

@@ -9,7 +9,7 @@ use crate::protect_capture::{self, Source};
 use crate::vm::Vm;
 use crate::AgentError;
 use duplex_core::agent_api::{
-    EpochAck, EpochTiming, ErrorBody, ProtectRequest, ProtectionInfo, RECENT_EPOCHS,
+    EpochAck, EpochTiming, ErrorBody, ProtectPhase, ProtectRequest, ProtectionInfo, RECENT_EPOCHS,
 };
 use duplex_core::epoch::{Effect, Event, Mode, Primary, MAX_IN_FLIGHT};
 use duplex_replica::ram::RamView;
@@ -67,12 +67,20 @@ pub async fn start(
     let qmp = vm
         .qmp()
         .ok_or_else(|| AgentError::Conflict(format!("VM `{name}` has no running QEMU")))?;
+    // Epochs towards a new backup: the controller ordered it, so the old
+    // backup will not take over; its held output leaves now.
+    if let Ok(mut p) = vm.protection.lock() {
+        p.take();
+    }
+    if let Ok(mut b) = txbuf.lock() {
+        b.restart();
+    }
     let len = u64::from(vm.spec.memory_mib) << 20;
     let ram = RamView::open(&ram_file, len).map_err(|e| AgentError::Unavailable(e.to_string()))?;
     let info = Arc::new(Mutex::new(ProtectionInfo {
         backup: to.clone(),
         epochs: req.epochs,
-        phase: "base".into(),
+        phase: ProtectPhase::Base,
         committed: 0,
         captured: 0,
         failed_captures: 0,
@@ -209,7 +217,7 @@ impl Engine {
             Ok(h) => h,
             Err(e) => {
                 self.note_error(&format!("filling the backup: {e}"));
-                lock(&self.info).phase = "failed".into();
+                lock(&self.info).phase = ProtectPhase::Failed;
                 return;
             }
         };
@@ -351,11 +359,10 @@ impl Engine {
         let mut i = lock(&self.info);
         i.committed = m.committed;
         i.phase = match m.mode {
-            Mode::Running => "running",
-            Mode::Stalled { .. } => "stalled",
-            Mode::Unprotected => "unprotected",
-        }
-        .into();
+            Mode::Running => ProtectPhase::Running,
+            Mode::Stalled { .. } => ProtectPhase::Stalled,
+            Mode::Unprotected => ProtectPhase::Unprotected,
+        };
     }
 }
 

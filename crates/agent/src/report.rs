@@ -964,6 +964,7 @@ mod tests {
             reset_age_ms: None,
             isolated: false,
             failure: None,
+            protection: None,
         }
     }
 

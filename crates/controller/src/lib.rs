@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod ctl;
 mod drain;
+mod epochs;
 pub mod error;
 mod events;
 pub mod fence_device;

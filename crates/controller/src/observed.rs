@@ -184,6 +184,23 @@ impl Observed {
             .unwrap_or_default()
     }
 
+    /// Replicated VMs on `host` with no epochs towards a backup that may
+    /// take over (S2).
+    pub fn unprotected(&self, host: &str) -> BTreeSet<String> {
+        self.hosts
+            .get(host)
+            .map(|s| {
+                s.report
+                    .vms
+                    .iter()
+                    .filter(|v| v.spec.replicated && v.state == VmState::Running)
+                    .filter(|v| !v.protection.as_ref().is_some_and(|p| p.phase.protects()))
+                    .map(|v| v.spec.name.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Every failure a host reports now, as (VM, failure id).
     pub fn failures(&self) -> Vec<(String, String)> {
         self.hosts

@@ -206,4 +206,23 @@ impl AgentApi for Guarded {
     async fn migration(&self, vm: &str) -> Result<MigrationInfo, ClientError> {
         self.check()?.migration(vm).await
     }
+    async fn create_replica(
+        &self,
+        spec: &VmSpec,
+    ) -> Result<duplex_core::agent_api::ReplicaInfo, ClientError> {
+        self.check()?.create_replica(spec).await
+    }
+    async fn delete_replica(&self, vm: &str) -> Result<(), ClientError> {
+        self.check()?.delete_replica(vm).await
+    }
+    async fn protect(
+        &self,
+        vm: &str,
+        req: &duplex_core::agent_api::ProtectRequest,
+    ) -> Result<duplex_core::agent_api::ProtectionInfo, ClientError> {
+        self.check()?.protect(vm, req).await
+    }
+    async fn activate(&self, vm: &str) -> Result<VmInfo, ClientError> {
+        self.check()?.activate(vm).await
+    }
 }

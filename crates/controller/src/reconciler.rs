@@ -82,6 +82,7 @@ pub async fn tick(ctl: &Arc<Ctl>) -> Result<(), RepoError> {
                         fenced,
                         vms: obs.vm_names(&h.name),
                         unknown: obs.get(&h.name).is_none(),
+                        unprotected: obs.unprotected(&h.name),
                     },
                 )
             })
@@ -101,7 +102,7 @@ pub async fn tick(ctl: &Arc<Ctl>) -> Result<(), RepoError> {
 
 /// Gives a lone VM whose home host is fenced a new home (placement's
 /// choice); the next pass creates it there.
-async fn restart_elsewhere(
+pub(crate) async fn restart_elsewhere(
     ctl: &Arc<Ctl>,
     vms: &[Vm],
     vm: &str,
@@ -152,7 +153,7 @@ async fn restart_elsewhere(
 /// Marks `vm` busy for the duration of `work`, then for `SETTLE` (so the
 /// next pass does not act on a report from before the order), or
 /// `RETRY_AFTER` if it failed.
-fn spawn_order<F>(ctl: &Arc<Ctl>, vm: String, work: F)
+pub(crate) fn spawn_order<F>(ctl: &Arc<Ctl>, vm: String, work: F)
 where
     F: std::future::Future<Output = bool> + Send + 'static,
 {
@@ -234,6 +235,9 @@ async fn execute(
             });
         }
         Action::Forget { vm } => {
+            if let Some(rec) = vms.iter().find(|v| v.spec.name == vm) {
+                crate::epochs::drop_replica(ctl, hosts, rec).await;
+            }
             if ctl.repo.delete(&format!("{VMS}{vm}"), Expect::Any).await? {
                 forget_restarts(ctl, &vm).await;
                 ctl.events
@@ -271,6 +275,16 @@ async fn execute(
             }
         }
         Action::Restart { vm, from } => restart_elsewhere(ctl, vms, &vm, &from).await?,
+        Action::Activate { vm, from, on } => {
+            let Some(url) = url(&on) else { return Ok(()) };
+            crate::epochs::activate(ctl, vms, vm, from, on, url);
+        }
+        Action::Protect { vm, host } => {
+            let Some(rec) = vms.iter().find(|v| v.spec.name == vm) else {
+                return Ok(());
+            };
+            crate::epochs::protect(ctl, hosts, rec.clone(), host);
+        }
         Action::Unmanaged { vm, host } => {
             let fresh = ctl
                 .reported_unmanaged

@@ -83,6 +83,44 @@ pub struct VmInfo {
     /// deleted: the controller acts once per `id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<VmFailure>,
+    /// A replicated VM's epochs towards its backup (S2), while they run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protection: Option<ProtectionSummary>,
+}
+
+/// Where a replicated VM's epochs stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProtectPhase {
+    /// Filling the backup; it cannot take over yet.
+    Base,
+    /// Epochs commit.
+    Running,
+    /// The backup does not acknowledge: output is held.
+    Stalled,
+    /// The backup will not take over (the controller said so).
+    Unprotected,
+    /// The epochs ended on an error (see the VM's protection info).
+    Failed,
+}
+
+impl ProtectPhase {
+    /// Epochs run (or will) towards a backup that may take over.
+    pub fn protects(self) -> bool {
+        matches!(
+            self,
+            ProtectPhase::Base | ProtectPhase::Running | ProtectPhase::Stalled
+        )
+    }
+}
+
+/// What a host reports of a replicated VM's epochs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProtectionSummary {
+    /// The backup's agent URL.
+    pub backup: String,
+    pub phase: ProtectPhase,
+    pub committed: u64,
 }
 
 /// A failure of a VM, found by its guest's middleware (the service died,
@@ -491,8 +529,7 @@ pub struct EpochTiming {
 pub struct ProtectionInfo {
     pub backup: String,
     pub epochs: crate::epoch::EpochConfig,
-    /// `base`: the backup is being filled; else the epoch machine's mode.
-    pub phase: String,
+    pub phase: ProtectPhase,
     /// Newest epoch the backup applied (0: it cannot take over yet).
     pub committed: u64,
     pub captured: u64,

@@ -177,6 +177,17 @@ pub(crate) fn teardown(lab: &str) -> Result<DownReport, LabError> {
     }
 
     let dir = plan::state_dir(lab);
+    // Replicated VMs' RAM lives in /dev/shm, named after each agent's
+    // data directory (a host powered off by a fault left its files).
+    if let Ok(hosts) = std::fs::read_dir(&dir) {
+        for host in hosts.flatten().filter(|e| e.path().is_dir()) {
+            let name = host.file_name().to_string_lossy().into_owned();
+            duplex_agent::host::remove_ram_files(&duplex_agent::host::ram_prefix_of(
+                &name,
+                &host.path(),
+            ));
+        }
+    }
     if dir.exists() {
         tracing::info!("removing {}", dir.display());
         match std::fs::remove_dir_all(&dir) {

@@ -120,6 +120,14 @@ impl TxBuffer {
         self.commit(u64::MAX);
     }
 
+    /// Epochs start over towards a new backup (the old one will not take
+    /// over): what is held leaves, and epochs count from 1 again.
+    pub fn restart(&mut self) {
+        self.unprotect();
+        self.open = 1;
+        self.committed = 0;
+    }
+
     pub fn on_frame(&mut self, dir: Direction, frame: &[u8]) -> Verdict {
         if dir != Direction::FromGuest {
             return Verdict::Pass;

@@ -131,3 +131,19 @@ fn a_new_ruleset_applies_to_the_next_frame_and_old_versions_are_ignored() {
     );
     assert_eq!(b.on_frame(Direction::FromGuest, &sip(3)), Verdict::Pass);
 }
+
+#[test]
+fn a_restart_releases_and_counts_from_one() {
+    let mut b = TxBuffer::new(default_ruleset());
+    for e in 1..=40u8 {
+        b.close_epoch(u64::from(e));
+    }
+    b.on_frame(Direction::FromGuest, &sip(1));
+    b.restart();
+    assert_eq!(b.take_out().len(), 1, "held output leaves at a restart");
+    assert_eq!(b.on_frame(Direction::FromGuest, &sip(2)), Verdict::Pass);
+    b.close_epoch(1);
+    assert_eq!(b.on_frame(Direction::FromGuest, &sip(3)), Verdict::Held);
+    b.commit(2);
+    assert_eq!(b.take_out().len(), 1, "epoch 2 of the new run releases it");
+}

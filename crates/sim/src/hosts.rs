@@ -272,6 +272,7 @@ fn info(v: &SimVm) -> VmInfo {
         reset_age_ms: None,
         isolated: v.isolated,
         failure: None,
+        protection: None,
     }
 }
 
@@ -449,6 +450,18 @@ fn decode<T: serde::de::DeserializeOwned>(
         url: url.into(),
         msg: e.to_string(),
     })
+}
+
+impl SimAgent {
+    /// S2 replication needs real RAM; simulated hosts refuse it.
+    fn not_simulated(&self) -> ClientError {
+        ClientError::Api {
+            url: self.url.clone(),
+            status: 501,
+            code: "not_simulated".into(),
+            message: "S2 replication is not simulated".into(),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -634,6 +647,25 @@ impl AgentApi for SimAgent {
             });
         }
         decode(a, &self.url)
+    }
+    async fn create_replica(
+        &self,
+        _: &VmSpec,
+    ) -> Result<duplex_core::agent_api::ReplicaInfo, ClientError> {
+        Err(self.not_simulated())
+    }
+    async fn delete_replica(&self, _: &str) -> Result<(), ClientError> {
+        Err(self.not_simulated())
+    }
+    async fn protect(
+        &self,
+        _: &str,
+        _: &duplex_core::agent_api::ProtectRequest,
+    ) -> Result<duplex_core::agent_api::ProtectionInfo, ClientError> {
+        Err(self.not_simulated())
+    }
+    async fn activate(&self, _: &str) -> Result<VmInfo, ClientError> {
+        Err(self.not_simulated())
     }
 }
 

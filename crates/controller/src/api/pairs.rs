@@ -187,6 +187,7 @@ pub async fn create(
             desired: Desired::Running,
             pair: Some(pair.name.clone()),
             restore: None,
+            backup: None,
             created_ms: now_ms(),
         };
         if let Err(e) = ctl

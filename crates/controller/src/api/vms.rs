@@ -110,6 +110,7 @@ pub async fn create(
         desired: Desired::Running,
         pair: None,
         restore: None,
+        backup: None,
         created_ms: now_ms(),
     };
     let name = vm.spec.name.clone();

@@ -8,7 +8,12 @@
 //! - a fenced host that reports again holds only stale VMs (its pairs
 //!   failed over, its lone VMs restarted elsewhere): each is destroyed,
 //!   none adopted;
-//! - a lone VM whose home host is fenced is restarted on another host.
+//! - a lone VM whose home host is fenced is restarted on another host;
+//!   a replicated one (S2) is activated on its backup instead, from the
+//!   last epoch the backup committed, if that host is up.
+//!
+//! A replicated VM running on its home with no epochs towards a backup
+//! that may take over is given a backup (`Protect`).
 
 use super::vm::{Desired, Vm};
 use serde::Serialize;
@@ -29,6 +34,9 @@ pub struct HostSeen {
     /// It has not reported since this controller took office: if it is
     /// silent and not fenced, it may run any VM.
     pub unknown: bool,
+    /// Replicated VMs on it with no epochs towards a backup that may take
+    /// over (none started, or they ended).
+    pub unprotected: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -47,6 +55,16 @@ pub enum Action {
     /// A VM outside any pair whose home host is fenced: choose it a new
     /// home (then it is created there).
     Restart { vm: String, from: String },
+    /// A replicated VM whose home host is fenced: run it on its backup
+    /// from the last committed epoch (if that fails, `Restart`).
+    Activate {
+        vm: String,
+        from: String,
+        on: String,
+    },
+    /// A replicated VM runs on `host` unprotected: choose a backup, make
+    /// the replica there and start epochs towards it.
+    Protect { vm: String, host: String },
 }
 
 /// The actions that bring the hosts to the desired VMs. VMs in `busy` (an
@@ -97,8 +115,21 @@ fn plan_vm(vm: &Vm, hosts: &BTreeMap<String, HostSeen>) -> Vec<Action> {
     let home = hosts.get(&vm.host);
     let home_alive = home.is_some_and(|h| h.alive);
     let (vm_, host) = (name.clone(), vm.host.clone());
+    let backup_up = vm
+        .backup
+        .as_ref()
+        .filter(|b| **b != vm.host)
+        .filter(|b| hosts.get(*b).is_some_and(|h| h.alive && !h.fenced));
     match vm.desired {
-        Desired::Running if live_holders.contains(&&vm.host) || maybe_running => vec![],
+        Desired::Running if live_holders.contains(&&vm.host) => {
+            let unprotected = home.is_some_and(|h| h.unprotected.contains(name));
+            if vm.spec.replicated && vm.pair.is_none() && unprotected {
+                vec![Action::Protect { vm: vm_, host }]
+            } else {
+                vec![]
+            }
+        }
+        Desired::Running if maybe_running => vec![],
         Desired::Running => match live_holders.first() {
             Some(other) => vec![Action::Adopt {
                 vm: vm_,
@@ -108,10 +139,17 @@ fn plan_vm(vm: &Vm, hosts: &BTreeMap<String, HostSeen>) -> Vec<Action> {
                 vec![Action::Create { vm: vm_, host }]
             }
             None if vm.pair.is_none() && home.is_some_and(|h| h.fenced && !h.alive) => {
-                vec![Action::Restart {
-                    vm: vm_,
-                    from: host,
-                }]
+                match backup_up {
+                    Some(on) if vm.spec.replicated => vec![Action::Activate {
+                        vm: vm_,
+                        from: host,
+                        on: on.clone(),
+                    }],
+                    _ => vec![Action::Restart {
+                        vm: vm_,
+                        from: host,
+                    }],
+                }
             }
             None => vec![],
         },
@@ -148,6 +186,7 @@ mod tests {
             desired,
             pair: None,
             restore: None,
+            backup: None,
             created_ms: 0,
         }
     }
@@ -159,6 +198,7 @@ mod tests {
             fenced: false,
             vms: vms.iter().map(|s| s.to_string()).collect(),
             unknown: false,
+            unprotected: BTreeSet::new(),
         }
     }
 
@@ -183,10 +223,12 @@ mod tests {
         for desired in [Desired::Running, Desired::Deleted] {
             for paired in [false, true] {
                 for s1 in STATES {
-                    for s2 in STATES {
+                    for s2_ in STATES {
                         for on in [(false, false), (true, false), (false, true), (true, true)] {
                             for busy in [false, true] {
-                                check(desired, paired, [s1, s2], on, busy);
+                                for s2 in S2_CASES {
+                                    check(desired, paired, [s1, s2_], on, busy, s2);
+                                }
                             }
                         }
                     }
@@ -195,19 +237,38 @@ mod tests {
         }
     }
 
+    /// S2 facts: (replicated, its backup, epochs to a backup that may
+    /// take over missing on the hosts that run it).
+    const S2_CASES: [(bool, Option<&str>, bool); 6] = [
+        (false, None, false),
+        (true, None, true),
+        (true, None, false),
+        (true, Some("h2"), false),
+        (true, Some("h2"), true),
+        (true, Some("h1"), false),
+    ];
+
     fn check(
         desired: Desired,
         paired: bool,
         states: [(bool, bool, bool); 2],
         on: (bool, bool),
         busy: bool,
+        (replicated, backup, unprotected): (bool, Option<&str>, bool),
     ) {
         let mut v = vm("x", "h1", desired);
         v.pair = paired.then(|| "p".to_string());
+        v.spec.replicated = replicated;
+        v.backup = backup.map(str::to_string);
         let host = |(alive, accepts, fenced): (bool, bool, bool), on: bool| HostSeen {
             fenced,
             // A silent host that never reported: it may run anything.
             unknown: !alive && !on,
+            unprotected: if on && unprotected {
+                ["x".to_string()].into()
+            } else {
+                BTreeSet::new()
+            },
             ..seen(alive, accepts, if on { &["x"] } else { &[] })
         };
         let hosts = BTreeMap::from([
@@ -228,7 +289,8 @@ mod tests {
             assert!(acts.is_empty(), "{acts:?}");
             return;
         }
-        let ctx = format!("{desired:?} paired={paired} {hosts:?} -> {acts:?}");
+        let ctx = format!("{desired:?} paired={paired} backup={backup:?} {hosts:?} -> {acts:?}");
+        let backup_up = backup.is_some_and(|b| b != "h1" && h(b).alive && !h(b).fenced);
         for a in &acts {
             match a {
                 Action::Create { host, .. } => {
@@ -260,15 +322,48 @@ mod tests {
                     assert!(desired == Desired::Running && !paired, "{ctx}");
                     assert!(from == "h1" && h("h1").fenced && !h("h1").alive, "{ctx}");
                     assert!(!["h1", "h2"].iter().any(|n| keeps(n) || maybe(n)), "{ctx}");
+                    assert!(!(replicated && backup_up), "a live backup is used: {ctx}");
+                }
+                Action::Activate { from, on, .. } => {
+                    assert!(
+                        desired == Desired::Running && !paired && replicated,
+                        "{ctx}"
+                    );
+                    assert!(from == "h1" && h("h1").fenced && !h("h1").alive, "{ctx}");
+                    assert!(!["h1", "h2"].iter().any(|n| keeps(n) || maybe(n)), "{ctx}");
+                    assert!(Some(on.as_str()) == backup && backup_up, "{ctx}");
+                }
+                Action::Protect { host, .. } => {
+                    assert!(
+                        desired == Desired::Running && !paired && replicated,
+                        "{ctx}"
+                    );
+                    assert!(host == "h1" && keeps("h1") && unprotected, "{ctx}");
                 }
                 Action::Unmanaged { .. } => panic!("x is known: {ctx}"),
             }
         }
-        // A wanted VM on its live home needs nothing there.
+        // A wanted VM on its live home needs nothing there but, if it is
+        // replicated and unprotected, a backup.
         if desired == Desired::Running && keeps("h1") {
+            let protect = replicated && !paired && unprotected;
+            assert_eq!(
+                acts.iter().any(|a| matches!(a, Action::Protect { .. })),
+                protect,
+                "{ctx}"
+            );
             assert!(
                 acts.iter()
-                    .all(|a| matches!(a, Action::Delete { host, .. } if host == "h2")),
+                    .all(|a| matches!(a, Action::Delete { host, .. } if host == "h2")
+                        || matches!(a, Action::Protect { .. })),
+                "{ctx}"
+            );
+        }
+        // A replicated VM whose fenced home is gone runs on a live backup.
+        let lost = desired == Desired::Running && !paired && h("h1").fenced && !h("h1").alive;
+        if lost && !["h1", "h2"].iter().any(|n| keeps(n) || maybe(n)) && replicated && backup_up {
+            assert!(
+                acts.iter().any(|a| matches!(a, Action::Activate { .. })),
                 "{ctx}"
             );
         }

@@ -29,6 +29,10 @@ pub struct Vm {
     /// before it gets a role (cleared once given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<crate::service_data::RestoreRef>,
+    /// A replicated VM (S2): the host holding its replica, once epochs
+    /// were started towards it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
 }
 
 /// What the controller sees of a VM, from its host's latest report.

@@ -361,4 +361,10 @@ impl crate::AgentApi for AgentClient {
     async fn activate(&self, vm: &str) -> Result<VmInfo, ClientError> {
         AgentClient::activate(self, vm).await
     }
+    async fn set_rules(
+        &self,
+        set: &duplex_core::classify::Ruleset,
+    ) -> Result<duplex_core::classify::Ruleset, ClientError> {
+        AgentClient::set_rules(self, set).await
+    }
 }

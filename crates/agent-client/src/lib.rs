@@ -62,6 +62,11 @@ pub trait AgentApi: Send + Sync {
     async fn protect(&self, vm: &str, req: &ProtectRequest) -> Result<ProtectionInfo, ClientError>;
     /// S2: run `vm` from its replica here.
     async fn activate(&self, vm: &str) -> Result<VmInfo, ClientError>;
+    /// S2: the ruleset the host's transmit buffers classify with.
+    async fn set_rules(
+        &self,
+        set: &duplex_core::classify::Ruleset,
+    ) -> Result<duplex_core::classify::Ruleset, ClientError>;
 }
 
 /// Makes the client for one agent, carrying a fencing token.

@@ -33,6 +33,26 @@ impl AgentClient {
             .await
     }
 
+    /// The ruleset this host classifies with (a newer version replaces
+    /// it; the answer is the one in force).
+    pub async fn set_rules(
+        &self,
+        set: &duplex_core::classify::Ruleset,
+    ) -> Result<duplex_core::classify::Ruleset, ClientError> {
+        let u = self.url("/v1/rules");
+        self.call(self.http.put(&u).json(set).timeout(limits::CONTROL), u)
+            .await
+    }
+
+    /// The transmit buffer's counters of a replicated VM.
+    pub async fn classes(
+        &self,
+        vm: &str,
+    ) -> Result<duplex_core::agent_api::ClassReport, ClientError> {
+        let u = self.url(&format!("/v1/vms/{vm}/classes"));
+        self.call(self.http.get(&u).timeout(limits::READ), u).await
+    }
+
     /// Runs `vm` from its replica here (its primary's host is fenced).
     pub async fn activate(&self, vm: &str) -> Result<VmInfo, ClientError> {
         let u = self.url(&format!("/v1/replicas/{vm}/activate"));

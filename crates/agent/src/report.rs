@@ -185,6 +185,7 @@ pub struct Snapshot {
     pub fence: u64,
     /// The self-fence lease, if the agent fences itself.
     pub self_fence_ms: Option<u64>,
+    pub rules_version: u64,
 }
 
 /// What the report task reports on: the [`Host`]; a fake in tests.
@@ -208,6 +209,7 @@ impl Reportable for Host {
             traffic,
             fence: self.fence.current(),
             self_fence_ms: self.self_fence.period_ms(),
+            rules_version: self.rules.lock().map(|r| r.version).unwrap_or(0),
         }
     }
     fn accepted(&self, sent: Instant, held_fenced: bool) {
@@ -305,6 +307,7 @@ impl Reporter {
             fence: s.fence,
             seq,
             self_fence_ms: s.self_fence_ms,
+            rules_version: s.rules_version,
         }
     }
 
@@ -991,6 +994,7 @@ mod tests {
                 vms: vec![vm],
                 fence: self.fence,
                 self_fence_ms: None,
+                rules_version: 1,
             }
         }
     }

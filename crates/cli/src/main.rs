@@ -11,6 +11,7 @@ mod cmd_pair;
 mod cmd_pki;
 mod cmd_placement;
 mod cmd_policy;
+mod cmd_rules;
 mod cmd_vm;
 mod cmd_vm_ctl;
 mod conn;
@@ -60,6 +61,9 @@ enum Cmd {
     /// Network-aware placement: why a VM goes where it goes.
     #[command(subcommand)]
     Placement(cmd_placement::PlacementCmd),
+    /// S2: which packets of a replicated VM wait for their epoch's commit.
+    #[command(subcommand)]
+    Rules(cmd_rules::RulesCmd),
     /// What happened: host failures, placements, switchovers...
     Events(cmd_events::EventsArgs),
     /// Several hosts on this machine, in network namespaces.
@@ -142,6 +146,7 @@ fn main() -> ExitCode {
             Cmd::Pair(c) => cmd_pair::run(c).await,
             Cmd::Events(a) => cmd_events::run(a).await,
             Cmd::Placement(c) => cmd_placement::run(c).await,
+            Cmd::Rules(c) => cmd_rules::run(c).await,
             Cmd::Lab(c) => cmd_lab::run(c).await,
             Cmd::Demo(a) => cmd_lab::demo(a).await,
             Cmd::Probe(a) => cmd_lab::probe(a).await,

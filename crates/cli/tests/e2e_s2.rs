@@ -11,6 +11,8 @@
 mod common;
 
 use common::{in_lab_json, LabGuard};
+use duplex_agent::client::AgentClient;
+use duplex_core::agent_api::ClassReport;
 use duplex_core::guest_proto::{Op, TargetRole};
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -35,6 +37,88 @@ async fn wait_for(what: &str, ok: impl Fn(&Value) -> bool) -> Value {
     }
 }
 
+/// Frames rule `rule` decided since its ruleset version was applied.
+fn hits(r: &ClassReport, rule: &str) -> u64 {
+    r.rules
+        .iter()
+        .find(|h| h.rule == rule)
+        .map_or(0, |h| h.frames)
+}
+
+/// Polls the VM's transmit buffer until `ok` holds; returns it and when.
+async fn classes_until(
+    agent: &AgentClient,
+    what: &str,
+    ok: impl Fn(&ClassReport) -> bool,
+) -> (ClassReport, Duration) {
+    let t0 = Instant::now();
+    loop {
+        let r = agent.classes("solo").await.expect("classes");
+        if ok(&r) {
+            return (r, t0.elapsed());
+        }
+        assert!(t0.elapsed() < WAIT, "{what} not within {WAIT:?}: {r:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The ruleset changes while calls flow: SIP is sent at once under a new
+/// rule, then held again once it is deleted; each change shows in the
+/// element's counters (the rule that decided each frame).
+async fn change_rules_under_load(agent: &AgentClient) {
+    let (r, _) = classes_until(agent, "SIP held", |r| {
+        hits(r, "sip-udp") > 0 && r.held_total > 0
+    })
+    .await;
+    eprintln!(
+        "before: ruleset v{}, SIP held by sip-udp: {} frames",
+        r.ruleset_version,
+        hits(&r, "sip-udp")
+    );
+    let set = in_lab_json(
+        LAB,
+        &[
+            "rules",
+            "add",
+            "sip-now",
+            "--class",
+            "send",
+            "--proto",
+            "udp",
+            "--port",
+            "5060",
+            "--priority",
+            "1",
+        ],
+    );
+    let v = set["version"].as_u64().unwrap();
+    let (r, took) = classes_until(agent, "the new rule in force", |r| {
+        r.ruleset_version == v && hits(r, "sip-now") > 0
+    })
+    .await;
+    eprintln!("ruleset v{v}: SIP sent at once by sip-now ({} frames), seen {took:?} after the change returned", hits(&r, "sip-now"));
+    assert_eq!(hits(&r, "sip-udp"), 0, "sip-now comes first: {r:?}");
+    let set = in_lab_json(LAB, &["rules", "delete", "sip-now"]);
+    let v = set["version"].as_u64().unwrap();
+    let (_, took) = classes_until(agent, "SIP held again", |r| {
+        r.ruleset_version == v && hits(r, "sip-udp") > 0
+    })
+    .await;
+    eprintln!("ruleset v{v}: SIP held again, seen {took:?} after the change returned");
+    let (ok, out, _) = common::in_lab(
+        LAB,
+        &[
+            "rules",
+            "test",
+            "--dst-port",
+            "5060",
+            "--payload",
+            "INVITE sip:x SIP/2.0",
+        ],
+    );
+    assert!(ok && out.contains("sip-udp"), "rules test: {out}");
+}
+
 fn protected_to_other_than(v: &Value, not: &str) -> bool {
     let p = &v["info"]["protection"];
     v["status"] == "running"
@@ -52,7 +136,15 @@ async fn a_replicated_vm_survives_the_loss_of_its_host_with_calls_intact() {
     in_lab_json(
         LAB,
         &[
-            "vm", "create", "solo", "--ip", &ip, "--memory-mib", "128", "--replicated", "--host",
+            "vm",
+            "create",
+            "solo",
+            "--ip",
+            &ip,
+            "--memory-mib",
+            "128",
+            "--replicated",
+            "--host",
             "h1",
         ],
     );
@@ -76,13 +168,17 @@ async fn a_replicated_vm_survives_the_loss_of_its_host_with_calls_intact() {
     let before = wait_for("epochs to a backup", |v| protected_to_other_than(v, "")).await;
     let backup = before["backup"].as_str().unwrap().to_string();
     let boot_id = before["info"]["heartbeat"]["boot_id"].clone();
-    eprintln!("solo on h1, checkpointed to {backup}: {}", before["info"]["protection"]);
+    eprintln!(
+        "solo on h1, checkpointed to {backup}: {}",
+        before["info"]["protection"]
+    );
 
     let work = std::env::temp_dir().join(format!("duplex-e2e-{LAB}-{}", std::process::id()));
     let limit = Duration::from_secs(300);
     let sipp = common::sipp_until_stopped(LAB, &vip, &work, limit, Duration::from_secs(40));
     let arp = common::ArpWatch::start(LAB, &vip);
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    change_rules_under_load(&agent).await;
 
     common::fault(LAB, &["power-off", "h1"]);
     let after = wait_for("solo running on its backup", |v| {
@@ -93,7 +189,10 @@ async fn a_replicated_vm_survives_the_loss_of_its_host_with_calls_intact() {
         after["info"]["heartbeat"]["boot_id"], boot_id,
         "the guest booted again instead of running on from its replica: {after}"
     );
-    let again = wait_for("epochs to a new backup", |v| protected_to_other_than(v, "h1")).await;
+    let again = wait_for("epochs to a new backup", |v| {
+        protected_to_other_than(v, "h1")
+    })
+    .await;
     eprintln!("solo on {backup}, checkpointed to {}", again["backup"]);
     tokio::time::sleep(Duration::from_secs(6)).await;
 

@@ -32,6 +32,7 @@ pub mod repo;
 mod restart_exec;
 pub mod restart_policy;
 mod restart_unit;
+pub mod rules;
 mod service_data;
 mod vm_heal;
 
@@ -215,6 +216,7 @@ pub fn start_loops(ctl: &Arc<Ctl>) -> Vec<tokio::task::JoinHandle<()>> {
         tokio::spawn(pair_repair::run(ctl.clone())),
         tokio::spawn(restart_unit::run(ctl.clone())),
         tokio::spawn(service_data::run(ctl.clone())),
+        tokio::spawn(rules::run(ctl.clone())),
     ]
 }
 

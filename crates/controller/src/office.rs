@@ -225,4 +225,10 @@ impl AgentApi for Guarded {
     async fn activate(&self, vm: &str) -> Result<VmInfo, ClientError> {
         self.check()?.activate(vm).await
     }
+    async fn set_rules(
+        &self,
+        set: &duplex_core::classify::Ruleset,
+    ) -> Result<duplex_core::classify::Ruleset, ClientError> {
+        self.check()?.set_rules(set).await
+    }
 }

@@ -15,6 +15,8 @@ pub const OPS: &str = "ops/";
 pub const EVENTS: &str = "events/";
 /// S3 restart policies: `policies/vm/<name>`, `policies/pair/<name>`.
 pub const POLICIES: &str = "policies/";
+/// The S2 ruleset (one record).
+pub const RULES: &str = "rules";
 
 /// How often a read-modify-write is retried when another writer got there first.
 const UPDATE_ATTEMPTS: usize = 5;

@@ -422,6 +422,9 @@ pub struct HostReport {
     /// (`None`: it does not); the controller counts on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub self_fence_ms: Option<u64>,
+    /// The version of the S2 ruleset the host classifies with.
+    #[serde(default)]
+    pub rules_version: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -197,6 +197,7 @@ impl World {
             fence: h.fence,
             seq: h.seq,
             self_fence_ms: h.self_fence_ms,
+            rules_version: 0,
         })
     }
 
@@ -665,6 +666,12 @@ impl AgentApi for SimAgent {
         Err(self.not_simulated())
     }
     async fn activate(&self, _: &str) -> Result<VmInfo, ClientError> {
+        Err(self.not_simulated())
+    }
+    async fn set_rules(
+        &self,
+        _: &duplex_core::classify::Ruleset,
+    ) -> Result<duplex_core::classify::Ruleset, ClientError> {
         Err(self.not_simulated())
     }
 }

@@ -13,6 +13,7 @@ mod migrate;
 pub(crate) mod moves;
 mod pairs;
 mod policy;
+mod rules;
 mod service_data;
 mod vms;
 
@@ -96,6 +97,10 @@ pub fn router(ctl: Arc<Ctl>) -> Router {
         .route("/v1/operations/{id}", get(events::op))
         .route("/v1/events", get(events::list))
         .route("/v1/controller", get(controller_info))
+        .route("/v1/rules", get(rules::show).post(rules::add))
+        .route("/v1/rules/default", put(rules::set_default))
+        .route("/v1/rules/test", post(rules::test))
+        .route("/v1/rules/{name}", axum::routing::delete(rules::delete))
         .route_layer(middleware::from_fn(operators_only))
         .layer(DefaultBodyLimit::max(OPERATOR_BODY_LIMIT));
     let data = Router::new()

@@ -134,6 +134,61 @@ pub struct Packet<'a> {
     pub payload: &'a [u8],
 }
 
+/// A packet described by its fields (`rules test`): what the classifier
+/// would see of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PacketSample {
+    pub proto: Option<Proto>,
+    #[serde(default)]
+    pub src: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub dst: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub src_port: Option<u16>,
+    #[serde(default)]
+    pub dst_port: Option<u16>,
+    #[serde(default)]
+    pub dscp: Option<u8>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "hex_bytes")]
+    pub payload: Vec<u8>,
+}
+
+impl PacketSample {
+    /// The packet the classifier sees (no protocol given: UDP).
+    pub fn packet(&self) -> Packet<'_> {
+        Packet {
+            proto: self.proto.unwrap_or(Proto::Ip(rule_match::UDP)),
+            src: self.src,
+            dst: self.dst,
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+            dscp: self.dscp,
+            payload: &self.payload,
+        }
+    }
+}
+
+/// What `rules test` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestAnswer {
+    pub version: u64,
+    pub class: Class,
+    /// The rule that decided (`None`: the default).
+    pub rule: Option<String>,
+}
+
+impl Ruleset {
+    pub fn test(&self, sample: &PacketSample) -> TestAnswer {
+        let hit = self.classify(&sample.packet());
+        TestAnswer {
+            version: self.version,
+            class: hit.class,
+            rule: hit.rule.map(|r| r.name.clone()),
+        }
+    }
+}
+
 /// Which rule decided, and what.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hit<'r> {

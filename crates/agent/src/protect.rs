@@ -298,6 +298,11 @@ impl Engine {
         to_send: &mpsc::Sender<(Checkpoint, Instant)>,
     ) {
         match fx {
+            Effect::Capture { epoch } if !self.capturable() => {
+                // Paused by order (nothing to send, and a checkpoint's
+                // `cont` would resume it) or moving away: try next epoch.
+                state.events.push_back(Event::CaptureFailed { epoch });
+            }
             Effect::Capture { epoch } => {
                 let hashes = std::mem::replace(&mut state.hashes, PageHashes::zeroed(0));
                 let (hashes, taken) = protect_capture::take(&self.src, epoch, hashes).await;
@@ -326,6 +331,11 @@ impl Engine {
                 self.vm.urgent.notify_one();
             }
         }
+    }
+
+    /// Whether a checkpoint may pause and resume the guest now.
+    fn capturable(&self) -> bool {
+        self.vm.status().state == duplex_core::agent_api::VmState::Running
     }
 
     /// Changes the transmit buffer and wakes the element to send what it

@@ -2,11 +2,11 @@
 //! service with no peer to replicate its calls to (its state is in RAM
 //! only, as an unmodified service's would be). Its host is powered off;
 //! the controller fences it and runs the VM on its backup from the last
-//! committed epoch. sipp must see no failed call and no call left open: a
+//! committed epoch; then the new backup's host is powered off, and the VM
+//! gets another backup. sipp must see no failed call and no call left open: a
 //! call whose answer reached the client from state the backup lacked would
 //! end with its BYE refused (481), a failure. The guest must not have
-//! booted again (same boot id, its heartbeat counting on), and the VM is
-//! checkpointed to a new backup afterwards.
+//! booted again (same boot id, its heartbeat counting on).
 
 mod common;
 
@@ -131,7 +131,7 @@ fn protected_to_other_than(v: &Value, not: &str) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replicated_vm_survives_the_loss_of_its_host_with_calls_intact() {
     let _guard = LabGuard::new(LAB);
-    let i = common::lab_up(LAB, &["--hosts", "3"]);
+    let i = common::lab_up(LAB, &["--hosts", "4"]);
     let (ip, vip) = (format!("10.{i}.0.60"), format!("10.{i}.0.50"));
     in_lab_json(
         LAB,
@@ -193,8 +193,22 @@ async fn a_replicated_vm_survives_the_loss_of_its_host_with_calls_intact() {
         protected_to_other_than(v, "h1")
     })
     .await;
-    eprintln!("solo on {backup}, checkpointed to {}", again["backup"]);
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    let second = again["backup"].as_str().unwrap().to_string();
+    eprintln!("solo on {backup}, checkpointed to {second}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // The backup is lost: the VM's output, held for epochs that no longer
+    // commit, must not stay held; it gets another backup.
+    common::fault(LAB, &["power-off", &second]);
+    let third = wait_for("epochs to a third backup", |v| {
+        protected_to_other_than(v, "h1") && v["backup"] != second.as_str() && v["backup"] != "h1"
+    })
+    .await;
+    eprintln!(
+        "backup {second} lost: solo checkpointed to {}",
+        third["backup"]
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
 
     sipp.stop();
     let report = sipp.wait().await.expect("sipp");

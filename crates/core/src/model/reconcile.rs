@@ -13,7 +13,8 @@
 //!   last epoch the backup committed, if that host is up.
 //!
 //! A replicated VM running on its home with no epochs towards a backup
-//! that may take over is given a backup (`Protect`).
+//! that may take over (none run, or its backup host is fenced) is given a
+//! backup (`Protect`).
 
 use super::vm::{Desired, Vm};
 use serde::Serialize;
@@ -123,7 +124,13 @@ fn plan_vm(vm: &Vm, hosts: &BTreeMap<String, HostSeen>) -> Vec<Action> {
     match vm.desired {
         Desired::Running if live_holders.contains(&&vm.host) => {
             let unprotected = home.is_some_and(|h| h.unprotected.contains(name));
-            if vm.spec.replicated && vm.pair.is_none() && unprotected {
+            // A fenced (or forgotten) backup will never take over: its
+            // epochs only hold output back.
+            let backup_lost = vm
+                .backup
+                .as_ref()
+                .is_some_and(|b| *b != vm.host && hosts.get(b).is_none_or(|h| h.fenced));
+            if vm.spec.replicated && vm.pair.is_none() && (unprotected || backup_lost) {
                 vec![Action::Protect { vm: vm_, host }]
             } else {
                 vec![]
@@ -291,6 +298,7 @@ mod tests {
         }
         let ctx = format!("{desired:?} paired={paired} backup={backup:?} {hosts:?} -> {acts:?}");
         let backup_up = backup.is_some_and(|b| b != "h1" && h(b).alive && !h(b).fenced);
+        let backup_lost = backup.is_some_and(|b| b != "h1" && h(b).fenced);
         for a in &acts {
             match a {
                 Action::Create { host, .. } => {
@@ -338,7 +346,10 @@ mod tests {
                         desired == Desired::Running && !paired && replicated,
                         "{ctx}"
                     );
-                    assert!(host == "h1" && keeps("h1") && unprotected, "{ctx}");
+                    assert!(
+                        host == "h1" && keeps("h1") && (unprotected || backup_lost),
+                        "{ctx}"
+                    );
                 }
                 Action::Unmanaged { .. } => panic!("x is known: {ctx}"),
             }
@@ -346,7 +357,7 @@ mod tests {
         // A wanted VM on its live home needs nothing there but, if it is
         // replicated and unprotected, a backup.
         if desired == Desired::Running && keeps("h1") {
-            let protect = replicated && !paired && unprotected;
+            let protect = replicated && !paired && (unprotected || backup_lost);
             assert_eq!(
                 acts.iter().any(|a| matches!(a, Action::Protect { .. })),
                 protect,

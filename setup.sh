@@ -21,14 +21,27 @@ fi
 # .proto files it imports), qemu-utils (qemu-img: VMs' root disk overlays)
 # and mmdebstrap (root filesystems of images built from a spec).
 PACKAGES=(qemu-system-x86 qemu-utils mmdebstrap busybox-static iproute2 iputils-ping iputils-arping nftables sip-tester etcd-server protobuf-compiler libprotobuf-dev)
-missing=()
-for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
+missing_packages() {
+    missing=()
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+}
+missing_packages
 if [ ${#missing[@]} -gt 0 ]; then
     say "installing Debian packages: ${missing[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    # Installing one package can remove another that conflicts with it (a
+    # qemu-utils from backports goes when Debian's qemu-system-x86 comes):
+    # install what is missing now, from the same release.
+    missing_packages
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "installing Debian packages removed by the first install: ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+        missing_packages
+        [ ${#missing[@]} -eq 0 ] || { echo "error: could not install ${missing[*]}" >&2; exit 1; }
+    fi
 else
     say "Debian packages present: ${PACKAGES[*]}"
 fi

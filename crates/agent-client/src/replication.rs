@@ -44,6 +44,12 @@ impl AgentClient {
             .await
     }
 
+    /// A replicated VM's epochs: phase, committed epoch, recent timings.
+    pub async fn protection(&self, vm: &str) -> Result<ProtectionInfo, ClientError> {
+        let u = self.url(&format!("/v1/vms/{vm}/protect"));
+        self.call(self.http.get(&u).timeout(limits::READ), u).await
+    }
+
     /// The transmit buffer's counters of a replicated VM.
     pub async fn classes(
         &self,

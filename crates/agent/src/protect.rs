@@ -9,7 +9,8 @@ use crate::protect_capture::{self, Source};
 use crate::vm::Vm;
 use crate::AgentError;
 use duplex_core::agent_api::{
-    EpochAck, EpochTiming, ErrorBody, ProtectPhase, ProtectRequest, ProtectionInfo, RECENT_EPOCHS,
+    EpochAck, EpochTiming, ErrorBody, ProtectPhase, ProtectRequest, ProtectionInfo,
+    ProtectionSummary, RECENT_EPOCHS,
 };
 use duplex_core::epoch::{Effect, Event, Mode, Primary, MAX_IN_FLIGHT};
 use duplex_replica::ram::RamView;
@@ -38,6 +39,8 @@ pub enum Order {
 pub struct Protection {
     orders: mpsc::Sender<Order>,
     pub info: Arc<Mutex<ProtectionInfo>>,
+    /// Since when the epochs are stalled.
+    stalled_at: Arc<Mutex<Option<Instant>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -75,6 +78,10 @@ pub async fn start(
     if let Ok(mut b) = txbuf.lock() {
         b.restart();
     }
+    if let Some(rt) = vm.rt.lock().await.as_ref() {
+        // What the restart released goes out now.
+        rt.element.wake();
+    }
     let len = u64::from(vm.spec.memory_mib) << 20;
     let ram = RamView::open(&ram_file, len).map_err(|e| AgentError::Unavailable(e.to_string()))?;
     let info = Arc::new(Mutex::new(ProtectionInfo {
@@ -100,17 +107,24 @@ pub async fn start(
         url: format!("{to}/v1/replicas/{name}/epochs"),
         fence,
     };
+    let stalled_at = Arc::new(Mutex::new(None));
     let engine = Engine {
         vm: vm.clone(),
         src,
         link,
         info: info.clone(),
+        stalled_at: stalled_at.clone(),
         cfg: req.epochs,
     };
     let task = tokio::spawn(engine.run(order_rx));
     let snapshot = lock(&info).clone();
     if let Ok(mut p) = vm.protection.lock() {
-        *p = Some(Protection { orders, info, task });
+        *p = Some(Protection {
+            orders,
+            info,
+            stalled_at,
+            task,
+        });
     }
     tracing::info!(vm = %name, backup = %to, "S2 epochs starting");
     Ok(snapshot)
@@ -119,6 +133,20 @@ pub async fn start(
 pub fn info(vm: &Vm) -> Option<ProtectionInfo> {
     let p = vm.protection.lock().ok()?;
     p.as_ref().map(|p| lock(&p.info).clone())
+}
+
+/// What the host reports of a VM's epochs.
+pub fn summary(vm: &Vm) -> Option<ProtectionSummary> {
+    let guard = vm.protection.lock().ok()?;
+    let p = guard.as_ref()?;
+    let stalled_for_ms = lock(&p.stalled_at).map(|at| at.elapsed().as_millis() as u64);
+    let i = lock(&p.info);
+    Some(ProtectionSummary {
+        backup: i.backup.clone(),
+        phase: i.phase,
+        committed: i.committed,
+        stalled_for_ms,
+    })
 }
 
 /// The controller's word that the backup will not take over.
@@ -202,6 +230,7 @@ struct Engine {
     src: Source,
     link: Link,
     info: Arc<Mutex<ProtectionInfo>>,
+    stalled_at: Arc<Mutex<Option<Instant>>>,
     cfg: duplex_core::epoch::EpochConfig,
 }
 
@@ -366,6 +395,13 @@ impl Engine {
     }
 
     fn publish(&self, m: &Primary) {
+        let mut stalled = lock(&self.stalled_at);
+        match (m.mode, *stalled) {
+            (Mode::Stalled { .. }, None) => *stalled = Some(Instant::now()),
+            (Mode::Stalled { .. }, Some(_)) => {}
+            _ => *stalled = None,
+        }
+        drop(stalled);
         let mut i = lock(&self.info);
         i.committed = m.committed;
         i.phase = match m.mode {

@@ -42,9 +42,8 @@ pub async fn base(src: &Source, hashes: PageHashes) -> Result<(PageHashes, Pages
     scan(&src.ram, hashes, false).await
 }
 
-/// Checkpoint `epoch`. `hashes` comes back in every case: on a failure
-/// after the scan they already count the pages as taken, which the caller
-/// must treat as a lost checkpoint (the backup needs a new base).
+/// Checkpoint `epoch`. The hashes come back in every case: as taken if it
+/// succeeded, all zero (everything is sent next time) if it failed.
 pub async fn take(
     src: &Source,
     epoch: u64,
@@ -87,6 +86,12 @@ pub async fn take(
             };
             (cp, timing)
         }),
+    };
+    // A checkpoint not taken whole leaves the hashes claiming pages that
+    // were never sent: start them over (the next one sends every page).
+    let hashes = match &result {
+        Ok(_) => hashes,
+        Err(_) => PageHashes::zeroed(src.ram.bytes().len()),
     };
     (hashes, result)
 }

@@ -2,9 +2,7 @@
 //! control channel, and what is known about it.
 
 use crate::control::ControlClient;
-use duplex_core::agent_api::{
-    MigrationInfo, ProtectionSummary, TrafficReport, VmFailure, VmInfo, VmState, VmSummary,
-};
+use duplex_core::agent_api::{MigrationInfo, TrafficReport, VmFailure, VmInfo, VmState, VmSummary};
 use duplex_core::escalation::Cause;
 use duplex_core::guest_proto::{
     Heartbeat, ServiceFailed, HEARTBEAT_EVENT, HEARTBEAT_MS, SERVICE_FAILED_EVENT,
@@ -204,11 +202,7 @@ impl Vm {
                 detail: f.detail,
                 age_ms: at.elapsed().as_millis() as u64,
             }),
-            protection: crate::protect::info(self).map(|p| ProtectionSummary {
-                backup: p.backup,
-                phase: p.phase,
-                committed: p.committed,
-            }),
+            protection: crate::protect::summary(self),
         }
     }
 

@@ -7,6 +7,7 @@ mod failover;
 mod migrate;
 mod raw;
 mod s1;
+mod s2;
 mod s3;
 mod sip;
 mod stats;
@@ -88,6 +89,31 @@ enum Cmd {
         #[arg(long)]
         secs: f64,
     },
+    /// S2: no protection, everything held, Duplex's classification; idle
+    /// and busy guest; then a failover.
+    S2 {
+        /// Runs of each arm per load.
+        #[arg(long, default_value_t = 2)]
+        runs: usize,
+        /// Datagrams/s per stream (class 1 and class 2).
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        /// Seconds per point.
+        #[arg(long, default_value_t = 8.0)]
+        secs: f64,
+    },
+    /// (internal) The client of `s2`: a class-1 and a class-2 stream.
+    #[command(hide = true)]
+    S2Probe {
+        #[arg(long)]
+        to: std::net::Ipv4Addr,
+        #[arg(long, default_value_t = 7)]
+        port: u16,
+        #[arg(long)]
+        rate: u32,
+        #[arg(long)]
+        secs: f64,
+    },
     S1 {
         /// Moves there and back per arm.
         #[arg(long, default_value_t = 3)]
@@ -158,6 +184,14 @@ impl Lab {
     /// A client of host n's agent (as the lab's operator).
     pub fn agent(&self, n: u8) -> anyhow::Result<duplex_agent::client::AgentClient> {
         Ok(self.state.agent_client(n)?)
+    }
+
+    /// The pid of host n's agent.
+    pub fn agent_pid(&self, n: u8) -> anyhow::Result<u32> {
+        self.state
+            .agent(n)
+            .map(|a| a.pid as u32)
+            .context("no such lab host")
     }
 
     pub fn agent_url(&self, n: u8) -> anyhow::Result<String> {
@@ -289,6 +323,23 @@ async fn main() -> anyhow::Result<()> {
             );
             let lab = Lab::up(3).await?;
             s1::run(&lab, &cli.out, moves, drain_runs).await
+        }
+        Cmd::S2 { runs, rate, secs } => {
+            anyhow::ensure!((1..=10).contains(&runs), "--runs must be in 1..=10");
+            anyhow::ensure!((1..=5000).contains(&rate), "--rate must be in 1..=5000");
+            anyhow::ensure!((1.0..=120.0).contains(&secs), "--secs must be in 1..=120");
+            let lab = Lab::up(3).await?;
+            s2::run(&lab, &cli.out, runs, rate, secs).await
+        }
+        Cmd::S2Probe {
+            to,
+            port,
+            rate,
+            secs,
+        } => {
+            let p = s2::probe::probe(to, port, rate, secs)?;
+            println!("{}", serde_json::to_string(&p)?);
+            Ok(())
         }
     }
 }

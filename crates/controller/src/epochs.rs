@@ -43,6 +43,13 @@ pub fn protect(ctl: &Arc<Ctl>, hosts: &[Host], rec: Vm, host: String) {
                 .protect(&vm, &req)
                 .await
                 .map_err(|e| format!("starting its epochs on {host}: {e}"))?;
+            // The old replica can no longer be activated (the record names
+            // the new one): drop it where it still is, in the background
+            // (its host may be gone and answer nothing).
+            if let Some(u) = rec.backup.as_ref().filter(|o| **o != backup).and_then(|o| url(o)) {
+                let (agent, vm) = (c.agent(&u), vm.clone());
+                tokio::spawn(async move { agent.delete_replica(&vm).await });
+            }
             Ok(backup)
         }
         .await;

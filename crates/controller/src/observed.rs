@@ -194,7 +194,7 @@ impl Observed {
                     .vms
                     .iter()
                     .filter(|v| v.spec.replicated && v.state == VmState::Running)
-                    .filter(|v| !v.protection.as_ref().is_some_and(|p| p.phase.protects()))
+                    .filter(|v| v.protection.as_ref().is_none_or(|p| p.needs_backup()))
                     .map(|v| v.spec.name.clone())
                     .collect()
             })

@@ -86,10 +86,15 @@ async fn push(ctl: &Ctl) -> Result<(), RepoError> {
             .map(|h| h.url)
             .collect()
     };
+    // One at a time would let a host that stopped answering delay the
+    // others by its time limit.
     for url in behind {
-        if let Err(e) = ctl.agent(&url).set_rules(&set).await {
-            tracing::warn!(agent = %url, "ruleset v{} not taken: {e}", set.version);
-        }
+        let (agent, set) = (ctl.agent(&url), set.clone());
+        tokio::spawn(async move {
+            if let Err(e) = agent.set_rules(&set).await {
+                tracing::warn!(agent = %url, "ruleset v{} not taken: {e}", set.version);
+            }
+        });
     }
     Ok(())
 }

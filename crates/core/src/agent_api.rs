@@ -121,6 +121,22 @@ pub struct ProtectionSummary {
     pub backup: String,
     pub phase: ProtectPhase,
     pub committed: u64,
+    /// How long the epochs have been stalled (the backup silent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled_for_ms: Option<u64>,
+}
+
+impl ProtectionSummary {
+    /// Its epochs will not protect it: they ended, or the backup has not
+    /// answered for [`crate::epoch::RESYNC_AFTER_MS`] while this host still
+    /// reports (a partition between the two; a host that died would have
+    /// gone silent by then). The controller gives it a (new) backup.
+    pub fn needs_backup(&self) -> bool {
+        !self.phase.protects()
+            || self
+                .stalled_for_ms
+                .is_some_and(|ms| ms >= crate::epoch::RESYNC_AFTER_MS)
+    }
 }
 
 /// A failure of a VM, found by its guest's middleware (the service died,

@@ -38,6 +38,10 @@ pub const MAX_PERIOD_MS: u64 = 10_000;
 pub const MIN_PERIOD_MS: u64 = 10;
 /// Most checkpoints sent and not yet acknowledged.
 pub const MAX_IN_FLIGHT: usize = 2;
+/// Stalled this long on a host that still reports, the epochs start over
+/// towards a new replica (longer than a host takes to be found gone, so a
+/// dying primary is fenced, and its replica activated, first).
+pub const RESYNC_AFTER_MS: u64 = 5_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EpochConfig {

@@ -274,3 +274,20 @@ fn deliver(r: &mut SplitMix64, w: &mut World, now: u64, events: &mut Vec<Event>)
     w.to_primary = later;
     events.extend(acks.into_iter().map(|(epoch, _)| Event::Acked { epoch }));
 }
+
+#[test]
+fn a_long_stall_or_ended_epochs_need_a_new_backup() {
+    use crate::agent_api::{ProtectPhase, ProtectionSummary};
+    let s = |phase, stalled_for_ms| ProtectionSummary {
+        backup: "https://b".into(),
+        phase,
+        committed: 3,
+        stalled_for_ms,
+    };
+    assert!(!s(ProtectPhase::Running, None).needs_backup());
+    assert!(!s(ProtectPhase::Base, None).needs_backup());
+    assert!(!s(ProtectPhase::Stalled, Some(RESYNC_AFTER_MS - 1)).needs_backup());
+    assert!(s(ProtectPhase::Stalled, Some(RESYNC_AFTER_MS)).needs_backup());
+    assert!(s(ProtectPhase::Failed, None).needs_backup());
+    assert!(s(ProtectPhase::Unprotected, None).needs_backup());
+}

@@ -143,11 +143,22 @@ impl TxBuffer {
                 self.rules.default
             }
         };
-        // Nothing held yet, or this frame needs no protection; and a
-        // class-1 frame never waits behind held ones.
-        if class == Class::Send || !self.holding {
+        // This frame needs no protection: a class-1 frame never waits
+        // behind held ones.
+        if class == Class::Send {
             self.sent_at_once += 1;
             return Verdict::Pass;
+        }
+        if !self.holding {
+            // Not holding (epochs not started, or ended): it goes now, but
+            // after any released frame still on its way out, so class-2
+            // frames keep their order.
+            if self.out.is_empty() {
+                self.sent_at_once += 1;
+                return Verdict::Pass;
+            }
+            self.out.push((Direction::FromGuest, frame.to_vec()));
+            return Verdict::Held;
         }
         if self.held.len() >= MAX_HELD_FRAMES || self.held_bytes + frame.len() > MAX_HELD_BYTES {
             self.full_drops += 1;

@@ -147,3 +147,18 @@ fn a_restart_releases_and_counts_from_one() {
     b.commit(2);
     assert_eq!(b.take_out().len(), 1, "epoch 2 of the new run releases it");
 }
+
+#[test]
+fn released_signalling_is_not_overtaken_by_later_signalling() {
+    let mut b = TxBuffer::new(default_ruleset());
+    b.close_epoch(1);
+    b.on_frame(Direction::FromGuest, &sip(1));
+    b.unprotect();
+    // Released, not yet taken by the element: a later SIP frame waits
+    // behind it; media does not.
+    assert_eq!(b.on_frame(Direction::FromGuest, &sip(2)), Verdict::Held);
+    assert_eq!(b.on_frame(Direction::FromGuest, &rtp(2)), Verdict::Pass);
+    let out: Vec<_> = b.take_out().into_iter().map(|(_, f)| f).collect();
+    assert_eq!(out, vec![sip(1), sip(2)]);
+    assert_eq!(b.on_frame(Direction::FromGuest, &sip(3)), Verdict::Pass);
+}

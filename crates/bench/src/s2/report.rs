@@ -1,0 +1,91 @@
+//! `bench/results/s2.md`.
+
+use super::{Arm, Point, Results};
+use std::fmt::Write;
+
+fn us(x: f64) -> String {
+    if x.is_nan() {
+        "-".into()
+    } else if x >= 10_000.0 {
+        format!("{:.0} ms", x / 1e3)
+    } else {
+        format!("{x:.0} µs")
+    }
+}
+
+fn mean(ps: &[&Point], f: impl Fn(&Point) -> f64) -> f64 {
+    ps.iter().map(|p| f(p)).sum::<f64>() / ps.len().max(1) as f64
+}
+
+pub fn markdown(r: &Results) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# S2: epoch replication with classification\n");
+    let _ = writeln!(
+        md,
+        "Lab on this machine ({} CPUs, {}, {}), commit {}; a 128 MiB guest, epochs of 100 ms; two UDP streams of {} datagrams/s each to the guest's echo for {} s per point: class 1 (RTP-like payload: the `rtp` rule sends it at once) and class 2 (text: no rule, held until its epoch commits). Busy: {} MiB of guest memory rewritten at {} MiB/s. Arms take turns, order reversed every other run; values are means over runs of each run's percentile. Round trips include the client's and the guest's own time (TCG).\n",
+        r.info.cpus, r.info.qemu, r.info.accel, r.info.commit, r.rate_per_stream, r.secs, super::BUSY_MIB, super::BUSY_MIB_PER_S
+    );
+    for busy in [false, true] {
+        let _ = writeln!(md, "## {} guest\n", if busy { "Busy" } else { "Idle" });
+        let _ = writeln!(md, "| arm | class 1 p50 / p99 | class 2 p50 / p99 | lost 1 / 2 | epoch | pause p50 / p99 / max | stop / save / scan / cont | pages p50 / max | KB p50 | commit p50 / p99 | CPU agent / QEMU |");
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
+        for arm in [Arm::Plain, Arm::HoldAll, Arm::Classified] {
+            let ps: Vec<&Point> = r
+                .points
+                .iter()
+                .filter(|p| p.busy == busy && p.arm == arm)
+                .collect();
+            if ps.is_empty() {
+                continue;
+            }
+            let m = |f: &dyn Fn(&Point) -> f64| mean(&ps, f);
+            let e = |f: &dyn Fn(&super::Epochs) -> f64| {
+                mean(&ps, |p| p.epochs.as_ref().map_or(f64::NAN, f))
+            };
+            let lost1: u64 = ps.iter().map(|p| p.class1.lost).sum();
+            let lost2: u64 = ps.iter().map(|p| p.class2.lost).sum();
+            let has_epochs = ps.iter().any(|p| p.epochs.is_some());
+            let epoch_cols = if has_epochs {
+                format!(
+                    "{:.0} ms | {} / {} / {} | {} / {} / {} / {} | {:.0} / {:.0} | {:.0} | {} / {}",
+                    e(&|x| x.epoch_ms),
+                    us(e(&|x| x.pause_us[0])),
+                    us(e(&|x| x.pause_us[1])),
+                    us(e(&|x| x.pause_us[2])),
+                    us(e(&|x| x.breakdown_us[0])),
+                    us(e(&|x| x.breakdown_us[1])),
+                    us(e(&|x| x.breakdown_us[2])),
+                    us(e(&|x| x.breakdown_us[3])),
+                    e(&|x| x.pages_p50),
+                    e(&|x| x.pages_max),
+                    e(&|x| x.kb_p50),
+                    us(e(&|x| x.commit_us_p50)),
+                    us(e(&|x| x.commit_us_p99)),
+                )
+            } else {
+                "- | - | - | - | - | -".into()
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} / {} | {} / {} | {lost1} / {lost2} | {epoch_cols} | {:.0} % / {:.0} % |",
+                arm.label(),
+                us(m(&|p| p.class1.p50_us)),
+                us(m(&|p| p.class1.p99_us)),
+                us(m(&|p| p.class2.p50_us)),
+                us(m(&|p| p.class2.p99_us)),
+                m(&|p| p.cpu_agent_pct),
+                m(&|p| p.cpu_qemu_pct),
+            );
+        }
+        let _ = writeln!(md);
+    }
+    if let Some(f) = &r.failover {
+        let _ = writeln!(md, "## Failover of arm (c)\n");
+        let _ = writeln!(md, "The replicated VM's host powered off 5 s into a 20 s probe. Longest gap between echoes: class 1 {:.0} ms, class 2 {:.0} ms; lost: class 1 {}, class 2 {}; duplicated: {}.\n", f.class1_gap_ms, f.class2_gap_ms, f.class1_lost, f.class2_lost, f.duplicated);
+        for e in &f.events {
+            let _ = writeln!(md, "- {e}");
+        }
+        let _ = writeln!(md);
+    }
+    md
+}

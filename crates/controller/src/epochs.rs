@@ -46,7 +46,12 @@ pub fn protect(ctl: &Arc<Ctl>, hosts: &[Host], rec: Vm, host: String) {
             // The old replica can no longer be activated (the record names
             // the new one): drop it where it still is, in the background
             // (its host may be gone and answer nothing).
-            if let Some(u) = rec.backup.as_ref().filter(|o| **o != backup).and_then(|o| url(o)) {
+            if let Some(u) = rec
+                .backup
+                .as_ref()
+                .filter(|o| **o != backup)
+                .and_then(|o| url(o))
+            {
                 let (agent, vm) = (c.agent(&u), vm.clone());
                 tokio::spawn(async move { agent.delete_replica(&vm).await });
             }

@@ -276,7 +276,7 @@ async fn point(
             let p = protection(lab, n).await?;
             let fresh = p.captured.saturating_sub(from) as usize;
             let recent = &p.recent[p.recent.len().saturating_sub(fresh)..];
-            Some(epochs(recent, secs))
+            Some(epochs(recent, wall))
         }
     };
     Ok(Point {
@@ -316,9 +316,15 @@ async fn failover(lab: &Lab, rate: u32) -> anyhow::Result<Failover> {
     let probing = tokio::spawn(async move { probe_child(ip, &ns, rate, 20.0).await });
     tokio::time::sleep(Duration::from_secs(5)).await;
     let host = format!("h{n}");
-    cli(&["lab", "fault", "power-off", &host, "--lab", Lab::NAME])
-        .await
-        .ok();
+    let off = tokio::process::Command::new(crate::duplex_bin())
+        .args(["lab", "fault", "power-off", &host, "--lab", Lab::NAME])
+        .output()
+        .await?;
+    anyhow::ensure!(
+        off.status.success(),
+        "power-off {host}: {}",
+        String::from_utf8_lossy(&off.stderr).trim()
+    );
     let probed = probing.await??;
     let events = cli(&["events", "--last", "30"]).await?;
     let events = events
@@ -380,6 +386,8 @@ pub async fn run(lab: &Lab, out: &Path, runs: usize, rate: u32, secs: f64) -> an
     ])
     .await?;
     wait_protected().await?;
+    // Asked now: the failover powers h1 off.
+    let accel = lab.accel().await;
     let mut points = Vec::new();
     for busy in [false, true] {
         memory_load(lab, busy).await?;
@@ -412,7 +420,6 @@ pub async fn run(lab: &Lab, out: &Path, runs: usize, rate: u32, secs: f64) -> an
             None
         }
     };
-    let accel = lab.accel().await;
     let res = Results {
         info: stats::run_info(&accel).await,
         rate_per_stream: rate,

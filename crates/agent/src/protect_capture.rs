@@ -28,13 +28,16 @@ async fn scan(
     paused: bool,
 ) -> Result<(PageHashes, Pages), String> {
     let ram = ram.clone();
-    tokio::task::spawn_blocking(move || {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (hashes, pages) = tokio::task::spawn_blocking(move || {
         let mut hashes = hashes;
-        let pages = hashes.take_changed(ram.bytes(), paused);
+        let pages = hashes.take_changed_parallel(ram.bytes(), paused, workers);
         (hashes, pages)
     })
     .await
-    .map_err(|e| format!("page scan: {e}"))
+    .map_err(|e| format!("page scan: {e}"))?;
+    let pages = pages.ok_or("page scan: a worker failed")?;
+    Ok((hashes, pages))
 }
 
 /// The base round, the guest running: every page the backup lacks.

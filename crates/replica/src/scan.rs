@@ -56,21 +56,71 @@ impl PageHashes {
     /// written between the hash and the copy) and the copy's hash is kept,
     /// so the next scan compares against exactly what was sent.
     pub fn take_changed(&mut self, ram: &[u8], paused: bool) -> Pages {
-        let mut out = Pages::default();
-        let pages = ram.chunks_exact(PAGE).zip(self.hashes.iter_mut());
-        for (i, (page, known)) in pages.enumerate() {
-            let h = xxh3_128(page);
-            if h == *known {
-                continue;
-            }
-            let at = out.data.len();
-            out.data.extend_from_slice(page);
-            *known = if paused { h } else { xxh3_128(&out.data[at..]) };
-            // Page counts fit u32: RAM is at most 16 TiB of 4 KiB pages.
-            out.index.push(i as u32);
-        }
-        out
+        take_range(&mut self.hashes, ram, paused, 0)
     }
+
+    /// [`PageHashes::take_changed`] on up to `workers` threads, each over
+    /// its own part of RAM (the guest is paused: its vCPUs leave the cores
+    /// free). `None` if a worker failed: the hashes are then unreliable and
+    /// the caller must start them over.
+    pub fn take_changed_parallel(
+        &mut self,
+        ram: &[u8],
+        paused: bool,
+        workers: usize,
+    ) -> Option<Pages> {
+        let pages = self.hashes.len();
+        let workers = workers
+            .clamp(1, MAX_WORKERS)
+            .min(pages / MIN_PAGES_PER_WORKER)
+            .max(1);
+        if workers == 1 {
+            return Some(self.take_changed(ram, paused));
+        }
+        let per = pages.div_ceil(workers);
+        let parts: Vec<Option<Pages>> = std::thread::scope(|s| {
+            let running: Vec<_> = self
+                .hashes
+                .chunks_mut(per)
+                .enumerate()
+                .map(|(k, hashes)| {
+                    let first = k * per;
+                    let part = &ram[first * PAGE..(first + hashes.len()) * PAGE];
+                    s.spawn(move || take_range(hashes, part, paused, first))
+                })
+                .collect();
+            running.into_iter().map(|h| h.join().ok()).collect()
+        });
+        let mut out = Pages::default();
+        for part in parts {
+            let part = part?;
+            out.index.extend(part.index);
+            out.data.extend(part.data);
+        }
+        Some(out)
+    }
+}
+
+/// Most threads one scan uses.
+pub const MAX_WORKERS: usize = 8;
+/// Fewer pages than this per thread are not worth a thread.
+const MIN_PAGES_PER_WORKER: usize = 4096;
+
+/// The scan of `ram`, whose first page is page `first` of the VM.
+fn take_range(hashes: &mut [u128], ram: &[u8], paused: bool, first: usize) -> Pages {
+    let mut out = Pages::default();
+    for (i, (page, known)) in ram.chunks_exact(PAGE).zip(hashes.iter_mut()).enumerate() {
+        let h = xxh3_128(page);
+        if h == *known {
+            continue;
+        }
+        let at = out.data.len();
+        out.data.extend_from_slice(page);
+        *known = if paused { h } else { xxh3_128(&out.data[at..]) };
+        // Page counts fit u32: RAM is at most 16 TiB of 4 KiB pages.
+        out.index.push((first + i) as u32);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -103,5 +153,31 @@ mod tests {
             PageHashes::zeroed(odd.len()).take_changed(&odd, true).index,
             vec![0]
         );
+    }
+
+    #[test]
+    fn parallel_scans_take_the_same_pages_in_order() {
+        let pages = 4 * MIN_PAGES_PER_WORKER + 3;
+        let mut ram = vec![0u8; pages * PAGE];
+        let mut one = PageHashes::zeroed(ram.len());
+        let mut many = PageHashes::zeroed(ram.len());
+        for round in 0..3u8 {
+            for p in (round as usize..pages).step_by(997) {
+                ram[p * PAGE + 7] = round + 1;
+            }
+            let a = one.take_changed(&ram, true);
+            assert!(!a.is_empty());
+            for workers in [1, 2, 3, 5] {
+                let mut h = PageHashes {
+                    hashes: many.hashes.clone(),
+                };
+                assert_eq!(
+                    h.take_changed_parallel(&ram, true, workers),
+                    Some(a.clone())
+                );
+            }
+            assert_eq!(many.take_changed_parallel(&ram, false, 2), Some(a));
+        }
+        assert_eq!(one.hashes, many.hashes);
     }
 }

@@ -117,15 +117,21 @@ pub fn activate(ctl: &Arc<Ctl>, vms: &[Vm], vm: String, from: String, on: String
     });
 }
 
-/// Drops a forgotten VM's replica (best effort: its host may be gone).
-pub async fn drop_replica(ctl: &Ctl, hosts: &[Host], rec: &Vm) {
-    let Some(backup) = &rec.backup else { return };
-    let Some(h) = hosts.iter().find(|h| &h.name == backup) else {
+/// Drops a forgotten VM's replica, in the background (best effort: its
+/// host may be gone and answer nothing, which must not hold up a pass).
+pub fn drop_replica(ctl: &Ctl, hosts: &[Host], rec: &Vm) {
+    let Some(backup) = rec.backup.clone() else {
         return;
     };
-    if let Err(e) = ctl.agent(&h.url).delete_replica(&rec.spec.name).await {
-        tracing::info!(vm = %rec.spec.name, host = %backup, "dropping the replica: {e}");
-    }
+    let Some(h) = hosts.iter().find(|h| h.name == backup) else {
+        return;
+    };
+    let (agent, vm) = (ctl.agent(&h.url), rec.spec.name.clone());
+    tokio::spawn(async move {
+        if let Err(e) = agent.delete_replica(&vm).await {
+            tracing::info!(vm = %vm, host = %backup, "dropping the replica: {e}");
+        }
+    });
 }
 
 async fn record(ctl: &Ctl, vm: &str, f: impl Fn(&mut Vm)) -> Result<(), String> {

@@ -236,7 +236,7 @@ async fn execute(
         }
         Action::Forget { vm } => {
             if let Some(rec) = vms.iter().find(|v| v.spec.name == vm) {
-                crate::epochs::drop_replica(ctl, hosts, rec).await;
+                crate::epochs::drop_replica(ctl, hosts, rec);
             }
             if ctl.repo.delete(&format!("{VMS}{vm}"), Expect::Any).await? {
                 forget_restarts(ctl, &vm).await;

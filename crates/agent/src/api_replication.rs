@@ -103,7 +103,7 @@ async fn activate(State(h): Shared, Path(name): Path<String>) -> ApiResult<VmInf
 }
 
 async fn epoch(State(h): Shared, Path(name): Path<String>, body: Bytes) -> ApiResult<EpochAck> {
-    Ok(Json(replica::apply(&h, &name, body.to_vec()).await?))
+    Ok(Json(replica::apply(&h, &name, body).await?))
 }
 
 async fn rules(State(h): Shared) -> ApiResult<Ruleset> {

@@ -182,7 +182,8 @@ struct Link {
 
 impl Link {
     async fn put(&self, cp: &Checkpoint) -> Result<EpochAck, String> {
-        let body = cp.encode();
+        // Shared, not copied, between tries.
+        let body = axum::body::Bytes::from(cp.encode());
         let mut last = String::new();
         for _ in 0..SEND_TRIES {
             match self.put_once(body.clone()).await {
@@ -194,7 +195,7 @@ impl Link {
         Err(last)
     }
 
-    async fn put_once(&self, body: Vec<u8>) -> Result<EpochAck, String> {
+    async fn put_once(&self, body: axum::body::Bytes) -> Result<EpochAck, String> {
         let mut req = self
             .host
             .http

@@ -113,7 +113,11 @@ pub fn create(host: &Host, req: ReplicaRequest) -> Result<ReplicaInfo, AgentErro
 }
 
 /// Applies one checkpoint (the body of `PUT /v1/replicas/{name}/epochs`).
-pub async fn apply(host: &Host, name: &str, body: Vec<u8>) -> Result<EpochAck, AgentError> {
+pub async fn apply(
+    host: &Host,
+    name: &str,
+    body: axum::body::Bytes,
+) -> Result<EpochAck, AgentError> {
     let slot = host.replicas.get(name)?;
     let len = body.len() as u64;
     let result = tokio::task::spawn_blocking({

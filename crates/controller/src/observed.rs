@@ -193,8 +193,7 @@ impl Observed {
                 s.report
                     .vms
                     .iter()
-                    .filter(|v| v.spec.replicated && v.state == VmState::Running)
-                    .filter(|v| v.protection.as_ref().is_none_or(|p| p.needs_backup()))
+                    .filter(|v| v.needs_backup())
                     .map(|v| v.spec.name.clone())
                     .collect()
             })

@@ -88,6 +88,16 @@ pub struct VmInfo {
     pub protection: Option<ProtectionSummary>,
 }
 
+impl VmInfo {
+    /// A replicated VM running here whose epochs will not protect it (none
+    /// run, they ended, or they are stalled too long): it needs a backup.
+    pub fn needs_backup(&self) -> bool {
+        self.spec.replicated
+            && self.state == VmState::Running
+            && self.protection.as_ref().is_none_or(|p| p.needs_backup())
+    }
+}
+
 /// Where a replicated VM's epochs stand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

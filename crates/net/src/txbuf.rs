@@ -133,7 +133,7 @@ impl TxBuffer {
             return Verdict::Pass;
         }
         let packet = crate::frame::packet(frame);
-        let class = match self.rules.rules.iter().position(|r| r.matches(&packet)) {
+        let class = match self.rules.first_match(&packet) {
             Some(i) => {
                 self.hits[i] += 1;
                 self.rules.rules[i].class

@@ -342,9 +342,14 @@ impl Ruleset {
         Ok(())
     }
 
+    /// The position of the first rule (in check order) that matches.
+    pub fn first_match(&self, p: &Packet) -> Option<usize> {
+        self.rules.iter().position(|r| r.matches(p))
+    }
+
     /// The first rule (in check order) that matches, else the default.
     pub fn classify(&self, p: &Packet) -> Hit<'_> {
-        match self.rules.iter().find(|r| r.matches(p)) {
+        match self.first_match(p).map(|i| &self.rules[i]) {
             Some(rule) => Hit {
                 class: rule.class,
                 rule: Some(rule),

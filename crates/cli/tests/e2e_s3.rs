@@ -206,6 +206,7 @@ async fn every_restart_phase_and_the_fast_path_under_sip_load() {
         );
     }
 
+    load.assert_none_failed_yet("step 1");
     // 2. The pair's policy allows PH0.5 twice; the (re-created) SBY's
     //    service dies three times: PH0.5 up to that threshold, then PH1.0;
     //    its record outlived the re-creation.
@@ -225,6 +226,7 @@ async fn every_restart_phase_and_the_fast_path_under_sip_load() {
     assert_eq!(phases, ["PH0.5", "PH0.5", "PH1.0"]);
     assert_eq!(history(&healed)[0]["phase"], "autoheal");
 
+    load.assert_none_failed_yet("step 2");
     // 3. The ACT's service dies: the SBY takes over first, then PH0.5.
     let (vm, e) = drill("act", "kill-service").await;
     assert_eq!(
@@ -240,6 +242,7 @@ async fn every_restart_phase_and_the_fast_path_under_sip_load() {
     );
     assert_eq!(member("act").0, healed);
 
+    load.assert_none_failed_yet("step 3");
     // 4. The ACT's service hangs. The SIP service's health hook gives up
     //    before its deadline, so a hang shows as a failing health check
     //    (both are PH1.0).
@@ -254,6 +257,7 @@ async fn every_restart_phase_and_the_fast_path_under_sip_load() {
         "{e}"
     );
 
+    load.assert_none_failed_yet("step 4");
     // 5. The SBY's middleware dies.
     let (_, e) = drill("sby", "kill-middleware").await;
     assert_eq!(
@@ -262,6 +266,7 @@ async fn every_restart_phase_and_the_fast_path_under_sip_load() {
         "{e}"
     );
 
+    load.assert_none_failed_yet("step 5");
     // 6. The counters outlive the controller.
     let before = counters_when_led(&healed);
     assert!(before.as_array().is_some_and(|c| c.len() >= 4), "{before}");
@@ -272,6 +277,7 @@ async fn every_restart_phase_and_the_fast_path_under_sip_load() {
         "the next controller lost {healed}'s counters"
     );
 
+    load.assert_none_failed_yet("step 6");
     // 7. The SBY's QEMU dies: PH2.5 starts it again on its disk.
     let (vm, host) = member("sby");
     let pid = in_lab_json(LAB, &["vm", "show", &vm])["info"]["pid"]
@@ -297,6 +303,7 @@ async fn every_restart_phase_and_the_fast_path_under_sip_load() {
     // any pair.
     event_after("pair.repair.done", "pair/sig", e["at_ms"].as_u64().unwrap());
 
+    load.assert_none_failed_yet("step 7");
     // 8. A panic of an ACT whose failures started small within probation
     //    is no first failure: no fast path, the SBY takes over and the
     //    ACT reboots (PH2.5).
@@ -311,6 +318,7 @@ async fn every_restart_phase_and_the_fast_path_under_sip_load() {
         "{e}"
     );
 
+    load.assert_none_failed_yet("step 8");
     // 9. The service data on the external disk: a REF set for the SBY, a
     //    LAF backup of the pair's ACT on demand; both listed.
     let (sby, _) = member("sby");
@@ -345,6 +353,7 @@ async fn every_restart_phase_and_the_fast_path_under_sip_load() {
     let init = in_lab_json(LAB, &["vm", "data", &sby]);
     assert_eq!(init["init_info"]["image"], "default", "{init}");
 
+    load.assert_none_failed_yet("step 9");
     // 10. The SBY's data is damaged: PH3.0 re-creates it from the LAF
     //     backup; again within probation: PH3.5, from the REF set.
     let from = format!("LAF v{} of {act}", laf["version"]);
@@ -360,6 +369,7 @@ async fn every_restart_phase_and_the_fast_path_under_sip_load() {
         restored["message"].as_str().unwrap().contains("2 keys"),
         "{restored}"
     );
+    load.assert_none_failed_yet("step 10");
     load.finish().await;
 
     alone(i).await;

@@ -57,7 +57,7 @@ pub mod parse;
 mod report;
 mod runner;
 
-pub use config::{command_line, Scenario, SippRun, SIPP_PROGRAM};
+pub use config::{command_line, Scenario, SippRun, ERROR_FILE, SIPP_PROGRAM};
 pub use error::{ConfigError, SippError};
 pub use parse::{Bucket, ExitMeaning, ResponseTimes, StatResponseTime};
 pub use report::{RunEnd, SippReport};

@@ -273,8 +273,33 @@ pub fn assert_served_once(report: &duplex_sipp::SippReport, seen: &ArpSeen, vip:
         seen.doubled
     );
     assert!(report.successful > 0, "{report:?}");
+    if report.failed > 0 {
+        print_unexpected(&report.work_dir);
+    }
     assert_eq!(report.failed, 0, "calls failed: {report:?}");
     assert_eq!(report.abandoned, 0, "calls left open: {report:?}");
+}
+
+/// Prints what sipp's error file says about the calls it aborted (the
+/// unexpected message, with its time), so that a failed run shows which
+/// call failed and why.
+fn print_unexpected(work: &std::path::Path) {
+    let path = work.join(duplex_sipp::ERROR_FILE);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        eprintln!("no sipp error file at {}", path.display());
+        return;
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let hits = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains("unexpected"));
+    for (at, _) in hits.take(5) {
+        eprintln!("== sipp {}:", path.display());
+        for line in lines.iter().skip(at).take(14) {
+            eprintln!("  {line}");
+        }
+    }
 }
 
 /// The host-loss tests' set-up: pair `sig` (`pa` on h1, `pb` on h2,
@@ -312,6 +337,24 @@ impl PairUnderLoad {
             work,
             sipp,
             arp,
+        }
+    }
+
+    /// Fails the test at once if sipp has counted a failed call so far
+    /// (its stats file is rewritten every second), with what its error
+    /// file says: a lost call then points at the step that lost it, and
+    /// the logs printed are those of that moment.
+    pub fn assert_none_failed_yet(&self, step: &str) {
+        let path = self.work.join(duplex_sipp::config::STAT_FILE);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return;
+        };
+        let Ok(stats) = duplex_sipp::parse::parse_stat_csv(&text) else {
+            return;
+        };
+        if stats.failed > 0 {
+            print_unexpected(&self.work);
+            panic!("{} call(s) failed by the end of {step}", stats.failed);
         }
     }
 

@@ -32,6 +32,10 @@ pub struct AgentConfig {
     pub tls: duplex_tls::Bundle,
     /// Guests may be sent `inject_fault` (`--allow-faults`: labs, drills).
     pub allow_faults: bool,
+    /// S2 embodiment B: the interface towards the Duplex switch that holds
+    /// replicated VMs' output (`--output-switch`); the agent sends it its
+    /// epoch messages there. `None`: VMs hold their output here only.
+    pub output_switch: Option<String>,
 }
 
 /// Where and how the agent reports to its controller (`--controller`).
@@ -77,5 +81,6 @@ pub(crate) fn test_config(dir: &std::path::Path) -> AgentConfig {
         controller: None,
         tls: duplex_tls::Bundle::new(dir.join("tls")),
         allow_faults: false,
+        output_switch: None,
     }
 }

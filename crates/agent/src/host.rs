@@ -94,6 +94,8 @@ pub struct Host {
     pub rules: Mutex<duplex_core::classify::Ruleset>,
     /// S2 replicas of VMs whose primary runs elsewhere.
     pub replicas: crate::replica::Replicas,
+    /// S2 embodiment B: where this host's epoch messages go.
+    pub switch: Option<crate::switch_link::SwitchLink>,
 }
 
 impl Host {
@@ -142,7 +144,12 @@ impl Host {
                 cfg.name
             ))
         })?;
+        let switch = match &cfg.output_switch {
+            Some(ifname) => Some(crate::switch_link::SwitchLink::open(ifname)?),
+            None => None,
+        };
         Ok(Arc::new(Host {
+            switch,
             accel,
             qemu_version,
             vms: Mutex::default(),
@@ -179,6 +186,7 @@ impl Host {
             urgent: Arc::default(),
             rules: Mutex::new(duplex_core::classify::default_ruleset()),
             replicas: crate::replica::Replicas::default(),
+            switch: None,
         })
     }
 

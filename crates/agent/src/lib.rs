@@ -22,6 +22,7 @@ pub mod self_fence;
 pub mod serial;
 pub mod stream_addr;
 pub mod stream_tls;
+pub mod switch_link;
 pub mod vm;
 pub mod vm_disk;
 

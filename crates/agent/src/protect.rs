@@ -13,6 +13,7 @@ use duplex_core::agent_api::{
     ProtectionSummary, RECENT_EPOCHS,
 };
 use duplex_core::epoch::{Effect, Event, Mode, Primary, MAX_IN_FLIGHT};
+use duplex_net::switch_proto::Msg;
 use duplex_replica::ram::RamView;
 use duplex_replica::scan::{PageHashes, Pages};
 use duplex_replica::wire::Checkpoint;
@@ -75,8 +76,16 @@ pub async fn start(
     if let Ok(mut p) = vm.protection.lock() {
         p.take();
     }
-    if let Ok(mut b) = txbuf.lock() {
-        b.restart();
+    let switch = crate::switch_link::for_vm(host.switch.as_ref(), vm.spec.hold_at, name)?;
+    let msgs = match txbuf.lock() {
+        Ok(mut b) => {
+            b.hold_at(vm.spec.hold_at, vm.spec.mac());
+            b.restart()
+        }
+        Err(_) => Vec::new(),
+    };
+    if let Some(link) = switch {
+        link.send(&msgs)?;
     }
     if let Some(rt) = vm.rt.lock().await.as_ref() {
         // What the restart released goes out now.
@@ -369,10 +378,13 @@ impl Engine {
     }
 
     /// Changes the transmit buffer and wakes the element to send what it
-    /// released.
-    async fn release(&self, f: impl FnOnce(&mut duplex_net::txbuf::TxBuffer)) {
-        if let Ok(mut b) = self.src.txbuf.lock() {
-            f(&mut b);
+    /// released; tells the switch if the output waits there.
+    async fn release(&self, f: impl FnOnce(&mut duplex_net::txbuf::TxBuffer) -> Option<Msg>) {
+        let msg = self.src.txbuf.lock().ok().and_then(|mut b| f(&mut b));
+        if let (Some(m), Some(link)) = (msg, self.link.host.switch.as_ref()) {
+            if let Err(e) = link.send(&[m]) {
+                self.note_error(&e.to_string());
+            }
         }
         if let Some(rt) = self.vm.rt.lock().await.as_ref() {
             rt.element.wake();

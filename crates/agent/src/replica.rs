@@ -175,6 +175,13 @@ pub async fn activate(host: &Arc<Host>, name: &str) -> Result<VmInfo, AgentError
         .clone()
         .ok_or_else(|| AgentError::Unavailable("a replicated VM without a RAM file".into()))?;
     let started = async {
+        // The switch drops what it still holds of the lost primary: that
+        // output came from state after the epoch this VM resumes from.
+        let switch = crate::switch_link::for_vm(host.switch.as_ref(), slot.spec.hold_at, name)?;
+        if let Some(link) = switch {
+            let mac = slot.spec.mac();
+            link.send(&[duplex_net::switch_proto::Msg::Claim { mac, epoch: 0 }])?;
+        }
         std::fs::rename(&slot.ram_file, &ram).map_err(AgentError::io(format!(
             "move {} to {}",
             slot.ram_file.display(),

@@ -151,6 +151,16 @@ impl Lab {
     /// A lab whose controller fences with the lab's power switch or not,
     /// with `agent_args` added to every agent's command line.
     async fn up_with(hosts: u8, power_fence: bool, agent_args: &[&str]) -> anyhow::Result<Lab> {
+        Lab::up_switched(hosts, power_fence, agent_args, Default::default()).await
+    }
+
+    /// [`Lab::up_with`], switched by `switch`.
+    async fn up_switched(
+        hosts: u8,
+        power_fence: bool,
+        agent_args: &[&str],
+        switch: duplex_lab::switch::SwitchKind,
+    ) -> anyhow::Result<Lab> {
         let duplex = duplex_bin();
         let _ = tokio::task::spawn_blocking(|| duplex_lab::down(Lab::NAME)).await;
         let plan = duplex_lab::LabPlan::new(Lab::NAME, hosts)?;
@@ -164,6 +174,7 @@ impl Lab {
                 racks: 1,
                 controllers: 1,
                 power_fence,
+                switch,
             },
         )
         .await?;
@@ -328,7 +339,10 @@ async fn main() -> anyhow::Result<()> {
             anyhow::ensure!((1..=10).contains(&runs), "--runs must be in 1..=10");
             anyhow::ensure!((1..=5000).contains(&rate), "--rate must be in 1..=5000");
             anyhow::ensure!((1.0..=120.0).contains(&secs), "--secs must be in 1..=120");
-            let lab = Lab::up(3).await?;
+            // Embodiment B's arm needs the Duplex switch; every arm's
+            // traffic passes it, so they compare on the same path.
+            let switch = duplex_lab::switch::SwitchKind::Duplex;
+            let lab = Lab::up_switched(4, true, &[], switch).await?;
             s2::run(&lab, &cli.out, runs, rate, secs).await
         }
         Cmd::S2Probe {

@@ -64,6 +64,11 @@ pub struct AgentArgs {
     /// labs and drills, never in production.
     #[arg(long)]
     allow_faults: bool,
+    /// S2 embodiment B: the interface towards a Duplex switch (`duplex
+    /// switch`) that holds replicated VMs' output; their epoch messages
+    /// go out of it. Needed for VMs created with `--hold-at switch`.
+    #[arg(long, value_name = "IFACE")]
+    output_switch: Option<String>,
 }
 
 pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
@@ -97,6 +102,7 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
         qemu_user,
         controller,
         allow_faults: a.allow_faults,
+        output_switch: a.output_switch,
     })
     .await?;
     Ok(())

@@ -33,6 +33,11 @@ pub enum LabCmd {
         /// by its agent's self-fence lease).
         #[arg(long, default_value = "power", value_parser = ["power", "none"])]
         fence: String,
+        /// What switches the lab: the kernel's bridge, or the Duplex
+        /// switch (`duplex`: S2's embodiment B, for VMs created with
+        /// `--hold-at switch`; its counters in the lab's switch.json).
+        #[arg(long, default_value = "bridge", value_name = "bridge|duplex")]
+        switch: duplex_lab::switch::SwitchKind,
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
     },
@@ -74,6 +79,7 @@ pub async fn run(cmd: LabCmd) -> anyhow::Result<()> {
             racks,
             controllers,
             fence,
+            switch,
             output: fmt,
         } => {
             if racks == 0 || racks > hosts {
@@ -102,6 +108,7 @@ pub async fn run(cmd: LabCmd) -> anyhow::Result<()> {
                 racks,
                 controllers,
                 power_fence: fence == "power",
+                switch,
             };
             let state = duplex_lab::up(&plan, opts).await?;
             match fmt {

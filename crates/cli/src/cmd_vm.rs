@@ -69,6 +69,16 @@ pub enum VmCmd {
         /// image must be diskless; docs/epochs.md).
         #[arg(long)]
         replicated: bool,
+        /// S2: where its held output waits for commit: in its host
+        /// (`host`) or in the Duplex switch its host's uplink passes
+        /// through (`switch`; the agents need --output-switch).
+        #[arg(
+            long,
+            value_name = "host|switch",
+            default_value = "host",
+            requires = "replicated"
+        )]
+        hold_at: duplex_core::vm_spec::HoldAt,
     },
     List {
         #[command(flatten)]
@@ -225,6 +235,7 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
             host,
             user_data,
             replicated,
+            hold_at,
         } => {
             let user_data = user_data
                 .map(|p| crate::user_data_file::read(&p))
@@ -240,6 +251,7 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
                 mac: None,
                 user_data,
                 replicated,
+                hold_at,
             };
             spec.validate()?;
             if t.agent.is_none() {

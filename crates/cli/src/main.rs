@@ -12,6 +12,7 @@ mod cmd_pki;
 mod cmd_placement;
 mod cmd_policy;
 mod cmd_rules;
+mod cmd_switch;
 mod cmd_vm;
 mod cmd_vm_ctl;
 mod conn;
@@ -58,6 +59,9 @@ enum Cmd {
     /// ACT/SBY pairs.
     #[command(subcommand)]
     Pair(cmd_pair::PairCmd),
+    /// Run the Duplex switch (S2 embodiment B): an Ethernet switch that
+    /// holds replicated VMs' output until their epoch commits.
+    Switch(cmd_switch::SwitchArgs),
     /// Network-aware placement: why a VM goes where it goes.
     #[command(subcommand)]
     Placement(cmd_placement::PlacementCmd),
@@ -147,6 +151,7 @@ fn main() -> ExitCode {
             Cmd::Events(a) => cmd_events::run(a).await,
             Cmd::Placement(c) => cmd_placement::run(c).await,
             Cmd::Rules(c) => cmd_rules::run(c).await,
+            Cmd::Switch(a) => cmd_switch::run(a).await,
             Cmd::Lab(c) => cmd_lab::run(c).await,
             Cmd::Demo(a) => cmd_lab::demo(a).await,
             Cmd::Probe(a) => cmd_lab::probe(a).await,

@@ -7,6 +7,12 @@
 //! call whose answer reached the client from state the backup lacked would
 //! end with its BYE refused (481), a failure. The guest must not have
 //! booted again (same boot id, its heartbeat counting on).
+//!
+//! Once with each embodiment, one lab after the other: the output held in
+//! the host's element (A, the lab on the kernel's bridge), and held in the
+//! Duplex switch (B, `lab up --switch duplex`, `vm create --hold-at
+//! switch`), where the switch's own counters must show it held and
+//! released the SIP the VM sent.
 
 mod common;
 
@@ -17,18 +23,15 @@ use duplex_core::guest_proto::{Op, TargetRole};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
-const LAB: &str = "e2es2";
 const WAIT: Duration = Duration::from_secs(120);
-
-fn vm() -> Value {
-    in_lab_json(LAB, &["vm", "show", "solo"])
-}
+/// One lab at a time: each takes four hosts.
+static ONE_LAB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Waits until `ok` holds of `vm show solo`; returns that answer.
-async fn wait_for(what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+async fn wait_for(lab: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
     let t0 = Instant::now();
     loop {
-        let v = vm();
+        let v = in_lab_json(lab, &["vm", "show", "solo"]);
         if ok(&v) {
             return v;
         }
@@ -65,9 +68,9 @@ async fn classes_until(
 /// The ruleset changes while calls flow: SIP is sent at once under a new
 /// rule, then held again once it is deleted; each change shows in the
 /// element's counters (the rule that decided each frame).
-async fn change_rules_under_load(agent: &AgentClient) {
+async fn change_rules_under_load(lab: &str, agent: &AgentClient) {
     let (r, _) = classes_until(agent, "SIP held", |r| {
-        hits(r, "sip-udp") > 0 && r.held_total > 0
+        hits(r, "sip-udp") > 0 && r.held_total + r.marked > 0
     })
     .await;
     eprintln!(
@@ -76,7 +79,7 @@ async fn change_rules_under_load(agent: &AgentClient) {
         hits(&r, "sip-udp")
     );
     let set = in_lab_json(
-        LAB,
+        lab,
         &[
             "rules",
             "add",
@@ -98,7 +101,7 @@ async fn change_rules_under_load(agent: &AgentClient) {
     .await;
     eprintln!("ruleset v{v}: SIP sent at once by sip-now ({} frames), seen {took:?} after the change returned", hits(&r, "sip-now"));
     assert_eq!(hits(&r, "sip-udp"), 0, "sip-now comes first: {r:?}");
-    let set = in_lab_json(LAB, &["rules", "delete", "sip-now"]);
+    let set = in_lab_json(lab, &["rules", "delete", "sip-now"]);
     let v = set["version"].as_u64().unwrap();
     let (_, took) = classes_until(agent, "SIP held again", |r| {
         r.ruleset_version == v && hits(r, "sip-udp") > 0
@@ -106,7 +109,7 @@ async fn change_rules_under_load(agent: &AgentClient) {
     .await;
     eprintln!("ruleset v{v}: SIP held again, seen {took:?} after the change returned");
     let (ok, out, _) = common::in_lab(
-        LAB,
+        lab,
         &[
             "rules",
             "test",
@@ -130,11 +133,39 @@ fn protected_to_other_than(v: &Value, not: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replicated_vm_survives_the_loss_of_its_host_with_calls_intact() {
-    let _guard = LabGuard::new(LAB);
-    let i = common::lab_up(LAB, &["--hosts", "4"]);
+    let _one = ONE_LAB.lock().await;
+    survives_host_loss("e2es2", &[], "host").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn held_in_the_duplex_switch_it_survives_the_loss_of_its_host_too() {
+    let _one = ONE_LAB.lock().await;
+    survives_host_loss("e2es2b", &["--switch", "duplex"], "switch").await;
+}
+
+/// The Duplex switch of lab `lab` held the VM's SIP and released it.
+fn assert_the_switch_held(lab: &str) {
+    let state = duplex_lab::LabPlan::load_state(lab).unwrap();
+    let stats = state.switch.expect("the lab's switch").stats;
+    let s: Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    eprintln!("the switch: {}", s["counters"]);
+    let c = &s["counters"];
+    assert!(
+        c["held_total"].as_u64() > Some(0) && c["released"].as_u64() > Some(0),
+        "the switch held and released nothing: {s}"
+    );
+}
+
+/// The scenario of this file in a new lab `lab` (`lab up` with `up`), the
+/// VM's output held at `hold_at`.
+async fn survives_host_loss(lab: &'static str, up: &[&str], hold_at: &str) {
+    let _guard = LabGuard::new(lab);
+    let mut args = vec!["--hosts", "4"];
+    args.extend(up);
+    let i = common::lab_up(lab, &args);
     let (ip, vip) = (format!("10.{i}.0.60"), format!("10.{i}.0.50"));
     in_lab_json(
-        LAB,
+        lab,
         &[
             "vm",
             "create",
@@ -144,13 +175,15 @@ async fn a_replicated_vm_survives_the_loss_of_its_host_with_calls_intact() {
             "--memory-mib",
             "128",
             "--replicated",
+            "--hold-at",
+            hold_at,
             "--host",
             "h1",
         ],
     );
     // The service: configured with no peer, so nothing but S2 keeps its
     // calls; ACT so it answers.
-    let state = duplex_lab::LabPlan::load_state(LAB).unwrap();
+    let state = duplex_lab::LabPlan::load_state(lab).unwrap();
     let agent = state.agent_client(1).unwrap();
     let configure = Op::Configure {
         vip: vip.parse().unwrap(),
@@ -165,23 +198,26 @@ async fn a_replicated_vm_survives_the_loss_of_its_host_with_calls_intact() {
         token: 1,
     };
     agent.guest("solo", &act).await.expect("set role act");
-    let before = wait_for("epochs to a backup", |v| protected_to_other_than(v, "")).await;
+    let before = wait_for(lab, "epochs to a backup", |v| {
+        protected_to_other_than(v, "")
+    })
+    .await;
     let backup = before["backup"].as_str().unwrap().to_string();
     let boot_id = before["info"]["heartbeat"]["boot_id"].clone();
     eprintln!(
-        "solo on h1, checkpointed to {backup}: {}",
+        "solo on h1, held at {hold_at}, checkpointed to {backup}: {}",
         before["info"]["protection"]
     );
 
-    let work = std::env::temp_dir().join(format!("duplex-e2e-{LAB}-{}", std::process::id()));
+    let work = std::env::temp_dir().join(format!("duplex-e2e-{lab}-{}", std::process::id()));
     let limit = Duration::from_secs(300);
-    let sipp = common::sipp_until_stopped(LAB, &vip, &work, limit, Duration::from_secs(40));
-    let arp = common::ArpWatch::start(LAB, &vip);
+    let sipp = common::sipp_until_stopped(lab, &vip, &work, limit, Duration::from_secs(40));
+    let arp = common::ArpWatch::start(lab, &vip);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    change_rules_under_load(&agent).await;
+    change_rules_under_load(lab, &agent).await;
 
-    common::fault(LAB, &["power-off", "h1"]);
-    let after = wait_for("solo running on its backup", |v| {
+    common::fault(lab, &["power-off", "h1"]);
+    let after = wait_for(lab, "solo running on its backup", |v| {
         v["host"] == backup.as_str() && v["status"] == "running"
     })
     .await;
@@ -189,7 +225,7 @@ async fn a_replicated_vm_survives_the_loss_of_its_host_with_calls_intact() {
         after["info"]["heartbeat"]["boot_id"], boot_id,
         "the guest booted again instead of running on from its replica: {after}"
     );
-    let again = wait_for("epochs to a new backup", |v| {
+    let again = wait_for(lab, "epochs to a new backup", |v| {
         protected_to_other_than(v, "h1")
     })
     .await;
@@ -199,8 +235,8 @@ async fn a_replicated_vm_survives_the_loss_of_its_host_with_calls_intact() {
 
     // The backup is lost: the VM's output, held for epochs that no longer
     // commit, must not stay held; it gets another backup.
-    common::fault(LAB, &["power-off", &second]);
-    let third = wait_for("epochs to a third backup", |v| {
+    common::fault(lab, &["power-off", &second]);
+    let third = wait_for(lab, "epochs to a third backup", |v| {
         protected_to_other_than(v, "h1") && v["backup"] != second.as_str() && v["backup"] != "h1"
     })
     .await;
@@ -214,7 +250,7 @@ async fn a_replicated_vm_survives_the_loss_of_its_host_with_calls_intact() {
     let report = sipp.wait().await.expect("sipp");
     let seen = arp.stop();
     common::assert_served_once(&report, &seen, &vip);
-    let said = common::events(LAB);
+    let said = common::events(lab);
     for kind in ["host.fenced", "vm.failover", "vm.protected"] {
         assert!(
             said.iter().any(|e| e.starts_with(kind)),
@@ -225,5 +261,8 @@ async fn a_replicated_vm_survives_the_loss_of_its_host_with_calls_intact() {
         !said.iter().any(|e| e.starts_with("vm.restarted_elsewhere")),
         "the VM was restarted from its image: {said:#?}"
     );
+    if hold_at == "switch" {
+        assert_the_switch_held(lab);
+    }
     let _ = std::fs::remove_dir_all(&work);
 }

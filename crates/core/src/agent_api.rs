@@ -353,6 +353,12 @@ pub struct ClassReport {
     pub discarded: u64,
     /// Class-2 frames dropped because the buffer was full.
     pub dropped_full: u64,
+    /// Where class 2 waits (in the switch: marked here, held there).
+    #[serde(default)]
+    pub hold_at: crate::vm_spec::HoldAt,
+    /// Class-2 frames sent marked for the switch to hold.
+    #[serde(default)]
+    pub marked: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

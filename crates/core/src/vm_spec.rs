@@ -37,6 +37,39 @@ pub struct VmSpec {
     /// its output classified (its RAM is a shared file for that).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replicated: bool,
+    /// S2: where a replicated VM's held output waits for its epoch to
+    /// commit.
+    #[serde(default, skip_serializing_if = "HoldAt::is_host")]
+    pub hold_at: HoldAt,
+}
+
+/// Where S2 holds a replicated VM's class-2 output until its epoch commits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HoldAt {
+    /// Embodiment A: in the transmit buffer of its host's element.
+    #[default]
+    Host,
+    /// Embodiment B: in the Duplex switch its host's uplink passes
+    /// through; the host marks the frames and sends commit messages.
+    Switch,
+}
+
+impl HoldAt {
+    pub fn is_host(&self) -> bool {
+        *self == HoldAt::Host
+    }
+}
+
+impl std::str::FromStr for HoldAt {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "host" => Ok(HoldAt::Host),
+            "switch" => Ok(HoldAt::Switch),
+            _ => Err(format!("`{s}` is neither `host` nor `switch`")),
+        }
+    }
 }
 
 fn default_image() -> String {
@@ -68,6 +101,8 @@ pub enum SpecError {
     Ip(Ipv4Addr),
     #[error("field `mac`: {0} is multicast; a NIC needs a unicast MAC")]
     Mac(Mac),
+    #[error("field `hold_at`: `switch` is for a replicated VM (`replicated: true`)")]
+    HoldAt,
     #[error("field `user_data`: {0}")]
     UserData(#[from] crate::user_data::UserDataError),
 }
@@ -94,6 +129,7 @@ impl VmSpec {
             mac: None,
             user_data: None,
             replicated: false,
+            hold_at: HoldAt::Host,
         }
     }
 
@@ -130,6 +166,9 @@ impl VmSpec {
         }
         if let Some(data) = &self.user_data {
             data.check()?;
+        }
+        if self.hold_at == HoldAt::Switch && !self.replicated {
+            return Err(SpecError::HoldAt);
         }
         Ok(())
     }
@@ -199,6 +238,7 @@ mod tests {
             (|s| s.ip = Ipv4Addr::new(0, 0, 0, 0), "ip"),
             (|s| s.ip = Ipv4Addr::new(224, 0, 0, 1), "ip"),
             (|s| s.mac = Some(Mac([1, 0, 0, 0, 0, 1])), "mac"),
+            (|s| s.hold_at = HoldAt::Switch, "hold_at"),
         ];
         for (mutate, field) in cases {
             let mut s = spec();

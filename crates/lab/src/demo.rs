@@ -91,6 +91,7 @@ pub async fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
             racks: 1,
             controllers: 1,
             power_fence: true,
+            switch: Default::default(),
         },
     )
     .await?;

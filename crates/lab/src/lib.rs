@@ -28,6 +28,7 @@ pub mod probe;
 mod procs;
 mod state;
 mod status;
+pub mod switch;
 mod topology;
 mod up;
 

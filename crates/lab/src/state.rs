@@ -71,6 +71,9 @@ pub struct LabState {
     /// controllers to report to), to power a host on again.
     #[serde(default)]
     pub agent_args: Vec<String>,
+    /// The Duplex switch, if the lab runs one (`lab up --switch duplex`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch: Option<crate::switch::SwitchState>,
 }
 
 impl LabState {
@@ -98,6 +101,7 @@ impl LabState {
             controller: None,
             standby_controllers: Vec::new(),
             agent_args: Vec::new(),
+            switch: None,
         }
     }
 

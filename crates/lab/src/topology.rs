@@ -7,6 +7,7 @@ use crate::error::LabError;
 use crate::ip::{ip, ip_in, ip_json};
 use crate::netns;
 use crate::plan::{LabPlan, Prefix, BRIDGE};
+use crate::switch::SwitchKind;
 
 /// Refuses if an address or a route in the root namespace lies inside the
 /// lab's subnet (another lab with the same index, or a real network). A
@@ -91,8 +92,18 @@ fn new_bridge(ns: &str, mac: Option<&str>) -> Result<(), LabError> {
     Ok(())
 }
 
+/// Puts switch port `ifname` up: on `br0`, or alone for the Duplex switch
+/// to take.
+fn switch_port(sw: &str, ifname: &str, kind: SwitchKind) -> Result<(), LabError> {
+    match kind {
+        SwitchKind::Bridge => ip_in(sw, &["link", "set", ifname, "master", BRIDGE, "up"])?,
+        SwitchKind::Duplex => ip_in(sw, &["link", "set", ifname, "up"])?,
+    };
+    Ok(())
+}
+
 /// Builds the whole topology of `plan`. Assumes none of it exists.
-pub(crate) fn build(plan: &LabPlan) -> Result<(), LabError> {
+pub(crate) fn build(plan: &LabPlan, kind: SwitchKind) -> Result<(), LabError> {
     let sw = plan.switch_ns();
 
     tracing::info!("creating switch namespace {sw} with bridge {BRIDGE}");
@@ -124,7 +135,7 @@ pub(crate) fn build(plan: &LabPlan) -> Result<(), LabError> {
                 &h.ns,
             ],
         )?;
-        ip_in(&sw, &["link", "set", &h.switch_if, "master", BRIDGE, "up"])?;
+        switch_port(&sw, &h.switch_if, kind)?;
         ip_in(&h.ns, &["link", "set", h.uplink_if, "master", BRIDGE, "up"])?;
         ip_in(&h.ns, &["addr", "add", &LabPlan::cidr(h.ip), "dev", BRIDGE])?;
         ip_in(&h.ns, &["link", "set", BRIDGE, "up"])?;
@@ -140,7 +151,7 @@ pub(crate) fn build(plan: &LabPlan) -> Result<(), LabError> {
             "link", "add", cl_sw_if, "type", "veth", "peer", "name", cl_if, "netns", &cl,
         ],
     )?;
-    ip_in(&sw, &["link", "set", cl_sw_if, "master", BRIDGE, "up"])?;
+    switch_port(&sw, cl_sw_if, kind)?;
     ip_in(&cl, &["link", "set", cl_if, "address", &plan.client_mac()])?;
     ip_in(
         &cl,
@@ -174,7 +185,7 @@ pub(crate) fn build(plan: &LabPlan) -> Result<(), LabError> {
         "netns",
         &sw,
     ])?;
-    ip_in(&sw, &["link", "set", mg_sw, "master", BRIDGE, "up"])?;
+    switch_port(&sw, mg_sw, kind)?;
     ip(&["addr", "add", &LabPlan::cidr(plan.mgmt_ip()), "dev", &mg])?;
     ip(&["link", "set", &mg, "up"])?;
     Ok(())

@@ -36,6 +36,9 @@ pub struct UpOptions {
     /// Give the controller the lab's power switch as its fence device;
     /// without it, a gone host is fenced by its agent's self-fence lease.
     pub power_fence: bool,
+    /// What switches the lab: the kernel's bridge, or the Duplex switch
+    /// (S2 embodiment B; the agents get `--output-switch`).
+    pub switch: crate::switch::SwitchKind,
 }
 
 /// Takes lab `plan` up: topology, state directory, one agent per host, and
@@ -81,12 +84,13 @@ async fn start(
     image_dir: &Path,
     hosts: &mut Vec<(HostPlan, Child)>,
 ) -> Result<LabState, LabError> {
-    let (p, bin, img) = (
+    let (p, bin, img, kind) = (
         plan.clone(),
         duplex_bin.to_path_buf(),
         image_dir.to_path_buf(),
+        opts.switch,
     );
-    let mut state = blocking(move || create(&p, &bin, &img)).await?;
+    let mut state = blocking(move || create(&p, &bin, &img, kind)).await?;
 
     let ctl = crate::controller::start(plan, duplex_bin, opts).await?;
     state.controller = Some(ctl.clone());
@@ -99,6 +103,9 @@ async fn start(
     let mut all = vec![ctl.clone()];
     all.extend(state.standby_controllers.iter().cloned());
     let mut agent_args = crate::controller::agent_args(&all);
+    if state.switch.is_some() {
+        agent_args.extend(crate::switch::agent_args(plan));
+    }
     agent_args.extend(opts.extra_agent_args.iter().cloned());
     state.agent_args = agent_args.clone();
 
@@ -170,14 +177,19 @@ fn prepare(plan: &LabPlan) -> Result<LabLock, LabError> {
 }
 
 /// Builds the topology and the state directory; writes a `Starting` state.
-fn create(plan: &LabPlan, duplex_bin: &Path, image_dir: &Path) -> Result<LabState, LabError> {
+fn create(
+    plan: &LabPlan,
+    duplex_bin: &Path,
+    image_dir: &Path,
+    kind: crate::switch::SwitchKind,
+) -> Result<LabState, LabError> {
     tracing::info!(
         "taking lab `{}` up: {} host(s) on {}",
         plan.lab(),
         plan.hosts(),
         plan.subnet()
     );
-    topology::build(plan)?;
+    topology::build(plan, kind)?;
     let dir = plan.state_dir();
     tracing::info!("creating {}", dir.display());
     for h in plan.host_plans() {
@@ -185,7 +197,10 @@ fn create(plan: &LabPlan, duplex_bin: &Path, image_dir: &Path) -> Result<LabStat
             .map_err(|e| LabError::io("cannot create", &h.data_dir, e))?;
     }
     crate::pki::make(plan)?;
-    let state = LabState::new(plan, duplex_bin, image_dir);
+    let mut state = LabState::new(plan, duplex_bin, image_dir);
+    if kind == crate::switch::SwitchKind::Duplex {
+        state.switch = Some(crate::switch::start(plan, duplex_bin)?);
+    }
     state.write()?;
     Ok(state)
 }

@@ -1,7 +1,14 @@
-//! S2's transmit buffer, embodiment A (in the host): each frame a
-//! replicated VM sends is classified by the ruleset; class 1 leaves at
-//! once, class 2 is held, labelled with the open epoch, until that epoch
-//! commits on the backup. Frames towards the VM are not touched.
+//! S2's transmit buffer: each frame a replicated VM sends is classified by
+//! the ruleset; class 1 leaves at once, class 2 is held, labelled with the
+//! open epoch, until that epoch commits on the backup. Frames towards the
+//! VM are not touched. Where class 2 waits is the VM's [`HoldAt`]:
+//! - **here** (embodiment A): in this buffer;
+//! - **in the switch** (embodiment B): the frame leaves at once, marked
+//!   with its class and epoch ([`crate::switch_proto`]), and the Duplex
+//!   switch holds it; commit, release and restart return the message the
+//!   agent sends the switch. Epoch numbers on the wire only grow, across
+//!   restarts, so that a frame still on its way is never taken for a newer
+//!   epoch's.
 //!
 //! - `close_epoch(n)` (while the VM is paused for checkpoint n): frames
 //!   held from now on belong to epoch n+1.
@@ -18,8 +25,11 @@
 
 use crate::frame::FrameInfo;
 use crate::stage::{Direction, Stage, Verdict};
+use crate::switch_proto::{self as proto, Msg};
 use duplex_core::agent_api::{ClassReport, RuleHits};
 use duplex_core::classify::{Class, Ruleset};
+use duplex_core::mac::Mac;
+use duplex_core::vm_spec::HoldAt;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -51,6 +61,11 @@ pub struct TxBuffer {
     discarded_total: u64,
     full_drops: u64,
     max_held: usize,
+    /// Embodiment B: the VM's MAC (the switch's stream), else None.
+    switch: Option<Mac>,
+    /// Added to local epoch numbers on the wire (grows at each restart).
+    base: u64,
+    marked_total: u64,
 }
 
 impl TxBuffer {
@@ -72,7 +87,20 @@ impl TxBuffer {
             discarded_total: 0,
             full_drops: 0,
             max_held: 0,
+            switch: None,
+            base: 0,
+            marked_total: 0,
         }
+    }
+
+    /// Where class-2 frames wait from the next restart on: here, or in
+    /// the switch as the stream of `mac`.
+    pub fn hold_at(&mut self, at: HoldAt, mac: Mac) {
+        self.switch = (at == HoldAt::Switch).then_some(mac);
+    }
+
+    fn wire(&self, epoch: u64) -> u64 {
+        self.base + epoch
     }
 
     /// Applies a newer ruleset (an older or equal version is ignored:
@@ -93,8 +121,18 @@ impl TxBuffer {
         self.open = self.open.max(epoch + 1);
     }
 
-    /// Epoch `epoch` is on the backup: its frames and earlier ones leave.
-    pub fn commit(&mut self, epoch: u64) {
+    /// Epoch `epoch` is on the backup: its frames and earlier ones leave
+    /// (in the switch: the message that says so).
+    pub fn commit(&mut self, epoch: u64) -> Option<Msg> {
+        self.release_through(epoch);
+        let mac = self.switch?;
+        Some(Msg::Commit {
+            mac,
+            epoch: self.wire(self.committed),
+        })
+    }
+
+    fn release_through(&mut self, epoch: u64) {
         self.committed = self.committed.max(epoch);
         while self.held.front().is_some_and(|(e, _)| *e <= self.committed) {
             if let Some((_, f)) = self.held.pop_front() {
@@ -115,17 +153,29 @@ impl TxBuffer {
     }
 
     /// The backup is gone for good (the controller's word): send all.
-    pub fn unprotect(&mut self) {
+    pub fn unprotect(&mut self) -> Option<Msg> {
         self.holding = false;
-        self.commit(u64::MAX);
+        self.release_through(u64::MAX);
+        let mac = self.switch?;
+        Some(Msg::Release {
+            mac,
+            epoch: self.wire(self.open),
+        })
     }
 
     /// Epochs start over towards a new backup (the old one will not take
-    /// over): what is held leaves, and epochs count from 1 again.
-    pub fn restart(&mut self) {
-        self.unprotect();
+    /// over): what is held leaves, and epochs count from 1 again (on the
+    /// wire, on from the last one used). In the switch: what it holds from
+    /// here leaves, and what it holds from anywhere else is dropped (a
+    /// VM's frames from another port are those of a lost primary).
+    pub fn restart(&mut self) -> Vec<Msg> {
+        let released = self.unprotect();
+        let last = self.wire(self.open);
+        self.base = last;
         self.open = 1;
         self.committed = 0;
+        let claim = self.switch.map(|mac| Msg::Claim { mac, epoch: last });
+        released.into_iter().chain(claim).collect()
     }
 
     pub fn on_frame(&mut self, dir: Direction, frame: &[u8]) -> Verdict {
@@ -158,6 +208,13 @@ impl TxBuffer {
                 return Verdict::Pass;
             }
             self.out.push((Direction::FromGuest, frame.to_vec()));
+            return Verdict::Held;
+        }
+        if self.switch.is_some() {
+            self.marked_total += 1;
+            let epoch = self.wire(self.open);
+            self.out
+                .push((Direction::FromGuest, proto::tagged(frame, epoch)));
             return Verdict::Held;
         }
         if self.held.len() >= MAX_HELD_FRAMES || self.held_bytes + frame.len() > MAX_HELD_BYTES {
@@ -202,6 +259,11 @@ impl TxBuffer {
             released: self.released_total,
             discarded: self.discarded_total,
             dropped_full: self.full_drops,
+            hold_at: match self.switch {
+                Some(_) => HoldAt::Switch,
+                None => HoldAt::Host,
+            },
+            marked: self.marked_total,
         }
     }
 }

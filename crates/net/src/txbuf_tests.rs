@@ -162,3 +162,53 @@ fn released_signalling_is_not_overtaken_by_later_signalling() {
     assert_eq!(out, vec![sip(1), sip(2)]);
     assert_eq!(b.on_frame(Direction::FromGuest, &sip(3)), Verdict::Pass);
 }
+
+#[test]
+fn in_the_switch_signalling_leaves_marked_and_commits_become_messages() {
+    let mac = Mac([0x52, 0x54, 0, 0, 0, 1]);
+    let mut b = TxBuffer::new(default_ruleset());
+    b.hold_at(HoldAt::Switch, mac);
+    // The first run: nothing of this VM may still be held anywhere else.
+    let first = b.restart();
+    assert_eq!(
+        first,
+        vec![Msg::Release { mac, epoch: 1 }, Msg::Claim { mac, epoch: 1 }]
+    );
+    b.close_epoch(1);
+    assert_eq!(b.on_frame(Direction::FromGuest, &sip(1)), Verdict::Held);
+    assert_eq!(b.on_frame(Direction::FromGuest, &rtp(1)), Verdict::Pass);
+    let out = b.take_out();
+    assert_eq!(out.len(), 1, "marked frames leave at once");
+    let tag = proto::tag(&out[0].1).unwrap();
+    assert!(tag.hold);
+    assert_eq!(
+        u64::from(tag.low),
+        1 + 2,
+        "epoch 2 of the run, after base 1"
+    );
+    assert_eq!(proto::untagged(&out[0].1), sip(1));
+    assert_eq!(b.commit(2), Some(Msg::Commit { mac, epoch: 3 }));
+    // A restart towards a new backup: wire epochs go on growing.
+    b.close_epoch(2);
+    let again = b.restart();
+    assert_eq!(
+        again,
+        vec![Msg::Release { mac, epoch: 4 }, Msg::Claim { mac, epoch: 4 }]
+    );
+    b.close_epoch(1);
+    b.on_frame(Direction::FromGuest, &sip(2));
+    let tag = proto::tag(&b.take_out()[0].1).unwrap();
+    assert_eq!(u64::from(tag.low), 4 + 2);
+    assert_eq!(b.unprotect(), Some(Msg::Release { mac, epoch: 6 }));
+    let r = b.report();
+    assert_eq!((r.hold_at, r.marked, r.held_total), (HoldAt::Switch, 2, 0));
+}
+
+#[test]
+fn in_the_host_no_messages_are_made() {
+    let mut b = TxBuffer::new(default_ruleset());
+    assert!(b.restart().is_empty());
+    b.close_epoch(1);
+    assert_eq!(b.commit(1), None);
+    assert_eq!(b.unprotect(), None);
+}

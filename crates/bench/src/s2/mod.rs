@@ -6,10 +6,12 @@
 //! arm: round trips of a class-1 stream (RTP-like payload) and a class-2
 //! stream (text) to the guest's UDP echo; for the replicated arms the
 //! epochs' pause with its breakdown, pages and bytes, commit delay, epoch
-//! length achieved, and the agent's and QEMU's CPU. Then one failover of
-//! arm (c): its host is powered off under the probe; what each stream lost,
-//! duplicated, and its longest gap. Embodiment B (the switch) is not built:
-//! no arm for it.
+//! length achieved, and the agent's and QEMU's CPU; (d) the same with the
+//! held output in the Duplex switch (embodiment B; another replicated VM
+//! created with `--hold-at switch`). The lab runs on the Duplex switch, so
+//! every arm's packets take the same path. Then one failover of arm (c)
+//! and one of arm (d): the VM's host is powered off under the probe; what
+//! each stream lost, duplicated, and its longest gap.
 
 pub mod probe;
 mod report;
@@ -25,8 +27,10 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// The replicated VM and the plain one.
+/// The replicated VMs (output held in the host, in the switch) and the
+/// plain one.
 const REPLICATED: &str = "s2r";
+const SWITCHED: &str = "s2s";
 const PLAIN: &str = "s2p";
 const ECHO_PORT: u16 = 7;
 /// The busy guest: this much memory rewritten at this rate.
@@ -40,6 +44,7 @@ pub enum Arm {
     Plain,
     HoldAll,
     Classified,
+    Switched,
 }
 
 impl Arm {
@@ -48,6 +53,15 @@ impl Arm {
             Arm::Plain => "(a) no protection",
             Arm::HoldAll => "(b) everything held until commit",
             Arm::Classified => "(c) Duplex, classified",
+            Arm::Switched => "(d) Duplex, classified, held in the switch",
+        }
+    }
+
+    fn vm(self) -> &'static str {
+        match self {
+            Arm::Plain => PLAIN,
+            Arm::HoldAll | Arm::Classified => REPLICATED,
+            Arm::Switched => SWITCHED,
         }
     }
 }
@@ -90,6 +104,7 @@ pub struct Point {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Failover {
+    pub arm: Arm,
     pub class1_gap_ms: f64,
     pub class2_gap_ms: f64,
     pub class1_lost: u64,
@@ -104,7 +119,7 @@ pub struct Results {
     pub rate_per_stream: u32,
     pub secs: f64,
     pub points: Vec<Point>,
-    pub failover: Option<Failover>,
+    pub failovers: Vec<Failover>,
 }
 
 pub fn pct(xs: &[f64], q: f64) -> f64 {
@@ -172,8 +187,8 @@ async fn vm_host(vm: &str) -> anyhow::Result<(u8, Option<u32>)> {
     Ok((n, v["info"]["pid"].as_u64().map(|p| p as u32)))
 }
 
-async fn protection(lab: &Lab, n: u8) -> anyhow::Result<ProtectionInfo> {
-    Ok(lab.agent(n)?.protection(REPLICATED).await?)
+async fn protection(lab: &Lab, n: u8, vm: &str) -> anyhow::Result<ProtectionInfo> {
+    Ok(lab.agent(n)?.protection(vm).await?)
 }
 
 fn epochs(timings: &[EpochTiming], secs: f64) -> Epochs {
@@ -226,7 +241,7 @@ async fn set_hold_all(on: bool) -> anyhow::Result<()> {
 }
 
 async fn memory_load(lab: &Lab, busy: bool) -> anyhow::Result<()> {
-    for vm in [REPLICATED, PLAIN] {
+    for vm in [REPLICATED, SWITCHED, PLAIN] {
         let (n, _) = vm_host(vm).await?;
         let op = Op::MemoryLoad {
             mib: if busy { BUSY_MIB } else { 0 },
@@ -250,7 +265,7 @@ async fn point(
     secs: f64,
 ) -> anyhow::Result<Point> {
     set_hold_all(arm == Arm::HoldAll).await?;
-    let vm = if arm == Arm::Plain { PLAIN } else { REPLICATED };
+    let vm = arm.vm();
     let (n, qemu) = vm_host(vm).await?;
     let ip: Ipv4Addr = cli(&["vm", "show", vm]).await?["spec"]["ip"]
         .as_str()
@@ -259,7 +274,7 @@ async fn point(
     let agent_pid = lab.agent_pid(n)?;
     let before = match arm {
         Arm::Plain => None,
-        _ => Some(protection(lab, n).await?.captured),
+        _ => Some(protection(lab, n, vm).await?.captured),
     };
     let (a0, q0, t0) = (
         cpu_ticks(agent_pid),
@@ -273,7 +288,7 @@ async fn point(
     let epochs = match before {
         None => None,
         Some(from) => {
-            let p = protection(lab, n).await?;
+            let p = protection(lab, n, vm).await?;
             let fresh = p.captured.saturating_sub(from) as usize;
             let recent = &p.recent[p.recent.len().saturating_sub(fresh)..];
             Some(epochs(recent, wall))
@@ -291,24 +306,26 @@ async fn point(
     })
 }
 
-async fn wait_protected() -> anyhow::Result<()> {
+async fn wait_protected(vm: &str) -> anyhow::Result<()> {
     let t0 = Instant::now();
     loop {
-        let v = cli(&["vm", "show", REPLICATED]).await?;
+        let v = cli(&["vm", "show", vm]).await?;
         let p = &v["info"]["protection"];
         if p["phase"] == "running" && p["committed"].as_u64().unwrap_or(0) > 0 {
             return Ok(());
         }
-        anyhow::ensure!(t0.elapsed() < WAIT, "{REPLICATED} never protected: {v}");
+        anyhow::ensure!(t0.elapsed() < WAIT, "{vm} never protected: {v}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
-/// Arm (c) under the probe; its host powered off after a few seconds.
-async fn failover(lab: &Lab, rate: u32) -> anyhow::Result<Failover> {
+/// Arm `arm`'s VM under the probe; its host powered off after a few
+/// seconds.
+async fn failover(lab: &Lab, arm: Arm, rate: u32) -> anyhow::Result<Failover> {
     set_hold_all(false).await?;
-    let (n, _) = vm_host(REPLICATED).await?;
-    let ip: Ipv4Addr = cli(&["vm", "show", REPLICATED]).await?["spec"]["ip"]
+    wait_protected(arm.vm()).await?;
+    let (n, _) = vm_host(arm.vm()).await?;
+    let ip: Ipv4Addr = cli(&["vm", "show", arm.vm()]).await?["spec"]["ip"]
         .as_str()
         .context("vm ip")?
         .parse()?;
@@ -349,6 +366,7 @@ async fn failover(lab: &Lab, rate: u32) -> anyhow::Result<Failover> {
         })
         .unwrap_or_default();
     Ok(Failover {
+        arm,
         class1_gap_ms: probed.class1.max_gap_ms,
         class2_gap_ms: probed.class2.max_gap_ms,
         class1_lost: probed.class1.sent.saturating_sub(probed.class1.received),
@@ -376,6 +394,21 @@ pub async fn run(lab: &Lab, out: &Path, runs: usize, rate: u32, secs: f64) -> an
     cli(&[
         "vm",
         "create",
+        SWITCHED,
+        "--ip",
+        &ip(62)?,
+        "--memory-mib",
+        "128",
+        "--replicated",
+        "--hold-at",
+        "switch",
+        "--host",
+        "h2",
+    ])
+    .await?;
+    cli(&[
+        "vm",
+        "create",
         PLAIN,
         "--ip",
         &ip(61)?,
@@ -385,7 +418,8 @@ pub async fn run(lab: &Lab, out: &Path, runs: usize, rate: u32, secs: f64) -> an
         "h3",
     ])
     .await?;
-    wait_protected().await?;
+    wait_protected(REPLICATED).await?;
+    wait_protected(SWITCHED).await?;
     // Asked now: the failover powers h1 off.
     let accel = lab.accel().await;
     let mut points = Vec::new();
@@ -393,7 +427,7 @@ pub async fn run(lab: &Lab, out: &Path, runs: usize, rate: u32, secs: f64) -> an
         memory_load(lab, busy).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         for run in 0..runs {
-            let mut arms = [Arm::Plain, Arm::HoldAll, Arm::Classified];
+            let mut arms = [Arm::Plain, Arm::HoldAll, Arm::Classified, Arm::Switched];
             if run % 2 == 1 {
                 arms.reverse();
             }
@@ -413,19 +447,19 @@ pub async fn run(lab: &Lab, out: &Path, runs: usize, rate: u32, secs: f64) -> an
         }
     }
     memory_load(lab, false).await?;
-    let failover = match failover(lab, rate).await {
-        Ok(f) => Some(f),
-        Err(e) => {
-            eprintln!("failover run: {e}");
-            None
+    let mut failovers = Vec::new();
+    for arm in [Arm::Classified, Arm::Switched] {
+        match failover(lab, arm, rate).await {
+            Ok(f) => failovers.push(f),
+            Err(e) => eprintln!("failover run of {}: {e}", arm.label()),
         }
-    };
+    }
     let res = Results {
         info: stats::run_info(&accel).await,
         rate_per_stream: rate,
         secs,
         points,
-        failover,
+        failovers,
     };
     let md = report::markdown(&res);
     stats::write(out, "s2", &res, &md)

@@ -33,7 +33,8 @@ pub struct Parts {
     pub isolation: Isolation,
 }
 
-/// The pipeline of a VM whose MAC is `mac`: counting, isolation, `extra`,
+/// The pipeline of a VM whose MAC is `mac`: counting, isolation, the
+/// switch's guard, `extra`,
 /// the handover last.
 pub fn parts(mac: Mac, extra: Vec<Box<dyn Stage>>) -> Parts {
     let counters = Arc::new(Mutex::new(Counters::default()));
@@ -42,6 +43,7 @@ pub fn parts(mac: Mac, extra: Vec<Box<dyn Stage>>) -> Parts {
     let mut stages: Vec<Box<dyn Stage>> = vec![
         Box::new(CountStage(counters.clone())),
         Box::new(IsolateStage(isolation.clone())),
+        Box::new(crate::switch_proto::GuardStage),
     ];
     stages.extend(extra);
     stages.push(Box::new(HandoverStage(handover.clone())));

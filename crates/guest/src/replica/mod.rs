@@ -92,8 +92,11 @@ pub struct Posted {
 #[derive(Default)]
 pub struct Replica {
     kv: Mutex<BTreeMap<String, Value>>,
-    /// Local service connections, for pushes on the SBY.
-    subscribers: Mutex<Vec<UnixStream>>,
+    /// Local service connections, for pushes on the SBY. Each is the
+    /// connection's one writer, shared with its answers: a line is written
+    /// whole under its lock, so an event never lands inside an answer (a
+    /// large `get_all` dump is written in several parts).
+    subscribers: Mutex<Vec<Writer<UnixStream>>>,
     /// ACT side: link to the peer (None = not connected). Locked before
     /// `kv` when both are.
     link: Mutex<Option<PeerLink>>,
@@ -176,7 +179,7 @@ impl Replica {
 
     fn push(&self, event: &Value) {
         let line = format!("{event}\n");
-        lock(&self.subscribers).retain_mut(|s| s.write_all(line.as_bytes()).is_ok());
+        lock(&self.subscribers).retain(|s| lock(s).write_all(line.as_bytes()).is_ok());
     }
 
     /// Sends a write to the peer (with `link` locked, right after it was
@@ -617,14 +620,17 @@ pub fn serve_services(
     let listener = UnixListener::bind(path)?;
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
-            if let Ok(push) = conn.try_clone() {
-                lock(&replica.subscribers).push(push);
-            }
+            let Ok(writer) = conn.try_clone() else {
+                continue;
+            };
+            let writer = Arc::new(Mutex::new(writer));
+            lock(&replica.subscribers).push(writer.clone());
             let (replica, roles) = (replica.clone(), roles.clone());
             std::thread::spawn(move || {
                 let (r2, roles2) = (replica.clone(), roles.clone());
                 serve_lines(
                     BufReader::new(conn),
+                    writer,
                     seal::plain(),
                     move |v| replica.take_service(&v, &*roles),
                     move |t| r2.finish(t, &*roles2),
@@ -672,8 +678,12 @@ pub fn serve_peer(replica: Arc<Replica>, roles: Arc<dyn RoleView>) -> std::io::R
                     }
                 };
                 let _ = r.get_ref().set_read_timeout(None);
+                let Ok(writer) = r.get_ref().try_clone() else {
+                    return;
+                };
                 serve_lines(
                     r,
+                    Arc::new(Mutex::new(writer)),
                     halves,
                     move |v| Taken::Answer(replica.handle_peer(&v, &*roles)),
                     |t| match t {
@@ -693,20 +703,18 @@ pub fn serve_peer(replica: Arc<Replica>, roles: Arc<dyn RoleView>) -> std::io::R
 /// (`take`); a second thread completes them (`finish`) and writes the
 /// answers (sealed), in the same order. A line that is not JSON gets an
 /// error answer; one that is not authentic ends the connection.
-fn serve_lines<S: std::io::Read + Write + TryCloneStream + Send + 'static>(
+fn serve_lines<S: std::io::Read, W: Write + Send + 'static>(
     mut r: BufReader<S>,
+    w: Writer<W>,
     (mut seal, mut unseal): (Seal, Unseal),
     mut take: impl FnMut(Value) -> Taken,
     mut finish: impl FnMut(Taken) -> Value + Send + 'static,
 ) {
-    let Ok(mut w) = r.get_ref().try_clone_stream() else {
-        return;
-    };
     let (tx, rx) = std::sync::mpsc::channel::<Taken>();
     let writer = std::thread::spawn(move || {
         for t in rx {
             let answer = finish(t);
-            if w.write_all(seal.line(&answer).as_bytes()).is_err() {
+            if lock(&w).write_all(seal.line(&answer).as_bytes()).is_err() {
                 return;
             }
         }
@@ -739,19 +747,8 @@ fn serve_lines<S: std::io::Read + Write + TryCloneStream + Send + 'static>(
     let _ = writer.join();
 }
 
-pub trait TryCloneStream: Sized {
-    fn try_clone_stream(&self) -> std::io::Result<Self>;
-}
-impl TryCloneStream for UnixStream {
-    fn try_clone_stream(&self) -> std::io::Result<Self> {
-        self.try_clone()
-    }
-}
-impl TryCloneStream for TcpStream {
-    fn try_clone_stream(&self) -> std::io::Result<Self> {
-        self.try_clone()
-    }
-}
+/// A connection's writing half: whoever writes a line holds it.
+type Writer<W> = Arc<Mutex<W>>;
 
 #[cfg(test)]
 mod tests;

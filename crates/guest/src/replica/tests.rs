@@ -328,7 +328,7 @@ fn a_reply_the_old_act_could_not_send_goes_to_the_new_acts_services() {
 
     let new = Replica::default();
     let (mine, theirs) = UnixStream::pair().unwrap();
-    lock(&new.subscribers).push(mine);
+    lock(&new.subscribers).push(Arc::new(Mutex::new(mine)));
     let late = json!({"op":"late","write":send});
     let sby = Roles(AtomicBool::new(false), None);
     assert_eq!(new.handle_peer(&late, &sby)["error"], json!(NOT_ACT_YET));
@@ -398,4 +398,75 @@ fn restored_pages_make_the_store_and_backup_reads_it_back() {
         }
     }
     assert_eq!(all, page(&[("a", 1), ("b", 2), ("c", 3)]));
+}
+
+/// Events pushed while large dumps are being written reach the service as
+/// whole lines, neither inside a dump nor cut by one (they share the
+/// connection's one writer): before, a push could land between two parts
+/// of a dump, and the service lost both.
+#[test]
+fn events_never_land_inside_an_answer() {
+    let dir = std::env::temp_dir().join(format!("duplex-lines-{}", std::process::id()));
+    let path = dir.join("sync.sock");
+    let replica = Arc::new(Replica::default());
+    let sby: Arc<dyn RoleView> = Arc::new(Roles(AtomicBool::new(false), None));
+    let big = "x".repeat(1000);
+    for i in 0..500 {
+        let put = json!({"op":"put","key":format!("k{i:04}"),"value":big});
+        assert_eq!(replica.handle_peer(&put, &*sby)["ok"], json!(true));
+    }
+    serve_services(replica.clone(), sby.clone(), path.to_str().unwrap()).unwrap();
+    let conn = UnixStream::connect(&path).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut w = conn.try_clone().unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let pusher = std::thread::spawn({
+        let (replica, sby, done) = (replica.clone(), sby.clone(), done.clone());
+        move || {
+            let mut i = 0u64;
+            while !done.load(Ordering::SeqCst) {
+                let put = json!({"op":"put","key":"e","value":i});
+                replica.handle_peer(&put, &*sby);
+                i += 1;
+            }
+        }
+    });
+    let dumps = 40;
+    let (mut answers, mut pushed) = (0, 0);
+    // A slow reader: the writers find the connection full and wait, as
+    // they do when the service is busy; then they take turns.
+    let mut r = BufReader::with_capacity(4096, SlowRead(conn));
+    for _ in 0..dumps {
+        w.write_all(b"{\"op\":\"get_all\"}\n").unwrap();
+    }
+    while answers < dumps {
+        let mut line = String::new();
+        r.read_line(&mut line).expect("a line within 10 s");
+        let v: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("a line that is not JSON ({e}): {:.120}", line));
+        match v.get("event") {
+            Some(_) => pushed += 1,
+            None => {
+                assert!(v["entries"].as_object().unwrap().len() >= 500);
+                answers += 1;
+            }
+        }
+    }
+    done.store(true, Ordering::SeqCst);
+    drop(r);
+    pusher.join().unwrap();
+    assert!(pushed > 0, "no event came while the dumps were written");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Reads at most 4 KiB at a time, 100 µs apart.
+struct SlowRead(UnixStream);
+
+impl std::io::Read for SlowRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        std::thread::sleep(std::time::Duration::from_micros(100));
+        let n = buf.len().min(4096);
+        std::io::Read::read(&mut self.0, &mut buf[..n])
+    }
 }

@@ -24,7 +24,7 @@
 //! - A tick every [`TICK`] runs [`Uas::tick`] (retransmissions, expiry).
 
 use crate::sync::{decode_line, get_all_line, request_line, send_line, Answer, Incoming};
-use crate::transaction::Reply;
+use crate::transaction::{Reply, SyncSeq};
 use crate::uas::{Counters, Output, Owed, SyncOp, Uas, UasConfig};
 use crate::SipError;
 use serde::Serialize;
@@ -465,7 +465,7 @@ impl Shell {
                 let withheld = self.held.remove(&seq).map_or(0, |r| r.len());
                 self.stats.replies_withheld += withheld as u64;
                 if let Some((key, true)) = self.in_flight.get(&seq) {
-                    self.uas.forget(key);
+                    self.uas.forget(key, SyncSeq(seq));
                 }
                 info!(seq, withheld, "sync op refused ({e}): its replies withheld");
             }

@@ -693,11 +693,22 @@ impl Uas {
         Ok(out)
     }
 
-    /// Drops a dialog this VM created but could not store (its `Put` was
-    /// refused: this VM is no longer ACT), with the INVITE transaction that
-    /// would retransmit its 2xx: the VM that is ACT now answers the
-    /// client's retransmitted INVITE instead.
-    pub fn forget(&mut self, key: &str) {
+    /// Drops a dialog this VM created but could not store (`Put` number
+    /// `seq` was refused: this VM is no longer ACT), with the INVITE
+    /// transaction that would retransmit its 2xx: the VM that is ACT now
+    /// answers the client's retransmitted INVITE instead. Only if that
+    /// `Put` is the one that created it (or answered its re-INVITE): a
+    /// refused confirmation, or a dialog put again after a reconnection
+    /// (on the SBY, one replicated here just before an older dump), stays
+    /// as it is held — the ACT has it.
+    pub fn forget(&mut self, key: &str, seq: SyncSeq) {
+        let created = self
+            .dialogs
+            .get_key(key)
+            .is_some_and(|d| d.pending == Some(seq));
+        if !created {
+            return;
+        }
         if let Some(d) = self.dialogs.remove_key(key) {
             self.txs.forget(&d.invite_key());
             self.counters.unstored_forgotten += 1;

@@ -536,7 +536,7 @@ fn a_dialog_whose_put_was_refused_is_forgotten() {
         [SyncOp::Put { key, .. }] => key.clone(),
         other => panic!("{other:?}"),
     };
-    u.forget(&key);
+    u.forget(&key, SyncSeq(1));
     assert_eq!(u.dialogs().len(), 0);
     assert_eq!(u.counters().unstored_forgotten, 1);
     for now in (0..=LINGER).step_by(250) {
@@ -544,7 +544,7 @@ fn a_dialog_whose_put_was_refused_is_forgotten() {
         assert!(out.replies.is_empty(), "no 2xx retransmission at {now}");
         assert!(out.sync.is_empty(), "no Del for a dialog never stored");
     }
-    u.forget(&key);
+    u.forget(&key, SyncSeq(1));
     assert_eq!(u.counters().unstored_forgotten, 1, "unknown key: no-op");
 }
 
@@ -557,7 +557,7 @@ fn a_dialog_taken_over_from_the_old_act_is_answered_at_once() {
         panic!("{ops:?}")
     };
     // The old ACT's Put was refused: it forgets; the new ACT took it.
-    old.forget(key);
+    old.forget(key, SyncSeq(1));
     new.tick(1_000);
     let out = new.take_over(put.clone()).unwrap();
     assert_eq!(out.replies.len(), 1, "the 2xx goes out now");
@@ -625,4 +625,35 @@ fn a_replicated_dialog_awaiting_its_ack_is_retransmitted_t1_after_it_came() {
         "not due at once: its ACK is on its way"
     );
     assert_eq!(codes(&sby.tick(10_500).replies), [200]);
+}
+
+/// The SBY's service (re)connects: a dialog replicated to it just before
+/// the middleware's dump, which is older, is put again (refused: the SBY
+/// may not write); that refusal must not drop it, nor a refused
+/// confirmation the dialog it confirms.
+#[test]
+fn a_refused_put_again_keeps_the_dialog() {
+    let mut act = uas(11);
+    let call = Call { n: 11 };
+    let (tag, _, ops) = invite(&mut act, &call, 0);
+    let mut sby = uas(211);
+    for op in ops {
+        sby.apply(op).unwrap();
+    }
+    let out = sby.resync(&HashSet::new());
+    assert_eq!(out.sync.len(), 1, "put again");
+    sby.forget(out.sync[0].key(), SyncSeq(1));
+    assert_eq!(sby.dialogs().len(), 1, "the replicated dialog stays");
+    // On the ACT: the ACK's confirmation refused (a handover overtook it).
+    let out = act.handle(&call.ack(&tag), uac(), 100);
+    let [SyncOp::Put { key, .. }] = &out.sync[..] else {
+        panic!("{:?}", out.sync)
+    };
+    act.forget(key, SyncSeq(2));
+    assert_eq!(
+        act.dialogs().len(),
+        1,
+        "a confirmation refused drops nothing"
+    );
+    assert_eq!(act.counters().unstored_forgotten, 0);
 }

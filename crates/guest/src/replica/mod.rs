@@ -62,6 +62,11 @@ pub trait RoleView: Send + Sync {
 #[derive(Debug)]
 pub enum Taken {
     Answer(Value),
+    /// `get_all`: the store as it is when the answer is written, under the
+    /// connection's writer lock, so that every change pushed after it
+    /// comes after it (taken earlier, a change pushed meanwhile would be
+    /// undone by the older dump: a deleted dialog back on the SBY).
+    Dump,
     /// Stored here and sent to the peer (`None`: no link); the answer
     /// waits for the peer's.
     Replicate(Option<Posted>),
@@ -417,9 +422,7 @@ impl Replica {
     /// the peer.
     pub fn take_service(&self, req: &Value, roles: &dyn RoleView) -> Taken {
         match req["op"].as_str() {
-            Some("get_all") => Taken::Answer(
-                json!({"ok": true, "entries": Value::Object(lock(&self.kv).clone().into_iter().collect())}),
-            ),
+            Some("get_all") => Taken::Dump,
             // A reply the service could not send because this VM just gave
             // up the address: the new ACT's service sends it.
             Some("send") => {
@@ -466,6 +469,10 @@ impl Replica {
     pub fn finish(&self, taken: Taken, roles: &dyn RoleView) -> Value {
         match taken {
             Taken::Answer(v) => v,
+            Taken::Dump => {
+                let entries = lock(&self.kv).clone().into_iter().collect();
+                json!({"ok": true, "entries": Value::Object(entries)})
+            }
             Taken::HandOn { write: req, prev } => {
                 // Taken here again only as the ACT's own write (the
                 // handover rolled back): then the service is answered as
@@ -688,7 +695,7 @@ pub fn serve_peer(replica: Arc<Replica>, roles: Arc<dyn RoleView>) -> std::io::R
                     move |v| Taken::Answer(replica.handle_peer(&v, &*roles)),
                     |t| match t {
                         Taken::Answer(v) | Taken::HandOn { write: v, .. } => v,
-                        Taken::Replicate(_) => {
+                        Taken::Replicate(_) | Taken::Dump => {
                             json!({"ok": false, "error": "internal: a peer line replicated"})
                         }
                     },
@@ -713,8 +720,19 @@ fn serve_lines<S: std::io::Read, W: Write + Send + 'static>(
     let (tx, rx) = std::sync::mpsc::channel::<Taken>();
     let writer = std::thread::spawn(move || {
         for t in rx {
-            let answer = finish(t);
-            if lock(&w).write_all(seal.line(&answer).as_bytes()).is_err() {
+            // A dump is taken with the writer held (see [`Taken::Dump`]);
+            // anything else is finished first (a write waits for the peer).
+            let (answer, mut out) = match t {
+                Taken::Dump => {
+                    let out = lock(&w);
+                    (finish(t), out)
+                }
+                t => {
+                    let answer = finish(t);
+                    (answer, lock(&w))
+                }
+            };
+            if out.write_all(seal.line(&answer).as_bytes()).is_err() {
                 return;
             }
         }

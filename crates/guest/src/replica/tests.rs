@@ -403,7 +403,8 @@ fn restored_pages_make_the_store_and_backup_reads_it_back() {
 /// Events pushed while large dumps are being written reach the service as
 /// whole lines, neither inside a dump nor cut by one (they share the
 /// connection's one writer): before, a push could land between two parts
-/// of a dump, and the service lost both.
+/// of a dump, and the service lost both. And no dump is older than an
+/// event written before it (it is taken when it is written).
 #[test]
 fn events_never_land_inside_an_answer() {
     let dir = std::env::temp_dir().join(format!("duplex-lines-{}", std::process::id()));
@@ -433,7 +434,7 @@ fn events_never_land_inside_an_answer() {
         }
     });
     let dumps = 40;
-    let (mut answers, mut pushed) = (0, 0);
+    let (mut answers, mut pushed, mut last_event) = (0, 0, -1i64);
     // A slow reader: the writers find the connection full and wait, as
     // they do when the service is busy; then they take turns.
     let mut r = BufReader::with_capacity(4096, SlowRead(conn));
@@ -446,15 +447,25 @@ fn events_never_land_inside_an_answer() {
         let v: Value = serde_json::from_str(&line)
             .unwrap_or_else(|e| panic!("a line that is not JSON ({e}): {:.120}", line));
         match v.get("event") {
-            Some(_) => pushed += 1,
+            Some(_) => {
+                pushed += 1;
+                last_event = v["value"].as_i64().unwrap();
+            }
             None => {
                 assert!(v["entries"].as_object().unwrap().len() >= 500);
+                // Never older than a change that came before it.
+                let dumped = v["entries"]["e"].as_i64().unwrap_or(-1);
+                assert!(
+                    dumped >= last_event,
+                    "dump at e={dumped} after event e={last_event}"
+                );
                 answers += 1;
             }
         }
     }
     done.store(true, Ordering::SeqCst);
-    drop(r);
+    // Closed: a push still waiting to write fails and the pusher ends.
+    drop((r, w));
     pusher.join().unwrap();
     assert!(pushed > 0, "no event came while the dumps were written");
     let _ = std::fs::remove_dir_all(&dir);

@@ -71,12 +71,13 @@ pub async fn start(
     let qmp = vm
         .qmp()
         .ok_or_else(|| AgentError::Conflict(format!("VM `{name}` has no running QEMU")))?;
+    let switch = crate::switch_link::for_vm(host.switch.as_ref(), vm.spec.hold_at, name)?;
     // Epochs towards a new backup: the controller ordered it, so the old
-    // backup will not take over; its held output leaves now.
+    // backup will not take over; its held output leaves now (in the
+    // switch: what any other port holds of it is a lost primary's).
     if let Ok(mut p) = vm.protection.lock() {
         p.take();
     }
-    let switch = crate::switch_link::for_vm(host.switch.as_ref(), vm.spec.hold_at, name)?;
     let msgs = match txbuf.lock() {
         Ok(mut b) => {
             b.hold_at(vm.spec.hold_at, vm.spec.mac());

@@ -204,6 +204,30 @@ fn impossible_vm_spec_is_refused_before_sending() {
 }
 
 #[test]
+fn switch_arguments_are_checked() {
+    let create = |extra: &[&str]| {
+        let mut a = vec!["vm", "create", "x", "--ip", "10.9.9.9"];
+        a.extend(extra);
+        a.extend(["--agent", "http://127.0.0.1:9"]);
+        duplex(&a, &[])
+    };
+    fails_with(&create(&["--hold-at", "switch"]), "--replicated");
+    fails_with(&create(&["--replicated", "--hold-at", "rack"]), "neither");
+    fails_with(
+        &duplex(&["switch", "--port", "h1=core"], &[]),
+        "neither host nor edge",
+    );
+    fails_with(
+        &duplex(&["switch", "--port", "nosuchif0"], &[]),
+        "nosuchif0",
+    );
+    fails_with(
+        &duplex(&["lab", "up", "--lab", "zz", "--switch", "hub"], &[]),
+        "neither `bridge` nor `duplex`",
+    );
+}
+
+#[test]
 fn lab_arguments_are_checked() {
     fails_with(
         &duplex(&["lab", "up", "--hosts", "9", "--lab", "zz"], &[]),

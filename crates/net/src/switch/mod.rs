@@ -165,11 +165,7 @@ impl Switch {
         match proto::ethertype(frame) {
             Some(proto::MSG_ETHERTYPE) if !host => Step::Drop(DROP_EDGE_MSG),
             Some(proto::MSG_ETHERTYPE) => match proto::parse_msg(frame) {
-                Ok(m) => {
-                    self.counters.messages += 1;
-                    self.apply(port, m, now);
-                    Step::Applied(m)
-                }
+                Ok(m) => self.apply(port, m, now),
                 Err(_) => Step::Drop(DROP_BAD_MSG),
             },
             Some(proto::TAG_ETHERTYPE) if !host => Step::Drop(DROP_EDGE_TAG),
@@ -224,9 +220,17 @@ impl Switch {
         Step::Held
     }
 
-    fn apply(&mut self, port: usize, m: Msg, now: Instant) {
+    fn apply(&mut self, port: usize, m: Msg, now: Instant) -> Step {
         let mac = m.mac();
+        let known = self.streams.contains_key(&(port, mac));
+        if !known && self.streams.len() >= MAX_STREAMS {
+            return Step::Drop(DROP_STREAMS);
+        }
+        self.counters.messages += 1;
         match m {
+            // Nothing held from here: nothing to release (the stream
+            // starts with its first marked frame or a claim).
+            Msg::Commit { .. } | Msg::Release { .. } if !known => {}
             Msg::Claim { epoch, .. } => {
                 let keys: Vec<(usize, Mac)> = self
                     .streams
@@ -256,6 +260,7 @@ impl Switch {
                 self.release(port, mac, epoch.max(newest), now);
             }
         }
+        Step::Applied(m)
     }
 
     /// Releases what `(port, mac)` holds of epochs up to `through`, in

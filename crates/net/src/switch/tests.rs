@@ -224,3 +224,21 @@ fn addresses_and_idle_streams_age_out() {
     assert_eq!(s.learned(), 0);
     assert!(s.streams().is_empty());
 }
+
+#[test]
+fn streams_are_bounded_and_messages_for_none_create_none() {
+    let mut s = switch();
+    let now = Instant::now();
+    // A commit for a VM nothing was held of starts no stream.
+    msg(&mut s, H1, Msg::Commit { mac: VM, epoch: 3 }, now);
+    assert!(s.streams().is_empty());
+    for i in 0..MAX_STREAMS {
+        let mac = Mac([0x52, 0, 0, 0, (i >> 8) as u8, i as u8]);
+        msg(&mut s, H1, Msg::Claim { mac, epoch: 0 }, now);
+    }
+    let one_more = Msg::Claim { mac: VM, epoch: 0 }.frame(HOST1);
+    assert_eq!(s.on_frame(H1, &one_more, now), Step::Drop(DROP_STREAMS));
+    let marked = tagged(&frame(CLIENT, VM, 1), 1);
+    assert_eq!(s.on_frame(H1, &marked, now), Step::Drop(DROP_STREAMS));
+    assert_eq!(s.streams().len(), MAX_STREAMS);
+}

@@ -100,7 +100,8 @@ impl TxBuffer {
     }
 
     fn wire(&self, epoch: u64) -> u64 {
-        self.base + epoch
+        // Saturating: after `unprotect` everything counts as committed.
+        self.base.saturating_add(epoch)
     }
 
     /// Applies a newer ruleset (an older or equal version is ignored:

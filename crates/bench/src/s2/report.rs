@@ -25,8 +25,20 @@ pub fn markdown(r: &Results) -> String {
         "Lab on this machine ({} CPUs, {}, {}), commit {}; a 128 MiB guest, epochs of 100 ms; two UDP streams of {} datagrams/s each to the guest's echo for {} s per point: class 1 (RTP-like payload: the `rtp` rule sends it at once) and class 2 (text: no rule, held until its epoch commits). Busy: {} MiB of guest memory rewritten at {} MiB/s. Arms take turns, order reversed every other run; values are means over runs of each run's percentile. Round trips include the client's and the guest's own time (TCG).\n",
         r.info.cpus, r.info.qemu, r.info.accel, r.info.commit, r.rate_per_stream, r.secs, super::BUSY_MIB, super::BUSY_MIB_PER_S
     );
+    let pages = |busy: bool| {
+        let ps: Vec<&Point> = r
+            .points
+            .iter()
+            .filter(|p| p.busy == busy && p.epochs.is_some())
+            .collect();
+        mean(&ps, |p| p.epochs.as_ref().map_or(f64::NAN, |e| e.pages_p50))
+    };
     for busy in [false, true] {
         let _ = writeln!(md, "## {} guest\n", if busy { "Busy" } else { "Idle" });
+        let shown = pages(true).partial_cmp(&(2.0 * pages(false)));
+        if busy && shown != Some(std::cmp::Ordering::Greater) {
+            let _ = writeln!(md, "**The load did not show**: {:.0} changed pages per epoch busy against {:.0} idle; these rows are not those of a busy guest.\n", pages(true), pages(false));
+        }
         let _ = writeln!(md, "| arm | class 1 p50 / p99 | class 2 p50 / p99 | lost 1 / 2 | epoch | pause p50 / p99 / max | stop / save / scan / cont | pages p50 / max | KB p50 | commit p50 / p99 | CPU agent / QEMU |");
         let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
         for arm in [Arm::Plain, Arm::HoldAll, Arm::Classified, Arm::Switched] {

@@ -19,7 +19,7 @@ impl SwitchLink {
         let failed =
             |e: std::io::Error| AgentError::Config(format!("--output-switch {ifname}: {e}"));
         let sock = PacketSocket::sender(ifname).map_err(failed)?;
-        let mac = Mac(sock.mac().map_err(failed)?);
+        let mac = sock.mac().map_err(failed)?;
         Ok(SwitchLink { sock, mac })
     }
 

@@ -22,7 +22,8 @@ pub struct FrameInfo {
     pub ip_proto: Option<u8>,
 }
 
-fn mac_at(b: &[u8], at: usize) -> Option<Mac> {
+/// The MAC address at byte `at` of `b`, if `b` is long enough.
+pub(crate) fn mac_at(b: &[u8], at: usize) -> Option<Mac> {
     let s = b.get(at..at + 6)?;
     let mut m = [0u8; 6];
     m.copy_from_slice(s);

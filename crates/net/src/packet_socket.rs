@@ -165,21 +165,15 @@ impl PacketSocket {
     }
 
     /// The interface's hardware address.
-    pub fn mac(&self) -> io::Result<[u8; 6]> {
+    pub fn mac(&self) -> io::Result<duplex_core::mac::Mac> {
         let path = format!("/sys/class/net/{}/address", self.ifname);
         let text = std::fs::read_to_string(&path)?;
-        let mac: Result<Vec<u8>, _> = text
-            .trim()
-            .split(':')
-            .map(|p| u8::from_str_radix(p, 16))
-            .collect();
-        match mac {
-            Ok(m) if m.len() == 6 => Ok([m[0], m[1], m[2], m[3], m[4], m[5]]),
-            _ => Err(io::Error::new(
+        text.trim().parse().map_err(|_| {
+            io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("{path}: not a MAC address: {}", text.trim()),
-            )),
-        }
+            )
+        })
     }
 }
 

@@ -21,6 +21,7 @@
 
 pub mod ports;
 
+use crate::frame::mac_at;
 use crate::switch_proto::{self as proto, Msg};
 use duplex_core::mac::Mac;
 use serde::Serialize;
@@ -270,16 +271,14 @@ impl Switch {
         s.last = Some(now);
         s.committed = Some(s.committed.map_or(through, |c| c.max(through)));
         s.newest = s.newest.max(through);
-        let mut kept = VecDeque::new();
+        // Held in the order marked, so in epoch order: a frame behind a
+        // later epoch's would only wait longer, never leave early.
         let mut out = Vec::new();
-        for (e, f) in s.held.drain(..) {
-            if e <= through {
+        while s.held.front().is_some_and(|(e, _)| *e <= through) {
+            if let Some((_, f)) = s.held.pop_front() {
                 out.push(f);
-            } else {
-                kept.push_back((e, f));
             }
         }
-        s.held = kept;
         let bytes: usize = out.iter().map(Vec::len).sum();
         s.bytes -= bytes;
         s.released += out.len() as u64;
@@ -369,13 +368,6 @@ impl Switch {
             Dest::Flood { .. } => self.counters.flooded += 1,
         }
     }
-}
-
-fn mac_at(frame: &[u8], at: usize) -> Option<Mac> {
-    let b = frame.get(at..at + 6)?;
-    let mut m = [0u8; 6];
-    m.copy_from_slice(b);
-    Some(Mac(m))
 }
 
 #[cfg(test)]

@@ -354,7 +354,7 @@ impl Host {
         }
         let user_data = crate::vm_disk::write_user_data(spec, &p.dir, user)?;
         let extra = self.transmit_buffer(vm);
-        let element = duplex_net::element::start(&spec.name, spec.mac(), listener, tap, extra)?;
+        let element = duplex_net::element::start(&spec.name, spec.mac(), spec.ip, listener, tap, extra)?;
         let launch = Launch {
             name: spec.name.clone(),
             accel: self.accel.kind,

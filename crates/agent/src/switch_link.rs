@@ -46,7 +46,7 @@ pub fn for_vm<'a>(
     vm: &str,
 ) -> Result<Option<&'a SwitchLink>, AgentError> {
     match (at, link) {
-        (HoldAt::Host, _) => Ok(None),
+        (HoldAt::Host | HoldAt::None, _) => Ok(None),
         (HoldAt::Switch, Some(l)) => Ok(Some(l)),
         (HoldAt::Switch, None) => Err(AgentError::Conflict(format!(
             "VM `{vm}` holds its output in the switch (`hold_at: switch`), but this agent has no switch (start it with --output-switch IFACE)"

@@ -74,7 +74,7 @@ pub enum VmCmd {
         /// through (`switch`; the agents need --output-switch).
         #[arg(
             long,
-            value_name = "host|switch",
+            value_name = "host|switch|none",
             default_value = "host",
             requires = "replicated"
         )]

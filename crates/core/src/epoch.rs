@@ -25,6 +25,10 @@
 //!   beyond its bound, as a congested link would). The primary never
 //!   releases uncommitted output on its own: the backup may only be cut off
 //!   and about to take over. A late ack resumes `Running`.
+//! - A handoff (S5, a site switch): the next checkpoint is the last; the
+//!   VM stays paused after it, and once the backup acknowledges it the
+//!   backup holds exactly the VM's state: it may run it. Cancelled, the
+//!   epochs go on (the shell resumes the VM).
 //! - `Unprotected`: the controller decided the backup will not take over
 //!   (it is gone) and said so in the store first; everything held leaves,
 //!   no checkpoints, until replication starts again with a new backup.
@@ -97,6 +101,10 @@ pub enum Event {
     Acked { epoch: u64 },
     /// The controller's order: the backup is gone, run unprotected.
     Unprotect,
+    /// Hand the VM over to the backup: one last checkpoint, then none.
+    Handoff,
+    /// The handoff is called off: checkpoints go on.
+    CancelHandoff,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +117,22 @@ pub enum Effect {
     Stalled { epoch: u64 },
     /// Release everything held and stop holding.
     ReleaseAll,
+    /// As `Capture`, but the VM stays paused: the last checkpoint.
+    FinalCapture { epoch: u64 },
+    /// The backup applied the last checkpoint: it holds the VM's state.
+    HandedOff { epoch: u64 },
+}
+
+/// Where a handoff stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "handoff", rename_all = "snake_case")]
+pub enum Handoff {
+    None,
+    /// The last checkpoint is to be taken.
+    Wanted,
+    /// It was sent: its acknowledgement hands the VM over.
+    Sent { epoch: u64 },
+    Done { epoch: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +149,7 @@ pub struct Primary {
     /// A capture is under way.
     pub capturing: bool,
     pub last_capture_ms: Option<u64>,
+    pub handoff: Handoff,
 }
 
 impl Primary {
@@ -137,6 +162,7 @@ impl Primary {
             in_flight: VecDeque::new(),
             capturing: false,
             last_capture_ms: None,
+            handoff: Handoff::None,
         }
     }
 
@@ -154,6 +180,9 @@ impl Primary {
                 self.capturing = false;
                 self.in_flight.push_back((epoch, now_ms));
                 self.next += 1;
+                if self.handoff == Handoff::Wanted {
+                    self.handoff = Handoff::Sent { epoch };
+                }
             }
             Event::CaptureFailed { epoch } if self.capturing && epoch == self.next => {
                 // The epoch stays open; its output waits for the next try.
@@ -165,8 +194,17 @@ impl Primary {
                 self.in_flight.clear();
                 fx.push(Effect::ReleaseAll);
             }
+            Event::Handoff if self.mode != Mode::Unprotected && self.handoff == Handoff::None => {
+                self.handoff = Handoff::Wanted;
+                // Taken at once, not at the end of the epoch.
+                self.last_capture_ms = None;
+            }
+            Event::CancelHandoff => self.handoff = Handoff::None,
             // Stale or out-of-place: changes nothing.
-            Event::Captured { .. } | Event::CaptureFailed { .. } | Event::Unprotect => {}
+            Event::Captured { .. }
+            | Event::CaptureFailed { .. }
+            | Event::Unprotect
+            | Event::Handoff => {}
         }
         self.check_stall(now_ms, &mut fx);
         self.maybe_capture(now_ms, &mut fx);
@@ -187,6 +225,12 @@ impl Primary {
         }
         self.committed = epoch;
         fx.push(Effect::Commit { epoch });
+        if let Handoff::Sent { epoch: last } = self.handoff {
+            if epoch >= last {
+                self.handoff = Handoff::Done { epoch: last };
+                fx.push(Effect::HandedOff { epoch: last });
+            }
+        }
         if matches!(self.mode, Mode::Stalled { .. }) {
             self.mode = Mode::Running;
         }
@@ -208,14 +252,20 @@ impl Primary {
         let due = self
             .last_capture_ms
             .is_none_or(|at| now_ms.saturating_sub(at) >= self.cfg.period_ms);
+        let wanted = matches!(self.handoff, Handoff::None | Handoff::Wanted);
         if self.mode == Mode::Running
+            && wanted
             && !self.capturing
             && self.in_flight.len() < MAX_IN_FLIGHT
             && due
         {
             self.capturing = true;
             self.last_capture_ms = Some(now_ms);
-            fx.push(Effect::Capture { epoch: self.next });
+            let epoch = self.next;
+            fx.push(match self.handoff {
+                Handoff::Wanted => Effect::FinalCapture { epoch },
+                _ => Effect::Capture { epoch },
+            });
         }
     }
 

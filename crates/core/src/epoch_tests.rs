@@ -211,12 +211,15 @@ fn simulate(r: &mut SplitMix64, seed: u64) -> u32 {
         if r.chance(0.0001) {
             events.push(Event::Unprotect);
         }
+        if r.chance(0.0002) {
+            events.push(Event::Handoff);
+        }
         for e in events {
             let (next, fx) = p.step(e, now);
             p = next;
             for f in fx {
                 match f {
-                    Effect::Capture { epoch } => {
+                    Effect::Capture { epoch } | Effect::FinalCapture { epoch } => {
                         assert!(w.capturing.is_none(), "seed {seed}: two captures");
                         w.capturing = Some(epoch);
                     }
@@ -237,6 +240,13 @@ fn simulate(r: &mut SplitMix64, seed: u64) -> u32 {
                         return 0;
                     }
                     Effect::Stalled { .. } => {}
+                    Effect::HandedOff { epoch } => {
+                        // The backup runs the VM from here: it must hold
+                        // the newest state any released output came from.
+                        assert!(epoch <= w.backup_applied, "seed {seed}: handed off early");
+                        assert_eq!(epoch, last_commit, "seed {seed}: handed off uncommitted");
+                        return 0;
+                    }
                 }
             }
             assert!(p.in_flight.len() <= MAX_IN_FLIGHT);
@@ -290,4 +300,79 @@ fn a_long_stall_or_ended_epochs_need_a_new_backup() {
     assert!(s(ProtectPhase::Stalled, Some(RESYNC_AFTER_MS)).needs_backup());
     assert!(s(ProtectPhase::Failed, None).needs_backup());
     assert!(s(ProtectPhase::Unprotected, None).needs_backup());
+}
+
+#[test]
+fn a_handoff_takes_one_last_checkpoint_at_once_and_no_more() {
+    let (p, fx) = run(
+        Primary::new(cfg()),
+        &[
+            (Event::Tick, 0),
+            (Event::Captured { epoch: 1 }, 10),
+            (Event::Handoff, 20),
+            (Event::Captured { epoch: 2 }, 30),
+            (Event::Tick, 500),
+            (Event::Acked { epoch: 1 }, 510),
+            (Event::Acked { epoch: 2 }, 520),
+            (Event::Tick, 900),
+            (Event::Handoff, 950),
+        ],
+    );
+    assert_eq!(
+        fx,
+        vec![
+            Effect::Capture { epoch: 1 },
+            Effect::FinalCapture { epoch: 2 },
+            Effect::Commit { epoch: 1 },
+            Effect::Commit { epoch: 2 },
+            Effect::HandedOff { epoch: 2 },
+        ]
+    );
+    assert_eq!(p.handoff, Handoff::Done { epoch: 2 });
+}
+
+#[test]
+fn a_failed_last_checkpoint_is_retried_and_a_cancel_resumes_epochs() {
+    let (p, fx) = run(
+        Primary::new(cfg()),
+        &[
+            (Event::Handoff, 0),
+            (Event::CaptureFailed { epoch: 1 }, 5),
+            (Event::Tick, 100),
+            (Event::CancelHandoff, 150),
+            (Event::CaptureFailed { epoch: 1 }, 160),
+            (Event::Tick, 200),
+        ],
+    );
+    assert_eq!(
+        fx,
+        vec![
+            Effect::FinalCapture { epoch: 1 },
+            Effect::FinalCapture { epoch: 1 },
+            Effect::Capture { epoch: 1 },
+        ]
+    );
+    assert_eq!(p.handoff, Handoff::None);
+}
+
+#[test]
+fn no_handoff_once_unprotected_and_none_while_stalled() {
+    let (p, fx) = run(
+        Primary::new(cfg()),
+        &[(Event::Unprotect, 0), (Event::Handoff, 10), (Event::Tick, 20)],
+    );
+    assert_eq!(fx, vec![Effect::ReleaseAll]);
+    assert_eq!(p.handoff, Handoff::None);
+    let (p, fx) = run(
+        Primary::new(cfg()),
+        &[
+            (Event::Tick, 0),
+            (Event::Captured { epoch: 1 }, 10),
+            (Event::Tick, 1_010),
+            (Event::Handoff, 1_020),
+            (Event::Tick, 1_500),
+        ],
+    );
+    assert!(!fx.iter().any(|f| matches!(f, Effect::FinalCapture { .. })));
+    assert_eq!(p.handoff, Handoff::Wanted, "taken once the backup answers");
 }

@@ -17,6 +17,7 @@ pub mod placement;
 pub mod replica_key;
 pub mod role;
 pub mod service_data;
+pub mod site;
 pub mod switchover;
 pub mod user_data;
 pub mod vm_spec;

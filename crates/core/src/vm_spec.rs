@@ -53,6 +53,11 @@ pub enum HoldAt {
     /// Embodiment B: in the Duplex switch its host's uplink passes
     /// through; the host marks the frames and sends commit messages.
     Switch,
+    /// Nowhere: output leaves at once and the replica trails the VM by up
+    /// to its lag (S5 across sites, where holding output for a checkpoint
+    /// would cost every answer a WAN round trip). Losing the VM's host
+    /// loses what it did since the last checkpoint its replica applied.
+    None,
 }
 
 impl HoldAt {
@@ -67,7 +72,8 @@ impl std::str::FromStr for HoldAt {
         match s {
             "host" => Ok(HoldAt::Host),
             "switch" => Ok(HoldAt::Switch),
-            _ => Err(format!("`{s}` is neither `host` nor `switch`")),
+            "none" => Ok(HoldAt::None),
+            _ => Err(format!("`{s}` is not `host`, `switch` or `none`")),
         }
     }
 }
@@ -101,7 +107,7 @@ pub enum SpecError {
     Ip(Ipv4Addr),
     #[error("field `mac`: {0} is multicast; a NIC needs a unicast MAC")]
     Mac(Mac),
-    #[error("field `hold_at`: `switch` is for a replicated VM (`replicated: true`)")]
+    #[error("field `hold_at`: `switch` and `none` are for a replicated VM (`replicated: true`)")]
     HoldAt,
     #[error("field `user_data`: {0}")]
     UserData(#[from] crate::user_data::UserDataError),
@@ -167,7 +173,7 @@ impl VmSpec {
         if let Some(data) = &self.user_data {
             data.check()?;
         }
-        if self.hold_at == HoldAt::Switch && !self.replicated {
+        if self.hold_at != HoldAt::Host && !self.replicated {
             return Err(SpecError::HoldAt);
         }
         Ok(())

@@ -157,6 +157,33 @@ pub fn gratuitous_arp(mac: Mac, ip: Ipv4Addr) -> Vec<u8> {
     f
 }
 
+/// The ARP opcode of a request.
+const ARP_REQUEST: u16 = 1;
+
+/// The answer `mac` gives for `ip` to an ARP request (`request` asks who
+/// has `ip`), or `None` if `request` is not such a request.
+pub fn arp_reply(request: &[u8], mac: Mac, ip: Ipv4Addr) -> Option<Vec<u8>> {
+    let info = parse(request)?;
+    let l3 = 14;
+    let op = u16::from_be_bytes([*request.get(l3 + 6)?, *request.get(l3 + 7)?]);
+    if info.ethertype != ETHERTYPE_ARP || op != ARP_REQUEST || info.dst_ip != Some(ip) {
+        return None;
+    }
+    let asker = mac_at(request, l3 + 8)?;
+    let asker_ip = info.src_ip?;
+    let mut f = Vec::with_capacity(60);
+    f.extend_from_slice(&asker.0);
+    f.extend_from_slice(&mac.0);
+    f.extend_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]); // Ethernet/IPv4, reply
+    f.extend_from_slice(&mac.0);
+    f.extend_from_slice(&ip.octets());
+    f.extend_from_slice(&asker.0);
+    f.extend_from_slice(&asker_ip.octets());
+    f.resize(60, 0);
+    Some(f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +196,26 @@ mod tests {
         ip.extend_from_slice(&[0; 8]);
         f.extend(ip);
         f
+    }
+
+    #[test]
+    fn answers_an_arp_request_for_its_address_only() {
+        let (asker, me) = (Mac([2, 0, 0, 0, 0, 9]), Mac([2, 0, 0, 0, 0, 1]));
+        let ip = Ipv4Addr::new(10, 0, 0, 5);
+        let mut req = gratuitous_arp(asker, Ipv4Addr::new(10, 0, 0, 9));
+        req[38..42].copy_from_slice(&ip.octets());
+        let r = arp_reply(&req, me, ip).expect("a request for ip");
+        let i = parse(&r).unwrap();
+        assert_eq!((i.dst, i.src), (asker, me));
+        assert_eq!(i.src_ip, Some(ip));
+        assert_eq!(i.dst_ip, Some(Ipv4Addr::new(10, 0, 0, 9)));
+        assert_eq!(&r[20..22], &[0, 2]);
+        assert_eq!(arp_reply(&req, me, Ipv4Addr::new(10, 0, 0, 6)), None);
+        assert_eq!(arp_reply(&r, me, ip), None, "a reply is not a request");
+        assert_eq!(arp_reply(&udp_frame(), me, ip), None);
+        for n in 0..req.len() {
+            let _ = arp_reply(&req[..n], me, ip);
+        }
     }
 
     #[test]

@@ -236,7 +236,7 @@ impl Stage for HandoverStage {
         }
     }
 
-    fn released(&mut self, now: Instant) -> Vec<(Direction, Vec<u8>)> {
+    fn released(&mut self, now: Instant, _room: crate::stage::Room) -> Vec<(Direction, Vec<u8>)> {
         match self.0.lock() {
             Ok(mut h) => {
                 h.tick(now);

@@ -8,6 +8,7 @@ pub mod framing;
 pub mod handover;
 pub mod isolate;
 pub mod packet_socket;
+pub mod site_buffer;
 pub mod stage;
 pub mod switch;
 pub mod switch_proto;

@@ -26,6 +26,41 @@ pub enum Verdict {
     Drop(&'static str),
 }
 
+/// How much the element can take now of what stages release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Room {
+    /// Frames, and bytes of them, the queue towards the VM still takes
+    /// (none while no VM is connected).
+    pub frames: usize,
+    pub bytes: usize,
+}
+
+impl Room {
+    /// No limit (tests, and stages that release little).
+    pub const ANY: Room = Room {
+        frames: usize::MAX,
+        bytes: usize::MAX,
+    };
+    pub const NONE: Room = Room {
+        frames: 0,
+        bytes: 0,
+    };
+
+    /// Whether a frame of `len` bytes fits; if so it is counted.
+    pub fn take(&mut self, len: usize) -> bool {
+        let need = len + FRAME_OVERHEAD;
+        if self.frames == 0 || self.bytes < need {
+            return false;
+        }
+        self.frames -= 1;
+        self.bytes -= need;
+        true
+    }
+}
+
+/// Bytes the queue towards the VM adds to each frame (its length prefix).
+const FRAME_OVERHEAD: usize = 4;
+
 pub trait Stage: Send {
     fn on_frame(
         &mut self,
@@ -35,8 +70,13 @@ pub trait Stage: Send {
         now: Instant,
     ) -> Verdict;
     /// Frames held earlier that may go on now, in order.
-    fn released(&mut self, _now: Instant) -> Vec<(Direction, Vec<u8>)> {
+    fn released(&mut self, _now: Instant, _room: Room) -> Vec<(Direction, Vec<u8>)> {
         Vec::new()
+    }
+    /// Whether it has frames to release without a new frame or tick (the
+    /// element polls again as soon as it can take them).
+    fn wants_release(&self) -> bool {
+        false
     }
 }
 
@@ -91,15 +131,19 @@ impl Pipeline {
 
     /// Whether a stage held a frame since the last poll (poll at once).
     pub fn release_due(&self) -> bool {
-        self.held_since_poll
+        self.held_since_poll || self.stages.iter().any(|s| s.wants_release())
     }
 
     /// Frames that stages released, after the remaining stages ran on them.
-    pub fn poll_released(&mut self, now: Instant) -> Vec<(Direction, Vec<u8>)> {
+    pub fn poll_released(&mut self, now: Instant, room: Room) -> Vec<(Direction, Vec<u8>)> {
         self.held_since_poll = false;
-        let mut out = Vec::new();
+        let mut out: Vec<(Direction, Vec<u8>)> = Vec::new();
         for i in 0..self.stages.len() {
-            for (dir, f) in self.stages[i].released(now) {
+            let mut left = room;
+            for (_, f) in out.iter().filter(|(d, _)| *d == Direction::ToGuest) {
+                left.take(f.len());
+            }
+            for (dir, f) in self.stages[i].released(now, left) {
                 if self.run_from(i + 1, dir, &f, now) {
                     out.push((dir, f));
                 }
@@ -134,7 +178,7 @@ mod tests {
                 Verdict::Pass
             }
         }
-        fn released(&mut self, _: Instant) -> Vec<(Direction, Vec<u8>)> {
+        fn released(&mut self, _: Instant, _: crate::stage::Room) -> Vec<(Direction, Vec<u8>)> {
             if self.open {
                 std::mem::take(&mut self.held)
             } else {
@@ -174,7 +218,7 @@ mod tests {
         assert!(!p.release_due());
         assert!(!p.process(Direction::FromGuest, &frame, now));
         assert!(p.release_due(), "a frame was held");
-        assert!(p.poll_released(now).is_empty());
+        assert!(p.poll_released(now, Room::ANY).is_empty());
         assert!(!p.release_due());
         assert!(p.process(Direction::ToGuest, &frame, now));
         assert!(!p.process(Direction::ToGuest, &[1, 2], now));
@@ -190,7 +234,7 @@ mod tests {
             }),
             Box::new(DropShort),
         ]);
-        let out = opened.poll_released(now);
+        let out = opened.poll_released(now, Room::ANY);
         assert_eq!(out, vec![(Direction::FromGuest, frame)]);
         assert_eq!(opened.drops.get("runt frame"), Some(&1));
     }

@@ -66,6 +66,8 @@ pub struct TxBuffer {
     /// Added to local epoch numbers on the wire (grows at each restart).
     base: u64,
     marked_total: u64,
+    /// `HoldAt::None`: epochs run, output is never held.
+    hold_nothing: bool,
 }
 
 impl TxBuffer {
@@ -90,6 +92,7 @@ impl TxBuffer {
             switch: None,
             base: 0,
             marked_total: 0,
+            hold_nothing: false,
         }
     }
 
@@ -97,6 +100,7 @@ impl TxBuffer {
     /// the switch as the stream of `mac`.
     pub fn hold_at(&mut self, at: HoldAt, mac: Mac) {
         self.switch = (at == HoldAt::Switch).then_some(mac);
+        self.hold_nothing = at == HoldAt::None;
     }
 
     fn wire(&self, epoch: u64) -> u64 {
@@ -200,7 +204,7 @@ impl TxBuffer {
             self.sent_at_once += 1;
             return Verdict::Pass;
         }
-        if !self.holding {
+        if !self.holding || self.hold_nothing {
             // Not holding (epochs not started, or ended): it goes now, but
             // after any released frame still on its way out, so class-2
             // frames keep their order.
@@ -260,9 +264,10 @@ impl TxBuffer {
             released: self.released_total,
             discarded: self.discarded_total,
             dropped_full: self.full_drops,
-            hold_at: match self.switch {
-                Some(_) => HoldAt::Switch,
-                None => HoldAt::Host,
+            hold_at: match (self.switch, self.hold_nothing) {
+                (Some(_), _) => HoldAt::Switch,
+                (None, true) => HoldAt::None,
+                (None, false) => HoldAt::Host,
             },
             marked: self.marked_total,
         }
@@ -287,7 +292,7 @@ impl Stage for TxStage {
         }
     }
 
-    fn released(&mut self, _: Instant) -> Vec<(Direction, Vec<u8>)> {
+    fn released(&mut self, _: Instant, _: crate::stage::Room) -> Vec<(Direction, Vec<u8>)> {
         match self.0.lock() {
             Ok(mut b) => b.take_out(),
             Err(_) => Vec::new(),

@@ -212,3 +212,22 @@ fn in_the_host_no_messages_are_made() {
     assert_eq!(b.commit(1), None);
     assert_eq!(b.unprotect(), None);
 }
+
+#[test]
+fn holding_nowhere_sends_everything_at_once_while_epochs_run() {
+    let hold_all = Ruleset {
+        version: 1,
+        default: Class::Hold,
+        rules: Vec::new(),
+    };
+    let mut held = TxBuffer::new(hold_all.clone());
+    held.close_epoch(1);
+    assert_eq!(held.on_frame(Direction::FromGuest, &[0u8; 60]), Verdict::Held);
+    let mut b = TxBuffer::new(hold_all);
+    b.hold_at(HoldAt::None, Mac([2, 0, 0, 0, 0, 1]));
+    b.close_epoch(1);
+    assert_eq!(b.on_frame(Direction::FromGuest, &[0u8; 60]), Verdict::Pass);
+    assert_eq!(b.commit(1), None);
+    let r = b.report();
+    assert_eq!((r.hold_at, r.held_total, r.sent_at_once), (HoldAt::None, 0, 1));
+}

@@ -121,7 +121,7 @@ async fn run(listener: UnixListener, tap: Tap, pipeline: Arc<Mutex<Pipeline>>) {
         if p.process(dir, &frame, now) {
             out.push((dir, frame));
         }
-        out.extend(p.poll_released(now));
+        out.extend(p.poll_released(now, duplex_net::stage::Room::ANY));
         out
     };
     loop {
@@ -152,7 +152,7 @@ async fn run(listener: UnixListener, tap: Tap, pipeline: Arc<Mutex<Pipeline>>) {
                 deliver(out, &vm_tx);
             }
             _ = tick.tick() => {
-                let out = match pipeline.lock() { Ok(mut p) => p.poll_released(Instant::now()), Err(_) => Vec::new() };
+                let out = match pipeline.lock() { Ok(mut p) => p.poll_released(Instant::now(), duplex_net::stage::Room::ANY), Err(_) => Vec::new() };
                 deliver(out, &vm_tx);
             }
         }

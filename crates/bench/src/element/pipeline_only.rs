@@ -36,7 +36,7 @@ fn frame() -> Vec<u8> {
 }
 
 fn fast(f: &[u8]) -> f64 {
-    let parts = duplex_net::element::parts(Mac::for_vm("belfast"), Vec::new());
+    let parts = duplex_net::element::parts(Mac::for_vm("belfast"), std::net::Ipv4Addr::LOCALHOST, Vec::new());
     let t = Instant::now();
     for _ in 0..FRAMES / BATCH {
         let Ok(mut p) = parts.pipeline.lock() else {
@@ -47,14 +47,14 @@ fn fast(f: &[u8]) -> f64 {
             black_box(p.process(Direction::ToGuest, black_box(f), now));
         }
         if p.release_due() {
-            black_box(p.poll_released(now));
+            black_box(p.poll_released(now, duplex_net::stage::Room::ANY));
         }
     }
     t.elapsed().as_nanos() as f64 / FRAMES as f64
 }
 
 fn legacy(f: &[u8]) -> f64 {
-    let parts = duplex_net::element::parts(Mac::for_vm("belfast"), Vec::new());
+    let parts = duplex_net::element::parts(Mac::for_vm("belfast"), std::net::Ipv4Addr::LOCALHOST, Vec::new());
     let t = Instant::now();
     for _ in 0..FRAMES {
         let frame = black_box(f).to_vec();
@@ -66,7 +66,7 @@ fn legacy(f: &[u8]) -> f64 {
         if p.process(Direction::ToGuest, &frame, now) {
             out.push((Direction::ToGuest, frame));
         }
-        out.extend(p.poll_released(now));
+        out.extend(p.poll_released(now, duplex_net::stage::Room::ANY));
         black_box(out);
     }
     t.elapsed().as_nanos() as f64 / FRAMES as f64

@@ -43,7 +43,7 @@ pub async fn serve(
             std::thread::spawn(move || echo_on_tap(&tap, mac));
         }
         Impl::Legacy => {
-            let parts = duplex_net::element::parts(mac, Vec::new());
+            let parts = duplex_net::element::parts(mac, std::net::Ipv4Addr::LOCALHOST, Vec::new());
             let listener = tokio::net::UnixListener::bind(sock)?;
             keep.0 = Some(super::legacy::start(listener, tap, &parts));
         }
@@ -52,6 +52,7 @@ pub async fn serve(
             keep.1 = Some(duplex_net::element::start(
                 "bench",
                 mac,
+                std::net::Ipv4Addr::LOCALHOST,
                 listener,
                 tap,
                 Vec::new(),

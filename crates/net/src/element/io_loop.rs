@@ -15,7 +15,7 @@
 //! waiting), a tap that cannot take a frame.
 
 use crate::framing::MAX_FRAME;
-use crate::stage::{Direction, Pipeline};
+use crate::stage::{Direction, Pipeline, Room};
 use crate::tap::Tap;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -141,7 +141,8 @@ pub(super) fn run(path: Path, stop: &AtomicBool, wake: &OwnedFd) {
             stream = None;
         }
         if ready.wake || p.release_due() || now >= next_tick {
-            for (dir, f) in p.poll_released(now) {
+            let room = stream.as_ref().map_or(Room::NONE, Stream::room);
+            for (dir, f) in p.poll_released(now, room) {
                 deliver(dir, &f, &path.tap, stream.as_mut(), &mut p);
             }
             if now >= next_tick {
@@ -327,6 +328,16 @@ fn to_tap(tap: &Tap, f: &[u8], p: &mut Pipeline) {
         Err(e) => {
             tracing::debug!(error = %e, "tap write failed");
             p.count_drop(TAP_FAILED);
+        }
+    }
+}
+
+impl Stream {
+    /// What the queue towards QEMU still takes.
+    fn room(&self) -> Room {
+        Room {
+            frames: TO_VM_FRAMES.saturating_sub(self.ends.len()),
+            bytes: TO_VM_LIMIT.saturating_sub(self.waiting() + HEADER * self.ends.len()),
         }
     }
 }

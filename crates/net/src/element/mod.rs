@@ -16,7 +16,10 @@ use crate::isolate::{IsolateStage, Isolation};
 use crate::stage::{Direction, Pipeline, Stage};
 use crate::tap::Tap;
 use duplex_core::agent_api::{HandoverOrder, HandoverStatus, TrafficReport};
+use crate::site_buffer::{SiteBuffer, SiteBufferStage};
 use duplex_core::mac::Mac;
+use duplex_core::site::{BufferMode, SiteBufferStatus};
+use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -30,15 +33,17 @@ pub struct Parts {
     pub counters: Arc<Mutex<Counters>>,
     pub pipeline: Arc<Mutex<Pipeline>>,
     pub handover: Arc<Mutex<Handover>>,
+    pub site: Arc<Mutex<SiteBuffer>>,
     pub isolation: Isolation,
 }
 
-/// The pipeline of a VM whose MAC is `mac`: counting, isolation, the
-/// switch's guard, `extra`,
-/// the handover last.
-pub fn parts(mac: Mac, extra: Vec<Box<dyn Stage>>) -> Parts {
+/// The pipeline of a VM whose MAC is `mac` and address `ip`: counting,
+/// isolation, the switch's guard, `extra`, the site buffer, the handover
+/// last.
+pub fn parts(mac: Mac, ip: Ipv4Addr, extra: Vec<Box<dyn Stage>>) -> Parts {
     let counters = Arc::new(Mutex::new(Counters::default()));
     let handover = Arc::new(Mutex::new(Handover::new(mac)));
+    let site = Arc::new(Mutex::new(SiteBuffer::new(mac, ip)));
     let isolation = Isolation::default();
     let mut stages: Vec<Box<dyn Stage>> = vec![
         Box::new(CountStage(counters.clone())),
@@ -46,11 +51,13 @@ pub fn parts(mac: Mac, extra: Vec<Box<dyn Stage>>) -> Parts {
         Box::new(crate::switch_proto::GuardStage),
     ];
     stages.extend(extra);
+    stages.push(Box::new(SiteBufferStage(site.clone())));
     stages.push(Box::new(HandoverStage(handover.clone())));
     Parts {
         counters,
         pipeline: Arc::new(Mutex::new(Pipeline::new(stages))),
         handover,
+        site,
         isolation,
     }
 }
@@ -121,6 +128,29 @@ impl ElementHandle {
         status
     }
 
+    /// S5: buffer frames for the VM here, or hand them to it (see
+    /// [`crate::site_buffer`]); what may go leaves at once.
+    pub fn site_buffer(&self, mode: BufferMode) -> SiteBufferStatus {
+        let now = std::time::Instant::now();
+        let status = match self.parts.site.lock() {
+            Ok(mut b) => {
+                b.order(mode);
+                b.status(now)
+            }
+            Err(p) => p.into_inner().status(now),
+        };
+        self.control.wake();
+        status
+    }
+
+    pub fn site_buffer_status(&self) -> SiteBufferStatus {
+        let now = std::time::Instant::now();
+        match self.parts.site.lock() {
+            Ok(b) => b.status(now),
+            Err(p) => p.into_inner().status(now),
+        }
+    }
+
     pub fn handover_status(&self) -> HandoverStatus {
         match self.parts.handover.lock() {
             Ok(h) => h.status(),
@@ -177,6 +207,7 @@ pub enum ElementError {
 pub fn start(
     vm: &str,
     mac: Mac,
+    ip: Ipv4Addr,
     listener: std::os::unix::net::UnixListener,
     tap: Tap,
     extra: Vec<Box<dyn Stage>>,
@@ -200,7 +231,7 @@ pub fn start(
         stop: AtomicBool::new(false),
         wake,
     });
-    let parts = parts(mac, extra);
+    let parts = parts(mac, ip, extra);
     let (inject, injected) = mpsc::sync_channel(INJECT_QUEUE);
     let (ended_tx, ended) = tokio::sync::oneshot::channel();
     let tap_name = tap.name.clone();

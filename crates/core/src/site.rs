@@ -1,0 +1,50 @@
+//! S5 protocol facts shared by agent, controller and CLI: what the network
+//! element of a VM's host does with the VM's traffic in its site, and what
+//! it reports.
+//!
+//! A VM replicated across sites has one copy running (the active side) and
+//! one paused (its replica's host). Each site's network delivers the VM's
+//! address to the copy in that site; the paused side's element answers for
+//! the address and buffers what is sent to it, in arrival order, until the
+//! VM runs there (a site switch) and takes the buffer first.
+
+use serde::{Deserialize, Serialize};
+
+/// What a VM's element does with frames sent to the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BufferMode {
+    /// Deliver (the VM runs here).
+    Pass,
+    /// Answer ARP for the VM's address and keep every frame sent to the
+    /// VM, in order (the VM is paused here or not running here).
+    Buffer,
+    /// The VM runs here again: buffered frames go to it first, in order,
+    /// as fast as it takes them; frames arriving meanwhile queue behind
+    /// them. Back to `Pass` once the buffer is empty.
+    Drain,
+}
+
+/// What the site buffer of a VM's element holds and has done.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SiteBufferStatus {
+    pub mode: Option<BufferMode>,
+    /// Frames buffered now, and their bytes.
+    pub buffered: u64,
+    pub buffered_bytes: u64,
+    /// Age of the oldest buffered frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_ms: Option<u64>,
+    /// Totals since the element started.
+    pub buffered_total: u64,
+    pub released_total: u64,
+    /// Frames refused because the buffer was full (the newest are dropped:
+    /// what was buffered keeps its order).
+    pub dropped_full: u64,
+    /// Frames dropped because they were not for the VM (broadcasts other
+    /// than ARP for its address, other destinations).
+    pub dropped_other: u64,
+    pub arp_answered: u64,
+    /// Deepest the buffer was.
+    pub max_depth: u64,
+}

@@ -1,0 +1,196 @@
+//! S5: the paused side's buffer. While a VM runs in the other site, the
+//! element on its replica's host answers ARP for the VM's address (the
+//! site's clients keep sending here, their traffic stays in the site) and
+//! keeps every frame sent to the VM, in arrival order. When the VM runs
+//! here again the buffer drains into it first, as fast as the VM takes it
+//! (`room`), with frames arriving meanwhile queued behind; then frames pass.
+//!
+//! Bounded: [`MAX_FRAMES`] frames and [`MAX_BYTES`] bytes. When full the
+//! newest frame is dropped and counted (what was buffered keeps its order;
+//! a sender's retransmission can still come later).
+//! Pure: time comes in as an argument.
+
+use crate::frame::{arp_reply, FrameInfo, ETHERTYPE_ARP};
+use crate::stage::{Direction, Room, Stage, Verdict};
+use duplex_core::mac::Mac;
+use duplex_core::site::{BufferMode, SiteBufferStatus};
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Most frames buffered at once.
+pub const MAX_FRAMES: usize = 65_536;
+/// Most bytes buffered at once.
+pub const MAX_BYTES: usize = 64 << 20;
+/// Most buffered frames handed to the VM per release (the element's
+/// queue towards the VM is bounded; the rest follow as it drains).
+pub const RELEASE_BATCH: usize = 256;
+
+pub const DROP_FULL: &str = "site buffer full";
+pub const DROP_OTHER: &str = "site buffer: not for the paused VM";
+
+#[derive(Debug)]
+pub struct SiteBuffer {
+    mac: Mac,
+    ip: Ipv4Addr,
+    mode: BufferMode,
+    queue: VecDeque<(Instant, Vec<u8>)>,
+    bytes: usize,
+    /// ARP answers to send.
+    out: Vec<(Direction, Vec<u8>)>,
+    status: SiteBufferStatus,
+}
+
+impl SiteBuffer {
+    pub fn new(mac: Mac, ip: Ipv4Addr) -> Self {
+        SiteBuffer {
+            mac,
+            ip,
+            mode: BufferMode::Pass,
+            queue: VecDeque::new(),
+            bytes: 0,
+            out: Vec::new(),
+            status: SiteBufferStatus::default(),
+        }
+    }
+
+    pub fn mode(&self) -> BufferMode {
+        self.mode
+    }
+
+    /// The operator's or the agent's order. `Pass` while frames are still
+    /// buffered means `Drain` (nothing buffered is dropped by an order).
+    pub fn order(&mut self, mode: BufferMode) {
+        self.mode = match mode {
+            BufferMode::Pass | BufferMode::Drain if self.queue.is_empty() => BufferMode::Pass,
+            BufferMode::Pass | BufferMode::Drain => BufferMode::Drain,
+            BufferMode::Buffer => BufferMode::Buffer,
+        };
+    }
+
+    pub fn on_frame(
+        &mut self,
+        dir: Direction,
+        info: Option<&FrameInfo>,
+        frame: &[u8],
+        now: Instant,
+    ) -> Verdict {
+        if dir == Direction::FromGuest || self.mode == BufferMode::Pass {
+            return Verdict::Pass;
+        }
+        let Some(info) = info else {
+            return self.other();
+        };
+        let for_vm = info.dst == self.mac;
+        match self.mode {
+            // Unicast probes too: a client re-confirming the address
+            // must not lose it while the VM is away.
+            BufferMode::Buffer if info.ethertype == ETHERTYPE_ARP => {
+                match arp_reply(frame, self.mac, self.ip) {
+                    Some(reply) => {
+                        self.status.arp_answered += 1;
+                        self.out.push((Direction::FromGuest, reply));
+                        Verdict::Held
+                    }
+                    None => self.other(),
+                }
+            }
+            BufferMode::Buffer | BufferMode::Drain if for_vm => self.keep(frame, now),
+            BufferMode::Buffer => self.other(),
+            // Draining: the VM runs and hears the rest itself.
+            BufferMode::Drain | BufferMode::Pass => Verdict::Pass,
+        }
+    }
+
+    fn other(&mut self) -> Verdict {
+        self.status.dropped_other += 1;
+        Verdict::Drop(DROP_OTHER)
+    }
+
+    fn keep(&mut self, frame: &[u8], now: Instant) -> Verdict {
+        if self.queue.len() >= MAX_FRAMES || self.bytes + frame.len() > MAX_BYTES {
+            self.status.dropped_full += 1;
+            return Verdict::Drop(DROP_FULL);
+        }
+        self.bytes += frame.len();
+        self.queue.push_back((now, frame.to_vec()));
+        self.status.buffered_total += 1;
+        self.status.max_depth = self.status.max_depth.max(self.queue.len() as u64);
+        Verdict::Held
+    }
+
+    /// ARP answers, and while draining as many buffered frames as `room`
+    /// takes (at most [`RELEASE_BATCH`]), oldest first.
+    pub fn released(&mut self, mut room: Room) -> Vec<(Direction, Vec<u8>)> {
+        let mut out = std::mem::take(&mut self.out);
+        if self.mode != BufferMode::Drain {
+            return out;
+        }
+        for _ in 0..RELEASE_BATCH {
+            if !self.queue.front().is_some_and(|(_, f)| room.take(f.len())) {
+                break;
+            }
+            let Some((_, f)) = self.queue.pop_front() else {
+                break;
+            };
+            self.bytes -= f.len();
+            self.status.released_total += 1;
+            out.push((Direction::ToGuest, f));
+        }
+        if self.queue.is_empty() {
+            self.mode = BufferMode::Pass;
+        }
+        out
+    }
+
+    pub fn wants_release(&self) -> bool {
+        !self.out.is_empty() || (self.mode == BufferMode::Drain && !self.queue.is_empty())
+    }
+
+    pub fn status(&self, now: Instant) -> SiteBufferStatus {
+        SiteBufferStatus {
+            mode: Some(self.mode),
+            buffered: self.queue.len() as u64,
+            buffered_bytes: self.bytes as u64,
+            oldest_ms: self
+                .queue
+                .front()
+                .map(|(at, _)| now.saturating_duration_since(*at).as_millis() as u64),
+            ..self.status.clone()
+        }
+    }
+}
+
+/// The pipeline stage, sharing its state with whoever gives the orders.
+pub struct SiteBufferStage(pub Arc<Mutex<SiteBuffer>>);
+
+impl Stage for SiteBufferStage {
+    fn on_frame(
+        &mut self,
+        dir: Direction,
+        info: Option<&FrameInfo>,
+        frame: &[u8],
+        now: Instant,
+    ) -> Verdict {
+        match self.0.lock() {
+            Ok(mut b) => b.on_frame(dir, info, frame, now),
+            Err(_) => Verdict::Pass,
+        }
+    }
+
+    fn released(&mut self, _now: Instant, room: Room) -> Vec<(Direction, Vec<u8>)> {
+        match self.0.lock() {
+            Ok(mut b) => b.released(room),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn wants_release(&self) -> bool {
+        self.0.lock().map(|b| b.wants_release()).unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+#[path = "site_buffer_tests.rs"]
+mod tests;

@@ -7,6 +7,7 @@
 mod http;
 pub mod limits;
 mod replication;
+mod site;
 
 pub use http::{error_chain, AgentClient, ClientError};
 

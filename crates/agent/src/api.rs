@@ -71,7 +71,8 @@ pub fn router(host: Arc<Host>) -> Router {
         .route("/v1/vms/{name}/guest", post(guest))
         .route("/v1/vms/{name}/migrate", post(migrate_vm))
         .route("/v1/migrations/{name}", get(migration))
-        .merge(crate::api_replication::orders());
+        .merge(crate::api_replication::orders())
+        .merge(crate::api_site::orders());
     let incoming = Router::new()
         .route("/v1/incoming", post(incoming))
         .route("/v1/incoming/{name}/complete", post(complete))

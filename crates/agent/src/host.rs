@@ -13,6 +13,7 @@ use duplex_core::escalation::Cause;
 use duplex_core::guest_proto::Op;
 use duplex_core::guest_watch::Sign;
 use duplex_core::vm_spec::VmSpec;
+use duplex_net::element::ElementHandle;
 use duplex_net::tap::Tap;
 use duplex_qemu::{Launch, QemuProcess};
 use std::collections::BTreeMap;
@@ -250,6 +251,17 @@ impl Host {
 
     /// Reserves the name (and IP) so two requests cannot create the same VM.
     pub fn reserve(&self, spec: &VmSpec, state: VmState) -> Result<Arc<Vm>, AgentError> {
+        self.reserve_on(spec, state, None)
+    }
+
+    /// As [`Host::reserve`]; with `standin` the VM launches on that
+    /// element (and its tap) instead of a new one.
+    pub fn reserve_on(
+        &self,
+        spec: &VmSpec,
+        state: VmState,
+        standin: Option<crate::site::StandIn>,
+    ) -> Result<Arc<Vm>, AgentError> {
         spec.validate()
             .map_err(|e| AgentError::BadRequest(e.to_string()))?;
         let mut vms = self
@@ -275,20 +287,15 @@ impl Host {
                 other.spec.name
             )));
         }
-        let tap = duplex_net::tap::free_tap_name(&spec.name, |t| {
-            vms.values().any(|v| v.tap == t) || interface_exists(t)
-        })
-        .ok_or_else(|| {
-            AgentError::Conflict(format!(
-                "no free interface name for VM `{}` after {} tries",
-                spec.name,
-                duplex_net::tap::TAP_NAME_TRIES
-            ))
-        })?;
+        let tap = match &standin {
+            Some(s) => s.element.tap_name.clone(),
+            None => free_tap(&vms, &spec.name)?,
+        };
         let paths = VmPaths::new(self.cfg.data_dir.join("vms").join(&spec.name));
         let mut vm = Vm::new(spec.clone(), paths, tap, state);
         vm.urgent = self.urgent.clone();
         vm.ram_file = spec.replicated.then(|| self.ram_file(&spec.name));
+        vm.standin = std::sync::Mutex::new(standin);
         let vm = Arc::new(vm);
         vms.insert(spec.name.clone(), vm.clone());
         Ok(vm)
@@ -320,7 +327,6 @@ impl Host {
             .map_err(AgentError::io(format!("create {}", p.dir.display())))?;
         let user = self.cfg.qemu_user.as_ref();
         crate::qemu_user::give(user, &p.dir, 0o700)?;
-        let tap = create_tap(&vm.tap, &self.cfg.bridge).await?;
         let listener = std::os::unix::net::UnixListener::bind(&p.net)
             .map_err(AgentError::io(format!("bind {}", p.net.display())))?;
         crate::qemu_user::give(user, &p.net, 0o600)?;
@@ -353,8 +359,7 @@ impl Host {
             *b = base.and_then(|b| b.file_name().map(|n| n.to_string_lossy().into_owned()));
         }
         let user_data = crate::vm_disk::write_user_data(spec, &p.dir, user)?;
-        let extra = self.transmit_buffer(vm);
-        let element = duplex_net::element::start(&spec.name, spec.mac(), spec.ip, listener, tap, extra)?;
+        let element = self.network(vm, listener).await?;
         let launch = Launch {
             name: spec.name.clone(),
             accel: self.accel.kind,
@@ -392,11 +397,77 @@ impl Host {
         std::path::PathBuf::from(format!("{}{vm}.ram", ram_prefix(&self.cfg)))
     }
 
+    /// The VM's network element, QEMU to connect at `listener`: the
+    /// stand-in it was reserved on (S5: it buffered for the VM), or a new
+    /// one on a new tap.
+    async fn network(
+        &self,
+        vm: &Vm,
+        listener: std::os::unix::net::UnixListener,
+    ) -> Result<ElementHandle, AgentError> {
+        let standin = vm.standin.lock().ok().and_then(|mut s| s.take());
+        if let Some(s) = standin {
+            s.element
+                .listen(listener)
+                .map_err(AgentError::io("listen for QEMU"))?;
+            if let Ok(mut b) = vm.txbuf.lock() {
+                *b = Some(s.txbuf);
+            }
+            return Ok(s.element);
+        }
+        let tap = create_tap(&vm.tap, &self.cfg.bridge).await?;
+        let (extra, buf) = self.transmit_buffer(vm.spec.replicated);
+        if let Ok(mut b) = vm.txbuf.lock() {
+            *b = buf;
+        }
+        let spec = &vm.spec;
+        Ok(duplex_net::element::start(
+            &spec.name,
+            spec.mac(),
+            spec.ip,
+            listener,
+            tap,
+            extra,
+        )?)
+    }
+
+    /// S5: an element for `spec` on a tap of its own, with no VM behind
+    /// it yet, buffering what is sent to the VM (see [`crate::site`]).
+    pub async fn stand_in(&self, spec: &VmSpec) -> Result<crate::site::StandIn, AgentError> {
+        let tap = {
+            let vms = self
+                .vms
+                .lock()
+                .map_err(|_| AgentError::Unavailable("VM table poisoned".into()))?;
+            free_tap(&vms, &spec.name)?
+        };
+        let dir = self.cfg.data_dir.join("replicas");
+        std::fs::create_dir_all(&dir).map_err(AgentError::io(format!("create {}", dir.display())))?;
+        let path = dir.join(format!("{}.net", spec.name));
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path)
+            .map_err(AgentError::io(format!("bind {}", path.display())))?;
+        let tap = create_tap(&tap, &self.cfg.bridge).await?;
+        let (extra, buf) = self.transmit_buffer(true);
+        let txbuf = buf.ok_or_else(|| AgentError::Unavailable("no transmit buffer".into()))?;
+        let element =
+            duplex_net::element::start(&spec.name, spec.mac(), spec.ip, listener, tap, extra)?;
+        element.site_buffer(duplex_core::site::BufferMode::Buffer);
+        Ok(crate::site::StandIn { element, txbuf })
+    }
+
     /// The S2 stage of a replicated VM's element (none for others): a
     /// transmit buffer with this host's ruleset, kept by the VM.
-    fn transmit_buffer(&self, vm: &Vm) -> Vec<Box<dyn duplex_net::stage::Stage>> {
-        if !vm.spec.replicated {
-            return Vec::new();
+    #[allow(clippy::type_complexity)]
+    fn transmit_buffer(
+        &self,
+        replicated: bool,
+    ) -> (
+        Vec<Box<dyn duplex_net::stage::Stage>>,
+        Option<Arc<Mutex<duplex_net::txbuf::TxBuffer>>>,
+    ) {
+        if !replicated {
+            return (Vec::new(), None);
         }
         let rules = self
             .rules
@@ -404,10 +475,10 @@ impl Host {
             .map(|r| r.clone())
             .unwrap_or_else(|p| p.into_inner().clone());
         let buf = Arc::new(Mutex::new(duplex_net::txbuf::TxBuffer::new(rules)));
-        if let Ok(mut b) = vm.txbuf.lock() {
-            *b = Some(buf.clone());
-        }
-        vec![Box::new(duplex_net::txbuf::TxStage(buf))]
+        (
+            vec![Box::new(duplex_net::txbuf::TxStage(buf.clone()))],
+            Some(buf),
+        )
     }
 
     pub async fn create_vm(
@@ -779,6 +850,19 @@ fn self_fence_period(cfg: &AgentConfig) -> Option<Duration> {
 
 /// Whether a network interface of this name exists in this namespace
 /// (left by something else, or by a VM whose teardown has not finished).
+/// A tap name no VM of `vms` and no interface of this host has.
+fn free_tap(vms: &BTreeMap<String, Arc<Vm>>, vm: &str) -> Result<String, AgentError> {
+    duplex_net::tap::free_tap_name(vm, |t| {
+        vms.values().any(|v| v.tap == t) || interface_exists(t)
+    })
+    .ok_or_else(|| {
+        AgentError::Conflict(format!(
+            "no free interface name for VM `{vm}` after {} tries",
+            duplex_net::tap::TAP_NAME_TRIES
+        ))
+    })
+}
+
 fn interface_exists(name: &str) -> bool {
     std::path::Path::new("/sys/class/net").join(name).exists()
 }

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod api_replication;
+pub mod api_site;
 /// The agent API's client lives in its own crate; kept here under its old path.
 pub use duplex_agent_client as client;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod qemu_user;
 pub mod replica;
 pub mod report;
 pub mod self_fence;
+pub mod site;
 pub mod serial;
 pub mod stream_addr;
 pub mod stream_tls;

@@ -21,7 +21,7 @@ use duplex_replica::PAGE;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// Pages per base-round message (16 MiB).
 const BASE_CHUNK_PAGES: usize = 4096;
@@ -34,6 +34,11 @@ const SEND_RETRY_PAUSE: Duration = Duration::from_millis(50);
 pub enum Order {
     /// The controller's word: the backup will not take over.
     Unprotect,
+    /// S5: one last checkpoint, the VM left paused; the answer is its
+    /// epoch once the backup applied it.
+    Handoff(oneshot::Sender<u64>),
+    /// The handoff is called off (the caller resumes the VM).
+    CancelHandoff,
 }
 
 /// A VM's running epochs, kept by the VM; dropping it stops them.
@@ -42,6 +47,8 @@ pub struct Protection {
     pub info: Arc<Mutex<ProtectionInfo>>,
     /// Since when the epochs are stalled.
     stalled_at: Arc<Mutex<Option<Instant>>>,
+    /// When the newest checkpoint the backup applied was taken.
+    committed_at: Arc<Mutex<Option<Instant>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -118,12 +125,14 @@ pub async fn start(
         fence,
     };
     let stalled_at = Arc::new(Mutex::new(None));
+    let committed_at = Arc::new(Mutex::new(None));
     let engine = Engine {
         vm: vm.clone(),
         src,
         link,
         info: info.clone(),
         stalled_at: stalled_at.clone(),
+        committed_at: committed_at.clone(),
         cfg: req.epochs,
     };
     let task = tokio::spawn(engine.run(order_rx));
@@ -133,6 +142,7 @@ pub async fn start(
             orders,
             info,
             stalled_at,
+            committed_at,
             task,
         });
     }
@@ -143,6 +153,13 @@ pub async fn start(
 pub fn info(vm: &Vm) -> Option<ProtectionInfo> {
     let p = vm.protection.lock().ok()?;
     p.as_ref().map(|p| lock(&p.info).clone())
+}
+
+/// How old the state the backup holds is (none before it holds any).
+pub fn lag(vm: &Vm) -> Option<Duration> {
+    let guard = vm.protection.lock().ok()?;
+    let at = (*lock(&guard.as_ref()?.committed_at))?;
+    Some(at.elapsed())
 }
 
 /// What the host reports of a VM's epochs.
@@ -161,6 +178,11 @@ pub fn summary(vm: &Vm) -> Option<ProtectionSummary> {
 
 /// The controller's word that the backup will not take over.
 pub async fn unprotect(vm: &Vm) -> Result<(), AgentError> {
+    order(vm, Order::Unprotect).await
+}
+
+/// Gives the epochs an order.
+pub async fn order(vm: &Vm, order: Order) -> Result<(), AgentError> {
     let orders = vm
         .protection
         .lock()
@@ -168,7 +190,7 @@ pub async fn unprotect(vm: &Vm) -> Result<(), AgentError> {
         .and_then(|p| p.as_ref().map(|p| p.orders.clone()));
     match orders {
         Some(o) => o
-            .send(Order::Unprotect)
+            .send(order)
             .await
             .map_err(|_| AgentError::Unavailable("the epochs have stopped".into())),
         None => Err(AgentError::Conflict(format!(
@@ -242,6 +264,7 @@ struct Engine {
     link: Link,
     info: Arc<Mutex<ProtectionInfo>>,
     stalled_at: Arc<Mutex<Option<Instant>>>,
+    committed_at: Arc<Mutex<Option<Instant>>>,
     cfg: duplex_core::epoch::EpochConfig,
 }
 
@@ -274,6 +297,7 @@ impl Engine {
             hashes,
             t0: Instant::now(),
             events: VecDeque::from([Event::Tick]),
+            handed_off: None,
         };
         loop {
             while let Some(ev) = state.events.pop_front() {
@@ -300,6 +324,14 @@ impl Engine {
                 },
                 order = orders.recv() => match order {
                     Some(Order::Unprotect) => state.events.push_back(Event::Unprotect),
+                    Some(Order::Handoff(reply)) => {
+                        state.handed_off = Some(reply);
+                        state.events.push_back(Event::Handoff);
+                    }
+                    Some(Order::CancelHandoff) => {
+                        state.handed_off = None;
+                        state.events.push_back(Event::CancelHandoff);
+                    }
                     None => break,
                 },
                 _ = tokio::time::sleep(sleep) => state.events.push_back(Event::Tick),
@@ -338,14 +370,15 @@ impl Engine {
         to_send: &mpsc::Sender<(Checkpoint, Instant)>,
     ) {
         match fx {
-            Effect::Capture { epoch } if !self.capturable() => {
+            Effect::Capture { epoch } | Effect::FinalCapture { epoch } if !self.capturable() => {
                 // Paused by order (nothing to send, and a checkpoint's
                 // `cont` would resume it) or moving away: try next epoch.
                 state.events.push_back(Event::CaptureFailed { epoch });
             }
-            Effect::Capture { epoch } => {
+            Effect::Capture { epoch } | Effect::FinalCapture { epoch } => {
+                let last = matches!(fx, Effect::FinalCapture { .. });
                 let hashes = std::mem::replace(&mut state.hashes, PageHashes::zeroed(0));
-                let (hashes, taken) = protect_capture::take(&self.src, epoch, hashes).await;
+                let (hashes, taken) = protect_capture::take(&self.src, epoch, hashes, last).await;
                 state.hashes = hashes;
                 match taken {
                     Ok((cp, timing)) => {
@@ -360,6 +393,12 @@ impl Engine {
                         lock(&self.info).failed_captures += 1;
                         state.events.push_back(Event::CaptureFailed { epoch });
                     }
+                }
+            }
+            Effect::HandedOff { epoch } => {
+                tracing::info!(vm = %self.vm.spec.name, epoch, "S5 handoff: the backup holds the paused VM's state");
+                if let Some(reply) = state.handed_off.take() {
+                    let _ = reply.send(epoch);
                 }
             }
             Effect::Commit { epoch } => self.release(|b| b.commit(epoch)).await,
@@ -402,6 +441,7 @@ impl Engine {
     }
 
     fn note_commit(&self, epoch: u64, captured: Instant) {
+        *lock(&self.committed_at) = Some(captured);
         let mut i = lock(&self.info);
         if let Some(t) = i.recent.iter_mut().rev().find(|t| t.epoch == epoch) {
             t.commit_us = captured.elapsed().as_micros() as u64;
@@ -431,6 +471,8 @@ struct Loop {
     hashes: PageHashes,
     t0: Instant,
     events: VecDeque<Event>,
+    /// Who waits for a handoff.
+    handed_off: Option<oneshot::Sender<u64>>,
 }
 
 impl Loop {

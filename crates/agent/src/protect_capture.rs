@@ -46,11 +46,14 @@ pub async fn base(src: &Source, hashes: PageHashes) -> Result<(PageHashes, Pages
 }
 
 /// Checkpoint `epoch`. The hashes come back in every case: as taken if it
-/// succeeded, all zero (everything is sent next time) if it failed.
+/// succeeded, all zero (everything is sent next time) if it failed. With
+/// `last` the guest stays paused after a checkpoint taken whole (a
+/// handoff); a failed one resumes it in any case.
 pub async fn take(
     src: &Source,
     epoch: u64,
     hashes: PageHashes,
+    last: bool,
 ) -> (PageHashes, Result<(Checkpoint, EpochTiming), String>) {
     let t0 = Instant::now();
     if let Err(e) = checkpoint::pause(&src.qmp).await {
@@ -62,7 +65,10 @@ pub async fn take(
     }
     let (hashes, taken) = while_paused(src, hashes).await;
     let before_cont = Instant::now();
-    let resumed = checkpoint::resume(&src.qmp).await;
+    let resumed = match (&taken, last) {
+        (Ok(_), true) => Ok(()),
+        _ => checkpoint::resume(&src.qmp).await,
+    };
     let cont = before_cont.elapsed();
     let pause = t0.elapsed();
     let result = match (taken, resumed) {

@@ -7,6 +7,8 @@
 use crate::host::{connect_guest, watch_exit, Host, Start, READY_TIMEOUT};
 use crate::AgentError;
 use duplex_core::agent_api::{EpochAck, ReplicaInfo, ReplicaRequest, VmInfo, VmState};
+use crate::site::StandIn;
+use duplex_core::site::{BufferMode, SiteBufferStatus};
 use duplex_core::vm_spec::VmSpec;
 use duplex_net::stage::Direction;
 use duplex_replica::image::Replica;
@@ -30,6 +32,8 @@ pub struct Slot {
     /// `None` once activated (later checkpoints are refused).
     replica: Mutex<Option<Replica>>,
     info: Mutex<ReplicaInfo>,
+    /// S5: the element buffering for the VM in this site.
+    standin: Mutex<Option<StandIn>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -55,22 +59,62 @@ impl Replicas {
         Ok(lock(&self.get(name)?.info).clone())
     }
 
-    /// Drops a replica and its files.
+    /// Drops a replica and its files (and its stand-in: what it buffered
+    /// is dropped with it).
     pub fn delete(&self, name: &str) -> Result<(), AgentError> {
+        self.take(name).map(drop)
+    }
+
+    /// Removes a replica, its files, and gives back its stand-in.
+    fn take(&self, name: &str) -> Result<Option<StandIn>, AgentError> {
         let slot = lock(&self.map).remove(name).ok_or_else(|| {
             AgentError::NotFound(format!("no replica of VM `{name}` on this host"))
         })?;
         if lock(&slot.replica).take().is_some() {
             let _ = std::fs::remove_file(&slot.ram_file);
         }
-        Ok(())
+        let standin = lock(&slot.standin).take();
+        Ok(standin)
+    }
+
+    /// What the stand-in of `name`'s replica buffers.
+    pub fn buffer_status(&self, name: &str) -> Result<Option<SiteBufferStatus>, AgentError> {
+        let slot = self.get(name)?;
+        let standin = lock(&slot.standin);
+        Ok(standin.as_ref().map(|s| s.element.site_buffer_status()))
     }
 }
 
+/// S5: the replica of `name` buffers what its site sends to the VM (an
+/// element standing in for it on this host), from now until it runs here.
+pub async fn buffer(host: &Host, name: &str) -> Result<SiteBufferStatus, AgentError> {
+    let slot = host.replicas.get(name)?;
+    if let Some(s) = lock(&slot.standin).as_ref() {
+        return Ok(s.element.site_buffer_status());
+    }
+    let standin = host.stand_in(&slot.spec).await?;
+    let status = standin.element.site_buffer_status();
+    let mut guard = lock(&slot.standin);
+    if guard.is_none() {
+        *guard = Some(standin);
+    }
+    tracing::info!(vm = %name, "S5: buffering for the VM in this site");
+    Ok(status)
+}
+
 /// Makes a new, empty replica of `req.spec` here (replacing one of the
-/// same VM: its primary starts over with a base round).
+/// same VM: its primary starts over with a base round; a stand-in the old
+/// one had keeps buffering for the new one).
 pub fn create(host: &Host, req: ReplicaRequest) -> Result<ReplicaInfo, AgentError> {
-    let spec = req.spec;
+    create_with(host, req.spec, None)
+}
+
+/// As [`create`], with `standin` buffering for it (else the old one's).
+pub fn create_with(
+    host: &Host,
+    spec: VmSpec,
+    standin: Option<StandIn>,
+) -> Result<ReplicaInfo, AgentError> {
     spec.validate()
         .map_err(|e| AgentError::BadRequest(e.to_string()))?;
     if !spec.replicated {
@@ -85,7 +129,8 @@ pub fn create(host: &Host, req: ReplicaRequest) -> Result<ReplicaInfo, AgentErro
             spec.name
         )));
     }
-    let _ = host.replicas.delete(&spec.name);
+    let kept = host.replicas.take(&spec.name).ok().flatten();
+    let standin = standin.or(kept);
     let ram_bytes = u64::from(spec.memory_mib) << 20;
     let ram_file = host.ram_file(&spec.name).with_extension("replica");
     let dir = host.cfg.data_dir.join("replicas");
@@ -106,6 +151,7 @@ pub fn create(host: &Host, req: ReplicaRequest) -> Result<ReplicaInfo, AgentErro
         ram_file,
         replica: Mutex::new(Some(replica)),
         info: Mutex::new(info.clone()),
+        standin: Mutex::new(standin),
     });
     lock(&host.replicas.map).insert(spec.name.clone(), slot);
     tracing::info!(vm = %spec.name, ram_bytes, "S2 replica created");
@@ -169,7 +215,8 @@ pub async fn activate(host: &Arc<Host>, name: &str) -> Result<VmInfo, AgentError
     };
     let state = std::fs::read(&state_path)
         .map_err(AgentError::io(format!("read {}", state_path.display())))?;
-    let vm = host.reserve(&slot.spec, VmState::Incoming)?;
+    let standin = lock(&slot.standin).take();
+    let vm = host.reserve_on(&slot.spec, VmState::Incoming, standin)?;
     let ram = vm
         .ram_file
         .clone()
@@ -198,6 +245,22 @@ pub async fn activate(host: &Arc<Host>, name: &str) -> Result<VmInfo, AgentError
     }
     .await;
     if let Err(e) = started {
+        // The stand-in goes back to the slot (still buffering): what this
+        // site sent the VM is kept for whoever runs it next.
+        let back = match vm.rt.lock().await.take() {
+            Some(rt) => {
+                rt.qemu.stop().await;
+                vm.txbuf().map(|txbuf| StandIn {
+                    element: rt.element,
+                    txbuf,
+                })
+            }
+            None => lock(&vm.standin).take(),
+        };
+        if let Some(b) = back {
+            b.element.site_buffer(BufferMode::Buffer);
+            *lock(&slot.standin) = Some(b);
+        }
         host.teardown(&vm).await;
         host.forget(name);
         return Err(e);
@@ -207,6 +270,9 @@ pub async fn activate(host: &Arc<Host>, name: &str) -> Result<VmInfo, AgentError
     if let Some(rt) = vm.rt.lock().await.as_ref() {
         let garp = duplex_net::frame::gratuitous_arp(vm.spec.mac(), vm.spec.ip);
         rt.element.inject(Direction::FromGuest, garp);
+        // What this site sent the VM while it ran elsewhere goes to it
+        // first, in order, then what comes.
+        rt.element.site_buffer(BufferMode::Drain);
     }
     vm.update(|s| s.state = VmState::Running);
     tracing::info!(vm = %name, epoch, "S2 replica activated: the VM runs here from its last committed epoch");

@@ -115,6 +115,9 @@ pub struct Vm {
     pub txbuf: Mutex<Option<Arc<Mutex<duplex_net::txbuf::TxBuffer>>>>,
     /// Its epochs towards a backup, while they run.
     pub protection: Mutex<Option<crate::protect::Protection>>,
+    /// S5: the element it is to launch on (it buffered for the VM while
+    /// the VM ran in the other site); taken by the launch.
+    pub standin: Mutex<Option<crate::site::StandIn>>,
 }
 
 impl Vm {
@@ -146,6 +149,7 @@ impl Vm {
             ram_file: None,
             txbuf: Mutex::new(None),
             protection: Mutex::new(None),
+            standin: Mutex::new(None),
         }
     }
 

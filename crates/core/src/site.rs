@@ -48,3 +48,32 @@ pub struct SiteBufferStatus {
     /// Deepest the buffer was.
     pub max_depth: u64,
 }
+
+/// The active side's answer to a handoff: its replica holds the paused
+/// VM's state as of checkpoint `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoffInfo {
+    pub epoch: u64,
+    /// From the start of buffering to the replica's acknowledgement.
+    pub pause_ms: u64,
+    /// What the element buffers here now.
+    pub buffer: Option<SiteBufferStatus>,
+}
+
+/// One side of a VM replicated across sites, as its host sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteSide {
+    pub vm: String,
+    /// The VM runs on this host (else its replica is here).
+    pub active: bool,
+    /// What the element buffers here.
+    pub buffer: Option<SiteBufferStatus>,
+    /// Active side: how old the state its replica holds is (since the
+    /// newest checkpoint it applied was taken): what losing this host
+    /// loses at most, plus the checkpoint on its way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_ms: Option<u64>,
+    /// Paused side: the newest consistent epoch the replica holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<u64>,
+}

@@ -91,7 +91,12 @@ struct Ready {
     stream: bool,
 }
 
-pub(super) fn run(path: Path, stop: &AtomicBool, wake: &OwnedFd) {
+pub(super) fn run(
+    mut path: Path,
+    stop: &AtomicBool,
+    wake: &OwnedFd,
+    relisten: &Mutex<Option<UnixListener>>,
+) {
     let mut stream: Option<Stream> = None;
     let mut tap_buf = vec![0u8; MAX_FRAME];
     let mut tap_ok = true;
@@ -123,6 +128,12 @@ pub(super) fn run(path: Path, stop: &AtomicBool, wake: &OwnedFd) {
         };
         if ready.wake {
             drain(wake);
+            if let Some(l) = relisten.lock().ok().and_then(|mut l| l.take()) {
+                // A new place for QEMU to connect (the VM launched on an
+                // element that buffered for it); the old stream stays
+                // until QEMU's new connection replaces it.
+                path.listener = l;
+            }
             while let Ok((dir, f)) = path.injected.try_recv() {
                 deliver(dir, &f, &path.tap, stream.as_mut(), &mut p);
             }

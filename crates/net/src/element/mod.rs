@@ -68,6 +68,8 @@ struct Control {
     /// An eventfd: written to wake the thread (an injected frame, an order
     /// whose frames may go at once, stop).
     wake: OwnedFd,
+    /// A listener to accept QEMU on from now on.
+    relisten: Mutex<Option<std::os::unix::net::UnixListener>>,
 }
 
 impl Control {
@@ -158,6 +160,17 @@ impl ElementHandle {
         }
     }
 
+    /// QEMU connects at `listener` from now on (a VM launched on an
+    /// element that existed before it: the one that buffered for it).
+    pub fn listen(&self, listener: std::os::unix::net::UnixListener) -> std::io::Result<()> {
+        listener.set_nonblocking(true)?;
+        if let Ok(mut l) = self.control.relisten.lock() {
+            *l = Some(listener);
+        }
+        self.control.wake();
+        Ok(())
+    }
+
     /// Cuts the VM off the network (`true`) or lets it back (`false`).
     /// Wakes the data path: frames a stage released (an epoch committed)
     /// go out now rather than at the next frame or tick.
@@ -230,6 +243,7 @@ pub fn start(
     let control = Arc::new(Control {
         stop: AtomicBool::new(false),
         wake,
+        relisten: Mutex::new(None),
     });
     let parts = parts(mac, ip, extra);
     let (inject, injected) = mpsc::sync_channel(INJECT_QUEUE);
@@ -246,7 +260,7 @@ pub fn start(
     std::thread::Builder::new()
         .name(format!("element {vm}"))
         .spawn(move || {
-            io_loop::run(path, &c.stop, &c.wake);
+            io_loop::run(path, &c.stop, &c.wake, &c.relisten);
             let _ = ended_tx.send(());
         })
         .map_err(|e| err("thread", e))?;

@@ -1,0 +1,67 @@
+//! The agent API of S5 (a VM replicated into another site): the active
+//! side's handoff, resume and standby, the paused side's buffer, and what
+//! either side holds (see [`crate::site`]).
+
+use crate::host::Host;
+use crate::{protect, replica, site, AgentError};
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use duplex_core::agent_api::ReplicaInfo;
+use duplex_core::site::{HandoffInfo, SiteBufferStatus, SiteSide};
+use std::sync::Arc;
+
+type Shared = State<Arc<Host>>;
+type ApiResult<T> = Result<Json<T>, AgentError>;
+
+/// The controller's orders.
+pub fn orders() -> Router<Arc<Host>> {
+    Router::new()
+        .route("/v1/vms/{name}/site", get(side))
+        .route("/v1/vms/{name}/site/handoff", post(handoff))
+        .route("/v1/vms/{name}/site/resume", post(resume))
+        .route("/v1/vms/{name}/site/standby", post(standby))
+        .route("/v1/replicas/{name}/buffer", get(buffered).post(buffer))
+}
+
+async fn handoff(State(h): Shared, Path(name): Path<String>) -> ApiResult<HandoffInfo> {
+    Ok(Json(site::handoff(&h, &name).await?))
+}
+
+async fn resume(State(h): Shared, Path(name): Path<String>) -> ApiResult<SiteBufferStatus> {
+    Ok(Json(site::resume(&h, &name).await?))
+}
+
+async fn standby(State(h): Shared, Path(name): Path<String>) -> ApiResult<ReplicaInfo> {
+    Ok(Json(site::standby(&h, &name).await?))
+}
+
+async fn buffer(State(h): Shared, Path(name): Path<String>) -> ApiResult<SiteBufferStatus> {
+    Ok(Json(replica::buffer(&h, &name).await?))
+}
+
+async fn buffered(State(h): Shared, Path(name): Path<String>) -> ApiResult<SiteSide> {
+    let buffer = h.replicas.buffer_status(&name)?;
+    let applied = h.replicas.info(&name)?.applied;
+    Ok(Json(SiteSide {
+        vm: name,
+        active: false,
+        buffer,
+        lag_ms: None,
+        applied,
+    }))
+}
+
+/// Either side: the VM running here, else its replica.
+async fn side(State(h): Shared, Path(name): Path<String>) -> ApiResult<SiteSide> {
+    let Ok(vm) = h.get(&name) else {
+        return buffered(State(h), Path(name)).await;
+    };
+    Ok(Json(SiteSide {
+        vm: name,
+        active: true,
+        buffer: site::buffer_status(&vm).await,
+        lag_ms: protect::lag(&vm).map(|d| d.as_millis() as u64),
+        applied: None,
+    }))
+}

@@ -2,6 +2,7 @@
 //! the CLI, the lab, tests and benchmarks. Errors carry the agent's own
 //! message.
 
+use duplex_core::site::{HandoffInfo, SiteBufferStatus, SiteSide};
 use crate::limits;
 use duplex_core::agent_api::{
     ErrorBody, FenceState, HandoverOrder, HandoverStatus, HostInfo, MigrateRequest, MigrationInfo,
@@ -366,5 +367,23 @@ impl crate::AgentApi for AgentClient {
         set: &duplex_core::classify::Ruleset,
     ) -> Result<duplex_core::classify::Ruleset, ClientError> {
         AgentClient::set_rules(self, set).await
+    }
+    async fn handoff(&self, vm: &str) -> Result<HandoffInfo, ClientError> {
+        AgentClient::handoff(self, vm).await
+    }
+    async fn site_resume(&self, vm: &str) -> Result<SiteBufferStatus, ClientError> {
+        AgentClient::site_resume(self, vm).await
+    }
+    async fn standby(
+        &self,
+        vm: &str,
+    ) -> Result<duplex_core::agent_api::ReplicaInfo, ClientError> {
+        AgentClient::standby(self, vm).await
+    }
+    async fn replica_buffer(&self, vm: &str) -> Result<SiteBufferStatus, ClientError> {
+        AgentClient::replica_buffer(self, vm).await
+    }
+    async fn site_side(&self, vm: &str) -> Result<SiteSide, ClientError> {
+        AgentClient::site_side(self, vm).await
     }
 }

@@ -17,6 +17,7 @@ use duplex_core::agent_api::{
 };
 use duplex_core::guest_proto::Op;
 use duplex_core::vm_spec::VmSpec;
+use duplex_core::site::{HandoffInfo, SiteBufferStatus, SiteSide};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,6 +69,16 @@ pub trait AgentApi: Send + Sync {
         &self,
         set: &duplex_core::classify::Ruleset,
     ) -> Result<duplex_core::classify::Ruleset, ClientError>;
+    /// S5: the active side hands `vm` off (last checkpoint, VM paused).
+    async fn handoff(&self, vm: &str) -> Result<HandoffInfo, ClientError>;
+    /// S5: the VM runs on where it was (a handoff undone).
+    async fn site_resume(&self, vm: &str) -> Result<SiteBufferStatus, ClientError>;
+    /// S5: the old active side becomes the replica, still buffering.
+    async fn standby(&self, vm: &str) -> Result<ReplicaInfo, ClientError>;
+    /// S5: the replica here buffers what its site sends the VM.
+    async fn replica_buffer(&self, vm: &str) -> Result<SiteBufferStatus, ClientError>;
+    /// S5: this host's side of `vm`.
+    async fn site_side(&self, vm: &str) -> Result<SiteSide, ClientError>;
 }
 
 /// Makes the client for one agent, carrying a fencing token.

@@ -23,8 +23,12 @@ pub fn protect(ctl: &Arc<Ctl>, hosts: &[Host], rec: Vm, host: String) {
     spawn_order(ctl, vm.clone(), async move {
         let subject = format!("vm/{vm}");
         let outcome = async {
-            let backup = crate::placement::decide_avoiding(&c, &vm, std::slice::from_ref(&host))
-                .await
+            let avoid = std::slice::from_ref(&host);
+            let decided = match &rec.replica_site {
+                Some(site) => crate::placement::decide_in_site(&c, &vm, avoid, site).await,
+                None => crate::placement::decide_avoiding(&c, &vm, avoid).await,
+            };
+            let backup = decided
                 .map_err(|e| format!("no host can keep its replica: {}", e.message))?
                 .to;
             let (Some(home_url), Some(backup_url)) = (url(&host), url(&backup)) else {
@@ -34,6 +38,13 @@ pub fn protect(ctl: &Arc<Ctl>, hosts: &[Host], rec: Vm, host: String) {
                 .create_replica(&rec.spec)
                 .await
                 .map_err(|e| format!("making its replica on {backup}: {e}"))?;
+            if rec.replica_site.is_some() {
+                // S5: that site's traffic for the VM is kept there.
+                c.agent(&backup_url)
+                    .replica_buffer(&vm)
+                    .await
+                    .map_err(|e| format!("buffering for it on {backup}: {e}"))?;
+            }
             record(&c, &vm, |r| r.backup = Some(backup.clone())).await?;
             let req = ProtectRequest {
                 backup: backup_url,
@@ -84,10 +95,15 @@ pub fn activate(ctl: &Arc<Ctl>, vms: &[Vm], vm: String, from: String, on: String
         let subject = format!("vm/{vm}");
         match c.agent(&url).activate(&vm).await {
             Ok(_) => {
+                // S5: its replica is to be kept in the site it ran in.
+                let from_site = crate::site::site_of(&c, &from).await;
                 let moved = record(&c, &vm, |r| {
                     if r.host == from {
                         r.host = on.clone();
                         r.backup = None;
+                        if r.replica_site.is_some() {
+                            r.replica_site = from_site.clone();
+                        }
                     }
                 })
                 .await;
@@ -134,7 +150,7 @@ pub fn drop_replica(ctl: &Ctl, hosts: &[Host], rec: &Vm) {
     });
 }
 
-async fn record(ctl: &Ctl, vm: &str, f: impl Fn(&mut Vm)) -> Result<(), String> {
+pub async fn record(ctl: &Ctl, vm: &str, f: impl Fn(&mut Vm)) -> Result<(), String> {
     ctl.repo
         .update::<Vm, std::convert::Infallible, _>(&format!("{VMS}{vm}"), |r| {
             f(r);

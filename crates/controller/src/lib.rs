@@ -34,6 +34,7 @@ pub mod restart_policy;
 mod restart_unit;
 pub mod rules;
 mod service_data;
+mod site;
 mod vm_heal;
 
 pub use config::{ControllerConfig, StoreChoice};

@@ -8,6 +8,7 @@
 //! every registered flow, and every order an agent client made under the
 //! lost lease is refused before it is sent.
 
+use duplex_core::site::{HandoffInfo, SiteBufferStatus, SiteSide};
 use duplex_agent_client::{AgentApi, ClientError, Connector};
 use duplex_core::agent_api::{
     HandoverOrder, HandoverStatus, MigrateRequest, MigrationInfo, VmInfo, WaitFor,
@@ -230,5 +231,20 @@ impl AgentApi for Guarded {
         set: &duplex_core::classify::Ruleset,
     ) -> Result<duplex_core::classify::Ruleset, ClientError> {
         self.check()?.set_rules(set).await
+    }
+    async fn handoff(&self, vm: &str) -> Result<HandoffInfo, ClientError> {
+        self.check()?.handoff(vm).await
+    }
+    async fn site_resume(&self, vm: &str) -> Result<SiteBufferStatus, ClientError> {
+        self.check()?.site_resume(vm).await
+    }
+    async fn standby(&self, vm: &str) -> Result<duplex_core::agent_api::ReplicaInfo, ClientError> {
+        self.check()?.standby(vm).await
+    }
+    async fn replica_buffer(&self, vm: &str) -> Result<SiteBufferStatus, ClientError> {
+        self.check()?.replica_buffer(vm).await
+    }
+    async fn site_side(&self, vm: &str) -> Result<SiteSide, ClientError> {
+        self.check()?.site_side(vm).await
     }
 }

@@ -94,7 +94,7 @@ fn engine_error(vm: &str, e: PlacementError) -> ApiError {
 async fn with_engine<T>(
     ctl: &Ctl,
     extra: Vec<Extra>,
-    exclude_for: Option<(&str, &[String])>,
+    exclude_for: Option<(&str, &[String], Option<&str>)>,
     f: impl FnOnce(&mut Engine) -> Result<T, PlacementError>,
     subject: &str,
 ) -> Result<T, ApiError> {
@@ -155,13 +155,14 @@ async fn with_engine<T>(
             running.iter().any(|r| &r.spec.name == p) || extra.iter().any(|e| &e.spec.name == p)
         });
         let mut info = vm_info(&v.spec, host, peer);
-        if let Some((vm, avoid)) = exclude_for {
+        if let Some((vm, avoid, site)) = exclude_for {
             if vm == v.spec.name {
                 info.exclude = avoid
                     .iter()
                     .filter(|h| known.iter().any(|k| &&k.name == h))
                     .cloned()
                     .collect();
+                info.site = site.map(str::to_string);
             }
         }
         state.vms.push(info);
@@ -259,7 +260,17 @@ pub async fn decide(ctl: &Ctl, vm: &str) -> Result<Decision, ApiError> {
 /// Where a running VM should go, never to a host in `avoid` (e.g. where
 /// its pair peer is headed).
 pub async fn decide_avoiding(ctl: &Ctl, vm: &str, avoid: &[String]) -> Result<Decision, ApiError> {
-    with_engine(ctl, Vec::new(), Some((vm, avoid)), |e| e.decide(vm), vm).await
+    with_engine(ctl, Vec::new(), Some((vm, avoid, None)), |e| e.decide(vm), vm).await
+}
+
+/// Where `vm`'s replica should be kept in `site` (S5), never on `avoid`.
+pub async fn decide_in_site(
+    ctl: &Ctl,
+    vm: &str,
+    avoid: &[String],
+    site: &str,
+) -> Result<Decision, ApiError> {
+    with_engine(ctl, Vec::new(), Some((vm, avoid, Some(site))), |e| e.decide(vm), vm).await
 }
 
 /// Every host's filter verdict and factor terms for `vm`.

@@ -8,6 +8,7 @@
 pub mod address;
 pub mod control;
 pub mod echo;
+pub mod ledger;
 pub mod in_root;
 pub mod load;
 pub mod middleware;
@@ -101,6 +102,7 @@ fn launcher(
 pub fn run() -> Result<(), GuestError> {
     let facts = GuestFacts::read();
     echo::spawn(7);
+    ledger::spawn();
     let (config, root) = service::ServiceConfig::load().map_err(GuestError::Config)?;
     let launcher = launcher(&facts, root)?;
     let mw = Arc::new(middleware::Middleware {

@@ -3,6 +3,7 @@
 //! Orders arrive through [`SimAgent`], the controller's `AgentApi`, where
 //! the fault injector loses, delays, duplicates or refuses them.
 
+use duplex_core::site::{HandoffInfo, SiteBufferStatus, SiteSide};
 use crate::faults::Faults;
 use duplex_agent_client::{AgentApi, ClientError, Connector};
 use duplex_core::agent_api::{
@@ -672,6 +673,21 @@ impl AgentApi for SimAgent {
         &self,
         _: &duplex_core::classify::Ruleset,
     ) -> Result<duplex_core::classify::Ruleset, ClientError> {
+        Err(self.not_simulated())
+    }
+    async fn handoff(&self, _: &str) -> Result<HandoffInfo, ClientError> {
+        Err(self.not_simulated())
+    }
+    async fn site_resume(&self, _: &str) -> Result<SiteBufferStatus, ClientError> {
+        Err(self.not_simulated())
+    }
+    async fn standby(&self, _: &str) -> Result<duplex_core::agent_api::ReplicaInfo, ClientError> {
+        Err(self.not_simulated())
+    }
+    async fn replica_buffer(&self, _: &str) -> Result<SiteBufferStatus, ClientError> {
+        Err(self.not_simulated())
+    }
+    async fn site_side(&self, _: &str) -> Result<SiteSide, ClientError> {
         Err(self.not_simulated())
     }
 }

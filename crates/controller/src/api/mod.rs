@@ -15,6 +15,7 @@ mod pairs;
 mod policy;
 mod rules;
 mod service_data;
+mod site;
 mod vms;
 
 use crate::ctl::Ctl;
@@ -88,6 +89,9 @@ pub fn router(ctl: Arc<Ctl>) -> Router {
             get(policy::show_pair).post(policy::set_pair),
         )
         .route("/v1/placement/{vm}", get(migrate::explain))
+        .route("/v1/vms/{name}/site", get(site::show))
+        .route("/v1/vms/{name}/site/replicate", post(site::replicate))
+        .route("/v1/vms/{name}/site/switch", post(site::switch))
         .route("/v1/pairs", get(pairs::list).post(pairs::create))
         .route("/v1/pairs/{name}", get(pairs::show).delete(pairs::delete))
         .route("/v1/pairs/{name}/switchover", post(pairs::switchover))

@@ -188,6 +188,7 @@ pub async fn create(
             pair: Some(pair.name.clone()),
             restore: None,
             backup: None,
+            replica_site: None,
             created_ms: now_ms(),
         };
         if let Err(e) = ctl

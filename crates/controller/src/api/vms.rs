@@ -111,6 +111,7 @@ pub async fn create(
         pair: None,
         restore: None,
         backup: None,
+        replica_site: None,
         created_ms: now_ms(),
     };
     let name = vm.spec.name.clone();

@@ -25,6 +25,9 @@ pub enum OpKind {
     /// Started by the controller itself: a member's host is fenced; the
     /// member is re-created on a live host as the new SBY (autoheal).
     PairHeal,
+    /// S5: a VM moves to the site its replica is in (on order or by its
+    /// site policy).
+    SiteSwitch,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

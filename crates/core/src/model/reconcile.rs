@@ -194,6 +194,7 @@ mod tests {
             pair: None,
             restore: None,
             backup: None,
+            replica_site: None,
             created_ms: 0,
         }
     }

@@ -33,6 +33,10 @@ pub struct Vm {
     /// were started towards it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<String>,
+    /// S5: the site its replica is kept in, where its element buffers
+    /// what that site sends the VM (`duplex site replicate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_site: Option<String>,
 }
 
 /// What the controller sees of a VM, from its host's latest report.

@@ -1,0 +1,48 @@
+//! S5: `GET /v1/vms/{name}/site` (both sides as their hosts see them),
+//! `POST /v1/vms/{name}/site/replicate` (`{"to": "<site>"}`) and
+//! `POST /v1/vms/{name}/site/switch` (an operation).
+
+use super::{ApiJson, Shared};
+use crate::error::ApiError;
+use crate::site::{self, SiteView};
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::Json;
+use duplex_core::model::{Operation, Vm};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Replicate {
+    /// The site to keep the replica in.
+    pub to: String,
+}
+
+pub async fn show(ctl: Shared, Path(name): Path<String>) -> Result<Json<SiteView>, ApiError> {
+    let vm = ctl
+        .vm(&name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no VM `{name}` (see `duplex vm list`)")))?;
+    if vm.replica_site.is_none() {
+        return Err(ApiError::conflict(format!(
+            "VM `{name}` is not replicated into another site (see `duplex site replicate`)"
+        )));
+    }
+    Ok(Json(site::view(&ctl, &vm).await?))
+}
+
+pub async fn replicate(
+    ctl: Shared,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<Replicate>,
+) -> Result<(StatusCode, Json<Vm>), ApiError> {
+    let vm = site::replicate(&ctl.0, &name, &req.to).await?;
+    Ok((StatusCode::ACCEPTED, Json(vm)))
+}
+
+pub async fn switch(ctl: Shared, Path(name): Path<String>) -> Result<(StatusCode, Json<Operation>), ApiError> {
+    let ctl = ctl.0;
+    let ends = site::ends(&ctl, &name).await?;
+    let op = site::start_switch(&ctl, ends).await?;
+    Ok((StatusCode::ACCEPTED, Json(op)))
+}

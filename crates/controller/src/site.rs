@@ -1,0 +1,296 @@
+//! S5 in the controller: a replicated VM kept in two sites, running in one
+//! (its home host) and paused in the other (its backup, whose element
+//! buffers what that site sends the VM). `replicate` puts its replica in
+//! another site; `switch` carries out the pure machine of
+//! `duplex_core::site_switch` order by order.
+
+use crate::ctl::Ctl;
+use crate::epochs::record;
+use crate::error::ApiError;
+use crate::ops::OpHandle;
+use axum::http::StatusCode;
+use duplex_agent_client::ClientError;
+use duplex_core::agent_api::ProtectRequest;
+use duplex_core::model::{Desired, Host, OpKind, Operation, Severity, Vm};
+use duplex_core::site::{HandoffInfo, SiteSide};
+use duplex_core::site_switch::{Order, State, Switch};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The site a host is in (`None`: no such host).
+pub async fn site_of(ctl: &Ctl, host: &str) -> Option<String> {
+    let hosts = ctl.hosts().await.ok()?;
+    hosts.into_iter().find(|h| h.name == host).map(|h| h.site)
+}
+
+/// A VM that can be kept in two sites: running, replicated, in no pair.
+pub async fn site_vm(ctl: &Ctl, name: &str) -> Result<Vm, ApiError> {
+    let vm = ctl
+        .vm(name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no VM `{name}` (see `duplex vm list`)")))?;
+    if vm.desired != Desired::Running {
+        return Err(ApiError::conflict(format!("VM `{name}` is being deleted")));
+    }
+    if !vm.spec.replicated {
+        return Err(ApiError::conflict(format!(
+            "VM `{name}` is not replicated: create it with `--replicated` (and `--hold-at none` across sites)"
+        )));
+    }
+    if vm.pair.is_some() {
+        return Err(ApiError::conflict(format!(
+            "VM `{name}` is a pair member: a pair keeps its own SBY"
+        )));
+    }
+    Ok(vm)
+}
+
+/// Keeps `vm`'s replica in site `to` from now on (a new one is made there
+/// at once; the old one is dropped once epochs run towards the new).
+pub async fn replicate(ctl: &Arc<Ctl>, name: &str, to: &str) -> Result<Vm, ApiError> {
+    let vm = site_vm(ctl, name).await?;
+    let hosts = ctl.hosts().await?;
+    let here = hosts
+        .iter()
+        .find(|h| h.name == vm.host)
+        .map(|h| h.site.clone())
+        .unwrap_or_default();
+    if here == to {
+        return Err(ApiError::bad_request(format!(
+            "field `to`: `{name}` runs in site `{to}`; its replica must be in another"
+        )));
+    }
+    if !hosts.iter().any(|h| h.site == to) {
+        let mut sites: Vec<&str> = hosts.iter().map(|h| h.site.as_str()).collect();
+        sites.sort_unstable();
+        sites.dedup();
+        return Err(ApiError::bad_request(format!(
+            "field `to`: no host is in site `{to}` (sites: {})",
+            sites.join(", ")
+        )));
+    }
+    if ctl.lock_busy().contains(name) {
+        return Err(ApiError::conflict(format!(
+            "VM `{name}` has an operation in progress: wait for it"
+        )));
+    }
+    let site = to.to_string();
+    record(ctl, name, |r| r.replica_site = Some(site.clone()))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store", e))?;
+    let rec = ctl
+        .vm(name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("VM `{name}` is gone")))?;
+    crate::epochs::protect(ctl, &hosts, rec.clone(), rec.host.clone());
+    Ok(rec)
+}
+
+/// The two sides of a VM replicated across sites, as their hosts see them.
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteView {
+    pub vm: String,
+    pub active: Side,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<Side>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Side {
+    pub host: String,
+    pub site: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seen: Option<SiteSide>,
+    /// Why its host could not tell.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub async fn view(ctl: &Ctl, vm: &Vm) -> Result<SiteView, ApiError> {
+    let hosts = ctl.hosts().await?;
+    let active = side(ctl, &hosts, &vm.spec.name, &vm.host).await;
+    let paused = match &vm.backup {
+        Some(b) => Some(side(ctl, &hosts, &vm.spec.name, b).await),
+        None => None,
+    };
+    Ok(SiteView {
+        vm: vm.spec.name.clone(),
+        active,
+        paused,
+    })
+}
+
+async fn side(ctl: &Ctl, hosts: &[Host], vm: &str, host: &str) -> Side {
+    let h = hosts.iter().find(|h| h.name == host);
+    let (seen, error) = match h {
+        Some(h) => match ctl.agent(&h.url).site_side(vm).await {
+            Ok(s) => (Some(s), None),
+            Err(e) => (None, Some(e.to_string())),
+        },
+        None => (None, Some(format!("no host `{host}` is registered"))),
+    };
+    Side {
+        host: host.to_string(),
+        site: h.map(|h| h.site.clone()).unwrap_or_default(),
+        seen,
+        error,
+    }
+}
+
+/// The hosts a switch works with.
+pub struct Ends {
+    pub vm: String,
+    /// Where it runs now, and its agent's URL.
+    pub from: (String, String),
+    /// Where its replica is.
+    pub to: (String, String),
+    pub from_site: Option<String>,
+}
+
+/// Checks a switch can start: the VM runs, its replica is ready.
+pub async fn ends(ctl: &Ctl, name: &str) -> Result<Ends, ApiError> {
+    let vm = site_vm(ctl, name).await?;
+    let Some(backup) = vm.backup.clone() else {
+        return Err(ApiError::conflict(format!(
+            "VM `{name}` has no replica yet (see `duplex site replicate`)"
+        )));
+    };
+    let hosts = ctl.hosts().await?;
+    let url = |n: &str| hosts.iter().find(|h| h.name == n).map(|h| h.url.clone());
+    let (Some(from_url), Some(to_url)) = (url(&vm.host), url(&backup)) else {
+        return Err(ApiError::conflict(format!(
+            "VM `{name}`: its host or its replica's host is not registered"
+        )));
+    };
+    let seen = ctl
+        .agent(&to_url)
+        .site_side(name)
+        .await
+        .map_err(|e| ApiError::conflict(format!("VM `{name}`'s replica on {backup}: {e}")))?;
+    if seen.active || seen.applied.is_none() {
+        return Err(ApiError::conflict(format!(
+            "VM `{name}`'s replica on {backup} holds no consistent state yet (its first epochs are on their way): try again in a moment"
+        )));
+    }
+    Ok(Ends {
+        vm: name.to_string(),
+        from_site: site_of(ctl, &vm.host).await,
+        from: (vm.host, from_url),
+        to: (backup, to_url),
+    })
+}
+
+/// Carries a switch out to its end; the result says where the VM runs.
+pub async fn run_switch(ctl: &Arc<Ctl>, e: &Ends, op: &OpHandle) -> Result<String, String> {
+    let started = Instant::now();
+    let (from, to) = (&e.from.0, &e.to.0);
+    let mut sw = Switch::start();
+    let mut handed: Option<HandoffInfo> = None;
+    let mut last_error = String::new();
+    while let Some(order) = sw.order() {
+        op.progress(describe(order, e)).await;
+        let outcome = carry_out(ctl, e, order).await;
+        if let Ok(Some(h)) = &outcome {
+            handed = Some(h.clone());
+        }
+        if let Err(err) = &outcome {
+            tracing::warn!(vm = %e.vm, ?order, "site switch: {err}");
+            last_error = format!("{order:?}: {err}");
+        }
+        sw = sw.next(outcome.is_ok());
+    }
+    let ms = started.elapsed().as_millis();
+    let (pause, buffered) = handed
+        .map(|h| (h.pause_ms, h.buffer.map_or(0, |b| b.buffered)))
+        .unwrap_or_default();
+    match sw.state {
+        State::Done => {
+            let a = sw.afterwards;
+            let mut msg = format!(
+                "{} runs on {to} (was {from}) after {ms} ms; handoff {pause} ms, {buffered} frame(s) buffered on {from} meanwhile",
+                e.vm
+            );
+            if a.record_failed || a.standby_failed || a.protect_failed {
+                msg.push_str(&format!("; then: {last_error} (the controller catches up)"));
+            }
+            ctl.events
+                .emit(Severity::Info, "vm.site_switched", &format!("vm/{}", e.vm), msg.clone())
+                .await;
+            Ok(msg)
+        }
+        State::Aborted => Err(format!(
+            "{} runs on on {from}: the switch was called off ({last_error})",
+            e.vm
+        )),
+        _ => Err(format!(
+            "{} is paused on both {from} and {to} ({last_error}): resume it with `duplex vm resume`",
+            e.vm
+        )),
+    }
+}
+
+fn describe(order: Order, e: &Ends) -> String {
+    let (vm, from, to) = (&e.vm, &e.from.0, &e.to.0);
+    match order {
+        Order::Handoff => format!("{from}: buffering, last checkpoint of {vm} to {to}"),
+        Order::Activate => format!("{to}: running {vm} from that state, its buffer first"),
+        Order::Resume => format!("{from}: {vm} runs on there"),
+        Order::Record => format!("recording {vm} on {to}"),
+        Order::Standby => format!("{from}: stopping {vm}, buffering for its replica"),
+        Order::Protect => format!("{to}: epochs of {vm} towards {from}"),
+    }
+}
+
+async fn carry_out(ctl: &Arc<Ctl>, e: &Ends, order: Order) -> Result<Option<HandoffInfo>, String> {
+    let vm = &e.vm;
+    let (from, to) = (&e.from, &e.to);
+    let err = |x: ClientError| x.to_string();
+    match order {
+        Order::Handoff => ctl.agent(&from.1).handoff(vm).await.map(Some).map_err(err),
+        Order::Activate => ctl.agent(&to.1).activate(vm).await.map(|_| None).map_err(err),
+        Order::Resume => ctl.agent(&from.1).site_resume(vm).await.map(|_| None).map_err(err),
+        Order::Record => {
+            let site = e.from_site.clone();
+            record(ctl, vm, |r| {
+                r.host = to.0.clone();
+                r.backup = Some(from.0.clone());
+                r.replica_site = site.clone();
+            })
+            .await
+            .map(|_| None)
+        }
+        Order::Standby => ctl.agent(&from.1).standby(vm).await.map(|_| None).map_err(err),
+        Order::Protect => {
+            let req = ProtectRequest {
+                backup: from.1.clone(),
+                epochs: Default::default(),
+            };
+            ctl.agent(&to.1).protect(vm, &req).await.map(|_| None).map_err(err)
+        }
+    }
+}
+
+/// Starts a switch as an operation (refused while another works on the
+/// VM); its progress and result are the operation's.
+pub async fn start_switch(ctl: &Arc<Ctl>, ends: Ends) -> Result<Operation, ApiError> {
+    if ctl.lock_busy().contains(&ends.vm) {
+        return Err(ApiError::conflict(format!(
+            "VM `{}` has an operation in progress: wait for it",
+            ends.vm
+        )));
+    }
+    let id = crate::ops::new_id(ctl);
+    let guard = ctl.office.reserve(&id);
+    let subject = format!("vm/{}", ends.vm);
+    let (op, handle) = crate::ops::record(ctl, id, OpKind::SiteSwitch, &subject).await?;
+    let c = ctl.clone();
+    ctl.office.spawn(guard, async move {
+        let result = match c.claim_vms(std::slice::from_ref(&ends.vm)) {
+            Ok(_claim) => run_switch(&c, &ends, &handle).await,
+            Err(e) => Err(e),
+        };
+        handle.finish(result).await;
+    });
+    Ok(op)
+}

@@ -35,6 +35,7 @@ mod restart_unit;
 pub mod rules;
 mod service_data;
 mod site;
+mod site_policy;
 mod vm_heal;
 
 pub use config::{ControllerConfig, StoreChoice};
@@ -218,6 +219,7 @@ pub fn start_loops(ctl: &Arc<Ctl>) -> Vec<tokio::task::JoinHandle<()>> {
         tokio::spawn(restart_unit::run(ctl.clone())),
         tokio::spawn(service_data::run(ctl.clone())),
         tokio::spawn(rules::run(ctl.clone())),
+        tokio::spawn(site_policy::run(ctl.clone())),
     ]
 }
 

@@ -273,7 +273,11 @@ async fn carry_out(ctl: &Arc<Ctl>, e: &Ends, order: Order) -> Result<Option<Hand
 
 /// Starts a switch as an operation (refused while another works on the
 /// VM); its progress and result are the operation's.
-pub async fn start_switch(ctl: &Arc<Ctl>, ends: Ends) -> Result<Operation, ApiError> {
+pub async fn start_switch(
+    ctl: &Arc<Ctl>,
+    ends: Ends,
+    why: Option<String>,
+) -> Result<Operation, ApiError> {
     if ctl.lock_busy().contains(&ends.vm) {
         return Err(ApiError::conflict(format!(
             "VM `{}` has an operation in progress: wait for it",
@@ -286,6 +290,9 @@ pub async fn start_switch(ctl: &Arc<Ctl>, ends: Ends) -> Result<Operation, ApiEr
     let (op, handle) = crate::ops::record(ctl, id, OpKind::SiteSwitch, &subject).await?;
     let c = ctl.clone();
     ctl.office.spawn(guard, async move {
+        if let Some(why) = why {
+            handle.progress(format!("switching sites by its policy: {why}")).await;
+        }
         let result = match c.claim_vms(std::slice::from_ref(&ends.vm)) {
             Ok(_claim) => run_switch(&c, &ends, &handle).await,
             Err(e) => Err(e),

@@ -19,6 +19,7 @@ pub mod replica_key;
 pub mod role;
 pub mod service_data;
 pub mod site;
+pub mod site_policy;
 pub mod site_switch;
 pub mod switchover;
 pub mod user_data;

@@ -92,6 +92,7 @@ pub fn router(ctl: Arc<Ctl>) -> Router {
         .route("/v1/vms/{name}/site", get(site::show))
         .route("/v1/vms/{name}/site/replicate", post(site::replicate))
         .route("/v1/vms/{name}/site/switch", post(site::switch))
+        .route("/v1/vms/{name}/site/policy", put(site::set_policy))
         .route("/v1/pairs", get(pairs::list).post(pairs::create))
         .route("/v1/pairs/{name}", get(pairs::show).delete(pairs::delete))
         .route("/v1/pairs/{name}/switchover", post(pairs::switchover))

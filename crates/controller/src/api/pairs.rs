@@ -189,6 +189,7 @@ pub async fn create(
             restore: None,
             backup: None,
             replica_site: None,
+            site_policy: None,
             created_ms: now_ms(),
         };
         if let Err(e) = ctl

@@ -112,6 +112,7 @@ pub async fn create(
         restore: None,
         backup: None,
         replica_site: None,
+        site_policy: None,
         created_ms: now_ms(),
     };
     let name = vm.spec.name.clone();

@@ -195,6 +195,7 @@ mod tests {
             restore: None,
             backup: None,
             replica_site: None,
+            site_policy: None,
             created_ms: 0,
         }
     }

@@ -37,6 +37,9 @@ pub struct Vm {
     /// what that site sends the VM (`duplex site replicate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_site: Option<String>,
+    /// S5: when it switches sites on its own (`duplex site policy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site_policy: Option<crate::site_policy::SitePolicy>,
 }
 
 /// What the controller sees of a VM, from its host's latest report.

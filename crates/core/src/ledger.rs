@@ -7,6 +7,9 @@
 //! Request, 16 bytes: `DXQ1`, client id (u32 BE), sequence number (u64 BE).
 //! Answer, 29 bytes: `DXA1`, client, sequence, verdict (u8), requests
 //! processed by this guest in total (u64 BE), this client's count (u32 BE).
+//! Query, 8 bytes: `DXS1`, client: what the ledger remembers of it, without
+//! processing anything. Its answer, 20 bytes: `DXT1`, client, the highest
+//! sequence number processed (u64 BE, all ones: none), its count (u32 BE).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,6 +24,58 @@ pub const ANSWER_LEN: usize = 29;
 pub const MAX_SKIPPED: usize = 65_536;
 /// Most clients remembered.
 pub const MAX_CLIENTS: usize = 1024;
+
+const QUERY_MAGIC: &[u8; 4] = b"DXS1";
+const STATE_MAGIC: &[u8; 4] = b"DXT1";
+pub const QUERY_LEN: usize = 8;
+pub const STATE_LEN: usize = 20;
+
+/// What the ledger remembers of one client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientView {
+    pub client: u32,
+    pub last: Option<u64>,
+    pub count: u32,
+}
+
+impl ClientView {
+    pub fn encode(&self) -> [u8; STATE_LEN] {
+        let mut b = [0u8; STATE_LEN];
+        b[..4].copy_from_slice(STATE_MAGIC);
+        b[4..8].copy_from_slice(&self.client.to_be_bytes());
+        b[8..16].copy_from_slice(&self.last.unwrap_or(u64::MAX).to_be_bytes());
+        b[16..20].copy_from_slice(&self.count.to_be_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Option<ClientView> {
+        if b.len() != STATE_LEN || &b[..4] != STATE_MAGIC {
+            return None;
+        }
+        let last = u64::from_be_bytes(b[8..16].try_into().ok()?);
+        Some(ClientView {
+            client: u32::from_be_bytes(b[4..8].try_into().ok()?),
+            last: (last != u64::MAX).then_some(last),
+            count: u32::from_be_bytes(b[16..20].try_into().ok()?),
+        })
+    }
+}
+
+/// `DXS1` + client.
+pub fn encode_query(client: u32) -> [u8; QUERY_LEN] {
+    let mut b = [0u8; QUERY_LEN];
+    b[..4].copy_from_slice(QUERY_MAGIC);
+    b[4..8].copy_from_slice(&client.to_be_bytes());
+    b
+}
+
+/// The client a query asks about.
+pub fn decode_query(b: &[u8]) -> Option<u32> {
+    if b.len() != QUERY_LEN || &b[..4] != QUERY_MAGIC {
+        return None;
+    }
+    Some(u32::from_be_bytes(b[4..8].try_into().ok()?))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Request {
@@ -165,6 +220,17 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    pub fn view(&self, client: u32) -> ClientView {
+        let c = self.clients.get(&client);
+        ClientView {
+            client,
+            last: c.and_then(|c| c.last),
+            count: c.map_or(0, |c| c.count),
+        }
+    }
+}
+
 /// Remembers `from..to` as skipped, forgetting the oldest past the bound.
 fn skip(c: &mut ClientState, from: u64, to: u64) {
     let start = from.max(to.saturating_sub(MAX_SKIPPED as u64));
@@ -202,6 +268,21 @@ mod tests {
         for n in 0..ANSWER_LEN {
             assert_eq!(Answer::decode(&a.encode()[..n]), None);
         }
+    }
+
+    #[test]
+    fn a_query_tells_what_is_remembered_of_a_client() {
+        let mut l = Ledger::default();
+        assert_eq!(decode_query(&encode_query(4)), Some(4));
+        assert_eq!(decode_query(b"DXS1"), None);
+        let none = l.view(4);
+        assert_eq!(ClientView::decode(&none.encode()), Some(none));
+        assert_eq!(none.last, None);
+        l.process(req(4, 0));
+        l.process(req(4, 3));
+        let v = l.view(4);
+        assert_eq!((v.last, v.count), (Some(3), 2));
+        assert_eq!(ClientView::decode(&v.encode()), Some(v));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The request ledger service (see `duplex_core::ledger`): answers every
 //! request with what this guest's ledger made of it.
 
-use duplex_core::ledger::{Ledger, Request, PORT};
+use duplex_core::ledger::{decode_query, Ledger, Request, PORT};
 use std::net::UdpSocket;
 
 pub fn spawn() {
@@ -18,6 +18,10 @@ pub fn spawn() {
         loop {
             match sock.recv_from(&mut buf) {
                 Ok((n, from)) => {
+                    if let Some(client) = decode_query(&buf[..n]) {
+                        let _ = sock.send_to(&ledger.view(client).encode(), from);
+                        continue;
+                    }
                     let Some(req) = Request::decode(&buf[..n]) else {
                         continue;
                     };

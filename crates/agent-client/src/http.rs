@@ -2,13 +2,13 @@
 //! the CLI, the lab, tests and benchmarks. Errors carry the agent's own
 //! message.
 
-use duplex_core::site::{HandoffInfo, SiteBufferStatus, SiteSide};
 use crate::limits;
 use duplex_core::agent_api::{
     ErrorBody, FenceState, HandoverOrder, HandoverStatus, HostInfo, MigrateRequest, MigrationInfo,
     TrafficReport, VmInfo, VmSummary, WaitFor, FENCE_HEADER, STALE_FENCE,
 };
 use duplex_core::guest_proto::Op;
+use duplex_core::site::{HandoffInfo, SiteBufferStatus, SiteSide};
 use duplex_core::vm_spec::VmSpec;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -374,10 +374,7 @@ impl crate::AgentApi for AgentClient {
     async fn site_resume(&self, vm: &str) -> Result<SiteBufferStatus, ClientError> {
         AgentClient::site_resume(self, vm).await
     }
-    async fn standby(
-        &self,
-        vm: &str,
-    ) -> Result<duplex_core::agent_api::ReplicaInfo, ClientError> {
+    async fn standby(&self, vm: &str) -> Result<duplex_core::agent_api::ReplicaInfo, ClientError> {
         AgentClient::standby(self, vm).await
     }
     async fn replica_buffer(&self, vm: &str) -> Result<SiteBufferStatus, ClientError> {

@@ -16,8 +16,8 @@ use duplex_core::agent_api::{
     ProtectionInfo, ReplicaInfo, VmInfo, WaitFor,
 };
 use duplex_core::guest_proto::Op;
-use duplex_core::vm_spec::VmSpec;
 use duplex_core::site::{HandoffInfo, SiteBufferStatus, SiteSide};
+use duplex_core::vm_spec::VmSpec;
 use std::sync::Arc;
 use std::time::Duration;
 

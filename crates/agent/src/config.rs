@@ -36,6 +36,32 @@ pub struct AgentConfig {
     /// replicated VMs' output (`--output-switch`); the agent sends it its
     /// epoch messages there. `None`: VMs hold their output here only.
     pub output_switch: Option<String>,
+    /// The site (data centre) this host is in, reported to the controller
+    /// (`--site`, checked by [`check_site`]); `None`: the controller's
+    /// default site.
+    pub site: Option<String>,
+}
+
+/// Longest site name.
+pub const MAX_SITE_NAME: usize = 32;
+
+/// Checks a site name: 1..=32 characters of `[a-z0-9-]`.
+pub fn check_site(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_SITE_NAME {
+        return Err(format!(
+            "site `{name}`: a site name has 1 to {MAX_SITE_NAME} characters, not {}",
+            name.len()
+        ));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(format!(
+            "site `{name}`: only a-z, 0-9 and '-' are allowed in a site name"
+        ));
+    }
+    Ok(())
 }
 
 /// Where and how the agent reports to its controller (`--controller`).
@@ -82,5 +108,30 @@ pub(crate) fn test_config(dir: &std::path::Path) -> AgentConfig {
         tls: duplex_tls::Bundle::new(dir.join("tls")),
         allow_faults: false,
         output_switch: None,
+        site: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn site_names() {
+        for ok in ["a", "b", "default", "dc-1", "0", &"x".repeat(MAX_SITE_NAME)] {
+            assert!(check_site(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "A",
+            "a b",
+            "a_b",
+            "é",
+            "a/b",
+            &"x".repeat(MAX_SITE_NAME + 1),
+        ] {
+            let e = check_site(bad).unwrap_err();
+            assert!(e.contains("site"), "{bad}: {e}");
+        }
     }
 }

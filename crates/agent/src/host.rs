@@ -442,7 +442,8 @@ impl Host {
             free_tap(&vms, &spec.name)?
         };
         let dir = self.cfg.data_dir.join("replicas");
-        std::fs::create_dir_all(&dir).map_err(AgentError::io(format!("create {}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(AgentError::io(format!("create {}", dir.display())))?;
         let path = dir.join(format!("{}.net", spec.name));
         let _ = std::fs::remove_file(&path);
         let listener = std::os::unix::net::UnixListener::bind(&path)

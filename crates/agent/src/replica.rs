@@ -5,9 +5,9 @@
 //! the guest runs on from exactly that state, announced on the network.
 
 use crate::host::{connect_guest, watch_exit, Host, Start, READY_TIMEOUT};
+use crate::site::StandIn;
 use crate::AgentError;
 use duplex_core::agent_api::{EpochAck, ReplicaInfo, ReplicaRequest, VmInfo, VmState};
-use crate::site::StandIn;
 use duplex_core::site::{BufferMode, SiteBufferStatus};
 use duplex_core::vm_spec::VmSpec;
 use duplex_net::stage::Direction;

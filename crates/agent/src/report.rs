@@ -239,6 +239,8 @@ pub struct Reporter {
     accepted_by: Option<usize>,
     advertise: String,
     capacity: HostCapacity,
+    /// The host's site (`--site`), reported so the controller records it.
+    site: Option<String>,
     http: duplex_tls::client::Clients,
 }
 
@@ -268,12 +270,17 @@ impl Reporter {
                 .no_proxy()
         })
         .map_err(|e| AgentError::Config(format!("TLS: {e}")))?;
+        if let Some(site) = &cfg.site {
+            crate::config::check_site(site)
+                .map_err(|e| AgentError::Config(format!("--site: {e}")))?;
+        }
         Ok(Some(Reporter {
             targets,
             current: 0,
             accepted_by: None,
             advertise,
             capacity: capacity(c)?,
+            site: cfg.site.clone(),
             http,
         }))
     }
@@ -308,6 +315,7 @@ impl Reporter {
             seq,
             self_fence_ms: s.self_fence_ms,
             rules_version: s.rules_version,
+            site: self.site.clone(),
         }
     }
 

@@ -106,9 +106,9 @@ pub async fn standby(host: &Arc<Host>, name: &str) -> Result<ReplicaInfo, AgentE
             "VM `{name}` has no running QEMU here"
         )));
     };
-    let txbuf = vm.txbuf().ok_or_else(|| {
-        AgentError::Conflict(format!("VM `{name}` is not replicated"))
-    })?;
+    let txbuf = vm
+        .txbuf()
+        .ok_or_else(|| AgentError::Conflict(format!("VM `{name}` is not replicated")))?;
     rt.element.site_buffer(BufferMode::Buffer);
     rt.qemu.stop().await;
     let spec = vm.spec.clone();

@@ -69,6 +69,15 @@ pub struct AgentArgs {
     /// go out of it. Needed for VMs created with `--hold-at switch`.
     #[arg(long, value_name = "IFACE")]
     output_switch: Option<String>,
+    /// The site (data centre) this host is in, reported to the controller:
+    /// 1 to 32 characters of a-z, 0-9 and '-' [default: the controller's
+    /// default site].
+    #[arg(long, value_name = "NAME", requires = "controller", value_parser = parse_site)]
+    site: Option<String>,
+}
+
+fn parse_site(s: &str) -> Result<String, String> {
+    duplex_agent::config::check_site(s).map(|()| s.to_string())
 }
 
 pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
@@ -103,6 +112,7 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
         controller,
         allow_faults: a.allow_faults,
         output_switch: a.output_switch,
+        site: a.site,
     })
     .await?;
     Ok(())

@@ -38,8 +38,48 @@ pub enum LabCmd {
         /// `--hold-at switch`; its counters in the lab's switch.json).
         #[arg(long, default_value = "bridge", value_name = "bridge|duplex")]
         switch: duplex_lab::switch::SwitchKind,
+        /// Sites (1 or 2). With 2, the first half of the hosts is site
+        /// `a`, the rest site `b`, each with its own switch and client
+        /// namespace, the two joined by a WAN link (`--wan-rtt-ms`,
+        /// `--wan-loss-pct`; `duplex lab wan` changes it).
+        #[arg(long, default_value_t = 1)]
+        sites: u8,
+        /// Round-trip time the WAN between the sites adds, ms [default: 40].
+        #[arg(long, value_name = "MS")]
+        wan_rtt_ms: Option<u32>,
+        /// Share of frames the WAN loses in each direction, percent
+        /// (0..=100) [default: 0].
+        #[arg(long, value_name = "PCT")]
+        wan_loss_pct: Option<f64>,
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
+    },
+    /// Change the WAN between the sites of a running two-site lab.
+    Wan {
+        #[arg(long, default_value = duplex_lab::DEFAULT_LAB)]
+        lab: String,
+        /// Round-trip time the WAN adds, ms [default: unchanged].
+        #[arg(long, value_name = "MS")]
+        rtt_ms: Option<u32>,
+        /// Share of frames lost in each direction, percent [default: unchanged].
+        #[arg(long, value_name = "PCT")]
+        loss_pct: Option<f64>,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// The WAN of a two-site lab where the kernel has no netem: relays
+    /// frames between two interfaces with a delay and loss (run by the lab
+    /// in its `<lab>-wan` namespace).
+    #[command(hide = true)]
+    WanRelay {
+        #[arg(long)]
+        a: String,
+        #[arg(long)]
+        b: String,
+        #[arg(long)]
+        rtt_ms: u32,
+        #[arg(long)]
+        loss_pct: f64,
     },
     /// Inject a fault into a lab host, or undo it.
     Fault {
@@ -80,6 +120,9 @@ pub async fn run(cmd: LabCmd) -> anyhow::Result<()> {
             controllers,
             fence,
             switch,
+            sites,
+            wan_rtt_ms,
+            wan_loss_pct,
             output: fmt,
         } => {
             if racks == 0 || racks > hosts {
@@ -95,7 +138,8 @@ pub async fn run(cmd: LabCmd) -> anyhow::Result<()> {
                     "--controllers {controllers}: standby controllers share the leader's store; add `--store etcd` (the embedded store is one process's file)"
                 );
             }
-            let plan = duplex_lab::LabPlan::new(&lab, hosts)?;
+            let plan = lab_plan(&lab, hosts, sites, wan_rtt_ms, wan_loss_pct)?;
+            plan.check_switch(switch)?;
             let opts = duplex_lab::UpOptions {
                 duplex_bin: this_binary()?,
                 image_dir,
@@ -131,7 +175,7 @@ pub async fn run(cmd: LabCmd) -> anyhow::Result<()> {
                         })
                         .collect();
                     output::table(&["HOST", "NAMESPACE", "AGENT", "PID"], &rows);
-                    println!("client namespace {} ({})", state.client_ns, state.client_ip);
+                    print_sites(&state);
                     if let Some(c) = &state.controller {
                         println!(
                             "controller {} ({:?} store), operator bundle {}; operator commands use it by default for lab `{}` (else --lab {})",
@@ -148,6 +192,26 @@ pub async fn run(cmd: LabCmd) -> anyhow::Result<()> {
             }
         }
         LabCmd::Fault { fault } => println!("{}", run_fault(fault).await?),
+        LabCmd::Wan {
+            lab,
+            rtt_ms,
+            loss_pct,
+            output: fmt,
+        } => {
+            let wan =
+                tokio::task::spawn_blocking(move || duplex_lab::wan::set(&lab, rtt_ms, loss_pct))
+                    .await??;
+            match fmt {
+                Format::Json => output::json(&wan)?,
+                Format::Table => println!("WAN: {wan}"),
+            }
+        }
+        LabCmd::WanRelay {
+            a,
+            b,
+            rtt_ms,
+            loss_pct,
+        } => wan_relay(a, b, rtt_ms, loss_pct).await?,
         LabCmd::Down { lab, output: fmt } => {
             let report = tokio::task::spawn_blocking(move || duplex_lab::down(&lab)).await??;
             match fmt {
@@ -164,6 +228,82 @@ pub async fn run(cmd: LabCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The plan of `lab up`: one site, or two with their WAN (whose options
+/// need `--sites 2`).
+fn lab_plan(
+    lab: &str,
+    hosts: u8,
+    sites: u8,
+    wan_rtt_ms: Option<u32>,
+    wan_loss_pct: Option<f64>,
+) -> anyhow::Result<duplex_lab::LabPlan> {
+    let plan = duplex_lab::LabPlan::with_sites(lab, hosts, sites)?;
+    if !plan.two_sites() {
+        if wan_rtt_ms.is_some() || wan_loss_pct.is_some() {
+            anyhow::bail!("--wan-rtt-ms and --wan-loss-pct need --sites 2 (one site has no WAN)");
+        }
+        return Ok(plan);
+    }
+    let default = duplex_lab::WanSettings::default();
+    let wan = duplex_lab::WanSettings::new(
+        wan_rtt_ms.unwrap_or(default.rtt_ms),
+        wan_loss_pct.unwrap_or(default.loss_pct),
+    )?;
+    Ok(plan.with_wan(wan)?)
+}
+
+/// The client namespaces, and with two sites the sites and the WAN.
+fn print_sites(state: &duplex_lab::LabState) {
+    if state.sites.is_empty() {
+        println!("client namespace {} ({})", state.client_ns, state.client_ip);
+        return;
+    }
+    for s in &state.sites {
+        println!(
+            "site {}: hosts {}, switch/router {} ({}), client namespace {} ({})",
+            s.name,
+            s.hosts.join(", "),
+            s.switch_ns,
+            s.router_ip,
+            s.client_ns,
+            s.client_ip
+        );
+    }
+    if let Some(w) = &state.wan {
+        println!("WAN: {w}");
+    }
+}
+
+/// A raw packet socket as a port of the WAN relay.
+struct RelayPort(duplex_net::packet_socket::PacketSocket);
+
+impl duplex_lab::wan_relay::FramePort for RelayPort {
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.0)
+    }
+    fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.recv(buf)
+    }
+    fn send(&self, frame: &[u8]) -> std::io::Result<()> {
+        self.0.send(&[frame])
+    }
+}
+
+/// `duplex lab wan-relay`: runs until killed (or a socket fails).
+async fn wan_relay(a: String, b: String, rtt_ms: u32, loss_pct: f64) -> anyhow::Result<()> {
+    let settings = duplex_lab::WanSettings::new(rtt_ms, loss_pct)?;
+    let open = |name: &str| {
+        duplex_net::packet_socket::PacketSocket::port(name)
+            .map(RelayPort)
+            .with_context(|| format!("cannot open interface `{name}`"))
+    };
+    let ports = [open(&a)?, open(&b)?];
+    tracing::info!("WAN relay {a} <-> {b}: {settings}");
+    tokio::task::spawn_blocking(move || duplex_lab::wan_relay::run(ports, settings))
+        .await?
+        .context("WAN relay")
 }
 
 #[derive(Subcommand)]

@@ -7,11 +7,13 @@ mod cmd_events;
 mod cmd_host;
 mod cmd_image;
 mod cmd_lab;
+mod cmd_ledger_probe;
 mod cmd_pair;
 mod cmd_pki;
 mod cmd_placement;
 mod cmd_policy;
 mod cmd_rules;
+mod cmd_site;
 mod cmd_switch;
 mod cmd_vm;
 mod cmd_vm_ctl;
@@ -62,6 +64,10 @@ enum Cmd {
     /// Run the Duplex switch (S2 embodiment B): an Ethernet switch that
     /// holds replicated VMs' output until their epoch commits.
     Switch(cmd_switch::SwitchArgs),
+    /// S5: one VM kept in two sites, each site's traffic buffered where
+    /// the VM does not run, processed in order when it runs there.
+    #[command(subcommand)]
+    Site(cmd_site::SiteCmd),
     /// Network-aware placement: why a VM goes where it goes.
     #[command(subcommand)]
     Placement(cmd_placement::PlacementCmd),
@@ -97,6 +103,10 @@ enum Cmd {
     /// Traffic probe (UDP echo client) used by the demo, tests and benchmarks.
     #[command(hide = true)]
     Probe(cmd_lab::ProbeArgs),
+    /// Request-ledger client (S5 tests and benchmarks): lost, duplicated
+    /// and reordered requests as the guest saw them.
+    #[command(hide = true)]
+    LedgerProbe(cmd_ledger_probe::LedgerProbeArgs),
 }
 
 fn init_logging(default: &str) {
@@ -148,6 +158,7 @@ fn main() -> ExitCode {
             Cmd::Host(c) => cmd_host::run(c).await,
             Cmd::Vm(c) => cmd_vm::run(c).await,
             Cmd::Pair(c) => cmd_pair::run(c).await,
+            Cmd::Site(c) => cmd_site::run(c).await,
             Cmd::Events(a) => cmd_events::run(a).await,
             Cmd::Placement(c) => cmd_placement::run(c).await,
             Cmd::Rules(c) => cmd_rules::run(c).await,
@@ -155,6 +166,7 @@ fn main() -> ExitCode {
             Cmd::Lab(c) => cmd_lab::run(c).await,
             Cmd::Demo(a) => cmd_lab::demo(a).await,
             Cmd::Probe(a) => cmd_lab::probe(a).await,
+            Cmd::LedgerProbe(a) => cmd_ledger_probe::run(a).await,
             Cmd::Sip {
                 listen,
                 sync_socket,

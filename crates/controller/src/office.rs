@@ -8,12 +8,12 @@
 //! every registered flow, and every order an agent client made under the
 //! lost lease is refused before it is sent.
 
-use duplex_core::site::{HandoffInfo, SiteBufferStatus, SiteSide};
 use duplex_agent_client::{AgentApi, ClientError, Connector};
 use duplex_core::agent_api::{
     HandoverOrder, HandoverStatus, MigrateRequest, MigrationInfo, VmInfo, WaitFor,
 };
 use duplex_core::guest_proto::Op;
+use duplex_core::site::{HandoffInfo, SiteBufferStatus, SiteSide};
 use duplex_core::vm_spec::VmSpec;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -260,7 +260,14 @@ pub async fn decide(ctl: &Ctl, vm: &str) -> Result<Decision, ApiError> {
 /// Where a running VM should go, never to a host in `avoid` (e.g. where
 /// its pair peer is headed).
 pub async fn decide_avoiding(ctl: &Ctl, vm: &str, avoid: &[String]) -> Result<Decision, ApiError> {
-    with_engine(ctl, Vec::new(), Some((vm, avoid, None)), |e| e.decide(vm), vm).await
+    with_engine(
+        ctl,
+        Vec::new(),
+        Some((vm, avoid, None)),
+        |e| e.decide(vm),
+        vm,
+    )
+    .await
 }
 
 /// Where `vm`'s replica should be kept in `site` (S5), never on `avoid`.
@@ -270,7 +277,14 @@ pub async fn decide_in_site(
     avoid: &[String],
     site: &str,
 ) -> Result<Decision, ApiError> {
-    with_engine(ctl, Vec::new(), Some((vm, avoid, Some(site))), |e| e.decide(vm), vm).await
+    with_engine(
+        ctl,
+        Vec::new(),
+        Some((vm, avoid, Some(site))),
+        |e| e.decide(vm),
+        vm,
+    )
+    .await
 }
 
 /// Every host's filter verdict and factor terms for `vm`.

@@ -248,8 +248,18 @@ async fn carry_out(ctl: &Arc<Ctl>, e: &Ends, order: Order) -> Result<Option<Hand
     let err = |x: ClientError| x.to_string();
     match order {
         Order::Handoff => ctl.agent(&from.1).handoff(vm).await.map(Some).map_err(err),
-        Order::Activate => ctl.agent(&to.1).activate(vm).await.map(|_| None).map_err(err),
-        Order::Resume => ctl.agent(&from.1).site_resume(vm).await.map(|_| None).map_err(err),
+        Order::Activate => ctl
+            .agent(&to.1)
+            .activate(vm)
+            .await
+            .map(|_| None)
+            .map_err(err),
+        Order::Resume => ctl
+            .agent(&from.1)
+            .site_resume(vm)
+            .await
+            .map(|_| None)
+            .map_err(err),
         Order::Record => {
             let site = e.from_site.clone();
             record(ctl, vm, |r| {
@@ -260,13 +270,22 @@ async fn carry_out(ctl: &Arc<Ctl>, e: &Ends, order: Order) -> Result<Option<Hand
             .await
             .map(|_| None)
         }
-        Order::Standby => ctl.agent(&from.1).standby(vm).await.map(|_| None).map_err(err),
+        Order::Standby => ctl
+            .agent(&from.1)
+            .standby(vm)
+            .await
+            .map(|_| None)
+            .map_err(err),
         Order::Protect => {
             let req = ProtectRequest {
                 backup: from.1.clone(),
                 epochs: Default::default(),
             };
-            ctl.agent(&to.1).protect(vm, &req).await.map(|_| None).map_err(err)
+            ctl.agent(&to.1)
+                .protect(vm, &req)
+                .await
+                .map(|_| None)
+                .map_err(err)
         }
     }
 }
@@ -291,7 +310,9 @@ pub async fn start_switch(
     let c = ctl.clone();
     ctl.office.spawn(guard, async move {
         if let Some(why) = why {
-            handle.progress(format!("switching sites by its policy: {why}")).await;
+            handle
+                .progress(format!("switching sites by its policy: {why}"))
+                .await;
         }
         let result = match c.claim_vms(std::slice::from_ref(&ends.vm)) {
             Ok(_claim) => run_switch(&c, &ends, &handle).await,

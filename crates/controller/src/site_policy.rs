@@ -35,11 +35,24 @@ pub async fn run(ctl: Arc<Ctl>) {
                 continue;
             }
             let stayed = now.duration_since(*settled.entry(name.clone()).or_insert(now));
-            let Some(url) = hosts.iter().find(|h| &h.name == backup).map(|h| h.url.clone()) else {
+            let Some(url) = hosts
+                .iter()
+                .find(|h| &h.name == backup)
+                .map(|h| h.url.clone())
+            else {
                 continue;
             };
-            let paused = ctl.agent(&url).site_side(name).await.ok().and_then(|s| s.buffer);
-            let Some(why) = policy.due(stayed.as_millis() as u64, paused.as_ref()) else {
+            // A replica still being filled cannot take over: not due yet.
+            let Some(paused) = ctl
+                .agent(&url)
+                .site_side(name)
+                .await
+                .ok()
+                .filter(|s| s.applied.is_some())
+            else {
+                continue;
+            };
+            let Some(why) = policy.due(stayed.as_millis() as u64, paused.buffer.as_ref()) else {
                 continue;
             };
             let started = match crate::site::ends(&ctl, name).await {
@@ -48,9 +61,17 @@ pub async fn run(ctl: Arc<Ctl>) {
             };
             settled.insert(name.clone(), Instant::now());
             if let Err(e) = started {
-                let msg = format!("{name} is due to switch sites ({why}) but cannot: {}", e.message);
+                let msg = format!(
+                    "{name} is due to switch sites ({why}) but cannot: {}",
+                    e.message
+                );
                 ctl.events
-                    .emit(Severity::Warning, "vm.site_switch_refused", &format!("vm/{name}"), msg)
+                    .emit(
+                        Severity::Warning,
+                        "vm.site_switch_refused",
+                        &format!("vm/{name}"),
+                        msg,
+                    )
                     .await;
             }
         }

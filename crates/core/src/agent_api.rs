@@ -457,6 +457,10 @@ pub struct HostReport {
     /// The version of the S2 ruleset the host classifies with.
     #[serde(default)]
     pub rules_version: u64,
+    /// The site the host is in (the agent's `--site`); absent: the
+    /// controller's default site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -131,8 +131,12 @@ pub enum Handoff {
     /// The last checkpoint is to be taken.
     Wanted,
     /// It was sent: its acknowledgement hands the VM over.
-    Sent { epoch: u64 },
-    Done { epoch: u64 },
+    Sent {
+        epoch: u64,
+    },
+    Done {
+        epoch: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

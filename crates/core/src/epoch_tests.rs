@@ -359,7 +359,11 @@ fn a_failed_last_checkpoint_is_retried_and_a_cancel_resumes_epochs() {
 fn no_handoff_once_unprotected_and_none_while_stalled() {
     let (p, fx) = run(
         Primary::new(cfg()),
-        &[(Event::Unprotect, 0), (Event::Handoff, 10), (Event::Tick, 20)],
+        &[
+            (Event::Unprotect, 0),
+            (Event::Handoff, 10),
+            (Event::Tick, 20),
+        ],
     );
     assert_eq!(fx, vec![Effect::ReleaseAll]);
     assert_eq!(p.handoff, Handoff::None);

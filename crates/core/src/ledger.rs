@@ -300,7 +300,10 @@ mod tests {
         assert_eq!(v(&mut l, 1, 5), Some(Verdict::InOrder));
         assert_eq!(v(&mut l, 2, 1), Some(Verdict::InOrder));
         let a = l.process(req(3, 5)).unwrap();
-        assert_eq!((a.verdict, a.processed, a.client_count), (Verdict::Skipped, 11, 1));
+        assert_eq!(
+            (a.verdict, a.processed, a.client_count),
+            (Verdict::Skipped, 11, 1)
+        );
     }
 
     #[test]

@@ -37,7 +37,9 @@ pub enum Why {
 impl std::fmt::Display for Why {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Why::Age { oldest_ms } => write!(f, "the other site's oldest request waited {oldest_ms} ms"),
+            Why::Age { oldest_ms } => {
+                write!(f, "the other site's oldest request waited {oldest_ms} ms")
+            }
             Why::Size { buffered } => write!(f, "the other site buffered {buffered} frames"),
             Why::Schedule { every_ms } => write!(f, "its schedule (every {every_ms} ms)"),
         }
@@ -111,8 +113,14 @@ mod tests {
     fn switches_on_age_size_or_schedule_after_the_stay() {
         let p = policy();
         assert_eq!(p.due(999, Some(&buf(500, Some(900)))), None, "stays first");
-        assert_eq!(p.due(1_000, Some(&buf(1, Some(300)))), Some(Why::Age { oldest_ms: 300 }));
-        assert_eq!(p.due(1_000, Some(&buf(100, Some(10)))), Some(Why::Size { buffered: 100 }));
+        assert_eq!(
+            p.due(1_000, Some(&buf(1, Some(300)))),
+            Some(Why::Age { oldest_ms: 300 })
+        );
+        assert_eq!(
+            p.due(1_000, Some(&buf(100, Some(10)))),
+            Some(Why::Size { buffered: 100 })
+        );
         assert_eq!(p.due(1_000, Some(&buf(0, None))), None);
         assert_eq!(p.due(1_000, None), None, "nothing known, nothing due");
         assert_eq!(
@@ -124,7 +132,10 @@ mod tests {
     #[test]
     fn refuses_a_policy_that_would_bounce_or_never_act() {
         assert!(policy().validate().is_ok());
-        let short = SitePolicy { min_stay_ms: 10, ..policy() };
+        let short = SitePolicy {
+            min_stay_ms: 10,
+            ..policy()
+        };
         assert!(short.validate().unwrap_err().contains("min_stay_ms"));
         let none = SitePolicy {
             max_age_ms: None,
@@ -133,7 +144,10 @@ mod tests {
             min_stay_ms: 1_000,
         };
         assert!(none.validate().is_err());
-        let zero = SitePolicy { max_buffered: Some(0), ..policy() };
+        let zero = SitePolicy {
+            max_buffered: Some(0),
+            ..policy()
+        };
         assert!(zero.validate().is_err());
     }
 }

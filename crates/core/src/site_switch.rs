@@ -72,7 +72,9 @@ pub struct Afterwards {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum State {
-    At { step: Step },
+    At {
+        step: Step,
+    },
     /// The VM runs on the new side.
     Done,
     /// The VM runs on where it was.

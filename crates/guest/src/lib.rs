@@ -8,8 +8,8 @@
 pub mod address;
 pub mod control;
 pub mod echo;
-pub mod ledger;
 pub mod in_root;
+pub mod ledger;
 pub mod load;
 pub mod middleware;
 pub mod peer_beat;

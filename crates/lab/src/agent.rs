@@ -17,7 +17,7 @@ const LOG_TAIL_LINES: usize = 20;
 /// Starts host `h`'s agent as a daemon in its namespace:
 /// `ip netns exec <ns> <duplex_bin> agent --name h<n> --listen <ip>:7070
 /// --data-dir <dir> --tls-dir <its bundle> --image-dir <image_dir>
-/// --bridge br0 --allow-faults <extra…>`,
+/// --bridge br0 --allow-faults [--site a|b] <extra…>`,
 /// in its own session, stdin null, stdout+stderr appended to `agent.log`.
 pub(crate) fn spawn(
     lab: &str,
@@ -38,6 +38,7 @@ pub(crate) fn spawn(
         .args(["--bridge", BRIDGE])
         // A lab is for drills: its guests take injected faults.
         .arg("--allow-faults")
+        .args(h.site.iter().flat_map(|s| ["--site", s.name()]))
         .args(extra)
         .current_dir(&h.data_dir);
     spawn_daemon(cmd, &log_path).map_err(|(cmdline, source)| LabError::AgentSpawn {

@@ -14,6 +14,21 @@ pub enum LabError {
     #[error("a lab has 1 to 8 hosts, not {hosts}")]
     InvalidHosts { hosts: u8 },
 
+    #[error("a lab has 1 or 2 sites, not {sites}")]
+    InvalidSites { sites: u8 },
+
+    #[error("{sites} sites need {sites} hosts at least (one per site), not {hosts}")]
+    TooFewHostsForSites { hosts: u8, sites: u8 },
+
+    #[error("the Duplex switch covers one site: `--switch duplex` cannot serve `--sites 2` (use the default bridge)")]
+    DuplexSwitchOneSite,
+
+    #[error("invalid WAN settings: {reason}")]
+    InvalidWan { reason: String },
+
+    #[error("lab `{lab}` has one site, so no WAN; `duplex lab up --sites 2` makes a lab with one")]
+    OneSite { lab: String },
+
     #[error("lab `{lab}` is already up with {hosts} hosts; `duplex lab status` shows it, `duplex lab down` removes it")]
     AlreadyUp { lab: String, hosts: u8 },
 

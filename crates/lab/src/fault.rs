@@ -67,7 +67,7 @@ fn uplink(state: &LabState, a: &AgentState, up: bool) -> Result<(), LabError> {
         .find(|h| h.n == a.n)
         .ok_or_else(|| LabError::Task(format!("no plan for host {}", a.name)))?;
     let how = if up { "up" } else { "down" };
-    ip_in(&state.switch_ns, &["link", "set", &h.switch_if, how])?;
+    ip_in(&h.switch_ns, &["link", "set", &h.switch_if, how])?;
     ip_in(&a.ns, &["link", "set", h.uplink_if, how])?;
     Ok(())
 }

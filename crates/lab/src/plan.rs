@@ -1,4 +1,4 @@
-//! The lab's names and addresses, computed from `(lab, hosts)` alone.
+//! The lab's names and addresses, computed from `(lab, hosts, sites)` alone.
 //!
 //! Pure: nothing here touches the system. See `docs/conventions.md`
 //! ("Lab addresses") for the address plan this implements:
@@ -18,11 +18,27 @@
 //! `<lab>mgmt` in the root namespace and `mgmt` in the switch namespace.
 //! Veth pairs are created directly in their namespaces, so only `<lab>mgmt`
 //! ever appears in the root namespace.
+//!
+//! Two sites (`lab up --sites 2`, [`Site`]): hosts `1..=ceil(H/2)` are site
+//! `a`, the others site `b`. Site `a` is the lab above (switch `<lab>-sw`,
+//! client `<lab>-client`, the management link); site `b` has its own switch
+//! `<lab>-swb` (its hosts uplinked there) and client `<lab>-clientb`
+//! (`10.i.0.3/24`). The switches are not bridged: each is also a router
+//! (`br0` holds `10.i.0.254` in site a, `10.i.0.253` in site b, with proxy
+//! ARP), joined by the WAN veth `wan` (`10.i.255.1/30` in `<lab>-sw`,
+//! `10.i.255.2/30` in `<lab>-swb`, delay and loss by [`WanSettings`]). Each
+//! router has a `/32` route over the WAN for every fixed address of the
+//! other site ([`LabPlan::routes_via_wan`]); VM addresses are not routed and
+//! stay on-link in each site. In a two-site lab VM numbers stop at
+//! [`MAX_VM_TWO_SITES`] (`.253` and `.254` are the routers).
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::LabError;
+use crate::switch::SwitchKind;
 
 /// The default lab; its index is fixed by the conventions.
 pub const DEFAULT_LAB: &str = "dx";
@@ -46,13 +62,152 @@ pub const BRIDGE: &str = "br0";
 pub const RUN_DIR: &str = "/run/duplex";
 /// Highest VM number: `10.i.0.(100+k)` must stay below the broadcast address.
 pub const MAX_VM: u8 = 154;
+/// Highest VM number of a two-site lab: `.253` and `.254` are the routers.
+pub const MAX_VM_TWO_SITES: u8 = 152;
+/// Most sites a lab has.
+pub const MAX_SITES: u8 = 2;
+/// The WAN veth in each site's switch namespace.
+pub const WAN_IF: &str = "wan";
+/// Prefix length of the WAN link.
+pub const WAN_PREFIX_LEN: u8 = 30;
+/// Default round-trip time of the WAN, ms.
+pub const DEFAULT_WAN_RTT_MS: u32 = 40;
+/// Longest WAN round-trip time a lab accepts, ms.
+pub const MAX_WAN_RTT_MS: u32 = 60_000;
+/// Largest WAN loss, percent.
+pub const MAX_WAN_LOSS_PCT: f64 = 100.0;
 
-/// Names and addresses of one lab. Build it with [`LabPlan::new`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A site of a two-site lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Site {
+    A,
+    B,
+}
+
+impl Site {
+    pub const ALL: [Site; 2] = [Site::A, Site::B];
+
+    /// `a` or `b`: what its agents pass as `--site`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Site::A => "a",
+            Site::B => "b",
+        }
+    }
+    /// The other site.
+    pub fn other(self) -> Site {
+        match self {
+            Site::A => Site::B,
+            Site::B => Site::A,
+        }
+    }
+    /// Appended to the switch and client namespace names.
+    fn suffix(self) -> &'static str {
+        match self {
+            Site::A => "",
+            Site::B => "b",
+        }
+    }
+    /// Last octet of its client.
+    fn client_last(self) -> u8 {
+        match self {
+            Site::A => 2,
+            Site::B => 3,
+        }
+    }
+    /// Last octet of its router (`br0` of its switch).
+    fn router_last(self) -> u8 {
+        match self {
+            Site::A => 254,
+            Site::B => 253,
+        }
+    }
+    /// Last octet of its end of the WAN `/30`.
+    fn wan_last(self) -> u8 {
+        match self {
+            Site::A => 1,
+            Site::B => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Delay and loss of a two-site lab's WAN, applied on both ends (each adds
+/// half the round trip).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct WanSettings {
+    /// Round-trip time added, ms.
+    pub rtt_ms: u32,
+    /// Frames lost on each end, percent (0..=100).
+    pub loss_pct: f64,
+}
+
+impl Default for WanSettings {
+    fn default() -> Self {
+        WanSettings {
+            rtt_ms: DEFAULT_WAN_RTT_MS,
+            loss_pct: 0.0,
+        }
+    }
+}
+
+impl WanSettings {
+    /// Checked settings: RTT up to [`MAX_WAN_RTT_MS`], loss in 0..=100.
+    pub fn new(rtt_ms: u32, loss_pct: f64) -> Result<WanSettings, LabError> {
+        let w = WanSettings { rtt_ms, loss_pct };
+        w.validate()?;
+        Ok(w)
+    }
+    pub fn validate(&self) -> Result<(), LabError> {
+        let bad = |reason: String| Err(LabError::InvalidWan { reason });
+        if self.rtt_ms > MAX_WAN_RTT_MS {
+            return bad(format!(
+                "round-trip time {} ms is above {MAX_WAN_RTT_MS} ms",
+                self.rtt_ms
+            ));
+        }
+        if !(0.0..=MAX_WAN_LOSS_PCT).contains(&self.loss_pct) {
+            return bad(format!(
+                "loss {} % is outside 0..={MAX_WAN_LOSS_PCT}",
+                self.loss_pct
+            ));
+        }
+        Ok(())
+    }
+    /// Delay each end adds, microseconds (half the round trip).
+    pub fn one_way_us(&self) -> u64 {
+        u64::from(self.rtt_ms) * 500
+    }
+    /// Arguments of `tc qdisc … netem` for one end.
+    pub fn netem_args(&self) -> Vec<String> {
+        let mut v = vec!["delay".to_string(), format!("{}us", self.one_way_us())];
+        if self.loss_pct > 0.0 {
+            v.extend(["loss".to_string(), format!("{}%", self.loss_pct)]);
+        }
+        v
+    }
+}
+
+impl std::fmt::Display for WanSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ms RTT, {} % loss", self.rtt_ms, self.loss_pct)
+    }
+}
+
+/// Names and addresses of one lab. Build it with [`LabPlan::new`] (one
+/// site) or [`LabPlan::with_sites`].
+#[derive(Debug, Clone, PartialEq)]
 pub struct LabPlan {
     lab: String,
     index: u8,
     hosts: u8,
+    sites: u8,
+    wan: WanSettings,
 }
 
 /// Names and addresses of one host of a lab.
@@ -68,8 +223,12 @@ pub struct HostPlan {
     pub bridge: &'static str,
     /// Host end of the uplink veth (in `ns`, enslaved to `bridge`).
     pub uplink_if: &'static str,
-    /// Switch end of the uplink veth (in the switch namespace).
+    /// Switch end of the uplink veth (in `switch_ns`).
     pub switch_if: String,
+    /// The switch namespace of its site.
+    pub switch_ns: String,
+    /// Its site in a two-site lab (`None`: one site, the controller's default).
+    pub site: Option<Site>,
     /// Agent address, `10.i.0.(10+n)`.
     pub ip: Ipv4Addr,
     /// Fixed MAC of the host bridge, so it does not change as taps join.
@@ -93,7 +252,39 @@ impl LabPlan {
             lab: lab.to_string(),
             index: lab_index(lab),
             hosts,
+            sites: 1,
+            wan: WanSettings::default(),
         })
+    }
+
+    /// Plans lab `lab` with `hosts` hosts over `sites` sites (1 or 2; two
+    /// need two hosts at least). The WAN has [`WanSettings::default`].
+    pub fn with_sites(lab: &str, hosts: u8, sites: u8) -> Result<LabPlan, LabError> {
+        let mut p = LabPlan::new(lab, hosts)?;
+        if !(1..=MAX_SITES).contains(&sites) {
+            return Err(LabError::InvalidSites { sites });
+        }
+        if sites > 1 && hosts < sites {
+            return Err(LabError::TooFewHostsForSites { hosts, sites });
+        }
+        p.sites = sites;
+        Ok(p)
+    }
+
+    /// The same plan with WAN `wan` (checked; meaningful with two sites).
+    pub fn with_wan(mut self, wan: WanSettings) -> Result<LabPlan, LabError> {
+        wan.validate()?;
+        self.wan = wan;
+        Ok(self)
+    }
+
+    /// Refuses a switch that cannot serve this plan: the Duplex switch
+    /// covers one site.
+    pub fn check_switch(&self, kind: SwitchKind) -> Result<(), LabError> {
+        if kind == SwitchKind::Duplex && self.two_sites() {
+            return Err(LabError::DuplexSwitchOneSite);
+        }
+        Ok(())
     }
 
     pub fn lab(&self) -> &str {
@@ -105,6 +296,40 @@ impl LabPlan {
     }
     pub fn hosts(&self) -> u8 {
         self.hosts
+    }
+    /// Number of sites, 1 or 2.
+    pub fn sites(&self) -> u8 {
+        self.sites
+    }
+    pub fn two_sites(&self) -> bool {
+        self.sites > 1
+    }
+    /// The sites: `[A]` or `[A, B]`.
+    pub fn site_list(&self) -> Vec<Site> {
+        Site::ALL[..usize::from(self.sites)].to_vec()
+    }
+    /// The WAN's settings; `None` with one site.
+    pub fn wan(&self) -> Option<WanSettings> {
+        self.two_sites().then_some(self.wan)
+    }
+    /// The site of host n: with two sites, hosts `1..=ceil(H/2)` are `a`.
+    /// `None` if n is not a host.
+    pub fn site_of(&self, n: u8) -> Option<Site> {
+        if !(1..=self.hosts).contains(&n) {
+            return None;
+        }
+        let in_a = self.hosts.div_ceil(2);
+        Some(if self.two_sites() && n > in_a {
+            Site::B
+        } else {
+            Site::A
+        })
+    }
+    /// Host numbers of site `site`.
+    pub fn hosts_in(&self, site: Site) -> Vec<u8> {
+        (1..=self.hosts)
+            .filter(|&n| self.site_of(n) == Some(site))
+            .collect()
     }
     /// Bridge name in the switch and every host namespace (`br0`).
     pub fn bridge(&self) -> &'static str {
@@ -132,23 +357,86 @@ impl LabPlan {
         format!("02:64:78:{:02x}:{:02x}:{:02x}", o[1], o[2], o[3])
     }
 
-    /// Switch namespace, `<lab>-sw`.
+    /// Switch namespace (of site a), `<lab>-sw`.
     pub fn switch_ns(&self) -> String {
-        format!("{}-sw", self.lab)
+        self.site_switch_ns(Site::A)
     }
-    /// Client namespace, `<lab>-client`.
+    /// Client namespace (of site a), `<lab>-client`.
     pub fn client_ns(&self) -> String {
-        format!("{}-client", self.lab)
+        self.site_client_ns(Site::A)
+    }
+    /// Switch namespace of `site`: `<lab>-sw`, `<lab>-swb`.
+    pub fn site_switch_ns(&self, site: Site) -> String {
+        format!("{}-sw{}", self.lab, site.suffix())
+    }
+    /// Client namespace of `site`: `<lab>-client`, `<lab>-clientb`.
+    pub fn site_client_ns(&self, site: Site) -> String {
+        format!("{}-client{}", self.lab, site.suffix())
+    }
+    /// Client address of `site`: `10.i.0.2`, `10.i.0.3`.
+    pub fn site_client_ip(&self, site: Site) -> Ipv4Addr {
+        self.addr(site.client_last())
+    }
+    /// Router address of `site` (on its switch's `br0`): `10.i.0.254`, `10.i.0.253`.
+    pub fn router_ip(&self, site: Site) -> Ipv4Addr {
+        self.addr(site.router_last())
+    }
+    /// Fixed MAC of `site`'s switch bridge when it routes.
+    pub fn router_mac(&self, site: Site) -> String {
+        Self::mac_for(self.router_ip(site))
+    }
+    /// `site`'s end of the WAN: `10.i.255.1`, `10.i.255.2`.
+    pub fn wan_ip(&self, site: Site) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.index, 255, site.wan_last())
+    }
+    /// `10.i.255.x/30`.
+    pub fn wan_cidr(&self, site: Site) -> String {
+        format!("{}/{WAN_PREFIX_LEN}", self.wan_ip(site))
+    }
+    /// Namespace of the user-space WAN relay, `<lab>-wan` (only where the
+    /// kernel has no netem).
+    pub fn wan_ns(&self) -> String {
+        format!("{}-wan", self.lab)
+    }
+    /// In `<lab>-wan`, the peer of `site`'s `wan` veth: `wan-a`, `wan-b`.
+    pub fn wan_relay_if(&self, site: Site) -> &'static str {
+        match site {
+            Site::A => "wan-a",
+            Site::B => "wan-b",
+        }
+    }
+    /// The addresses `site`'s router sends over the WAN (as `/32` routes
+    /// via the other end): every fixed address of the other site. Site a
+    /// routes site b's hosts and client; site b routes the management
+    /// address and site a's hosts and client. Empty with one site.
+    pub fn routes_via_wan(&self, site: Site) -> Vec<Ipv4Addr> {
+        if !self.two_sites() {
+            return Vec::new();
+        }
+        let other = site.other();
+        let mut v = Vec::new();
+        if other == Site::A {
+            v.push(self.mgmt_ip());
+        }
+        v.extend(
+            self.hosts_in(other)
+                .into_iter()
+                .filter_map(|n| self.agent_ip(n)),
+        );
+        v.push(self.site_client_ip(other));
+        v
     }
     /// Namespace of host n, `<lab>-h<n>` (not checked against `hosts`).
     pub fn host_ns(&self, n: u8) -> String {
         format!("{}-h{n}", self.lab)
     }
-    /// Every namespace of the lab: switch, hosts, client.
+    /// Every namespace of the lab: switches, hosts, clients (not the WAN
+    /// relay's, which exists only without netem).
     pub fn namespaces(&self) -> Vec<String> {
-        let mut v = vec![self.switch_ns()];
+        let sites = self.site_list();
+        let mut v: Vec<String> = sites.iter().map(|s| self.site_switch_ns(*s)).collect();
         v.extend((1..=self.hosts).map(|n| self.host_ns(n)));
-        v.push(self.client_ns());
+        v.extend(sites.iter().map(|s| self.site_client_ns(*s)));
         v
     }
 
@@ -193,14 +481,16 @@ impl LabPlan {
         self.agent_ip(n)
             .map(|ip| format!("https://{ip}:{AGENT_PORT}"))
     }
-    /// Address of VM k, `10.i.0.(100+k)`, k in 0..=154.
+    /// Address of VM k, `10.i.0.(100+k)`, k in 0..=154 (0..=152 with two
+    /// sites).
     pub fn vm_ip(&self, k: u8) -> Option<Ipv4Addr> {
-        vm_ip(self.index, k)
+        vm_ip_in(self.index, self.sites, k)
     }
 
     /// Everything about host n, or `None` if n is not a host.
     pub fn host(&self, n: u8) -> Option<HostPlan> {
         let ip = self.agent_ip(n)?;
+        let site = self.site_of(n)?;
         Some(HostPlan {
             n,
             name: format!("h{n}"),
@@ -208,6 +498,8 @@ impl LabPlan {
             bridge: BRIDGE,
             uplink_if: "uplink",
             switch_if: format!("h{n}"),
+            switch_ns: self.site_switch_ns(site),
+            site: self.two_sites().then_some(site),
             ip,
             bridge_mac: Self::mac_for(ip),
             listen: format!("{ip}:{AGENT_PORT}"),
@@ -249,8 +541,10 @@ pub(crate) fn ns_prefix(lab: &str) -> String {
     format!("{lab}-")
 }
 
-pub(crate) fn vm_ip(index: u8, k: u8) -> Option<Ipv4Addr> {
-    (k <= MAX_VM).then(|| Ipv4Addr::new(10, index, 0, 100 + k))
+/// Address of VM k in a lab of `sites` sites (see [`MAX_VM_TWO_SITES`]).
+pub(crate) fn vm_ip_in(index: u8, sites: u8, k: u8) -> Option<Ipv4Addr> {
+    let max = if sites > 1 { MAX_VM_TWO_SITES } else { MAX_VM };
+    (k <= max).then(|| Ipv4Addr::new(10, index, 0, 100 + k))
 }
 
 /// Checks a lab name: 1..=6 characters of `[a-z0-9]`, starting with a letter.
@@ -542,6 +836,199 @@ mod tests {
         assert_eq!(h.name, "h2");
         assert_eq!(h.bridge_mac, "02:64:78:4d:00:0c");
         assert_eq!(p.mgmt_mac(), "02:64:78:4d:00:01");
+    }
+
+    #[test]
+    fn hosts_split_in_halves() {
+        let sites_of = |hosts: u8| -> String {
+            let p = LabPlan::with_sites("dx", hosts, 2).unwrap();
+            (1..=hosts).map(|n| p.site_of(n).unwrap().name()).collect()
+        };
+        assert_eq!(sites_of(2), "ab");
+        assert_eq!(sites_of(3), "aab");
+        assert_eq!(sites_of(4), "aabb");
+        assert_eq!(sites_of(5), "aaabb");
+        assert_eq!(sites_of(8), "aaaabbbb");
+        let p = LabPlan::with_sites("dx", 5, 2).unwrap();
+        assert_eq!(p.hosts_in(Site::A), [1, 2, 3]);
+        assert_eq!(p.hosts_in(Site::B), [4, 5]);
+        assert!(p.site_of(0).is_none() && p.site_of(6).is_none());
+        // One site: every host is in a, and no host names a site.
+        let p = LabPlan::new("dx", 4).unwrap();
+        assert!((1..=4).all(|n| p.site_of(n) == Some(Site::A)));
+        assert!(p.host_plans().iter().all(|h| h.site.is_none()));
+        assert_eq!(p.site_list(), [Site::A]);
+        assert!(p.wan().is_none());
+    }
+
+    #[test]
+    fn bad_site_counts_rejected() {
+        for sites in [0u8, 3, 255] {
+            let e = LabPlan::with_sites("dx", 4, sites).unwrap_err();
+            assert!(matches!(e, LabError::InvalidSites { .. }), "{sites}: {e}");
+        }
+        let e = LabPlan::with_sites("dx", 1, 2).unwrap_err();
+        assert!(matches!(e, LabError::TooFewHostsForSites { .. }), "{e}");
+        assert!(e.to_string().contains("2 hosts at least"), "{e}");
+        assert_eq!(LabPlan::with_sites("dx", 1, 1).unwrap().sites(), 1);
+        let two = LabPlan::with_sites("dx", 2, 2).unwrap();
+        let e = two.check_switch(SwitchKind::Duplex).unwrap_err();
+        assert!(
+            e.to_string().contains("the Duplex switch covers one site"),
+            "{e}"
+        );
+        assert!(two.check_switch(SwitchKind::Bridge).is_ok());
+        let one = LabPlan::new("dx", 2).unwrap();
+        assert!(one.check_switch(SwitchKind::Duplex).is_ok());
+    }
+
+    #[test]
+    fn two_site_names() {
+        for name in valid_names() {
+            for hosts in 2..=MAX_HOSTS {
+                let p = LabPlan::with_sites(&name, hosts, 2).unwrap();
+                assert_eq!(p.site_switch_ns(Site::B), format!("{name}-swb"));
+                assert_eq!(p.site_client_ns(Site::B), format!("{name}-clientb"));
+                assert_eq!(p.switch_ns(), format!("{name}-sw"));
+                assert_eq!(p.client_ns(), format!("{name}-client"));
+                let mut ns = p.namespaces();
+                assert_eq!(ns.len(), hosts as usize + 4);
+                ns.push(p.wan_ns());
+                let uniq: HashSet<_> = ns.iter().collect();
+                assert_eq!(uniq.len(), ns.len(), "{ns:?}");
+                for n in &ns {
+                    assert!(n.starts_with(&ns_prefix(&name)), "{n}");
+                }
+                for site in Site::ALL {
+                    let mut ifs: Vec<String> =
+                        vec![BRIDGE.into(), WAN_IF.into(), p.client_switch_if().into()];
+                    if site == Site::A {
+                        ifs.push(p.mgmt_switch_if().into());
+                    }
+                    for h in p.host_plans().iter().filter(|h| h.site == Some(site)) {
+                        assert_eq!(h.switch_ns, p.site_switch_ns(site));
+                        ifs.push(h.switch_if.clone());
+                    }
+                    let uniq: HashSet<_> = ifs.iter().collect();
+                    assert_eq!(uniq.len(), ifs.len(), "{ifs:?}");
+                    assert!(ifs.iter().all(|i| ifname_ok(i)), "{ifs:?}");
+                }
+                let relay = [p.wan_relay_if(Site::A), p.wan_relay_if(Site::B)];
+                assert!(relay[0] != relay[1] && relay.iter().all(|i| ifname_ok(i)));
+            }
+        }
+    }
+
+    #[test]
+    fn two_site_addresses_never_collide() {
+        for name in ["dx", "lt", "a", "abcdef"] {
+            for hosts in 2..=MAX_HOSTS {
+                let p = LabPlan::with_sites(name, hosts, 2).unwrap();
+                let i = p.index();
+                assert_eq!(p.site_client_ip(Site::B), Ipv4Addr::new(10, i, 0, 3));
+                assert_eq!(p.router_ip(Site::A), Ipv4Addr::new(10, i, 0, 254));
+                assert_eq!(p.router_ip(Site::B), Ipv4Addr::new(10, i, 0, 253));
+                assert_eq!(p.wan_cidr(Site::A), format!("10.{i}.255.1/30"));
+                assert_eq!(p.wan_cidr(Site::B), format!("10.{i}.255.2/30"));
+                let mut all = vec![p.mgmt_ip()];
+                for site in Site::ALL {
+                    all.extend([p.site_client_ip(site), p.router_ip(site)]);
+                }
+                all.extend(p.host_plans().iter().map(|h| h.ip));
+                for k in 0..=MAX_VM_TWO_SITES {
+                    all.push(p.vm_ip(k).unwrap());
+                }
+                assert!(p.vm_ip(MAX_VM_TWO_SITES + 1).is_none());
+                let uniq: HashSet<_> = all.iter().collect();
+                assert_eq!(uniq.len(), all.len(), "addresses collide in {name}/{hosts}");
+                let macs: HashSet<_> = all.iter().map(|ip| LabPlan::mac_for(*ip)).collect();
+                assert_eq!(macs.len(), all.len());
+                let net = Prefix::parse(&p.subnet()).unwrap();
+                for site in Site::ALL {
+                    let wan = Prefix::parse(&p.wan_cidr(site)).unwrap();
+                    assert!(!net.contains(&wan) && !wan.contains(&net));
+                }
+            }
+        }
+        // One site keeps every VM address.
+        assert!(LabPlan::new("dx", 2).unwrap().vm_ip(MAX_VM).is_some());
+    }
+
+    #[test]
+    fn routes_cover_the_other_site() {
+        let p = LabPlan::with_sites("dx", 3, 2).unwrap();
+        let ip = |last: u8| Ipv4Addr::new(10, 77, 0, last);
+        // Site a: h1, h2, client .2, management .1; site b: h3, client .3.
+        assert_eq!(p.routes_via_wan(Site::A), [ip(13), ip(3)]);
+        assert_eq!(p.routes_via_wan(Site::B), [ip(1), ip(11), ip(12), ip(2)]);
+        assert!(LabPlan::new("dx", 3)
+            .unwrap()
+            .routes_via_wan(Site::A)
+            .is_empty());
+        for hosts in 2..=MAX_HOSTS {
+            let p = LabPlan::with_sites("lt", hosts, 2).unwrap();
+            let (a, b) = (p.routes_via_wan(Site::A), p.routes_via_wan(Site::B));
+            // Each fixed address is routed by exactly one router: the one
+            // of the site it is not in. VM addresses by neither.
+            let mut fixed: Vec<Ipv4Addr> = vec![p.mgmt_ip()];
+            fixed.extend(Site::ALL.map(|s| p.site_client_ip(s)));
+            fixed.extend(p.host_plans().iter().map(|h| h.ip));
+            for f in &fixed {
+                assert!(a.contains(f) ^ b.contains(f), "{f} in {a:?} / {b:?}");
+            }
+            for h in p.host_plans() {
+                let other = h.site.unwrap().other();
+                assert!(p.routes_via_wan(other).contains(&h.ip));
+            }
+            assert_eq!(a.len() + b.len(), fixed.len());
+            for k in 0..=MAX_VM_TWO_SITES {
+                let vm = p.vm_ip(k).unwrap();
+                assert!(!a.contains(&vm) && !b.contains(&vm));
+            }
+        }
+    }
+
+    #[test]
+    fn wan_settings() {
+        let w = WanSettings::default();
+        assert_eq!((w.rtt_ms, w.loss_pct), (40, 0.0));
+        assert_eq!(w.netem_args(), ["delay", "20000us"]);
+        let w = WanSettings::new(41, 0.5).unwrap();
+        assert_eq!(w.netem_args(), ["delay", "20500us", "loss", "0.5%"]);
+        assert_eq!(WanSettings::new(0, 100.0).unwrap().one_way_us(), 0);
+        for (rtt, loss) in [
+            (40, f64::NAN),
+            (40, -0.1),
+            (40, 100.5),
+            (40, f64::INFINITY),
+            (MAX_WAN_RTT_MS + 1, 0.0),
+        ] {
+            let e = WanSettings::new(rtt, loss).unwrap_err();
+            assert!(
+                matches!(e, LabError::InvalidWan { .. }),
+                "{rtt}/{loss}: {e}"
+            );
+        }
+        let p = LabPlan::with_sites("dx", 2, 2)
+            .unwrap()
+            .with_wan(WanSettings::new(100, 1.0).unwrap())
+            .unwrap();
+        assert_eq!(p.wan().unwrap().rtt_ms, 100);
+    }
+
+    #[test]
+    fn two_site_hosts() {
+        let p = LabPlan::with_sites("dx", 4, 2).unwrap();
+        let h = p.host(3).unwrap();
+        assert_eq!((h.site, h.switch_ns.as_str()), (Some(Site::B), "dx-swb"));
+        assert_eq!(
+            (h.switch_if.as_str(), h.ip),
+            ("h3", Ipv4Addr::new(10, 77, 0, 13))
+        );
+        let h = p.host(2).unwrap();
+        assert_eq!((h.site, h.switch_ns.as_str()), (Some(Site::A), "dx-sw"));
+        assert_eq!(p.router_mac(Site::A), "02:64:78:4d:00:fe");
+        assert_eq!(p.wan_ns(), "dx-wan");
     }
 
     #[test]

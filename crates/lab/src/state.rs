@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::LabError;
-use crate::plan::{self, LabPlan};
+use crate::plan::{self, LabPlan, Site};
+use crate::wan::WanState;
 
 /// How far `up` got. `Starting` on disk after a crash means the lab is
 /// incomplete and the next `up` cleans it first.
@@ -37,10 +38,49 @@ pub struct AgentState {
     /// Faults injected now (`duplex lab fault`).
     #[serde(default)]
     pub faults: crate::fault::HostFaults,
+    /// Its site (`--site`) in a two-site lab.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+}
+
+/// One site of a two-site lab.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteState {
+    /// `a` or `b`.
+    pub name: String,
+    /// `<lab>-sw`, `<lab>-swb`: its switch and router.
+    pub switch_ns: String,
+    /// `<lab>-client`, `<lab>-clientb`.
+    pub client_ns: String,
+    pub client_ip: Ipv4Addr,
+    /// Its router's address on the segment (`br0` of its switch).
+    pub router_ip: Ipv4Addr,
+    /// Its end of the WAN `/30`.
+    pub wan_ip: Ipv4Addr,
+    /// Names of its hosts.
+    pub hosts: Vec<String>,
+}
+
+impl SiteState {
+    fn new(plan: &LabPlan, site: Site) -> SiteState {
+        SiteState {
+            name: site.name().to_string(),
+            switch_ns: plan.site_switch_ns(site),
+            client_ns: plan.site_client_ns(site),
+            client_ip: plan.site_client_ip(site),
+            router_ip: plan.router_ip(site),
+            wan_ip: plan.wan_ip(site),
+            hosts: plan
+                .hosts_in(site)
+                .into_iter()
+                .map(|n| format!("h{n}"))
+                .collect(),
+        }
+    }
 }
 
 /// Contents of `/run/duplex/lab-<lab>/state.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabState {
     pub lab: String,
     pub index: u8,
@@ -74,6 +114,12 @@ pub struct LabState {
     /// The Duplex switch, if the lab runs one (`lab up --switch duplex`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switch: Option<crate::switch::SwitchState>,
+    /// The sites of a two-site lab (`lab up --sites 2`); empty: one site.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<SiteState>,
+    /// The WAN between the sites of a two-site lab.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wan: Option<WanState>,
 }
 
 impl LabState {
@@ -102,12 +148,35 @@ impl LabState {
             standby_controllers: Vec::new(),
             agent_args: Vec::new(),
             switch: None,
+            sites: match plan.two_sites() {
+                true => plan
+                    .site_list()
+                    .into_iter()
+                    .map(|s| SiteState::new(plan, s))
+                    .collect(),
+                false => Vec::new(),
+            },
+            wan: None,
         }
     }
 
     /// The plan this state was made from.
     pub fn plan(&self) -> Result<LabPlan, LabError> {
-        LabPlan::new(&self.lab, self.hosts)
+        let plan = LabPlan::with_sites(&self.lab, self.hosts, self.site_count())?;
+        match &self.wan {
+            Some(w) => plan.with_wan(w.settings),
+            None => Ok(plan),
+        }
+    }
+
+    /// Number of sites (1 for labs with none recorded).
+    pub fn site_count(&self) -> u8 {
+        u8::try_from(self.sites.len()).map_or(u8::MAX, |n| n.max(1))
+    }
+
+    /// Site `name` (`a`, `b`) of a two-site lab.
+    pub fn site(&self, name: &str) -> Option<&SiteState> {
+        self.sites.iter().find(|s| s.name == name)
     }
 
     /// The bundle of the lab's operator (scope admin), for the CLI.
@@ -172,9 +241,10 @@ impl LabState {
         self.agent(n).map(|a| a.url.as_str())
     }
 
-    /// Address of VM k, `10.i.0.(100+k)`, k in 0..=154.
+    /// Address of VM k, `10.i.0.(100+k)`, k in 0..=154 (0..=152 with two
+    /// sites: `.253` and `.254` are the site routers).
     pub fn vm_ip(&self, k: u8) -> Option<Ipv4Addr> {
-        plan::vm_ip(self.index, k)
+        plan::vm_ip_in(self.index, self.site_count(), k)
     }
 
     /// The client namespace, `<lab>-client` (run probes there with
@@ -188,11 +258,17 @@ impl LabState {
         self.agent(n).map(|a| a.ns.as_str())
     }
 
-    /// Every namespace of the lab: switch, hosts, client.
+    /// Every namespace of the lab: switches, hosts, clients, and the WAN
+    /// relay's if it runs one.
     pub fn namespaces(&self) -> Vec<String> {
         let mut v = vec![self.switch_ns.clone()];
+        v.extend(self.sites.iter().skip(1).map(|s| s.switch_ns.clone()));
         v.extend((1..=self.hosts).map(|n| format!("{}-h{n}", self.lab)));
         v.push(self.client_ns.clone());
+        v.extend(self.sites.iter().skip(1).map(|s| s.client_ns.clone()));
+        if let Some(ns) = self.wan.as_ref().and_then(|w| w.relay_ns()) {
+            v.push(ns.to_string());
+        }
         v
     }
 
@@ -235,5 +311,71 @@ impl LabPlan {
             lab: lab.to_string(),
             path: plan::state_file(lab),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::WanSettings;
+    use crate::wan::{RelayState, WanState, WanVia};
+
+    fn state(plan: &LabPlan) -> LabState {
+        LabState::new(plan, Path::new("/usr/bin/duplex"), Path::new("/img"))
+    }
+
+    #[test]
+    fn one_site_state_is_unchanged() {
+        let s = state(&LabPlan::new("dx", 2).unwrap());
+        let v = serde_json::to_value(&s).unwrap();
+        assert!(v.get("sites").is_none() && v.get("wan").is_none(), "{v}");
+        assert_eq!(s.site_count(), 1);
+        assert_eq!(s.namespaces(), ["dx-sw", "dx-h1", "dx-h2", "dx-client"]);
+        assert_eq!(s.plan().unwrap(), LabPlan::new("dx", 2).unwrap());
+        // A state file written before sites existed still reads.
+        let mut old = v.as_object().unwrap().clone();
+        old.remove("agent_args");
+        let back: LabState = serde_json::from_value(old.into()).unwrap();
+        assert!(back.sites.is_empty() && back.wan.is_none());
+        assert_eq!(back.vm_ip(154).unwrap().octets()[3], 254);
+    }
+
+    #[test]
+    fn two_site_state_round_trips() {
+        let plan = LabPlan::with_sites("dx", 3, 2).unwrap();
+        let mut s = state(&plan);
+        s.wan = Some(WanState {
+            settings: WanSettings::new(40, 0.5).unwrap(),
+            via: WanVia::Relay,
+            relay: Some(RelayState {
+                pid: 42,
+                ns: plan.wan_ns(),
+                log: "/run/duplex/lab-dx/wan.log".into(),
+            }),
+        });
+        let text = serde_json::to_string_pretty(&s).unwrap();
+        assert!(text.contains("\"rtt_ms\": 40") && text.contains("\"via\": \"relay\""));
+        let back: LabState = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.site_count(), 2);
+        assert_eq!(back.site("b").unwrap().client_ip.octets()[3], 3);
+        assert_eq!(back.site("a").unwrap().hosts, ["h1", "h2"]);
+        assert_eq!(back.site("b").unwrap().hosts, ["h3"]);
+        assert_eq!(
+            back.namespaces(),
+            [
+                "dx-sw",
+                "dx-swb",
+                "dx-h1",
+                "dx-h2",
+                "dx-h3",
+                "dx-client",
+                "dx-clientb",
+                "dx-wan"
+            ]
+        );
+        let p = back.plan().unwrap();
+        assert_eq!((p.sites(), p.wan().unwrap().loss_pct), (2, 0.5));
+        assert!(back.vm_ip(153).is_none());
     }
 }

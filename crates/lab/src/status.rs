@@ -10,7 +10,8 @@ use crate::error::LabError;
 use crate::netns;
 use crate::plan::{self, lab_index, validate_lab_name};
 use crate::procs;
-use crate::state::{LabPhase, LabState};
+use crate::state::{LabPhase, LabState, SiteState};
+use crate::wan::WanState;
 
 /// Overall verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -47,6 +48,9 @@ pub struct NsStatus {
 pub struct AgentStatus {
     pub name: String,
     pub ns: String,
+    /// Its site in a two-site lab.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
     pub pid: i32,
     /// The pid exists and is not a zombie.
     pub pid_alive: bool,
@@ -79,6 +83,15 @@ pub struct LabStatus {
     /// Namespaces named `<lab>-*` that the state does not list.
     pub stray_namespaces: Vec<String>,
     pub agents: Vec<AgentStatus>,
+    /// The sites of a two-site lab (empty: one site).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<SiteState>,
+    /// The WAN between them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wan: Option<WanState>,
+    /// The WAN's user-space relay runs (`None`: the WAN has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wan_relay_alive: Option<bool>,
     /// Problems reading the state.
     pub notes: Vec<String>,
 }
@@ -89,6 +102,8 @@ struct Live {
     mgmt_present: bool,
     /// Per agent: alive, in ns, probe allowed (or why not).
     agents: Vec<(bool, Option<bool>, Result<(), String>)>,
+    /// The WAN relay's process lives in its namespace (`None`: no relay).
+    relay_alive: Option<bool>,
 }
 
 /// Status of lab `lab`: state file plus live checks (namespaces, link,
@@ -129,6 +144,9 @@ pub async fn status(lab: &str) -> Result<LabStatus, LabError> {
         namespaces: Vec::new(),
         stray_namespaces: Vec::new(),
         agents: Vec::new(),
+        sites: state.as_ref().map(|s| s.sites.clone()).unwrap_or_default(),
+        wan: state.as_ref().and_then(|s| s.wan.clone()),
+        wan_relay_alive: live.relay_alive,
         notes,
     };
 
@@ -184,6 +202,7 @@ pub async fn status(lab: &str) -> Result<LabStatus, LabError> {
         let mut s = AgentStatus {
             name: a.name.clone(),
             ns: a.ns.clone(),
+            site: a.site.clone(),
             pid: a.pid,
             pid_alive: alive,
             pid_in_ns: in_ns,
@@ -211,6 +230,7 @@ pub async fn status(lab: &str) -> Result<LabStatus, LabError> {
 
     let all_fine = state.phase == LabPhase::Up
         && st.mgmt_link.present
+        && st.wan_relay_alive != Some(false)
         && st.namespaces.iter().all(|n| n.present)
         && st.agents.len() == state.hosts as usize
         && st
@@ -250,10 +270,15 @@ fn gather(lab: &str, state: Option<&LabState>) -> Result<Live, LabError> {
         };
         agents.push((alive, in_ns, allowed));
     }
+    let relay_alive = state
+        .and_then(|s| s.wan.as_ref())
+        .and_then(|w| w.relay.as_ref())
+        .map(|r| procs::alive(r.pid) && netns::pid_in_ns(r.pid, &r.ns) != Some(false));
     Ok(Live {
         namespaces,
         mgmt_present,
         agents,
+        relay_alive,
     })
 }
 
@@ -279,6 +304,33 @@ fn short(v: &serde_json::Value, max: usize) -> String {
     }
 }
 
+impl LabStatus {
+    /// The sites and the WAN of a two-site lab (nothing for one site).
+    fn fmt_sites(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for s in &self.sites {
+            writeln!(
+                f,
+                "  site {}: switch/router {} ({}), client {} ({}), hosts {}",
+                s.name,
+                s.switch_ns,
+                s.router_ip,
+                s.client_ns,
+                s.client_ip,
+                s.hosts.join(", ")
+            )?;
+        }
+        if let Some(w) = &self.wan {
+            let ends: Vec<String> = self.sites.iter().map(|s| s.wan_ip.to_string()).collect();
+            write!(f, "  WAN {}: {w}", ends.join(" <-> "))?;
+            if self.wan_relay_alive == Some(false) {
+                write!(f, " -- the relay is NOT running")?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for LabStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "lab `{}` ({}): {}", self.lab, self.subnet, self.health)?;
@@ -287,7 +339,11 @@ impl fmt::Display for LabStatus {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(t);
-            write!(f, ", {h} host(s), created {} s ago", now.saturating_sub(t))?;
+            write!(f, ", {h} host(s)")?;
+            if !self.sites.is_empty() {
+                write!(f, " in {} sites", self.sites.len())?;
+            }
+            write!(f, ", created {} s ago", now.saturating_sub(t))?;
         }
         writeln!(f)?;
         if let Some(p) = self.phase {
@@ -301,6 +357,7 @@ impl fmt::Display for LabStatus {
         if self.health == LabHealth::Down && self.namespaces.is_empty() {
             return Ok(());
         }
+        self.fmt_sites(f)?;
         writeln!(f)?;
         writeln!(f, "{:<16} {:<8}", "NAMESPACE/LINK", "PRESENT")?;
         writeln!(
@@ -318,10 +375,20 @@ impl fmt::Display for LabStatus {
         }
         if !self.agents.is_empty() {
             writeln!(f)?;
+            // The SITE column only in two-site labs.
+            let site_col = |site: Option<&str>| match self.sites.is_empty() {
+                true => String::new(),
+                false => format!("{:<4} ", site.unwrap_or("-")),
+            };
             writeln!(
                 f,
-                "{:<5} {:<10} {:>8} {:<6} {:<24} ANSWER",
-                "HOST", "NAMESPACE", "PID", "ALIVE", "URL"
+                "{:<5} {}{:<10} {:>8} {:<6} {:<24} ANSWER",
+                "HOST",
+                site_col(Some("SITE")),
+                "NAMESPACE",
+                "PID",
+                "ALIVE",
+                "URL"
             )?;
             for a in &self.agents {
                 let alive = match (a.pid_alive, a.pid_in_ns) {
@@ -337,8 +404,13 @@ impl fmt::Display for LabStatus {
                 };
                 writeln!(
                     f,
-                    "{:<5} {:<10} {:>8} {:<6} {:<24} {answer}",
-                    a.name, a.ns, a.pid, alive, a.url
+                    "{:<5} {}{:<10} {:>8} {:<6} {:<24} {answer}",
+                    a.name,
+                    site_col(a.site.as_deref()),
+                    a.ns,
+                    a.pid,
+                    alive,
+                    a.url
                 )?;
             }
         }

@@ -46,6 +46,7 @@ pub struct UpOptions {
 /// [`LabError::AlreadyUp`] if it is up; cleans leftovers of a crashed run
 /// first. On failure removes everything it created.
 pub async fn up(plan: &LabPlan, opts: UpOptions) -> Result<LabState, LabError> {
+    plan.check_switch(opts.switch)?;
     require_root()?;
     let duplex_bin = absolute_existing(&opts.duplex_bin)?;
     let image_dir = absolute(&opts.image_dir)?;
@@ -57,9 +58,10 @@ pub async fn up(plan: &LabPlan, opts: UpOptions) -> Result<LabState, LabError> {
     match start(plan, &opts, &duplex_bin, &image_dir, &mut hosts).await {
         Ok(state) => {
             tracing::info!(
-                "lab `{}` is up: {} host(s) on {}, management address {} on {}",
+                "lab `{}` is up: {} host(s) in {} site(s) on {}, management address {} on {}",
                 state.lab,
                 state.hosts,
+                state.site_count(),
                 state.subnet,
                 state.mgmt_ip,
                 state.mgmt_if
@@ -121,6 +123,7 @@ async fn start(
             data_dir: h.data_dir.clone(),
             log: h.data_dir.join("agent.log"),
             faults: Default::default(),
+            site: h.site.map(|s| s.name().to_string()),
         });
         hosts.push((h, child));
     }
@@ -184,12 +187,13 @@ fn create(
     kind: crate::switch::SwitchKind,
 ) -> Result<LabState, LabError> {
     tracing::info!(
-        "taking lab `{}` up: {} host(s) on {}",
+        "taking lab `{}` up: {} host(s) in {} site(s) on {}",
         plan.lab(),
         plan.hosts(),
+        plan.sites(),
         plan.subnet()
     );
-    topology::build(plan, kind)?;
+    let wan_via = topology::build(plan, kind)?;
     let dir = plan.state_dir();
     tracing::info!("creating {}", dir.display());
     for h in plan.host_plans() {
@@ -198,6 +202,9 @@ fn create(
     }
     crate::pki::make(plan)?;
     let mut state = LabState::new(plan, duplex_bin, image_dir);
+    if let Some(via) = wan_via {
+        state.wan = Some(crate::wan::start(plan, via, duplex_bin)?);
+    }
     if kind == crate::switch::SwitchKind::Duplex {
         state.switch = Some(crate::switch::start(plan, duplex_bin)?);
     }

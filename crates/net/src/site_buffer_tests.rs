@@ -58,10 +58,7 @@ fn passes_everything_until_told_to_buffer() {
     let mut b = SiteBuffer::new(VM, IP);
     let now = Instant::now();
     assert_eq!(feed(&mut b, &to_vm(1), now), Verdict::Pass);
-    assert_eq!(
-        feed(&mut b, &arp_request(IP, BCAST), now),
-        Verdict::Pass
-    );
+    assert_eq!(feed(&mut b, &arp_request(IP, BCAST), now), Verdict::Pass);
     assert!(!b.wants_release());
 }
 
@@ -168,12 +165,7 @@ fn frames_from_the_guest_always_pass() {
     let mut b = SiteBuffer::new(VM, IP);
     b.order(BufferMode::Buffer);
     let f = to_vm(1);
-    let v = b.on_frame(
-        Direction::FromGuest,
-        parse(&f).as_ref(),
-        &f,
-        Instant::now(),
-    );
+    let v = b.on_frame(Direction::FromGuest, parse(&f).as_ref(), &f, Instant::now());
     assert_eq!(v, Verdict::Pass);
 }
 

@@ -222,12 +222,18 @@ fn holding_nowhere_sends_everything_at_once_while_epochs_run() {
     };
     let mut held = TxBuffer::new(hold_all.clone());
     held.close_epoch(1);
-    assert_eq!(held.on_frame(Direction::FromGuest, &[0u8; 60]), Verdict::Held);
+    assert_eq!(
+        held.on_frame(Direction::FromGuest, &[0u8; 60]),
+        Verdict::Held
+    );
     let mut b = TxBuffer::new(hold_all);
     b.hold_at(HoldAt::None, Mac([2, 0, 0, 0, 0, 1]));
     b.close_epoch(1);
     assert_eq!(b.on_frame(Direction::FromGuest, &[0u8; 60]), Verdict::Pass);
     assert_eq!(b.commit(1), None);
     let r = b.report();
-    assert_eq!((r.hold_at, r.held_total, r.sent_at_once), (HoldAt::None, 0, 1));
+    assert_eq!(
+        (r.hold_at, r.held_total, r.sent_at_once),
+        (HoldAt::None, 0, 1)
+    );
 }

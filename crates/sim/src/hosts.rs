@@ -3,7 +3,6 @@
 //! Orders arrive through [`SimAgent`], the controller's `AgentApi`, where
 //! the fault injector loses, delays, duplicates or refuses them.
 
-use duplex_core::site::{HandoffInfo, SiteBufferStatus, SiteSide};
 use crate::faults::Faults;
 use duplex_agent_client::{AgentApi, ClientError, Connector};
 use duplex_core::agent_api::{
@@ -12,6 +11,7 @@ use duplex_core::agent_api::{
 };
 use duplex_core::guest_proto::{Op, TargetRole};
 use duplex_core::role::{Role, RoleCommand, RoleState};
+use duplex_core::site::{HandoffInfo, SiteBufferStatus, SiteSide};
 use duplex_core::vm_spec::VmSpec;
 use duplex_store::MemoryStore;
 use serde_json::json;
@@ -198,6 +198,7 @@ impl World {
             fence: h.fence,
             seq: h.seq,
             self_fence_ms: h.self_fence_ms,
+            site: None,
             rules_version: 0,
         })
     }

@@ -36,7 +36,11 @@ fn frame() -> Vec<u8> {
 }
 
 fn fast(f: &[u8]) -> f64 {
-    let parts = duplex_net::element::parts(Mac::for_vm("belfast"), std::net::Ipv4Addr::LOCALHOST, Vec::new());
+    let parts = duplex_net::element::parts(
+        Mac::for_vm("belfast"),
+        std::net::Ipv4Addr::LOCALHOST,
+        Vec::new(),
+    );
     let t = Instant::now();
     for _ in 0..FRAMES / BATCH {
         let Ok(mut p) = parts.pipeline.lock() else {
@@ -54,7 +58,11 @@ fn fast(f: &[u8]) -> f64 {
 }
 
 fn legacy(f: &[u8]) -> f64 {
-    let parts = duplex_net::element::parts(Mac::for_vm("belfast"), std::net::Ipv4Addr::LOCALHOST, Vec::new());
+    let parts = duplex_net::element::parts(
+        Mac::for_vm("belfast"),
+        std::net::Ipv4Addr::LOCALHOST,
+        Vec::new(),
+    );
     let t = Instant::now();
     for _ in 0..FRAMES {
         let frame = black_box(f).to_vec();

@@ -39,6 +39,9 @@ pub async fn heartbeat(
             "field `capacity`: memory_mib and vcpus must be positive",
         ));
     }
+    if let Some(site) = &report.site {
+        check_site(site)?;
+    }
     let key = format!("{HOSTS}{host}");
     let existing = ctl.repo.get::<Host>(&key).await?;
     // The agent keeps its own fence while this is true (see the rule).
@@ -53,7 +56,7 @@ pub async fn heartbeat(
                 url: report.url.clone(),
                 capacity: report.capacity,
                 state: HostState::Ready,
-                site: default_site(),
+                site: report.site.clone().unwrap_or_else(default_site),
                 rack: crate::placement::rack_of(ctl.topology.as_ref(), &host),
                 accel: Some(report.host.accel.clone()),
                 registered_ms: now_ms(),
@@ -78,14 +81,20 @@ pub async fn heartbeat(
         }
         Some(r) => {
             let h = &r.value;
+            let moved = report.site.as_ref().filter(|s| **s != h.site);
             let changed = h.url != report.url
                 || h.capacity != report.capacity
-                || h.accel.as_ref() != Some(&report.host.accel);
+                || h.accel.as_ref() != Some(&report.host.accel)
+                || moved.is_some();
             if changed {
                 let mut rec = h.clone();
                 rec.url = report.url.clone();
                 rec.capacity = report.capacity;
                 rec.accel = Some(report.host.accel.clone());
+                if let Some(site) = moved {
+                    tracing::info!(host, from = %h.site, to = %site, "host reports another site");
+                    rec.site = site.clone();
+                }
                 ctl.repo
                     .put(&key, &rec, Expect::Revision(r.revision))
                     .await?;
@@ -127,4 +136,36 @@ pub async fn heartbeat(
         fence: ctl.fence(),
         host_fenced,
     }))
+}
+
+/// Longest site name an agent may report.
+const MAX_SITE_NAME: usize = 32;
+
+/// A reported site name: 1..=32 characters of `[a-z0-9-]`.
+fn check_site(site: &str) -> Result<(), ApiError> {
+    let ok = !site.is_empty()
+        && site.len() <= MAX_SITE_NAME
+        && site
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "field `site`: `{site}` is not a valid site name (1-{MAX_SITE_NAME} chars of a-z, 0-9, '-')"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn site_names() {
+        for ok in ["a", "b", "default", "dc-2"] {
+            assert!(super::check_site(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "A", "a_b", "a b", &"x".repeat(33)] {
+            assert!(super::check_site(bad).is_err(), "{bad}");
+        }
+    }
 }

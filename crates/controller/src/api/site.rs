@@ -41,7 +41,10 @@ pub async fn replicate(
     Ok((StatusCode::ACCEPTED, Json(vm)))
 }
 
-pub async fn switch(ctl: Shared, Path(name): Path<String>) -> Result<(StatusCode, Json<Operation>), ApiError> {
+pub async fn switch(
+    ctl: Shared,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<Operation>), ApiError> {
     let ctl = ctl.0;
     let ends = site::ends(&ctl, &name).await?;
     let op = site::start_switch(&ctl, ends, None).await?;

@@ -58,7 +58,15 @@ fn rig(name: &str) -> Rig {
         name: "test0".into(),
         fd: OwnedFd::from(tap_end),
     };
-    let el = start("vm1", VM_MAC, std::net::Ipv4Addr::new(10, 99, 0, 5), listener, tap, Vec::new()).unwrap();
+    let el = start(
+        "vm1",
+        VM_MAC,
+        std::net::Ipv4Addr::new(10, 99, 0, 5),
+        listener,
+        tap,
+        Vec::new(),
+    )
+    .unwrap();
     Rig {
         el,
         net,

@@ -16,7 +16,7 @@ use duplex_core::site::{HandoffInfo, SiteSide};
 use duplex_core::site_switch::{Order, State, Switch};
 use serde::Serialize;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The site a host is in (`None`: no such host).
 pub async fn site_of(ctl: &Ctl, host: &str) -> Option<String> {
@@ -70,11 +70,6 @@ pub async fn replicate(ctl: &Arc<Ctl>, name: &str, to: &str) -> Result<Vm, ApiEr
             sites.join(", ")
         )));
     }
-    if ctl.lock_busy().contains(name) {
-        return Err(ApiError::conflict(format!(
-            "VM `{name}` has an operation in progress: wait for it"
-        )));
-    }
     let site = to.to_string();
     record(ctl, name, |r| r.replica_site = Some(site.clone()))
         .await
@@ -83,8 +78,35 @@ pub async fn replicate(ctl: &Arc<Ctl>, name: &str, to: &str) -> Result<Vm, ApiEr
         .vm(name)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("VM `{name}` is gone")))?;
-    crate::epochs::protect(ctl, &hosts, rec.clone(), rec.host.clone());
+    tokio::spawn(protect_in_site(ctl.clone(), name.to_string(), site));
     Ok(rec)
+}
+
+/// Longest a new replica site waits for an order already working on the
+/// VM (e.g. a protect being retried, which then picks the new site).
+const REPLICATE_WAIT: Duration = Duration::from_secs(30);
+const REPLICATE_POLL: Duration = Duration::from_millis(200);
+
+/// Protects `vm` towards a host of `site` once nothing else works on it,
+/// unless its replica is in that site by then.
+async fn protect_in_site(ctl: Arc<Ctl>, vm: String, site: String) {
+    let t0 = Instant::now();
+    while ctl.lock_busy().contains(&vm) && t0.elapsed() < REPLICATE_WAIT {
+        tokio::time::sleep(REPLICATE_POLL).await;
+    }
+    let (Ok(Some(rec)), Ok(hosts)) = (ctl.vm(&vm).await, ctl.hosts().await) else {
+        return;
+    };
+    let in_site = rec
+        .backup
+        .as_ref()
+        .and_then(|b| hosts.iter().find(|h| &h.name == b))
+        .is_some_and(|h| h.site == site);
+    if in_site || ctl.lock_busy().contains(&vm) {
+        return;
+    }
+    let host = rec.host.clone();
+    crate::epochs::protect(&ctl, &hosts, rec, host);
 }
 
 /// The two sides of a VM replicated across sites, as their hosts see them.
@@ -248,12 +270,14 @@ async fn carry_out(ctl: &Arc<Ctl>, e: &Ends, order: Order) -> Result<Option<Hand
     let err = |x: ClientError| x.to_string();
     match order {
         Order::Handoff => ctl.agent(&from.1).handoff(vm).await.map(Some).map_err(err),
-        Order::Activate => ctl
-            .agent(&to.1)
-            .activate(vm)
-            .await
-            .map(|_| None)
-            .map_err(err),
+        Order::Activate => {
+            let info = ctl.agent(&to.1).activate(vm).await.map_err(err)?;
+            // The view follows at once: reports sent before the switch
+            // (the old side still running it) must not undo it.
+            ctl.note_moved(vm);
+            ctl.lock_observed().moved(&from.0, &to.0, info);
+            Ok(None)
+        }
         Order::Resume => ctl
             .agent(&from.1)
             .site_resume(vm)

@@ -13,6 +13,7 @@ pub fn spawn() {
                 return;
             }
         };
+        grow_receive_buffer(&sock);
         let mut ledger = Ledger::default();
         let mut buf = [0u8; 64];
         loop {
@@ -33,4 +34,30 @@ pub fn spawn() {
             }
         }
     });
+}
+
+/// Room for a burst: a site's buffered requests arrive at once when the VM
+/// runs there again, faster than this thread answers them under TCG.
+const RECEIVE_BUFFER: libc::c_int = 8 << 20;
+
+fn grow_receive_buffer(sock: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let size = RECEIVE_BUFFER;
+    // SAFETY: setsockopt(2) on our socket with a c_int we own; the guest
+    // middleware runs as root, so the FORCE variant may pass rmem_max.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        eprintln!(
+            "duplex guest: request ledger keeps the default receive buffer: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }

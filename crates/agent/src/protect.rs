@@ -49,6 +49,8 @@ pub struct Protection {
     stalled_at: Arc<Mutex<Option<Instant>>>,
     /// When the newest checkpoint the backup applied was taken.
     committed_at: Arc<Mutex<Option<Instant>>>,
+    /// The last checkpoint's epoch once a handoff is done.
+    handed_off: Arc<Mutex<Option<u64>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -116,7 +118,7 @@ pub async fn start(
         qmp,
         ram: Arc::new(ram),
         txbuf,
-        state_file: vm.paths.dir.join("checkpoint.state"),
+        state_file: vm.paths.dir.join(STATE_FILE),
     };
     let (orders, order_rx) = mpsc::channel(4);
     let link = Link {
@@ -126,6 +128,11 @@ pub async fn start(
     };
     let stalled_at = Arc::new(Mutex::new(None));
     let committed_at = Arc::new(Mutex::new(None));
+    let handed_off = Arc::new(Mutex::new(None));
+    let shared = match req.shared_epoch {
+        Some(e) => Some(shared_base(&vm, e)?),
+        None => None,
+    };
     let engine = Engine {
         vm: vm.clone(),
         src,
@@ -133,7 +140,9 @@ pub async fn start(
         info: info.clone(),
         stalled_at: stalled_at.clone(),
         committed_at: committed_at.clone(),
+        handed_off: handed_off.clone(),
         cfg: req.epochs,
+        shared,
     };
     let task = tokio::spawn(engine.run(order_rx));
     let snapshot = lock(&info).clone();
@@ -143,6 +152,7 @@ pub async fn start(
             info,
             stalled_at,
             committed_at,
+            handed_off,
             task,
         });
     }
@@ -153,6 +163,35 @@ pub async fn start(
 pub fn info(vm: &Vm) -> Option<ProtectionInfo> {
     let p = vm.protection.lock().ok()?;
     p.as_ref().map(|p| lock(&p.info).clone())
+}
+
+/// Where QEMU writes a checkpoint's device state, in the VM's directory.
+pub const STATE_FILE: &str = "checkpoint.state";
+
+/// The last checkpoint's epoch if the VM was handed off whole.
+pub fn handed_off(vm: &Vm) -> Option<u64> {
+    let guard = vm.protection.lock().ok()?;
+    let epoch = *lock(&guard.as_ref()?.handed_off);
+    epoch
+}
+
+/// The state this VM was started from, if it is `epoch` (S5).
+fn shared_base(vm: &Vm, epoch: u64) -> Result<(u64, PageHashes), AgentError> {
+    let mut base = vm
+        .shared_base
+        .lock()
+        .map_err(|_| AgentError::Unavailable("poisoned".into()))?;
+    match base.take() {
+        Some((e, h)) if e == epoch => Ok((e, h)),
+        other => {
+            let had = other.as_ref().map(|(e, _)| *e);
+            *base = other;
+            Err(AgentError::Conflict(format!(
+                "VM `{}` was not started here from epoch {epoch} (from {had:?}): its backup needs a full first round",
+                vm.spec.name
+            )))
+        }
+    }
 }
 
 /// How old the state the backup holds is (none before it holds any).
@@ -265,7 +304,10 @@ struct Engine {
     info: Arc<Mutex<ProtectionInfo>>,
     stalled_at: Arc<Mutex<Option<Instant>>>,
     committed_at: Arc<Mutex<Option<Instant>>>,
+    handed_off: Arc<Mutex<Option<u64>>>,
     cfg: duplex_core::epoch::EpochConfig,
+    /// The backup already holds this epoch's state, RAM as hashed.
+    shared: Option<(u64, PageHashes)>,
 }
 
 impl Engine {
@@ -274,15 +316,18 @@ impl Engine {
         lock(&self.info).last_error = Some(e.to_string());
     }
 
-    async fn run(self, mut orders: mpsc::Receiver<Order>) {
+    async fn run(mut self, mut orders: mpsc::Receiver<Order>) {
         let len = self.src.ram.bytes().len();
-        let hashes = match self.fill_backup(PageHashes::zeroed(len)).await {
-            Ok(h) => h,
-            Err(e) => {
-                self.note_error(&format!("filling the backup: {e}"));
-                lock(&self.info).phase = ProtectPhase::Failed;
-                return;
-            }
+        let (machine, hashes) = match self.shared.take() {
+            Some((epoch, hashes)) => (Primary::starting_after(self.cfg, epoch), hashes),
+            None => match self.fill_backup(PageHashes::zeroed(len)).await {
+                Ok(h) => (Primary::new(self.cfg), h),
+                Err(e) => {
+                    self.note_error(&format!("filling the backup: {e}"));
+                    lock(&self.info).phase = ProtectPhase::Failed;
+                    return;
+                }
+            },
         };
         let (to_send, sending) = mpsc::channel::<(Checkpoint, Instant)>(MAX_IN_FLIGHT + 1);
         let (ack_tx, mut acks) = mpsc::channel::<(u64, Instant)>(MAX_IN_FLIGHT + 1);
@@ -293,7 +338,7 @@ impl Engine {
             self.info.clone(),
         ));
         let mut state = Loop {
-            machine: Primary::new(self.cfg),
+            machine,
             hashes,
             t0: Instant::now(),
             events: VecDeque::from([Event::Tick]),
@@ -397,6 +442,7 @@ impl Engine {
             }
             Effect::HandedOff { epoch } => {
                 tracing::info!(vm = %self.vm.spec.name, epoch, "S5 handoff: the backup holds the paused VM's state");
+                *lock(&self.handed_off) = Some(epoch);
                 if let Some(reply) = state.handed_off.take() {
                     let _ = reply.send(epoch);
                 }

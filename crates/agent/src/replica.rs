@@ -106,14 +106,24 @@ pub async fn buffer(host: &Host, name: &str) -> Result<SiteBufferStatus, AgentEr
 /// same VM: its primary starts over with a base round; a stand-in the old
 /// one had keeps buffering for the new one).
 pub fn create(host: &Host, req: ReplicaRequest) -> Result<ReplicaInfo, AgentError> {
-    create_with(host, req.spec, None)
+    create_with(host, req.spec, None, None)
 }
 
-/// As [`create`], with `standin` buffering for it (else the old one's).
+/// A VM's state to take over as a replica as it is: its RAM file, its
+/// device state, the epoch it is (S5: the side a VM just left).
+pub struct Kept {
+    pub ram: PathBuf,
+    pub device_state: Vec<u8>,
+    pub epoch: u64,
+}
+
+/// As [`create`], with `standin` buffering for it (else the old one's),
+/// and holding `kept` from the start (else empty).
 pub fn create_with(
     host: &Host,
     spec: VmSpec,
     standin: Option<StandIn>,
+    kept: Option<Kept>,
 ) -> Result<ReplicaInfo, AgentError> {
     spec.validate()
         .map_err(|e| AgentError::BadRequest(e.to_string()))?;
@@ -129,19 +139,34 @@ pub fn create_with(
             spec.name
         )));
     }
-    let kept = host.replicas.take(&spec.name).ok().flatten();
-    let standin = standin.or(kept);
+    let old_standin = host.replicas.take(&spec.name).ok().flatten();
+    let standin = standin.or(old_standin);
     let ram_bytes = u64::from(spec.memory_mib) << 20;
     let ram_file = host.ram_file(&spec.name).with_extension("replica");
     let dir = host.cfg.data_dir.join("replicas");
     std::fs::create_dir_all(&dir).map_err(AgentError::io(format!("create {}", dir.display())))?;
     let state = dir.join(format!("{}.state", spec.name));
-    let replica = Replica::create(&ram_file, &state, ram_bytes)
-        .map_err(|e| AgentError::Unavailable(e.to_string()))?;
+    let made = match kept {
+        Some(k) => {
+            let adopted = std::fs::rename(&k.ram, &ram_file)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    Replica::adopt(&ram_file, &state, ram_bytes, &k.device_state, k.epoch)
+                        .map_err(|e| e.to_string())
+                });
+            if adopted.is_err() {
+                let _ = std::fs::remove_file(&k.ram);
+                let _ = std::fs::remove_file(&ram_file);
+            }
+            adopted
+        }
+        None => Replica::create(&ram_file, &state, ram_bytes).map_err(|e| e.to_string()),
+    };
+    let replica = made.map_err(AgentError::Unavailable)?;
     let info = ReplicaInfo {
         vm: spec.name.clone(),
         ram_bytes,
-        applied: None,
+        applied: replica.applied(),
         checkpoints: 0,
         bytes_received: 0,
         last_error: None,
@@ -196,27 +221,39 @@ pub async fn apply(
     }
 }
 
+/// Takes the replica for its activation: its epoch, its device state's
+/// file, and the hashes of the RAM it holds (S5: the side the VM leaves
+/// keeps exactly that state; epochs towards it go on from there).
+fn take_for_activation(
+    slot: &Slot,
+) -> Result<(u64, PathBuf, duplex_replica::scan::PageHashes), &'static str> {
+    let mut guard = lock(&slot.replica);
+    let replica = guard.as_ref().ok_or("was activated already")?;
+    let epoch = replica
+        .applied()
+        .ok_or("holds no committed epoch yet (its base round is not done): it cannot run")?;
+    let path = replica.state_path().to_path_buf();
+    let hashes = duplex_replica::scan::PageHashes::of(replica.ram());
+    *guard = None;
+    Ok((epoch, path, hashes))
+}
+
 /// Failover: runs the VM here from the replica's last committed epoch.
 pub async fn activate(host: &Arc<Host>, name: &str) -> Result<VmInfo, AgentError> {
     let slot = host.replicas.get(name)?;
-    let (epoch, state_path) = {
-        let mut guard = lock(&slot.replica);
-        let replica = guard.as_ref().ok_or_else(|| {
-            AgentError::Conflict(format!("the replica of `{name}` was activated already"))
-        })?;
-        let Some(epoch) = replica.applied() else {
-            return Err(AgentError::Conflict(format!(
-                "the replica of `{name}` holds no committed epoch yet (its base round is not done): it cannot run"
-            )));
-        };
-        let path = replica.state_path().to_path_buf();
-        *guard = None;
-        (epoch, path)
-    };
+    let taken = tokio::task::spawn_blocking({
+        let slot = slot.clone();
+        move || take_for_activation(&slot)
+    })
+    .await
+    .map_err(|e| AgentError::Unavailable(format!("taking the replica: {e}")))?;
+    let (epoch, state_path, hashes) =
+        taken.map_err(|e| AgentError::Conflict(format!("the replica of `{name}` {e}")))?;
     let state = std::fs::read(&state_path)
         .map_err(AgentError::io(format!("read {}", state_path.display())))?;
     let standin = lock(&slot.standin).take();
     let vm = host.reserve_on(&slot.spec, VmState::Incoming, standin)?;
+    *lock(&vm.shared_base) = Some((epoch, hashes));
     let ram = vm
         .ram_file
         .clone()

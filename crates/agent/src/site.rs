@@ -111,15 +111,33 @@ pub async fn standby(host: &Arc<Host>, name: &str) -> Result<ReplicaInfo, AgentE
         .ok_or_else(|| AgentError::Conflict(format!("VM `{name}` is not replicated")))?;
     rt.element.site_buffer(BufferMode::Buffer);
     rt.qemu.stop().await;
+    let kept = keep_state(&vm);
     let spec = vm.spec.clone();
     host.retire(&vm, |_| {}).await;
     let standin = StandIn {
         element: rt.element,
         txbuf,
     };
-    let info = crate::replica::create_with(host, spec, Some(standin))?;
+    let info = crate::replica::create_with(host, spec, Some(standin), kept)?;
     tracing::info!(vm = %name, "S5: the VM runs in the other site; its element buffers here");
     Ok(info)
+}
+
+/// What the VM left here with, if it was handed off whole: its RAM file
+/// (moved aside before the VM is retired, which would remove it), the
+/// device state of the last checkpoint, that checkpoint's epoch. QEMU has
+/// exited; nothing ran since that checkpoint.
+fn keep_state(vm: &crate::vm::Vm) -> Option<crate::replica::Kept> {
+    let epoch = protect::handed_off(vm)?;
+    let ram = vm.ram_file.as_ref()?;
+    let device_state = std::fs::read(vm.paths.dir.join(protect::STATE_FILE)).ok()?;
+    let aside = ram.with_extension("kept");
+    std::fs::rename(ram, &aside).ok()?;
+    Some(crate::replica::Kept {
+        ram: aside,
+        device_state,
+        epoch,
+    })
 }
 
 async fn set_buffer(vm: &crate::vm::Vm, mode: BufferMode) -> Result<(), AgentError> {

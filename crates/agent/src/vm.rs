@@ -118,6 +118,10 @@ pub struct Vm {
     /// S5: the element it is to launch on (it buffered for the VM while
     /// the VM ran in the other site); taken by the launch.
     pub standin: Mutex<Option<crate::site::StandIn>>,
+    /// S5: the state it was started from here, as the replica it came
+    /// from holds it (epoch, page hashes): epochs towards the side it left
+    /// go on from there.
+    pub shared_base: Mutex<Option<(u64, duplex_replica::scan::PageHashes)>>,
 }
 
 impl Vm {
@@ -150,6 +154,7 @@ impl Vm {
             txbuf: Mutex::new(None),
             protection: Mutex::new(None),
             standin: Mutex::new(None),
+            shared_base: Mutex::new(None),
         }
     }
 

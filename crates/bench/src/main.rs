@@ -9,6 +9,8 @@ mod raw;
 mod s1;
 mod s2;
 mod s3;
+mod s5;
+mod s5_report;
 mod sip;
 mod stats;
 
@@ -102,6 +104,23 @@ enum Cmd {
         #[arg(long, default_value_t = 8.0)]
         secs: f64,
     },
+    /// S5: a VM kept in two sites switching on its policy against one VM
+    /// in site a served across the WAN; then site a lost: the replica
+    /// against a cold boot in site b.
+    S5 {
+        /// Runs of each arm.
+        #[arg(long, default_value_t = 2)]
+        runs: usize,
+        /// Requests/s per site.
+        #[arg(long, default_value_t = 50)]
+        rate: u32,
+        /// Seconds per point.
+        #[arg(long, default_value_t = 30.0)]
+        secs: f64,
+        /// (a) switches when the other site's oldest request waited this.
+        #[arg(long, default_value_t = 1000)]
+        max_age_ms: u64,
+    },
     /// (internal) The client of `s2`: a class-1 and a class-2 stream.
     #[command(hide = true)]
     S2Probe {
@@ -179,6 +198,33 @@ impl Lab {
         )
         .await?;
         Ok(Lab { state })
+    }
+
+    /// A lab of `hosts` over `sites` sites (WAN of 40 ms RTT), fenced by
+    /// the lab's power switch.
+    async fn up_sites(hosts: u8, sites: u8) -> anyhow::Result<Lab> {
+        let _ = tokio::task::spawn_blocking(|| duplex_lab::down(Lab::NAME)).await;
+        let plan = duplex_lab::LabPlan::with_sites(Lab::NAME, hosts, sites)?;
+        let state = duplex_lab::up(
+            &plan,
+            duplex_lab::UpOptions {
+                duplex_bin: duplex_bin(),
+                image_dir: duplex_image::DEFAULT_IMAGE_DIR.into(),
+                extra_agent_args: Vec::new(),
+                store: Default::default(),
+                racks: 1,
+                controllers: 1,
+                power_fence: true,
+                switch: Default::default(),
+            },
+        )
+        .await?;
+        Ok(Lab { state })
+    }
+
+    /// The `i` of the lab's `10.i.0.0/24`.
+    pub fn index(&self) -> u8 {
+        self.state.index
     }
 
     /// The accelerator host h1's agent reports.
@@ -344,6 +390,15 @@ async fn main() -> anyhow::Result<()> {
             let switch = duplex_lab::switch::SwitchKind::Duplex;
             let lab = Lab::up_switched(4, true, &[], switch).await?;
             s2::run(&lab, &cli.out, runs, rate, secs).await
+        }
+        Cmd::S5 {
+            runs,
+            rate,
+            secs,
+            max_age_ms,
+        } => {
+            let lab = Lab::up_sites(2, 2).await?;
+            s5::run(&lab, &cli.out, runs, rate, secs, max_age_ms).await
         }
         Cmd::S2Probe {
             to,

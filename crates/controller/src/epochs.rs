@@ -49,6 +49,7 @@ pub fn protect(ctl: &Arc<Ctl>, hosts: &[Host], rec: Vm, host: String) {
             let req = ProtectRequest {
                 backup: backup_url,
                 epochs: Default::default(),
+                shared_epoch: None,
             };
             c.agent(&home_url)
                 .protect(&vm, &req)

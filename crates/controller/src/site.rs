@@ -208,13 +208,14 @@ pub async fn run_switch(ctl: &Arc<Ctl>, e: &Ends, op: &OpHandle) -> Result<Strin
     let started = Instant::now();
     let (from, to) = (&e.from.0, &e.to.0);
     let mut sw = Switch::start();
-    let mut handed: Option<HandoffInfo> = None;
+    let mut memo = Memo::default();
+    let mut running_ms = 0;
     let mut last_error = String::new();
     while let Some(order) = sw.order() {
         op.progress(describe(order, e)).await;
-        let outcome = carry_out(ctl, e, order).await;
-        if let Ok(Some(h)) = &outcome {
-            handed = Some(h.clone());
+        let outcome = carry_out(ctl, e, order, &mut memo).await;
+        if order == Order::Activate && outcome.is_ok() {
+            running_ms = started.elapsed().as_millis();
         }
         if let Err(err) = &outcome {
             tracing::warn!(vm = %e.vm, ?order, "site switch: {err}");
@@ -223,14 +224,19 @@ pub async fn run_switch(ctl: &Arc<Ctl>, e: &Ends, op: &OpHandle) -> Result<Strin
         sw = sw.next(outcome.is_ok());
     }
     let ms = started.elapsed().as_millis();
-    let (pause, buffered) = handed
+    let (pause, buffered) = memo
+        .handed
         .map(|h| (h.pause_ms, h.buffer.map_or(0, |b| b.buffered)))
         .unwrap_or_default();
+    let first_round = match memo.shared_epoch {
+        Some(e) => format!("epochs go on from epoch {e}, which both sides hold"),
+        None => "the new replica gets a full first round".to_string(),
+    };
     match sw.state {
         State::Done => {
             let a = sw.afterwards;
             let mut msg = format!(
-                "{} runs on {to} (was {from}) after {ms} ms; handoff {pause} ms, {buffered} frame(s) buffered on {from} meanwhile",
+                "{} runs on {to} (was {from}): running there {running_ms} ms after the switch began (handoff {pause} ms), done in {ms} ms; {buffered} frame(s) buffered on {from} meanwhile; {first_round}",
                 e.vm
             );
             if a.record_failed || a.standby_failed || a.protect_failed {
@@ -264,25 +270,37 @@ fn describe(order: Order, e: &Ends) -> String {
     }
 }
 
-async fn carry_out(ctl: &Arc<Ctl>, e: &Ends, order: Order) -> Result<Option<HandoffInfo>, String> {
+/// What a switch learns on its way.
+#[derive(Default)]
+struct Memo {
+    handed: Option<HandoffInfo>,
+    /// The epoch the old side's new replica holds (it kept the state the
+    /// VM left with): the new side's epochs go on from it.
+    shared_epoch: Option<u64>,
+}
+
+async fn carry_out(ctl: &Arc<Ctl>, e: &Ends, order: Order, memo: &mut Memo) -> Result<(), String> {
     let vm = &e.vm;
     let (from, to) = (&e.from, &e.to);
     let err = |x: ClientError| x.to_string();
     match order {
-        Order::Handoff => ctl.agent(&from.1).handoff(vm).await.map(Some).map_err(err),
+        Order::Handoff => {
+            memo.handed = Some(ctl.agent(&from.1).handoff(vm).await.map_err(err)?);
+            Ok(())
+        }
         Order::Activate => {
             let info = ctl.agent(&to.1).activate(vm).await.map_err(err)?;
             // The view follows at once: reports sent before the switch
             // (the old side still running it) must not undo it.
             ctl.note_moved(vm);
             ctl.lock_observed().moved(&from.0, &to.0, info);
-            Ok(None)
+            Ok(())
         }
         Order::Resume => ctl
             .agent(&from.1)
             .site_resume(vm)
             .await
-            .map(|_| None)
+            .map(drop)
             .map_err(err),
         Order::Record => {
             let site = e.from_site.clone();
@@ -292,23 +310,23 @@ async fn carry_out(ctl: &Arc<Ctl>, e: &Ends, order: Order) -> Result<Option<Hand
                 r.replica_site = site.clone();
             })
             .await
-            .map(|_| None)
         }
-        Order::Standby => ctl
-            .agent(&from.1)
-            .standby(vm)
-            .await
-            .map(|_| None)
-            .map_err(err),
+        Order::Standby => {
+            let replica = ctl.agent(&from.1).standby(vm).await.map_err(err)?;
+            let handed = memo.handed.as_ref().map(|h| h.epoch);
+            memo.shared_epoch = replica.applied.filter(|a| Some(*a) == handed);
+            Ok(())
+        }
         Order::Protect => {
             let req = ProtectRequest {
                 backup: from.1.clone(),
                 epochs: Default::default(),
+                shared_epoch: memo.shared_epoch,
             };
             ctl.agent(&to.1)
                 .protect(vm, &req)
                 .await
-                .map(|_| None)
+                .map(drop)
                 .map_err(err)
         }
     }

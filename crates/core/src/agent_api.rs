@@ -541,6 +541,11 @@ pub struct ProtectRequest {
     pub backup: String,
     #[serde(default)]
     pub epochs: crate::epoch::EpochConfig,
+    /// The backup already holds the VM's state as of this epoch, the one
+    /// the VM was started from here (S5: the side it just left): no base
+    /// round; epochs go on from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_epoch: Option<u64>,
 }
 
 /// How one epoch's checkpoint went, for operators and `bench/s2`.

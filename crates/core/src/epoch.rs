@@ -170,6 +170,17 @@ impl Primary {
         }
     }
 
+    /// Epochs towards a backup that already holds the VM's consistent
+    /// state as of `epoch` (S5: the side the VM just left): the next
+    /// checkpoint is `epoch + 1`, with the pages changed since.
+    pub fn starting_after(cfg: EpochConfig, epoch: u64) -> Self {
+        Primary {
+            next: epoch.saturating_add(1),
+            committed: epoch,
+            ..Primary::new(cfg)
+        }
+    }
+
     /// Whether output is being held at all (from the first capture until
     /// the controller says unprotected).
     pub fn holding(&self) -> bool {

@@ -380,3 +380,20 @@ fn no_handoff_once_unprotected_and_none_while_stalled() {
     assert!(!fx.iter().any(|f| matches!(f, Effect::FinalCapture { .. })));
     assert_eq!(p.handoff, Handoff::Wanted, "taken once the backup answers");
 }
+
+#[test]
+fn epochs_can_go_on_from_a_state_the_backup_holds() {
+    let (p, fx) = run(
+        Primary::starting_after(cfg(), 41),
+        &[
+            (Event::Tick, 0),
+            (Event::Captured { epoch: 42 }, 5),
+            (Event::Acked { epoch: 42 }, 50),
+        ],
+    );
+    assert_eq!(
+        fx,
+        vec![Effect::Capture { epoch: 42 }, Effect::Commit { epoch: 42 }]
+    );
+    assert_eq!((p.committed, p.next), (42, 43));
+}

@@ -34,6 +34,12 @@ pub struct LedgerReport {
     pub rtt_p50_ms: f64,
     pub rtt_p99_ms: f64,
     pub rtt_max_ms: f64,
+    /// Longest time without an answer, between the first and the last.
+    #[serde(default)]
+    pub max_answer_gap_ms: f64,
+    /// When the first answer came, since the probe started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_answer_ms: Option<f64>,
     /// The first unanswered request, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_lost: Option<u64>,
@@ -85,6 +91,8 @@ pub fn summarize(target: &str, client: u32, records: &[Record]) -> LedgerReport 
         rtt_p50_ms: 0.0,
         rtt_p99_ms: 0.0,
         rtt_max_ms: 0.0,
+        max_answer_gap_ms: 0.0,
+        first_answer_ms: None,
         first_lost: None,
     };
     let mut latest_answer = 0u64;
@@ -108,6 +116,14 @@ pub fn summarize(target: &str, client: u32, records: &[Record]) -> LedgerReport 
             Verdict::Duplicate => r.processed_twice += 1,
         }
     }
+    let mut arrivals: Vec<u64> = records
+        .iter()
+        .filter_map(|r| r.first.map(|f| f.0))
+        .collect();
+    arrivals.sort_unstable();
+    let gap = arrivals.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    r.max_answer_gap_ms = gap as f64 / 1000.0;
+    r.first_answer_ms = arrivals.first().map(|us| *us as f64 / 1000.0);
     rtts.sort_unstable();
     r.rtt_p50_ms = percentile(&rtts, 0.5);
     r.rtt_p99_ms = percentile(&rtts, 0.99);
@@ -214,6 +230,8 @@ mod tests {
         assert_eq!((r.in_order, r.skipped, r.late), (1, 1, 1));
         assert_eq!((r.duplicate_answers, r.answers_out_of_order), (1, 1));
         assert_eq!(r.rtt_max_ms, 20.0);
+        assert_eq!(r.max_answer_gap_ms, 34.0, "from 1 ms to 35 ms");
+        assert_eq!(r.first_answer_ms, Some(1.0));
         assert!(!r.clean());
         let clean = summarize("t", 1, &[rec(0, &[(1, InOrder)]), rec(5, &[(9, InOrder)])]);
         assert!(clean.clean(), "{clean:?}");

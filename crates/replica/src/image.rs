@@ -50,6 +50,28 @@ impl Replica {
         })
     }
 
+    /// A replica that already holds a VM's consistent state as of `epoch`:
+    /// its RAM file (taken over as it is) and `device_state` (S5: the side
+    /// a VM just left holds exactly the state it runs on from elsewhere).
+    /// It takes checkpoints from `epoch + 1` on, never a base round.
+    pub fn adopt(
+        ram_path: &Path,
+        state_path: &Path,
+        ram_len: u64,
+        device_state: &[u8],
+        epoch: u64,
+    ) -> Result<Replica, ApplyError> {
+        let r = Replica {
+            image: RamImage::open_existing(ram_path, ram_len)?,
+            ram_len,
+            state_path: state_path.to_path_buf(),
+            applied: Some(epoch),
+            torn: false,
+        };
+        r.write_state(device_state)?;
+        Ok(r)
+    }
+
     /// The newest consistent epoch the replica holds (`None`: it cannot be
     /// started yet).
     pub fn applied(&self) -> Option<u64> {
@@ -179,6 +201,46 @@ mod tests {
         let mut wrong = cp(4, true, &ram, &mut h);
         wrong.ram_len = 2 * LEN as u64;
         assert!(matches!(r.apply(&wrong), Err(ApplyError::RamLen { .. })));
+    }
+
+    #[test]
+    fn an_adopted_replica_goes_on_from_the_state_it_shares() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ram = vec![0u8; LEN];
+        ram[3 * PAGE] = 7;
+        let file = dir.path().join("ram");
+        std::fs::write(&file, &ram).unwrap();
+        let mut r = Replica::adopt(&file, &dir.path().join("dev"), LEN as u64, b"dev9", 9).unwrap();
+        assert_eq!(r.applied(), Some(9));
+        assert_eq!(std::fs::read(r.state_path()).unwrap(), b"dev9");
+        // The new primary hashes what both hold, then sends what changed.
+        let mut h = PageHashes::of(&ram);
+        ram[4 * PAGE] = 8;
+        let ten = cp(10, true, &ram, &mut h);
+        assert_eq!(ten.pages.index, vec![4], "only the page changed since");
+        assert!(matches!(
+            r.apply(&cp(0, false, &ram, &mut h)),
+            Err(ApplyError::LateBase(9))
+        ));
+        assert_eq!(r.apply(&ten).unwrap(), Some(10));
+        assert_eq!(r.ram(), &ram[..]);
+        // A fresh replica refuses to go on from a state it does not hold.
+        let mut fresh = Replica::create(
+            &dir.path().join("ram2"),
+            &dir.path().join("dev2"),
+            LEN as u64,
+        )
+        .unwrap();
+        assert!(matches!(
+            fresh.apply(&ten),
+            Err(ApplyError::Order {
+                expected: 1,
+                got: 10
+            })
+        ));
+        let short = dir.path().join("short");
+        std::fs::write(&short, [0u8; PAGE]).unwrap();
+        assert!(Replica::adopt(&short, &dir.path().join("dev3"), LEN as u64, b"", 1).is_err());
     }
 
     #[test]

@@ -78,6 +78,28 @@ impl RamImage {
         Ok(RamImage { map })
     }
 
+    /// Maps `path` as it is: a VM's RAM file whose content the replica
+    /// takes over (it must be `len` bytes long).
+    pub fn open_existing(path: &Path, len: u64) -> Result<RamImage, RamError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io(path))?;
+        let actual = file.metadata().map_err(io(path))?.len();
+        if actual != len {
+            return Err(RamError::Size {
+                path: path.display().to_string(),
+                actual,
+                expected: len,
+            });
+        }
+        // SAFETY: as in `create`: the file is the replica's alone now (the
+        // QEMU that used it has exited).
+        let map = unsafe { MmapOptions::new().map_mut(&file) }.map_err(io(path))?;
+        Ok(RamImage { map })
+    }
+
     pub fn bytes(&self) -> &[u8] {
         &self.map
     }

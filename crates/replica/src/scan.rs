@@ -46,6 +46,15 @@ impl PageHashes {
         }
     }
 
+    /// For RAM the backup holds exactly as `ram` is now (S5: a replica
+    /// left by the side the VM just moved from): the first scan takes only
+    /// pages changed since.
+    pub fn of(ram: &[u8]) -> Self {
+        PageHashes {
+            hashes: ram.chunks_exact(PAGE).map(xxh3_128).collect(),
+        }
+    }
+
     pub fn pages(&self) -> usize {
         self.hashes.len()
     }

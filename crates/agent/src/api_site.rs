@@ -61,7 +61,7 @@ async fn side(State(h): Shared, Path(name): Path<String>) -> ApiResult<SiteSide>
         vm: name,
         active: true,
         buffer: site::buffer_status(&vm).await,
-        lag_ms: protect::lag(&vm).map(|d| d.as_millis() as u64),
+        lag_ms: protect::summary(&vm).and_then(|p| p.lag_ms),
         applied: None,
     }))
 }

@@ -194,24 +194,19 @@ fn shared_base(vm: &Vm, epoch: u64) -> Result<(u64, PageHashes), AgentError> {
     }
 }
 
-/// How old the state the backup holds is (none before it holds any).
-pub fn lag(vm: &Vm) -> Option<Duration> {
-    let guard = vm.protection.lock().ok()?;
-    let at = (*lock(&guard.as_ref()?.committed_at))?;
-    Some(at.elapsed())
-}
-
 /// What the host reports of a VM's epochs.
 pub fn summary(vm: &Vm) -> Option<ProtectionSummary> {
     let guard = vm.protection.lock().ok()?;
     let p = guard.as_ref()?;
     let stalled_for_ms = lock(&p.stalled_at).map(|at| at.elapsed().as_millis() as u64);
+    let lag_ms = lock(&p.committed_at).map(|at| at.elapsed().as_millis() as u64);
     let i = lock(&p.info);
     Some(ProtectionSummary {
         backup: i.backup.clone(),
         phase: i.phase,
         committed: i.committed,
         stalled_for_ms,
+        lag_ms,
     })
 }
 

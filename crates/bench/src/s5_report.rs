@@ -86,7 +86,7 @@ pub fn markdown(r: &Results) -> String {
         };
         let _ = writeln!(
             md,
-            "\n**Switches of (a)**: {} in all; from the switch's start to the VM running on the other side (its buffered requests are then processed first) p50 {} ms, max {} ms; whole switch (with the new replica's epochs started) p50 {} ms, max {} ms. State per switch: the last checkpoint (median checkpoint {:.0} KB) and then the new replica's first round, {:.1} MB (the guest's non-zero RAM).\n",
+            "\n**Switches of (a)**: {} in all; from the switch's start to the VM running on the other side (its buffered requests are then processed first) p50 {} ms, max {} ms; whole switch (with the new replica's epochs started) p50 {} ms, max {} ms. State per switch: the last checkpoint (median checkpoint {:.0} KB), then a first round to the new replica of {:.1} MB (0: epochs go on from the state both sides hold).\n",
             sw.len(),
             running[running.len() / 2],
             running[running.len() - 1],
@@ -102,7 +102,7 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(md, "|---|---|---|---|");
         let _ = writeln!(md, "| (a) Duplex: the replica runs it in site b, its buffer first | {} | {:.1} s | {} (lag shown before the loss: {} ms) |", faults(&[&l.duplex_b]), l.duplex_back_ms / 1e3, l.duplex_forgotten, l.duplex_lag_ms);
         let _ = writeln!(md, "| (c) cold recovery: a new VM booted in site b from the image | {} | {:.1} s (address free after {:.1} s, then the boot) | {} (all: a new VM) |", faults(&[&l.cold_b]), l.cold_back_ms / 1e3, l.cold_address_free_ms / 1e3, l.cold_forgotten);
-        let _ = writeln!(md, "\nThe loss detection and fencing are the controller's (the lab's power switch); the site b clients' requests to (c) during the outage were sent to an address nobody served. (a)'s site b requests had been buffered where the replica was, never processed elsewhere.");
+        let _ = writeln!(md, "\nThe loss detection and fencing are the controller's (the lab's power switch); the site b clients' requests to (c) during the outage were sent to an address nobody served, and the new VM's ledger starts empty (its first request counts as skipped). (a)'s site b requests had been buffered where the replica was, never processed elsewhere.");
     }
     md
 }

@@ -134,6 +134,10 @@ pub struct ProtectionSummary {
     /// How long the epochs have been stalled (the backup silent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stalled_for_ms: Option<u64>,
+    /// How old the state the backup holds is (since the newest checkpoint
+    /// it applied was taken): what losing this host loses at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_ms: Option<u64>,
 }
 
 impl ProtectionSummary {

@@ -293,6 +293,7 @@ fn a_long_stall_or_ended_epochs_need_a_new_backup() {
         phase,
         committed: 3,
         stalled_for_ms,
+        lag_ms: None,
     };
     assert!(!s(ProtectPhase::Running, None).needs_backup());
     assert!(!s(ProtectPhase::Base, None).needs_backup());

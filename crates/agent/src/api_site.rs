@@ -49,6 +49,7 @@ async fn buffered(State(h): Shared, Path(name): Path<String>) -> ApiResult<SiteS
         buffer,
         lag_ms: None,
         applied,
+        handed_off: None,
     }))
 }
 
@@ -63,5 +64,6 @@ async fn side(State(h): Shared, Path(name): Path<String>) -> ApiResult<SiteSide>
         buffer: site::buffer_status(&vm).await,
         lag_ms: protect::summary(&vm).and_then(|p| p.lag_ms),
         applied: None,
+        handed_off: protect::handed_off(&vm),
     }))
 }

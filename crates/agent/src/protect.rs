@@ -337,7 +337,7 @@ impl Engine {
             hashes,
             t0: Instant::now(),
             events: VecDeque::from([Event::Tick]),
-            handed_off: None,
+            handoff_reply: None,
         };
         loop {
             while let Some(ev) = state.events.pop_front() {
@@ -365,11 +365,14 @@ impl Engine {
                 order = orders.recv() => match order {
                     Some(Order::Unprotect) => state.events.push_back(Event::Unprotect),
                     Some(Order::Handoff(reply)) => {
-                        state.handed_off = Some(reply);
+                        state.handoff_reply = Some(reply);
                         state.events.push_back(Event::Handoff);
                     }
                     Some(Order::CancelHandoff) => {
-                        state.handed_off = None;
+                        // The VM runs on: what was handed off is not its
+                        // state any more.
+                        state.handoff_reply = None;
+                        *lock(&self.handed_off) = None;
                         state.events.push_back(Event::CancelHandoff);
                     }
                     None => break,
@@ -438,7 +441,7 @@ impl Engine {
             Effect::HandedOff { epoch } => {
                 tracing::info!(vm = %self.vm.spec.name, epoch, "S5 handoff: the backup holds the paused VM's state");
                 *lock(&self.handed_off) = Some(epoch);
-                if let Some(reply) = state.handed_off.take() {
+                if let Some(reply) = state.handoff_reply.take() {
                     let _ = reply.send(epoch);
                 }
             }
@@ -513,7 +516,7 @@ struct Loop {
     t0: Instant,
     events: VecDeque<Event>,
     /// Who waits for a handoff.
-    handed_off: Option<oneshot::Sender<u64>>,
+    handoff_reply: Option<oneshot::Sender<u64>>,
 }
 
 impl Loop {

@@ -49,6 +49,11 @@ pub async fn handoff(host: &Arc<Host>, name: &str) -> Result<HandoffInfo, AgentE
             "VM `{name}` is not running here: nothing to hand off"
         )));
     }
+    if protect::handed_off(&vm).is_some() {
+        return Err(AgentError::Conflict(format!(
+            "VM `{name}` was handed off already: it is paused here (resume it or put it on standby)"
+        )));
+    }
     let t0 = Instant::now();
     set_buffer(&vm, BufferMode::Buffer).await?;
     tokio::time::sleep(QUIESCE).await;
@@ -66,6 +71,8 @@ pub async fn handoff(host: &Arc<Host>, name: &str) -> Result<HandoffInfo, AgentE
     };
     match outcome {
         Ok(epoch) => {
+            // Paused on purpose: its silence is not a failure.
+            vm.update(|s| s.state = VmState::Paused);
             let buffer = buffer_status(&vm).await;
             tracing::info!(vm = %name, epoch, ms = t0.elapsed().as_millis() as u64, "S5 handoff done: the VM is paused here, its replica holds its state");
             Ok(HandoffInfo {
@@ -92,23 +99,36 @@ pub async fn resume(host: &Arc<Host>, name: &str) -> Result<SiteBufferStatus, Ag
             .await
             .map_err(|e| AgentError::Unavailable(format!("resuming VM `{name}`: {e}")))?;
     }
+    // Running again; its guest's silence counts from now.
+    vm.update(|s| {
+        s.state = VmState::Running;
+        if let Some((at, _)) = s.heartbeat.as_mut() {
+            *at = Instant::now();
+        }
+    });
     set_buffer(&vm, BufferMode::Drain).await?;
     tracing::info!(vm = %name, "S5: the VM runs on here");
     Ok(buffer_status(&vm).await.unwrap_or_default())
 }
 
 /// The old active side once the other runs the VM: QEMU stops, the
-/// element keeps buffering as the stand-in of a new, empty replica.
+/// element keeps buffering as the stand-in of a new replica holding the
+/// state the VM left with. Refused unless the VM was handed off.
 pub async fn standby(host: &Arc<Host>, name: &str) -> Result<ReplicaInfo, AgentError> {
     let vm = host.get(name)?;
+    let txbuf = vm
+        .txbuf()
+        .ok_or_else(|| AgentError::Conflict(format!("VM `{name}` is not replicated")))?;
+    if protect::handed_off(&vm).is_none() {
+        return Err(AgentError::Conflict(format!(
+            "VM `{name}` was not handed off: it runs here (hand it off first)"
+        )));
+    }
     let Some(rt) = vm.rt.lock().await.take() else {
         return Err(AgentError::Conflict(format!(
             "VM `{name}` has no running QEMU here"
         )));
     };
-    let txbuf = vm
-        .txbuf()
-        .ok_or_else(|| AgentError::Conflict(format!("VM `{name}` is not replicated")))?;
     rt.element.site_buffer(BufferMode::Buffer);
     rt.qemu.stop().await;
     let kept = keep_state(&vm);

@@ -180,13 +180,22 @@ impl Lab {
         agent_args: &[&str],
         switch: duplex_lab::switch::SwitchKind,
     ) -> anyhow::Result<Lab> {
-        let duplex = duplex_bin();
-        let _ = tokio::task::spawn_blocking(|| duplex_lab::down(Lab::NAME)).await;
         let plan = duplex_lab::LabPlan::new(Lab::NAME, hosts)?;
+        Lab::up_planned(plan, power_fence, agent_args, switch).await
+    }
+
+    /// Lab `plan` (taken down first if a run left it).
+    async fn up_planned(
+        plan: duplex_lab::LabPlan,
+        power_fence: bool,
+        agent_args: &[&str],
+        switch: duplex_lab::switch::SwitchKind,
+    ) -> anyhow::Result<Lab> {
+        let _ = tokio::task::spawn_blocking(|| duplex_lab::down(Lab::NAME)).await;
         let state = duplex_lab::up(
             &plan,
             duplex_lab::UpOptions {
-                duplex_bin: duplex,
+                duplex_bin: duplex_bin(),
                 image_dir: duplex_image::DEFAULT_IMAGE_DIR.into(),
                 extra_agent_args: agent_args.iter().map(|s| s.to_string()).collect(),
                 store: Default::default(),
@@ -203,23 +212,8 @@ impl Lab {
     /// A lab of `hosts` over `sites` sites (WAN of 40 ms RTT), fenced by
     /// the lab's power switch.
     async fn up_sites(hosts: u8, sites: u8) -> anyhow::Result<Lab> {
-        let _ = tokio::task::spawn_blocking(|| duplex_lab::down(Lab::NAME)).await;
         let plan = duplex_lab::LabPlan::with_sites(Lab::NAME, hosts, sites)?;
-        let state = duplex_lab::up(
-            &plan,
-            duplex_lab::UpOptions {
-                duplex_bin: duplex_bin(),
-                image_dir: duplex_image::DEFAULT_IMAGE_DIR.into(),
-                extra_agent_args: Vec::new(),
-                store: Default::default(),
-                racks: 1,
-                controllers: 1,
-                power_fence: true,
-                switch: Default::default(),
-            },
-        )
-        .await?;
-        Ok(Lab { state })
+        Lab::up_planned(plan, true, &[], Default::default()).await
     }
 
     /// The `i` of the lab's `10.i.0.0/24`.

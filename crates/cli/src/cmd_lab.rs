@@ -409,26 +409,7 @@ pub struct ProbeArgs {
 
 /// Probes until stopped, then prints the JSON report on stdout.
 pub async fn probe(a: ProbeArgs) -> anyhow::Result<()> {
-    let stop = async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let limit = async {
-            match a.duration_s {
-                Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
-                None => std::future::pending().await,
-            }
-        };
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-                _ = limit => {}
-            },
-            Err(_) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = limit => {}
-            },
-        }
-    };
+    let stop = crate::stop::signalled_or(a.duration_s.map(Duration::from_secs));
     let interval = Duration::from_micros(a.interval_us.max(100));
     let report =
         duplex_lab::probe::run(a.target, interval, Duration::from_millis(500), stop).await?;

@@ -41,26 +41,7 @@ pub async fn run(a: LedgerProbeArgs) -> anyhow::Result<()> {
     };
     let grace = secs(a.grace_s, "grace-s")?;
     let limit = a.duration_s.map(|s| secs(s, "duration-s")).transpose()?;
-    let stop = async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let limit = async {
-            match limit {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-                _ = limit => {}
-            },
-            Err(_) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = limit => {}
-            },
-        }
-    };
+    let stop = crate::stop::signalled_or(limit);
     let interval = Duration::from_micros(a.interval_us.max(100));
     let report = duplex_lab::ledger_probe::run(a.target, a.client, interval, grace, stop).await?;
     output::json(&report)

@@ -19,6 +19,7 @@ mod cmd_vm;
 mod cmd_vm_ctl;
 mod conn;
 mod output;
+mod stop;
 mod user_data_file;
 mod wait;
 

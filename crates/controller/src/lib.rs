@@ -36,6 +36,7 @@ pub mod rules;
 mod service_data;
 mod site;
 mod site_policy;
+mod site_settle;
 mod vm_heal;
 
 pub use config::{ControllerConfig, StoreChoice};

@@ -170,8 +170,8 @@ pub struct Ends {
     pub from_site: Option<String>,
 }
 
-/// Checks a switch can start: the VM runs, its replica is ready.
-pub async fn ends(ctl: &Ctl, name: &str) -> Result<Ends, ApiError> {
+/// The hosts of `name`'s two sides, as recorded.
+pub async fn ends_of(ctl: &Ctl, name: &str) -> Result<Ends, ApiError> {
     let vm = site_vm(ctl, name).await?;
     let Some(backup) = vm.backup.clone() else {
         return Err(ApiError::conflict(format!(
@@ -185,16 +185,6 @@ pub async fn ends(ctl: &Ctl, name: &str) -> Result<Ends, ApiError> {
             "VM `{name}`: its host or its replica's host is not registered"
         )));
     };
-    let seen = ctl
-        .agent(&to_url)
-        .site_side(name)
-        .await
-        .map_err(|e| ApiError::conflict(format!("VM `{name}`'s replica on {backup}: {e}")))?;
-    if seen.active || seen.applied.is_none() {
-        return Err(ApiError::conflict(format!(
-            "VM `{name}`'s replica on {backup} holds no consistent state yet (its first epochs are on their way): try again in a moment"
-        )));
-    }
     Ok(Ends {
         vm: name.to_string(),
         from_site: site_of(ctl, &vm.host).await,
@@ -203,12 +193,33 @@ pub async fn ends(ctl: &Ctl, name: &str) -> Result<Ends, ApiError> {
     })
 }
 
+/// Checks a switch can start: the VM runs, its replica is ready.
+pub async fn ends(ctl: &Ctl, name: &str) -> Result<Ends, ApiError> {
+    let e = ends_of(ctl, name).await?;
+    let seen = ctl
+        .agent(&e.to.1)
+        .site_side(name)
+        .await
+        .map_err(|x| ApiError::conflict(format!("VM `{name}`'s replica on {}: {x}", e.to.0)))?;
+    if seen.active || seen.applied.is_none() {
+        return Err(ApiError::conflict(format!(
+            "VM `{name}`'s replica on {} holds no consistent state yet (its first epochs are on their way): try again in a moment",
+            e.to.0
+        )));
+    }
+    Ok(e)
+}
+
 /// Carries a switch out to its end; the result says where the VM runs.
-pub async fn run_switch(ctl: &Arc<Ctl>, e: &Ends, op: &OpHandle) -> Result<String, String> {
+async fn run_switch(
+    ctl: &Arc<Ctl>,
+    e: &Ends,
+    op: &OpHandle,
+    mut sw: Switch,
+    mut memo: Memo,
+) -> Result<String, String> {
     let started = Instant::now();
     let (from, to) = (&e.from.0, &e.to.0);
-    let mut sw = Switch::start();
-    let mut memo = Memo::default();
     let mut running_ms = 0;
     let mut last_error = String::new();
     while let Some(order) = sw.order() {
@@ -272,11 +283,11 @@ fn describe(order: Order, e: &Ends) -> String {
 
 /// What a switch learns on its way.
 #[derive(Default)]
-struct Memo {
-    handed: Option<HandoffInfo>,
+pub struct Memo {
+    pub handed: Option<HandoffInfo>,
     /// The epoch the old side's new replica holds (it kept the state the
     /// VM left with): the new side's epochs go on from it.
-    shared_epoch: Option<u64>,
+    pub shared_epoch: Option<u64>,
 }
 
 async fn carry_out(ctl: &Arc<Ctl>, e: &Ends, order: Order, memo: &mut Memo) -> Result<(), String> {
@@ -339,6 +350,17 @@ pub async fn start_switch(
     ends: Ends,
     why: Option<String>,
 ) -> Result<Operation, ApiError> {
+    continue_switch(ctl, ends, why, Switch::start(), Memo::default()).await
+}
+
+/// Starts (or takes over) a switch at `sw`, knowing `memo`.
+pub async fn continue_switch(
+    ctl: &Arc<Ctl>,
+    ends: Ends,
+    why: Option<String>,
+    sw: Switch,
+    memo: Memo,
+) -> Result<Operation, ApiError> {
     if ctl.lock_busy().contains(&ends.vm) {
         return Err(ApiError::conflict(format!(
             "VM `{}` has an operation in progress: wait for it",
@@ -352,12 +374,10 @@ pub async fn start_switch(
     let c = ctl.clone();
     ctl.office.spawn(guard, async move {
         if let Some(why) = why {
-            handle
-                .progress(format!("switching sites by its policy: {why}"))
-                .await;
+            handle.progress(why).await;
         }
         let result = match c.claim_vms(std::slice::from_ref(&ends.vm)) {
-            Ok(_claim) => run_switch(&c, &ends, &handle).await,
+            Ok(_claim) => run_switch(&c, &ends, &handle, sw, memo).await,
             Err(e) => Err(e),
         };
         handle.finish(result).await;

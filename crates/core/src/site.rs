@@ -76,4 +76,8 @@ pub struct SiteSide {
     /// Paused side: the newest consistent epoch the replica holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied: Option<u64>,
+    /// Active side: the VM was handed off at this epoch and is paused
+    /// here, waiting for the switch to go on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handed_off: Option<u64>,
 }

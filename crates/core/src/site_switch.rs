@@ -106,6 +106,15 @@ impl Switch {
         }
     }
 
+    /// A switch taken over at `step` (its controller is gone: a new one
+    /// settles it from what the two sides report).
+    pub fn at(step: Step) -> Switch {
+        Switch {
+            state: State::At { step },
+            afterwards: Afterwards::default(),
+        }
+    }
+
     /// The order to give now, if any.
     pub fn order(&self) -> Option<Order> {
         let State::At { step } = self.state else {

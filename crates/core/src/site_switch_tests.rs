@@ -80,3 +80,14 @@ fn failures_after_activation_are_noted_not_undone() {
     let (_, s) = run(&[true, true, true, true, false]);
     assert!(s.afterwards.protect_failed);
 }
+
+#[test]
+fn a_switch_taken_over_mid_way_finishes_or_is_called_off() {
+    let s = Switch::at(Step::Recording);
+    assert!(s.moved());
+    assert_eq!(s.next(true).next(true).next(true).state, State::Done);
+    let s = Switch::at(Step::Resuming);
+    assert!(!s.moved());
+    assert_eq!(s.order(), Some(Order::Resume));
+    assert_eq!(s.next(true).state, State::Aborted);
+}

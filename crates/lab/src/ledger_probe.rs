@@ -4,6 +4,7 @@
 //! out of order or twice (the ledger's verdicts), and response times.
 //! Used by the S5 end-to-end test and benchmark, one per site.
 
+use crate::probe::percentile;
 use duplex_core::ledger::{encode_query, Answer, ClientView, Request, Verdict, ANSWER_LEN};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -63,14 +64,6 @@ pub struct Record {
     pub sent_us: u64,
     pub first: Option<(u64, Verdict)>,
     pub answers: u32,
-}
-
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
 }
 
 /// Pure statistics over the records (index = sequence number).

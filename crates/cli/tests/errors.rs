@@ -212,7 +212,11 @@ fn switch_arguments_are_checked() {
         duplex(&a, &[])
     };
     fails_with(&create(&["--hold-at", "switch"]), "--replicated");
-    fails_with(&create(&["--replicated", "--hold-at", "rack"]), "neither");
+    fails_with(&create(&["--hold-at", "none"]), "--replicated");
+    fails_with(
+        &create(&["--replicated", "--hold-at", "rack"]),
+        "is not `host`, `switch` or `none`",
+    );
     fails_with(
         &duplex(&["switch", "--port", "h1=core"], &[]),
         "neither host nor edge",

@@ -224,16 +224,19 @@ pub async fn apply(
 /// Takes the replica for its activation: its epoch, its device state's
 /// file, and the hashes of the RAM it holds (S5: the side the VM leaves
 /// keeps exactly that state; epochs towards it go on from there).
+/// Only a replica that buffers for its site (S5) is hashed: a plain S2
+/// failover's epochs start over with a base round anyway.
 fn take_for_activation(
     slot: &Slot,
-) -> Result<(u64, PathBuf, duplex_replica::scan::PageHashes), &'static str> {
+) -> Result<(u64, PathBuf, Option<duplex_replica::scan::PageHashes>), &'static str> {
     let mut guard = lock(&slot.replica);
     let replica = guard.as_ref().ok_or("was activated already")?;
     let epoch = replica
         .applied()
         .ok_or("holds no committed epoch yet (its base round is not done): it cannot run")?;
     let path = replica.state_path().to_path_buf();
-    let hashes = duplex_replica::scan::PageHashes::of(replica.ram());
+    let buffers = lock(&slot.standin).is_some();
+    let hashes = buffers.then(|| duplex_replica::scan::PageHashes::of(replica.ram()));
     *guard = None;
     Ok((epoch, path, hashes))
 }
@@ -253,7 +256,7 @@ pub async fn activate(host: &Arc<Host>, name: &str) -> Result<VmInfo, AgentError
         .map_err(AgentError::io(format!("read {}", state_path.display())))?;
     let standin = lock(&slot.standin).take();
     let vm = host.reserve_on(&slot.spec, VmState::Incoming, standin)?;
-    *lock(&vm.shared_base) = Some((epoch, hashes));
+    *lock(&vm.shared_base) = hashes.map(|h| (epoch, h));
     let ram = vm
         .ram_file
         .clone()

@@ -10,7 +10,7 @@ use crate::ctl::Ctl;
 use crate::site::{continue_switch, ends_of, Memo};
 use duplex_core::model::Vm;
 use duplex_core::site::HandoffInfo;
-use duplex_core::site_switch::{Step, Switch};
+use duplex_core::site_switch::Switch;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,18 +57,16 @@ async fn settle(ctl: &Arc<Ctl>, name: &str, epoch: u64) -> Result<(), String> {
         .site_side(name)
         .await
         .map_err(|x| format!("asking {} about it: {x}", e.to.0))?;
-    let (step, why) = if other.active {
-        let why = format!(
+    let why = if other.active {
+        format!(
             "finishing a switch its controller left: {name} runs on {} (handed off by {} at epoch {epoch})",
             e.to.0, e.from.0
-        );
-        (Step::Recording, why)
+        )
     } else {
-        let why = format!(
+        format!(
             "calling off a switch its controller left: {name} is paused on {} and {} did not run it",
             e.from.0, e.to.0
-        );
-        (Step::Resuming, why)
+        )
     };
     let memo = Memo {
         handed: Some(HandoffInfo {
@@ -78,7 +76,8 @@ async fn settle(ctl: &Arc<Ctl>, name: &str, epoch: u64) -> Result<(), String> {
         }),
         shared_epoch: None,
     };
-    continue_switch(ctl, e, Some(why), Switch::at(step), memo)
+    let sw = Switch::settling(other.active);
+    continue_switch(ctl, e, Some(why), sw, memo)
         .await
         .map(drop)
         .map_err(|x| x.message)

@@ -115,6 +115,17 @@ impl Switch {
         }
     }
 
+    /// A switch whose controller is gone, taken over after its handoff:
+    /// finished from its recording on if the other side runs the VM (its
+    /// activation went through), else called off.
+    pub fn settling(other_runs_it: bool) -> Switch {
+        Switch::at(if other_runs_it {
+            Step::Recording
+        } else {
+            Step::Resuming
+        })
+    }
+
     /// The order to give now, if any.
     pub fn order(&self) -> Option<Order> {
         let State::At { step } = self.state else {

@@ -91,3 +91,9 @@ fn a_switch_taken_over_mid_way_finishes_or_is_called_off() {
     assert_eq!(s.order(), Some(Order::Resume));
     assert_eq!(s.next(true).state, State::Aborted);
 }
+
+#[test]
+fn a_switch_is_settled_by_whether_the_other_side_runs_the_vm() {
+    assert_eq!(Switch::settling(true), Switch::at(Step::Recording));
+    assert_eq!(Switch::settling(false).order(), Some(Order::Resume));
+}

@@ -16,6 +16,7 @@ use duplex_core::mac::Mac;
 use duplex_core::site::{BufferMode, SiteBufferStatus};
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -40,6 +41,10 @@ pub struct SiteBuffer {
     /// ARP answers to send.
     out: Vec<(Direction, Vec<u8>)>,
     status: SiteBufferStatus,
+    /// Mirrors "not plainly passing" for the stage, which looks at it
+    /// before taking the lock: a VM that runs here costs one atomic load
+    /// per frame.
+    engaged: Arc<AtomicBool>,
 }
 
 impl SiteBuffer {
@@ -52,7 +57,16 @@ impl SiteBuffer {
             bytes: 0,
             out: Vec::new(),
             status: SiteBufferStatus::default(),
+            engaged: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    fn set_mode(&mut self, mode: BufferMode) {
+        self.mode = mode;
+        self.engaged.store(
+            mode != BufferMode::Pass || !self.out.is_empty(),
+            Ordering::SeqCst,
+        );
     }
 
     pub fn mode(&self) -> BufferMode {
@@ -62,11 +76,11 @@ impl SiteBuffer {
     /// The operator's or the agent's order. `Pass` while frames are still
     /// buffered means `Drain` (nothing buffered is dropped by an order).
     pub fn order(&mut self, mode: BufferMode) {
-        self.mode = match mode {
+        self.set_mode(match mode {
             BufferMode::Pass | BufferMode::Drain if self.queue.is_empty() => BufferMode::Pass,
             BufferMode::Pass | BufferMode::Drain => BufferMode::Drain,
             BufferMode::Buffer => BufferMode::Buffer,
-        };
+        });
     }
 
     pub fn on_frame(
@@ -125,6 +139,7 @@ impl SiteBuffer {
     pub fn released(&mut self, mut room: Room) -> Vec<(Direction, Vec<u8>)> {
         let mut out = std::mem::take(&mut self.out);
         if self.mode != BufferMode::Drain {
+            self.set_mode(self.mode);
             return out;
         }
         for _ in 0..RELEASE_BATCH {
@@ -139,7 +154,7 @@ impl SiteBuffer {
             out.push((Direction::ToGuest, f));
         }
         if self.queue.is_empty() {
-            self.mode = BufferMode::Pass;
+            self.set_mode(BufferMode::Pass);
         }
         out
     }
@@ -163,7 +178,24 @@ impl SiteBuffer {
 }
 
 /// The pipeline stage, sharing its state with whoever gives the orders.
-pub struct SiteBufferStage(pub Arc<Mutex<SiteBuffer>>);
+pub struct SiteBufferStage {
+    buf: Arc<Mutex<SiteBuffer>>,
+    engaged: Arc<AtomicBool>,
+}
+
+impl SiteBufferStage {
+    pub fn new(buf: Arc<Mutex<SiteBuffer>>) -> Self {
+        let engaged = match buf.lock() {
+            Ok(b) => b.engaged.clone(),
+            Err(p) => p.into_inner().engaged.clone(),
+        };
+        SiteBufferStage { buf, engaged }
+    }
+
+    fn engaged(&self) -> bool {
+        self.engaged.load(Ordering::SeqCst)
+    }
+}
 
 impl Stage for SiteBufferStage {
     fn on_frame(
@@ -173,21 +205,27 @@ impl Stage for SiteBufferStage {
         frame: &[u8],
         now: Instant,
     ) -> Verdict {
-        match self.0.lock() {
+        if !self.engaged() {
+            return Verdict::Pass;
+        }
+        match self.buf.lock() {
             Ok(mut b) => b.on_frame(dir, info, frame, now),
             Err(_) => Verdict::Pass,
         }
     }
 
     fn released(&mut self, _now: Instant, room: Room) -> Vec<(Direction, Vec<u8>)> {
-        match self.0.lock() {
+        if !self.engaged() {
+            return Vec::new();
+        }
+        match self.buf.lock() {
             Ok(mut b) => b.released(room),
             Err(_) => Vec::new(),
         }
     }
 
     fn wants_release(&self) -> bool {
-        self.0.lock().map(|b| b.wants_release()).unwrap_or(false)
+        self.engaged() && self.buf.lock().map(|b| b.wants_release()).unwrap_or(false)
     }
 }
 

@@ -51,7 +51,7 @@ pub fn parts(mac: Mac, ip: Ipv4Addr, extra: Vec<Box<dyn Stage>>) -> Parts {
         Box::new(crate::switch_proto::GuardStage),
     ];
     stages.extend(extra);
-    stages.push(Box::new(SiteBufferStage(site.clone())));
+    stages.push(Box::new(SiteBufferStage::new(site.clone())));
     stages.push(Box::new(HandoverStage(handover.clone())));
     Parts {
         counters,

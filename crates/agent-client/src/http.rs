@@ -11,6 +11,7 @@ use duplex_core::guest_proto::Op;
 use duplex_core::site::{HandoffInfo, SiteBufferStatus, SiteSide};
 use duplex_core::vm_spec::VmSpec;
 use serde::de::DeserializeOwned;
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -377,8 +378,12 @@ impl crate::AgentApi for AgentClient {
     async fn standby(&self, vm: &str) -> Result<duplex_core::agent_api::ReplicaInfo, ClientError> {
         AgentClient::standby(self, vm).await
     }
-    async fn replica_buffer(&self, vm: &str) -> Result<SiteBufferStatus, ClientError> {
-        AgentClient::replica_buffer(self, vm).await
+    async fn replica_buffer(
+        &self,
+        vm: &str,
+        addresses: &[Ipv4Addr],
+    ) -> Result<SiteBufferStatus, ClientError> {
+        AgentClient::replica_buffer(self, vm, addresses).await
     }
     async fn site_side(&self, vm: &str) -> Result<SiteSide, ClientError> {
         AgentClient::site_side(self, vm).await

@@ -18,6 +18,7 @@ use duplex_core::agent_api::{
 use duplex_core::guest_proto::Op;
 use duplex_core::site::{HandoffInfo, SiteBufferStatus, SiteSide};
 use duplex_core::vm_spec::VmSpec;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,8 +76,13 @@ pub trait AgentApi: Send + Sync {
     async fn site_resume(&self, vm: &str) -> Result<SiteBufferStatus, ClientError>;
     /// S5: the old active side becomes the replica, still buffering.
     async fn standby(&self, vm: &str) -> Result<ReplicaInfo, ClientError>;
-    /// S5: the replica here buffers what its site sends the VM.
-    async fn replica_buffer(&self, vm: &str) -> Result<SiteBufferStatus, ClientError>;
+    /// S5: the replica here buffers what its site sends the VM (at its
+    /// own address and at `addresses`).
+    async fn replica_buffer(
+        &self,
+        vm: &str,
+        addresses: &[Ipv4Addr],
+    ) -> Result<SiteBufferStatus, ClientError>;
     /// S5: this host's side of `vm`.
     async fn site_side(&self, vm: &str) -> Result<SiteSide, ClientError>;
 }

@@ -4,7 +4,7 @@
 
 use crate::{limits, AgentClient, ClientError};
 use duplex_core::agent_api::ReplicaInfo;
-use duplex_core::site::{HandoffInfo, SiteBufferStatus, SiteSide};
+use duplex_core::site::{BufferRequest, HandoffInfo, SiteBufferStatus, SiteSide};
 
 impl AgentClient {
     /// The active side: buffer, one last checkpoint, VM left paused.
@@ -30,9 +30,16 @@ impl AgentClient {
     }
 
     /// The replica here buffers what its site sends to the VM.
-    pub async fn replica_buffer(&self, vm: &str) -> Result<SiteBufferStatus, ClientError> {
+    pub async fn replica_buffer(
+        &self,
+        vm: &str,
+        addresses: &[std::net::Ipv4Addr],
+    ) -> Result<SiteBufferStatus, ClientError> {
         let u = self.url(&format!("/v1/replicas/{vm}/buffer"));
-        self.call(self.http.post(&u).timeout(limits::CONTROL), u)
+        let body = BufferRequest {
+            addresses: addresses.to_vec(),
+        };
+        self.call(self.http.post(&u).json(&body).timeout(limits::CONTROL), u)
             .await
     }
 

@@ -99,7 +99,7 @@ async fn delete(State(h): Shared, Path(name): Path<String>) -> Result<StatusCode
 }
 
 async fn activate(State(h): Shared, Path(name): Path<String>) -> ApiResult<VmInfo> {
-    Ok(Json(replica::activate(&h, &name).await?))
+    crate::api_site::whole(async move { replica::activate(&h, &name).await }).await
 }
 
 async fn epoch(State(h): Shared, Path(name): Path<String>, body: Bytes) -> ApiResult<EpochAck> {

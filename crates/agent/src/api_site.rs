@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use duplex_core::agent_api::ReplicaInfo;
-use duplex_core::site::{HandoffInfo, SiteBufferStatus, SiteSide};
+use duplex_core::site::{BufferRequest, HandoffInfo, SiteBufferStatus, SiteSide, MAX_ADDRESSES};
 use std::sync::Arc;
 
 type Shared = State<Arc<Host>>;
@@ -24,20 +24,46 @@ pub fn orders() -> Router<Arc<Host>> {
         .route("/v1/replicas/{name}/buffer", get(buffered).post(buffer))
 }
 
+/// Carries an order out to its end even if whoever gave it goes away
+/// mid-way (a controller that dies): a handoff dropped half-way would
+/// leave the element buffering for a VM that runs.
+pub async fn whole<T, F>(order: F) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T, AgentError>> + Send + 'static,
+{
+    match tokio::spawn(order).await {
+        Ok(r) => r.map(Json),
+        Err(e) => Err(AgentError::Unavailable(format!(
+            "the order's task ended: {e}"
+        ))),
+    }
+}
+
 async fn handoff(State(h): Shared, Path(name): Path<String>) -> ApiResult<HandoffInfo> {
-    Ok(Json(site::handoff(&h, &name).await?))
+    whole(async move { site::handoff(&h, &name).await }).await
 }
 
 async fn resume(State(h): Shared, Path(name): Path<String>) -> ApiResult<SiteBufferStatus> {
-    Ok(Json(site::resume(&h, &name).await?))
+    whole(async move { site::resume(&h, &name).await }).await
 }
 
 async fn standby(State(h): Shared, Path(name): Path<String>) -> ApiResult<ReplicaInfo> {
-    Ok(Json(site::standby(&h, &name).await?))
+    whole(async move { site::standby(&h, &name).await }).await
 }
 
-async fn buffer(State(h): Shared, Path(name): Path<String>) -> ApiResult<SiteBufferStatus> {
-    Ok(Json(replica::buffer(&h, &name).await?))
+async fn buffer(
+    State(h): Shared,
+    Path(name): Path<String>,
+    Json(req): Json<BufferRequest>,
+) -> ApiResult<SiteBufferStatus> {
+    if req.addresses.len() > MAX_ADDRESSES {
+        return Err(AgentError::BadRequest(format!(
+            "field `addresses`: {} given, at most {MAX_ADDRESSES}",
+            req.addresses.len()
+        )));
+    }
+    Ok(Json(replica::buffer(&h, &name, &req.addresses).await?))
 }
 
 async fn buffered(State(h): Shared, Path(name): Path<String>) -> ApiResult<SiteSide> {

@@ -14,6 +14,7 @@ use duplex_net::stage::Direction;
 use duplex_replica::image::Replica;
 use duplex_replica::wire::Checkpoint;
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -86,20 +87,22 @@ impl Replicas {
 }
 
 /// S5: the replica of `name` buffers what its site sends to the VM (an
-/// element standing in for it on this host), from now until it runs here.
-pub async fn buffer(host: &Host, name: &str) -> Result<SiteBufferStatus, AgentError> {
+/// element standing in for it on this host, answering for its address and
+/// `addresses`), from now until it runs here.
+pub async fn buffer(
+    host: &Host,
+    name: &str,
+    addresses: &[Ipv4Addr],
+) -> Result<SiteBufferStatus, AgentError> {
     let slot = host.replicas.get(name)?;
     if let Some(s) = lock(&slot.standin).as_ref() {
-        return Ok(s.element.site_buffer_status());
+        return Ok(s.element.site_addresses(addresses));
     }
     let standin = host.stand_in(&slot.spec).await?;
-    let status = standin.element.site_buffer_status();
     let mut guard = lock(&slot.standin);
-    if guard.is_none() {
-        *guard = Some(standin);
-    }
-    tracing::info!(vm = %name, "S5: buffering for the VM in this site");
-    Ok(status)
+    let s = guard.get_or_insert(standin);
+    tracing::info!(vm = %name, ?addresses, "S5: buffering for the VM in this site");
+    Ok(s.element.site_addresses(addresses))
 }
 
 /// Makes a new, empty replica of `req.spec` here (replacing one of the

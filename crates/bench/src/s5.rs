@@ -1,6 +1,8 @@
 //! S5 side by side in one two-site lab (h1 in site a, h2 in site b, WAN of
-//! 40 ms RTT), a request ledger client in each site (`duplex ledger-probe`,
-//! numbered UDP requests judged by the guest):
+//! 40 ms RTT), in each site a request ledger client (`duplex ledger-probe`,
+//! numbered UDP requests judged by the guest) and sipp (the built-in UAC
+//! against the guest's SIP service at its service address, claimed by the
+//! guest itself):
 //!
 //! - (a) Duplex: a VM replicated across the sites, switching on its policy
 //!   (the other site's oldest buffered request waited `--max-age-ms`);
@@ -21,7 +23,9 @@ use crate::s1::moves::cli;
 use crate::stats;
 use crate::Lab;
 use anyhow::Context;
+use duplex_core::guest_proto::{Op, TargetRole};
 use duplex_lab::ledger_probe::LedgerReport;
+use duplex_sipp::SippReport;
 use serde::Serialize;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -31,6 +35,9 @@ const PLAIN_VM: &str = "s5p";
 const COLD_VM: &str = "s5c";
 const WAIT: Duration = Duration::from_secs(180);
 const GRACE_S: f64 = 12.0;
+/// sipp per site: calls/s, and each call's length.
+pub const SIP_RATE_CPS: f64 = 5.0;
+pub const SIP_CALL_MS: u64 = 1000;
 pub const GRACE_S_PUB: f64 = GRACE_S;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -46,6 +53,9 @@ pub struct Point {
     pub run: usize,
     pub site_a: LedgerReport,
     pub site_b: LedgerReport,
+    /// sipp in each site at the same time.
+    pub sip_a: SippReport,
+    pub sip_b: SippReport,
     pub wan_bytes_per_s: f64,
     /// (a): each switch's time to the VM running on the other side, and
     /// its total, ms.
@@ -114,6 +124,40 @@ impl Probe {
         anyhow::ensure!(out.status.success(), "ledger-probe failed");
         Ok(serde_json::from_slice(&out.stdout)?)
     }
+}
+
+/// sipp's UAC in namespace `ns` against `vip`:5060 for `secs`.
+fn sipp(ns: &str, vip: &str, secs: f64, tag: &str) -> anyhow::Result<duplex_sipp::RunningSipp> {
+    let work = std::env::temp_dir().join(format!("duplex-bench-s5-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let vip: std::net::Ipv4Addr = vip.parse()?;
+    let mut run = duplex_sipp::SippRun::new(std::net::SocketAddr::from((vip, 5060)), work);
+    (run.rate_cps, run.call_length_ms) = (SIP_RATE_CPS, SIP_CALL_MS);
+    run.calls = Some((SIP_RATE_CPS * secs) as u64);
+    run.timeout = Duration::from_secs_f64(secs + 60.0);
+    let prefix = ["ip", "netns", "exec", ns].map(String::from).to_vec();
+    Ok(duplex_sipp::spawn(&run, &prefix)?)
+}
+
+/// The guest's SIP service of `vm` (on host `h<n>`) answers at `vip`:
+/// configured with no peer, ACT (the guest claims the address itself).
+async fn serve_sip(lab: &Lab, n: u8, vm: &str, vip: &str) -> anyhow::Result<()> {
+    let agent = lab.agent(n)?;
+    let configure = Op::Configure {
+        vip: vip.parse()?,
+        vip_prefix_len: 24,
+        peer: None,
+        witness: None,
+        key: None,
+    };
+    agent.guest(vm, &configure).await?;
+    let act = Op::SetRole {
+        role: TargetRole::Act,
+        token: 1,
+    };
+    agent.guest(vm, &act).await?;
+    Ok(())
 }
 
 fn ns(site: char) -> String {
@@ -204,6 +248,8 @@ pub async fn run(
     let info = stats::run_info(&lab.accel().await).await;
     let i = lab.index();
     let (dip, pip) = (format!("10.{i}.0.71"), format!("10.{i}.0.72"));
+    // The SIP services' addresses.
+    let (dvip, pvip) = (format!("10.{i}.0.81"), format!("10.{i}.0.82"));
     let port = duplex_core::ledger::PORT;
     cli(&[
         "vm",
@@ -232,6 +278,8 @@ pub async fn run(
         "h1",
     ])
     .await?;
+    serve_sip(lab, 1, DUPLEX_VM, &dvip).await?;
+    serve_sip(lab, 1, PLAIN_VM, &pvip).await?;
     cli(&["site", "replicate", DUPLEX_VM, "--to", "b"]).await?;
     until(
         "the replica in site b",
@@ -239,22 +287,24 @@ pub async fn run(
         &["site", "show", DUPLEX_VM],
     )
     .await?;
-    // Site b's router sends the plain VM's address across the WAN.
+    // Site b's router sends the plain VM's addresses across the WAN.
     let swb = format!("{}-swb", Lab::NAME);
     let wan_a = format!("10.{i}.255.1");
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &swb,
-        "ip",
-        "route",
-        "replace",
-        &format!("{pip}/32"),
-        "via",
-        &wan_a,
-    ])
-    .await?;
+    for a in [&pip, &pvip] {
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &swb,
+            "ip",
+            "route",
+            "replace",
+            &format!("{a}/32"),
+            "via",
+            &wan_a,
+        ])
+        .await?;
+    }
     cli(&[
         "site",
         "policy",
@@ -270,7 +320,10 @@ pub async fn run(
     let mut client = 10;
     for run in 0..runs {
         for arm in [Arm::Duplex, Arm::AcrossWan] {
-            let ip = if arm == Arm::Duplex { &dip } else { &pip };
+            let (ip, vip) = match arm {
+                Arm::Duplex => (&dip, &dvip),
+                Arm::AcrossWan => (&pip, &pvip),
+            };
             let target = format!("{ip}:{port}");
             until(
                 "a ready replica",
@@ -282,8 +335,11 @@ pub async fn run(
             let (w0, t0) = (wan_bytes().await?, Instant::now());
             let a = Probe::start(&ns('a'), &target, client, rate, secs)?;
             let b = Probe::start(&ns('b'), &target, client + 1, rate, secs)?;
+            let sa = sipp(&ns('a'), vip, secs, &format!("{client}a"))?;
+            let sb = sipp(&ns('b'), vip, secs, &format!("{client}b"))?;
             client += 2;
             let (site_a, site_b) = (a.report().await?, b.report().await?);
+            let (sip_a, sip_b) = (sa.wait().await?, sb.wait().await?);
             let wan = (wan_bytes().await? - w0) as f64 / t0.elapsed().as_secs_f64();
             let msgs = if arm == Arm::Duplex {
                 switches(seen).await?
@@ -295,12 +351,14 @@ pub async fn run(
                 .filter_map(|m| Some((ms_after(m, "running there ")?, ms_after(m, "done in ")?)))
                 .collect();
             let (first_round_bytes, checkpoint_bytes) = state_bytes(lab, arm).await?;
-            eprintln!("s5 {arm:?} run {run}: a {site_a:?}\n  b {site_b:?}\n  WAN {wan:.0} B/s, switches {switches_ms:?}");
+            eprintln!("s5 {arm:?} run {run}: a {site_a:?}\n  b {site_b:?}\n  sip a {}\n  sip b {}\n  WAN {wan:.0} B/s, switches {switches_ms:?}", sip_a.summary(), sip_b.summary());
             points.push(Point {
                 arm,
                 run,
                 site_a,
                 site_b,
+                sip_a,
+                sip_b,
                 wan_bytes_per_s: wan,
                 switches_ms,
                 first_round_bytes,

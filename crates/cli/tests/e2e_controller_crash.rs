@@ -9,7 +9,6 @@
 mod common;
 
 use common::LabGuard;
-use duplex_controller::client::ControllerClient;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -24,76 +23,18 @@ fn json(args: &[&str]) -> Value {
     common::in_lab_json(LAB, args)
 }
 
-fn state() -> Value {
-    let path = format!("/run/duplex/lab-{LAB}/state.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// Every controller of the lab: (url, pid).
-fn controllers() -> Vec<(String, i32)> {
-    let s = state();
-    let mut all = vec![s["controller"].clone()];
-    all.extend(
-        s["standby_controllers"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default(),
-    );
-    all.iter()
-        .map(|c| {
-            (
-                c["url"].as_str().unwrap().to_string(),
-                c["pid"].as_i64().unwrap() as i32,
-            )
-        })
-        .collect()
-}
-
-/// The pid of the controller that leads now.
-async fn leader() -> (String, i32) {
-    let t0 = Instant::now();
-    loop {
-        for (url, pid) in controllers() {
-            let c = ControllerClient::with_bundle(&url, &operator_tls()).unwrap();
-            if let Ok(h) = c.get::<Value>("/healthz").await {
-                if h["leader"] == true {
-                    return (url, pid);
-                }
-            }
-        }
-        assert!(t0.elapsed() < STEP_WAIT, "no controller leads");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// The lab operator's bundle.
-fn operator_tls() -> std::path::PathBuf {
-    duplex_lab::LabState::read(LAB)
-        .unwrap()
-        .expect("the lab is up")
-        .operator_tls()
-}
-
-fn client() -> ControllerClient {
-    let urls: Vec<String> = controllers().into_iter().map(|(u, _)| u).collect();
-    ControllerClient::with_bundle(&urls[0], &operator_tls())
-        .unwrap()
-        .with_standbys(&urls[1..])
-}
-
 /// Waits until the pair's journal says its operation is at `step`, then
 /// kills the leading controller with SIGKILL. Returns the operation's id,
 /// or `None` if the operation ended (no journal, pair ready) before a
 /// read caught the step.
 async fn kill_leader_at(step: &str) -> Option<String> {
-    let (url, pid) = leader().await;
-    let c = client();
+    let (url, pid) = common::controllers::leader(LAB).await;
+    let c = common::controllers::client(LAB);
     let t0 = Instant::now();
     loop {
         let p: Value = c.get("/v1/pairs/sig").await.expect("pair show");
         if p["journal"]["intent"]["step"] == step {
-            // SAFETY: kill(2) on a pid we started; no memory is touched.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            common::controllers::kill(pid);
             eprintln!("killed the leader {url} (pid {pid}) at: {}", p["journal"]);
             return Some(p["journal"]["op"].as_str().unwrap().to_string());
         }
@@ -129,7 +70,7 @@ async fn kill_leader_mid_switchover() -> (String, Value) {
 /// Between a leader's death and the next one taking office (the lease's
 /// time to live) no controller answers: asked again.
 async fn healed() -> Value {
-    let c = client();
+    let c = common::controllers::client(LAB);
     let t0 = Instant::now();
     let p = loop {
         let last = match c.get::<Value>("/v1/pairs/sig").await {
@@ -158,7 +99,10 @@ async fn healed() -> Value {
 
 /// The events that name operation `op`: left mid-way, abandoned, settled.
 async fn recovery_of(op: &str) -> Vec<String> {
-    let ev: Value = client().get("/v1/events?limit=300").await.expect("events");
+    let ev: Value = common::controllers::client(LAB)
+        .get("/v1/events?limit=300")
+        .await
+        .expect("events");
     ev.as_array()
         .unwrap()
         .iter()
@@ -221,7 +165,7 @@ async fn the_leader_killed_mid_migrate_and_mid_switchover_under_sip_load() {
     // looked at the operation the killed one left running: wait for it.
     let t0 = Instant::now();
     let rec: Value = loop {
-        let rec: Value = client()
+        let rec: Value = common::controllers::client(LAB)
             .get(&format!("/v1/operations/{op}"))
             .await
             .expect("operation");
@@ -233,7 +177,10 @@ async fn the_leader_killed_mid_migrate_and_mid_switchover_under_sip_load() {
     let said = recovery_of(&op).await;
     eprintln!("{}", said.join("\n"));
     eprintln!("the switchover's operation: {rec}");
-    let ev: Value = client().get("/v1/events?limit=300").await.expect("events");
+    let ev: Value = common::controllers::client(LAB)
+        .get("/v1/events?limit=300")
+        .await
+        .expect("events");
     let switched_after = |t: u64| {
         ev.as_array().unwrap().iter().any(|e| {
             e["kind"] == "pair.switchover.done" && e["at_ms"].as_u64().is_some_and(|x| x >= t)

@@ -8,7 +8,11 @@
 //!    every request of both clients is answered once and processed once,
 //!    in order (the ledger in the guest judges each one), so every
 //!    buffered request was processed in order by the newly active side.
-//! 2. Site loss: the active site's host is powered off; the VM runs in the
+//! 2. The leading controller is killed mid-switch (SIGKILL): the other
+//!    takes office, finds the VM handed off (paused, its site's requests
+//!    buffered) and finishes the switch or calls it off; again no request
+//!    lost, doubled or reordered.
+//! 3. Site loss: the active site's host is powered off; the VM runs in the
 //!    other site from the last state its replica holds and processes that
 //!    site's buffer in order. What it lost is what the lost site's client
 //!    had answered after that state: stated, and bounded by the lag.
@@ -218,8 +222,82 @@ async fn one_vm_serves_two_sites_in_turn_and_survives_the_loss_of_one() {
     assert_clean(&b);
     assert_buffers_drained(LAB).await;
 
-    // 2. The active site is lost.
+    // 2. The leader dies mid-switch.
+    leader_killed_mid_switch(LAB, &target).await;
+
+    // 3. The active site is lost.
     site_loss(LAB, &target).await;
+}
+
+async fn leader_killed_mid_switch(lab: &str, target: &str) {
+    let send_s = 45.0;
+    let a = Probe::start(&format!("{lab}-client"), target, 5, send_s, "a");
+    let b = Probe::start(&format!("{lab}-clientb"), target, 6, send_s, "b");
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let caught = kill_leader_mid_switch(lab).await;
+    let v = site_until(lab, "the switch settled by the next leader", |v| {
+        replica_ready(v) && v["active"]["seen"]["handed_off"].is_null()
+    })
+    .await;
+    let said = common::events(lab);
+    let settled: Vec<&String> = said
+        .iter()
+        .filter(|e| e.contains("its controller left"))
+        .collect();
+    eprintln!("killed the leader at `{caught}`; settled: {settled:#?}; now {v}");
+    // The side left paused holds its site's requests until the VM runs
+    // there again: the policy switches on.
+    site(
+        lab,
+        &[
+            "policy",
+            "web",
+            "--max-age-ms",
+            "1500",
+            "--min-stay-ms",
+            "2500",
+        ],
+    );
+    let left = Duration::from_secs_f64(send_s).saturating_sub(t0.elapsed());
+    tokio::time::sleep(left).await;
+    let (a, b) = (a.report(), b.report());
+    site(lab, &["policy", "web", "--off"]);
+    assert_clean(&a);
+    assert_clean(&b);
+    assert!(!settled.is_empty(), "no settle event: {said:#?}");
+    assert_buffers_drained(lab).await;
+}
+
+/// Starts switches until one is caught after its handoff (the VM paused
+/// on one side) and kills the leader then; returns the step it was at.
+async fn kill_leader_mid_switch(lab: &str) -> String {
+    const TRIES: usize = 8;
+    let c = common::controllers::client(lab);
+    for _ in 0..TRIES {
+        site_until(lab, "a ready replica", replica_ready).await;
+        let (_, pid) = common::controllers::leader(lab).await;
+        let op = site(lab, &["switch", "web", "--no-wait"]);
+        let id = op["id"].as_str().expect("operation id").to_string();
+        loop {
+            let Ok(op) = c.get::<Value>(&format!("/v1/operations/{id}")).await else {
+                break;
+            };
+            let step = op["progress"].as_str().unwrap_or("").to_string();
+            // After the handoff: activating, or recording.
+            if step.contains("from that state") || step.starts_with("recording") {
+                common::controllers::kill(pid);
+                return step;
+            }
+            if op["state"] != "running" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        eprintln!("a switch ended before a read caught it after its handoff; again");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    panic!("no read caught any of {TRIES} switches after its handoff");
 }
 
 /// Every frame either side buffered was handed to the VM.

@@ -41,7 +41,7 @@ pub fn protect(ctl: &Arc<Ctl>, hosts: &[Host], rec: Vm, host: String) {
             if rec.replica_site.is_some() {
                 // S5: that site's traffic for the VM is kept there.
                 c.agent(&backup_url)
-                    .replica_buffer(&vm)
+                    .replica_buffer(&vm, &[])
                     .await
                     .map_err(|e| format!("buffering for it on {backup}: {e}"))?;
             }

@@ -241,8 +241,12 @@ impl AgentApi for Guarded {
     async fn standby(&self, vm: &str) -> Result<duplex_core::agent_api::ReplicaInfo, ClientError> {
         self.check()?.standby(vm).await
     }
-    async fn replica_buffer(&self, vm: &str) -> Result<SiteBufferStatus, ClientError> {
-        self.check()?.replica_buffer(vm).await
+    async fn replica_buffer(
+        &self,
+        vm: &str,
+        addresses: &[std::net::Ipv4Addr],
+    ) -> Result<SiteBufferStatus, ClientError> {
+        self.check()?.replica_buffer(vm, addresses).await
     }
     async fn site_side(&self, vm: &str) -> Result<SiteSide, ClientError> {
         self.check()?.site_side(vm).await

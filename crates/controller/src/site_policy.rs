@@ -4,7 +4,8 @@
 //! sides are asked at every tick.
 
 use crate::ctl::Ctl;
-use duplex_core::model::Severity;
+use duplex_core::model::{Host, Severity};
+use duplex_core::site::SiteSide;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,42 +35,27 @@ pub async fn run(ctl: Arc<Ctl>) {
                 settled.insert(name.clone(), now);
                 continue;
             }
-            // A switch left half-done by a controller that is gone.
-            let home = hosts
-                .iter()
-                .find(|h| h.name == vm.host)
-                .map(|h| h.url.clone());
-            let handed_off = match home {
-                Some(url) => ctl
-                    .agent(&url)
-                    .site_side(name)
-                    .await
-                    .ok()
-                    .and_then(|s| s.handed_off),
+            let home = side_of(&ctl, &hosts, &vm.host, name).await;
+            let backup = match vm.backup.as_deref() {
+                Some(b) => side_of(&ctl, &hosts, b, name).await,
                 None => None,
             };
-            if stranded.check(&ctl, vm, handed_off).await {
+            // A switch left half-done by a controller that is gone.
+            if stranded
+                .check(&ctl, vm, home.as_ref(), backup.as_ref())
+                .await
+            {
                 continue;
             }
-            let (Some(policy), Some(backup)) = (vm.site_policy, vm.backup.as_ref()) else {
+            if let (Some(h), Some(b), Some(backup_host)) = (&home, &backup, &vm.backup) {
+                share_addresses(&ctl, &hosts, backup_host, h, b).await;
+            }
+            let Some(policy) = vm.site_policy else {
                 continue;
             };
             let stayed = now.duration_since(*settled.entry(name.clone()).or_insert(now));
-            let Some(url) = hosts
-                .iter()
-                .find(|h| &h.name == backup)
-                .map(|h| h.url.clone())
-            else {
-                continue;
-            };
             // A replica still being filled cannot take over: not due yet.
-            let Some(paused) = ctl
-                .agent(&url)
-                .site_side(name)
-                .await
-                .ok()
-                .filter(|s| s.applied.is_some())
-            else {
+            let Some(paused) = backup.filter(|s| !s.active && s.applied.is_some()) else {
                 continue;
             };
             let Some(why) = policy.due(stayed.as_millis() as u64, paused.buffer.as_ref()) else {
@@ -97,6 +83,53 @@ pub async fn run(ctl: Arc<Ctl>) {
                     )
                     .await;
             }
+        }
+    }
+}
+
+/// What `host` reports of `vm`'s side there (`None`: unknown host, or no
+/// answer).
+async fn side_of(ctl: &Ctl, hosts: &[Host], host: &str, vm: &str) -> Option<SiteSide> {
+    let url = &hosts.iter().find(|h| h.name == host)?.url;
+    ctl.agent(url).site_side(vm).await.ok()
+}
+
+/// The paused side answers in its site for every address the VM announced
+/// on its active side (a service address its guest claimed), not only the
+/// VM's own: given what it lacks.
+async fn share_addresses(
+    ctl: &Ctl,
+    hosts: &[Host],
+    backup: &str,
+    active: &SiteSide,
+    paused: &SiteSide,
+) {
+    if !active.active || paused.active || active.handed_off.is_some() {
+        return;
+    }
+    let known = |s: &SiteSide| {
+        s.buffer
+            .as_ref()
+            .map(|b| b.addresses.clone())
+            .unwrap_or_default()
+    };
+    let have = known(paused);
+    let missing: Vec<_> = known(active)
+        .into_iter()
+        .filter(|a| !have.contains(a))
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let Some(url) = hosts.iter().find(|h| h.name == backup).map(|h| &h.url) else {
+        return;
+    };
+    match ctl.agent(url).replica_buffer(&active.vm, &missing).await {
+        Ok(_) => {
+            tracing::info!(vm = %active.vm, ?missing, "S5: the paused side answers for these addresses too")
+        }
+        Err(e) => {
+            tracing::warn!(vm = %active.vm, "S5: giving {backup} the addresses {missing:?}: {e}")
         }
     }
 }

@@ -47,7 +47,24 @@ pub struct SiteBufferStatus {
     pub arp_answered: u64,
     /// Deepest the buffer was.
     pub max_depth: u64,
+    /// The addresses it answers ARP for while buffering: the VM's own and
+    /// those the VM announced (a service address its guest claimed), at
+    /// most [`MAX_ADDRESSES`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<std::net::Ipv4Addr>,
 }
+
+/// The order to buffer for a VM where its replica is: the addresses to
+/// answer for besides the VM's own (those it announced on its active
+/// side).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BufferRequest {
+    #[serde(default)]
+    pub addresses: Vec<std::net::Ipv4Addr>,
+}
+
+/// Most addresses a VM's site buffer answers for.
+pub const MAX_ADDRESSES: usize = 8;
 
 /// The active side's answer to a handoff: its replica holds the paused
 /// VM's state as of checkpoint `epoch`.

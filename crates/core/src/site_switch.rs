@@ -29,6 +29,7 @@
 //! Activation is the point of no return: from it on the VM runs on the
 //! new side and the old one only ever becomes its replica.
 
+use crate::site::SiteSide;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +84,19 @@ pub enum State {
     Failed,
 }
 
+/// How to take over a switch left half-done (see
+/// [`Switch::left_half_done`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Takeover {
+    /// Where it goes on from.
+    pub switch: Switch,
+    /// The epoch the VM was handed off at.
+    pub epoch: u64,
+    /// It was recorded already: the record's home is the switch's new
+    /// side, its backup the old one.
+    pub recorded: bool,
+}
+
 /// A switch in progress: where it is, and what failed after activation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Switch {
@@ -115,15 +129,32 @@ impl Switch {
         }
     }
 
-    /// A switch whose controller is gone, taken over after its handoff:
-    /// finished from its recording on if the other side runs the VM (its
-    /// activation went through), else called off.
-    pub fn settling(other_runs_it: bool) -> Switch {
-        Switch::at(if other_runs_it {
-            Step::Recording
-        } else {
-            Step::Resuming
-        })
+    /// A switch whose controller is gone, as the VM's two sides show it
+    /// (`home`: the host its record names, `backup`: its replica's), or
+    /// `None` if no switch was left half-done:
+    /// - `home` is handed off: finished from its recording on if `backup`
+    ///   runs the VM (its activation went through), else called off;
+    /// - `home` runs the VM and `backup` is handed off (the switch was
+    ///   recorded, its old side not yet put on standby): finished from
+    ///   the standby, `backup` being the old side.
+    pub fn left_half_done(home: &SiteSide, backup: &SiteSide) -> Option<Takeover> {
+        match (home.handed_off, backup.handed_off) {
+            (Some(epoch), _) => Some(Takeover {
+                switch: Switch::at(if backup.active {
+                    Step::Recording
+                } else {
+                    Step::Resuming
+                }),
+                epoch,
+                recorded: false,
+            }),
+            (None, Some(epoch)) if home.active => Some(Takeover {
+                switch: Switch::at(Step::StandingBy),
+                epoch,
+                recorded: true,
+            }),
+            _ => None,
+        }
     }
 
     /// The order to give now, if any.

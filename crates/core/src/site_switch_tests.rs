@@ -92,8 +92,40 @@ fn a_switch_taken_over_mid_way_finishes_or_is_called_off() {
     assert_eq!(s.next(true).state, State::Aborted);
 }
 
+fn side(active: bool, handed_off: Option<u64>) -> crate::site::SiteSide {
+    crate::site::SiteSide {
+        vm: "web".into(),
+        active,
+        buffer: None,
+        lag_ms: None,
+        applied: (!active).then_some(7),
+        handed_off,
+    }
+}
+
 #[test]
-fn a_switch_is_settled_by_whether_the_other_side_runs_the_vm() {
-    assert_eq!(Switch::settling(true), Switch::at(Step::Recording));
-    assert_eq!(Switch::settling(false).order(), Some(Order::Resume));
+fn a_switch_left_half_done_is_taken_over_from_what_both_sides_show() {
+    let (running, paused_here, replica) =
+        (side(true, None), side(true, Some(7)), side(false, None));
+    // Handed off, the other side never ran it: called off.
+    let t = Switch::left_half_done(&paused_here, &replica).unwrap();
+    assert_eq!(
+        (t.switch.order(), t.epoch, t.recorded),
+        (Some(Order::Resume), 7, false)
+    );
+    // Handed off and activated, not recorded: recorded, then on.
+    let t = Switch::left_half_done(&paused_here, &running).unwrap();
+    assert_eq!((t.switch.order(), t.recorded), (Some(Order::Record), false));
+    // Recorded, the old side (now the record's backup) still handed off.
+    let t = Switch::left_half_done(&running, &paused_here).unwrap();
+    assert_eq!(
+        (t.switch.order(), t.epoch, t.recorded),
+        (Some(Order::Standby), 7, true)
+    );
+    assert_eq!(t.switch.next(true).order(), Some(Order::Protect));
+    // Nothing half-done: running with a replica; or its home lost the VM
+    // (not a switch's doing: the failover paths handle it).
+    assert_eq!(Switch::left_half_done(&running, &replica), None);
+    assert_eq!(Switch::left_half_done(&replica, &paused_here), None);
+    assert_eq!(Switch::left_half_done(&replica, &replica), None);
 }

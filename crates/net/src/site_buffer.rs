@@ -5,6 +5,11 @@
 //! here again the buffer drains into it first, as fast as the VM takes it
 //! (`room`), with frames arriving meanwhile queued behind; then frames pass.
 //!
+//! It answers for the VM's own address and for every address the VM
+//! announced itself (its ARP, seen while it ran on this element: a service
+//! address its guest claimed), or that it announced on the other side
+//! (given by the controller), at most [`MAX_ADDRESSES`].
+//!
 //! Bounded: [`MAX_FRAMES`] frames and [`MAX_BYTES`] bytes. When full the
 //! newest frame is dropped and counted (what was buffered keeps its order;
 //! a sender's retransmission can still come later).
@@ -13,7 +18,7 @@
 use crate::frame::{arp_reply, FrameInfo, ETHERTYPE_ARP};
 use crate::stage::{Direction, Room, Stage, Verdict};
 use duplex_core::mac::Mac;
-use duplex_core::site::{BufferMode, SiteBufferStatus};
+use duplex_core::site::{BufferMode, SiteBufferStatus, MAX_ADDRESSES};
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +39,8 @@ pub const DROP_OTHER: &str = "site buffer: not for the paused VM";
 #[derive(Debug)]
 pub struct SiteBuffer {
     mac: Mac,
-    ip: Ipv4Addr,
+    /// The VM's own address first, then those it announced.
+    addresses: Vec<Ipv4Addr>,
     mode: BufferMode,
     queue: VecDeque<(Instant, Vec<u8>)>,
     bytes: usize,
@@ -51,7 +57,7 @@ impl SiteBuffer {
     pub fn new(mac: Mac, ip: Ipv4Addr) -> Self {
         SiteBuffer {
             mac,
-            ip,
+            addresses: vec![ip],
             mode: BufferMode::Pass,
             queue: VecDeque::new(),
             bytes: 0,
@@ -83,6 +89,27 @@ impl SiteBuffer {
         });
     }
 
+    /// Answers for `addresses` too (up to [`MAX_ADDRESSES`] in all).
+    pub fn add_addresses(&mut self, addresses: &[Ipv4Addr]) {
+        for a in addresses {
+            let usable = !a.is_unspecified() && !a.is_broadcast() && !a.is_multicast();
+            if usable && !self.addresses.contains(a) && self.addresses.len() < MAX_ADDRESSES {
+                self.addresses.push(*a);
+            }
+        }
+    }
+
+    /// The VM's own ARP (`info` of a frame from it): its sender address
+    /// is one to answer for.
+    fn learn(&mut self, info: Option<&FrameInfo>) {
+        if let Some(ip) = info
+            .filter(|i| announces(i, self.mac))
+            .and_then(|i| i.src_ip)
+        {
+            self.add_addresses(&[ip]);
+        }
+    }
+
     pub fn on_frame(
         &mut self,
         dir: Direction,
@@ -90,7 +117,11 @@ impl SiteBuffer {
         frame: &[u8],
         now: Instant,
     ) -> Verdict {
-        if dir == Direction::FromGuest || self.mode == BufferMode::Pass {
+        if dir == Direction::FromGuest {
+            self.learn(info);
+            return Verdict::Pass;
+        }
+        if self.mode == BufferMode::Pass {
             return Verdict::Pass;
         }
         let Some(info) = info else {
@@ -101,7 +132,12 @@ impl SiteBuffer {
             // Unicast probes too: a client re-confirming the address
             // must not lose it while the VM is away.
             BufferMode::Buffer if info.ethertype == ETHERTYPE_ARP => {
-                match arp_reply(frame, self.mac, self.ip) {
+                let mac = self.mac;
+                match self
+                    .addresses
+                    .iter()
+                    .find_map(|ip| arp_reply(frame, mac, *ip))
+                {
                     Some(reply) => {
                         self.status.arp_answered += 1;
                         self.out.push((Direction::FromGuest, reply));
@@ -172,24 +208,34 @@ impl SiteBuffer {
                 .queue
                 .front()
                 .map(|(at, _)| now.saturating_duration_since(*at).as_millis() as u64),
+            addresses: self.addresses.clone(),
             ..self.status.clone()
         }
     }
+}
+
+/// Whether a frame (as parsed) is ARP sent by the VM whose MAC is `mac`.
+fn announces(info: &FrameInfo, mac: Mac) -> bool {
+    info.ethertype == ETHERTYPE_ARP && info.src == mac
 }
 
 /// The pipeline stage, sharing its state with whoever gives the orders.
 pub struct SiteBufferStage {
     buf: Arc<Mutex<SiteBuffer>>,
     engaged: Arc<AtomicBool>,
+    mac: Mac,
 }
 
 impl SiteBufferStage {
     pub fn new(buf: Arc<Mutex<SiteBuffer>>) -> Self {
-        let engaged = match buf.lock() {
-            Ok(b) => b.engaged.clone(),
-            Err(p) => p.into_inner().engaged.clone(),
+        let (engaged, mac) = match buf.lock() {
+            Ok(b) => (b.engaged.clone(), b.mac),
+            Err(p) => {
+                let b = p.into_inner();
+                (b.engaged.clone(), b.mac)
+            }
         };
-        SiteBufferStage { buf, engaged }
+        SiteBufferStage { buf, engaged, mac }
     }
 
     fn engaged(&self) -> bool {
@@ -205,7 +251,10 @@ impl Stage for SiteBufferStage {
         frame: &[u8],
         now: Instant,
     ) -> Verdict {
-        if !self.engaged() {
+        // Passing: only the VM's own ARP (rare) takes the lock, to learn
+        // what it announces.
+        let learns = dir == Direction::FromGuest && info.is_some_and(|i| announces(i, self.mac));
+        if !self.engaged() && !learns {
             return Verdict::Pass;
         }
         match self.buf.lock() {

@@ -190,3 +190,44 @@ fn buffering_again_while_draining_keeps_the_rest() {
     got.extend(drain_all(&mut b, 3));
     assert_eq!(got, (0..11).collect::<Vec<_>>());
 }
+
+#[test]
+fn answers_for_the_addresses_the_vm_announced_while_it_ran_here() {
+    let buf = Arc::new(Mutex::new(SiteBuffer::new(VM, IP)));
+    let mut stage = SiteBufferStage::new(buf.clone());
+    let now = Instant::now();
+    let vip = Ipv4Addr::new(10, 0, 0, 50);
+    let from_vm = |mac: Mac, ip: Ipv4Addr| gratuitous_arp(mac, ip);
+    // While passing: the guest claims its service address; another MAC's
+    // announcement and an address probe (sender 0.0.0.0) teach nothing.
+    for f in [
+        from_vm(VM, vip),
+        from_vm(CLIENT, Ipv4Addr::new(10, 0, 0, 60)),
+        from_vm(VM, Ipv4Addr::UNSPECIFIED),
+    ] {
+        let v = stage.on_frame(Direction::FromGuest, parse(&f).as_ref(), &f, now);
+        assert_eq!(v, Verdict::Pass);
+    }
+    let mut b = buf.lock().unwrap();
+    assert_eq!(b.status(now).addresses, vec![IP, vip]);
+    b.order(BufferMode::Buffer);
+    assert_eq!(feed(&mut b, &arp_request(vip, BCAST), now), Verdict::Held);
+    let out = b.released(Room::NONE);
+    let i = parse(&out[0].1).unwrap();
+    assert_eq!((i.src, i.dst, i.src_ip), (VM, CLIENT, Some(vip)));
+    let unknown = arp_request(Ipv4Addr::new(10, 0, 0, 60), BCAST);
+    assert_eq!(feed(&mut b, &unknown, now), Verdict::Drop(DROP_OTHER));
+}
+
+#[test]
+fn addresses_given_are_bounded_and_never_doubled() {
+    let mut b = SiteBuffer::new(VM, IP);
+    let many: Vec<Ipv4Addr> = (1..=20).map(|n| Ipv4Addr::new(10, 0, 1, n)).collect();
+    b.add_addresses(&[IP, Ipv4Addr::BROADCAST]);
+    b.add_addresses(&many);
+    b.add_addresses(&many);
+    let got = b.status(Instant::now()).addresses;
+    assert_eq!(got.len(), MAX_ADDRESSES);
+    assert_eq!(got[0], IP);
+    assert_eq!(&got[1..], &many[..MAX_ADDRESSES - 1]);
+}

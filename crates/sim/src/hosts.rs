@@ -685,7 +685,11 @@ impl AgentApi for SimAgent {
     async fn standby(&self, _: &str) -> Result<duplex_core::agent_api::ReplicaInfo, ClientError> {
         Err(self.not_simulated())
     }
-    async fn replica_buffer(&self, _: &str) -> Result<SiteBufferStatus, ClientError> {
+    async fn replica_buffer(
+        &self,
+        _: &str,
+        _: &[std::net::Ipv4Addr],
+    ) -> Result<SiteBufferStatus, ClientError> {
         Err(self.not_simulated())
     }
     async fn site_side(&self, _: &str) -> Result<SiteSide, ClientError> {

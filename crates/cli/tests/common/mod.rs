@@ -2,6 +2,8 @@
 //! test ends, however it ends, after printing the agents' and guests' logs
 //! if it failed.
 
+pub mod controllers;
+
 use std::process::Command;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_duplex");

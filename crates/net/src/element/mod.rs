@@ -145,6 +145,19 @@ impl ElementHandle {
         status
     }
 
+    /// S5: answers ARP for `addresses` too while buffering (the VM
+    /// announced them on the other side).
+    pub fn site_addresses(&self, addresses: &[Ipv4Addr]) -> SiteBufferStatus {
+        let now = std::time::Instant::now();
+        match self.parts.site.lock() {
+            Ok(mut b) => {
+                b.add_addresses(addresses);
+                b.status(now)
+            }
+            Err(p) => p.into_inner().status(now),
+        }
+    }
+
     pub fn site_buffer_status(&self) -> SiteBufferStatus {
         let now = std::time::Instant::now();
         match self.parts.site.lock() {

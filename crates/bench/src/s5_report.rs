@@ -2,6 +2,7 @@
 
 use crate::s5::{Arm, Point, Results};
 use duplex_lab::ledger_probe::LedgerReport;
+use duplex_sipp::SippReport;
 use std::fmt::Write;
 
 fn label(arm: Arm) -> &'static str {
@@ -70,6 +71,7 @@ pub fn markdown(r: &Results) -> String {
             );
         }
     }
+    sip_table(&mut md, r);
     let sw: Vec<(u64, u64)> = r
         .points
         .iter()
@@ -105,4 +107,51 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(md, "\nThe loss detection and fencing are the controller's (the lab's power switch); the site b clients' requests to (c) during the outage were sent to an address nobody served, and the new VM's ledger starts empty (its first request counts as skipped). (a)'s site b requests had been buffered where the replica was, never processed elsewhere.");
     }
     md
+}
+
+/// sipp in both sites, summed (calls) and averaged (times) over runs.
+fn sip_table(md: &mut String, r: &Results) {
+    let _ = writeln!(
+        md,
+        "\n**SIP** (the guest's SIP service at its service address, claimed by the guest; sipp's built-in UAC in each site, {} calls/s of {} ms, at the same time as the ledger clients; a retransmission is sipp resending a request its answer had not come for within 500 ms, T1):\n",
+        crate::s5::SIP_RATE_CPS,
+        crate::s5::SIP_CALL_MS
+    );
+    let _ = writeln!(
+        md,
+        "| arm | site | calls / successful / failed | retransmissions | response p50 / p99 / max ms |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|");
+    for arm in [Arm::Duplex, Arm::AcrossWan] {
+        let ps: Vec<&Point> = r.points.iter().filter(|p| p.arm == arm).collect();
+        if ps.is_empty() {
+            continue;
+        }
+        for (site, get) in [
+            ("a", (|p: &Point| &p.sip_a) as fn(&Point) -> &SippReport),
+            ("b", |p: &Point| &p.sip_b),
+        ] {
+            let reps: Vec<&SippReport> = ps.iter().map(|p| get(p)).collect();
+            let sum = |f: fn(&SippReport) -> u64| reps.iter().map(|s| f(s)).sum::<u64>();
+            let rts: Vec<&duplex_sipp::ResponseTimes> = reps
+                .iter()
+                .filter_map(|s| s.response_time_ms.as_ref())
+                .collect();
+            let mean = |f: fn(&duplex_sipp::ResponseTimes) -> f64| {
+                rts.iter().map(|t| f(t)).sum::<f64>() / rts.len().max(1) as f64
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {site} | {} / {} / {} | {} | {:.0} / {:.0} / {:.0} |",
+                label(arm),
+                sum(|s| s.total_calls),
+                sum(|s| s.successful),
+                sum(|s| s.failed),
+                sum(|s| s.retransmissions),
+                mean(|t| t.p50),
+                mean(|t| t.p99),
+                mean(|t| t.max),
+            );
+        }
+    }
 }

@@ -18,9 +18,10 @@ fi
 # for a service address), nftables (lab partitions), sip-tester (sipp, SIP load), etcd-server (the
 # distributed store backend), protobuf-compiler (protoc: the etcd client's
 # gRPC code is generated at build time; libprotobuf-dev has the well-known
-# .proto files it imports), qemu-utils (qemu-img: VMs' root disk overlays)
+# .proto files it imports), qemu-utils (qemu-img: VMs' root disk overlays),
+# chromium + chromium-driver (the web console's tests drive a real browser)
 # and mmdebstrap (root filesystems of images built from a spec).
-PACKAGES=(qemu-system-x86 qemu-utils mmdebstrap busybox-static iproute2 iputils-ping iputils-arping nftables sip-tester etcd-server protobuf-compiler libprotobuf-dev)
+PACKAGES=(qemu-system-x86 qemu-utils mmdebstrap busybox-static iproute2 iputils-ping iputils-arping nftables sip-tester etcd-server protobuf-compiler libprotobuf-dev chromium chromium-driver)
 missing_packages() {
     missing=()
     for p in "${PACKAGES[@]}"; do

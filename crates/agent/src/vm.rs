@@ -273,9 +273,20 @@ impl Vm {
         }
     }
 
-    /// The counters of its network element; `None` if none runs.
+    /// The counters of its network element (with the output its epochs
+    /// hold); `None` if none runs.
     pub async fn traffic(&self) -> Option<TrafficReport> {
-        self.rt.lock().await.as_ref().map(|r| r.element.report())
+        let mut r = self.rt.lock().await.as_ref().map(|r| r.element.report())?;
+        if let Some(held) = self
+            .txbuf()
+            .and_then(|b| b.lock().ok().map(|b| b.report().held_now))
+        {
+            r.held.push(duplex_core::agent_api::HeldCount {
+                stage: duplex_core::agent_api::HELD_EPOCH.to_string(),
+                frames: held,
+            });
+        }
+        Some(r)
     }
 
     /// Where the control channel delivers this VM's guest events.

@@ -1,6 +1,7 @@
 //! `duplex`: one binary, a subcommand per role.
 
 mod cmd_agent;
+mod cmd_console;
 mod cmd_controller;
 mod cmd_data;
 mod cmd_events;
@@ -77,6 +78,8 @@ enum Cmd {
     Rules(cmd_rules::RulesCmd),
     /// What happened: host failures, placements, switchovers...
     Events(cmd_events::EventsArgs),
+    /// The web console: opens a session for you and prints its address.
+    Console(cmd_console::ConsoleArgs),
     /// Several hosts on this machine, in network namespaces.
     #[command(subcommand)]
     Lab(cmd_lab::LabCmd),
@@ -161,6 +164,7 @@ fn main() -> ExitCode {
             Cmd::Pair(c) => cmd_pair::run(c).await,
             Cmd::Site(c) => cmd_site::run(c).await,
             Cmd::Events(a) => cmd_events::run(a).await,
+            Cmd::Console(a) => cmd_console::run(a).await,
             Cmd::Placement(c) => cmd_placement::run(c).await,
             Cmd::Rules(c) => cmd_rules::run(c).await,
             Cmd::Switch(a) => cmd_switch::run(a).await,

@@ -27,6 +27,9 @@ pub struct Ctl {
     pub office: std::sync::Arc<crate::office::Office>,
     pub events: Events,
     pub metrics: Metrics,
+    /// The web console's sessions (in this process: a new leader asks the
+    /// operator to open one again).
+    pub sessions: Mutex<duplex_core::console_session::Sessions>,
     /// VMs an operation is working on: the reconciler leaves them alone.
     pub busy: Mutex<BTreeSet<String>>,
     /// Held from the checks of a new VM or pair to its records' writes:

@@ -94,7 +94,15 @@ pub fn activate(ctl: &Arc<Ctl>, vms: &[Vm], vm: String, from: String, on: String
     let (c, vms) = (ctl.clone(), vms.to_vec());
     spawn_order(ctl, vm.clone(), async move {
         let subject = format!("vm/{vm}");
-        match c.agent(&url).activate(&vm).await {
+        let t0 = std::time::Instant::now();
+        let activated = c.agent(&url).activate(&vm).await;
+        let outcome = if activated.is_ok() {
+            "succeeded"
+        } else {
+            "failed"
+        };
+        crate::metrics::observe(&c.metrics.failovers, outcome, t0.elapsed().as_secs_f64());
+        match activated {
             Ok(_) => {
                 // S5: its replica is to be kept in the site it ran in.
                 let from_site = crate::site::site_of(&c, &from).await;

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod client;
 pub mod config;
+mod console;
 pub mod ctl;
 mod drain;
 mod epochs;
@@ -15,7 +16,7 @@ pub mod fence_device;
 mod host_watch;
 mod leader;
 pub mod lifecycle;
-mod metrics;
+pub mod metrics;
 mod moves;
 mod observed;
 mod office;
@@ -191,6 +192,7 @@ pub fn assemble(
         observed: Default::default(),
         office: Default::default(),
         metrics: Default::default(),
+        sessions: Default::default(),
         busy: Default::default(),
         creating: Default::default(),
         moved: Default::default(),

@@ -38,14 +38,23 @@ pub async fn migrate_vm(
         tuning: tuning.clone(),
     };
     let agent = ctl.agent(&src.url);
-    let info = duplex_agent_client::migrate(&*agent, vm, &req, MIGRATION_TIMEOUT, |_| {})
-        .await
-        .map_err(|e| {
-            format!(
-                "{vm} {} → {to}: {e} (it keeps running on {})",
-                rec.host, rec.host
-            )
-        })?;
+    let t0 = std::time::Instant::now();
+    let moved = duplex_agent_client::migrate(&*agent, vm, &req, MIGRATION_TIMEOUT, |_| {}).await;
+    let m = &ctl.metrics;
+    match moved.as_ref().map(|i| i.stats.as_ref()) {
+        Ok(Some(s)) => {
+            crate::metrics::observe(&m.migrations, "succeeded", s.total_ms as f64 / 1e3);
+            m.migration_downtime.observe(s.downtime_ms as f64 / 1e3);
+        }
+        Ok(None) => crate::metrics::observe(&m.migrations, "succeeded", t0.elapsed().as_secs_f64()),
+        Err(_) => crate::metrics::observe(&m.migrations, "failed", t0.elapsed().as_secs_f64()),
+    }
+    let info = moved.map_err(|e| {
+        format!(
+            "{vm} {} → {to}: {e} (it keeps running on {})",
+            rec.host, rec.host
+        )
+    })?;
     ctl.note_moved(vm);
     // The view follows at once, with what the destination says of the VM
     // (running, its guest answering there); else the next reports tell.

@@ -111,6 +111,11 @@ impl Observed {
         self.arrivals.insert(vm, arrival);
     }
 
+    /// Every host that reported, with what it last said.
+    pub fn all(&self) -> impl Iterator<Item = (&String, &Seen)> {
+        self.hosts.iter()
+    }
+
     pub fn get(&self, host: &str) -> Option<&Seen> {
         self.hosts.get(host)
     }

@@ -12,6 +12,8 @@ use std::sync::Arc;
 pub struct OpHandle {
     ctl: Arc<Ctl>,
     pub id: String,
+    kind: OpKind,
+    started: std::time::Instant,
 }
 
 /// Operations numbered in this process.
@@ -54,6 +56,8 @@ pub async fn record(
         OpHandle {
             ctl: ctl.clone(),
             id,
+            kind,
+            started: std::time::Instant::now(),
         },
     ))
 }
@@ -97,6 +101,15 @@ impl OpHandle {
             Ok(msg) => (OpState::Succeeded, msg, None),
             Err(e) => (OpState::Failed, "failed".to_string(), Some(e)),
         };
+        let labels = crate::metrics::OpLabels {
+            kind: self.kind.as_str().to_string(),
+            outcome: state.as_str().to_string(),
+        };
+        self.ctl
+            .metrics
+            .operations
+            .get_or_create(&labels)
+            .observe(self.started.elapsed().as_secs_f64());
         self.set(|o| {
             o.state = state;
             o.progress = progress.clone();

@@ -167,6 +167,17 @@ pub struct SwitchoverReport {
 }
 
 impl SwitchoverReport {
+    /// How it ended (`swapped`, `rolled_back`, `failed`), counted in
+    /// `/metrics` with its time.
+    pub fn observe(&self, metrics: &crate::metrics::Metrics) {
+        let outcome = match self.outcome {
+            Phase::Done { .. } => "swapped",
+            Phase::RolledBack => "rolled_back",
+            _ => "failed",
+        };
+        crate::metrics::observe(&metrics.switchovers, outcome, self.total_ms / 1e3);
+    }
+
     /// Each step with its outcome and time, on one line.
     pub fn steps_line(&self) -> String {
         let steps: Vec<String> = self

@@ -96,6 +96,7 @@ async fn switchover(ctl: &Ctl, name: &str, op: &str, from: usize) -> SwitchResul
         return SwitchResult::RolledBack;
     };
     let report = pair_exec::switchover(&m[from], &m[1 - from], pair.token, pair.vip).await;
+    report.observe(&ctl.metrics);
     let mut result = match report.outcome {
         Phase::Done { .. } => SwitchResult::Swapped,
         Phase::RolledBack => SwitchResult::RolledBack,

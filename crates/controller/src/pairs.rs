@@ -295,6 +295,7 @@ async fn switchover_steps(ctl: &Arc<Ctl>, pair: &Pair, op: &OpHandle) -> Result<
     ))
     .await;
     let report = pair_exec::switchover(old, new, pair.token, pair.vip).await;
+    report.observe(&ctl.metrics);
     let swapped = matches!(report.outcome, Phase::Done { .. });
     if let Phase::Done { commit_failed } = report.outcome {
         // The guests just answered Activate (and Commit): their roles are

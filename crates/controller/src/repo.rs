@@ -2,8 +2,11 @@
 //! compare-and-set. Key layout: `hosts/<name>`, `vms/<name>`,
 //! `pairs/<name>`, `ops/<id>`, `events/<id>`.
 
+use crate::metrics::StoreLabels;
 use duplex_core::model::SCHEMA_VERSION;
 use duplex_store::{Expect, Store, StoreError};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::Arc;
@@ -45,6 +48,8 @@ pub struct Rev<T> {
 #[derive(Clone)]
 pub struct Repo {
     pub store: Arc<dyn Store>,
+    /// How long each kind of store request takes (`/metrics`).
+    pub latency: Family<StoreLabels, Histogram>,
 }
 
 fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, RepoError> {
@@ -68,11 +73,24 @@ fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, RepoError> 
 
 impl Repo {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Repo { store }
+        Repo {
+            store,
+            latency: crate::metrics::store_latency(),
+        }
+    }
+
+    /// Runs one store request, timed as `op`.
+    async fn timed<T>(&self, op: &str, req: impl std::future::Future<Output = T>) -> T {
+        let t = std::time::Instant::now();
+        let out = req.await;
+        self.latency
+            .get_or_create(&StoreLabels { op: op.to_string() })
+            .observe(t.elapsed().as_secs_f64());
+        out
     }
 
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<Rev<T>>, RepoError> {
-        match self.store.get(key).await? {
+        match self.timed("get", self.store.get(key)).await? {
             None => Ok(None),
             Some(e) => Ok(Some(Rev {
                 value: decode(key, &e.value)?,
@@ -84,7 +102,7 @@ impl Repo {
     /// Every readable record under `prefix`; unreadable ones are logged and skipped.
     pub async fn list<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<Rev<T>>, RepoError> {
         let mut out = Vec::new();
-        for e in self.store.list(prefix).await? {
+        for e in self.timed("list", self.store.list(prefix)).await? {
             match decode(&e.key, &e.value) {
                 Ok(value) => out.push(Rev {
                     value,
@@ -106,11 +124,13 @@ impl Repo {
             key: key.into(),
             reason: e.to_string(),
         })?;
-        Ok(self.store.put(key, &bytes, expect).await?)
+        Ok(self
+            .timed("put", self.store.put(key, &bytes, expect))
+            .await?)
     }
 
     pub async fn delete(&self, key: &str, expect: Expect) -> Result<bool, RepoError> {
-        Ok(self.store.delete(key, expect).await?)
+        Ok(self.timed("delete", self.store.delete(key, expect)).await?)
     }
 
     /// Reads `key`, applies `f`, writes it back if unchanged meanwhile;

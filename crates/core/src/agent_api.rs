@@ -332,7 +332,25 @@ pub struct TrafficReport {
     pub peers: Vec<PeerCounters>,
     /// Frames not delivered, by reason. The element never drops silently.
     pub drops: Vec<DropCount>,
+    /// Frames held now, by the stage holding them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<HeldCount>,
 }
+
+/// Frames a stage of a VM's network element holds now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldCount {
+    /// [`HELD_HANDOVER`], [`HELD_SITE`] or [`HELD_EPOCH`].
+    pub stage: String,
+    pub frames: u64,
+}
+
+/// Held for a pair's switchover (its service address changing hands).
+pub const HELD_HANDOVER: &str = "handover";
+/// Held for a VM running in the other site (S5).
+pub const HELD_SITE: &str = "site_buffer";
+/// A replicated VM's output, held until its epoch commits (S2).
+pub const HELD_EPOCH: &str = "epoch";
 
 /// What an S2 transmit buffer did with a replicated VM's output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

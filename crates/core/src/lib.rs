@@ -3,6 +3,7 @@
 
 pub mod agent_api;
 pub mod classify;
+pub mod console_session;
 pub mod epoch;
 pub mod escalation;
 pub mod file_rule;

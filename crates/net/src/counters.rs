@@ -148,6 +148,7 @@ impl Counters {
                     packets: *n,
                 })
                 .collect(),
+            held: Vec::new(),
         }
     }
 }

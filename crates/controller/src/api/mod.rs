@@ -106,11 +106,13 @@ pub fn router(ctl: Arc<Ctl>) -> Router {
         .route("/v1/rules/default", put(rules::set_default))
         .route("/v1/rules/test", post(rules::test))
         .route("/v1/rules/{name}", axum::routing::delete(rules::delete))
-        .route_layer(middleware::from_fn(operators_only))
+        .route("/v1/sessions", post(crate::console::session::open))
+        .route("/v1/stream", get(crate::console::stream::stream))
+        .route_layer(middleware::from_fn_with_state(ctl.clone(), operators_only))
         .layer(DefaultBodyLimit::max(OPERATOR_BODY_LIMIT));
     let data = Router::new()
         .route("/v1/vms/{name}/ref", put(service_data::set_ref))
-        .route_layer(middleware::from_fn(operators_only))
+        .route_layer(middleware::from_fn_with_state(ctl.clone(), operators_only))
         .layer(DefaultBodyLimit::max(service_data::REF_BODY_LIMIT));
     let v1 = heartbeat
         .merge(operators)
@@ -118,10 +120,11 @@ pub fn router(ctl: Arc<Ctl>) -> Router {
         .layer(middleware::from_fn_with_state(ctl.clone(), leader_only));
     let metrics = Router::new()
         .route("/metrics", get(metrics))
-        .route_layer(middleware::from_fn(operators_only));
+        .route_layer(middleware::from_fn_with_state(ctl.clone(), operators_only));
     Router::new()
         .merge(v1)
         .merge(metrics)
+        .merge(crate::console::routes())
         .route("/v1/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
         .fallback(|req: Request| async move {
@@ -147,33 +150,36 @@ async fn leader_only(State(ctl): Shared, req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// The caller's identity, from its certificate.
-fn caller(req: &Request) -> Result<Identity, ApiError> {
-    match req.extensions().get::<duplex_tls::Peer>() {
-        Some(duplex_tls::Peer(Ok(id))) => Ok(id.clone()),
-        Some(duplex_tls::Peer(Err(why))) => Err(ApiError::unauthorized("no_identity", why)),
-        None => Err(ApiError::unauthorized(
+/// The caller's identity, from its certificate, or (`sessions` given, a
+/// browser without one) from its console session.
+fn caller(req: &Request, sessions: Option<&Ctl>) -> Result<Identity, ApiError> {
+    match (req.extensions().get::<duplex_tls::Peer>(), sessions) {
+        (Some(duplex_tls::Peer(Ok(id))), _) => Ok(id.clone()),
+        (_, Some(ctl)) => crate::console::session::who(ctl, req),
+        (Some(duplex_tls::Peer(Err(why))), None) => Err(ApiError::unauthorized("no_identity", why)),
+        (None, None) => Err(ApiError::unauthorized(
             "no_identity",
             "the request did not come over mutual TLS",
         )),
     }
 }
 
-fn allowed(req: &Request, route: &ControllerRoute) -> Result<(), ApiError> {
-    let who = caller(req)?;
+fn allowed(req: &Request, route: &ControllerRoute, sessions: Option<&Ctl>) -> Result<(), ApiError> {
+    let who = caller(req, sessions)?;
     let call = Call::of_method(req.method().as_str());
     controller_access(&who, route, call).map_err(|d| ApiError::forbidden(d.to_string()))
 }
 
-async fn operators_only(req: Request, next: Next) -> Response {
-    match allowed(&req, &ControllerRoute::Operator) {
+/// Operators, by certificate or through the console.
+async fn operators_only(State(ctl): Shared, req: Request, next: Next) -> Response {
+    match allowed(&req, &ControllerRoute::Operator, Some(&ctl)) {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }
 }
 
 async fn own_host_only(Path(host): Path<String>, req: Request, next: Next) -> Response {
-    match allowed(&req, &ControllerRoute::Heartbeat { host }) {
+    match allowed(&req, &ControllerRoute::Heartbeat { host }, None) {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }
@@ -237,6 +243,8 @@ async fn metrics(State(ctl): Shared) -> Response {
         ops_running: 0,
         leader: ctl.is_leader(),
         fence: ctl.fence(),
+        heartbeat_age: Vec::new(),
+        traffic: Vec::new(),
     };
     if ctl.is_leader() {
         let (Ok(hosts), Ok(vms), Ok(pairs)) =
@@ -265,6 +273,15 @@ async fn metrics(State(ctl): Shared) -> Response {
             let h = ctl.pair_view(p, &vms, &hosts).health;
             bump(&mut snap.pairs, h.as_str());
         }
+        {
+            let obs = ctl.lock_observed();
+            for (host, seen) in obs.all() {
+                let age = seen.at.elapsed().as_secs_f64();
+                snap.heartbeat_age.push((host.clone(), age));
+                let t = seen.report.traffic.iter().cloned();
+                snap.traffic.extend(t.map(|t| (host.clone(), t)));
+            }
+        }
         if let Ok(ops) = ctl.repo.list::<Operation>(crate::repo::OPS).await {
             snap.ops_running = ops
                 .iter()
@@ -277,7 +294,7 @@ async fn metrics(State(ctl): Shared) -> Response {
             CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        ctl.metrics.render(&snap),
+        ctl.metrics.render(&snap, &ctl.repo.latency),
     )
         .into_response()
 }

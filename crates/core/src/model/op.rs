@@ -30,12 +30,74 @@ pub enum OpKind {
     SiteSwitch,
 }
 
+impl OpKind {
+    pub const ALL: [OpKind; 13] = [
+        OpKind::VmCreate,
+        OpKind::VmDelete,
+        OpKind::PairCreate,
+        OpKind::PairSwitchover,
+        OpKind::PairDelete,
+        OpKind::VmMigrate,
+        OpKind::PairMigrate,
+        OpKind::HostDrain,
+        OpKind::PairRepair,
+        OpKind::PairRecover,
+        OpKind::PairFailover,
+        OpKind::PairHeal,
+        OpKind::SiteSwitch,
+    ];
+
+    /// Its name on the wire (and in metrics' labels).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpKind::VmCreate => "vm_create",
+            OpKind::VmDelete => "vm_delete",
+            OpKind::PairCreate => "pair_create",
+            OpKind::PairSwitchover => "pair_switchover",
+            OpKind::PairDelete => "pair_delete",
+            OpKind::VmMigrate => "vm_migrate",
+            OpKind::PairMigrate => "pair_migrate",
+            OpKind::HostDrain => "host_drain",
+            OpKind::PairRepair => "pair_repair",
+            OpKind::PairRecover => "pair_recover",
+            OpKind::PairFailover => "pair_failover",
+            OpKind::PairHeal => "pair_heal",
+            OpKind::SiteSwitch => "site_switch",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OpState {
     Running,
     Succeeded,
     Failed,
+}
+
+impl OpState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpState::Running => "running",
+            OpState::Succeeded => "succeeded",
+            OpState::Failed => "failed",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_wire_names() {
+        for k in OpKind::ALL {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+        for s in [OpState::Running, OpState::Succeeded, OpState::Failed] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -16,7 +16,9 @@ use crate::isolate::{IsolateStage, Isolation};
 use crate::site_buffer::{SiteBuffer, SiteBufferStage};
 use crate::stage::{Direction, Pipeline, Stage};
 use crate::tap::Tap;
-use duplex_core::agent_api::{HandoverOrder, HandoverStatus, TrafficReport};
+use duplex_core::agent_api::{
+    HandoverOrder, HandoverStatus, HeldCount, TrafficReport, HELD_HANDOVER, HELD_SITE,
+};
 use duplex_core::mac::Mac;
 use duplex_core::site::{BufferMode, SiteBufferStatus};
 use std::net::Ipv4Addr;
@@ -100,10 +102,20 @@ impl ElementHandle {
             .lock()
             .map(|p| p.drops.clone())
             .unwrap_or_default();
-        match self.parts.counters.lock() {
+        let mut r = match self.parts.counters.lock() {
             Ok(mut c) => c.report(&self.vm, &drops, std::time::Instant::now()),
             Err(_) => TrafficReport::default(),
-        }
+        };
+        let held = [
+            (HELD_HANDOVER, self.handover_status().holding),
+            (HELD_SITE, self.site_buffer_status().buffered),
+        ];
+        r.held
+            .extend(held.into_iter().map(|(stage, frames)| HeldCount {
+                stage: stage.to_string(),
+                frames,
+            }));
+        r
     }
 
     /// Sends a frame as if it came from `dir`'s source (e.g. an announce).

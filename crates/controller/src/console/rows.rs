@@ -1,0 +1,133 @@
+//! What the console shows, as rows keyed by name, and what changed since
+//! the rows a page was last sent: the live stream sends only that.
+//! Pure.
+
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// The tables of the console.
+pub const TABLES: [&str; 4] = ["hosts", "vms", "pairs", "ops"];
+
+/// Rows of one table by name (a row is what the API shows of it).
+pub type Rows = BTreeMap<String, Value>;
+
+/// Every table's rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub tables: BTreeMap<&'static str, Rows>,
+}
+
+/// What changed in one table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Change {
+    /// New or changed rows, whole.
+    pub upsert: Vec<Value>,
+    /// Names of rows gone.
+    pub remove: Vec<String>,
+}
+
+impl Change {
+    pub fn is_empty(&self) -> bool {
+        self.upsert.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// One message of the stream: each table's change (tables without one
+/// are left out).
+pub type Update = BTreeMap<&'static str, Change>;
+
+/// What turns `old` into `new`.
+pub fn diff(old: &Snapshot, new: &Snapshot) -> Update {
+    let empty = Rows::new();
+    let mut out = Update::new();
+    for table in TABLES {
+        let (a, b) = (
+            old.tables.get(table).unwrap_or(&empty),
+            new.tables.get(table).unwrap_or(&empty),
+        );
+        let change = Change {
+            upsert: b
+                .iter()
+                .filter(|(k, v)| a.get(*k) != Some(*v))
+                .map(|(_, v)| v.clone())
+                .collect(),
+            remove: a.keys().filter(|k| !b.contains_key(*k)).cloned().collect(),
+        };
+        if !change.is_empty() {
+            out.insert(table, change);
+        }
+    }
+    out
+}
+
+/// A host's row: what the console shows of it, nothing that changes by
+/// itself every second (its silence shows only once it is late).
+#[derive(Debug, Clone, Serialize)]
+pub struct HostRow {
+    pub name: String,
+    pub site: String,
+    pub rack: Option<String>,
+    pub state: String,
+    /// Seconds since its last report, once that is over
+    /// [`LATE_AFTER_S`]; else 0.
+    pub late_s: u64,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub vms: Vec<String>,
+}
+
+/// A host is shown late after this long without a report.
+pub const LATE_AFTER_S: u64 = 3;
+
+/// Seconds of silence as a host row shows them.
+pub fn late_s(silent_ms: u64) -> u64 {
+    let s = silent_ms / 1000;
+    if s > LATE_AFTER_S {
+        s
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn snap(hosts: &[(&str, Value)]) -> Snapshot {
+        let rows: Rows = hosts
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        Snapshot {
+            tables: BTreeMap::from([("hosts", rows)]),
+        }
+    }
+
+    #[test]
+    fn only_what_changed_is_sent() {
+        let a = snap(&[("h1", json!({"s": 1})), ("h2", json!({"s": 1}))]);
+        let b = snap(&[
+            ("h1", json!({"s": 1})),
+            ("h3", json!({"s": 2})),
+            ("h2", json!({"s": 2})),
+        ]);
+        let d = diff(&a, &b);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d["hosts"].upsert, vec![json!({"s": 2}), json!({"s": 2})]);
+        assert!(d["hosts"].remove.is_empty());
+        let d = diff(&b, &a);
+        assert_eq!(d["hosts"].remove, vec!["h3".to_string()]);
+        assert!(diff(&a, &a).is_empty());
+        // The first message is everything.
+        assert_eq!(diff(&Snapshot::default(), &a)["hosts"].upsert.len(), 2);
+    }
+
+    #[test]
+    fn silence_shows_only_once_late() {
+        assert_eq!(late_s(900), 0);
+        assert_eq!(late_s(3999), 0);
+        assert_eq!(late_s(4000), 4);
+    }
+}

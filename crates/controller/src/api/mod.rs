@@ -153,7 +153,10 @@ async fn leader_only(State(ctl): Shared, req: Request, next: Next) -> Response {
 /// The caller's identity, from its certificate, or (`sessions` given, a
 /// browser without one) from its console session.
 fn caller(req: &Request, sessions: Option<&Ctl>) -> Result<Identity, ApiError> {
-    match (req.extensions().get::<duplex_tls::Peer>(), sessions) {
+    // A session only for a request that carries one: else the
+    // certificate's problem is the one to tell.
+    let console = sessions.filter(|_| crate::console::session::carries_session(req));
+    match (req.extensions().get::<duplex_tls::Peer>(), console) {
         (Some(duplex_tls::Peer(Ok(id))), _) => Ok(id.clone()),
         (_, Some(ctl)) => crate::console::session::who(ctl, req),
         (Some(duplex_tls::Peer(Err(why))), None) => Err(ApiError::unauthorized("no_identity", why)),

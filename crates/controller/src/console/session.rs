@@ -121,6 +121,11 @@ pub async fn logout(State(ctl): State<Arc<Ctl>>, req: Request) -> Response {
     (StatusCode::NO_CONTENT, [(SET_COOKIE, gone)]).into_response()
 }
 
+/// Whether the request carries a console session's cookie.
+pub fn carries_session(req: &Request) -> bool {
+    cookie_token(req).is_some()
+}
+
 fn cookie_token(req: &Request) -> Option<String> {
     let h = req.headers().get(COOKIE)?.to_str().ok()?;
     token_in_cookies(h).map(str::to_string)

@@ -26,7 +26,7 @@ pub async fn run(a: ConsoleArgs) -> anyhow::Result<()> {
         Format::Table => {
             println!("{}", grant.url);
             eprintln!(
-                "Open that address in a browser (once: it sets the session's cookie). The console acts as {} ({:?}) until the session expires or you log out.",
+                "Open that address in a browser within 5 minutes (it is good once: it sets the session's cookie). The console acts as {} ({:?}) until the session expires or you log out.",
                 grant.operator, grant.scope
             );
             eprintln!("The browser must trust the cluster's CA (its ca.crt), or be told to accept the controller's certificate.");

@@ -2,8 +2,9 @@
 //! WebDriver by chromium-driver) against a lab: an operator's session
 //! from `duplex console`, the page shows the pair with its roles, a
 //! switchover started from the page completes and the page shows the new
-//! roles without a reload (its live feed), and a switchover of a pair that
-//! is moving shows the API's error.
+//! roles without a reload (its live feed), a switchover of a pair that
+//! is moving shows the API's error, and the session's address opens
+//! nothing a second time.
 
 mod common;
 
@@ -177,6 +178,13 @@ async fn the_console_shows_the_pair_live_and_switches_it_over() {
         let _ = std::fs::write(&path, png);
         eprintln!("screenshot: {}", path.display());
     }
+    // The address `duplex console` printed opens nothing a second time.
+    c.goto(url.trim()).await.expect("the address again");
+    let again = until(&c, "the refusal", "return document.body.textContent;").await;
+    assert!(
+        again.as_str().unwrap_or("").contains("no_session"),
+        "a used login address opened something: {again}"
+    );
     let _ = c.close().await;
     common::wait_pair_healthy(LAB, "sig", Duration::from_secs(120));
 }

@@ -3,7 +3,12 @@
 //! console`), and the browser then acts as that operator, with that
 //! operator's scope, until the session expires or is ended.
 //!
-//! Pure: the caller brings the token (random, from the OS) and the time.
+//! The address `duplex console` prints carries a login token, good once
+//! and for [`LOGIN_TTL_MS`]: opening it exchanges it for the session's own
+//! token, which only ever travels in the cookie (an address left in a
+//! browser's history opens nothing).
+//!
+//! Pure: the caller brings the tokens (random, from the OS) and the time.
 
 use crate::identity::{Identity, Scope};
 use serde::{Deserialize, Serialize};
@@ -13,6 +18,8 @@ use std::collections::HashMap;
 pub const DEFAULT_TTL_MS: u64 = 8 * 3600 * 1000;
 /// The longest session one may ask for.
 pub const MAX_TTL_MS: u64 = 24 * 3600 * 1000;
+/// How long a login address stays good, unused.
+pub const LOGIN_TTL_MS: u64 = 5 * 60 * 1000;
 /// Most sessions held at once (the oldest to expire goes first).
 pub const MAX_SESSIONS: usize = 1024;
 /// Name of the session cookie.
@@ -57,17 +64,21 @@ pub enum SessionError {
     WeakToken,
 }
 
-/// The sessions a controller holds.
+/// The sessions a controller holds, and the logins not used yet.
 #[derive(Debug, Default)]
 pub struct Sessions {
     by_token: HashMap<String, Session>,
+    /// Login token → the session it opens, and until when it may.
+    logins: HashMap<String, (Session, u64)>,
 }
 
 /// Fewest characters of a token (hex of 32 random bytes is 64).
 const MIN_TOKEN: usize = 32;
 
 impl Sessions {
-    /// Opens a session for `who` under `token`; when it expires.
+    /// A login for a session of `who`: `token` opens it once (see
+    /// [`Sessions::redeem`]) within [`LOGIN_TTL_MS`]; when the session
+    /// will expire.
     pub fn open(
         &mut self,
         who: &Identity,
@@ -86,6 +97,38 @@ impl Sessions {
             return Err(SessionError::WeakToken);
         }
         self.expire(now_ms);
+        while self.logins.len() >= MAX_SESSIONS {
+            let first = self
+                .logins
+                .iter()
+                .min_by_key(|(_, (_, until))| *until)
+                .map(|(t, _)| t.clone());
+            match first {
+                Some(t) => self.logins.remove(&t),
+                None => break,
+            };
+        }
+        let expires_ms = now_ms.saturating_add(ttl);
+        let session = Session {
+            operator: name.clone(),
+            scope: *scope,
+            expires_ms,
+        };
+        let until = now_ms.saturating_add(LOGIN_TTL_MS).min(expires_ms);
+        self.logins.insert(token, (session, until));
+        Ok(expires_ms)
+    }
+
+    /// Uses login `login` (once): its session is held under `token` from
+    /// now on. `false` if the login is unknown, used or too old.
+    pub fn redeem(&mut self, login: &str, token: String, now_ms: u64) -> bool {
+        self.expire(now_ms);
+        let Some((session, _)) = self.logins.remove(login) else {
+            return false;
+        };
+        if token.len() < MIN_TOKEN {
+            return false;
+        }
         while self.by_token.len() >= MAX_SESSIONS {
             let first = self
                 .by_token
@@ -97,16 +140,8 @@ impl Sessions {
                 None => break,
             };
         }
-        let expires_ms = now_ms.saturating_add(ttl);
-        self.by_token.insert(
-            token,
-            Session {
-                operator: name.clone(),
-                scope: *scope,
-                expires_ms,
-            },
-        );
-        Ok(expires_ms)
+        self.by_token.insert(token, session);
+        true
     }
 
     /// Who a request carrying `token` acts as, if the session is live.
@@ -125,6 +160,7 @@ impl Sessions {
 
     fn expire(&mut self, now_ms: u64) {
         self.by_token.retain(|_, s| s.expires_ms > now_ms);
+        self.logins.retain(|_, (_, until)| *until > now_ms);
     }
 
     pub fn len(&self) -> usize {
@@ -155,13 +191,27 @@ mod tests {
         }
     }
 
+    const L: &str = "login-789abcdef0123456789abcdef0123";
     const T: &str = "0123456789abcdef0123456789abcdef0123";
+
+    #[test]
+    fn a_login_opens_its_session_once() {
+        let mut s = Sessions::default();
+        s.open(&op(Scope::Operate), L.into(), None, 0).unwrap();
+        assert_eq!(s.who(L, 1), None, "a login is not a session");
+        assert!(s.redeem(L, T.into(), 1));
+        assert_eq!(s.who(T, 2), Some(op(Scope::Operate)));
+        assert!(!s.redeem(L, format!("{T}x"), 3), "used already");
+        s.open(&op(Scope::Read), L.into(), None, 0).unwrap();
+        assert!(!s.redeem(L, format!("{T}y"), LOGIN_TTL_MS), "too old");
+    }
 
     #[test]
     fn a_session_acts_as_its_operator_until_it_expires() {
         let mut s = Sessions::default();
-        let exp = s.open(&op(Scope::Read), T.into(), Some(1000), 5).unwrap();
+        let exp = s.open(&op(Scope::Read), L.into(), Some(1000), 5).unwrap();
         assert_eq!(exp, 1005);
+        assert!(s.redeem(L, T.into(), 6));
         assert_eq!(s.who(T, 1004), Some(op(Scope::Read)));
         assert_eq!(s.who(T, 1005), None, "expired");
         assert_eq!(s.who("other", 10), None);
@@ -188,6 +238,7 @@ mod tests {
             Err(SessionError::WeakToken)
         );
         assert!(s.is_empty());
+        assert!(!s.redeem(T, format!("{T}z"), 0), "nothing to redeem");
     }
 
     #[test]
@@ -195,8 +246,9 @@ mod tests {
         let mut s = Sessions::default();
         for i in 0..MAX_SESSIONS + 3 {
             let token = format!("{T}{i:06}");
-            s.open(&op(Scope::Read), token, Some(1000 + i as u64), 0)
+            s.open(&op(Scope::Read), L.into(), Some(1000 + i as u64), 0)
                 .unwrap();
+            assert!(s.redeem(L, token, 0));
         }
         assert_eq!(s.len(), MAX_SESSIONS);
         assert_eq!(s.who(&format!("{T}{:06}", 0), 1), None);

@@ -87,20 +87,21 @@ pub struct Login {
     token: String,
 }
 
-/// `GET /ui/login?token=`: sets the session cookie and goes to the
-/// console (the token leaves the address bar at once).
+/// `GET /ui/login?token=`: exchanges the login token (good once) for the
+/// session's own, set as the cookie, and goes to the console.
 pub async fn login(State(ctl): State<Arc<Ctl>>, Query(q): Query<Login>) -> Response {
-    if lock(&ctl).who(&q.token, crate::events::now_ms()).is_none() {
+    let session = match token() {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    if !lock(&ctl).redeem(&q.token, session.clone(), crate::events::now_ms()) {
         return ApiError::unauthorized(
             "no_session",
-            "no such console session (expired, closed, or opened on another controller): run `duplex console` again",
+            "this console address was used already, is older than 5 minutes, or was made by another controller: run `duplex console` again",
         )
         .into_response();
     }
-    let cookie = format!(
-        "{SESSION_COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Strict",
-        q.token
-    );
+    let cookie = format!("{SESSION_COOKIE}={session}; Path=/; Secure; HttpOnly; SameSite=Strict");
     (
         StatusCode::SEE_OTHER,
         [

@@ -97,6 +97,22 @@ async fn site_until(lab: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value
     }
 }
 
+/// The VM switches when the other side's oldest buffered request waited
+/// 1.5 s, staying at least 2.5 s.
+fn switch_by_policy(lab: &str) {
+    site(
+        lab,
+        &[
+            "policy",
+            "web",
+            "--max-age-ms",
+            "1500",
+            "--min-stay-ms",
+            "2500",
+        ],
+    );
+}
+
 fn replica_ready(v: &Value) -> bool {
     v["paused"]["seen"]["applied"].as_u64().is_some()
         && v["active"]["seen"]["lag_ms"].as_u64().is_some()
@@ -184,17 +200,7 @@ async fn one_vm_serves_two_sites_in_turn_and_survives_the_loss_of_one() {
         on = now;
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    site(
-        LAB,
-        &[
-            "policy",
-            "web",
-            "--max-age-ms",
-            "1500",
-            "--min-stay-ms",
-            "2500",
-        ],
-    );
+    switch_by_policy(LAB);
     let by_policy = |lab| {
         common::events(lab)
             .iter()
@@ -248,17 +254,7 @@ async fn leader_killed_mid_switch(lab: &str, target: &str) {
     eprintln!("killed the leader at `{caught}`; settled: {settled:#?}; now {v}");
     // The side left paused holds its site's requests until the VM runs
     // there again: the policy switches on.
-    site(
-        lab,
-        &[
-            "policy",
-            "web",
-            "--max-age-ms",
-            "1500",
-            "--min-stay-ms",
-            "2500",
-        ],
-    );
+    switch_by_policy(lab);
     let left = Duration::from_secs_f64(send_s).saturating_sub(t0.elapsed());
     tokio::time::sleep(left).await;
     let (a, b) = (a.report(), b.report());

@@ -104,20 +104,7 @@ async fn share_addresses(
     active: &SiteSide,
     paused: &SiteSide,
 ) {
-    if !active.active || paused.active || active.handed_off.is_some() {
-        return;
-    }
-    let known = |s: &SiteSide| {
-        s.buffer
-            .as_ref()
-            .map(|b| b.addresses.clone())
-            .unwrap_or_default()
-    };
-    let have = known(paused);
-    let missing: Vec<_> = known(active)
-        .into_iter()
-        .filter(|a| !have.contains(a))
-        .collect();
+    let missing = duplex_core::site::addresses_to_share(active, paused);
     if missing.is_empty() {
         return;
     }

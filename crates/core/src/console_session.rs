@@ -97,17 +97,7 @@ impl Sessions {
             return Err(SessionError::WeakToken);
         }
         self.expire(now_ms);
-        while self.logins.len() >= MAX_SESSIONS {
-            let first = self
-                .logins
-                .iter()
-                .min_by_key(|(_, (_, until))| *until)
-                .map(|(t, _)| t.clone());
-            match first {
-                Some(t) => self.logins.remove(&t),
-                None => break,
-            };
-        }
+        make_room(&mut self.logins, |(_, until)| *until);
         let expires_ms = now_ms.saturating_add(ttl);
         let session = Session {
             operator: name.clone(),
@@ -129,17 +119,7 @@ impl Sessions {
         if token.len() < MIN_TOKEN {
             return false;
         }
-        while self.by_token.len() >= MAX_SESSIONS {
-            let first = self
-                .by_token
-                .iter()
-                .min_by_key(|(_, s)| s.expires_ms)
-                .map(|(t, _)| t.clone());
-            match first {
-                Some(t) => self.by_token.remove(&t),
-                None => break,
-            };
-        }
+        make_room(&mut self.by_token, |s| s.expires_ms);
         self.by_token.insert(token, session);
         true
     }
@@ -169,6 +149,21 @@ impl Sessions {
 
     pub fn is_empty(&self) -> bool {
         self.by_token.is_empty()
+    }
+}
+
+/// Drops the entries that end soonest until one more fits under
+/// [`MAX_SESSIONS`].
+fn make_room<V>(map: &mut HashMap<String, V>, ends: impl Fn(&V) -> u64) {
+    while map.len() >= MAX_SESSIONS {
+        let Some(first) = map
+            .iter()
+            .min_by_key(|(_, v)| ends(v))
+            .map(|(t, _)| t.clone())
+        else {
+            break;
+        };
+        map.remove(&first);
     }
 }
 

@@ -63,6 +63,26 @@ pub struct BufferRequest {
     pub addresses: Vec<std::net::Ipv4Addr>,
 }
 
+/// The addresses the active side learned that the paused side does not
+/// answer for yet (none while a switch is under way: the sides are
+/// trading places).
+pub fn addresses_to_share(active: &SiteSide, paused: &SiteSide) -> Vec<std::net::Ipv4Addr> {
+    if !active.active || paused.active || active.handed_off.is_some() {
+        return Vec::new();
+    }
+    let known = |s: &SiteSide| {
+        s.buffer
+            .as_ref()
+            .map(|b| b.addresses.clone())
+            .unwrap_or_default()
+    };
+    let have = known(paused);
+    known(active)
+        .into_iter()
+        .filter(|a| !have.contains(a))
+        .collect()
+}
+
 /// Most addresses a VM's site buffer answers for.
 pub const MAX_ADDRESSES: usize = 8;
 
@@ -97,4 +117,40 @@ pub struct SiteSide {
     /// here, waiting for the switch to go on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handed_off: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn side(active: bool, handed_off: Option<u64>, addresses: &[u8]) -> SiteSide {
+        SiteSide {
+            vm: "web".into(),
+            active,
+            buffer: Some(SiteBufferStatus {
+                addresses: addresses
+                    .iter()
+                    .map(|n| Ipv4Addr::new(10, 0, 0, *n))
+                    .collect(),
+                ..SiteBufferStatus::default()
+            }),
+            lag_ms: None,
+            applied: None,
+            handed_off,
+        }
+    }
+
+    #[test]
+    fn the_paused_side_is_given_only_what_it_lacks_and_never_mid_switch() {
+        let running = side(true, None, &[70, 50, 51]);
+        let paused = side(false, None, &[70, 50]);
+        assert_eq!(
+            addresses_to_share(&running, &paused),
+            vec![Ipv4Addr::new(10, 0, 0, 51)]
+        );
+        assert!(addresses_to_share(&running, &side(false, None, &[70, 50, 51])).is_empty());
+        assert!(addresses_to_share(&side(true, Some(3), &[70, 50, 51]), &paused).is_empty());
+        assert!(addresses_to_share(&running, &side(true, None, &[70])).is_empty());
+    }
 }

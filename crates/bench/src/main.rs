@@ -2,6 +2,7 @@
 //! side in one run, writing JSON + Markdown to `bench/results/`.
 
 mod boot;
+mod console;
 mod element;
 mod failover;
 mod migrate;
@@ -34,6 +35,18 @@ struct Cli {
 enum Cmd {
     /// QEMU start -> guest /init, agent vs by hand.
     Boot,
+    /// The web console at size: a simulated cluster served by the real
+    /// controller, the page in headless chromium: page load, live update
+    /// and the feed's CPU.
+    Console {
+        #[arg(long, default_value_t = 1000)]
+        hosts: usize,
+        #[arg(long, default_value_t = 5000)]
+        vms: usize,
+        /// Page loads (each a fresh session), alternating with no page.
+        #[arg(long, default_value_t = 3)]
+        loads: usize,
+    },
     /// Live migration, agents vs raw QMP.
     Migrate,
     /// SIP load on an ACT/SBY pair: highest clean call rate, then a switchover.
@@ -320,6 +333,14 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     anyhow::ensure!(cli.runs >= 1, "--runs must be at least 1");
     match cli.cmd {
+        Cmd::Console { hosts, vms, loads } => {
+            let p = console::Params {
+                hosts,
+                vms,
+                runs: loads,
+            };
+            console::run(p, &cli.out).await
+        }
         Cmd::Boot => {
             let lab = Lab::up(1).await?;
             boot::run(&lab, cli.runs, &cli.out).await

@@ -1,10 +1,11 @@
 //! The web console in a real browser (Debian's chromium, driven over
 //! WebDriver by chromium-driver) against a lab: an operator's session
-//! from `duplex console`, the page shows the pair with its roles, a
-//! switchover started from the page completes and the page shows the new
-//! roles without a reload (its live feed), a switchover of a pair that
-//! is moving shows the API's error, and the session's address opens
-//! nothing a second time.
+//! from `duplex console`, the page shows the pair with its roles, the
+//! topology shows the hosts and the traffic measured between the members,
+//! a member's placement explanation opens, a switchover started from the
+//! page completes and the page shows the new roles without a reload (its
+//! live feed), a switchover of a pair that is moving shows the API's
+//! error, and the session's address opens nothing a second time.
 
 mod common;
 
@@ -102,6 +103,15 @@ fn role(vm: &str) -> String {
     format!("tr[data-pair=sig] div[data-member={vm}] .role")
 }
 
+/// Shows the page's tab `name`.
+async fn tab(c: &Client, name: &str) {
+    let b = c
+        .find(Locator::Css(&format!("nav button[data-tab={name}]")))
+        .await
+        .expect("the tab");
+    b.click().await.expect("click");
+}
+
 /// Clicks the pair's button `act` and accepts the confirmation.
 async fn click(c: &Client, act: &str) {
     let b = c
@@ -138,6 +148,33 @@ async fn the_console_shows_the_pair_live_and_switches_it_over() {
         until(&c, "pb's role", &text(&role("pb"))).await,
     );
     assert_eq!(before, (json!("act"), json!("sby")), "as the guests report");
+
+    // The topology: the lab's hosts, and the traffic the members'
+    // elements measure between them (their heartbeats and sync).
+    tab(&c, "topology").await;
+    until(
+        &c,
+        "h1 in the picture",
+        "return !!document.querySelector('g[data-host=h1]');",
+    )
+    .await;
+    let flow = until(
+        &c,
+        "a flow between pa and pb",
+        "const r = document.querySelector(\"tr[data-flow='pa>pb'], tr[data-flow='pb>pa']\"); return r && r.textContent;",
+    )
+    .await;
+    eprintln!("the page shows the flow: {flow}");
+    // Why pa is where it is: the placement engine's explanation.
+    tab(&c, "vms").await;
+    let why = c
+        .find(Locator::Css("tr[data-vm=pa] button[data-act=explain]"))
+        .await
+        .expect("pa's explain button");
+    why.click().await.expect("click");
+    until(&c, "pa's explanation", &reads("#explain .vm", "pa")).await;
+    until(&c, "pa's host in it", &reads("#explain .at", "h1")).await;
+    tab(&c, "pairs").await;
 
     // A switchover from the page; the new roles come by the live feed.
     c.execute("window.__same_page = true; return true;", vec![])

@@ -3,6 +3,7 @@
 
 use crate::config::ControllerConfig;
 use crate::events::Events;
+use crate::listing::Listing;
 use crate::metrics::Metrics;
 use crate::observed::Observed;
 use crate::repo::{Repo, RepoError, HOSTS, PAIRS, VMS};
@@ -10,7 +11,7 @@ use duplex_agent_client::{AgentApi, Connector};
 use duplex_core::agent_api::VmInfo;
 use duplex_core::model::pair::{health, MemberView};
 use duplex_core::model::vm::observe;
-use duplex_core::model::{Host, HostState, Pair, PairHealth, Vm, VmStatus};
+use duplex_core::model::{Host, Pair, PairHealth, Vm, VmStatus};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicU64;
@@ -198,17 +199,11 @@ impl Ctl {
             .map(|r| r.value))
     }
 
-    fn host_alive(hosts: &[Host], name: &str) -> bool {
-        hosts
-            .iter()
-            .any(|h| h.name == name && h.state != HostState::Failed)
-    }
-
     /// A VM as API answers show it (secret user files redacted).
-    pub fn vm_view(&self, mut vm: Vm, hosts: &[Host], full: bool) -> VmView {
+    pub fn vm_view(&self, mut vm: Vm, listing: &Listing, full: bool) -> VmView {
         vm.spec = vm.spec.redacted();
         let obs = self.lock_observed();
-        let alive = Self::host_alive(hosts, &vm.host) && obs.get(&vm.host).is_some();
+        let alive = listing.host_alive(&vm.host) && obs.get(&vm.host).is_some();
         let info = obs.vm(&vm.host, &vm.spec.name).cloned();
         let status = observe(&vm, alive, info.as_ref());
         let role = obs.member_view(&vm.host, &vm.spec.name).role;
@@ -232,20 +227,20 @@ impl Ctl {
         }
     }
 
-    pub fn pair_view(&self, pair: Pair, vms: &[Vm], hosts: &[Host]) -> PairView {
+    pub fn pair_view(&self, pair: Pair, listing: &Listing) -> PairView {
         let mut views = [MemberView::default(); 2];
         let mut members_status = Vec::new();
         for (i, name) in pair.members.iter().enumerate() {
-            let vm = vms.iter().find(|v| &v.spec.name == name);
+            let vm = listing.vm(name);
             let host = vm.map(|v| v.host.clone()).unwrap_or_default();
-            let view = if Self::host_alive(hosts, &host) {
+            let view = if listing.host_alive(&host) {
                 self.lock_observed().member_view(&host, name)
             } else {
                 MemberView::default()
             };
             views[i] = view;
             let status = vm
-                .map(|v| self.vm_view(v.clone(), hosts, false).status)
+                .map(|v| self.vm_view(v.clone(), listing, false).status)
                 .unwrap_or(VmStatus::Pending);
             members_status.push(MemberStatus {
                 vm: name.clone(),

@@ -79,7 +79,11 @@ async fn pass(ctl: &Arc<Ctl>, w: &mut Watch) -> Result<(), RepoError> {
 
 /// Hosts running a pair member whose peer's guest says it stopped hearing it.
 fn hosts_with_lost_vms(ctl: &Ctl, vms: &[Vm], pairs: &[Pair]) -> BTreeSet<String> {
-    let host_of = |name: &str| vms.iter().find(|v| v.spec.name == name).map(|v| &v.host);
+    let by_name: std::collections::HashMap<&str, &String> = vms
+        .iter()
+        .map(|v| (v.spec.name.as_str(), &v.host))
+        .collect();
+    let host_of = |name: &str| by_name.get(name).copied();
     let obs = ctl.lock_observed();
     let mut out = BTreeSet::new();
     for p in pairs {

@@ -16,6 +16,7 @@ pub mod fence_device;
 mod host_watch;
 mod leader;
 pub mod lifecycle;
+pub mod listing;
 pub mod metrics;
 mod moves;
 mod observed;

@@ -58,8 +58,9 @@ pub async fn pass(
     fenced: &BTreeSet<String>,
 ) {
     let mut waiting = HashMap::new();
+    let listing = crate::listing::Listing::new(vms, hosts);
     for pair in pairs {
-        let m = sights(ctl, pair, hosts, vms, fenced);
+        let m = sights(ctl, pair, &listing, fenced);
         preempt_if_stranded(ctl, pair, &m).await;
         match decide(pair, m) {
             None => {}
@@ -110,22 +111,17 @@ async fn preempt_if_stranded(ctl: &Arc<Ctl>, pair: &Pair, m: &[MemberSight; 2]) 
 fn sights(
     ctl: &Ctl,
     pair: &Pair,
-    hosts: &[Host],
-    vms: &[Vm],
+    listing: &crate::listing::Listing,
     fenced: &BTreeSet<String>,
 ) -> [MemberSight; 2] {
     let obs = ctl.lock_observed();
     let sight = |name: &str| {
-        let Some(host) = vms
-            .iter()
-            .find(|v| v.spec.name == name)
-            .map(|v| v.host.as_str())
-        else {
+        let Some(host) = listing.vm(name).map(|v| v.host.as_str()) else {
             return MemberSight::default();
         };
-        let live = hosts
-            .iter()
-            .any(|h| h.name == host && obs.live(h, &ctl.cfg.liveness));
+        let live = listing
+            .host(host)
+            .is_some_and(|h| obs.live(h, &ctl.cfg.liveness));
         let view = obs.member_view(host, name);
         MemberSight {
             host_fenced: fenced.contains(host),

@@ -57,6 +57,7 @@ async fn pass(
     pending: &mut HashMap<String, (Repair, Instant)>,
 ) -> Result<(), RepoError> {
     let (vms, hosts) = (ctl.vms().await?, ctl.hosts().await?);
+    let listing = crate::listing::Listing::new(&vms, &hosts);
     let mut due = Vec::new();
     let mut wanted = HashMap::new();
     for pair in pairs {
@@ -67,7 +68,7 @@ async fn pass(
         if restoring {
             continue;
         }
-        let view = ctl.pair_view(pair.clone(), &vms, &hosts);
+        let view = ctl.pair_view(pair.clone(), &listing);
         let mut views = [MemberView::default(); 2];
         for (v, m) in views.iter_mut().zip(&view.members_status) {
             *v = MemberView {

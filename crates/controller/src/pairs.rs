@@ -169,12 +169,13 @@ async fn create_steps(ctl: &Arc<Ctl>, name: &str, op: &OpHandle) -> Result<Strin
             (Ok(h), Ok(v)) => (h, v),
             (Err(e), _) | (_, Err(e)) => return Err(e.to_string()),
         };
+        let listing = crate::listing::Listing::new(&vms, &hosts);
         let mut ready = 0;
         for m in &pair.members {
             let Some(vm) = vms.iter().find(|v| &v.spec.name == m) else {
                 return Err(format!("member VM {m} was deleted"));
             };
-            let st = ctl.vm_view(vm.clone(), &hosts, false).status;
+            let st = ctl.vm_view(vm.clone(), &listing, false).status;
             if st == VmStatus::Crashed {
                 return Err(format!(
                     "member VM {m} crashed while booting; see `duplex vm show {m}`"

@@ -147,7 +147,8 @@ pub async fn wait_running(ctl: &Ctl, vm: &Vm) -> Result<(), String> {
         let Some(current) = current else {
             return Err(format!("{} was deleted", vm.spec.name));
         };
-        if ctl.vm_view(current, &hosts, false).status == VmStatus::Running {
+        let listing = crate::listing::Listing::new(&[], &hosts);
+        if ctl.vm_view(current, &listing, false).status == VmStatus::Running {
             return Ok(());
         }
         if Instant::now() > deadline {

@@ -441,6 +441,8 @@ fn guest_op(v: &mut SimVm, op: &Op, url: &str) -> Answer {
         }
         Op::SwitchoverPrepare { token } => role_cmd(RoleCommand::SwitchoverPrepare, *token),
         Op::SwitchoverCommit { token } => role_cmd(RoleCommand::SwitchoverCommit, *token),
+        // A simulated guest keeps no service data: one empty page.
+        Op::Backup { .. } => Ok(json!({"entries": {}})),
         _ => Ok(json!({})),
     }
 }

@@ -14,6 +14,7 @@
 //! one ACT where the record says and one SBY; nothing desired was lost
 //! (the pair and its members exist unless deleted, and are gone if so).
 
+pub mod cluster;
 pub mod faults;
 pub mod hosts;
 

@@ -59,7 +59,8 @@ pub async fn migrate(
     req.tuning.validate().map_err(ApiError::bad_request)?;
     let vm = running_vm(&ctl, &name).await?;
     let hosts = ctl.hosts().await?;
-    if ctl.vm_view(vm.clone(), &hosts, false).status != VmStatus::Running {
+    let listing = crate::listing::Listing::new(std::slice::from_ref(&vm), &hosts);
+    if ctl.vm_view(vm.clone(), &listing, false).status != VmStatus::Running {
         return Err(ApiError::conflict(format!(
             "VM `{name}` is not running (see `duplex vm show {name}`); only a running VM can move"
         )));

@@ -268,12 +268,13 @@ async fn metrics(State(ctl): Shared) -> Response {
         for h in &hosts {
             bump(&mut snap.hosts, h.state.as_str());
         }
+        let listing = crate::listing::Listing::new(&vms, &hosts);
         for v in &vms {
-            let s = ctl.vm_view(v.clone(), &hosts, false).status;
+            let s = ctl.vm_view(v.clone(), &listing, false).status;
             bump(&mut snap.vms, s.as_str());
         }
         for p in pairs {
-            let h = ctl.pair_view(p, &vms, &hosts).health;
+            let h = ctl.pair_view(p, &listing).health;
             bump(&mut snap.pairs, h.as_str());
         }
         {

@@ -6,6 +6,7 @@ use crate::ctl::PairView;
 use crate::error::ApiError;
 use crate::events::now_ms;
 use crate::lifecycle::LifecycleError;
+use crate::listing::Listing;
 use crate::repo::{PAIRS, VMS};
 use crate::{ops, pairs};
 use axum::extract::Path;
@@ -46,7 +47,7 @@ pub struct Accepted {
 
 async fn view(ctl: &crate::ctl::Ctl, pair: Pair) -> Result<PairView, ApiError> {
     let (vms, hosts) = (ctl.vms().await?, ctl.hosts().await?);
-    Ok(ctl.pair_view(pair, &vms, &hosts))
+    Ok(ctl.pair_view(pair, &Listing::new(&vms, &hosts)))
 }
 
 fn no_pair(name: &str) -> ApiError {
@@ -55,10 +56,11 @@ fn no_pair(name: &str) -> ApiError {
 
 pub async fn list(ctl: Shared) -> ApiResult<Vec<PairView>> {
     let (pairs, vms, hosts) = (ctl.pairs().await?, ctl.vms().await?, ctl.hosts().await?);
+    let listing = Listing::new(&vms, &hosts);
     Ok(Json(
         pairs
             .into_iter()
-            .map(|p| ctl.pair_view(p, &vms, &hosts))
+            .map(|p| ctl.pair_view(p, &listing))
             .collect(),
     ))
 }

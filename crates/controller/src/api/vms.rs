@@ -4,6 +4,7 @@ use super::{ApiJson, ApiResult, Shared};
 use crate::ctl::{Ctl, VmView};
 use crate::error::ApiError;
 use crate::events::now_ms;
+use crate::listing::Listing;
 use crate::repo::VMS;
 use axum::extract::Path;
 use axum::http::StatusCode;
@@ -26,9 +27,10 @@ pub struct CreateVm {
 pub async fn list(ctl: Shared) -> ApiResult<Vec<VmView>> {
     let hosts = ctl.hosts().await?;
     let vms = ctl.vms().await?;
+    let listing = Listing::new(&vms, &hosts);
     Ok(Json(
-        vms.into_iter()
-            .map(|v| ctl.vm_view(v, &hosts, false))
+        vms.iter()
+            .map(|v| ctl.vm_view(v.clone(), &listing, false))
             .collect(),
     ))
 }
@@ -36,7 +38,7 @@ pub async fn list(ctl: Shared) -> ApiResult<Vec<VmView>> {
 pub async fn show(ctl: Shared, Path(name): Path<String>) -> ApiResult<VmView> {
     let hosts = ctl.hosts().await?;
     match ctl.vm(&name).await? {
-        Some(v) => Ok(Json(ctl.vm_view(v, &hosts, true))),
+        Some(v) => Ok(Json(ctl.vm_view(v, &Listing::new(&[], &hosts), true))),
         None => Err(ApiError::not_found(format!(
             "no VM `{name}` (see `duplex vm list`)"
         ))),
@@ -136,7 +138,10 @@ pub async fn create(
         .await;
     ctl.kick.notify_one();
     let hosts = ctl.hosts().await?;
-    Ok((StatusCode::CREATED, Json(ctl.vm_view(vm, &hosts, false))))
+    Ok((
+        StatusCode::CREATED,
+        Json(ctl.vm_view(vm, &Listing::new(&[], &hosts), false)),
+    ))
 }
 
 pub async fn delete(
@@ -171,5 +176,8 @@ pub async fn delete(
         .await;
     ctl.kick.notify_one();
     let hosts = ctl.hosts().await?;
-    Ok((StatusCode::ACCEPTED, Json(ctl.vm_view(vm, &hosts, false))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ctl.vm_view(vm, &Listing::new(&[], &hosts), false)),
+    ))
 }

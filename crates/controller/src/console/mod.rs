@@ -68,6 +68,7 @@ pub async fn snapshot(ctl: &Arc<Ctl>) -> Result<rows::Snapshot, ApiError> {
             finished <= FINISHED_OPS
         }
     });
+    let listing = crate::listing::Listing::new(&vms, &hosts);
     let mut s = rows::Snapshot::default();
     let host_rows: Rows = hosts
         .iter()
@@ -91,20 +92,18 @@ pub async fn snapshot(ctl: &Arc<Ctl>) -> Result<rows::Snapshot, ApiError> {
         .map(|v| {
             (
                 v.spec.name.clone(),
-                value(&ctl.vm_view(v.clone(), &hosts, false)),
+                value(&ctl.vm_view(v.clone(), &listing, false)),
             )
         })
         .collect();
     let pair_rows: Rows = pairs
         .iter()
-        .map(|p| {
-            (
-                p.name.clone(),
-                value(&ctl.pair_view(p.clone(), &vms, &hosts)),
-            )
-        })
+        .map(|p| (p.name.clone(), value(&ctl.pair_view(p.clone(), &listing))))
         .collect();
     let op_rows: Rows = ops.iter().map(|o| (o.id.clone(), value(o))).collect();
+    let matrix = ctl.traffic_matrix(&vms);
+    s.tables
+        .insert("flows", rows::flows(matrix.entries(), rows::MAX_FLOWS));
     s.tables.insert("hosts", host_rows);
     s.tables.insert("vms", vm_rows);
     s.tables.insert("pairs", pair_rows);

@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// The tables of the console.
-pub const TABLES: [&str; 4] = ["hosts", "vms", "pairs", "ops"];
+pub const TABLES: [&str; 5] = ["hosts", "vms", "pairs", "ops", "flows"];
 
 /// Rows of one table by name (a row is what the API shows of it).
 pub type Rows = BTreeMap<String, Value>;
@@ -90,6 +90,53 @@ pub fn late_s(silent_ms: u64) -> u64 {
     }
 }
 
+/// Most flows the console shows: the largest measured.
+pub const MAX_FLOWS: usize = 300;
+
+/// Traffic measured from one VM to another (the S4 matrix).
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowRow {
+    pub name: String,
+    pub from: String,
+    pub to: String,
+    pub bytes_per_s: f64,
+}
+
+/// The `max` largest flows of `entries` (from, to, bytes/s), rates to
+/// two significant digits so that a rate that only wobbles is not sent
+/// again every second.
+pub fn flows<'a>(entries: impl Iterator<Item = (&'a str, &'a str, f64)>, max: usize) -> Rows {
+    let mut all: Vec<(&str, &str, f64)> = entries.filter(|(_, _, r)| *r > 0.0).collect();
+    all.sort_by(|a, b| {
+        b.2.total_cmp(&a.2)
+            .then_with(|| (a.0, a.1).cmp(&(b.0, b.1)))
+    });
+    all.into_iter()
+        .take(max)
+        .map(|(from, to, rate)| {
+            let row = FlowRow {
+                name: format!("{from}>{to}"),
+                from: from.to_string(),
+                to: to.to_string(),
+                bytes_per_s: two_digits(rate),
+            };
+            (
+                row.name.clone(),
+                serde_json::to_value(&row).unwrap_or(Value::Null),
+            )
+        })
+        .collect()
+}
+
+/// `x` rounded to two significant digits.
+fn two_digits(x: f64) -> f64 {
+    if !x.is_finite() || x <= 0.0 {
+        return 0.0;
+    }
+    let unit = 10f64.powf(x.log10().floor() - 1.0);
+    (x / unit).round() * unit
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +169,26 @@ mod tests {
         assert!(diff(&a, &a).is_empty());
         // The first message is everything.
         assert_eq!(diff(&Snapshot::default(), &a)["hosts"].upsert.len(), 2);
+    }
+
+    #[test]
+    fn the_largest_flows_are_shown_rounded() {
+        let entries = [
+            ("a", "b", 1234.0),
+            ("b", "a", 98_765.0),
+            ("c", "a", 0.0),
+            ("a", "c", 5.0),
+        ];
+        let rows = flows(entries.iter().copied(), 2);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows["b>a"]["bytes_per_s"], json!(99_000.0));
+        assert_eq!(rows["a>b"]["bytes_per_s"], json!(1200.0));
+        assert_eq!(rows["a>b"]["from"], json!("a"));
+        // A wobble below the second digit changes nothing.
+        let again = flows([("a", "b", 1210.0)].into_iter(), 2);
+        assert_eq!(again["a>b"], rows["a>b"]);
+        assert!(flows([("a", "b", f64::NAN)].into_iter(), 2).is_empty());
+        assert!((two_digits(0.0123) - 0.012).abs() < 1e-12);
     }
 
     #[test]

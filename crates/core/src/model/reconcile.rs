@@ -18,7 +18,7 @@
 
 use super::vm::{Desired, Vm};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// What a host last reported, and what the controller knows of it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -77,8 +77,9 @@ pub fn plan(
 ) -> Vec<Action> {
     let mut out = Vec::new();
     let known: BTreeSet<&str> = vms.iter().map(|v| v.spec.name.as_str()).collect();
+    let seen = Seen::new(hosts);
     for vm in vms.iter().filter(|v| !busy.contains(&v.spec.name)) {
-        out.extend(plan_vm(vm, hosts));
+        out.extend(plan_vm(vm, &seen));
     }
     for (host, seen) in hosts.iter().filter(|(_, h)| h.alive) {
         for vm in &seen.vms {
@@ -100,19 +101,48 @@ pub fn plan(
     out
 }
 
-fn plan_vm(vm: &Vm, hosts: &BTreeMap<String, HostSeen>) -> Vec<Action> {
-    let name = &vm.spec.name;
-    let holders = |pred: fn(&HostSeen) -> bool| -> Vec<&String> {
-        hosts
-            .iter()
-            .filter(|(_, h)| pred(h) && h.vms.contains(name))
-            .map(|(n, _)| n)
+/// What the hosts report, indexed once per plan: which hosts hold each
+/// VM (in host order), so a plan is linear in the cluster's size.
+struct Seen<'a> {
+    hosts: &'a BTreeMap<String, HostSeen>,
+    holders: HashMap<&'a str, Vec<(&'a String, &'a HostSeen)>>,
+    /// A silent, unfenced host whose VMs are not known.
+    silent_unknown: bool,
+}
+
+impl<'a> Seen<'a> {
+    fn new(hosts: &'a BTreeMap<String, HostSeen>) -> Seen<'a> {
+        let mut holders: HashMap<&str, Vec<_>> = HashMap::new();
+        for (n, h) in hosts {
+            for vm in &h.vms {
+                holders.entry(vm.as_str()).or_default().push((n, h));
+            }
+        }
+        Seen {
+            hosts,
+            holders,
+            silent_unknown: hosts.values().any(|h| !h.alive && !h.fenced && h.unknown),
+        }
+    }
+
+    fn holders(&self, vm: &str, pred: fn(&HostSeen) -> bool) -> Vec<&'a String> {
+        self.holders
+            .get(vm)
+            .into_iter()
+            .flatten()
+            .filter(|(_, h)| pred(h))
+            .map(|(n, _)| *n)
             .collect()
-    };
+    }
+}
+
+fn plan_vm(vm: &Vm, seen: &Seen) -> Vec<Action> {
+    let name = &vm.spec.name;
+    let hosts = seen.hosts;
     // Live hosts that may keep it, and silent ones that may still run it.
-    let live_holders = holders(|h| h.alive && !h.fenced);
-    let maybe_running = !holders(|h| !h.alive && !h.fenced).is_empty()
-        || hosts.values().any(|h| !h.alive && !h.fenced && h.unknown);
+    let live_holders = seen.holders(name, |h| h.alive && !h.fenced);
+    let maybe_running =
+        !seen.holders(name, |h| !h.alive && !h.fenced).is_empty() || seen.silent_unknown;
     let home = hosts.get(&vm.host);
     let home_alive = home.is_some_and(|h| h.alive);
     let (vm_, host) = (name.clone(), vm.host.clone());

@@ -12,12 +12,20 @@ const MAX_EVENTS = 1000;
 const CSRF = { "x-duplex-console": "1" };
 
 const state = {
-  tables: { hosts: new Map(), vms: new Map(), pairs: new Map(), ops: new Map() },
+  tables: { hosts: new Map(), vms: new Map(), pairs: new Map(), ops: new Map(), flows: new Map() },
   events: [],
   tab: "pairs",
   filter: "",
   severity: "",
 };
+
+// How long the page takes, for the size bench (`duplex-bench console`):
+// when the first message was on screen (ms since navigation), and for
+// each later one, from its arrival to being on screen. The newest kept.
+const TIMINGS_KEPT = 2000;
+const timings = { shown: null, first_bytes: 0, applies: [] };
+window.duplexTimings = timings;
+let arrived = null; // the oldest message not yet on screen: { at, bytes }
 
 const $ = (id) => document.getElementById(id);
 const esc = (s) =>
@@ -29,16 +37,45 @@ const cls = (s) => esc(String(s ?? "none").toLowerCase());
 function connect() {
   const feed = new EventSource("/v1/stream");
   feed.addEventListener("update", (m) => {
+    if (!arrived) arrived = { at: performance.now(), bytes: 0 };
+    arrived.bytes += m.data.length;
     link(true);
     apply(JSON.parse(m.data));
   });
-  feed.onerror = () => link(false); // EventSource reconnects by itself
+  // EventSource reconnects by itself after a dropped connection, but not
+  // after an error answer (this controller stopped leading, the session
+  // ended): then the page says why and tries again.
+  feed.onerror = () => {
+    link(false);
+    if (feed.readyState === EventSource.CLOSED) lost();
+  };
 }
 
-function link(up) {
+// Between tries of a feed that was refused.
+const RETRY_MS = 5000;
+
+async function lost() {
+  let why = "the controller does not answer";
+  try {
+    const stop = new AbortController();
+    const r = await fetch("/v1/stream", { signal: stop.signal });
+    if (r.ok) {
+      stop.abort();
+      return connect();
+    }
+    const e = await r.json().catch(() => null);
+    why = e && e.error ? `${e.error.message} (${e.error.code})` : `answer ${r.status}`;
+  } catch (_) {
+    /* the controller is down or unreachable: said above */
+  }
+  link(false, why);
+  setTimeout(lost, RETRY_MS);
+}
+
+function link(up, why) {
   const l = $("link");
   l.className = "link " + (up ? "up" : "down");
-  l.textContent = up ? "live" : "reconnecting…";
+  l.textContent = up ? "live" : why ? `feed lost: ${why}; retrying every ${RETRY_MS / 1000} s` : "reconnecting…";
 }
 
 function apply(msg) {
@@ -68,6 +105,12 @@ function schedule() {
   requestAnimationFrame(() => {
     pending = false;
     render();
+    if (!arrived) return;
+    const done = performance.now();
+    if (timings.shown === null) (timings.shown = done), (timings.first_bytes = arrived.bytes);
+    else timings.applies.push({ ms: done - arrived.at, bytes: arrived.bytes, tab: state.tab });
+    timings.applies.splice(0, Math.max(0, timings.applies.length - TIMINGS_KEPT));
+    arrived = null;
   });
 }
 
@@ -89,6 +132,7 @@ function render() {
   if (state.tab === "pairs") renderPairs();
   if (state.tab === "hosts") renderHosts();
   if (state.tab === "vms") renderVms();
+  if (state.tab === "topology") renderTopology();
   if (state.tab === "feed") renderFeed();
 }
 
@@ -150,8 +194,126 @@ function renderVms() {
   const { shown, more } = capped(all, all.length, "VMs");
   const body = shown.map((v) => `<tr data-vm="${esc(v.spec.name)}"><td>${esc(v.spec.name)}</td><td>${esc(v.host)}</td>
       <td class="${cls(v.status)}">${esc(v.status)}</td><td>${esc(v.spec.ip)}</td><td>${esc(v.pair ?? "")}</td>
-      <td class="${cls(v.role)}">${esc(v.role ?? "")}</td><td>${v.backup ? "replica on " + esc(v.backup) : ""}</td></tr>`);
-  $("vms").innerHTML = `<table><thead><tr><th>VM</th><th>host</th><th>status</th><th>address</th><th>pair</th><th>role</th><th>S2/S5</th></tr></thead><tbody>${body.join("")}</tbody></table>${more}`;
+      <td class="${cls(v.role)}">${esc(v.role ?? "")}</td><td>${v.backup ? "replica on " + esc(v.backup) : ""}</td>
+      <td><button type="button" data-act="explain" data-name="${esc(v.spec.name)}">Why here?</button></td></tr>`);
+  $("vmtable").innerHTML = `<table><thead><tr><th>VM</th><th>host</th><th>status</th><th>address</th><th>pair</th><th>role</th><th>S2/S5</th><th></th></tr></thead><tbody>${body.join("")}</tbody></table>${more}`;
+}
+
+// ---- topology: sites, racks and hosts, with the measured flows ----
+
+// Geometry of the picture (SVG units).
+const TOPO = { col: 120, gap: 40, top: 34, row: 22, box: 18 };
+// Most flows listed under the picture.
+const MAX_FLOW_ROWS = 100;
+
+function rate(b) {
+  const units = ["B/s", "kB/s", "MB/s", "GB/s"];
+  let i = 0;
+  while (b >= 1000 && i < units.length - 1) (b /= 1000), i++;
+  return `${b.toFixed(b < 10 && i ? 1 : 0)} ${units[i]}`;
+}
+
+// Where each host sits in the picture, by site then rack.
+function layout() {
+  const racks = new Map();
+  for (const h of state.tables.hosts.values()) {
+    const k = `${h.site}\u0000${h.rack ?? "–"}`;
+    if (!racks.has(k)) racks.set(k, { site: h.site, rack: h.rack ?? "–", hosts: [] });
+    racks.get(k).hosts.push(h);
+  }
+  const pos = new Map();
+  const cols = [];
+  let x = 0;
+  let site = null;
+  let height = 0;
+  for (const k of [...racks.keys()].sort()) {
+    const r = racks.get(k);
+    if (site !== null && r.site !== site) x += TOPO.gap;
+    site = r.site;
+    r.hosts.sort((a, b) => a.name.localeCompare(b.name));
+    r.hosts.forEach((h, i) => pos.set(h.name, { x, y: TOPO.top + i * TOPO.row, site: r.site, rack: r.rack }));
+    cols.push({ x, ...r });
+    height = Math.max(height, TOPO.top + r.hosts.length * TOPO.row);
+    x += TOPO.col;
+  }
+  return { pos, cols, width: Math.max(x, TOPO.col), height: height + 4 };
+}
+
+function reach(a, b) {
+  if (!a || !b) return "unplaced";
+  if (a === b) return "same host";
+  if (a.site !== b.site) return "across sites";
+  return a.rack === b.rack ? "same rack" : "across racks";
+}
+
+function renderTopology() {
+  const { pos, cols, width, height } = layout();
+  const hostOf = (vm) => state.tables.vms.get(vm)?.host;
+  const links = new Map();
+  const flows = [...state.tables.flows.values()].sort((a, b) => b.bytes_per_s - a.bytes_per_s);
+  for (const f of flows) {
+    const [ha, hb] = [hostOf(f.from), hostOf(f.to)];
+    if (!pos.has(ha) || !pos.has(hb) || ha === hb) continue;
+    const k = ha < hb ? `${ha}\u0000${hb}` : `${hb}\u0000${ha}`;
+    const l = links.get(k) || { a: pos.get(ha), b: pos.get(hb), rate: 0, what: reach(pos.get(ha), pos.get(hb)) };
+    l.rate += f.bytes_per_s;
+    links.set(k, l);
+  }
+  const mid = (p) => [p.x + (TOPO.col - 10) / 2, p.y + TOPO.box / 2];
+  const lines = [...links.values()].map((l) => {
+    const [[x1, y1], [x2, y2]] = [mid(l.a), mid(l.b)];
+    const w = Math.min(8, 1 + Math.log10(1 + l.rate / 1000));
+    return `<line class="flow ${l.what.replace(/ /g, "-")}" x1="${x1}" y1="${y1}" x2="${x2}" y2="${y2}" stroke-width="${w.toFixed(1)}"><title>${esc(l.what)}: ${rate(l.rate)}</title></line>`;
+  });
+  const boxes = cols.map((c) => {
+    const hosts = c.hosts.map((h) => {
+      const p = pos.get(h.name);
+      return `<g class="host-box ${cls(h.state)}" data-host="${esc(h.name)}"><rect x="${p.x}" y="${p.y}" width="${TOPO.col - 10}" height="${TOPO.box}" rx="3"><title>${esc(h.name)}: ${esc(h.state)}, ${h.vms.length} VMs${h.vms.length ? ": " + esc(h.vms.slice(0, 20).join(", ")) : ""}</title></rect><text x="${p.x + 4}" y="${p.y + 13}">${esc(h.name)} · ${h.vms.length}</text></g>`;
+    });
+    return `<text class="rack-label" x="${c.x}" y="${TOPO.top - 18}">${esc(c.site)}</text><text class="rack-label" x="${c.x}" y="${TOPO.top - 5}">rack ${esc(c.rack)}</text>${hosts.join("")}`;
+  });
+  $("topo").innerHTML = `<svg class="topo" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}">${boxes.join("")}${lines.join("")}</svg>`;
+  const shown = flows.filter((f) => matches(`${f.from} ${f.to} ${hostOf(f.from) ?? ""} ${hostOf(f.to) ?? ""}`)).slice(0, MAX_FLOW_ROWS);
+  const body = shown.map((f) => {
+    const [ha, hb] = [hostOf(f.from), hostOf(f.to)];
+    return `<tr data-flow="${esc(f.name)}"><td>${esc(f.from)}</td><td>${esc(ha ?? "–")}</td><td>${esc(f.to)}</td><td>${esc(hb ?? "–")}</td><td>${rate(f.bytes_per_s)}</td><td>${esc(reach(pos.get(ha), pos.get(hb)))}</td></tr>`;
+  });
+  $("flows").innerHTML = flows.length
+    ? `<table><thead><tr><th>from VM</th><th>on</th><th>to VM</th><th>on</th><th>measured</th><th>path</th></tr></thead><tbody>${body.join("")}</tbody></table>`
+    : `<p class="more">No traffic between VMs measured yet.</p>`;
+}
+
+// ---- a VM's placement explanation ----
+
+// Passing hosts listed (the best), and reasons listed per failing filter.
+const EXPLAIN_HOSTS = 10;
+const EXPLAIN_REASONS = 3;
+
+async function explain(vm) {
+  const e = await call("GET", `/v1/placement/${encodeURIComponent(vm)}`);
+  if (!e) return;
+  const pass = e.hosts.filter((h) => h.verdict.result === "pass").sort((a, b) => a.factor.total - b.factor.total);
+  const fails = new Map();
+  for (const h of e.hosts.filter((h) => h.verdict.result === "fail")) {
+    if (!fails.has(h.verdict.filter)) fails.set(h.verdict.filter, []);
+    fails.get(h.verdict.filter).push(h);
+  }
+  const f = (x) => (x ? x.total.toFixed(1) : "–");
+  const verdict = e.chosen && e.chosen !== e.current_host
+    ? `placement would move it to <b>${esc(e.chosen)}</b> (cost ${f(e.chosen_factor)} against ${f(e.stay)} for staying)`
+    : `it stays (cost of staying ${f(e.stay)}${e.chosen ? "" : "; no other host passes the filters"})`;
+  const peers = e.peers.map((p) => `${esc(p.vm)} on ${esc(p.host ?? "–")}: ${rate(p.bytes_per_s)}`).join("; ");
+  const rows = pass.slice(0, EXPLAIN_HOSTS).map((h) => `<tr data-host="${esc(h.host)}"><td>${esc(h.host)}</td><td>${esc(h.rack)}</td><td>${h.factor.total.toFixed(1)}</td><td>${h.factor.traffic.toFixed(0)}</td><td>${h.factor.utilization.toFixed(0)}</td><td>${(h.factor.memory_bytes / 1048576).toFixed(0)} MiB over ${h.factor.memory_hops} links</td></tr>`);
+  const failed = [...fails.entries()].map(([filter, hs]) => `<li>${hs.length} host(s) fail <b>${esc(filter.replace(/_/g, " "))}</b>: ${hs.slice(0, EXPLAIN_REASONS).map((h) => `${esc(h.host)} (${esc(h.verdict.reason)})`).join("; ")}${hs.length > EXPLAIN_REASONS ? "…" : ""}</li>`);
+  const box = $("explain");
+  box.innerHTML = `<button type="button" id="explain-close">×</button>
+    <h2>Placement of <span class="vm">${esc(e.vm)}</span> on <span class="at">${esc(e.current_host ?? "–")}</span></h2>
+    <p>${verdict}. It receives ${rate(e.incoming_bytes_per_s)}${peers ? ` (${peers})` : ""}.</p>
+    <table><thead><tr><th>host that passes</th><th>rack</th><th>cost</th><th>traffic × hops</th><th>congestion</th><th>memory to move</th></tr></thead><tbody>${rows.join("")}</tbody></table>
+    ${pass.length > EXPLAIN_HOSTS ? `<p class="more">${EXPLAIN_HOSTS} best of ${pass.length} passing hosts.</p>` : ""}
+    <ul>${failed.join("")}</ul>`;
+  box.hidden = false;
+  $("explain-close").addEventListener("click", () => (box.hidden = true));
 }
 
 function renderFeed() {
@@ -197,6 +359,7 @@ async function call(method, path, body) {
 const ACTIONS = {
   switchover: (n) => confirm(`Switch pair ${n} over?`) && call("POST", `/v1/pairs/${encodeURIComponent(n)}/switchover`),
   "pair-migrate": (n) => confirm(`Move pair ${n} to hosts placement chooses?`) && call("POST", `/v1/pairs/${encodeURIComponent(n)}/migrate`, { to: "auto" }),
+  explain: (n) => explain(n),
   drain: (n) => confirm(`Drain host ${n} (move everything off it)?`) && call("POST", `/v1/hosts/${encodeURIComponent(n)}/drain`, { concurrency: 1 }),
 };
 

@@ -25,6 +25,7 @@ pub mod site;
 pub mod stream_addr;
 pub mod stream_tls;
 pub mod switch_link;
+pub mod usage;
 pub mod vm;
 pub mod vm_disk;
 

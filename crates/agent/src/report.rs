@@ -186,6 +186,7 @@ pub struct Snapshot {
     /// The self-fence lease, if the agent fences itself.
     pub self_fence_ms: Option<u64>,
     pub rules_version: u64,
+    pub usage: Option<duplex_core::agent_api::HostUsage>,
 }
 
 /// What the report task reports on: the [`Host`]; a fake in tests.
@@ -204,6 +205,7 @@ impl Reportable for Host {
     async fn gather(&self) -> Snapshot {
         let (host, vms, traffic) = self.snapshot().await;
         Snapshot {
+            usage: Some(crate::usage::measure(&vms)),
             host,
             vms,
             traffic,
@@ -316,6 +318,7 @@ impl Reporter {
             self_fence_ms: s.self_fence_ms,
             rules_version: s.rules_version,
             site: self.site.clone(),
+            usage: s.usage,
         }
     }
 
@@ -1003,6 +1006,7 @@ mod tests {
                 fence: self.fence,
                 self_fence_ms: None,
                 rules_version: 1,
+                usage: None,
             }
         }
     }

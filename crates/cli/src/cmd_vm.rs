@@ -190,6 +190,11 @@ pub enum VmCmd {
         tuning: TuningArgs,
         #[arg(long)]
         no_wait: bool,
+        /// Live-migrate a pair's ACT anyway: its service pauses for the
+        /// final copy (without it the controller refuses and points to
+        /// `duplex pair migrate`, which moves it with no pause).
+        #[arg(long)]
+        plain: bool,
     },
 }
 
@@ -403,8 +408,14 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
             to,
             tuning,
             no_wait,
+            plain,
         } if t.agent.is_none() => {
-            crate::cmd_vm_ctl::migrate(&t.c, &name, &to, &tuning.tuning(), no_wait).await?
+            let how = crate::cmd_vm_ctl::How {
+                tuning: tuning.tuning(),
+                no_wait,
+                plain,
+            };
+            crate::cmd_vm_ctl::migrate(&t.c, &name, &to, &how).await?
         }
         VmCmd::Migrate {
             t,
@@ -412,6 +423,7 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
             to,
             tuning,
             no_wait,
+            plain: _,
         } => {
             let c = t.agent()?;
             let req = MigrateRequest {

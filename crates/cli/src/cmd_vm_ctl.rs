@@ -206,18 +206,21 @@ pub async fn delete(c: &Conn, name: &str, no_wait: bool) -> anyhow::Result<()> {
     }
 }
 
-pub async fn migrate(
-    c: &Conn,
-    name: &str,
-    to: &str,
-    tuning: &MigrationTuning,
-    no_wait: bool,
-) -> anyhow::Result<()> {
+/// How `vm migrate` goes through the controller.
+pub struct How {
+    pub tuning: MigrationTuning,
+    pub no_wait: bool,
+    /// Live-migrate a pair's ACT anyway.
+    pub plain: bool,
+}
+
+pub async fn migrate(c: &Conn, name: &str, to: &str, how: &How) -> anyhow::Result<()> {
+    let (tuning, no_wait) = (&how.tuning, how.no_wait);
     let client = c.client()?;
     let acc: Value = client
         .post(
             &format!("/v1/vms/{name}/migrate"),
-            &json!({"to": to, "tuning": tuning}),
+            &json!({"to": to, "tuning": tuning, "plain": how.plain}),
         )
         .await?;
     if acc["operation"].is_null() {

@@ -56,6 +56,8 @@ pub struct Ctl {
     pub topology: Option<duplex_core::placement::TopologyConfig>,
     /// Traffic between VMs, smoothed from the agents' element counters.
     pub traffic: Mutex<Traffic>,
+    /// What each host's VMs use, from the agents' reports.
+    pub usage: Mutex<duplex_core::placement::load::UsageSampler>,
     /// S3's external disk: per-VM restart records (and, to come, init
     /// info, LAF and REF data).
     pub extdisk: duplex_extdisk::ExternalDisk,
@@ -124,6 +126,9 @@ pub struct HostView {
     pub vms: Vec<String>,
     /// The highest fencing token the agent has obeyed.
     pub agent_fence: Option<u64>,
+    /// Shares of its vCPUs and memory its VMs use, as measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load: Option<duplex_core::placement::relief::HostLoad>,
 }
 
 impl Ctl {
@@ -267,12 +272,41 @@ impl Ctl {
 
     pub fn host_view(&self, host: Host) -> HostView {
         let obs = self.lock_observed();
+        let measured = obs
+            .get(&host.name)
+            .is_some_and(|s| s.report.usage.is_some());
+        let load = measured
+            .then(|| self.host_loads(&[(host.name.clone(), host.capacity)]))
+            .and_then(|l| l.into_iter().next());
         HostView {
             silent_ms: obs.silent_ms(&host.name),
             vms: obs.vm_names(&host.name).into_iter().collect(),
             agent_fence: obs.get(&host.name).map(|s| s.report.fence),
+            load,
             host,
         }
+    }
+
+    /// Takes a host's usage report (if its agent measures).
+    pub fn ingest_usage(&self, host: &str, usage: Option<&duplex_core::agent_api::HostUsage>) {
+        if let Some(u) = usage {
+            let now_ms = crate::events::now_ms();
+            self.usage
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .ingest(host, u, now_ms);
+        }
+    }
+
+    /// Measured shares of each host's capacity in use.
+    pub fn host_loads(
+        &self,
+        hosts: &[(String, duplex_core::agent_api::HostCapacity)],
+    ) -> Vec<duplex_core::placement::relief::HostLoad> {
+        self.usage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .host_loads(hosts)
     }
 
     /// Feeds one host's element counters into the traffic matrix.

@@ -208,6 +208,7 @@ pub fn assemble(
             .map(|d| Arc::new(d) as Arc<dyn fence_device::FenceDevice>),
         topology,
         traffic: Default::default(),
+        usage: Default::default(),
         cfg,
     })
 }

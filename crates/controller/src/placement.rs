@@ -9,6 +9,7 @@ use crate::error::ApiError;
 use axum::http::StatusCode;
 use duplex_core::model::place::VCPU_OVERCOMMIT;
 use duplex_core::model::{Desired, Host, HostState, Vm};
+use duplex_core::placement::load;
 use duplex_core::placement::topology::HostAttach;
 use duplex_core::placement::{
     ClusterState, Decision, Engine, Explanation, HostInfo, HostState as PHostState, Params,
@@ -19,11 +20,17 @@ use duplex_core::vm_spec::VmSpec;
 /// Name of the rack every host is in when no topology file is given.
 pub const DEFAULT_RACK: &str = "rack-1";
 
-/// The topology to place over: the configured one, or one rack of all hosts.
-pub fn topology(cfg: Option<&TopologyConfig>, hosts: &[Host]) -> Result<Topology, ApiError> {
-    let built = match cfg {
-        Some(c) => Topology::from_config(c),
-        None => Topology::from_config(&TopologyConfig {
+/// The topology to place over: the configured one, or one rack of all
+/// hosts; its racks' uplinks loaded with the traffic measured across them.
+pub fn topology(
+    cfg: Option<&TopologyConfig>,
+    hosts: &[Host],
+    vms: &[Vm],
+    matrix: &duplex_core::placement::TrafficMatrix,
+) -> Result<Topology, ApiError> {
+    let configured = match cfg {
+        Some(c) => c.clone(),
+        None => TopologyConfig {
             switches: vec![DEFAULT_RACK.into()],
             hosts: hosts
                 .iter()
@@ -33,9 +40,20 @@ pub fn topology(cfg: Option<&TopologyConfig>, hosts: &[Host]) -> Result<Topology
                 })
                 .collect(),
             links: Vec::new(),
-        }),
+        },
     };
-    built.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "topology", e.to_string()))
+    let rack_of_host = configured
+        .hosts
+        .iter()
+        .map(|h| (h.name.clone(), h.attach.clone()))
+        .collect();
+    let host_of_vm = vms
+        .iter()
+        .map(|v| (v.spec.name.clone(), v.host.clone()))
+        .collect();
+    let bytes = load::uplink_bytes(&rack_of_host, &host_of_vm, matrix);
+    Topology::from_config(&load::with_measured_uplinks(&configured, &bytes))
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "topology", e.to_string()))
 }
 
 /// The rack a host is cabled to, per the configured topology.
@@ -101,7 +119,8 @@ async fn with_engine<T>(
     let hosts = ctl.hosts().await?;
     let vms: Vec<Vm> = ctl.vms().await?;
     let cfg = ctl.topology.as_ref();
-    let topo = topology(cfg, &hosts)?;
+    let matrix = ctl.traffic_matrix(&vms);
+    let topo = topology(cfg, &hosts, &vms, &matrix)?;
     // Hosts the topology does not know cannot be placed on.
     let known: Vec<&Host> = hosts
         .iter()
@@ -189,7 +208,6 @@ async fn with_engine<T>(
         }
         state.vms.push(i);
     }
-    let matrix = ctl.traffic_matrix(&vms);
     let mut engine = Engine::new(&topo, &state, &matrix, Params::default())
         .map_err(|e| engine_error(subject, e))?;
     f(&mut engine).map_err(|e| engine_error(subject, e))
@@ -292,8 +310,28 @@ pub async fn explain(ctl: &Ctl, vm: &str) -> Result<Explanation, ApiError> {
     with_engine(ctl, Vec::new(), None, |e| e.explain(vm), vm).await
 }
 
-/// Targets for the members of `pair` that run on `from`: `to`, or
-/// placement's choice (never the other member's host or target).
+/// Refuses an operator's explicit destination `to` for `vm` unless it
+/// passes the filters placement's own choice must pass, naming the
+/// filter and its reason.
+pub async fn check_destination(ctl: &Ctl, vm: &str, to: &str) -> Result<(), ApiError> {
+    let ex = explain(ctl, vm).await?;
+    match ex.hosts.iter().find(|h| h.host == to).map(|h| &h.verdict) {
+        None => Err(ApiError::bad_request(format!(
+            "field `to`: host `{to}` is not in the topology"
+        ))),
+        Some(duplex_core::placement::explain::Verdict::Fail { filter, reason }) => {
+            Err(ApiError::conflict(format!(
+                "field `to`: {to} cannot take `{vm}`: {} ({reason})",
+                filter.as_str()
+            )))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// Targets for the members of `pair` that run on `from`: `to` (if it
+/// passes the filters), or placement's choice (never the other member's
+/// host or target).
 pub async fn targets(
     ctl: &Ctl,
     pair: &duplex_core::model::Pair,
@@ -316,6 +354,7 @@ pub async fn targets(
                 .await?
                 .to
         } else {
+            check_destination(ctl, &pair.members[i], to).await?;
             to.to_string()
         };
         t[i] = Some(dest);

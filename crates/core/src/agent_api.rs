@@ -483,6 +483,25 @@ pub struct HostReport {
     /// controller's default site.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
+    /// What its VMs use (absent: not measured, e.g. an older agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<HostUsage>,
+}
+
+/// What a host's VMs use, as its agent measures their QEMU processes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostUsage {
+    pub vms: Vec<VmUsage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmUsage {
+    pub vm: String,
+    /// CPU seconds its QEMU process used since it started (user + system;
+    /// a rate comes from two reports).
+    pub cpu_seconds: f64,
+    /// Its QEMU process's resident memory, MiB.
+    pub rss_mib: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

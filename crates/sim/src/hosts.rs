@@ -200,6 +200,7 @@ impl World {
             self_fence_ms: h.self_fence_ms,
             site: None,
             rules_version: 0,
+            usage: None,
         })
     }
 

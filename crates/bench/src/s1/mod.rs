@@ -136,7 +136,15 @@ async fn next_move(way: Way, i: usize) -> anyhow::Result<Vec<String>> {
     };
     Ok(match way {
         Way::None => Vec::new(),
-        Way::Plain => strings(&["vm", "migrate", "sa", "--to", to, "--auto-converge"]),
+        Way::Plain => strings(&[
+            "vm",
+            "migrate",
+            "sa",
+            "--to",
+            to,
+            "--auto-converge",
+            "--plain",
+        ]),
         Way::PairSwitchBack => strings(&[
             "pair",
             "migrate",

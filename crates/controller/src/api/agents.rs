@@ -117,6 +117,7 @@ pub async fn heartbeat(
         });
     }
     ctl.ingest_traffic(&report.traffic);
+    ctl.ingest_usage(&host, report.usage.as_ref());
     let fresh = {
         let mut obs = ctl.lock_observed();
         let fresh = obs.get(&host).is_none();

@@ -9,6 +9,7 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::Json;
 use duplex_core::agent_api::MigrationTuning;
+use duplex_core::model::move_way::{way_to_move, MoveWay};
 use duplex_core::model::{Desired, OpKind, Severity, Vm, VmStatus};
 use duplex_core::placement::{Decision, Explanation};
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,10 @@ pub struct MigrateVm {
     /// How QEMU runs it (absent: Duplex's defaults).
     #[serde(default)]
     pub tuning: MigrationTuning,
+    /// Live-migrate a pair's ACT anyway (its service pauses for the final
+    /// copy); without it an ACT is refused and pointed to pair migration.
+    #[serde(default)]
+    pub plain: bool,
 }
 
 #[derive(Serialize)]
@@ -70,6 +75,19 @@ pub async fn migrate(
             "VM `{name}` has an operation in progress: wait for it"
         )));
     }
+    let pair = match &vm.pair {
+        Some(p) => ctl.pair(p).await?,
+        None => None,
+    };
+    if let MoveWay::PairMigration { pair } = way_to_move(&vm, pair.as_ref()) {
+        if !req.plain {
+            return Err(ApiError::conflict(format!(
+                "`{name}` is the ACT of pair {pair}: a live migration would pause its service; \
+                 move it the S1 way (`duplex pair migrate {pair} --to {}`), or pass --plain if you mean it",
+                req.to
+            )));
+        }
+    }
     let (to, decision) = if req.to == "auto" {
         let d = crate::placement::decide(&ctl, &name).await?;
         (d.to.clone(), Some(d))
@@ -99,15 +117,7 @@ pub async fn migrate(
     }
     if decision.is_none() {
         // An explicit destination must pass the same filters as `auto`.
-        let ex = crate::placement::explain(&ctl, &name).await?;
-        if let Some(v) = ex.hosts.iter().find(|h| h.host == to) {
-            if let duplex_core::placement::explain::Verdict::Fail { filter, reason } = &v.verdict {
-                return Err(ApiError::conflict(format!(
-                    "field `to`: {to} cannot take `{name}`: {} ({reason})",
-                    filter.as_str()
-                )));
-            }
-        }
+        crate::placement::check_destination(&ctl, &name, &to).await?;
     }
     if !ctl.lock_busy().insert(name.clone()) {
         return Err(ApiError::conflict(format!(

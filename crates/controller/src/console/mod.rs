@@ -82,6 +82,8 @@ pub async fn snapshot(ctl: &Arc<Ctl>) -> Result<rows::Snapshot, ApiError> {
                 late_s: rows::late_s(v.silent_ms),
                 vcpus: h.capacity.vcpus,
                 memory_mib: h.capacity.memory_mib,
+                cpu_pct: v.load.as_ref().map(|l| rows::pct(l.cpu)),
+                mem_pct: v.load.as_ref().map(|l| rows::pct(l.mem)),
                 vms: v.vms,
             };
             (h.name.clone(), value(&row))

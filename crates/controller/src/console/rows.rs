@@ -75,6 +75,21 @@ pub struct HostRow {
     pub vcpus: u32,
     pub memory_mib: u64,
     pub vms: Vec<String>,
+    /// Measured shares of its vCPUs and memory in use, whole percent (a
+    /// row is not resent for a wobble); absent when not measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_pct: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mem_pct: Option<u32>,
+}
+
+/// A share as whole percent.
+pub fn pct(share: f64) -> u32 {
+    if share.is_finite() && share > 0.0 {
+        (share * 100.0).round().min(f64::from(u32::MAX)) as u32
+    } else {
+        0
+    }
 }
 
 /// A host is shown late after this long without a report.
@@ -189,6 +204,14 @@ mod tests {
         assert_eq!(again["a>b"], rows["a>b"]);
         assert!(flows([("a", "b", f64::NAN)].into_iter(), 2).is_empty());
         assert!((two_digits(0.0123) - 0.012).abs() < 1e-12);
+    }
+
+    #[test]
+    fn shares_show_as_whole_percent() {
+        assert_eq!(pct(0.456), 46);
+        assert_eq!(pct(1.5), 150);
+        assert_eq!(pct(f64::NAN), 0);
+        assert_eq!(pct(-1.0), 0);
     }
 
     #[test]

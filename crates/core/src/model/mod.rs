@@ -9,6 +9,7 @@ pub mod event;
 pub mod failover;
 pub mod host;
 pub mod liveness;
+pub mod move_way;
 pub mod op;
 pub mod pair;
 pub mod place;

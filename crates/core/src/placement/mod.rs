@@ -12,6 +12,8 @@
 //! - [`engine`]: filters, impact factor, decision, VM selection;
 //! - [`explain`]: the answers, including the per-host explanation;
 //! - [`rebalance`]: a cluster rebalanced as a sequence of single-VM moves;
+//! - [`load`]: hosts' CPU and memory shares and racks' uplink bytes, measured;
+//! - [`relief`]: when an overloaded host gives up a VM (trigger, hysteresis);
 //! - [`rng`]: a deterministic PRNG for tests and synthetic clusters.
 //!
 //! Pure: no I/O, no clock, no OS randomness. Same inputs, same decisions.
@@ -19,9 +21,11 @@
 pub mod cluster;
 pub mod engine;
 pub mod explain;
+pub mod load;
 pub mod params;
 pub mod precopy;
 pub mod rebalance;
+pub mod relief;
 pub mod rng;
 pub mod topology;
 pub mod traffic;

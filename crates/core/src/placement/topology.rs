@@ -56,7 +56,7 @@ pub const MAX_HOSTS: usize = 1_000_000;
 pub const MAX_EXPLICIT_RACKS: usize = 4096;
 
 /// One gigabit per second in bytes per second.
-const GBPS_BYTES: f64 = 1e9 / 8.0;
+pub const GBPS_BYTES: f64 = 1e9 / 8.0;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TopologyError {

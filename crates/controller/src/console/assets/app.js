@@ -178,6 +178,7 @@ function renderHosts() {
     const cards = hosts.map((h) => `<div class="host" data-host="${esc(h.name)}">
         <b>${esc(h.name)}</b> <span class="${cls(h.state)}">${esc(h.state)}</span>${h.late_s ? ` <span class="down">silent ${h.late_s} s</span>` : ""}
         <div>${h.vcpus} vCPUs · ${Math.round(h.memory_mib / 1024)} GiB · ${h.vms.length} VMs</div>
+        ${h.cpu_pct === undefined ? "" : `<div class="load">in use: CPU ${h.cpu_pct} % · memory ${h.mem_pct} %</div>`}
         <div class="vmlist">${esc(h.vms.slice(0, 8).join(", "))}${h.vms.length > 8 ? "…" : ""}</div>
         <button type="button" data-act="drain" data-name="${esc(h.name)}">Drain</button>
         <select data-act="host-state" data-name="${esc(h.name)}"><option value="">state…</option><option>ready</option><option>maintenance</option><option>spare</option></select>

@@ -6,10 +6,10 @@
 //! thousands is up in seconds. For measuring what the controller serves at
 //! that size (`duplex-bench console`); no faults.
 
+use crate::api_call::call;
 use crate::faults::{Faults, Rates};
 use crate::hosts::{lock, url_of, Shared, SimConnector, SimHost, SimVm, ELECTION};
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{Method, StatusCode};
 use duplex_controller::ctl::Ctl;
 use duplex_controller::repo::{Repo, PAIRS, VMS};
 use duplex_controller::{ControllerConfig, StoreChoice};
@@ -28,7 +28,6 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
-use tower::ServiceExt;
 
 /// Every host reports this often (the agents' default).
 const REPORT_EVERY: Duration = Duration::from_secs(1);
@@ -40,8 +39,6 @@ const PAIR_RATE: f64 = 20_000.0;
 const FLOW_RATES: (f64, f64) = (1_000.0, 1_000_000.0);
 /// Longest wait for the controller to lead.
 const LEAD_WAIT: Duration = Duration::from_secs(30);
-/// Largest answer read from the API in process.
-const MAX_ANSWER: usize = 64 << 20;
 /// Rack uplinks.
 const UPLINK_GBPS: f64 = 100.0;
 
@@ -456,34 +453,6 @@ async fn report(
         return Err(format!("{} at {}: {status} {answer}", name, url_of(&name)));
     }
     Ok(())
-}
-
-async fn call(
-    router: &axum::Router,
-    who: Identity,
-    method: Method,
-    path: &str,
-    body: Option<serde_json::Value>,
-) -> (StatusCode, serde_json::Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", "application/json")
-        .body(body.map(|b| Body::from(b.to_string())).unwrap_or_default());
-    let Ok(mut req) = req else {
-        return (StatusCode::BAD_REQUEST, serde_json::Value::Null);
-    };
-    req.extensions_mut().insert(duplex_tls::Peer(Ok(who)));
-    match router.clone().oneshot(req).await {
-        Ok(resp) => {
-            let status = resp.status();
-            let bytes = axum::body::to_bytes(resp.into_body(), MAX_ANSWER)
-                .await
-                .unwrap_or_default();
-            (status, serde_json::from_slice(&bytes).unwrap_or_default())
-        }
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, serde_json::Value::Null),
-    }
 }
 
 #[cfg(test)]

@@ -14,12 +14,13 @@
 //! one ACT where the record says and one SBY; nothing desired was lost
 //! (the pair and its members exist unless deleted, and are gone if so).
 
+pub mod api_call;
 pub mod cluster;
 pub mod faults;
 pub mod hosts;
 
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use api_call::call;
+use axum::http::{Method, StatusCode};
 use duplex_controller::repo::Repo;
 use duplex_controller::{ctl::Ctl, ControllerConfig, StoreChoice};
 use duplex_core::agent_api::HeartbeatAck;
@@ -32,7 +33,6 @@ use hosts::{lock, Shared, SimConnector, SimHost, ELECTION};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
-use tower::ServiceExt;
 
 const HOSTS: [&str; 3] = ["h1", "h2", "h3"];
 const LEASE_TTL: Duration = Duration::from_secs(5);
@@ -169,36 +169,6 @@ impl Proc {
     }
 }
 
-/// A request to a controller's API as `who` (what mutual TLS would have
-/// told it).
-async fn call(
-    router: &axum::Router,
-    who: Identity,
-    method: Method,
-    path: &str,
-    body: serde_json::Value,
-) -> (StatusCode, serde_json::Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()));
-    let Ok(mut req) = req else {
-        return (StatusCode::BAD_REQUEST, serde_json::Value::Null);
-    };
-    req.extensions_mut().insert(duplex_tls::Peer(Ok(who)));
-    match router.clone().oneshot(req).await {
-        Ok(resp) => {
-            let status = resp.status();
-            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-                .await
-                .unwrap_or_default();
-            (status, serde_json::from_slice(&bytes).unwrap_or_default())
-        }
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, serde_json::Value::Null),
-    }
-}
-
 type Procs = Arc<Mutex<Vec<Proc>>>;
 
 fn routers(procs: &Procs) -> Vec<axum::Router> {
@@ -231,7 +201,7 @@ async fn heartbeats(world: Shared, procs: Procs) {
                     agent,
                     Method::POST,
                     &format!("/v1/agents/{h}/heartbeat"),
-                    body.clone(),
+                    Some(body.clone()),
                 )
                 .await;
                 let ack = serde_json::from_value::<HeartbeatAck>(answer);
@@ -267,7 +237,7 @@ async fn operator(
                 name: "sim".into(),
                 scope: Scope::Admin,
             };
-            let got = call(&r, admin, method.clone(), path, body.clone()).await;
+            let got = call(&r, admin, method.clone(), path, Some(body.clone())).await;
             if got.0 != StatusCode::SERVICE_UNAVAILABLE {
                 return got;
             }

@@ -120,8 +120,9 @@ pub const MAX_UTILIZATION: f64 = 0.99;
 
 /// `cfg` with each rack's uplinks (links from a switch with hosts to one
 /// without) loaded as measured: the rack's `uplink_bytes` shared evenly
-/// over its uplinks, as a share of each link's capacity. Links of racks
-/// with no measurement keep their configured utilization.
+/// over its uplinks, as a share of each link's capacity, where that is
+/// more than the configured utilization (which may stand for traffic the
+/// elements do not see). Links of racks with no measurement keep theirs.
 pub fn with_measured_uplinks(
     cfg: &TopologyConfig,
     uplink_bytes: &BTreeMap<String, f64>,
@@ -148,7 +149,8 @@ pub fn with_measured_uplinks(
         };
         let capacity = l.capacity_gbps * GBPS_BYTES;
         if capacity > 0.0 && bytes.is_finite() {
-            l.utilization = (bytes / *n as f64 / capacity).clamp(0.0, MAX_UTILIZATION);
+            let measured = (bytes / *n as f64 / capacity).clamp(0.0, MAX_UTILIZATION);
+            l.utilization = l.utilization.max(measured);
         }
     }
     out
@@ -277,6 +279,9 @@ mod tests {
         assert_eq!(u, [0.5, 0.5, 0.2, 0.2]);
         let flood = with_measured_uplinks(&cfg, &BTreeMap::from([("r2".to_string(), 1e12)]));
         assert_eq!(flood.links[2].utilization, MAX_UTILIZATION);
+        // Less than configured: the configured share stands.
+        let little = with_measured_uplinks(&cfg, &BTreeMap::from([("r2".to_string(), 1e6)]));
+        assert_eq!(little.links[2].utilization, 0.2);
         assert!(super::super::Topology::from_config(&got).is_ok());
     }
 }

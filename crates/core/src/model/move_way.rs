@@ -17,9 +17,7 @@ pub enum MoveWay {
 /// How `vm` may move; `pair` is its pair's record if it has one.
 pub fn way_to_move(vm: &Vm, pair: Option<&Pair>) -> MoveWay {
     match pair {
-        Some(p)
-            if vm.pair.as_deref() == Some(&p.name) && p.members[p.active.i()] == vm.spec.name =>
-        {
+        Some(p) if vm.pair.as_deref() == Some(&p.name) && p.act() == vm.spec.name => {
             MoveWay::PairMigration {
                 pair: p.name.clone(),
             }

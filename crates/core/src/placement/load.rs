@@ -8,7 +8,7 @@ use super::relief::HostLoad;
 use super::topology::{LinkConfig, TopologyConfig, GBPS_BYTES};
 use super::traffic::{TrafficMatrix, EWMA_ALPHA};
 use crate::agent_api::{HostCapacity, HostUsage};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One VM's CPU samples.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +26,9 @@ struct VmSample {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UsageSampler {
     vms: BTreeMap<String, VmSample>,
+    /// The VMs each host reported last: a report and a host's load touch
+    /// only that host's VMs (no pass over the cluster per heartbeat).
+    on_host: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl UsageSampler {
@@ -33,10 +36,13 @@ impl UsageSampler {
     /// (its new QEMU counts from zero); a VM this host reported before and
     /// no longer does is forgotten.
     pub fn ingest(&mut self, host: &str, usage: &HostUsage, now_ms: u64) {
-        let here: std::collections::BTreeSet<&str> =
-            usage.vms.iter().map(|u| u.vm.as_str()).collect();
-        self.vms
-            .retain(|vm, s| s.host != host || here.contains(vm.as_str()));
+        let here: BTreeSet<String> = usage.vms.iter().map(|u| u.vm.clone()).collect();
+        let before = self.on_host.insert(host.to_string(), here.clone());
+        for gone in before.unwrap_or_default().difference(&here) {
+            if self.vms.get(gone).is_some_and(|s| s.host == host) {
+                self.vms.remove(gone);
+            }
+        }
         for u in &usage.vms {
             if !(u.cpu_seconds.is_finite() && u.cpu_seconds >= 0.0) {
                 continue;
@@ -54,6 +60,11 @@ impl UsageSampler {
                 .or_insert_with(|| fresh.clone());
             let dt = now_ms.saturating_sub(s.at_ms) as f64 / 1000.0;
             if s.host != host || u.cpu_seconds < s.cpu_seconds {
+                if s.host != host {
+                    if let Some(old) = self.on_host.get_mut(&s.host) {
+                        old.remove(&u.vm);
+                    }
+                }
                 *s = fresh;
             } else if dt > 0.0 {
                 let sample = (u.cpu_seconds - s.cpu_seconds) / dt;
@@ -74,19 +85,25 @@ impl UsageSampler {
     /// Each host's shares of its capacity in use, by what its VMs use
     /// (hosts with no capacity are left out).
     pub fn host_loads(&self, hosts: &[(String, HostCapacity)]) -> Vec<HostLoad> {
-        let mut cpu: BTreeMap<&str, f64> = BTreeMap::new();
-        let mut mem: BTreeMap<&str, u64> = BTreeMap::new();
-        for s in self.vms.values() {
-            *cpu.entry(&s.host).or_default() += s.rate.unwrap_or(0.0);
-            *mem.entry(&s.host).or_default() += s.rss_mib;
-        }
         hosts
             .iter()
             .filter(|(_, c)| c.vcpus > 0 && c.memory_mib > 0)
-            .map(|(h, c)| HostLoad {
-                host: h.clone(),
-                cpu: cpu.get(h.as_str()).copied().unwrap_or(0.0) / f64::from(c.vcpus),
-                mem: mem.get(h.as_str()).copied().unwrap_or(0) as f64 / c.memory_mib as f64,
+            .map(|(h, c)| {
+                let samples = self
+                    .on_host
+                    .get(h)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|vm| self.vms.get(vm))
+                    .filter(|s| &s.host == h);
+                let (cpu, mem) = samples.fold((0.0, 0u64), |(c, m), s| {
+                    (c + s.rate.unwrap_or(0.0), m + s.rss_mib)
+                });
+                HostLoad {
+                    host: h.clone(),
+                    cpu: cpu / f64::from(c.vcpus),
+                    mem: mem as f64 / c.memory_mib as f64,
+                }
             })
             .collect()
     }

@@ -20,8 +20,12 @@
 //! in order, so that means every op up to `n`). The 200 OK to an INVITE
 //! waits for its dialog's `Put` (and so does any retransmission of it while
 //! the `Put` is unanswered), the 200 OK to a BYE for its `Del`: what a
-//! client was told before a switchover is on the other VM. 100 Trying,
-//! 180 Ringing and answers that change nothing are sent at once. The shell
+//! client was told before a switchover is on the other VM. So do the
+//! 100 Trying and 180 Ringing of a new call: a provisional answer stops the
+//! client's INVITE retransmissions (RFC 3261 §17.1.1.2), so sent before the
+//! `Put` it would leave the client waiting, after a switchover, for a final
+//! answer from a VM that never saw its INVITE. Answers that change nothing
+//! are sent at once. The shell
 //! sends the sync ops in order and holds replies accordingly; without
 //! replication it may treat every op as answered at once.
 //!
@@ -337,6 +341,7 @@ impl Uas {
             }
             Route::NewDialog => {
                 let tag = self.new_tag();
+                let mut provisional = Vec::new();
                 for (code, reason, tag) in
                     [(100, "Trying", None), (180, "Ringing", Some(tag.as_str()))]
                 {
@@ -348,11 +353,7 @@ impl Uas {
                         tag,
                         vec![server.clone()],
                     );
-                    out.replies.push(Reply {
-                        to: from,
-                        data: r.to_bytes(),
-                        after_sync: None,
-                    });
+                    provisional.push(r.to_bytes());
                     self.count_response(code);
                 }
                 let d = Dialog {
@@ -370,7 +371,18 @@ impl Uas {
                     },
                     pending: None,
                 };
+                let first = out.replies.len();
                 self.accept_invite(msg, from, key, d, uri, now, out)?;
+                // A provisional answer ends the client's INVITE
+                // retransmissions (RFC 3261 §17.1.1.2), so it promises as
+                // much as the 200: it waits for the dialog's `Put` too.
+                let after_sync = Some(self.sync_issued());
+                let held = provisional.into_iter().map(|data| Reply {
+                    to: from,
+                    data,
+                    after_sync,
+                });
+                out.replies.splice(first..first, held);
             }
             Route::ReInvite(id) => {
                 if let Some(d) = self.dialogs.get(&id).cloned() {

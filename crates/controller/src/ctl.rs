@@ -58,6 +58,10 @@ pub struct Ctl {
     pub traffic: Mutex<Traffic>,
     /// What each host's VMs use, from the agents' reports.
     pub usage: Mutex<duplex_core::placement::load::UsageSampler>,
+    /// Live migrations running now, per host.
+    pub migrations: crate::in_flight::InFlight,
+    /// The rebalancer's memory between passes.
+    pub relief: crate::relief::Rebalancer,
     /// S3's external disk: per-VM restart records (and, to come, init
     /// info, LAF and REF data).
     pub extdisk: duplex_extdisk::ExternalDisk,
@@ -365,26 +369,43 @@ impl Ctl {
 
     /// Marks `vms` busy (the reconciler leaves them alone) until the guard
     /// drops; refused if one already is.
-    pub fn claim_vms(&self, vms: &[String]) -> Result<VmClaim<'_>, String> {
-        let mut busy = self.lock_busy();
-        if let Some(v) = vms.iter().find(|v| busy.contains(*v)) {
-            return Err(format!("{v} has another operation in progress"));
-        }
-        busy.extend(vms.iter().cloned());
+    pub fn claim_vms(&self, vms: &[String]) -> Result<VmClaim<&Ctl>, String> {
+        self.mark_busy(vms)?;
         Ok(VmClaim {
             ctl: self,
             vms: vms.to_vec(),
         })
     }
+
+    /// [`Self::claim_vms`] for a claim an operation's task takes along.
+    pub fn claim_vms_owned(
+        self: &std::sync::Arc<Self>,
+        vms: &[String],
+    ) -> Result<VmClaim<std::sync::Arc<Ctl>>, String> {
+        self.mark_busy(vms)?;
+        Ok(VmClaim {
+            ctl: self.clone(),
+            vms: vms.to_vec(),
+        })
+    }
+
+    fn mark_busy(&self, vms: &[String]) -> Result<(), String> {
+        let mut busy = self.lock_busy();
+        if let Some(v) = vms.iter().find(|v| busy.contains(*v)) {
+            return Err(format!("{v} has another operation in progress"));
+        }
+        busy.extend(vms.iter().cloned());
+        Ok(())
+    }
 }
 
 /// VMs an operation works on; released (and the reconciler woken) on drop.
-pub struct VmClaim<'a> {
-    ctl: &'a Ctl,
+pub struct VmClaim<C: std::ops::Deref<Target = Ctl>> {
+    ctl: C,
     vms: Vec<String>,
 }
 
-impl Drop for VmClaim<'_> {
+impl<C: std::ops::Deref<Target = Ctl>> Drop for VmClaim<C> {
     fn drop(&mut self) {
         let mut busy = self.ctl.lock_busy();
         for v in &self.vms {

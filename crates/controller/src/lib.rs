@@ -14,6 +14,7 @@ pub mod error;
 mod events;
 pub mod fence_device;
 mod host_watch;
+mod in_flight;
 mod leader;
 pub mod lifecycle;
 pub mod listing;
@@ -30,6 +31,7 @@ mod pair_repair;
 mod pairs;
 mod placement;
 pub mod reconciler;
+pub mod relief;
 pub mod repo;
 mod restart_exec;
 pub mod restart_policy;
@@ -209,6 +211,8 @@ pub fn assemble(
         topology,
         traffic: Default::default(),
         usage: Default::default(),
+        migrations: Default::default(),
+        relief: Default::default(),
         cfg,
     })
 }
@@ -225,6 +229,7 @@ pub fn start_loops(ctl: &Arc<Ctl>) -> Vec<tokio::task::JoinHandle<()>> {
         tokio::spawn(service_data::run(ctl.clone())),
         tokio::spawn(rules::run(ctl.clone())),
         tokio::spawn(site_policy::run(ctl.clone())),
+        tokio::spawn(relief::run(ctl.clone())),
     ]
 }
 

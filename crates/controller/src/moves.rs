@@ -1,11 +1,78 @@
 //! Moving one VM to another host by live migration, through its agent
 //! (with our fencing token), and recording where it went.
 
-use crate::ctl::Ctl;
-use crate::repo::VMS;
+use crate::ctl::{Ctl, VmClaim};
+use crate::ops::{self, OpHandle};
+use crate::repo::{RepoError, VMS};
 use duplex_core::agent_api::{MigrateRequest, MigrationStats, MigrationTuning};
-use duplex_core::model::Vm;
+use duplex_core::model::{OpKind, Operation, Severity, Vm};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Why a migration could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("VM `{0}` has an operation in progress: wait for it")]
+    Busy(String),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+/// Starts live-migrating `vm` from `from` to `to` as its own operation;
+/// the VM is claimed (the reconciler leaves it alone) until it ends.
+pub async fn launch(
+    ctl: &Arc<Ctl>,
+    vm: &str,
+    (from, to): (&str, &str),
+    tuning: MigrationTuning,
+) -> Result<Operation, LaunchError> {
+    let claim = ctl
+        .claim_vms_owned(&[vm.to_string()])
+        .map_err(|_| LaunchError::Busy(vm.to_string()))?;
+    let id = ops::new_id(ctl);
+    let guard = ctl.office.reserve(&id);
+    let (op, handle) = ops::record(ctl, id, OpKind::VmMigrate, &format!("vm/{vm}")).await?;
+    let ends = (from.to_string(), to.to_string());
+    let f = flow(ctl.clone(), claim, vm.to_string(), ends, tuning, handle);
+    ctl.office.spawn(guard, f);
+    Ok(op)
+}
+
+async fn flow(
+    ctl: Arc<Ctl>,
+    claim: VmClaim<Arc<Ctl>>,
+    vm: String,
+    (from, to): (String, String),
+    tuning: MigrationTuning,
+    op: OpHandle,
+) {
+    op.progress(format!("live-migrating {vm} from {from} to {to}"))
+        .await;
+    let subject = format!("vm/{vm}");
+    let result = match migrate_vm(&ctl, &vm, &to, &tuning).await {
+        Ok(stats) => {
+            let msg = summary(&vm, &from, &to, &stats);
+            ctl.events
+                .emit(Severity::Info, "vm.migrated", &subject, msg.clone())
+                .await;
+            Ok(msg)
+        }
+        Err(e) => {
+            let msg = format!("migration failed: {e}");
+            ctl.events
+                .emit(
+                    Severity::Error,
+                    "vm.migration_failed",
+                    &subject,
+                    msg.clone(),
+                )
+                .await;
+            Err(msg)
+        }
+    };
+    drop(claim);
+    op.finish(result).await;
+}
 
 /// Longest a single live migration may take before it is given up.
 pub const MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
@@ -38,6 +105,7 @@ pub async fn migrate_vm(
         tuning: tuning.clone(),
     };
     let agent = ctl.agent(&src.url);
+    let _counted = ctl.migrations.begin(&rec.host, to);
     let t0 = std::time::Instant::now();
     let moved = duplex_agent_client::migrate(&*agent, vm, &req, MIGRATION_TIMEOUT, |_| {}).await;
     let m = &ctl.metrics;

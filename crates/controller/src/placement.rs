@@ -15,7 +15,10 @@ use duplex_core::placement::{
     ClusterState, Decision, Engine, Explanation, HostInfo, HostState as PHostState, Params,
     PlacementError, Topology, TopologyConfig, VmInfo,
 };
+use duplex_core::placement::relief::Due;
+use duplex_core::placement::relief_plan::{self, Step};
 use duplex_core::vm_spec::VmSpec;
+use std::collections::BTreeSet;
 
 /// Name of the rack every host is in when no topology file is given.
 pub const DEFAULT_RACK: &str = "rack-1";
@@ -108,10 +111,11 @@ fn engine_error(vm: &str, e: PlacementError) -> ApiError {
     )
 }
 
-/// Builds the engine's inputs and runs `f` on the engine.
+/// Builds the engine's inputs and runs `f` on the engine. Hosts in
+/// `loaded` take nothing (absent: the rebalancer's policy says which).
 async fn with_engine<T>(
     ctl: &Ctl,
-    extra: Vec<Extra>,
+    (extra, loaded): (Vec<Extra>, Option<BTreeSet<String>>),
     exclude_for: Option<(&str, &[String], Option<&str>)>,
     f: impl FnOnce(&mut Engine) -> Result<T, PlacementError>,
     subject: &str,
@@ -129,6 +133,10 @@ async fn with_engine<T>(
     let on_known = |h: &Option<String>| {
         h.as_ref()
             .is_some_and(|h| known.iter().any(|k| &k.name == h))
+    };
+    let loaded = match loaded {
+        Some(l) => l,
+        None => crate::relief::loaded(ctl, &hosts).await?,
     };
     let mut state = ClusterState::default();
     let running: Vec<&Vm> = vms
@@ -157,9 +165,12 @@ async fn with_engine<T>(
             mem_mib: h.capacity.memory_mib,
             used_cpu: cpu,
             used_mem_mib: mem,
-            state: state_of(h.state),
+            state: match state_of(h.state) {
+                PHostState::Ready if loaded.contains(&h.name) => PHostState::Loaded,
+                s => s,
+            },
             site: h.site.clone(),
-            migrations_in_flight: 0,
+            migrations_in_flight: ctl.migrations.on(&h.name),
         });
     }
     let pairs = ctl.pairs().await?;
@@ -266,13 +277,13 @@ pub async fn choose(
         exclude: Vec::new(),
     });
     let name = spec.name.clone();
-    let d = with_engine(ctl, all, None, |e| e.place_new(&name), &spec.name).await?;
+    let d = with_engine(ctl, (all, None), None, |e| e.place_new(&name), &spec.name).await?;
     Ok(d.to)
 }
 
 /// Where a running VM should go (`--to auto`).
 pub async fn decide(ctl: &Ctl, vm: &str) -> Result<Decision, ApiError> {
-    with_engine(ctl, Vec::new(), None, |e| e.decide(vm), vm).await
+    with_engine(ctl, (Vec::new(), None), None, |e| e.decide(vm), vm).await
 }
 
 /// Where a running VM should go, never to a host in `avoid` (e.g. where
@@ -280,7 +291,7 @@ pub async fn decide(ctl: &Ctl, vm: &str) -> Result<Decision, ApiError> {
 pub async fn decide_avoiding(ctl: &Ctl, vm: &str, avoid: &[String]) -> Result<Decision, ApiError> {
     with_engine(
         ctl,
-        Vec::new(),
+        (Vec::new(), None),
         Some((vm, avoid, None)),
         |e| e.decide(vm),
         vm,
@@ -297,7 +308,7 @@ pub async fn decide_in_site(
 ) -> Result<Decision, ApiError> {
     with_engine(
         ctl,
-        Vec::new(),
+        (Vec::new(), None),
         Some((vm, avoid, Some(site))),
         |e| e.decide(vm),
         vm,
@@ -307,7 +318,7 @@ pub async fn decide_in_site(
 
 /// Every host's filter verdict and factor terms for `vm`.
 pub async fn explain(ctl: &Ctl, vm: &str) -> Result<Explanation, ApiError> {
-    with_engine(ctl, Vec::new(), None, |e| e.explain(vm), vm).await
+    with_engine(ctl, (Vec::new(), None), None, |e| e.explain(vm), vm).await
 }
 
 /// Refuses an operator's explicit destination `to` for `vm` unless it
@@ -360,4 +371,16 @@ pub async fn targets(
         t[i] = Some(dest);
     }
     Ok(t)
+}
+
+/// What relieving the hosts `due` takes (see `relief_plan`): VMs in
+/// `resting` stay, hosts in `loaded` receive nothing.
+pub async fn relief_steps(
+    ctl: &Ctl,
+    due: &[Due],
+    resting: &BTreeSet<String>,
+    loaded: BTreeSet<String>,
+) -> Result<Vec<Step>, ApiError> {
+    let plan = |e: &mut Engine| relief_plan::plan(e, due, resting);
+    with_engine(ctl, (Vec::new(), Some(loaded)), None, plan, "the rebalancer").await
 }

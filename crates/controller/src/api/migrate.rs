@@ -4,16 +4,14 @@
 use super::{ApiJson, Shared};
 use crate::ctl::Ctl;
 use crate::error::ApiError;
-use crate::ops::{self, OpHandle};
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::Json;
 use duplex_core::agent_api::MigrationTuning;
 use duplex_core::model::move_way::{way_to_move, MoveWay};
-use duplex_core::model::{Desired, OpKind, Severity, Vm, VmStatus};
+use duplex_core::model::{Desired, Vm, VmStatus};
 use duplex_core::placement::{Decision, Explanation};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,31 +117,13 @@ pub async fn migrate(
         // An explicit destination must pass the same filters as `auto`.
         crate::placement::check_destination(&ctl, &name, &to).await?;
     }
-    if !ctl.lock_busy().insert(name.clone()) {
-        return Err(ApiError::conflict(format!(
-            "VM `{name}` has an operation in progress: wait for it"
-        )));
-    }
-    let id = ops::new_id(&ctl);
-    let guard = ctl.office.reserve(&id);
-    let started = ops::record(&ctl, id, OpKind::VmMigrate, &format!("vm/{name}")).await;
-    let (op, handle) = match started {
-        Ok(x) => x,
-        Err(e) => {
-            ctl.lock_busy().remove(&name);
-            return Err(e.into());
-        }
-    };
     let from = vm.host.clone();
-    let f = flow(
-        ctl.clone(),
-        name,
-        from.clone(),
-        to.clone(),
-        req.tuning,
-        handle,
-    );
-    ctl.office.spawn(guard, f);
+    let op = crate::moves::launch(&ctl, &name, (&from, &to), req.tuning)
+        .await
+        .map_err(|e| match e {
+            crate::moves::LaunchError::Busy(_) => ApiError::conflict(e.to_string()),
+            crate::moves::LaunchError::Repo(r) => r.into(),
+        })?;
     Ok((
         StatusCode::ACCEPTED,
         Json(MigrateAccepted {
@@ -153,41 +133,4 @@ pub async fn migrate(
             decision,
         }),
     ))
-}
-
-async fn flow(
-    ctl: Arc<Ctl>,
-    vm: String,
-    from: String,
-    to: String,
-    tuning: MigrationTuning,
-    op: OpHandle,
-) {
-    op.progress(format!("live-migrating {vm} from {from} to {to}"))
-        .await;
-    let subject = format!("vm/{vm}");
-    let result = match crate::moves::migrate_vm(&ctl, &vm, &to, &tuning).await {
-        Ok(stats) => {
-            let msg = crate::moves::summary(&vm, &from, &to, &stats);
-            ctl.events
-                .emit(Severity::Info, "vm.migrated", &subject, msg.clone())
-                .await;
-            Ok(msg)
-        }
-        Err(e) => {
-            let msg = format!("migration failed: {e}");
-            ctl.events
-                .emit(
-                    Severity::Error,
-                    "vm.migration_failed",
-                    &subject,
-                    msg.clone(),
-                )
-                .await;
-            Err(msg)
-        }
-    };
-    ctl.lock_busy().remove(&vm);
-    ctl.kick.notify_one();
-    op.finish(result).await;
 }

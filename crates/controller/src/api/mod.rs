@@ -13,6 +13,7 @@ mod migrate;
 pub(crate) mod moves;
 mod pairs;
 mod policy;
+mod rebalancer;
 mod rules;
 mod service_data;
 mod site;
@@ -89,6 +90,11 @@ pub fn router(ctl: Arc<Ctl>) -> Router {
             get(policy::show_pair).post(policy::set_pair),
         )
         .route("/v1/placement/{vm}", get(migrate::explain))
+        .route(
+            "/v1/rebalancer/policy",
+            get(rebalancer::show_policy).post(rebalancer::set_policy),
+        )
+        .route("/v1/rebalancer/plan", get(rebalancer::plan))
         .route("/v1/vms/{name}/site", get(site::show))
         .route("/v1/vms/{name}/site/replicate", post(site::replicate))
         .route("/v1/vms/{name}/site/switch", post(site::switch))

@@ -25,6 +25,9 @@ pub enum HostState {
     Failed,
     /// Held in reserve (e.g. for failover), not a migration target.
     Spare,
+    /// Its measured load is above the rebalancer's low mark: takes nothing
+    /// until it falls below ([`super::relief`]).
+    Loaded,
 }
 
 impl HostState {
@@ -34,6 +37,7 @@ impl HostState {
             HostState::Maintenance => "maintenance",
             HostState::Failed => "failed",
             HostState::Spare => "spare",
+            HostState::Loaded => "loaded",
         }
     }
 }

@@ -810,6 +810,13 @@ impl<'t> Engine<'t> {
         Ok(self.cluster.move_vm(v, h)?)
     }
 
+    /// Record that `host` is now in state `s` (e.g. loaded by a move booked
+    /// in this pass).
+    pub fn set_host_state(&mut self, host: &str, s: HostState) -> Result<(), PlacementError> {
+        let h = self.host(host)?;
+        Ok(self.cluster.set_host_state(h, s)?)
+    }
+
     /// Network cost of the current placement.
     pub fn network_cost(&self) -> NetworkCost {
         let mut c = NetworkCost::default();

@@ -14,6 +14,7 @@
 //! - [`rebalance`]: a cluster rebalanced as a sequence of single-VM moves;
 //! - [`load`]: hosts' CPU and memory shares and racks' uplink bytes, measured;
 //! - [`relief`]: when an overloaded host gives up a VM (trigger, hysteresis);
+//! - [`relief_plan`]: which VM it gives up and where it goes;
 //! - [`rng`]: a deterministic PRNG for tests and synthetic clusters.
 //!
 //! Pure: no I/O, no clock, no OS randomness. Same inputs, same decisions.
@@ -26,6 +27,7 @@ pub mod params;
 pub mod precopy;
 pub mod rebalance;
 pub mod relief;
+pub mod relief_plan;
 pub mod rng;
 pub mod topology;
 pub mod traffic;

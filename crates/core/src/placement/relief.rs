@@ -82,6 +82,40 @@ impl ReliefPolicy {
     }
 }
 
+/// An operator's change to the policy: the fields given, the rest kept.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReliefChange {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub high: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub low: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sustain_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cooldown_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<usize>,
+}
+
+impl ReliefPolicy {
+    /// This policy with `c` applied, if the result is a usable policy.
+    pub fn changed(&self, c: &ReliefChange) -> Result<ReliefPolicy, String> {
+        let next = ReliefPolicy {
+            enabled: c.enabled.unwrap_or(self.enabled),
+            high: c.high.unwrap_or(self.high),
+            low: c.low.unwrap_or(self.low),
+            sustain_ms: c.sustain_ms.unwrap_or(self.sustain_ms),
+            cooldown_ms: c.cooldown_ms.unwrap_or(self.cooldown_ms),
+            max_in_flight: c.max_in_flight.unwrap_or(self.max_in_flight),
+        };
+        next.check()?;
+        Ok(next)
+    }
+}
+
 /// One host's measured load: shares of its capacity in use (can exceed 1
 /// when overcommitted).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,6 +202,16 @@ impl Relief {
             .collect()
     }
 
+    /// Since when `host` is over the high mark, if it is.
+    pub fn over_since(&self, host: &str) -> Option<u64> {
+        self.over_since.get(host).copied()
+    }
+
+    /// Until when `host` rests after being relieved, if it does.
+    pub fn host_rests_until(&self, host: &str) -> Option<u64> {
+        self.host_rests_until.get(host).copied()
+    }
+
     /// VMs that may not move now (moved within the cooldown).
     pub fn resting_vms(&self) -> BTreeSet<String> {
         self.vm_rests_until.keys().cloned().collect()
@@ -216,6 +260,32 @@ mod tests {
             .into_iter()
             .map(|d| d.host)
             .collect()
+    }
+
+    #[test]
+    fn a_change_keeps_what_it_does_not_name_and_is_checked() {
+        let p = ReliefPolicy::default();
+        let c = ReliefChange {
+            enabled: Some(true),
+            high: Some(0.9),
+            ..Default::default()
+        };
+        let next = p.changed(&c).unwrap();
+        assert!(next.enabled);
+        assert_eq!((next.high, next.low), (0.9, p.low));
+        assert_eq!(next.cooldown_ms, p.cooldown_ms);
+        let bad = ReliefChange {
+            low: Some(0.95),
+            ..Default::default()
+        };
+        assert!(p.changed(&bad).unwrap_err().contains("field `low`"));
+        let bad = ReliefChange {
+            max_in_flight: Some(0),
+            ..Default::default()
+        };
+        assert!(p.changed(&bad).unwrap_err().contains("max_in_flight"));
+        let json: Result<ReliefChange, _> = serde_json::from_str(r#"{"hihg": 0.9}"#);
+        assert!(json.is_err(), "a misspelt field is refused");
     }
 
     #[test]

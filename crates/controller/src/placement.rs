@@ -10,13 +10,13 @@ use axum::http::StatusCode;
 use duplex_core::model::place::VCPU_OVERCOMMIT;
 use duplex_core::model::{Desired, Host, HostState, Vm};
 use duplex_core::placement::load;
+use duplex_core::placement::relief::Due;
+use duplex_core::placement::relief_plan::{self, Step};
 use duplex_core::placement::topology::HostAttach;
 use duplex_core::placement::{
     ClusterState, Decision, Engine, Explanation, HostInfo, HostState as PHostState, Params,
     PlacementError, Topology, TopologyConfig, VmInfo,
 };
-use duplex_core::placement::relief::Due;
-use duplex_core::placement::relief_plan::{self, Step};
 use duplex_core::vm_spec::VmSpec;
 use std::collections::BTreeSet;
 
@@ -373,14 +373,21 @@ pub async fn targets(
     Ok(t)
 }
 
-/// What relieving the hosts `due` takes (see `relief_plan`): VMs in
-/// `resting` stay, hosts in `loaded` receive nothing.
+/// What relieving the hosts `due` takes (see `relief_plan`), weighed
+/// as `pass` says; hosts in `loaded` receive nothing.
 pub async fn relief_steps(
     ctl: &Ctl,
     due: &[Due],
-    resting: &BTreeSet<String>,
+    pass: relief_plan::Pass<'_>,
     loaded: BTreeSet<String>,
 ) -> Result<Vec<Step>, ApiError> {
-    let plan = |e: &mut Engine| relief_plan::plan(e, due, resting);
-    with_engine(ctl, (Vec::new(), Some(loaded)), None, plan, "the rebalancer").await
+    let plan = |e: &mut Engine| relief_plan::plan(e, due, pass);
+    with_engine(
+        ctl,
+        (Vec::new(), Some(loaded)),
+        None,
+        plan,
+        "the rebalancer",
+    )
+    .await
 }

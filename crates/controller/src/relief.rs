@@ -15,11 +15,13 @@ use crate::ctl::Ctl;
 use crate::error::ApiError;
 use crate::events::now_ms;
 use crate::repo::{RepoError, OPS, POLICIES};
+use duplex_core::agent_api::HostCapacity;
 use duplex_core::model::move_way::{way_to_move, MoveWay};
 use duplex_core::model::{Host, HostState, OpState, Operation, Severity};
 use duplex_core::pair_migration::{self, Setup};
+use duplex_core::placement::headroom::Headroom;
 use duplex_core::placement::relief::{HostLoad, Relief, ReliefChange, ReliefPolicy};
-use duplex_core::placement::relief_plan::{Move, Step};
+use duplex_core::placement::relief_plan::{Move, Pass, Step};
 use duplex_store::Expect;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -73,14 +75,26 @@ pub async fn set_policy(
     Ok(Ok(next))
 }
 
-/// The measured loads of the hosts that take VMs.
-fn host_loads(ctl: &Ctl, hosts: &[Host]) -> Vec<HostLoad> {
-    let ready: Vec<_> = hosts
+/// The hosts that take VMs, with their capacity.
+fn ready(hosts: &[Host]) -> Vec<(String, HostCapacity)> {
+    hosts
         .iter()
         .filter(|h| h.state == HostState::Ready)
         .map(|h| (h.name.clone(), h.capacity))
-        .collect();
-    ctl.host_loads(&ready)
+        .collect()
+}
+
+/// The measured loads of the hosts that take VMs.
+fn host_loads(ctl: &Ctl, hosts: &[Host]) -> Vec<HostLoad> {
+    ctl.host_loads(&ready(hosts))
+}
+
+/// What the hosts that take VMs and their VMs use, to weigh moves with.
+fn headroom(ctl: &Ctl, hosts: &[Host]) -> Headroom {
+    ctl.usage
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .headroom(&ready(hosts))
 }
 
 /// Hosts placement gives no VM now: above the low mark, while the
@@ -145,14 +159,25 @@ async fn pass(ctl: &Arc<Ctl>) -> Result<(), ApiError> {
         return Ok(());
     }
     let full = Relief::full(&policy, &loads);
-    for step in crate::placement::relief_steps(ctl, &due, &resting, full).await? {
+    let mut headroom = headroom(ctl, &hosts);
+    let pass = Pass {
+        headroom: &mut headroom,
+        low: policy.low,
+        resting: &resting,
+    };
+    for step in crate::placement::relief_steps(ctl, &due, pass, full).await? {
         match step {
             Step::Move(m) => start(ctl, &policy, &m, now).await,
             Step::Stuck(s) => {
                 ctl.relief.memory().stuck(&policy, &s.host, now);
                 let subject = format!("host/{}", s.host);
                 ctl.events
-                    .emit(Severity::Warning, "placement.relief_stuck", &subject, s.why())
+                    .emit(
+                        Severity::Warning,
+                        "placement.relief_stuck",
+                        &subject,
+                        s.why(),
+                    )
                     .await;
             }
         }
@@ -266,7 +291,13 @@ pub async fn dry_run(ctl: &Ctl) -> Result<PlanView, ApiError> {
     let due = memory.due(&on, &loads, in_flight, now);
     let resting = resting(ctl, &memory);
     let full = Relief::full(&on, &loads);
-    let steps = crate::placement::relief_steps(ctl, &due, &resting, full).await?;
+    let mut headroom = headroom(ctl, &hosts);
+    let pass = Pass {
+        headroom: &mut headroom,
+        low: on.low,
+        resting: &resting,
+    };
+    let steps = crate::placement::relief_steps(ctl, &due, pass, full).await?;
     let hosts = loads
         .into_iter()
         .map(|l| Standing {

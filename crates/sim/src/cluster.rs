@@ -316,6 +316,19 @@ impl Cluster {
         })
     }
 
+    /// `vm` keeps `vcpus` busy from now on, wherever it runs; false when
+    /// no host holds it.
+    pub fn set_cpu(&self, vm: &str, vcpus: f64) -> bool {
+        let mut w = lock(&self.world);
+        let v = w.hosts.values_mut().find_map(|h| h.vms.get_mut(vm));
+        v.map(|v| v.cpu_busy = vcpus).is_some()
+    }
+
+    /// The host `vm` runs on now.
+    pub fn host_of(&self, vm: &str) -> Option<String> {
+        lock(&self.world).find(vm).map(|(h, _)| h.to_string())
+    }
+
     /// An operator's request, in process (as mutual TLS would tell it).
     pub async fn operator(
         &self,
@@ -386,12 +399,9 @@ fn fill_world(world: &Shared, layout: &Layout) {
             (true, _) => Role::Sby,
         };
         let sim = SimVm {
-            spec: vm.spec,
             guest: RoleState { role, token: 1 },
             configured: role != Role::None,
-            element_busy: false,
-            migration: None,
-            isolated: false,
+            ..SimVm::new(vm.spec)
         };
         if let Some(h) = w.hosts.get_mut(&vm.host) {
             h.vms.insert(sim.spec.name.clone(), sim);

@@ -7,7 +7,8 @@ use crate::faults::Faults;
 use duplex_agent_client::{AgentApi, ClientError, Connector};
 use duplex_core::agent_api::{
     AccelInfo, AccelKind, HandoverOrder, HandoverStatus, HostCapacity, HostInfo, HostReport,
-    MigrateRequest, MigrationInfo, MigrationPhase, VmInfo, VmState, WaitFor, GUEST_UNCHANGED,
+    HostUsage, MigrateRequest, MigrationInfo, MigrationPhase, VmInfo, VmState, VmUsage, WaitFor,
+    GUEST_UNCHANGED,
 };
 use duplex_core::guest_proto::{Op, TargetRole};
 use duplex_core::role::{Role, RoleCommand, RoleState};
@@ -34,6 +35,26 @@ pub struct SimVm {
     pub migration: Option<MigrationInfo>,
     /// Isolated on the controller's order: paused, off the network.
     pub isolated: bool,
+    /// vCPUs it keeps busy, and the CPU time it used so far (what the
+    /// agent reads from its QEMU process).
+    pub cpu_busy: f64,
+    pub cpu_seconds: f64,
+}
+
+impl SimVm {
+    /// A VM as created: idle, no role yet.
+    pub fn new(spec: VmSpec) -> SimVm {
+        SimVm {
+            spec,
+            guest: RoleState::default(),
+            configured: false,
+            element_busy: false,
+            migration: None,
+            isolated: false,
+            cpu_busy: 0.0,
+            cpu_seconds: 0.0,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -54,6 +75,8 @@ pub struct SimHost {
     pub fence: u64,
     pub vms: BTreeMap<String, SimVm>,
     pub seq: u64,
+    /// When it last reported (its VMs' CPU time advances between reports).
+    pub reported_at: Option<tokio::time::Instant>,
 }
 
 /// Everything the simulation's hosts hold, plus what the checks need.
@@ -161,6 +184,25 @@ impl World {
             return None;
         }
         h.seq += 1;
+        let now = tokio::time::Instant::now();
+        let dt = h
+            .reported_at
+            .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
+        h.reported_at = Some(now);
+        for v in h.vms.values_mut() {
+            v.cpu_seconds += v.cpu_busy * dt;
+        }
+        let usage = HostUsage {
+            vms: h
+                .vms
+                .values()
+                .map(|v| VmUsage {
+                    vm: v.spec.name.clone(),
+                    cpu_seconds: v.cpu_seconds,
+                    rss_mib: u64::from(v.spec.memory_mib),
+                })
+                .collect(),
+        };
         let vms = h
             .vms
             .values()
@@ -200,7 +242,7 @@ impl World {
             self_fence_ms: h.self_fence_ms,
             site: None,
             rules_version: 0,
-            usage: None,
+            usage: Some(usage),
         })
     }
 
@@ -502,14 +544,9 @@ impl AgentApi for SimAgent {
         let a = self
             .order("create", |w, h| {
                 let vm = w.hosts.get_mut(h).map(|x| {
-                    x.vms.entry(spec.name.clone()).or_insert_with(|| SimVm {
-                        spec: spec.clone(),
-                        guest: RoleState::default(),
-                        configured: false,
-                        element_busy: false,
-                        migration: None,
-                        isolated: false,
-                    })
+                    x.vms
+                        .entry(spec.name.clone())
+                        .or_insert_with(|| SimVm::new(spec.clone()))
                 });
                 Ok(serde_json::to_value(vm.map(|v| info(v))).unwrap_or_default())
             })

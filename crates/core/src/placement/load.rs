@@ -4,6 +4,7 @@
 //! where the VMs run, the bytes each rack's uplink carries. Pure: reports
 //! and the time in.
 
+use super::headroom::{Headroom, VmUse};
 use super::relief::HostLoad;
 use super::topology::{LinkConfig, TopologyConfig, GBPS_BYTES};
 use super::traffic::{TrafficMatrix, EWMA_ALPHA};
@@ -75,6 +76,24 @@ impl UsageSampler {
                 (s.cpu_seconds, s.at_ms, s.rss_mib) = (u.cpu_seconds, now_ms, u.rss_mib);
             }
         }
+    }
+
+    /// What `hosts` (with their capacity) and the VMs on them use, for
+    /// weighing moves.
+    pub fn headroom(&self, hosts: &[(String, HostCapacity)]) -> Headroom {
+        let vms = hosts.iter().flat_map(|(h, _)| {
+            let on = self.on_host.get(h).into_iter().flatten();
+            on.filter_map(move |vm| {
+                let s = self.vms.get(vm).filter(|s| &s.host == h)?;
+                Some(VmUse {
+                    vm: vm.clone(),
+                    host: h.clone(),
+                    cpu: s.rate.unwrap_or(0.0),
+                    mem_mib: s.rss_mib,
+                })
+            })
+        });
+        Headroom::new(hosts, vms)
     }
 
     /// vCPUs `vm` keeps busy, once measured twice.

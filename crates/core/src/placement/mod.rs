@@ -15,6 +15,7 @@
 //! - [`load`]: hosts' CPU and memory shares and racks' uplink bytes, measured;
 //! - [`relief`]: when an overloaded host gives up a VM (trigger, hysteresis);
 //! - [`relief_plan`]: which VM it gives up and where it goes;
+//! - [`headroom`]: what a move does to the measured loads;
 //! - [`rng`]: a deterministic PRNG for tests and synthetic clusters.
 //!
 //! Pure: no I/O, no clock, no OS randomness. Same inputs, same decisions.
@@ -22,6 +23,7 @@
 pub mod cluster;
 pub mod engine;
 pub mod explain;
+pub mod headroom;
 pub mod load;
 pub mod params;
 pub mod precopy;

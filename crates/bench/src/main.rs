@@ -7,6 +7,7 @@ mod element;
 mod failover;
 mod migrate;
 mod raw;
+mod relief;
 mod s1;
 mod s2;
 mod s3;
@@ -46,6 +47,23 @@ enum Cmd {
         /// Page loads (each a fresh session), alternating with no page.
         #[arg(long, default_value_t = 3)]
         loads: usize,
+    },
+    /// The rebalancer at size: a simulated cluster under shifting load,
+    /// the rebalancer off against on (hosts over the high mark, traffic
+    /// × hops, moves, oscillation).
+    Relief {
+        #[arg(long, default_value_t = 1000)]
+        hosts: usize,
+        #[arg(long, default_value_t = 5000)]
+        vms: usize,
+        /// Load shifts per arm.
+        #[arg(long, default_value_t = 4)]
+        shifts: usize,
+        /// Seconds between shifts.
+        #[arg(long, default_value_t = 120)]
+        shift_every: u64,
+        #[arg(long, default_value_t = 8423646)]
+        seed: u64,
     },
     /// Live migration, agents vs raw QMP.
     Migrate,
@@ -340,6 +358,22 @@ async fn main() -> anyhow::Result<()> {
                 runs: loads,
             };
             console::run(p, &cli.out).await
+        }
+        Cmd::Relief {
+            hosts,
+            vms,
+            shifts,
+            shift_every,
+            seed,
+        } => {
+            let p = relief::Params {
+                hosts,
+                vms,
+                shifts,
+                shift_every: std::time::Duration::from_secs(shift_every),
+                seed,
+            };
+            relief::run(p, &cli.out).await
         }
         Cmd::Boot => {
             let lab = Lab::up(1).await?;

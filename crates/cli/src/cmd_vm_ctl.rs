@@ -61,14 +61,20 @@ pub async fn create(
 fn print_one(c: &Conn, v: &Value) -> anyhow::Result<()> {
     match c.output {
         Format::Json => output::json(v)?,
-        Format::Table => println!(
-            "VM {} on {}: {} (ip {}, {} MiB)",
-            s(&v["spec"]["name"]),
-            s(&v["host"]),
-            s(&v["status"]),
-            s(&v["spec"]["ip"]),
-            s(&v["spec"]["memory_mib"])
-        ),
+        Format::Table => {
+            let busy = v["cpu_busy"]
+                .as_f64()
+                .map(|c| format!(", {c:.2} vCPUs busy"))
+                .unwrap_or_default();
+            println!(
+                "VM {} on {}: {} (ip {}, {} MiB{busy})",
+                s(&v["spec"]["name"]),
+                s(&v["host"]),
+                s(&v["status"]),
+                s(&v["spec"]["ip"]),
+                s(&v["spec"]["memory_mib"])
+            )
+        }
     }
     Ok(())
 }

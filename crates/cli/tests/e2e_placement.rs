@@ -146,4 +146,140 @@ async fn heavy_talkers_end_up_in_one_rack() {
     // must be healthy again once the calls are over.
     common::wait_pair_healthy(LAB, "s4", Duration::from_secs(30));
     let _ = std::fs::remove_dir_all(&work);
+
+    rebalancer_relieves_h1(&ip).await;
+}
+
+/// A SIP client in the lab's client namespace against `vip`, `cps` calls
+/// a second for `secs`, from local port `port`.
+fn sip_load(vip: &str, cps: f64, secs: u64, port: u16) -> duplex_sipp::RunningSipp {
+    let work = std::env::temp_dir().join(format!("duplex-e2e-s4-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap();
+    let vip: std::net::Ipv4Addr = vip.parse().unwrap();
+    let mut run = SippRun::new(std::net::SocketAddr::from((vip, 5060)), work);
+    run.rate_cps = cps;
+    run.call_length_ms = 2000;
+    run.duration = Some(Duration::from_secs(secs));
+    run.local_port = Some(port);
+    run.scenario = Scenario::BuiltinUac;
+    run.timeout = Duration::from_secs(secs + 60);
+    let prefix: Vec<String> = ["ip", "netns", "exec", &format!("{LAB}-client")]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    duplex_sipp::spawn(&run, &prefix).expect("start sipp")
+}
+
+/// vCPUs `vm` keeps busy, as the controller measures it.
+fn busy(vm: &str) -> Option<f64> {
+    json(&["vm", "show", vm])["cpu_busy"].as_f64()
+}
+
+/// The rebalancer: h1 runs both pairs' ACTs (sa of s4, ta of t4, whose SBY
+/// tb is on h4 in rack-2) under SIP calls, t4's the busier. With marks
+/// set from what the controller measures (h1 over the high mark, ta
+/// alone under the low one), the rebalancer must move ta, the VM with the
+/// most incoming traffic, the S1 way, to h3: rack-2, next to its SBY (h2
+/// in rack-1 would cross racks; h4 holds tb). No call may fail.
+async fn rebalancer_relieves_h1(ip: &dyn Fn(u8) -> String) {
+    let (ta, tb, vip2) = (format!("ta={}", ip(103)), format!("tb={}", ip(104)), ip(51));
+    #[rustfmt::skip]
+    let t = json(&[
+        "pair", "create", "t4", "--vip", &vip2, "--member", &ta, "--member", &tb,
+        "--hosts", "h1,h4", "--memory-mib", "128",
+    ]);
+    assert_eq!(t["health"], "healthy", "{t}");
+    let policy = json(&["placement", "policy"]);
+    assert_eq!(policy["enabled"], false, "off by default: {policy}");
+
+    let busy_calls = sip_load(&vip2, 50.0, 150, 5071);
+    let calm_calls = sip_load(&ip(50), 15.0, 150, 5072);
+    let t0 = Instant::now();
+    while busy("ta").is_none() || busy("sa").is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(40),
+            "no CPU measured for ta and sa"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // The EWMA settles on the loaded rates.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let host = json(&["host", "show", "h1"]);
+    let vcpus = host["capacity"]["vcpus"].as_f64().unwrap();
+    let (ta_share, sa_share) = (busy("ta").unwrap() / vcpus, busy("sa").unwrap() / vcpus);
+    let load = ta_share + sa_share;
+    let low = (ta_share + load) / 2.0;
+    let high = (low + load) / 2.0;
+    eprintln!("h1: ta {ta_share:.3}, sa {sa_share:.3} of {vcpus} vCPUs; marks high {high:.3}, low {low:.3}");
+    assert!(
+        sa_share > 0.01,
+        "sa must load h1 measurably for marks between ta and h1: {sa_share}"
+    );
+    let (h, l) = (format!("{high:.3}"), format!("{low:.3}"));
+    let (ok, out, err) = duplex(&[
+        "placement",
+        "policy",
+        "--high",
+        &h,
+        "--low",
+        &l,
+        "--sustain",
+        "5",
+        "--cooldown",
+        "900",
+    ]);
+    assert!(ok, "{err}");
+    eprintln!("{out}");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let (ok, plan, err) = duplex(&["placement", "plan"]);
+    assert!(ok, "{err}");
+    eprintln!("{plan}");
+    let (ok, _, err) = duplex(&["placement", "policy", "--enable"]);
+    assert!(ok, "{err}");
+
+    let t0 = Instant::now();
+    let relieved = loop {
+        let ev = json(&["events", "--last", "200"]);
+        let hit = ev.as_array().and_then(|a| {
+            a.iter()
+                .find(|e| e["kind"] == "placement.relieved")
+                .cloned()
+        });
+        if let Some(e) = hit {
+            break e;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "h1 was not relieved:\n{plan}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let msg = relieved["message"].as_str().unwrap().to_string();
+    eprintln!("{msg}");
+    assert_eq!(relieved["subject"], "host/h1", "{relieved}");
+    assert!(
+        msg.contains("moving ta ") && msg.contains("to h3,") && msg.contains("S1 way"),
+        "{msg}"
+    );
+    let t0 = Instant::now();
+    loop {
+        let p = json(&["pair", "show", "t4"]);
+        let ta_host = json(&["vm", "show", "ta"])["host"].clone();
+        if p["phase"] == "ready" && ta_host == "h3" && p["active"] == 1 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(90), "t4 not moved: {p}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    for (name, calls) in [("t4", busy_calls), ("s4", calm_calls)] {
+        let r = calls.wait().await.expect("sipp");
+        eprintln!(
+            "sipp against {name}: {} calls, {} successful, {} failed, {} abandoned, {} retransmissions",
+            r.total_calls, r.successful, r.failed, r.abandoned, r.retransmissions
+        );
+        assert!(r.successful > 0, "{r:?}");
+        assert_eq!((r.failed, r.abandoned), (0, 0), "{name}: {r:?}");
+    }
+    let (ok, _, err) = duplex(&["placement", "policy", "--disable"]);
+    assert!(ok, "{err}");
 }

@@ -92,6 +92,9 @@ pub struct VmView {
     /// Its network element's counters, from its host's latest report.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traffic: Option<duplex_core::agent_api::TrafficReport>,
+    /// vCPUs it keeps busy, smoothed (once its host reported it twice).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_busy: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -227,12 +230,16 @@ impl Ctl {
         } else {
             None
         };
+        let cpu_busy = full
+            .then(|| self.lock_usage().vm_cpu(&vm.spec.name))
+            .flatten();
         VmView {
             vm,
             status,
             role,
             info: if full { info } else { None },
             traffic,
+            cpu_busy,
         }
     }
 
@@ -292,6 +299,10 @@ impl Ctl {
     }
 
     /// Takes a host's usage report (if its agent measures).
+    fn lock_usage(&self) -> std::sync::MutexGuard<'_, duplex_core::placement::load::UsageSampler> {
+        self.usage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn ingest_usage(&self, host: &str, usage: Option<&duplex_core::agent_api::HostUsage>) {
         if let Some(u) = usage {
             let now_ms = crate::events::now_ms();

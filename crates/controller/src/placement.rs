@@ -18,7 +18,7 @@ use duplex_core::placement::{
     PlacementError, Topology, TopologyConfig, VmInfo,
 };
 use duplex_core::vm_spec::VmSpec;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Name of the rack every host is in when no topology file is given.
 pub const DEFAULT_RACK: &str = "rack-1";
@@ -130,10 +130,9 @@ async fn with_engine<T>(
         .iter()
         .filter(|h| topo.host_id(&h.name).is_some())
         .collect();
-    let on_known = |h: &Option<String>| {
-        h.as_ref()
-            .is_some_and(|h| known.iter().any(|k| &k.name == h))
-    };
+    let known_names: BTreeSet<&str> = known.iter().map(|h| h.name.as_str()).collect();
+    let on_known =
+        |h: &Option<String>| h.as_ref().is_some_and(|h| known_names.contains(h.as_str()));
     let loaded = match loaded {
         Some(l) => l,
         None => crate::relief::loaded(ctl, &hosts).await?,
@@ -143,12 +142,18 @@ async fn with_engine<T>(
         .iter()
         .filter(|v| v.desired == Desired::Running)
         .collect();
+    // Each host's VMs at once (not a pass over every VM per host).
+    let mut by_host: BTreeMap<&str, Vec<&VmSpec>> = BTreeMap::new();
+    for v in &running {
+        by_host.entry(v.host.as_str()).or_default().push(&v.spec);
+    }
     for h in &known {
         let (mut cpu, mut mem) = (0u32, 0u64);
-        let placed = running
-            .iter()
-            .filter(|v| v.host == h.name)
-            .map(|v| &v.spec)
+        let placed = by_host
+            .get(h.name.as_str())
+            .into_iter()
+            .flatten()
+            .copied()
             .chain(
                 extra
                     .iter()
@@ -174,15 +179,18 @@ async fn with_engine<T>(
         });
     }
     let pairs = ctl.pairs().await?;
+    let pair_of: BTreeMap<&str, &duplex_core::model::Pair> =
+        pairs.iter().map(|p| (p.name.as_str(), p)).collect();
+    let running_names: BTreeSet<&str> = running.iter().map(|v| v.spec.name.as_str()).collect();
     for v in &running {
         let host = Some(v.host.clone()).filter(|_| on_known(&Some(v.host.clone())));
         let peer = v
             .pair
             .as_ref()
-            .and_then(|p| pairs.iter().find(|x| &x.name == p))
+            .and_then(|p| pair_of.get(p.as_str()))
             .and_then(|p| p.members.iter().find(|m| **m != v.spec.name).cloned());
         let peer = peer.filter(|p| {
-            running.iter().any(|r| &r.spec.name == p) || extra.iter().any(|e| &e.spec.name == p)
+            running_names.contains(p.as_str()) || extra.iter().any(|e| &e.spec.name == p)
         });
         let mut info = vm_info(&v.spec, host, peer);
         if let Some((vm, avoid, site)) = exclude_for {

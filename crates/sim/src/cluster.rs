@@ -8,6 +8,7 @@
 
 use crate::api_call::call;
 use crate::faults::{Faults, Rates};
+use crate::flows::Flows;
 use crate::hosts::{lock, url_of, Shared, SimConnector, SimHost, SimVm, ELECTION};
 use axum::http::{Method, StatusCode};
 use duplex_controller::ctl::Ctl;
@@ -23,9 +24,8 @@ use duplex_core::placement::TopologyConfig;
 use duplex_core::role::{Role, RoleState};
 use duplex_core::vm_spec::VmSpec;
 use duplex_store::{Expect, MemoryStore};
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
@@ -39,6 +39,8 @@ const PAIR_RATE: f64 = 20_000.0;
 const FLOW_RATES: (f64, f64) = (1_000.0, 1_000_000.0);
 /// Longest wait for the controller to lead.
 const LEAD_WAIT: Duration = Duration::from_secs(30);
+/// Every VM's vCPUs (a host has 16).
+pub const VM_VCPUS: u32 = 4;
 /// Rack uplinks.
 const UPLINK_GBPS: f64 = 100.0;
 
@@ -73,7 +75,7 @@ pub fn host_name(i: usize) -> String {
     format!("h{i:04}")
 }
 
-fn vm_name(i: usize) -> String {
+pub fn vm_name(i: usize) -> String {
     format!("vm{i:05}")
 }
 
@@ -94,6 +96,8 @@ pub struct Cluster {
     pub size: Size,
     /// Pairs made (two VMs each); the rest are lone VMs.
     pub pairs: usize,
+    layout: Arc<Layout>,
+    started: Instant,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -114,10 +118,8 @@ struct Layout {
     /// Host of each VM.
     vm_host: Vec<usize>,
     pairs: usize,
-    /// Bytes/s each VM sends, by peer.
-    out: Vec<BTreeMap<usize, f64>>,
-    /// Bytes/s each VM receives, by peer.
-    into: Vec<BTreeMap<usize, f64>>,
+    /// Traffic between the VMs (seconds since the start on its clock).
+    flows: Mutex<Flows>,
 }
 
 impl Layout {
@@ -159,12 +161,8 @@ impl Layout {
             vm_host.push(i % size.hosts);
         }
         let mut rng = SplitMix64::new(seed);
-        let mut out = vec![BTreeMap::new(); size.vms];
-        let mut into = vec![BTreeMap::new(); size.vms];
-        let mut flow = |from: usize, to: usize, rate: f64| {
-            out[from].insert(to, rate);
-            into[to].insert(from, rate);
-        };
+        let mut flows = Flows::default();
+        let mut flow = |from: usize, to: usize, rate: f64| flows.set(from, to, rate, 0.0);
         for p in 0..pairs {
             flow(2 * p, 2 * p + 1, PAIR_RATE);
             flow(2 * p + 1, 2 * p, PAIR_RATE);
@@ -184,14 +182,14 @@ impl Layout {
             topology,
             vm_host,
             pairs,
-            out,
-            into,
+            flows: Mutex::new(flows),
         }
     }
 
     fn vm(&self, i: usize) -> Vm {
         let mut spec = VmSpec::new(&vm_name(i), vm_ip(i));
         spec.prefix_len = 12;
+        spec.vcpus = VM_VCPUS;
         Vm {
             v: SCHEMA_VERSION,
             spec,
@@ -222,18 +220,17 @@ impl Layout {
         }
     }
 
+    fn flows(&self) -> std::sync::MutexGuard<'_, Flows> {
+        self.flows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Each VM's element counters after `secs` of its flows.
     fn traffic(&self, vms: &[usize], secs: f64) -> Vec<TrafficReport> {
+        let flows = self.flows();
         vms.iter()
             .map(|&vm| {
-                let mut peers: BTreeMap<usize, (u64, u64)> = BTreeMap::new();
-                for (&to, &rate) in self.out.get(vm).into_iter().flatten() {
-                    peers.entry(to).or_default().0 += (rate * secs) as u64;
-                }
-                for (&from, &rate) in self.into.get(vm).into_iter().flatten() {
-                    peers.entry(from).or_default().1 += (rate * secs) as u64;
-                }
-                let peers: Vec<PeerCounters> = peers
+                let peers: Vec<PeerCounters> = flows
+                    .counters(vm, secs)
                     .into_iter()
                     .map(|(p, (tx, rx))| PeerCounters {
                         mac: VmSpec::new(&vm_name(p), vm_ip(p)).mac(),
@@ -312,6 +309,8 @@ impl Cluster {
             world,
             size,
             pairs: layout.pairs,
+            layout,
+            started,
             tasks,
         })
     }
@@ -322,6 +321,27 @@ impl Cluster {
         let mut w = lock(&self.world);
         let v = w.hosts.values_mut().find_map(|h| h.vms.get_mut(vm));
         v.map(|v| v.cpu_busy = vcpus).is_some()
+    }
+
+    /// VM `from` (by number) sends `rate` bytes/s to VM `to` from now on.
+    pub fn set_flow(&self, from: usize, to: usize, rate: f64) {
+        let t = self.started.elapsed().as_secs_f64();
+        self.layout.flows().set(from, to, rate, t);
+    }
+
+    /// The rate VM `from` sends to VM `to` now (by number).
+    pub fn flow_rate(&self, from: usize, to: usize) -> f64 {
+        self.layout.flows().rate(from, to)
+    }
+
+    /// Every flow between VMs (by number) with its rate now.
+    pub fn flow_rates(&self) -> Vec<(usize, usize, f64)> {
+        self.layout.flows().rates()
+    }
+
+    /// The network the hosts sit in.
+    pub fn topology(&self) -> &TopologyConfig {
+        &self.layout.topology
     }
 
     /// The host `vm` runs on now.

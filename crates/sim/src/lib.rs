@@ -17,6 +17,7 @@
 pub mod api_call;
 pub mod cluster;
 pub mod faults;
+pub mod flows;
 pub mod hosts;
 
 use api_call::call;

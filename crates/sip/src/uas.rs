@@ -122,6 +122,9 @@ pub struct Counters {
     /// BYEs of a dialog already ended (e.g. by the peer just before a
     /// handover) answered 200 again instead of 481.
     pub bye_after_end: u64,
+    /// Dialogs taken over from the old ACT that this VM already answered
+    /// anew (the INVITE's retransmission reached it first): dropped.
+    pub taken_over_superseded: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -681,7 +684,25 @@ impl Uas {
     /// dialog whose 2xx awaits its ACK gets that 2xx sent now, not at the
     /// first retransmission, and a `Del` the reply it carries (the BYE's
     /// 200 OK; a retransmitted BYE is answered from the ended dialog).
+    ///
+    /// A dialog for an INVITE this VM already answers with a dialog of its
+    /// own (the client retransmitted the INVITE and it reached this VM
+    /// before the old ACT's `Put` did; the old ACT never answered) is not
+    /// installed: its record is deleted, so the client hears one answer.
     pub fn take_over(&mut self, op: SyncOp) -> Result<Output, DialogValueError> {
+        if let SyncOp::Put { key, value } = &op {
+            let d = Dialog::from_entry(key, value.clone())?;
+            if self
+                .dialogs
+                .by_invite(&d.invite_key())
+                .is_some_and(|own| own.key() != *key)
+            {
+                self.counters.taken_over_superseded += 1;
+                let mut out = Output::default();
+                self.emit(&mut out, SyncOp::del(key.clone()));
+                return Ok(out);
+            }
+        }
         let (pending, owed) = match &op {
             SyncOp::Put { key, .. } => (Some(key.clone()), None),
             SyncOp::Del { reply, .. } => (None, reply.clone()),

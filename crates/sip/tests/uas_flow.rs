@@ -548,6 +548,38 @@ fn a_dialog_whose_put_was_refused_is_forgotten() {
 }
 
 #[test]
+fn an_invite_answered_anew_before_the_old_acts_put_arrives_keeps_one_dialog() {
+    let (mut old, mut new) = (uas(11), uas(211));
+    let call = Call { n: 11 };
+    let (_, _, ops) = invite(&mut old, &call, 0);
+    let [put @ SyncOp::Put { key, .. }] = &ops[..] else {
+        panic!("{ops:?}")
+    };
+    // The old ACT's Put is refused at the handover: nothing was sent.
+    old.forget(key, SyncSeq(1));
+    // The client's retransmission reaches the new ACT first.
+    let (own_tag, own_ok, _) = invite(&mut new, &call, 500);
+    assert_ne!(
+        key,
+        &format!("dialog/{}/{own_tag}/{}", call.call_id(), call.caller_tag())
+    );
+    // Then the old ACT's Put is handed on: dropped, its record deleted.
+    let out = new.take_over(put.clone()).unwrap();
+    assert!(
+        out.replies.is_empty(),
+        "no second answer: {:?}",
+        out.replies
+    );
+    assert!(matches!(&out.sync[..], [SyncOp::Del { key: k, .. }] if k == key));
+    assert_eq!(new.counters().taken_over_superseded, 1);
+    assert_eq!(new.dialogs().len(), 1);
+    // Further retransmissions get this VM's own 200.
+    let again = new.handle(&call.invite(), uac(), 900);
+    assert_eq!(again.replies.len(), 1);
+    assert_eq!(again.replies[0].data, own_ok);
+}
+
+#[test]
 fn a_dialog_taken_over_from_the_old_act_is_answered_at_once() {
     let (mut old, mut new) = (uas(8), uas(208));
     let call = Call { n: 8 };

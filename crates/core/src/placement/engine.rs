@@ -21,6 +21,8 @@
 //! [`Engine::explain`] scores every host, and the property tests check that
 //! the fast path picks exactly the host the full scan picks.
 
+mod terms;
+
 use super::cluster::{Cluster, ClusterError, ClusterState, HostIx, HostState, VmIx};
 use super::explain::{
     Choice, Decision, Explanation, Factor, Filter, HostVerdict, Mode, NetworkCost, PeerTraffic,

@@ -12,6 +12,7 @@
 //! - [`engine`]: filters, impact factor, decision, VM selection;
 //! - [`explain`]: the answers, including the per-host explanation;
 //! - [`rebalance`]: a cluster rebalanced as a sequence of single-VM moves;
+//! - [`exact`]: a small talking group placed exactly (branch and bound);
 //! - [`load`]: hosts' CPU and memory shares and racks' uplink bytes, measured;
 //! - [`relief`]: when an overloaded host gives up a VM (trigger, hysteresis);
 //! - [`relief_plan`]: which VM it gives up and where it goes;
@@ -22,6 +23,7 @@
 
 pub mod cluster;
 pub mod engine;
+pub mod exact;
 pub mod explain;
 pub mod headroom;
 pub mod load;

@@ -18,6 +18,11 @@
 //! - **follow**: move the VM to its best host that keeps room for its top
 //!   peer, then let its top peers make their own best moves.
 //!
+//! After each pass's visits, every VM that still talks across hosts has
+//! its talking group (and the VMs on the hosts the group may go to)
+//! placed exactly ([`super::exact`]: branch and bound over at most 8 VMs
+//! on 8 hosts, each move made when it fits).
+//!
 //! The traffic and utilization terms are a potential over the whole cluster
 //! (each is a sum over talking pairs), and a migration's memory term is
 //! non-negative, so every accepted step or sequence lowers that potential:
@@ -43,6 +48,9 @@ pub struct RebalanceOptions {
     pub lookahead_evictions: usize,
     /// Largest group the group step moves together.
     pub max_group: usize,
+    /// After the single moves and sequences: place each VM's talking
+    /// group exactly ([`super::exact`]).
+    pub exact_groups: bool,
 }
 
 impl Default for RebalanceOptions {
@@ -54,6 +62,7 @@ impl Default for RebalanceOptions {
             lookahead_peers: 2,
             lookahead_evictions: 2,
             max_group: 16,
+            exact_groups: true,
         }
     }
 }
@@ -65,7 +74,8 @@ pub struct Move {
     pub from: HostIx,
     pub to: HostIx,
     /// Factor of staying minus factor of the new host when the move was
-    /// made (negative for the first step of a sequence that pays off later).
+    /// made (negative for the first step of a sequence that pays off later;
+    /// 0 for the steps of an exact group placement, which pays as a whole).
     pub gain: f64,
     pub memory_bytes: f64,
     /// 0 for a single move; otherwise the sequence it belongs to (1, 2, ...).
@@ -149,12 +159,56 @@ pub fn rebalance(e: &mut Engine, order: &[VmIx], opts: &RebalanceOptions) -> Pla
                     .extend(moves.into_iter().map(|m| Move { sequence: seq, ..m }));
             }
         }
+        if opts.lookahead && opts.exact_groups {
+            exact_pass(e, order, opts, &mut plan, &mut seq);
+        }
         if plan.moves.len() == before {
             plan.converged = true;
             break;
         }
     }
     plan
+}
+
+/// Each VM that still talks across hosts has its talking group placed
+/// exactly, when that pays.
+fn exact_pass(
+    e: &mut Engine,
+    order: &[VmIx],
+    opts: &RebalanceOptions,
+    plan: &mut Plan,
+    seq: &mut u32,
+) {
+    for &v in order {
+        if plan.moves.len() >= opts.max_moves {
+            return;
+        }
+        let Some(from) = e.cluster().vm_host(v) else {
+            continue;
+        };
+        let Ok(stay) = e.factor_at(v, from) else {
+            continue;
+        };
+        if stay.traffic <= 0.0 {
+            continue;
+        }
+        let group = super::exact::group_of(e, v);
+        let eps = 1e-9 * (stay.total.abs() + 1.0);
+        let steps = super::exact::improve(e, &group, eps);
+        if steps.is_empty() {
+            continue;
+        }
+        *seq += 1;
+        plan.sequence_moves += steps.len();
+        plan.moves.extend(steps.into_iter().map(|s| Move {
+            vm: s.vm,
+            from: s.from,
+            to: s.to,
+            gain: 0.0,
+            memory_bytes: s.memory_bytes,
+            sequence: *seq,
+        }));
+    }
 }
 
 /// The VM's top peers on other hosts, by rate.

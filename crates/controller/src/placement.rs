@@ -112,7 +112,9 @@ fn engine_error(vm: &str, e: PlacementError) -> ApiError {
 }
 
 /// Builds the engine's inputs and runs `f` on the engine. Hosts in
-/// `loaded` take nothing (absent: the rebalancer's policy says which).
+/// `loaded` take nothing: the rebalancer's moves avoid hosts above its low
+/// mark; other placements (a new VM, a member re-created after a host
+/// loss, a drain) are not held back by measured load.
 async fn with_engine<T>(
     ctl: &Ctl,
     (extra, loaded): (Vec<Extra>, Option<BTreeSet<String>>),
@@ -133,10 +135,7 @@ async fn with_engine<T>(
     let known_names: BTreeSet<&str> = known.iter().map(|h| h.name.as_str()).collect();
     let on_known =
         |h: &Option<String>| h.as_ref().is_some_and(|h| known_names.contains(h.as_str()));
-    let loaded = match loaded {
-        Some(l) => l,
-        None => crate::relief::loaded(ctl, &hosts).await?,
-    };
+    let loaded = loaded.unwrap_or_default();
     let mut state = ClusterState::default();
     let running: Vec<&Vm> = vms
         .iter()

@@ -97,16 +97,6 @@ fn headroom(ctl: &Ctl, hosts: &[Host]) -> Headroom {
         .headroom(&ready(hosts))
 }
 
-/// Hosts placement gives no VM now: above the low mark, while the
-/// rebalancer is on (off, nothing is held back by measured load).
-pub async fn loaded(ctl: &Ctl, hosts: &[Host]) -> Result<BTreeSet<String>, RepoError> {
-    let p = policy(ctl).await?;
-    if !p.enabled {
-        return Ok(BTreeSet::new());
-    }
-    Ok(Relief::full(&p, &host_loads(ctl, hosts)))
-}
-
 /// Moves it started that still run; forgets the ones that ended.
 async fn in_flight(ctl: &Ctl) -> Result<usize, RepoError> {
     let ids = ctl.relief.started().clone();

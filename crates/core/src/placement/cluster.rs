@@ -69,6 +69,44 @@ pub struct HostInfo {
     pub migrations_in_flight: u32,
 }
 
+impl HostInfo {
+    /// A ready host in the default site with `used` of its room taken.
+    pub fn ready(
+        name: &str,
+        (cpu, mem_mib): (u32, u64),
+        (used_cpu, used_mem_mib): (u32, u64),
+    ) -> Self {
+        HostInfo {
+            name: name.into(),
+            cpu,
+            mem_mib,
+            used_cpu,
+            used_mem_mib,
+            state: HostState::Ready,
+            site: default_site(),
+            migrations_in_flight: 0,
+        }
+    }
+}
+
+impl VmInfo {
+    /// A VM of `cpu` vCPUs and `mem_mib` on `host`, with no constraints
+    /// and no memory dirtied.
+    pub fn placed(name: &str, host: Option<&str>, cpu: u32, mem_mib: u64) -> Self {
+        VmInfo {
+            name: name.into(),
+            host: host.map(Into::into),
+            cpu,
+            mem_mib,
+            dirty_bytes_per_s: 0.0,
+            pair_peer: None,
+            include: vec![],
+            exclude: vec![],
+            site: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VmInfo {

@@ -439,31 +439,12 @@ mod tests {
             .iter()
             .map(|h| {
                 let on = vms.iter().filter(|(_, x)| x == h).count() as u32;
-                HostInfo {
-                    name: h.clone(),
-                    cpu: 2,
-                    mem_mib: 2048,
-                    used_cpu: on,
-                    used_mem_mib: u64::from(on) * 1024,
-                    state: HostState::Ready,
-                    site: "default".into(),
-                    migrations_in_flight: 0,
-                }
+                HostInfo::ready(h, (2, 2048), (on, u64::from(on) * 1024))
             })
             .collect();
         let vms = vms
             .iter()
-            .map(|(n, h)| VmInfo {
-                name: (*n).into(),
-                host: Some((*h).into()),
-                cpu: 1,
-                mem_mib: 1024,
-                dirty_bytes_per_s: 0.0,
-                pair_peer: None,
-                include: vec![],
-                exclude: vec![],
-                site: None,
-            })
+            .map(|(n, h)| VmInfo::placed(n, Some(h), 1, 1024))
             .collect();
         ClusterState { hosts, vms }
     }

@@ -223,31 +223,12 @@ mod tests {
             .map(|name| {
                 let name = name.clone();
                 let on = vms.iter().filter(|(_, h)| *h == name).count() as u32;
-                HostInfo {
-                    name,
-                    cpu: on + room,
-                    mem_mib: 1 << 20,
-                    used_cpu: on,
-                    used_mem_mib: u64::from(on),
-                    state: HostState::Ready,
-                    site: "default".into(),
-                    migrations_in_flight: 0,
-                }
+                HostInfo::ready(&name, (on + room, 1 << 20), (on, u64::from(on)))
             })
             .collect();
         let vms = vms
             .iter()
-            .map(|(n, h)| VmInfo {
-                name: (*n).into(),
-                host: Some((*h).into()),
-                cpu: 1,
-                mem_mib: 1,
-                dirty_bytes_per_s: 0.0,
-                pair_peer: None,
-                include: vec![],
-                exclude: vec![],
-                site: None,
-            })
+            .map(|(n, h)| VmInfo::placed(n, Some(h), 1, 1))
             .collect();
         ClusterState { hosts, vms }
     }

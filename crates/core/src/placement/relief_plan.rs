@@ -48,7 +48,7 @@ impl Move {
             ),
         };
         format!(
-            "{} is at {:.0} % of its capacity: moving {} ({}: {}/s) to {}, the host with the least impact factor ({}{stay})",
+            "{} is at {:.0} % of its capacity: moving {} ({}: {}/s) to {}, the host with the least impact factor of those it leaves below the low mark ({}{stay})",
             self.host,
             self.load * 100.0,
             d.vm,

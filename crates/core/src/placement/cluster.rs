@@ -228,6 +228,8 @@ pub struct Cluster {
     vm_names: Vec<String>,
     vm_index: HashMap<String, VmIx>,
     pub(crate) vms: Vec<VmRow>,
+    /// The VMs on each host, ascending (kept by `move_vm`).
+    on_host: Vec<Vec<VmIx>>,
 }
 
 impl Cluster {
@@ -261,6 +263,7 @@ impl Cluster {
             vm_names: Vec::with_capacity(state.vms.len()),
             vm_index: HashMap::with_capacity(state.vms.len()),
             vms: Vec::with_capacity(state.vms.len()),
+            on_host: Vec::new(),
         };
         for &i in &order {
             let h = &state.hosts[i];
@@ -376,6 +379,12 @@ impl Cluster {
             });
         }
         c.site_names = site_names;
+        c.on_host = vec![Vec::new(); c.hosts.len()];
+        for (v, row) in c.vms.iter().enumerate() {
+            if let Some(h) = row.host {
+                c.on_host[h as usize].push(v as VmIx);
+            }
+        }
         Ok(c)
     }
 
@@ -432,9 +441,7 @@ impl Cluster {
     }
     /// VMs on a host, in VM order.
     pub fn vms_on(&self, h: HostIx) -> Vec<VmIx> {
-        (0..self.vms.len() as VmIx)
-            .filter(|&v| self.vms[v as usize].host == Some(h))
-            .collect()
+        self.on_host.get(h as usize).cloned().unwrap_or_default()
     }
 
     /// Record that `v` now runs on `to` (a finished migration or creation):
@@ -454,6 +461,11 @@ impl Cluster {
             u.0 = u.0.saturating_sub(cpu);
             u.1 = u.1.saturating_sub(mem);
             self.refresh(from);
+            self.on_host[from as usize].retain(|&x| x != v);
+        }
+        let list = &mut self.on_host[to as usize];
+        if let Err(at) = list.binary_search(&v) {
+            list.insert(at, v);
         }
         let u = &mut self.used[to as usize];
         u.0 = u.0.saturating_add(cpu);

@@ -22,7 +22,7 @@ pub const MAX_MEMBERS: usize = 8;
 /// Hosts a group is tried on.
 pub const MAX_CANDIDATES: usize = 8;
 /// Assignments (search nodes) tried per group before the best so far is taken.
-pub const MAX_NODES: u64 = 200_000;
+pub const MAX_NODES: u64 = 5_000;
 
 /// One move of an improvement, in the order it is made.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -99,9 +99,16 @@ struct Problem {
 /// Improves where `group` runs if an assignment beats the current one by
 /// more than `eps`; returns the moves made (none: nothing better, or no
 /// order of moves that always fits).
-pub fn improve(e: &mut Engine, group: &[VmIx], eps: f64) -> Vec<Step> {
-    let group = &widen(e, group);
-    let Some(p) = problem(e, group) else {
+///
+/// `roomy` are hosts with much room (see [`roomiest`]), tried after the
+/// hosts the group and its peers run on and where the engine sends each.
+pub fn improve(e: &mut Engine, group: &[VmIx], roomy: &[HostIx], eps: f64) -> Vec<Step> {
+    if group.is_empty() || group.len() > MAX_MEMBERS {
+        return Vec::new();
+    }
+    let cands = candidates(e, group, roomy);
+    let group = &widen(e, group, &cands);
+    let Some(p) = problem(e, group, cands) else {
         return Vec::new();
     };
     let here: Vec<usize> = group
@@ -129,11 +136,24 @@ pub fn improve(e: &mut Engine, group: &[VmIx], eps: f64) -> Vec<Step> {
     }
 }
 
+/// The `n` ready hosts with the most free vCPUs (ties by index): the
+/// candidates a group may spread to beyond its own and its peers' hosts.
+/// One pass over the hosts: computed once per rebalancing pass.
+pub fn roomiest(e: &Engine, n: usize) -> Vec<HostIx> {
+    let c = e.cluster();
+    let mut roomy: Vec<(u32, HostIx)> = (0..c.host_count() as HostIx)
+        .filter(|&h| c.host_state(h) == Some(super::cluster::HostState::Ready))
+        .map(|h| (c.host_free(h).map_or(0, |f| f.0), h))
+        .collect();
+    roomy.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    roomy.into_iter().take(n).map(|(_, h)| h).collect()
+}
+
 /// `group` and, while there is room, the VMs on the hosts it may go to:
 /// they compete for those hosts' room.
-fn widen(e: &mut Engine, group: &[VmIx]) -> Vec<VmIx> {
+fn widen(e: &Engine, group: &[VmIx], cands: &[HostIx]) -> Vec<VmIx> {
     let mut out = group.to_vec();
-    for h in candidates(e, group) {
+    for &h in cands {
         for v in e.cluster().vms_on(h) {
             if out.len() < MAX_MEMBERS && !out.contains(&v) {
                 out.push(v);
@@ -143,7 +163,7 @@ fn widen(e: &mut Engine, group: &[VmIx]) -> Vec<VmIx> {
     out
 }
 
-fn candidates(e: &mut Engine, group: &[VmIx]) -> Vec<HostIx> {
+fn candidates(e: &mut Engine, group: &[VmIx], roomy: &[HostIx]) -> Vec<HostIx> {
     let mut out: Vec<HostIx> = Vec::new();
     let add = |h: HostIx, out: &mut Vec<HostIx>| {
         if out.len() < MAX_CANDIDATES && !out.contains(&h) {
@@ -171,24 +191,17 @@ fn candidates(e: &mut Engine, group: &[VmIx]) -> Vec<HostIx> {
     for (_, h) in outside {
         add(h, &mut out);
     }
-    // The rest: the hosts with the most room (all of a small cluster).
-    let c = e.cluster();
-    let mut roomy: Vec<(u32, HostIx)> = (0..c.host_count() as HostIx)
-        .filter(|&h| c.host_state(h) == Some(super::cluster::HostState::Ready))
-        .map(|h| (c.host_free(h).map_or(0, |f| f.0), h))
-        .collect();
-    roomy.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    for (_, h) in roomy {
+    // The rest: hosts with much room (all of a small cluster).
+    for &h in roomy {
         add(h, &mut out);
     }
     out
 }
 
-fn problem(e: &mut Engine, group: &[VmIx]) -> Option<Problem> {
+fn problem(e: &mut Engine, group: &[VmIx], cands: Vec<HostIx>) -> Option<Problem> {
     if group.is_empty() || group.len() > MAX_MEMBERS {
         return None;
     }
-    let cands = candidates(e, group);
     let index = |v: VmIx| group.iter().position(|&m| m == v);
     let mut admits = Vec::with_capacity(group.len());
     let mut row = Vec::new();
@@ -488,7 +501,8 @@ mod tests {
         assert!(e.network_cost().traffic_hops > 0.0);
         let group = group_of(&e, a);
         assert_eq!(group.len(), 4, "a, x and who shares their hosts: {group:?}");
-        let steps = improve(&mut e, &group, 1e-9);
+        let roomy = roomiest(&e, MAX_CANDIDATES);
+        let steps = improve(&mut e, &group, &roomy, 1e-9);
         assert!(!steps.is_empty());
         assert_eq!(e.network_cost().traffic_hops, 0.0, "{steps:?}");
         // Every step fitted when it was made: no host over its 2 slots.
@@ -497,7 +511,7 @@ mod tests {
         }
         // Nothing better now.
         let group = group_of(&e, a);
-        assert!(improve(&mut e, &group, 1e-9).is_empty());
+        assert!(improve(&mut e, &group, &roomy, 1e-9).is_empty());
     }
 
     #[test]
@@ -514,7 +528,8 @@ mod tests {
         let mut e = Engine::new(&t, &s, &m, traffic_only()).unwrap();
         let a = e.cluster().vm_ix("a").unwrap();
         let group = group_of(&e, a);
-        improve(&mut e, &group, 1e-9);
+        let roomy = roomiest(&e, MAX_CANDIDATES);
+        improve(&mut e, &group, &roomy, 1e-9);
         let c = e.cluster();
         let (ha, hb) = (
             c.vm_host(a).unwrap(),

@@ -179,6 +179,7 @@ fn exact_pass(
     plan: &mut Plan,
     seq: &mut u32,
 ) {
+    let roomy = super::exact::roomiest(e, super::exact::MAX_CANDIDATES);
     for &v in order {
         if plan.moves.len() >= opts.max_moves {
             return;
@@ -194,7 +195,7 @@ fn exact_pass(
         }
         let group = super::exact::group_of(e, v);
         let eps = 1e-9 * (stay.total.abs() + 1.0);
-        let steps = super::exact::improve(e, &group, eps);
+        let steps = super::exact::improve(e, &group, &roomy, eps);
         if steps.is_empty() {
             continue;
         }

@@ -432,17 +432,11 @@ mod tests {
     use super::*;
     use crate::placement::cluster::{ClusterState, HostInfo, HostState, VmInfo};
     use crate::placement::params::Params;
-    use crate::placement::topology::{LeafSpine, Topology};
+    use crate::placement::topology::Topology;
     use crate::placement::traffic::TrafficMatrix;
 
     fn topo() -> Topology {
-        Topology::leaf_spine(&LeafSpine {
-            racks: 2,
-            hosts_per_rack: 2,
-            spines: 2,
-            link_gbps: 100.0,
-        })
-        .unwrap()
+        Topology::two_by_two()
     }
 
     /// Hosts of two 1-vCPU slots; `vms` as (name, host).

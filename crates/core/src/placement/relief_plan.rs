@@ -195,17 +195,11 @@ mod tests {
     use crate::placement::cluster::{ClusterState, HostInfo, VmInfo};
     use crate::placement::headroom::VmUse;
     use crate::placement::params::Params;
-    use crate::placement::topology::{LeafSpine, Topology};
+    use crate::placement::topology::Topology;
     use crate::placement::traffic::TrafficMatrix;
 
     fn topo() -> Topology {
-        Topology::leaf_spine(&LeafSpine {
-            racks: 2,
-            hosts_per_rack: 2,
-            spines: 2,
-            link_gbps: 100.0,
-        })
-        .unwrap()
+        Topology::two_by_two()
     }
 
     /// r0-h0 holds a, b, c; a's peer is on r1-h0. Hosts have room for

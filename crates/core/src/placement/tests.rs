@@ -11,30 +11,11 @@ use super::topology::{FatTree, LeafSpine, Topology};
 use super::traffic::TrafficMatrix;
 
 fn host(name: &str, cpu: u32, mem_mib: u64) -> HostInfo {
-    HostInfo {
-        name: name.into(),
-        cpu,
-        mem_mib,
-        used_cpu: 0,
-        used_mem_mib: 0,
-        state: HostState::Ready,
-        site: "default".into(),
-        migrations_in_flight: 0,
-    }
+    HostInfo::ready(name, (cpu, mem_mib), (0, 0))
 }
 
 fn vm(name: &str, host: Option<&str>, cpu: u32, mem_mib: u64) -> VmInfo {
-    VmInfo {
-        name: name.into(),
-        host: host.map(Into::into),
-        cpu,
-        mem_mib,
-        dirty_bytes_per_s: 0.0,
-        pair_peer: None,
-        include: vec![],
-        exclude: vec![],
-        site: None,
-    }
+    VmInfo::placed(name, host, cpu, mem_mib)
 }
 
 /// Hosts with their VMs' use booked.

@@ -302,6 +302,19 @@ impl Topology {
 
     /// The k-ary fat-tree: k pods, each with k/2 edge switches of k/2
     /// hosts. Hosts are named `p<pod>-e<edge>-h<i>`, racks `p<pod>-e<edge>`.
+    /// Two racks of two hosts (`r0-h0` … `r1-h1`) under two spines at
+    /// 100 Gb/s: the small fabric of unit tests.
+    #[cfg(test)]
+    pub(crate) fn two_by_two() -> Self {
+        Self::leaf_spine(&LeafSpine {
+            racks: 2,
+            hosts_per_rack: 2,
+            spines: 2,
+            link_gbps: 100.0,
+        })
+        .expect("a valid leaf-spine")
+    }
+
     pub fn fat_tree(spec: &FatTree) -> Result<Self, TopologyError> {
         let k = spec.k;
         if k < 2 || k & 1 == 1 {

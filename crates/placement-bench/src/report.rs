@@ -107,10 +107,11 @@ pub fn write(
          with default parameters: a VM moves when the best host's impact factor is below \
          staying; a VM stuck in a local optimum gets a bounded lookahead (make room on \
          a peer's full host, move its co-located group, gather its talking group on one host, \
-         or let a peer follow); after each pass's visits every VM still talking across hosts \
+         or let a peer follow); once a pass moves nothing, every VM still talking across hosts \
          has its talking group, widened by the VMs on the hosts it may go to, placed exactly \
          (`placement::exact`: branch and bound over at most 8 VMs on 8 hosts, 5,000 nodes, \
-         each move made when it fits). Blind (Nova RAM weigher, same filters): move to the passing \
+         each move made when it fits; within {passes} passes the large clusters here do not \
+         get that far). Blind (Nova RAM weigher, same filters): move to the passing \
          host with the most free RAM when it has more than the current one. Traffic × \
          distance in MB/s·hop (pairs on one host count 0), cross-rack in MB/s; migrations with \
          the GiB the pre-copy model says they move.\n"

@@ -18,7 +18,7 @@
 //! - **follow**: move the VM to its best host that keeps room for its top
 //!   peer, then let its top peers make their own best moves.
 //!
-//! After each pass's visits, every VM that still talks across hosts has
+//! Once a pass moves nothing, every VM that still talks across hosts has
 //! its talking group (and the VMs on the hosts the group may go to)
 //! placed exactly ([`super::exact`]: branch and bound over at most 8 VMs
 //! on 8 hosts, each move made when it fits).
@@ -159,7 +159,10 @@ pub fn rebalance(e: &mut Engine, order: &[VmIx], opts: &RebalanceOptions) -> Pla
                     .extend(moves.into_iter().map(|m| Move { sequence: seq, ..m }));
             }
         }
-        if opts.lookahead && opts.exact_groups {
+        // Once the moves and sequences find nothing more, the exact group
+        // step polishes what they left (run earlier, it would change the
+        // path they take).
+        if plan.moves.len() == before && opts.lookahead && opts.exact_groups {
             exact_pass(e, order, opts, &mut plan, &mut seq);
         }
         if plan.moves.len() == before {

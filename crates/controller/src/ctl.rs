@@ -306,10 +306,7 @@ impl Ctl {
     pub fn ingest_usage(&self, host: &str, usage: Option<&duplex_core::agent_api::HostUsage>) {
         if let Some(u) = usage {
             let now_ms = crate::events::now_ms();
-            self.usage
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .ingest(host, u, now_ms);
+            self.lock_usage().ingest(host, u, now_ms);
         }
     }
 
@@ -318,10 +315,15 @@ impl Ctl {
         &self,
         hosts: &[(String, duplex_core::agent_api::HostCapacity)],
     ) -> Vec<duplex_core::placement::relief::HostLoad> {
-        self.usage
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .host_loads(hosts)
+        self.lock_usage().host_loads(hosts)
+    }
+
+    /// What `hosts` and their VMs use, to weigh moves with.
+    pub fn headroom(
+        &self,
+        hosts: &[(String, duplex_core::agent_api::HostCapacity)],
+    ) -> duplex_core::placement::headroom::Headroom {
+        self.lock_usage().headroom(hosts)
     }
 
     /// Feeds one host's element counters into the traffic matrix.

@@ -84,17 +84,11 @@ fn ready(hosts: &[Host]) -> Vec<(String, HostCapacity)> {
         .collect()
 }
 
-/// The measured loads of the hosts that take VMs.
-fn host_loads(ctl: &Ctl, hosts: &[Host]) -> Vec<HostLoad> {
-    ctl.host_loads(&ready(hosts))
-}
-
-/// What the hosts that take VMs and their VMs use, to weigh moves with.
-fn headroom(ctl: &Ctl, hosts: &[Host]) -> Headroom {
-    ctl.usage
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .headroom(&ready(hosts))
+/// What the hosts that take VMs and their VMs use (one pass over the
+/// samples), and each such host's load.
+fn measured(ctl: &Ctl, hosts: &[Host]) -> (Vec<HostLoad>, Headroom) {
+    let headroom = ctl.headroom(&ready(hosts));
+    (headroom.loads(), headroom)
 }
 
 /// Moves it started that still run; forgets the ones that ended.
@@ -137,7 +131,7 @@ pub async fn run(ctl: Arc<Ctl>) {
 async fn pass(ctl: &Arc<Ctl>) -> Result<(), ApiError> {
     let policy = policy(ctl).await?;
     let hosts = ctl.hosts().await?;
-    let loads = host_loads(ctl, &hosts);
+    let (loads, mut headroom) = measured(ctl, &hosts);
     let in_flight = in_flight(ctl).await?;
     let now = now_ms();
     let (due, resting) = {
@@ -149,7 +143,6 @@ async fn pass(ctl: &Arc<Ctl>) -> Result<(), ApiError> {
         return Ok(());
     }
     let full = Relief::full(&policy, &loads);
-    let mut headroom = headroom(ctl, &hosts);
     let pass = Pass {
         headroom: &mut headroom,
         low: policy.low,
@@ -270,7 +263,7 @@ pub struct PlanView {
 pub async fn dry_run(ctl: &Ctl) -> Result<PlanView, ApiError> {
     let policy = policy(ctl).await?;
     let hosts = ctl.hosts().await?;
-    let loads = host_loads(ctl, &hosts);
+    let (loads, mut headroom) = measured(ctl, &hosts);
     let in_flight = in_flight(ctl).await?;
     let now = now_ms();
     let on = ReliefPolicy {
@@ -281,7 +274,6 @@ pub async fn dry_run(ctl: &Ctl) -> Result<PlanView, ApiError> {
     let due = memory.due(&on, &loads, in_flight, now);
     let resting = resting(ctl, &memory);
     let full = Relief::full(&on, &loads);
-    let mut headroom = headroom(ctl, &hosts);
     let pass = Pass {
         headroom: &mut headroom,
         low: on.low,

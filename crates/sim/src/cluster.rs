@@ -54,6 +54,17 @@ pub struct Size {
 }
 
 impl Size {
+    /// Four hosts in two racks: p00000 = vm00000 (ACT) on h0000 and
+    /// vm00001 (SBY) on h0002; p00001 = vm00002 on h0001 and vm00003 on
+    /// h0003; lone vm00004 on h0000 and vm00005 on h0001. For tests of the
+    /// controller's rules through its API.
+    pub const FOUR_HOSTS: Size = Size {
+        hosts: 4,
+        vms: 6,
+        racks: 2,
+        sites: 1,
+    };
+
     fn check(&self) -> Result<(), String> {
         if self.hosts == 0 || self.racks == 0 || self.sites == 0 {
             return Err("hosts, racks and sites must be at least 1".into());

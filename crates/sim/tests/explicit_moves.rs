@@ -6,17 +6,11 @@ use axum::http::{Method, StatusCode};
 use duplex_sim::cluster::{Cluster, Size};
 use serde_json::{json, Value};
 
-/// Four hosts in two racks: p00000 = vm00000 (ACT) on h0000 and vm00001
-/// (SBY) on h0002; p00001 = vm00002 on h0001 and vm00003 on h0003; lone
-/// vm00004 on h0000 and vm00005 on h0001.
+/// `Size::FOUR_HOSTS` (its doc says where everything runs).
 async fn cluster() -> Cluster {
-    let size = Size {
-        hosts: 4,
-        vms: 6,
-        racks: 2,
-        sites: 1,
-    };
-    Cluster::start(size, 3).await.expect("the cluster")
+    Cluster::start(Size::FOUR_HOSTS, 3)
+        .await
+        .expect("the cluster")
 }
 
 fn says(answer: &Value, what: &str) -> bool {

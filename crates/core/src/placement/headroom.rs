@@ -3,6 +3,7 @@
 //! relieved host's VM would overload its target, which would give it back:
 //! oscillation), and its booking of each move within a pass. Pure.
 
+use super::relief::HostLoad;
 use crate::agent_api::HostCapacity;
 use std::collections::BTreeMap;
 
@@ -75,6 +76,20 @@ impl Headroom {
             u.mem_mib = u.mem_mib.saturating_add(v.mem_mib);
         }
         Some(u.peak())
+    }
+
+    /// Each host's shares of its capacity in use (hosts with no capacity
+    /// left out), by name.
+    pub fn loads(&self) -> Vec<HostLoad> {
+        self.hosts
+            .iter()
+            .filter(|(_, u)| u.cap.vcpus > 0 && u.cap.memory_mib > 0)
+            .map(|(h, u)| HostLoad {
+                host: h.clone(),
+                cpu: u.cpu / f64::from(u.cap.vcpus),
+                mem: u.mem_mib as f64 / u.cap.memory_mib as f64,
+            })
+            .collect()
     }
 
     /// `host`'s peak share now (with the moves booked).

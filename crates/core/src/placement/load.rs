@@ -102,29 +102,9 @@ impl UsageSampler {
     }
 
     /// Each host's shares of its capacity in use, by what its VMs use
-    /// (hosts with no capacity are left out).
+    /// (hosts with no capacity are left out), by name.
     pub fn host_loads(&self, hosts: &[(String, HostCapacity)]) -> Vec<HostLoad> {
-        hosts
-            .iter()
-            .filter(|(_, c)| c.vcpus > 0 && c.memory_mib > 0)
-            .map(|(h, c)| {
-                let samples = self
-                    .on_host
-                    .get(h)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|vm| self.vms.get(vm))
-                    .filter(|s| &s.host == h);
-                let (cpu, mem) = samples.fold((0.0, 0u64), |(c, m), s| {
-                    (c + s.rate.unwrap_or(0.0), m + s.rss_mib)
-                });
-                HostLoad {
-                    host: h.clone(),
-                    cpu: cpu / f64::from(c.vcpus),
-                    mem: mem as f64 / c.memory_mib as f64,
-                }
-            })
-            .collect()
+        self.headroom(hosts).loads()
     }
 }
 

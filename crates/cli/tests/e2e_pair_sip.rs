@@ -1,9 +1,13 @@
 //! End to end, issue 3: an ACT/SBY pair (ACT on h1, SBY on h2) runs the
 //! sample SIP service behind a service address; `sipp` in the client
-//! namespace drives calls at a steady rate; in the middle of the run the
-//! pair is switched over through the agents. Expected: 0 failed calls, 0
-//! unexpected messages, and the calls that were up during the switchover
-//! (their BYEs reach the new ACT) all end with 200 OK. Needs root, QEMU and
+//! namespace drives calls at a steady rate, and a second `sipp` calls with
+//! what happens inside a call (REGISTER, INFO, a re-INVITE, UPDATE,
+//! MESSAGE, OPTIONS, the registration removed: the sip crate's
+//! `tests/fixtures/mid_call.xml`); in the middle of the run the pair is
+//! switched over through the agents. Expected: 0 failed calls, 0
+//! unexpected messages, and the calls and registrations that were up
+//! during the switchover (their requests reach the new ACT) all end with
+//! 200 OK, nothing left in the replicated store. Needs root, QEMU and
 //! the image (`./setup.sh`); the lab is removed even if the test fails.
 
 use duplex_controller::pair_exec::{self as pair, PairMember};
@@ -23,6 +27,8 @@ const RATE_CPS: f64 = 10.0;
 /// Call length (200 OK/ACK to BYE): long enough that every switchover
 /// catches calls in progress.
 const CALL_MS: u64 = 2000;
+/// Calls per second of the second sipp (each call is 9 transactions).
+const MID_CALL_CPS: f64 = 2.0;
 
 async fn role_of(m: &PairMember) -> String {
     let s = m.agent.guest(&m.vm, &Op::Status).await.expect("status");
@@ -88,6 +94,21 @@ async fn sip_calls_survive_a_switchover() {
         .map(|s| s.to_string())
         .collect();
     let sipp = duplex_sipp::spawn(&run, &prefix).expect("start sipp");
+    let mid_work = work.join("mid-call");
+    std::fs::create_dir_all(&mid_work).unwrap();
+    let mut mid = SippRun::new(std::net::SocketAddr::from((vip, 5060)), mid_work);
+    mid.rate_cps = MID_CALL_CPS;
+    mid.call_length_ms = CALL_MS;
+    mid.calls = Some((MID_CALL_CPS * 20.0) as u64);
+    mid.scenario = Scenario::File(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../sip/tests/fixtures/mid_call.xml"
+        )
+        .into(),
+    );
+    mid.timeout = Duration::from_secs(90);
+    let mid_sipp = duplex_sipp::spawn(&mid, &prefix).expect("start the second sipp");
 
     // Halfway: switch over, ordered through the agents.
     tokio::time::sleep(Duration::from_secs(9)).await;
@@ -119,7 +140,12 @@ async fn sip_calls_survive_a_switchover() {
     let r = sipp.wait().await.expect("sipp report");
     eprintln!("sipp: {}", r.summary());
     eprintln!("{}", serde_json::to_string_pretty(&r).unwrap());
+    let m = mid_sipp.wait().await.expect("second sipp report");
+    eprintln!("sipp, mid-call scenario: {}", m.summary());
     let _ = std::fs::remove_dir_all(&work);
+    assert_eq!(m.failed, 0, "mid-call scenario: {m:?}");
+    assert_eq!((m.unexpected_messages, m.abandoned), (0, 0), "{m:?}");
+    assert_eq!(m.successful, mid.calls.unwrap());
     assert_eq!(r.failed, 0, "failed calls: {:?}", r.failed_by_reason);
     assert_eq!(r.unexpected_messages, 0);
     assert_eq!(r.abandoned, 0);
@@ -131,7 +157,8 @@ async fn sip_calls_survive_a_switchover() {
         "the run must have calls up during the switchover"
     );
     // Every dialog, including those set up on the old ACT, was ended by a
-    // BYE the new ACT answered: none is left in its replicated store.
+    // BYE the new ACT answered, every registration removed: none is left
+    // in its replicated store.
     let status = b.agent.guest(&b.vm, &Op::Status).await.unwrap();
     assert_eq!(status["replica"]["keys"], serde_json::json!(0), "{status}");
     // ... over authenticated replication, and the key stays in the guest.

@@ -9,6 +9,7 @@
 //! retransmitted INVITE with the identical bytes.
 
 use crate::message::{Message, Method, ParseError};
+use crate::methods;
 use crate::transaction::{Reply, SyncSeq, TxKey};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -71,6 +72,10 @@ pub struct Dialog {
     /// ACK received.
     pub confirmed: bool,
     pub invite: InviteRecord,
+    /// The version of the last session description sent in it (0: none;
+    /// RFC 3264 §8: one more with each new one).
+    #[serde(default)]
+    pub sdp_version: u64,
     /// Local only: the sync op carrying this dialog's 200 OK, while unanswered.
     #[serde(skip)]
     pub pending: Option<SyncSeq>,
@@ -196,9 +201,6 @@ impl Dialogs {
     }
 }
 
-/// Allowed methods (for `Allow`).
-pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS";
-
 /// What to do with a new (not retransmitted) request. ACKs are not routed
 /// here: they match a transaction or a dialog and are never answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,6 +211,13 @@ pub enum Route {
     ReInvite(DialogId),
     /// BYE of a known dialog: 200 and remove it.
     Bye(DialogId),
+    /// INFO, UPDATE or MESSAGE inside a known dialog: 200 (they change
+    /// nothing a switchover must carry; the remote CSeq is kept locally).
+    InDialog(DialogId),
+    /// MESSAGE outside any dialog: 200.
+    Accept,
+    /// REGISTER: the registrar's answer.
+    Register,
     /// 200 with `Allow`.
     Options,
     /// 200 if the INVITE transaction exists (its final response is already
@@ -260,10 +269,15 @@ pub fn route(dialogs: &Dialogs, msg: &Message) -> Result<Route, ParseError> {
         Method::Ack => Ok(Route::Ack),
         Method::Options => Ok(Route::Options),
         Method::Cancel => Ok(Route::Cancel),
-        _ => Ok(Route::Reject {
-            code: 405,
-            reason: "Method Not Allowed",
-        }),
+        Method::Register => Ok(Route::Register),
+        Method::Message if msg.to_tag()?.is_none() => Ok(Route::Accept),
+        Method::Info | Method::Update | Method::Message => in_dialog(dialogs, msg, Route::InDialog),
+        // No reliable provisional response is ever sent (RFC 3262 §3).
+        Method::Prack => Ok(NO_DIALOG),
+        other => {
+            let (code, reason) = methods::refusal(other).unwrap_or((405, "Method Not Allowed"));
+            Ok(Route::Reject { code, reason })
+        }
     }
 }
 
@@ -286,6 +300,7 @@ mod tests {
                 cseq: 5,
                 response: "SIP/2.0 200 OK\r\n\r\n".into(),
             },
+            sdp_version: 1,
             pending: Some(SyncSeq(3)),
         }
     }
@@ -361,12 +376,47 @@ mod tests {
         assert_eq!(route(&t, &req("BYE", "", 6)).unwrap(), NO_DIALOG);
         assert_eq!(route(&t, &req("OPTIONS", "", 1)).unwrap(), Route::Options);
         assert_eq!(route(&t, &req("CANCEL", "", 1)).unwrap(), Route::Cancel);
+        assert_eq!(route(&t, &req("REGISTER", "", 1)).unwrap(), Route::Register);
         assert_eq!(
-            route(&t, &req("REGISTER", "", 1)).unwrap(),
+            route(&t, &req("SUBSCRIBE", "", 1)).unwrap(),
             Route::Reject {
                 code: 405,
                 reason: "Method Not Allowed"
             }
         );
+        assert_eq!(
+            route(&t, &req("FROB", "", 1)).unwrap(),
+            Route::Reject {
+                code: 501,
+                reason: "Not Implemented"
+            }
+        );
+    }
+
+    #[test]
+    fn requests_inside_a_dialog_need_it() {
+        let mut t = Dialogs::default();
+        t.insert(dialog("c1/x"));
+        for m in ["INFO", "UPDATE", "MESSAGE"] {
+            assert!(
+                matches!(
+                    route(&t, &req(m, ";tag=lt", 6)).unwrap(),
+                    Route::InDialog(_)
+                ),
+                "{m}"
+            );
+            assert_eq!(route(&t, &req(m, ";tag=zz", 6)).unwrap(), NO_DIALOG, "{m}");
+            assert!(
+                matches!(
+                    route(&t, &req(m, ";tag=lt", 4)).unwrap(),
+                    Route::Reject { code: 500, .. }
+                ),
+                "{m} out of order"
+            );
+        }
+        assert_eq!(route(&t, &req("INFO", "", 6)).unwrap(), NO_DIALOG);
+        assert_eq!(route(&t, &req("UPDATE", "", 6)).unwrap(), NO_DIALOG);
+        assert_eq!(route(&t, &req("MESSAGE", "", 1)).unwrap(), Route::Accept);
+        assert_eq!(route(&t, &req("PRACK", ";tag=lt", 6)).unwrap(), NO_DIALOG);
     }
 }

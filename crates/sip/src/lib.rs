@@ -1,26 +1,37 @@
 //! `duplex sip`: the sample SIP service, a UAS over UDP whose dialog state
 //! survives a switchover to the standby VM.
 //!
-//! It answers INVITE with 100 Trying, 180 Ringing and 200 OK (no SDP), takes
-//! the ACK, answers BYE with 200 OK (481 for an unknown dialog), OPTIONS
-//! with 200 OK, CANCEL with 200/481, other methods with 405, malformed
-//! requests with 400 when they can be answered. Every dialog is replicated
-//! through the middleware (docs/conventions.md, "Service state
-//! replication"), synchronously before the 200 OK that creates it leaves, so
-//! after a switchover the new ACT answers the same calls: a retransmitted
-//! INVITE with the identical 200 OK, the ACK, a BYE.
+//! It answers INVITE with 100 Trying, 180 Ringing and 200 OK (its SDP answers
+//! every stream inactive: it takes no media), takes
+//! the ACK, answers BYE with 200 OK (481 for an unknown dialog), INFO,
+//! UPDATE and MESSAGE inside a dialog with 200 OK, OPTIONS and MESSAGE
+//! with 200 OK, CANCEL with 200/481, REGISTER as a registrar; methods it
+//! knows but does not serve with 405, others with 501, a required
+//! extension with 420, malformed requests with 400 when they can be
+//! answered. Every dialog and every address-of-record's bindings are
+//! replicated through the middleware (docs/conventions.md, "Service state
+//! replication"), synchronously before the 200 OK that creates them leaves,
+//! so after a switchover the new ACT answers the same calls and
+//! registrations: a retransmitted INVITE with the identical 200 OK, the
+//! ACK, a BYE, a REGISTER's refresh or query.
 //!
 //! Functional core, imperative shell:
 //! - [`message`]: SIP parsing and serialization;
 //! - [`transaction`]: server transactions (retransmission absorption, timers);
 //! - [`dialog`]: the dialog table and what each request does;
+//! - [`methods`]: which methods are served, what the rest are answered;
+//! - [`registrar`]: REGISTER's bindings, replicated like dialogs;
+//! - [`sdp`]: the session descriptions it answers offers with;
 //! - [`uas`]: the pure core, `handle(datagram, from, now) -> Output`;
 //! - [`sync`]: lines of the middleware protocol;
 //! - [`server`]: UDP + unix socket + timer, with tokio.
 
 pub mod dialog;
 pub mod message;
+pub mod methods;
+pub mod registrar;
 pub mod rng;
+pub mod sdp;
 pub mod server;
 pub mod sync;
 pub mod transaction;

@@ -89,6 +89,10 @@ pub enum Method {
     Cancel,
     Options,
     Register,
+    Info,
+    Update,
+    Message,
+    Prack,
     Other(String),
 }
 
@@ -101,6 +105,10 @@ impl Method {
             "CANCEL" => Method::Cancel,
             "OPTIONS" => Method::Options,
             "REGISTER" => Method::Register,
+            "INFO" => Method::Info,
+            "UPDATE" => Method::Update,
+            "MESSAGE" => Method::Message,
+            "PRACK" => Method::Prack,
             other => Method::Other(other.to_string()),
         }
     }
@@ -113,6 +121,10 @@ impl Method {
             Method::Cancel => "CANCEL",
             Method::Options => "OPTIONS",
             Method::Register => "REGISTER",
+            Method::Info => "INFO",
+            Method::Update => "UPDATE",
+            Method::Message => "MESSAGE",
+            Method::Prack => "PRACK",
             Method::Other(s) => s,
         }
     }
@@ -374,8 +386,12 @@ pub fn split_list(value: &str) -> Vec<&str> {
     out
 }
 
-/// The `tag` parameter of a From/To value (`name-addr` or `addr-spec`).
-pub fn tag_of(header: &'static str, value: &str) -> Result<Option<String>, ParseError> {
+/// A From/To/Contact value (`name-addr` or `addr-spec`) split into its
+/// URI and its header parameters (`;a=b;c`, empty if none).
+pub fn addr_and_params<'a>(
+    header: &'static str,
+    value: &'a str,
+) -> Result<(&'a str, &'a str), ParseError> {
     let v = value.trim();
     if v.is_empty() {
         return Err(bad(header, "empty"));
@@ -409,30 +425,44 @@ pub fn tag_of(header: &'static str, value: &str) -> Result<Option<String>, Parse
     if quoted {
         return Err(bad(header, "unterminated quoted string"));
     }
-    if angle_open.is_some() && params_at.is_none() {
-        return Err(bad(header, "`<` without `>`"));
-    }
     let addr_end = params_at.unwrap_or(v.len());
-    if !v[..addr_end].contains(':') {
+    let uri = match angle_open {
+        Some(open) if params_at.is_some() => &v[open + 1..addr_end - 1],
+        Some(_) => return Err(bad(header, "`<` without `>`")),
+        None => &v[..addr_end],
+    };
+    if !uri.contains(':') {
         return Err(bad(header, format!("no URI in {:?}", excerpt(v))));
     }
-    let Some(at) = params_at else { return Ok(None) };
-    for p in v[at..].split(';') {
+    Ok((uri.trim(), &v[addr_end..]))
+}
+
+/// The value of header parameter `name` in `params` (`;a=b;c`): `Some("")`
+/// for a parameter without a value.
+pub fn header_param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
+    params.split(';').find_map(|p| {
         let p = p.trim();
-        if p.is_empty() {
-            continue;
-        }
         let (n, val) = p
             .split_once('=')
             .map_or((p, ""), |(n, val)| (n.trim(), val.trim()));
-        if n.eq_ignore_ascii_case("tag") {
-            if !is_token(val) {
-                return Err(bad(header, format!("bad tag {:?}", excerpt(val))));
-            }
-            return Ok(Some(val.to_string()));
-        }
+        n.eq_ignore_ascii_case(name).then_some(val)
+    })
+}
+
+/// The `tag` parameter of a From/To value (`name-addr` or `addr-spec`).
+pub fn tag_of(header: &'static str, value: &str) -> Result<Option<String>, ParseError> {
+    let (_, params) = addr_and_params(header, value)?;
+    match header_param(params, "tag") {
+        None => Ok(None),
+        Some(val) if is_token(val) => Ok(Some(val.to_string())),
+        Some(val) => Err(bad(header, format!("bad tag {:?}", excerpt(val)))),
     }
-    Ok(None)
+}
+
+/// The IP address a SIP URI's host is, if it is one.
+pub fn uri_ip(uri: &str) -> Option<std::net::IpAddr> {
+    let (host, _) = split_host_port(uri_hostport(uri)?)?;
+    host.trim_matches(['[', ']']).parse().ok()
 }
 
 /// `host[:port]` of a SIP URI (`sip:user@host:port;params`), if it has one.
@@ -611,6 +641,28 @@ impl Message {
         let mut out = s.into_bytes();
         out.extend_from_slice(&self.body);
         out
+    }
+}
+
+impl Message {
+    /// The message with `body` of `content_type` (its Content-Length set).
+    pub fn with_body(mut self, content_type: &str, body: Vec<u8>) -> Message {
+        self.headers
+            .retain(|h| !h.is("Content-Length") && !h.is("Content-Type"));
+        self.headers.push(Header::new("Content-Type", content_type));
+        self.headers
+            .push(Header::new("Content-Length", body.len().to_string()));
+        self.body = body;
+        self
+    }
+
+    /// Whether the body is of `content_type` (parameters and case aside).
+    pub fn body_is(&self, content_type: &str) -> bool {
+        self.header("Content-Type").is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case(content_type))
+        })
     }
 }
 

@@ -184,6 +184,13 @@ pub fn random_seed() -> u64 {
     t ^ (u64::from(std::process::id()) << 32)
 }
 
+/// Unix time in ms (0 if the clock is before 1970).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// What the sync task tells the main loop.
 #[derive(Debug)]
 enum SyncEvent {
@@ -236,7 +243,11 @@ impl Server {
 
     /// Serves until `shutdown` completes; returns the counters.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<Report, SipError> {
-        let uas = Uas::new(UasConfig::new(self.local, random_seed()));
+        let cfg = UasConfig {
+            wall_base_ms: unix_ms(),
+            ..UasConfig::new(self.local, random_seed())
+        };
+        let uas = Uas::new(cfg);
         let mut shell = Shell {
             sock: self.sock,
             uas,

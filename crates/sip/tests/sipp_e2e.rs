@@ -1,6 +1,9 @@
-//! End to end with the real sipp (Debian package `sip-tester`): its built-in
-//! `uac` scenario (INVITE, 100/180/200, ACK, pause, BYE, 200) against the
-//! server on a free 127.0.0.1 port without replication.
+//! End to end with the real sipp (Debian package `sip-tester`) against the
+//! server on a free 127.0.0.1 port without replication: its built-in `uac`
+//! scenario (INVITE, 100/180/200, ACK, pause, BYE, 200), and
+//! `fixtures/mid_call.xml` (REGISTER, a call with INFO, a re-INVITE,
+//! UPDATE, MESSAGE, OPTIONS and an unknown method in it, the registration
+//! removed).
 //!
 //! `cargo test --release -p duplex-sip --test sipp_e2e -- --nocapture`
 
@@ -25,8 +28,17 @@ struct SippRun {
     server: Report,
 }
 
-/// `sipp -sn uac 127.0.0.1:PORT -r 20 -m 100 -d 500 -l 50 -timeout 30 ...`
-async fn run_sipp(name: &str, extra: &[&str]) -> SippRun {
+/// The built-in `uac` scenario.
+const UAC: &[&str] = &["-sn", "uac"];
+
+/// `fixtures/mid_call.xml`.
+fn mid_call() -> [String; 2] {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mid_call.xml");
+    ["-sf".to_string(), path.to_string()]
+}
+
+/// `sipp SCENARIO 127.0.0.1:PORT -r 20 -d 500 -l 50 -timeout 30 EXTRA ...`
+async fn run_sipp(name: &str, scenario: &[&str], extra: &[&str]) -> SippRun {
     // Kernel-chosen ports: the tests run in parallel.
     let server = Server::bind("127.0.0.1:0".parse().unwrap(), None).expect("bind 127.0.0.1");
     let target = server.local_addr().to_string();
@@ -41,9 +53,10 @@ async fn run_sipp(name: &str, extra: &[&str]) -> SippRun {
     let out = tokio::time::timeout(
         Duration::from_secs(60),
         tokio::process::Command::new("sipp")
-            .args(["-sn", "uac", &target, "-i", "127.0.0.1", "-p", "0"])
+            .args(scenario)
+            .args([&target, "-i", "127.0.0.1", "-p", "0"])
             .args([
-                "-r", "20", "-m", "100", "-d", "500", "-l", "50", "-timeout", "30", "-nostdin",
+                "-r", "20", "-d", "500", "-l", "50", "-timeout", "30", "-nostdin",
             ])
             .args(extra)
             .arg("-trace_stat")
@@ -90,7 +103,7 @@ async fn run_sipp(name: &str, extra: &[&str]) -> SippRun {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 
 async fn sipp_uac_100_calls() {
-    let run = run_sipp("clean", &[]).await;
+    let run = run_sipp("clean", UAC, &["-m", "100"]).await;
     assert_eq!(run.exit, Some(0), "sipp: not every call succeeded");
     assert_eq!((run.successful, run.failed), (Some(100), Some(0)));
     let u = &run.server.uas;
@@ -108,11 +121,51 @@ async fn sipp_uac_100_calls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 
 async fn sipp_uac_100_calls_with_10_percent_loss() {
-    let run = run_sipp("lossy", &["-lost", "10"]).await;
+    let run = run_sipp("lossy", UAC, &["-m", "100", "-lost", "10"]).await;
     assert_eq!(run.exit, Some(0), "sipp: not every call succeeded");
     assert_eq!((run.successful, run.failed), (Some(100), Some(0)));
     assert!(run.retransmissions.unwrap_or(0) > 0, "no loss happened?");
     let u = &run.server.uas;
     assert!(u.retransmissions_absorbed > 0 || u.responses_retransmitted > 0);
     assert_eq!(u.malformed_dropped + u.bad_requests_sent, 0);
+}
+
+/// What happens inside a call besides INVITE and BYE, and a registration
+/// around it: every request answered as the RFCs say, 50 calls of 50.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_mid_call_requests_and_registrations() {
+    let sf = mid_call();
+    let sf: Vec<&str> = sf.iter().map(String::as_str).collect();
+    let run = run_sipp("mid-call", &sf, &["-m", "50"]).await;
+    assert_eq!(run.exit, Some(0), "sipp: not every call succeeded");
+    assert_eq!((run.successful, run.failed), (Some(50), Some(0)));
+    let u = &run.server.uas;
+    for (method, n) in [
+        ("REGISTER", 100),
+        ("INVITE", 100),
+        ("INFO", 50),
+        ("UPDATE", 50),
+        ("MESSAGE", 50),
+    ] {
+        assert_eq!(
+            u.requests.get(method),
+            Some(&n),
+            "{method}: {:?}",
+            u.requests
+        );
+    }
+    assert_eq!(u.responses.get(&501), Some(&50), "{:?}", u.responses);
+    assert_eq!(u.malformed_dropped + u.bad_requests_sent, 0);
+}
+
+/// The same with sipp dropping 10 % of what it sends and receives: every
+/// kind of request is carried through by retransmissions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_mid_call_requests_with_10_percent_loss() {
+    let sf = mid_call();
+    let sf: Vec<&str> = sf.iter().map(String::as_str).collect();
+    let run = run_sipp("mid-call-lossy", &sf, &["-m", "50", "-lost", "10"]).await;
+    assert_eq!(run.exit, Some(0), "sipp: not every call succeeded");
+    assert_eq!((run.successful, run.failed), (Some(50), Some(0)));
+    assert!(run.retransmissions.unwrap_or(0) > 0, "no loss happened?");
 }

@@ -2,7 +2,8 @@
 
 mod common;
 
-use common::{code, codes, parse_reply, request, to_tag, uac, uas, Call};
+use common::{code, codes, parse_reply, request, to_tag, uac, uas, with_body, Call, SDP};
+use duplex_sip::methods::ALLOW;
 use duplex_sip::transaction::{SyncSeq, LINGER};
 use duplex_sip::{Owed, SyncOp, Uas};
 use std::collections::HashSet;
@@ -47,13 +48,17 @@ fn full_call_flow() {
         }
         other => panic!("{other:?}"),
     }
-    // The 200 OK: Via/From/Call-ID/CSeq copied, Contact, no body.
+    // The 200 OK: Via/From/Call-ID/CSeq copied, Contact, the SDP answer.
     assert_eq!(ok.call_id().unwrap(), call.call_id());
     assert_eq!(ok.branch().unwrap().as_deref(), Some("z9hG4bK-4242-1-0"));
     assert_eq!(ok.cseq().unwrap().seq, 1);
     assert_eq!(ok.header("Contact"), Some("<sip:duplex@127.0.0.1:5070>"));
-    assert_eq!(ok.header("Content-Length"), Some("0"));
-    assert!(ok.body.is_empty());
+    assert!(ok.body_is("application/sdp"));
+    assert_eq!(
+        ok.header("Content-Length"),
+        Some(ok.body.len().to_string().as_str())
+    );
+    assert!(String::from_utf8_lossy(&ok.body).contains("a=inactive"));
     assert_eq!(u.dialogs().len(), 1);
 
     // ACK confirms the dialog: replicated, nothing sent.
@@ -169,19 +174,20 @@ fn options_other_methods_cancel() {
     let out = u.handle(&request("OPTIONS", "z9hG4bKo", "o1", None), uac(), 0);
     assert_eq!(codes(&out.replies), [200]);
     let m = parse_reply(&out.replies[0]);
-    assert_eq!(m.header("Allow"), Some("INVITE, ACK, BYE, CANCEL, OPTIONS"));
+    assert_eq!(m.header("Allow"), Some(ALLOW));
     assert!(m.to_tag().unwrap().is_some());
 
-    let out = u.handle(&request("REGISTER", "z9hG4bKr", "r1", None), uac(), 0);
-    assert_eq!(codes(&out.replies), [405]);
-    assert_eq!(
-        parse_reply(&out.replies[0]).header("Allow"),
-        Some("INVITE, ACK, BYE, CANCEL, OPTIONS")
-    );
+    // A known method it does not serve: 405 with what it serves.
     let out = u.handle(&request("SUBSCRIBE", "z9hG4bKs", "s1", None), uac(), 0);
     assert_eq!(codes(&out.replies), [405]);
+    assert_eq!(parse_reply(&out.replies[0]).header("Allow"), Some(ALLOW));
+    // A REGISTER without Contact: a query of no bindings.
+    let out = u.handle(&request("REGISTER", "z9hG4bKr", "r1", None), uac(), 0);
+    assert_eq!(codes(&out.replies), [200]);
+    assert_eq!(parse_reply(&out.replies[0]).header("Contact"), None);
+    // A method it does not know at all: 501 (RFC 3261 §8.2.1).
     let out = u.handle(&request("X-ANY", "z9hG4bKx", "x1", None), uac(), 0);
-    assert_eq!(codes(&out.replies), [405]);
+    assert_eq!(codes(&out.replies), [501]);
     // Unknown methods share one counter.
     assert_eq!(u.counters().requests.get("OTHER"), Some(&2));
     assert_eq!(u.counters().requests.get("REGISTER"), Some(&1));
@@ -213,6 +219,263 @@ fn options_other_methods_cancel() {
         1,
         "CANCEL after the 200 leaves the dialog"
     );
+}
+
+#[test]
+fn info_update_and_message_in_a_dialog_get_200_and_need_it() {
+    let mut u = uas(7);
+    let call = Call { n: 13 };
+    let (tag, _, _) = invite(&mut u, &call, 0);
+    u.handle(&call.ack(&tag), uac(), 10);
+    for (cseq, method) in [(2, "INFO"), (3, "UPDATE"), (4, "MESSAGE")] {
+        let out = u.handle(&call.within(method, &tag, cseq), uac(), 20);
+        assert_eq!(codes(&out.replies), [200], "{method}");
+        assert_eq!(to_tag(&out.replies[0]).as_deref(), Some(tag.as_str()));
+        assert!(out.sync.is_empty(), "{method} changes nothing replicated");
+        // Its retransmission: the same answer from the transaction.
+        let again = u.handle(&call.within(method, &tag, cseq), uac(), 30);
+        assert_eq!(again.replies[0].data, out.replies[0].data);
+    }
+    // Out of order now that CSeq 4 was seen (§12.2.2); another dialog: 481.
+    let out = u.handle(&call.within("INFO", &tag, 3), uac(), 40);
+    assert_eq!(codes(&out.replies), [500]);
+    let out = u.handle(&call.within("INFO", "other", 5), uac(), 40);
+    assert_eq!(codes(&out.replies), [481]);
+    // No reliable provisional response was sent, so no PRACK matches one.
+    let out = u.handle(&call.within("PRACK", &tag, 6), uac(), 40);
+    assert_eq!(codes(&out.replies), [481]);
+    // A MESSAGE outside any dialog is taken (RFC 3428).
+    let out = u.handle(&request("MESSAGE", "z9hG4bKm", "m1", None), uac(), 40);
+    assert_eq!(codes(&out.replies), [200]);
+    let out = u.handle(&call.within("BYE", &tag, 7), uac(), 50);
+    assert_eq!(codes(&out.replies), [200]);
+    assert_eq!(u.dialogs().len(), 0);
+}
+
+fn register(call_id: &str, cseq: u32, contact: &str) -> Vec<u8> {
+    format!(
+        "REGISTER sip:127.0.0.1:5070 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-reg-{call_id}-{cseq}\r\n\
+         From: <sip:alice@127.0.0.1>;tag=r{cseq}\r\n\
+         To: <sip:alice@127.0.0.1>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: {cseq} REGISTER\r\n\
+         {contact}\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn a_registration_is_replicated_before_its_200_and_served_by_the_other_vm() {
+    let (mut act, mut sby) = (uas(31), uas(32));
+    let bind = register(
+        "reg1",
+        1,
+        "Contact: <sip:alice@127.0.0.1:5061>;expires=300\r\n",
+    );
+    let out = act.handle(&bind, uac(), 0);
+    assert_eq!(codes(&out.replies), [200]);
+    assert_eq!(
+        out.replies[0].after_sync,
+        Some(act.sync_issued()),
+        "waits for its Put"
+    );
+    let ok = parse_reply(&out.replies[0]);
+    assert_eq!(
+        ok.header("Contact"),
+        Some("<sip:alice@127.0.0.1:5061>;expires=300")
+    );
+    let [op @ SyncOp::Put { key, .. }] = &out.sync[..] else {
+        panic!("{:?}", out.sync)
+    };
+    assert_eq!(key, "binding/sip:alice@127.0.0.1");
+    sby.apply(op.clone()).unwrap();
+    // The other VM answers a query, and the same REGISTER again (its 200
+    // lost in a handover) from the bindings: 200, nothing changed.
+    let out = sby.handle(&register("reg2", 1, ""), uac(), 10_000);
+    assert_eq!(codes(&out.replies), [200]);
+    assert_eq!(
+        parse_reply(&out.replies[0]).header("Contact"),
+        Some("<sip:alice@127.0.0.1:5061>;expires=290")
+    );
+    let out = sby.handle(&bind, uac(), 10_000);
+    assert_eq!(codes(&out.replies), [200]);
+    assert!(out.sync.is_empty());
+    // An older CSeq of the same registration fails; a removal replicates
+    // as a Del.
+    let out = sby.handle(
+        &register("reg1", 0, "Contact: <sip:alice@127.0.0.1:5061>\r\n"),
+        uac(),
+        10_000,
+    );
+    assert_eq!(codes(&out.replies), [500]);
+    let out = sby.handle(
+        &register("reg1", 2, "Contact: *\r\nExpires: 0\r\n"),
+        uac(),
+        11_000,
+    );
+    assert_eq!(codes(&out.replies), [200]);
+    assert!(
+        matches!(&out.sync[..], [SyncOp::Del { key, .. }] if key == "binding/sip:alice@127.0.0.1")
+    );
+    act.apply(out.sync[0].clone()).unwrap();
+    assert!(act.registrar().is_empty());
+}
+
+#[test]
+fn a_registration_lapses_and_a_bad_one_is_refused_with_the_reason() {
+    let mut u = uas(33);
+    u.handle(
+        &register(
+            "reg1",
+            1,
+            "Contact: <sip:alice@127.0.0.1:5061>;expires=5\r\n",
+        ),
+        uac(),
+        0,
+    );
+    assert_eq!(u.registrar().len(), 1);
+    u.tick(5_000);
+    assert!(
+        u.registrar().is_empty(),
+        "lapsed by the clock, no sync needed"
+    );
+    let out = u.handle(&register("reg1", 2, "Contact: *\r\n"), uac(), 6_000);
+    assert_eq!(codes(&out.replies), [400]);
+    let warning = parse_reply(&out.replies[0])
+        .header("Warning")
+        .unwrap()
+        .to_string();
+    assert!(warning.contains("Expires: 0"), "{warning}");
+    // Bindings are in the dump a reconnected VM puts again.
+    u.handle(
+        &register("reg3", 1, "Contact: <sip:alice@127.0.0.1:5061>\r\n"),
+        uac(),
+        7_000,
+    );
+    let out = u.resync(&HashSet::new());
+    assert!(out
+        .sync
+        .iter()
+        .any(|op| op.key() == "binding/sip:alice@127.0.0.1"));
+}
+
+/// The `o=` version of a reply's session description.
+fn sdp_version(r: &duplex_sip::transaction::Reply) -> u64 {
+    let m = parse_reply(r);
+    assert!(m.body_is("application/sdp"), "{:?}", m.headers);
+    let body = String::from_utf8(m.body).unwrap();
+    let o = body.lines().find(|l| l.starts_with("o=")).unwrap();
+    o.split(' ').nth(2).unwrap().parse().unwrap()
+}
+
+#[test]
+fn offers_are_answered_inactive_and_each_new_answer_is_a_new_version() {
+    let (mut act, mut sby) = (uas(41), uas(42));
+    let call = Call { n: 41 };
+    let (tag, ok, ops) = invite(&mut act, &call, 0);
+    let body = String::from_utf8(
+        parse_reply(&duplex_sip::transaction::Reply {
+            to: uac(),
+            data: ok.clone(),
+            after_sync: None,
+        })
+        .body,
+    )
+    .unwrap();
+    assert!(
+        body.contains("m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=inactive"),
+        "{body}"
+    );
+    for op in ops
+        .into_iter()
+        .chain(act.handle(&call.ack(&tag), uac(), 10).sync)
+    {
+        sby.apply(op).unwrap();
+    }
+    // UPDATE with an offer: version 2, replicated before its 200.
+    let update = with_body(call.within("UPDATE", &tag, 2), "application/sdp", SDP);
+    let out = act.handle(&update, uac(), 20);
+    assert_eq!(codes(&out.replies), [200]);
+    assert_eq!(sdp_version(&out.replies[0]), 2);
+    assert_eq!(out.replies[0].after_sync, Some(act.sync_issued()));
+    for op in out.sync {
+        sby.apply(op).unwrap();
+    }
+    // After a switchover the other VM goes on from there: version 3.
+    let out = sby.handle(
+        &with_body(call.within("INVITE", &tag, 3), "application/sdp", SDP),
+        uac(),
+        30,
+    );
+    assert_eq!(codes(&out.replies), [200]);
+    assert_eq!(sdp_version(&out.replies[0]), 3);
+    // An UPDATE without a body is no offer: 200 without one.
+    let out = sby.handle(&call.within("UPDATE", &tag, 4), uac(), 40);
+    assert!(parse_reply(&out.replies[0]).body.is_empty());
+    // An INVITE without an offer gets one.
+    let bare = Call { n: 42 };
+    let plain = String::from_utf8(bare.invite()).unwrap();
+    let plain =
+        plain.split("Content-Type").next().unwrap().to_string() + "Content-Length: 0\r\n\r\n";
+    let out = act.handle(plain.as_bytes(), uac(), 50);
+    assert_eq!(codes(&out.replies), [100, 180, 200]);
+    assert_eq!(sdp_version(&out.replies[2]), 1);
+}
+
+#[test]
+fn a_body_that_is_no_offer_is_refused_and_sets_nothing_up() {
+    let mut u = uas(43);
+    let call = Call { n: 43 };
+    let text = String::from_utf8(call.invite()).unwrap();
+    let text = text.replace("Content-Type: application/sdp", "Content-Type: text/plain");
+    let out = u.handle(text.as_bytes(), uac(), 0);
+    assert_eq!(codes(&out.replies), [415]);
+    assert_eq!(
+        parse_reply(&out.replies[0]).header("Accept"),
+        Some("application/sdp")
+    );
+    let call = Call { n: 44 };
+    let text = String::from_utf8(call.invite()).unwrap();
+    let text = text.replace("m=audio 6000 RTP/AVP 0", "m=audio sixx RTP/AVP 0");
+    let out = u.handle(text.as_bytes(), uac(), 0);
+    assert_eq!(codes(&out.replies), [488]);
+    let warning = parse_reply(&out.replies[0])
+        .header("Warning")
+        .unwrap()
+        .to_string();
+    assert!(warning.contains("bad media line"), "{warning}");
+    assert!(out.sync.is_empty());
+    assert_eq!(u.dialogs().len(), 0);
+    // A re-INVITE with a bad offer leaves the call as it was.
+    let call = Call { n: 45 };
+    let (tag, _, _) = invite(&mut u, &call, 0);
+    let bad = with_body(call.within("INVITE", &tag, 2), "application/sdp", "v=0\r\n");
+    let out = u.handle(&bad, uac(), 10);
+    assert_eq!(codes(&out.replies), [488]);
+    assert_eq!(u.dialogs().len(), 1);
+}
+
+#[test]
+fn a_required_extension_gets_420_naming_it() {
+    let mut u = uas(8);
+    let call = Call { n: 14 };
+    let invite = String::from_utf8(call.invite()).unwrap().replace(
+        "Max-Forwards: 70\r\n",
+        "Max-Forwards: 70\r\nRequire: 100rel\r\n",
+    );
+    let out = u.handle(invite.as_bytes(), uac(), 0);
+    assert_eq!(codes(&out.replies), [420]);
+    assert_eq!(
+        parse_reply(&out.replies[0]).header("Unsupported"),
+        Some("100rel")
+    );
+    assert!(out.sync.is_empty());
+    assert_eq!(u.dialogs().len(), 0, "no call is set up");
+    // The client's ACK for the 420 is taken by its transaction.
+    let tag = to_tag(&out.replies[0]).unwrap();
+    assert!(u.handle(&call.ack(&tag), uac(), 10).replies.is_empty());
 }
 
 #[test]

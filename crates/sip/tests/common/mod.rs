@@ -92,6 +92,11 @@ impl Call {
     pub fn reinvite(&self, to_tag: &str, cseq: u32) -> Vec<u8> {
         self.in_dialog("INVITE", 20 + cseq, cseq, to_tag)
     }
+
+    /// Another request of the dialog (INFO, UPDATE, ...), its own branch.
+    pub fn within(&self, method: &str, to_tag: &str, cseq: u32) -> Vec<u8> {
+        self.in_dialog(method, 40 + cseq, cseq, to_tag)
+    }
 }
 
 pub fn request(method: &str, branch: &str, call_id: &str, to_tag: Option<&str>) -> Vec<u8> {
@@ -130,4 +135,17 @@ pub fn codes(replies: &[Reply]) -> Vec<u16> {
 
 pub fn to_tag(r: &Reply) -> Option<String> {
     parse_reply(r).to_tag().unwrap()
+}
+
+/// `request` (ending in `Content-Length: 0` and an empty line) with a body.
+pub fn with_body(request: Vec<u8>, content_type: &str, body: &str) -> Vec<u8> {
+    let text = String::from_utf8(request).unwrap();
+    let head = text
+        .strip_suffix("Content-Length: 0\r\n\r\n")
+        .expect("a request without a body");
+    format!(
+        "{head}Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }

@@ -492,41 +492,17 @@ impl Uas {
                 if let Some(d) = self.dialogs.get_mut(&id) {
                     d.remote_cseq = d.remote_cseq.max(cseq);
                 }
-                self.final_response(
-                    msg,
-                    from,
-                    key,
-                    200,
-                    "OK",
-                    None,
-                    vec![server],
-                    None,
-                    now,
-                    out,
-                );
+                self.ok(msg, from, key, vec![server], now, out);
             }
             Route::Register => self.register(msg, from, key, now, out),
-            Route::Accept => {
-                self.final_response(
-                    msg,
-                    from,
-                    key,
-                    200,
-                    "OK",
-                    None,
-                    vec![server],
-                    None,
-                    now,
-                    out,
-                );
-            }
+            Route::Accept => self.ok(msg, from, key, vec![server], now, out),
             Route::Options => {
                 let extra = vec![
                     Header::new("Allow", methods::ALLOW),
                     Header::new("Accept", "application/sdp"),
                     server,
                 ];
-                self.final_response(msg, from, key, 200, "OK", None, extra, None, now, out);
+                self.ok(msg, from, key, extra, now, out);
             }
             Route::Cancel => {
                 let invite = key.invite_of();
@@ -674,7 +650,7 @@ impl Uas {
             // Not reached: an UPDATE with a body is an offer or refused.
             Ok(None) => {
                 let extra = vec![Header::new("Server", SERVER)];
-                self.final_response(msg, from, key, 200, "OK", None, extra, None, now, out);
+                self.ok(msg, from, key, extra, now, out);
                 return Ok(());
             }
             Err(r) => {
@@ -750,6 +726,19 @@ impl Uas {
         self.final_response(
             msg, from, key, r.code, r.reason, None, extra, None, now, out,
         );
+    }
+
+    /// 200 OK with `extra` headers, changing nothing replicated.
+    fn ok(
+        &mut self,
+        msg: &Message,
+        from: SocketAddr,
+        key: TxKey,
+        extra: Vec<Header>,
+        now: u64,
+        out: &mut Output,
+    ) {
+        self.final_response(msg, from, key, 200, "OK", None, extra, None, now, out);
     }
 
     /// A final response that ends a new transaction (kept for retransmissions).

@@ -76,6 +76,15 @@ pub struct Dialog {
     /// RFC 3264 §8: one more with each new one).
     #[serde(default)]
     pub sdp_version: u64,
+    /// The 2xx of an INVITE carried this UAS's offer and its ACK (with
+    /// the answer) has not come: an offer in an UPDATE now gets 491
+    /// (RFC 3311 §5.2).
+    #[serde(default)]
+    pub offer_pending: bool,
+    /// The last UPDATE with an offer and its 200 OK, byte for byte: its
+    /// retransmission gets the same answer on either VM, not a new version.
+    #[serde(default)]
+    pub update: Option<InviteRecord>,
     /// Local only: the sync op carrying this dialog's 200 OK, while unanswered.
     #[serde(skip)]
     pub pending: Option<SyncSeq>,
@@ -211,8 +220,10 @@ pub enum Route {
     ReInvite(DialogId),
     /// BYE of a known dialog: 200 and remove it.
     Bye(DialogId),
-    /// INFO, UPDATE or MESSAGE inside a known dialog: 200 (they change
-    /// nothing a switchover must carry; the remote CSeq is kept locally).
+    /// INFO, UPDATE or MESSAGE inside a known dialog: 200 (an UPDATE
+    /// with an offer changes the session's version, replicated; the rest
+    /// change nothing a switchover must carry; the remote CSeq is kept
+    /// locally).
     InDialog(DialogId),
     /// MESSAGE outside any dialog: 200.
     Accept,
@@ -301,6 +312,8 @@ mod tests {
                 response: "SIP/2.0 200 OK\r\n\r\n".into(),
             },
             sdp_version: 1,
+            offer_pending: false,
+            update: None,
             pending: Some(SyncSeq(3)),
         }
     }

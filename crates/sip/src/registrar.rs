@@ -31,6 +31,8 @@ pub const MAX_EXPIRES_S: u64 = 86_400;
 pub const MAX_CONTACTS: usize = 16;
 /// Addresses-of-record the registrar holds.
 pub const MAX_AORS: usize = 100_000;
+/// The longest contact or address-of-record URI taken.
+pub const MAX_URI: usize = 256;
 
 /// One contact bound to an address-of-record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +132,11 @@ impl Registrar {
             .headers_named("Contact")
             .flat_map(|h| split_list(&h.value))
             .collect();
+        // Refused before any work: a datagram may hold thousands.
+        if contacts.len() > MAX_CONTACTS {
+            let why = format!("more than {MAX_CONTACTS} contacts in one REGISTER");
+            return Err(refuse(403, "Forbidden", why));
+        }
         let mut held: Vec<Binding> = self.bindings(&aor, now_ms).into_iter().cloned().collect();
         let before = held.clone();
         if contacts == ["*"] {
@@ -277,6 +284,12 @@ fn update(
 
 fn wanted(value: &str, default_s: u64) -> Result<Wanted, ParseError> {
     let (uri, params) = addr_and_params("Contact", value)?;
+    if uri.len() > MAX_URI {
+        return Err(ParseError::BadHeader {
+            header: "Contact",
+            reason: format!("URI longer than {MAX_URI} bytes"),
+        });
+    }
     let expires_s = header_param(params, "expires")
         .and_then(seconds)
         .unwrap_or(default_s);
@@ -299,18 +312,17 @@ fn aor_of(msg: &Message) -> Result<String, ParseError> {
         reason: "missing".into(),
     })?;
     let (uri, _) = addr_and_params("To", to)?;
+    if uri.len() > MAX_URI {
+        return Err(ParseError::BadHeader {
+            header: "To",
+            reason: format!("URI longer than {MAX_URI} bytes"),
+        });
+    }
     Ok(canonical(uri))
 }
 
 fn canonical(uri: &str) -> String {
-    let uri = uri.split([';', '?']).next().unwrap_or(uri);
-    let Some((scheme, rest)) = uri.split_once(':') else {
-        return uri.to_ascii_lowercase();
-    };
-    let (user, host) = match rest.rsplit_once('@') {
-        Some((u, h)) => (format!("{u}@"), h),
-        None => (String::new(), rest),
-    };
+    let (scheme, user, host, _) = parts(uri);
     format!(
         "{}:{user}{}",
         scheme.to_ascii_lowercase(),
@@ -318,13 +330,23 @@ fn canonical(uri: &str) -> String {
     )
 }
 
-/// Contacts compare as URIs: scheme and host without regard to case.
-fn same_uri(a: &str, b: &str) -> bool {
-    canonical(a) == canonical(b) && params(a) == params(b)
+/// A URI's scheme, user part (with its `@`; it may hold `;`, §19.1.1),
+/// host and the parameters and headers after the host.
+fn parts(uri: &str) -> (&str, &str, &str, &str) {
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return (uri, "", "", "");
+    };
+    let (user, host) = match rest.find('@') {
+        Some(at) => rest.split_at(at + 1),
+        None => ("", rest),
+    };
+    let end = host.find([';', '?']).unwrap_or(host.len());
+    (scheme, user, &host[..end], &host[end..])
 }
 
-fn params(uri: &str) -> &str {
-    uri.find(';').map_or("", |i| &uri[i..])
+/// Contacts compare as URIs: scheme and host without regard to case.
+fn same_uri(a: &str, b: &str) -> bool {
+    canonical(a) == canonical(b) && parts(a).3 == parts(b).3
 }
 
 #[cfg(test)]
@@ -448,5 +470,15 @@ mod tests {
         );
         assert!(same_uri("sip:bob@H.example:5060", "sip:bob@h.example:5060"));
         assert!(!same_uri("sip:bob@h", "sip:Bob@h"));
+        // A `;` in the user part is the user's, not a parameter.
+        assert_ne!(
+            canonical("sip:+1212;ext=1@a.com"),
+            canonical("sip:+1212;ext=2@b.com")
+        );
+        assert_eq!(
+            canonical("sip:+1212;ext=1@A.com;user=phone"),
+            "sip:+1212;ext=1@a.com"
+        );
+        assert!(!same_uri("sip:bob@h;transport=tcp", "sip:bob@h"));
     }
 }

@@ -241,6 +241,14 @@ fn info_update_and_message_in_a_dialog_get_200_and_need_it() {
     assert_eq!(codes(&out.replies), [500]);
     let out = u.handle(&call.within("INFO", "other", 5), uac(), 40);
     assert_eq!(codes(&out.replies), [481]);
+    // An INFO of an Info Package: none is offered (RFC 6086 §4.2.2).
+    let package = String::from_utf8(call.within("INFO", &tag, 5)).unwrap();
+    let package = package
+        .replace("Max-Forwards", "Info-Package: foo\r\nMax-Forwards")
+        .replace("-13-45", "-13-99"); // not the 481'd INFO's branch
+    let out = u.handle(package.as_bytes(), uac(), 40);
+    assert_eq!(codes(&out.replies), [469]);
+    assert_eq!(parse_reply(&out.replies[0]).header("Recv-Info"), Some(""));
     // No reliable provisional response was sent, so no PRACK matches one.
     let out = u.handle(&call.within("PRACK", &tag, 6), uac(), 40);
     assert_eq!(codes(&out.replies), [481]);
@@ -295,6 +303,9 @@ fn a_registration_is_replicated_before_its_200_and_served_by_the_other_vm() {
     // lost in a handover) from the bindings: 200, nothing changed.
     let out = sby.handle(&register("reg2", 1, ""), uac(), 10_000);
     assert_eq!(codes(&out.replies), [200]);
+    // A query on the ACT while its Put is unanswered waits for it.
+    let q = act.handle(&register("reg3", 1, ""), uac(), 100);
+    assert_eq!(q.replies[0].after_sync, Some(act.sync_issued()));
     assert_eq!(
         parse_reply(&out.replies[0]).header("Contact"),
         Some("<sip:alice@127.0.0.1:5061>;expires=290")
@@ -400,9 +411,16 @@ fn offers_are_answered_inactive_and_each_new_answer_is_a_new_version() {
     assert_eq!(codes(&out.replies), [200]);
     assert_eq!(sdp_version(&out.replies[0]), 2);
     assert_eq!(out.replies[0].after_sync, Some(act.sync_issued()));
+    let update_ok = out.replies[0].data.clone();
     for op in out.sync {
         sby.apply(op).unwrap();
     }
+    // Its 200 lost in a switchover, the client retransmits the UPDATE to
+    // the other VM: the same answer, not a new version.
+    let out = sby.handle(&update, uac(), 25);
+    assert_eq!(out.replies.len(), 1);
+    assert_eq!(out.replies[0].data, update_ok);
+    assert!(out.sync.is_empty());
     // After a switchover the other VM goes on from there: version 3.
     let out = sby.handle(
         &with_body(call.within("INVITE", &tag, 3), "application/sdp", SDP),
@@ -422,6 +440,19 @@ fn offers_are_answered_inactive_and_each_new_answer_is_a_new_version() {
     let out = act.handle(plain.as_bytes(), uac(), 50);
     assert_eq!(codes(&out.replies), [100, 180, 200]);
     assert_eq!(sdp_version(&out.replies[2]), 1);
+    // Until the ACK brings the answer, an offer in an UPDATE crosses ours:
+    // 491 (RFC 3311 §5.2); after it, 200.
+    let bare_tag = to_tag(&out.replies[2]).unwrap();
+    let offer = |cseq| {
+        with_body(
+            bare.within("UPDATE", &bare_tag, cseq),
+            "application/sdp",
+            SDP,
+        )
+    };
+    assert_eq!(codes(&act.handle(&offer(2), uac(), 60).replies), [491]);
+    act.handle(&bare.ack(&bare_tag), uac(), 70);
+    assert_eq!(codes(&act.handle(&offer(3), uac(), 80).replies), [200]);
 }
 
 #[test]
@@ -473,6 +504,10 @@ fn a_required_extension_gets_420_naming_it() {
     );
     assert!(out.sync.is_empty());
     assert_eq!(u.dialogs().len(), 0, "no call is set up");
+    // A method it does not know is refused as such, whatever it requires.
+    let frob = String::from_utf8(request("FROB", "z9hG4bKf", "f1", None)).unwrap();
+    let frob = frob.replace("Content-Length", "Require: 100rel\r\nContent-Length");
+    assert_eq!(codes(&u.handle(frob.as_bytes(), uac(), 0).replies), [501]);
     // The client's ACK for the 420 is taken by its transaction.
     let tag = to_tag(&out.replies[0]).unwrap();
     assert!(u.handle(&call.ack(&tag), uac(), 10).replies.is_empty());

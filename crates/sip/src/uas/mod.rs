@@ -6,8 +6,10 @@
 //!
 //! Every change to a dialog is described by a [`SyncOp`] in
 //! [`Output::sync`]: `Put` when a 200 OK to an INVITE creates (or a
-//! re-INVITE refreshes) a dialog and when its ACK confirms it, `Del` when a
-//! BYE ends it or its 2xx is never ACKed. The key is
+//! re-INVITE or an UPDATE with an offer refreshes) a dialog and when its
+//! ACK confirms it, `Del` when a BYE ends it or its 2xx is never ACKed; and
+//! `Put`/`Del` of an address-of-record's bindings when a REGISTER changes
+//! them ([`crate::registrar`], key `binding/<aor>`). The key is
 //! `dialog/<call-id>/<local-tag>/<remote-tag>`; the value is the
 //! [`Dialog`] as JSON, which holds the 200 OK bytes, the INVITE transaction
 //! key and the remote CSeq: enough for the other VM to answer a
@@ -347,7 +349,11 @@ impl Uas {
             self.count_response(503);
             return Ok(());
         }
-        let required = methods::unsupported(msg);
+        // The method first (§8.2.1), then the extensions (§8.2.2.3).
+        let required = match methods::refusal(&method) {
+            None => methods::unsupported(msg),
+            Some(_) => Vec::new(),
+        };
         if !required.is_empty() {
             let extra = vec![Header::new("Unsupported", required.join(", ")), server];
             self.final_response(
@@ -426,6 +432,8 @@ impl Uas {
                         response: String::new(),
                     },
                     sdp_version: 0,
+                    offer_pending: false,
+                    update: None,
                     pending: None,
                 };
                 let first = out.replies.len();
@@ -483,6 +491,14 @@ impl Uas {
                         data: r.data.clone(),
                     });
                 }
+            }
+            Route::InDialog(_)
+                if method == Method::Info && msg.header("Info-Package").is_some() =>
+            {
+                // No Info Package is offered in Recv-Info (RFC 6086 §4.2.2).
+                let extra = vec![Header::new("Recv-Info", ""), server];
+                let r = "Bad Info Package";
+                self.final_response(msg, from, key, 469, r, None, extra, None, now, out);
             }
             Route::InDialog(id) if method == Method::Update && !msg.body.is_empty() => {
                 self.update_session(msg, from, key, &id, uri, now, out)?;
@@ -560,6 +576,8 @@ impl Uas {
         if let Some(body) = body {
             ok = ok.with_body(sdp::CONTENT_TYPE, body.into_bytes());
             d.sdp_version += 1;
+            // Its own offer when the INVITE brought none: the ACK answers.
+            d.offer_pending = msg.body.is_empty();
         }
         let ok = ok.to_bytes();
         let text = String::from_utf8_lossy(&ok).into_owned();
@@ -607,6 +625,10 @@ impl Uas {
         let server = Header::new("Server", SERVER);
         match self.registrar.register(msg, self.wall(now)) {
             Ok(done) => {
+                // A REGISTER that changes nothing still must not tell of a
+                // binding before it is replicated: it waits for every
+                // write issued so far.
+                let issued = (self.issued > 0).then(|| self.sync_issued());
                 let after = done.change.map(|(key, value)| {
                     let op = match value {
                         Some(b) => SyncOp::Put {
@@ -617,6 +639,7 @@ impl Uas {
                     };
                     self.emit(out, op)
                 });
+                let after = after.or(issued);
                 let mut extra: Vec<Header> = done
                     .contacts
                     .into_iter()
@@ -645,6 +668,31 @@ impl Uas {
         let Some(mut d) = self.dialogs.get(id).cloned() else {
             return Ok(());
         };
+        let cseq = msg.cseq()?.seq;
+        if let Some(u) = d
+            .update
+            .as_ref()
+            .filter(|u| u.cseq == cseq && u.branch == key.branch)
+        {
+            // Its retransmission, here after a switchover: the same answer.
+            self.counters.retransmissions_absorbed += 1;
+            let data = u.response.clone().into_bytes();
+            out.replies.push(Reply {
+                to: from,
+                data,
+                after_sync: None,
+            });
+            return Ok(());
+        }
+        if d.offer_pending {
+            let r = Refusal::new(
+                491,
+                "Request Pending",
+                "this UAS's offer awaits its answer in the ACK",
+            );
+            self.refuse(msg, from, key, r, now, out);
+            return Ok(());
+        }
         let body = match self.description(msg, &d.local_tag, d.sdp_version + 1, uri) {
             Ok(Some(body)) => body,
             // Not reached: an UPDATE with a body is an offer or refused.
@@ -658,17 +706,27 @@ impl Uas {
                 return Ok(());
             }
         };
-        d.remote_cseq = d.remote_cseq.max(msg.cseq()?.seq);
+        // UPDATE refreshes the target: its 2xx has a Contact (RFC 3311 §5.2).
+        let extra = vec![
+            Header::new("Contact", self.contact(uri)),
+            Header::new("Server", SERVER),
+        ];
+        let r = message::response(&msg.headers, from, 200, "OK", None, extra)
+            .with_body(sdp::CONTENT_TYPE, body.into_bytes());
+        d.remote_cseq = d.remote_cseq.max(cseq);
         d.sdp_version += 1;
+        d.update = Some(InviteRecord {
+            branch: key.branch.clone(),
+            sent_by: key.sent_by.clone(),
+            cseq,
+            response: String::from_utf8_lossy(&r.to_bytes()).into_owned(),
+        });
         let put = SyncOp::Put {
             key: d.key(),
             value: d.to_value(),
         };
         self.dialogs.insert(d);
         let after = self.emit(out, put);
-        let extra = vec![Header::new("Server", SERVER)];
-        let r = message::response(&msg.headers, from, 200, "OK", None, extra)
-            .with_body(sdp::CONTENT_TYPE, body.into_bytes());
         self.complete(key, from, 200, r, Some(after), now, out);
         Ok(())
     }
@@ -810,6 +868,7 @@ impl Uas {
             Some(d) if d.confirmed || d.invite.cseq != cseq => None,
             Some(d) => {
                 d.confirmed = true;
+                d.offer_pending = false;
                 Some((d.invite_key(), d.key(), d.to_value()))
             }
         };

@@ -9,7 +9,8 @@
 mod common;
 
 use common::LabGuard;
-use serde_json::Value;
+use duplex_controller::client::ControllerClient;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 const LAB: &str = "e2ek";
@@ -19,17 +20,27 @@ const POLL: Duration = Duration::from_millis(20);
 const STEP_WAIT: Duration = Duration::from_secs(60);
 const HEAL_WAIT: Duration = Duration::from_secs(90);
 
-fn json(args: &[&str]) -> Value {
+fn cli(args: &[&str]) -> Value {
     common::in_lab_json(LAB, args)
 }
 
-/// Waits until the pair's journal says its operation is at `step`, then
-/// kills the leading controller with SIGKILL. Returns the operation's id,
-/// or `None` if the operation ended (no journal, pair ready) before a
-/// read caught the step.
-async fn kill_leader_at(step: &str) -> Option<String> {
+/// Starts an operation on the pair (`POST action` with `body`) through the
+/// leading controller, then reads the pair's journal until its operation
+/// is at `step` and kills that controller with SIGKILL. The leader is found
+/// and its connection opened before the operation starts: a switchover is
+/// over in tens of milliseconds, less than finding the leader takes (CI
+/// missed eight switchovers in a row that way). Returns the operation's id,
+/// or `None` if the operation ended (no journal, pair ready) before a read
+/// caught the step.
+async fn kill_leader_at(step: &str, action: &str, body: Value) -> Option<String> {
     let (url, pid) = common::controllers::leader(LAB).await;
-    let c = common::controllers::client(LAB);
+    let c = ControllerClient::with_bundle(&url, &common::controllers::operator_tls(LAB))
+        .expect("client of the leader");
+    let _: Value = c.get("/healthz").await.expect("the leader answers");
+    let _: Value = c
+        .post(&format!("/v1/pairs/sig/{action}"), &body)
+        .await
+        .expect("operation started");
     let t0 = Instant::now();
     loop {
         let p: Value = c.get("/v1/pairs/sig").await.expect("pair show");
@@ -49,7 +60,7 @@ async fn kill_leader_at(step: &str) -> Option<String> {
     }
 }
 
-/// A switchover is over in well under a second, and a read of the journal
+/// A switchover is over in tens of milliseconds, and a read of the journal
 /// may fall before and after its step: switched over again until one
 /// catches it. Returns the operation and the pair's ACT index before that switchover
 /// (earlier tries that finished swapped it already).
@@ -57,8 +68,7 @@ async fn kill_leader_mid_switchover() -> (String, Value) {
     const TRIES: usize = 8;
     for _ in 0..TRIES {
         let active_before = healed().await["active"].clone();
-        json(&["pair", "switchover", "sig", "--no-wait"]);
-        if let Some(op) = kill_leader_at("switchover").await {
+        if let Some(op) = kill_leader_at("switchover", "switchover", json!({})).await {
             return (op, active_before);
         }
         eprintln!("a switchover ended before a read caught it; again");
@@ -120,7 +130,7 @@ async fn the_leader_killed_mid_migrate_and_mid_switchover_under_sip_load() {
     );
     let ip = |last: u8| format!("10.{i}.0.{last}");
     let (ma, mb, vip) = (format!("pa={}", ip(101)), format!("pb={}", ip(102)), ip(50));
-    json(&[
+    cli(&[
         "pair", "create", "sig", "--vip", &vip, "--member", &ma, "--member", &mb, "--hosts",
         "h1,h2",
     ]);
@@ -136,8 +146,8 @@ async fn the_leader_killed_mid_migrate_and_mid_switchover_under_sip_load() {
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // 1. Mid `pair migrate`: while a member's live migration runs.
-    json(&["pair", "migrate", "sig", "--to", "h3", "--no-wait"]);
-    let op = kill_leader_at("migrate")
+    let to_h3 = json!({"to": "h3", "switch_back": false});
+    let op = kill_leader_at("migrate", "migrate", to_h3)
         .await
         .expect("the migration ended before a read caught it");
     let p = healed().await;

@@ -33,6 +33,9 @@ pub const MAX_CONTACTS: usize = 16;
 pub const MAX_AORS: usize = 100_000;
 /// The longest contact or address-of-record URI taken.
 pub const MAX_URI: usize = 256;
+/// Unanswered writes whose earlier bindings are kept to undo a refusal
+/// (the oldest is let go beyond this; its answer is long due).
+pub const MAX_UNDO: usize = 4096;
 
 /// One contact bound to an address-of-record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +77,8 @@ pub struct Registered {
     /// The change to replicate: the new value, or `None` when the
     /// address-of-record has no binding left; absent when nothing changed.
     pub change: Option<(String, Option<Bindings>)>,
+    /// The bindings before the change, for [`Registrar::issued`].
+    pub before: Vec<Binding>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +96,9 @@ pub enum BindingValueError {
 #[derive(Debug, Default)]
 pub struct Registrar {
     by_aor: BTreeMap<String, Vec<Binding>>,
+    /// By the number of a write not yet answered: its address-of-record
+    /// and the bindings before it, put back if the write is refused.
+    undo: BTreeMap<u64, (String, Vec<Binding>)>,
 }
 
 /// One Contact of a REGISTER: its URI and the expiry it asks for.
@@ -180,7 +188,11 @@ impl Registrar {
             })
             .collect();
         let change = (held != before).then(|| self.set(&aor, held));
-        Ok(Registered { contacts, change })
+        Ok(Registered {
+            contacts,
+            change,
+            before,
+        })
     }
 
     /// Stores `held` as `aor`'s bindings; the change to replicate.
@@ -196,6 +208,48 @@ impl Registrar {
             contacts: held,
         };
         (key, Some(value))
+    }
+
+    /// Write number `seq` of `key` (a change [`Registrar::register`] made
+    /// over `before`) is on its way to the store.
+    pub fn issued(&mut self, seq: u64, key: &str, before: Vec<Binding>) {
+        let Some(aor) = key.strip_prefix(KEY_PREFIX) else {
+            return;
+        };
+        if self.undo.len() >= MAX_UNDO {
+            self.undo.pop_first();
+        }
+        self.undo.insert(seq, (aor.to_string(), before));
+    }
+
+    /// Writes up to number `upto` are answered: none is undone any more.
+    pub fn stored(&mut self, upto: u64) {
+        self.undo = self.undo.split_off(&upto.saturating_add(1));
+    }
+
+    /// Write number `seq` was refused (this VM is no longer ACT; the
+    /// client was told nothing): its address-of-record gets the bindings
+    /// it had before. Later writes of it, refused in turn, are let go with
+    /// it. Whether anything was undone.
+    pub fn refused(&mut self, seq: u64) -> bool {
+        let Some((aor, before)) = self.undo.remove(&seq) else {
+            return false;
+        };
+        self.undo.retain(|s, (a, _)| *s < seq || *a != aor);
+        self.superseded(&aor);
+        if before.is_empty() {
+            self.by_aor.remove(&aor);
+        } else {
+            self.by_aor.insert(aor, before);
+        }
+        true
+    }
+
+    /// A replicated value of `aor` came: no write of it here is undone.
+    fn superseded(&mut self, aor: &str) {
+        if !self.undo.is_empty() {
+            self.undo.retain(|_, (a, _)| a != aor);
+        }
     }
 
     /// Drops the bindings lapsed at `now_ms` (each VM on its own).
@@ -223,6 +277,7 @@ impl Registrar {
                 actual: b.aor,
             });
         }
+        self.superseded(&b.aor);
         self.by_aor.insert(b.aor, b.contacts);
         Ok(())
     }
@@ -230,6 +285,7 @@ impl Registrar {
     /// A replicated `Del` of `key`.
     pub fn apply_del(&mut self, key: &str) {
         if let Some(aor) = key.strip_prefix(KEY_PREFIX) {
+            self.superseded(aor);
             self.by_aor.remove(aor);
         }
     }

@@ -387,8 +387,8 @@ struct Shell {
     acked: u64,
     /// Replies waiting for a sync answer, by the op number they wait for.
     held: BTreeMap<u64, Vec<Reply>>,
-    /// Unanswered ops: key, and whether it is a `Put`.
-    in_flight: BTreeMap<u64, (String, bool)>,
+    /// Unanswered ops' keys.
+    in_flight: BTreeMap<u64, String>,
     ops: Option<mpsc::UnboundedSender<(u64, SyncOp)>>,
     /// The middleware's socket, for handing on a reply that could not be
     /// sent (see [`Shell::send`]).
@@ -413,9 +413,7 @@ impl Shell {
         for op in out.sync {
             self.issued += 1;
             if self.ops.is_some() {
-                let is_put = matches!(op, SyncOp::Put { .. });
-                self.in_flight
-                    .insert(self.issued, (op.key().to_string(), is_put));
+                self.in_flight.insert(self.issued, op.key().to_string());
             }
             match &self.ops {
                 Some(tx) if tx.send((self.issued, op)).is_ok() => {}
@@ -449,8 +447,15 @@ impl Shell {
                 debug!(to = %r.to, "UDP send: {e}");
                 // A reply its write's replication released, when this VM
                 // just gave up the address (the handover overtook the
-                // send): the middleware hands it to the new ACT.
-                if let (Some(_), Some(path)) = (r.after_sync, self.sync_path.clone()) {
+                // send): the middleware hands it to the new ACT. Not a
+                // provisional one: each is handed on apart, so it could
+                // reach the client after the 200 that follows it (seen in
+                // CI: sipp aborted calls on a 180 after their ACK), and the
+                // new ACT answers the INVITE's retransmission with the 200.
+                let provisional = r.data.starts_with(b"SIP/2.0 1");
+                if let (Some(_), Some(path), false) =
+                    (r.after_sync, self.sync_path.clone(), provisional)
+                {
                     let owed = Owed {
                         to: r.to,
                         data: r.data.clone(),
@@ -475,7 +480,7 @@ impl Shell {
                 self.stats.sync_refused += 1;
                 let withheld = self.held.remove(&seq).map_or(0, |r| r.len());
                 self.stats.replies_withheld += withheld as u64;
-                if let Some((key, true)) = self.in_flight.get(&seq) {
+                if let Some(key) = self.in_flight.get(&seq) {
                     self.uas.forget(key, SyncSeq(seq));
                 }
                 info!(seq, withheld, "sync op refused ({e}): its replies withheld");
@@ -489,6 +494,7 @@ impl Shell {
             warn!(seq, acked = self.acked, "sync answers out of order");
         }
         self.acked = self.acked.max(seq);
+        self.uas.stored(SyncSeq(self.acked));
         while let Some(e) = self.in_flight.first_entry() {
             if *e.key() > self.acked {
                 break;

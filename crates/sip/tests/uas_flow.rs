@@ -274,6 +274,54 @@ fn register(call_id: &str, cseq: u32, contact: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The contacts `u` holds for alice at wall-clock `now`.
+fn alice(u: &Uas, now: u64) -> Vec<String> {
+    let b = u.registrar().bindings("sip:alice@127.0.0.1", now);
+    b.iter().map(|b| b.contact.clone()).collect()
+}
+
+#[test]
+fn a_refused_registration_is_undone_and_a_stored_one_is_not() {
+    let mut u = uas(33);
+    let first = "Contact: <sip:alice@127.0.0.1:5061>\r\n";
+    let out = u.handle(&register("reg1", 1, first), uac(), 0);
+    assert_eq!(codes(&out.replies), [200]);
+    let [SyncOp::Put { key, .. }] = &out.sync[..] else {
+        panic!("{:?}", out.sync)
+    };
+    let key = key.clone();
+    u.stored(u.sync_issued());
+    // Two more writes of the same address-of-record, both refused (this VM
+    // stopped being ACT): alice is bound as the stored write left her.
+    let second = "Contact: <sip:alice@127.0.0.1:5062>\r\n";
+    u.handle(&register("reg1", 2, second), uac(), 10);
+    let seq2 = u.sync_issued();
+    let out = u.handle(
+        &register("reg1", 3, "Contact: *\r\nExpires: 0\r\n"),
+        uac(),
+        20,
+    );
+    assert!(
+        matches!(&out.sync[..], [SyncOp::Del { .. }]),
+        "{:?}",
+        out.sync
+    );
+    let seq3 = u.sync_issued();
+    assert!(alice(&u, 30).is_empty());
+    u.forget(&key, seq2);
+    u.forget(&key, seq3);
+    assert_eq!(alice(&u, 30), ["sip:alice@127.0.0.1:5061"]);
+    assert_eq!(u.counters().unstored_forgotten, 1);
+    // A stored write is not undone by a late refusal of its number.
+    let out = u.handle(&register("reg1", 4, second), uac(), 40);
+    assert_eq!(codes(&out.replies), [200]);
+    let seq4 = u.sync_issued();
+    u.stored(seq4);
+    u.forget(&key, seq4);
+    assert_eq!(alice(&u, 50).len(), 2);
+    assert_eq!(u.counters().unstored_forgotten, 1);
+}
+
 #[test]
 fn a_registration_is_replicated_before_its_200_and_served_by_the_other_vm() {
     let (mut act, mut sby) = (uas(31), uas(32));

@@ -130,7 +130,8 @@ pub struct Counters {
     pub ack_timeouts: u64,
     /// Replicated entries that could not be applied.
     pub sync_rejected: u64,
-    /// Dialogs dropped because their `Put` was refused (see [`Uas::forget`]).
+    /// Dialogs dropped, and bindings put back as they were, because their
+    /// write was refused (see [`Uas::forget`]).
     pub unstored_forgotten: u64,
     /// 2xx sent at once for a dialog or a BYE taken over from the old ACT
     /// ([`Uas::take_over`]).
@@ -632,12 +633,14 @@ impl Uas {
                 let after = done.change.map(|(key, value)| {
                     let op = match value {
                         Some(b) => SyncOp::Put {
-                            key,
+                            key: key.clone(),
                             value: serde_json::to_value(b).unwrap_or(Value::Null),
                         },
-                        None => SyncOp::del(key),
+                        None => SyncOp::del(key.clone()),
                     };
-                    self.emit(out, op)
+                    let seq = self.emit(out, op);
+                    self.registrar.issued(seq.0, &key, done.before);
+                    seq
                 });
                 let after = after.or(issued);
                 let mut extra: Vec<Header> = done

@@ -121,7 +121,16 @@ impl Uas {
     /// refused confirmation, or a dialog put again after a reconnection
     /// (on the SBY, one replicated here just before an older dump), stays
     /// as it is held — the ACT has it.
+    ///
+    /// A refused write of bindings is undone: the address-of-record's
+    /// bindings are as before it (the client was told nothing).
     pub fn forget(&mut self, key: &str, seq: SyncSeq) {
+        if key.starts_with(registrar::KEY_PREFIX) {
+            if self.registrar.refused(seq.0) {
+                self.counters.unstored_forgotten += 1;
+            }
+            return;
+        }
         let created = self
             .dialogs
             .get_key(key)
@@ -133,6 +142,12 @@ impl Uas {
             self.txs.forget(&d.invite_key());
             self.counters.unstored_forgotten += 1;
         }
+    }
+
+    /// Every write up to number `upto` is answered (stored or not):
+    /// none of them is undone any more.
+    pub fn stored(&mut self, upto: SyncSeq) {
+        self.registrar.stored(upto.0);
     }
 
     /// Merges a full dump (`get_all`): every entry is applied as a `Put`.

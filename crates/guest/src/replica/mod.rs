@@ -649,10 +649,12 @@ pub fn serve_services(
 }
 
 /// Accepts the ACT peer's link on the service LAN: from the configured
-/// peer only, a bounded number at once ([`admit`]).
+/// peer only, a bounded number opening at once, and as many served, the
+/// newest in place of the oldest ([`admit`]).
 pub fn serve_peer(replica: Arc<Replica>, roles: Arc<dyn RoleView>) -> std::io::Result<()> {
     let listener = TcpListener::bind(("0.0.0.0", PEER_PORT))?;
     let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let links = Arc::new(admit::Links::default());
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
             let from = conn.peer_addr().map(|a| a.ip());
@@ -665,15 +667,14 @@ pub fn serve_peer(replica: Arc<Replica>, roles: Arc<dyn RoleView>) -> std::io::R
             }
             let Some(slot) = admit::Slot::take(&count) else {
                 eprintln!(
-                    "duplex guest: refused a replication connection: {} already open",
+                    "duplex guest: refused a replication connection: {} already opening",
                     admit::MAX_PEER_CONNS
                 );
                 continue;
             };
             let _ = conn.set_nodelay(true);
-            let (replica, roles) = (replica.clone(), roles.clone());
+            let (replica, roles, links) = (replica.clone(), roles.clone(), links.clone());
             std::thread::spawn(move || {
-                let _slot = slot;
                 let mut r = BufReader::new(conn);
                 // The hello must come as quickly as any answer would.
                 let _ = r.get_ref().set_read_timeout(Some(PEER_TIMEOUT));
@@ -684,9 +685,29 @@ pub fn serve_peer(replica: Arc<Replica>, roles: Arc<dyn RoleView>) -> std::io::R
                         return;
                     }
                 };
+                drop(slot);
                 let _ = r.get_ref().set_read_timeout(None);
-                let Ok(writer) = r.get_ref().try_clone() else {
+                let (Ok(writer), Ok(closer)) = (r.get_ref().try_clone(), r.get_ref().try_clone())
+                else {
                     return;
+                };
+                let _held = match admit::Links::hold(&links, closer, Instant::now()) {
+                    admit::Admitted::Free(h) => h,
+                    admit::Admitted::Evicted(h) => {
+                        eprintln!(
+                            "duplex guest: closed the oldest replication link for a new one ({} at most)",
+                            admit::MAX_PEER_CONNS
+                        );
+                        h
+                    }
+                    admit::Admitted::Full => {
+                        eprintln!(
+                            "duplex guest: refused a replication connection: {} open, none older than {:?}",
+                            admit::MAX_PEER_CONNS,
+                            admit::EVICTABLE_AFTER
+                        );
+                        return;
+                    }
                 };
                 serve_lines(
                     r,

@@ -447,15 +447,9 @@ impl Shell {
                 debug!(to = %r.to, "UDP send: {e}");
                 // A reply its write's replication released, when this VM
                 // just gave up the address (the handover overtook the
-                // send): the middleware hands it to the new ACT. Not a
-                // provisional one: each is handed on apart, so it could
-                // reach the client after the 200 that follows it (seen in
-                // CI: sipp aborted calls on a 180 after their ACK), and the
-                // new ACT answers the INVITE's retransmission with the 200.
-                let provisional = r.data.starts_with(b"SIP/2.0 1");
-                if let (Some(_), Some(path), false) =
-                    (r.after_sync, self.sync_path.clone(), provisional)
-                {
+                // send): the middleware hands it to the new ACT
+                // ([`Reply::handed_on`] says which).
+                if let (true, Some(path)) = (r.handed_on(), self.sync_path.clone()) {
                     let owed = Owed {
                         to: r.to,
                         data: r.data.clone(),

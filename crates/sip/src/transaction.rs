@@ -40,6 +40,19 @@ pub struct Reply {
     pub after_sync: Option<SyncSeq>,
 }
 
+impl Reply {
+    /// Whether a VM that lost the service address while this reply waited
+    /// for its write hands it on to the new ACT: any reply but a
+    /// provisional one. Replies are handed on one by one, in no order, so
+    /// a 1xx could reach the client after the 200 that followed it (seen
+    /// in CI: sipp aborted calls on a 180 after their ACK); without it the
+    /// client retransmits the INVITE and the new ACT answers with the
+    /// replicated 200.
+    pub fn handed_on(&self) -> bool {
+        self.after_sync.is_some() && !self.data.starts_with(b"SIP/2.0 1")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TxKey {
     pub branch: String,
@@ -232,6 +245,23 @@ fn is_2xx(data: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_held_final_replies_are_handed_on() {
+        let reply = |data: &str, after: Option<u64>| Reply {
+            to: "127.0.0.1:5060".parse().unwrap(),
+            data: data.as_bytes().to_vec(),
+            after_sync: after.map(SyncSeq),
+        };
+        assert!(reply("SIP/2.0 200 OK\r\n", Some(1)).handed_on());
+        assert!(reply("SIP/2.0 481 Call/Transaction Does Not Exist\r\n", Some(1)).handed_on());
+        assert!(!reply("SIP/2.0 180 Ringing\r\n", Some(1)).handed_on());
+        assert!(!reply("SIP/2.0 100 Trying\r\n", Some(1)).handed_on());
+        assert!(
+            !reply("SIP/2.0 200 OK\r\n", None).handed_on(),
+            "not held: not owed"
+        );
+    }
+
     use super::*;
 
     fn key(m: Method) -> TxKey {

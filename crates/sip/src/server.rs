@@ -539,8 +539,12 @@ impl Shell {
                     data: o.data,
                     after_sync: None,
                 };
-                info!(to = %reply.to, "sending a reply the old ACT could not");
-                self.send(&reply).await;
+                if self.uas.hand_on(&reply.data) {
+                    info!(to = %reply.to, "sending a reply the old ACT could not");
+                    self.send(&reply).await;
+                } else {
+                    info!(to = %reply.to, "a 2xx the old ACT could not send dropped: this VM answered that INVITE itself");
+                }
             }
             SyncEvent::Dump(entries) => {
                 let keys: HashSet<String> = entries.keys().cloned().collect();

@@ -925,6 +925,33 @@ fn an_invite_answered_anew_before_the_old_acts_put_arrives_keeps_one_dialog() {
     assert_eq!(again.replies[0].data, own_ok);
 }
 
+/// Seen in the lab (1 call of 7,500 across an S1 switchover): the old ACT
+/// answered an INVITE whose write it could not store, the new ACT answered
+/// the retransmission anew and superseded the old dialog, and then the old
+/// ACT's 2xx, handed on, went out from the new ACT too: the client took
+/// its tag and its BYE got 481. That 2xx is not sent; others are.
+#[test]
+fn a_handed_on_2xx_for_an_invite_answered_anew_is_not_sent() {
+    let (mut old, mut new) = (uas(12), uas(212));
+    let call = Call { n: 12 };
+    let (old_tag, old_ok, _) = invite(&mut old, &call, 0);
+    let (own_tag, own_ok, _) = invite(&mut new, &call, 500);
+    assert_ne!(old_tag, own_tag);
+    assert!(!new.hand_on(&old_ok), "the old ACT's 2xx went out");
+    assert_eq!(new.counters().handed_on_superseded, 1);
+    assert!(new.hand_on(&own_ok), "a 2xx of the dialog held here");
+    // A VM that holds no dialog for that INVITE sends it (the old ACT's
+    // dialog reaches it replicated or taken over).
+    assert!(uas(13).hand_on(&old_ok));
+    // Not a 2xx to an INVITE: sent as it came.
+    let ack = new.handle(&call.ack(&own_tag), uac(), 600);
+    assert!(ack.replies.is_empty());
+    let bye = new.handle(&call.bye(&own_tag), uac(), 700);
+    assert!(new.hand_on(&bye.replies[0].data));
+    assert!(new.hand_on(b"not SIP at all"));
+    assert_eq!(new.counters().handed_on_superseded, 1);
+}
+
 #[test]
 fn a_dialog_taken_over_from_the_old_act_is_answered_at_once() {
     let (mut old, mut new) = (uas(8), uas(208));

@@ -142,6 +142,9 @@ pub struct Counters {
     /// Dialogs taken over from the old ACT that this VM already answered
     /// anew (the INVITE's retransmission reached it first): dropped.
     pub taken_over_superseded: u64,
+    /// 2xx to an INVITE the old ACT could not send, not sent here: this
+    /// VM answered that INVITE with a dialog of its own ([`Uas::hand_on`]).
+    pub handed_on_superseded: u64,
 }
 
 #[derive(Debug, Clone)]

@@ -5,8 +5,9 @@
 
 use super::{EntryError, LoadReport, Output, SyncOp, Uas};
 use crate::dialog::{self, Dialog};
+use crate::message::{Method, StartLine};
 use crate::registrar;
-use crate::transaction::{Reply, SyncSeq, LINGER};
+use crate::transaction::{Reply, SyncSeq, TxKey, LINGER};
 use serde_json::Value;
 use std::collections::HashSet;
 
@@ -111,6 +112,41 @@ impl Uas {
             }
         }
         Ok(out)
+    }
+
+    /// Whether a reply the old ACT could not send (its address moved here
+    /// while the reply waited for its write; the middleware handed it on)
+    /// goes out from this VM. Not a 2xx to an INVITE this VM answers with
+    /// a dialog of its own: the old ACT's dialog was superseded here
+    /// ([`Uas::take_over`]), and a client that took its To tag would send
+    /// its ACK and BYE to a dialog nobody holds (seen in the lab: a BYE
+    /// answered 481 after an S1 switchover under load). The client hears
+    /// this VM's 2xx when it retransmits the INVITE. Anything else, or
+    /// what cannot be read, goes out as it came.
+    pub fn hand_on(&mut self, data: &[u8]) -> bool {
+        let Ok(msg) = crate::message::parse(data) else {
+            return true;
+        };
+        let ok_to_invite = matches!(
+            msg.start,
+            StartLine::Response {
+                code: 200..=299,
+                ..
+            }
+        ) && msg.cseq().is_ok_and(|c| c.method == Method::Invite);
+        if !ok_to_invite {
+            return true;
+        }
+        let (Ok(key), Ok(Some(tag))) = (TxKey::for_request(&msg), msg.to_tag()) else {
+            return true;
+        };
+        match self.dialogs.by_invite(&key) {
+            Some(own) if own.local_tag != tag => {
+                self.counters.handed_on_superseded += 1;
+                false
+            }
+            _ => true,
+        }
     }
 
     /// Drops a dialog this VM created but could not store (`Put` number

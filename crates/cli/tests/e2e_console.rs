@@ -188,6 +188,30 @@ async fn the_console_shows_the_pair_live_and_switches_it_over() {
         .await;
     assert_eq!(same.ok(), Some(json!(true)), "the page was reloaded");
 
+    // A feed that connects again starts the page over: a row deleted
+    // while it was away (here one the page made up) is gone.
+    c.execute(
+        "const p = state.tables.pairs.get('sig'); state.tables.pairs.set('ghost', Object.assign({}, p, { name: 'ghost' })); schedule(); return true;",
+        vec![],
+    )
+    .await
+    .expect("add a row the controller does not have");
+    until(
+        &c,
+        "the made-up row",
+        "return !!document.querySelector('tr[data-pair=ghost]');",
+    )
+    .await;
+    c.execute("connect(); return true;", vec![])
+        .await
+        .expect("connect the feed again");
+    until(
+        &c,
+        "the made-up row gone, the pair still there",
+        "return !document.querySelector('tr[data-pair=ghost]') && !!document.querySelector('tr[data-pair=sig]');",
+    )
+    .await;
+
     // A switchover of a pair that is moving: the API's error shows.
     let (ok, _, err) = in_lab(LAB, &["pair", "migrate", "sig", "--to", "h3", "--no-wait"]);
     assert!(ok, "pair migrate: {err}");
@@ -206,9 +230,10 @@ async fn the_console_shows_the_pair_live_and_switches_it_over() {
     .await;
     eprintln!("the page says: {shown}");
     let text = shown.as_str().unwrap_or("");
+    // The API's conflict, as it said it: its message and its code.
     assert!(
-        text.contains("sig") && text.contains("("),
-        "not the API's error: {text}"
+        text.contains("sig") && text.ends_with("(conflict)"),
+        "not the API's conflict: {text}"
     );
     if let Ok(png) = c.screenshot().await {
         let path = std::env::temp_dir().join("duplex-console.png");

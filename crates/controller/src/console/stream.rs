@@ -1,6 +1,7 @@
 //! `GET /v1/stream`: the console's live feed (server-sent events). The
-//! first message holds every row of every table and the latest events;
-//! then, at most every [`TICK`] or at once on a new event, a message with
+//! first message holds every row of every table and the latest events,
+//! marked `full` (a page that reconnects replaces what it shows with it:
+//! rows deleted meanwhile go, events are not shown twice); then, at most every [`TICK`] or at once on a new event, a message with
 //! only what changed and the new events. No page polls a whole list.
 
 use super::rows::{self, diff};
@@ -23,6 +24,8 @@ const EVENTS: usize = 200;
 
 #[derive(Serialize)]
 struct Message<'a> {
+    /// Everything, not a change: the page starts over from it.
+    full: bool,
     tables: &'a rows::Update,
     events: &'a [duplex_core::model::Event],
 }
@@ -58,16 +61,19 @@ async fn feed(ctl: Arc<Ctl>, first: rows::Snapshot, tx: tokio::sync::mpsc::Sende
     let mut after = events.last().map(|e| e.id.clone());
     let mut last = rows::Snapshot::default();
     let mut now = first;
+    let mut full = true;
     loop {
         let update = diff(&last, &now);
-        if !update.is_empty() || !events.is_empty() || last.tables.is_empty() {
+        if !update.is_empty() || !events.is_empty() || full {
             let m = sse(&Message {
+                full,
                 tables: &update,
                 events: &events,
             });
             if tx.send(m).await.is_err() {
                 return; // the page is gone
             }
+            full = false;
         }
         last = now;
         let notified = ctl.events.notify.notified();

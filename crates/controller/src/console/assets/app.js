@@ -79,6 +79,12 @@ function link(up, why) {
 }
 
 function apply(msg) {
+  // A feed's first message is everything: after a reconnection (a dropped
+  // connection, a new leader) what the page held may be gone meanwhile.
+  if (msg.full) {
+    for (const t of Object.values(state.tables)) t.clear();
+    state.events = [];
+  }
   for (const [name, change] of Object.entries(msg.tables || {})) {
     const t = state.tables[name];
     if (!t) continue;
@@ -106,11 +112,16 @@ function schedule() {
     pending = false;
     render();
     if (!arrived) return;
-    const done = performance.now();
-    if (timings.shown === null) (timings.shown = done), (timings.first_bytes = arrived.bytes);
-    else timings.applies.push({ ms: done - arrived.at, bytes: arrived.bytes, tab: state.tab });
-    timings.applies.splice(0, Math.max(0, timings.applies.length - TIMINGS_KEPT));
+    const shown = arrived;
     arrived = null;
+    // On screen once the frame holding this render was laid out and
+    // painted: the start of the frame after it.
+    requestAnimationFrame(() => {
+      const done = performance.now();
+      if (timings.shown === null) (timings.shown = done), (timings.first_bytes = shown.bytes);
+      else timings.applies.push({ ms: done - shown.at, bytes: shown.bytes, tab: state.tab });
+      timings.applies.splice(0, Math.max(0, timings.applies.length - TIMINGS_KEPT));
+    });
   });
 }
 

@@ -192,7 +192,8 @@ pub enum VmCmd {
         no_wait: bool,
         /// Live-migrate a pair's ACT anyway: its service pauses for the
         /// final copy (without it the controller refuses and points to
-        /// `duplex pair migrate`, which moves it with no pause).
+        /// `duplex pair migrate`, which moves it with no pause). Needed
+        /// with --agent, where nothing knows the VM's role.
         #[arg(long)]
         plain: bool,
     },
@@ -423,8 +424,15 @@ pub async fn run(cmd: VmCmd) -> anyhow::Result<()> {
             to,
             tuning,
             no_wait,
-            plain: _,
+            plain,
         } => {
+            // Only the controller knows whether `name` is a pair's ACT,
+            // which a live migration would pause.
+            if !plain {
+                anyhow::bail!(
+                    "straight to an agent, nothing checks whether `{name}` is a pair's ACT (its service would pause for the final copy): migrate through the controller (without --agent), or pass --plain if you mean a plain live migration"
+                );
+            }
             let c = t.agent()?;
             let req = MigrateRequest {
                 to: to.clone(),

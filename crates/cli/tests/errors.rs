@@ -204,6 +204,23 @@ fn impossible_vm_spec_is_refused_before_sending() {
 }
 
 #[test]
+fn a_migration_straight_to_an_agent_says_it_is_plain() {
+    let out = duplex(
+        &[
+            "vm",
+            "migrate",
+            "x",
+            "--to",
+            "https://127.0.0.1:9",
+            "--agent",
+            "http://127.0.0.1:9",
+        ],
+        &[],
+    );
+    fails_with(&out, "--plain");
+}
+
+#[test]
 fn switch_arguments_are_checked() {
     let create = |extra: &[&str]| {
         let mut a = vec!["vm", "create", "x", "--ip", "10.9.9.9"];

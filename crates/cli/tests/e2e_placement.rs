@@ -230,10 +230,35 @@ async fn rebalancer_relieves_h1(ip: &dyn Fn(u8) -> String) {
     ]);
     assert!(ok, "{err}");
     eprintln!("{out}");
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let (ok, plan, err) = duplex(&["placement", "plan"]);
-    assert!(ok, "{err}");
+    // The dry run names the move once h1 has been over the mark long
+    // enough (the rebalancer is still off: nothing moves).
+    let t0 = Instant::now();
+    let plan = loop {
+        let (ok, plan, err) = duplex(&["placement", "plan"]);
+        assert!(ok, "{err}");
+        if plan.contains("would move:") {
+            break plan;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the dry run never named a move:\n{plan}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
     eprintln!("{plan}");
+    let planned = plan
+        .lines()
+        .find(|l| l.starts_with("would move:"))
+        .unwrap_or_default();
+    assert!(
+        planned.contains("h1 ") && planned.contains("moving ta "),
+        "the dry run should relieve h1 of ta: {planned}"
+    );
+    assert_eq!(
+        json(&["vm", "show", "ta"])["host"],
+        "h1",
+        "the dry run moved something"
+    );
     let (ok, _, err) = duplex(&["placement", "policy", "--enable"]);
     assert!(ok, "{err}");
 

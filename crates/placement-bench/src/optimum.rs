@@ -282,6 +282,12 @@ pub struct OptimumRow {
     pub initial_random: RatioStats,
 }
 
+/// Whether `vms` VMs are more than the exact group step places at once:
+/// the engine's search cannot enumerate such a cluster.
+pub fn beyond_exact(vms: usize) -> bool {
+    vms > duplex_core::placement::exact::MAX_MEMBERS
+}
+
 pub fn run(hosts: usize, vms: usize, instances: usize, seed: u64) -> anyhow::Result<OptimumRow> {
     let (mut opt, mut eng_t, mut eng_d, mut bl, mut init) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());

@@ -29,6 +29,12 @@ pub fn write(
         .fold(f64::INFINITY, f64::min);
     let worst_opt = opt
         .iter()
+        .filter(|r| !crate::optimum::beyond_exact(r.vms))
+        .map(|r| r.engine_traffic_only.mean_ratio)
+        .fold(0.0, f64::max);
+    let worst_beyond = opt
+        .iter()
+        .filter(|r| crate::optimum::beyond_exact(r.vms))
         .map(|r| r.engine_traffic_only.mean_ratio)
         .fold(0.0, f64::max);
     let worst_reduction = quality
@@ -39,6 +45,7 @@ pub fn write(
         "decisions_per_s_at_largest": {"goal": 10000.0, "got": slowest_at_largest, "hosts": largest,
             "met": slowest_at_largest >= 10000.0},
         "mean_ratio_to_optimum_worst_config": {"goal": 1.05, "got": worst_opt, "met": worst_opt <= 1.05},
+        "mean_ratio_to_optimum_beyond_exact_window": {"got": worst_beyond},
         "cross_rack_reduction_vs_blind_worst": {"goal": 0.5, "got": worst_reduction, "met": worst_reduction >= 0.5},
     });
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -156,10 +163,14 @@ pub fn write(
          divided by the optimum found by enumerating every assignment (branch and bound; same \
          capacity and anti-affinity constraints). Hosts from a 3×2 leaf-spine or spread over a \
          k=4 fat-tree, 8 vCPU each, VMs filling ≤ 70 %. Ratio mean / max; share of instances at \
-         the optimum. These clusters are small enough (at most 8 VMs, 6 hosts) that the exact \
-         group step's widened group and candidate hosts cover the whole cluster: there the \
-         engine's search is exhaustive, which is why it reaches the optimum; \"no lookahead\" \
-         (single moves only) shows what the moves alone find.\n"
+         the optimum. Up to 8 VMs the exact group step's widened group and candidate hosts cover \
+         the whole cluster: there the engine's search is exhaustive, which is why it reaches the \
+         optimum. The rows with 10 VMs are beyond that window (the step places at most 8 at \
+         once): there the moves, the \
+         lookahead and the step on parts of the cluster must find it. \"no lookahead\" \
+         (single moves only) shows what the moves alone find. \"engine, defaults\" weighs memory \
+         and link utilization too (the controller's weights), yet is divided by the traffic-only \
+         optimum: it gives up traffic for headroom, so its ratio is not the search's shortfall.\n"
     );
     let _ = writeln!(
         md,
@@ -210,9 +221,14 @@ pub fn write(
     );
     let _ = writeln!(
         md,
-        "- within 1.05× of the optimum (mean ratio, worst configuration, traffic-only weights): {:.3} — {}",
+        "- within 1.05× of the optimum (mean ratio, worst configuration of up to 8 VMs, traffic-only weights): {:.3} — {}",
         worst_opt,
         yes("mean_ratio_to_optimum_worst_config")
+    );
+    let _ = writeln!(
+        md,
+        "- for comparison, beyond the exact step's window (10 VMs, worst configuration): {:.3}",
+        worst_beyond
     );
     let _ = writeln!(
         md,

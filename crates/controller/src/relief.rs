@@ -22,7 +22,6 @@ use duplex_core::pair_migration::{self, Setup};
 use duplex_core::placement::headroom::Headroom;
 use duplex_core::placement::relief::{HostLoad, Relief, ReliefChange, ReliefPolicy};
 use duplex_core::placement::relief_plan::{Move, Pass, Step};
-use duplex_store::Expect;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -62,17 +61,19 @@ pub async fn policy(ctl: &Ctl) -> Result<ReliefPolicy, RepoError> {
         .unwrap_or_default())
 }
 
-/// Applies `change` to the policy in force and stores the result.
+/// Applies `change` to the policy in force and stores the result, unless
+/// another change was stored meanwhile (then again, on that one: two
+/// operators' changes of different settings both hold).
 pub async fn set_policy(
     ctl: &Ctl,
     change: &ReliefChange,
 ) -> Result<Result<ReliefPolicy, String>, RepoError> {
-    let next = match policy(ctl).await?.changed(change) {
-        Ok(p) => p,
-        Err(e) => return Ok(Err(e)),
-    };
-    ctl.repo.put(&policy_key(), &next, Expect::Any).await?;
-    Ok(Ok(next))
+    ctl.repo
+        .upsert(&policy_key(), |p: &mut ReliefPolicy| {
+            *p = p.changed(change)?;
+            Ok(())
+        })
+        .await
 }
 
 /// The hosts that take VMs, with their capacity.

@@ -135,25 +135,111 @@ impl Repo {
 
     /// Reads `key`, applies `f`, writes it back if unchanged meanwhile;
     /// retries on a race. `f` may refuse by returning `Err`.
-    pub async fn update<T, E, F>(&self, key: &str, mut f: F) -> Result<Result<T, E>, RepoError>
+    pub async fn update<T, E, F>(&self, key: &str, f: F) -> Result<Result<T, E>, RepoError>
+    where
+        T: Serialize + DeserializeOwned + Clone,
+        F: FnMut(&mut T) -> Result<(), E>,
+    {
+        self.update_or(key, || Err(RepoError::Missing(key.into())), f)
+            .await
+    }
+
+    /// [`Repo::update`] of a key that may not be there yet: `f` then
+    /// starts from the default, and the write expects the key absent.
+    pub async fn upsert<T, E, F>(&self, key: &str, f: F) -> Result<Result<T, E>, RepoError>
+    where
+        T: Serialize + DeserializeOwned + Clone + Default,
+        F: FnMut(&mut T) -> Result<(), E>,
+    {
+        self.update_or(key, || Ok(T::default()), f).await
+    }
+
+    async fn update_or<T, E, F>(
+        &self,
+        key: &str,
+        missing: impl Fn() -> Result<T, RepoError>,
+        mut f: F,
+    ) -> Result<Result<T, E>, RepoError>
     where
         T: Serialize + DeserializeOwned + Clone,
         F: FnMut(&mut T) -> Result<(), E>,
     {
         for _ in 0..UPDATE_ATTEMPTS {
-            let Some(cur) = self.get::<T>(key).await? else {
-                return Err(RepoError::Missing(key.into()));
+            let (mut next, expect) = match self.get::<T>(key).await? {
+                Some(cur) => (cur.value, Expect::Revision(cur.revision)),
+                None => (missing()?, Expect::Absent),
             };
-            let mut next = cur.value.clone();
             if let Err(e) = f(&mut next) {
                 return Ok(Err(e));
             }
-            match self.put(key, &next, Expect::Revision(cur.revision)).await {
+            match self.put(key, &next, expect).await {
                 Ok(_) => return Ok(Ok(next)),
                 Err(RepoError::Store(StoreError::Conflict { .. })) => continue,
                 Err(e) => return Err(e),
             }
         }
         Err(RepoError::Contended { key: key.into() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use duplex_store::memory::MemoryStore;
+
+    #[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+    struct Knobs {
+        a: u32,
+        b: u32,
+    }
+
+    /// A change stored between the read and the write of another is not
+    /// overwritten: the second is made again on top of it.
+    #[tokio::test]
+    async fn upsert_starts_from_the_default_and_keeps_a_concurrent_change() {
+        let store = MemoryStore::new();
+        let repo = Repo::new(Arc::new(store.instance(1)));
+        let other = Repo::new(Arc::new(store.instance(2)));
+        let first: Result<Knobs, String> = repo
+            .upsert("k", |k: &mut Knobs| {
+                k.a = 1;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(first, Ok(Knobs { a: 1, b: 0 }));
+        let mut raced = false;
+        let mut tries = 0;
+        let second: Result<Knobs, String> = repo
+            .upsert("k", |k: &mut Knobs| {
+                tries += 1;
+                k.b = 2;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!((second, tries), (Ok(Knobs { a: 1, b: 2 }), 1));
+        // Another writer's change lands between this read and write.
+        let third: Result<Knobs, String> = repo
+            .upsert("k", |k: &mut Knobs| {
+                if !raced {
+                    raced = true;
+                    let bytes = serde_json::to_vec(&Knobs { a: 7, b: 2 }).unwrap();
+                    let put = other.store.put("k", &bytes, Expect::Any);
+                    futures_util::FutureExt::now_or_never(put)
+                        .expect("the memory store answers at once")
+                        .unwrap();
+                }
+                k.b = 3;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(third, Ok(Knobs { a: 7, b: 3 }), "the other's a=7 kept");
+        let refused: Result<Knobs, String> = repo
+            .upsert("k", |_: &mut Knobs| Err("no".to_string()))
+            .await
+            .unwrap();
+        assert_eq!(refused, Err("no".to_string()));
     }
 }

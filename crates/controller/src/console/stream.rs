@@ -1,8 +1,9 @@
 //! `GET /v1/stream`: the console's live feed (server-sent events). The
 //! first message holds every row of every table and the latest events,
 //! marked `full` (a page that reconnects replaces what it shows with it:
-//! rows deleted meanwhile go, events are not shown twice); then, at most every [`TICK`] or at once on a new event, a message with
-//! only what changed and the new events. No page polls a whole list.
+//! rows deleted meanwhile go, events are not shown twice); then, at most
+//! every [`TICK`] or at once on a new event, a message with only what
+//! changed and the new events. No page polls a whole list.
 
 use super::rows::{self, diff};
 use crate::ctl::Ctl;

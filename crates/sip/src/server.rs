@@ -539,7 +539,7 @@ impl Shell {
                     data: o.data,
                     after_sync: None,
                 };
-                if self.uas.hand_on(&reply.data) {
+                if self.uas.sends_handed_on(&reply.data) {
                     info!(to = %reply.to, "sending a reply the old ACT could not");
                     self.send(&reply).await;
                 } else {

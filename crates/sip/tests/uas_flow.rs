@@ -937,18 +937,21 @@ fn a_handed_on_2xx_for_an_invite_answered_anew_is_not_sent() {
     let (old_tag, old_ok, _) = invite(&mut old, &call, 0);
     let (own_tag, own_ok, _) = invite(&mut new, &call, 500);
     assert_ne!(old_tag, own_tag);
-    assert!(!new.hand_on(&old_ok), "the old ACT's 2xx went out");
+    assert!(!new.sends_handed_on(&old_ok), "the old ACT's 2xx went out");
     assert_eq!(new.counters().handed_on_superseded, 1);
-    assert!(new.hand_on(&own_ok), "a 2xx of the dialog held here");
+    assert!(
+        new.sends_handed_on(&own_ok),
+        "a 2xx of the dialog held here"
+    );
     // A VM that holds no dialog for that INVITE sends it (the old ACT's
     // dialog reaches it replicated or taken over).
-    assert!(uas(13).hand_on(&old_ok));
+    assert!(uas(13).sends_handed_on(&old_ok));
     // Not a 2xx to an INVITE: sent as it came.
     let ack = new.handle(&call.ack(&own_tag), uac(), 600);
     assert!(ack.replies.is_empty());
     let bye = new.handle(&call.bye(&own_tag), uac(), 700);
-    assert!(new.hand_on(&bye.replies[0].data));
-    assert!(new.hand_on(b"not SIP at all"));
+    assert!(new.sends_handed_on(&bye.replies[0].data));
+    assert!(new.sends_handed_on(b"not SIP at all"));
     assert_eq!(new.counters().handed_on_superseded, 1);
 }
 

@@ -143,7 +143,7 @@ pub struct Counters {
     /// anew (the INVITE's retransmission reached it first): dropped.
     pub taken_over_superseded: u64,
     /// 2xx to an INVITE the old ACT could not send, not sent here: this
-    /// VM answered that INVITE with a dialog of its own ([`Uas::hand_on`]).
+    /// VM answered that INVITE with a dialog of its own ([`Uas::sends_handed_on`]).
     pub handed_on_superseded: u64,
 }
 

@@ -80,11 +80,7 @@ impl Uas {
         };
         if let Some((key, value)) = dialog_put {
             let d = Dialog::from_entry(key, value.clone())?;
-            if self
-                .dialogs
-                .by_invite(&d.invite_key())
-                .is_some_and(|own| own.key() != *key)
-            {
+            if self.answered_otherwise(&d.invite_key(), &d.local_tag) {
                 self.counters.taken_over_superseded += 1;
                 let mut out = Output::default();
                 self.emit(&mut out, SyncOp::del(key.clone()));
@@ -123,7 +119,7 @@ impl Uas {
     /// answered 481 after an S1 switchover under load). The client hears
     /// this VM's 2xx when it retransmits the INVITE. Anything else, or
     /// what cannot be read, goes out as it came.
-    pub fn hand_on(&mut self, data: &[u8]) -> bool {
+    pub fn sends_handed_on(&mut self, data: &[u8]) -> bool {
         let Ok(msg) = crate::message::parse(data) else {
             return true;
         };
@@ -140,13 +136,21 @@ impl Uas {
         let (Ok(key), Ok(Some(tag))) = (TxKey::for_request(&msg), msg.to_tag()) else {
             return true;
         };
-        match self.dialogs.by_invite(&key) {
-            Some(own) if own.local_tag != tag => {
-                self.counters.handed_on_superseded += 1;
-                false
-            }
-            _ => true,
+        if self.answered_otherwise(&key, &tag) {
+            self.counters.handed_on_superseded += 1;
+            return false;
         }
+        true
+    }
+
+    /// Whether this VM answers `invite` with a dialog of its own, not the
+    /// one tagged `local_tag` (the old ACT's): the old one is superseded
+    /// here, whether its record ([`Uas::take_over`]) or its 2xx
+    /// ([`Uas::sends_handed_on`]) arrives.
+    fn answered_otherwise(&self, invite: &TxKey, local_tag: &str) -> bool {
+        self.dialogs
+            .by_invite(invite)
+            .is_some_and(|own| own.local_tag != local_tag)
     }
 
     /// Drops a dialog this VM created but could not store (`Put` number

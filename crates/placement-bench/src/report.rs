@@ -166,9 +166,8 @@ pub fn write(
          the optimum. Up to 8 VMs the exact group step's widened group and candidate hosts cover \
          the whole cluster: there the engine's search is exhaustive, which is why it reaches the \
          optimum. The rows with 10 VMs are beyond that window (the step places at most 8 at \
-         once): there the moves, the \
-         lookahead and the step on parts of the cluster must find it. \"no lookahead\" \
-         (single moves only) shows what the moves alone find. \"engine, defaults\" weighs memory \
+         once): there the moves, the lookahead and the step on parts of the cluster must find \
+         it. \"no lookahead\" (single moves only) shows what the moves alone find. \"engine, defaults\" weighs memory \
          and link utilization too (the controller's weights), yet is divided by the traffic-only \
          optimum: it gives up traffic for headroom, so its ratio is not the search's shortfall.\n"
     );

@@ -245,6 +245,8 @@ fn is_2xx(data: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn only_held_final_replies_are_handed_on() {
         let reply = |data: &str, after: Option<u64>| Reply {
@@ -261,8 +263,6 @@ mod tests {
             "not held: not owed"
         );
     }
-
-    use super::*;
 
     fn key(m: Method) -> TxKey {
         TxKey {
